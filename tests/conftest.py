@@ -1,0 +1,36 @@
+"""Shared test set-up: offline, a private ZOOENS_HOME, seeded, quiet progress bars."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TQDM_DISABLE", "1")
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="zooens-test-home-"))
+os.environ["ZOOENS_HOME"] = str(_SESSION_HOME)
+os.environ.pop("ZOOENS_DATABASE_URL", None)
+
+import pytest  # noqa: E402
+
+from zooens.settings import get_settings  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+POSTGRES_ADMIN_URL = os.environ.get("ZOOENS_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def zooens_home(tmp_path, monkeypatch) -> Path:
+    """A fresh ZOOENS_HOME for one test; settings re-read."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("ZOOENS_HOME", str(home))
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,53 @@
+"""One settings class for every part of zooens, read from `ZOOENS_*` environment variables."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZOOENS_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default=Path(".zooens"), description="Where zooens keeps its files.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default a SQLite file in `home`."
+    )
+    cache_dir: Path | None = Field(default=None, description="Embedding cache; default `home`/cache.")
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    num_workers: int = Field(default=0, description="DataLoader worker processes for embedding.")
+    executor: str = Field(default="local", description="'local' or 'ray'.")
+    ray_address: str | None = Field(default=None, description="Ray cluster address; None starts a local one.")
+    # service
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024)
+    max_archive_files: int = Field(default=200_000)
+    max_archive_uncompressed_bytes: int = Field(default=4 * 1024 * 1024 * 1024)
+    data_roots: list[Path] = Field(default_factory=list, description="Server-side dirs a dataset may be registered from.")
+    protect_reads: bool = Field(default=False, description="Require a token for reads too.")
+    heartbeat_seconds: float = Field(default=5.0)
+    stale_after_seconds: float = Field(default=60.0)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'zooens.db').resolve()}"
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.home / "cache"
+
+    @property
+    def user_zoo_file(self) -> Path:
+        return self.home / "user_zoo.json"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
