@@ -30,6 +30,7 @@ def _mount() -> None:
         ("service.cli.datasets", "datasets"),
         ("service.cli.jobs", "jobs"),
         ("service.cli.tokens", "tokens"),
+        ("service.cli.db", "db"),
         ("service.cli.vtab", "vtab"),
     ]:
         try:

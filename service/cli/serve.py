@@ -1,0 +1,43 @@
+"""`zooens serve` and `zooens worker`."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from service.cli import app
+from service.cli._common import fail_on_error
+
+
+@app.command()
+@fail_on_error
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    with_worker: bool = typer.Option(False, "--with-worker", help="Also run one worker in this process."),
+) -> None:
+    """Start the REST API and dashboard (uvicorn)."""
+    import uvicorn
+
+    from service.api.main import create_app
+    from service.db.session import upgrade_to_head
+
+    upgrade_to_head()
+    uvicorn.run(create_app(with_worker=with_worker), host=host, port=port, log_level="info")
+
+
+@app.command()
+@fail_on_error
+def worker(
+    worker_id: Optional[str] = typer.Option(None, "--id", help="Worker name (default host-pid-random)."),
+    once: bool = typer.Option(False, "--once", help="Exit when the queue is empty."),
+    poll: float = typer.Option(1.0, help="Seconds between looks at an empty queue."),
+    executor: Optional[str] = typer.Option(None, help="'local' or 'ray' (default ZOOENS_EXECUTOR)."),
+) -> None:
+    """Take queued jobs from the registry and run them."""
+    from service.db.session import upgrade_to_head
+    from service.pipeline import get_executor
+    from service.worker import work
+
+    upgrade_to_head()
+    work(worker_id, once=once, poll_seconds=poll, executor=get_executor(executor))

@@ -1,0 +1,73 @@
+"""`zooens worker`: take queued (or abandoned) jobs from the registry and run them."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from service import registry
+from service.db.session import session_scope
+from service.runner import run_job
+
+logger = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def work(
+    worker_id: str | None = None,
+    *,
+    once: bool = False,
+    poll_seconds: float = 1.0,
+    executor=None,
+    stop: threading.Event | None = None,
+    progress: bool = False,
+) -> int:
+    """Claim and run jobs until `stop` is set (or, with `once`, until the queue is empty).
+
+    Returns the number of jobs run. A job whose worker died (no heartbeat for
+    `stale_after_seconds`) is claimed again and resumes at its first unfinished unit.
+    """
+    worker_id = worker_id or default_worker_id()
+    stop = stop or threading.Event()
+    n = 0
+    logger.info("worker %s started", worker_id)
+    while not stop.is_set():
+        with session_scope() as s:
+            job = registry.claim_job(s, worker_id)
+            job_id = None if job is None else job.id
+        if job_id is None:
+            if once:
+                break
+            stop.wait(poll_seconds)
+            continue
+        logger.info("worker %s runs job %s", worker_id, job_id)
+        status = run_job(job_id, worker_id=worker_id, executor=executor, progress=progress)
+        logger.info("job %s %s", job_id, status)
+        n += 1
+    return n
+
+
+def start_background_worker(**kwargs) -> tuple[threading.Thread, threading.Event]:
+    """A worker thread in this process (for `zooens serve --with-worker`)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=work, kwargs={**kwargs, "stop": stop}, daemon=True, name="zooens-worker")
+    thread.start()
+    return thread, stop
+
+
+def wait_for(job_id: int, timeout: float = 600.0, poll: float = 0.5) -> str:
+    """Block until a job is finished; returns its status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with session_scope() as s:
+            status = registry.get_job(s, job_id).status
+        if status in ("succeeded", "failed", "cancelled"):
+            return status
+        time.sleep(poll)
+    raise TimeoutError(f"job {job_id} still running after {timeout} s")
