@@ -16,9 +16,16 @@ logger = logging.getLogger(__name__)
 
 
 def _run_remote(spec: JobSpec, key: str) -> dict[str, Any]:
+    """Runs in a Ray worker: point its settings at the job's home, then do the unit."""
     import logging as _logging
+    import os
+
+    from zooens.settings import get_settings
 
     _logging.basicConfig(level=_logging.INFO)
+    if os.environ.get("ZOOENS_HOME") != spec.home:
+        os.environ["ZOOENS_HOME"] = spec.home
+        get_settings.cache_clear()
     return execute_unit(spec, key, progress=False)
 
 

@@ -1,0 +1,312 @@
+"""The shared training loop of image-based fine-tuning strategies and adapters.
+
+SGD with momentum under BiT's hyper-rule schedule (Kolesnikov et al. 2020): a linear
+warm-up, then the learning rate divided by 10 at 30%, 60% and 90% of the steps. Every
+source of randomness (sampling order, flips) comes from one generator seeded by `seed`,
+so two calls with the same arguments give bitwise-equal weights on the CPU.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from zooens.errors import ConfigError, DatasetError
+from zooens.utils import resolve_device
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DECAY_POINTS",
+    "ImageList",
+    "ImageSplitDataset",
+    "LossFn",
+    "SplitLike",
+    "bit_schedule",
+    "default_warmup_steps",
+    "eval_transform",
+    "fit_classifier",
+    "iterate_batches",
+    "predict_logits",
+    "predict_proba",
+]
+
+DECAY_POINTS: tuple[float, ...] = (0.3, 0.6, 0.9)
+"""Fractions of the total steps at which the learning rate is divided by 10."""
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+"""`loss_fn(model, images (B, 3, H, W), labels (B,)) -> scalar loss`."""
+
+_TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+class SplitLike(Protocol):
+    """What the loop needs of a dataset split (`selection.datasets.Split` is one)."""
+
+    labels: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def image(self, i: int) -> Image.Image: ...
+
+
+class ImageList:
+    """A list of PIL images seen as a split without labels (for prediction on new images)."""
+
+    def __init__(self, images: Sequence[Image.Image]) -> None:
+        self._images = list(images)
+        self.labels = np.full(len(self._images), -1, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def image(self, i: int) -> Image.Image:
+        img = self._images[i]
+        return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def bit_schedule(step: int, total_steps: int, base_lr: float, warmup_steps: int) -> float:
+    """Learning rate at `step` (0-based) under BiT's hyper-rule.
+
+    During warm-up the rate rises linearly, `base_lr * (step + 1) / warmup_steps`, so the
+    first step already moves; afterwards it is `base_lr / 10**k` where k counts the decay
+    points (30%, 60%, 90% of `total_steps`) that `step` has reached.
+    """
+    if total_steps < 1:
+        raise ConfigError(f"total_steps must be at least 1, got {total_steps}.")
+    if not base_lr > 0 or not math.isfinite(base_lr):
+        raise ConfigError(f"The learning rate must be a positive number, got {base_lr}.")
+    if not 0 <= warmup_steps <= total_steps:
+        raise ConfigError(
+            f"warmup_steps must be in [0, total_steps], got {warmup_steps} for {total_steps} steps; "
+            "use fewer warm-up steps or more steps."
+        )
+    if step < 0:
+        raise ConfigError(f"step must be non-negative, got {step}.")
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    decays = sum(step >= point * total_steps for point in DECAY_POINTS)
+    return base_lr / 10**decays
+
+
+def default_warmup_steps(steps: int) -> int:
+    """BiT warms up for about a tenth of a short schedule (capped at BiT's 500 steps)."""
+    return min(500, steps // 10)
+
+
+def eval_transform(data_cfg: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
+    """timm's evaluation transform for a timm data config (resize, crop, normalise)."""
+    import timm.data
+
+    missing = [k for k in ("input_size", "mean", "std") if k not in data_cfg]
+    if missing:
+        raise ConfigError(
+            f"The data config lacks {', '.join(missing)}; build it with zoo.data_config(model)."
+        )
+    kwargs = {k: data_cfg[k] for k in _TRANSFORM_KEYS if k in data_cfg and data_cfg[k] is not None}
+    kwargs["input_size"] = tuple(kwargs["input_size"])
+    kwargs["mean"] = tuple(kwargs["mean"])
+    kwargs["std"] = tuple(kwargs["std"])
+    return timm.data.create_transform(**kwargs, is_training=False)
+
+
+class ImageSplitDataset(torch.utils.data.Dataset):
+    """A split as a torch Dataset of (preprocessed image (3, H, W), label)."""
+
+    def __init__(self, split: SplitLike, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.split.image(int(i))), int(self.split.labels[int(i)])
+
+
+def iterate_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless mini-batches of indices: a fresh permutation each epoch, drawn from `generator`.
+
+    A batch never spans two epochs; with `batch_size >= n` every batch is the whole set.
+    """
+    if n < 1:
+        raise DatasetError("The training split is empty; give at least one labelled example.")
+    size = min(batch_size, n)
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        for start in range(0, n - size + 1, size):
+            yield perm[start : start + size]
+
+
+def _validate(lr: float, steps: int, batch_size: int, momentum: float, weight_decay: float) -> None:
+    if not lr > 0 or not math.isfinite(lr):
+        raise ConfigError(f"lr must be a positive number, got {lr}; try 0.01.")
+    if steps < 1:
+        raise ConfigError(f"steps must be at least 1, got {steps}.")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
+    if not 0 <= momentum < 1:
+        raise ConfigError(f"momentum must be in [0, 1), got {momentum}; BiT uses 0.9.")
+    if weight_decay < 0:
+        raise ConfigError(f"weight_decay must be non-negative, got {weight_decay}.")
+
+
+def _default_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(images).float(), labels)
+
+
+def _set_train_mode(model: nn.Module, freeze_norm_stats: bool) -> None:
+    model.train()
+    if freeze_norm_stats:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def fit_classifier(
+    model: nn.Module,
+    params: Iterable[nn.Parameter],
+    train_split: SplitLike,
+    data_cfg: dict[str, Any],
+    *,
+    lr: float,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    device: str = "cpu",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    loss_fn: LossFn | None = None,
+    progress: bool = True,
+    augment: bool = True,
+    warmup_steps: int | None = None,
+    freeze_norm_stats: bool = False,
+    on_step: Callable[[int, float], None] | None = None,
+) -> nn.Module:
+    """Train `params` of `model` on the images of `train_split`; return the model (in eval mode).
+
+    Parameters
+    ----------
+    model : maps a preprocessed image batch of shape (B, 3, H, W) to logits (B, n_classes).
+    params : the only parameters that train; every other parameter gets `requires_grad=False`.
+    train_split : `len(split)`, `split.image(i)` -> PIL RGB, `split.labels` int array (N,).
+    data_cfg : timm data config (input_size, mean, std, interpolation, crop_pct, crop_mode).
+    lr, steps, batch_size : SGD learning rate (peak of the BiT schedule), number of
+        optimisation steps, mini-batch size (capped at N).
+    seed : seeds the sampling order and the flips; nothing else draws random numbers.
+    loss_fn : `loss_fn(model, images, labels) -> scalar`; default cross-entropy of `model(images)`.
+    augment : random horizontal flips of training images.
+    warmup_steps : linear warm-up length; default `default_warmup_steps(steps)`.
+    freeze_norm_stats : keep batch-norm layers in eval mode so their running statistics
+        (buffers, not parameters) stay as they were: use it when only adapters train.
+    on_step : called as `on_step(step, loss)` after each step (for logging or tests).
+    """
+    _validate(lr, steps, batch_size, momentum, weight_decay)
+    warmup = default_warmup_steps(steps) if warmup_steps is None else warmup_steps
+    bit_schedule(0, steps, lr, warmup)  # validates warmup
+    device = resolve_device(device)
+    params = list(params)
+    if not params:
+        raise ConfigError("No trainable parameters were given to fit_classifier.")
+    trainable = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    for p in params:
+        p.requires_grad_(True)
+
+    model.to(device)
+    on_cuda = device.startswith("cuda")
+    if on_cuda:
+        model.to(memory_format=torch.channels_last)
+    loss_fn = loss_fn or _default_loss
+    generator = torch.Generator().manual_seed(int(seed))
+    dataset = ImageSplitDataset(train_split, eval_transform(data_cfg))
+    batches = iterate_batches(len(dataset), batch_size, generator)
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    _set_train_mode(model, freeze_norm_stats)
+
+    log.info("Training %d tensors (%d values) for %d steps, lr %g, batch %d, seed %d on %s",
+             len(params), sum(p.numel() for p in params), steps, lr, batch_size, seed, device)
+    start = time.perf_counter()
+    bar = tqdm(range(steps), desc="fine-tune", disable=not progress, leave=False)
+    for step in bar:
+        idx = next(batches)
+        images = torch.stack([dataset[int(i)][0] for i in idx])
+        labels = torch.as_tensor(train_split.labels[idx.numpy()], dtype=torch.long)
+        if augment:
+            flip = torch.rand(len(idx), generator=generator) < 0.5
+            images[flip] = images[flip].flip(-1)
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if on_cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
+        for group in optimizer.param_groups:
+            group["lr"] = bit_schedule(step, steps, lr, warmup)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+            loss = loss_fn(model, images, labels)
+        if not torch.isfinite(loss):
+            raise ConfigError(
+                f"The training loss became {loss.item()} at step {step}; lower the learning rate (now {lr})."
+            )
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        if on_step is not None:
+            on_step(step, value)
+        bar.set_postfix(loss=f"{value:.4f}")
+    log.info("Trained %d steps in %.1f s", steps, time.perf_counter() - start)
+    model.eval()
+    return model
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module,
+    split: SplitLike,
+    data_cfg: dict[str, Any],
+    *,
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Logits of `model` for every image of `split`, float32 of shape (N, n_classes)."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
+    device = resolve_device(device)
+    on_cuda = device.startswith("cuda")
+    model.eval().to(device)
+    transform = eval_transform(data_cfg)
+    out: list[np.ndarray] = []
+    for start in range(0, len(split), batch_size):
+        stop = min(start + batch_size, len(split))
+        images = torch.stack([transform(split.image(i)) for i in range(start, stop)]).to(device)
+        if on_cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+            logits = model(images)
+        out.append(logits.float().cpu().numpy())
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def predict_proba(
+    model: nn.Module,
+    split: SplitLike,
+    data_cfg: dict[str, Any],
+    *,
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Class probabilities (softmax of the logits), float32 of shape (N, n_classes)."""
+    logits = predict_logits(model, split, data_cfg, batch_size=batch_size, device=device)
+    return torch.softmax(torch.from_numpy(logits).double(), dim=1).float().numpy()

@@ -1,0 +1,127 @@
+"""`zooens run` end to end on tiny real models and the real digits data, stored in SQLite."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app
+from tests.service._tiny import register_tiny_zoo
+
+RUN_ARGS = ["run", "--dataset", "digits", "--zoo", "user", "--resolution", "32", "--steps", "60",
+            "--lr", "0.05,0.5", "--top-k", "2", "--json", "--quiet"]
+
+
+def _run(args: list[str]):
+    result = CliRunner().invoke(app, args)
+    return result
+
+
+@pytest.fixture
+def tiny_home(zooens_home):
+    register_tiny_zoo(zooens_home / "weights")
+    return zooens_home
+
+
+def test_run_end_to_end_and_second_run_embeds_nothing(tiny_home):
+    from service import registry
+    from service.db.session import session_scope
+
+    first = _run(RUN_ARGS)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    assert report["job"]["status"] == "succeeded"
+    ranking = report["ranking"]
+    assert [r["rank"] for r in ranking] == [1, 2, 3]
+    knn = [r["knn_accuracy"] for r in ranking]
+    assert knn == sorted(knn, reverse=True)
+    assert all(0.0 <= a <= 1.0 for a in knn)
+    # top-2 models x 2 learning rates x 1 step count
+    assert len(report["runs"]) == 4
+    assert {r["model"] for r in report["runs"]} == {ranking[0]["model"], ranking[1]["model"]}
+    ens = report["ensemble"]
+    best_single_ce = min(r["val_ce"] for r in report["runs"])
+    assert ens["val_ce"] <= best_single_ce + 1e-9
+    assert ens["test_acc"] is not None and ens["test_acc"] > 0.2  # digits, 10 classes
+    assert abs(sum(m["weight"] for m in ens["members"]) - 1.0) < 1e-9
+    assert all(r["updated_params"] > 0 and r["update_bytes"] > 0 for r in report["runs"])
+
+    second = _run(RUN_ARGS)
+    assert second.exit_code == 0, second.output
+    report2 = json.loads(second.stdout)
+    with session_scope() as s:
+        units = registry.done_units(s, report2["job"]["id"])
+    embed_results = [v for k, v in units.items() if k.startswith("embed:")]
+    assert len(embed_results) == 3 and all(r["cached"] for r in embed_results)
+    # Reproducible: same ranking and the same ensemble.
+    assert [r["model"] for r in report2["ranking"]] == [r["model"] for r in ranking]
+    assert [r["knn_accuracy"] for r in report2["ranking"]] == knn
+    assert report2["ensemble"]["val_ce"] == pytest.approx(ens["val_ce"], abs=1e-6)
+    assert [(m["model"], m["strategy"], m["hparams"], m["weight"]) for m in report2["ensemble"]["members"]] == [
+        (m["model"], m["strategy"], m["hparams"], m["weight"]) for m in ens["members"]
+    ]
+
+
+def test_ensemble_predictor_reproduces_stored_probabilities(tiny_home):
+    from ensemble.predictor import EnsemblePredictor
+    from selection.datasets import load_dataset
+    from service import registry
+    from service.db.session import session_scope
+    from service.pipeline import JobParams, prepare_splits
+
+    result = _run(RUN_ARGS[:-1] + ["--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    with session_scope() as s:
+        runs = {r.id: r for r in registry.list_finetune_runs(s, report["job"]["id"])}
+        members = [(runs[m["run_id"]].artifact_path, m["weight"]) for m in report["ensemble"]["members"]]
+        probs = {rid: np.load(r.probs_path) for rid, r in runs.items()}
+    ds = prepare_splits(load_dataset("digits"), JobParams())  # the job's default split and seed
+    val = ds.split("val")
+    images = [val.image(i) for i in range(16)]
+    predicted = EnsemblePredictor(members=members).predict_proba(images)
+    expected = sum(w * probs[m["run_id"]]["val"][:16] for m, (_, w) in zip(report["ensemble"]["members"], members))
+    np.testing.assert_allclose(predicted, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--zoo", "no-such-model*"], "no-such-model"),
+        (["--strategies", "bogus"], "Unknown strategy"),
+        (["--top-k", "0"], "top_k"),
+    ],
+)
+def test_bad_options_fail_clearly_and_record_nothing(tiny_home, args, message):
+    from service import registry
+    from service.db.session import session_scope, upgrade_to_head
+
+    result = _run(["run", "--dataset", "digits", "--quiet"] + args)
+    assert result.exit_code == 2
+    assert message in result.output
+    upgrade_to_head()
+    with session_scope() as s:
+        jobs, count = registry.list_jobs(s)
+        assert count == 0
+
+
+def test_single_example_class_is_refused_before_anything_is_recorded(tiny_home, tmp_path):
+    from PIL import Image
+
+    from service import registry
+    from service.db.session import session_scope, upgrade_to_head
+
+    rng = np.random.default_rng(0)
+    for cls, n in [("cat", 5), ("dog", 1)]:
+        d = tmp_path / "data" / cls
+        d.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    result = _run(["run", "--data", str(tmp_path / "data"), "--zoo", "user", "--quiet"])
+    assert result.exit_code == 2
+    assert "dog" in result.output
+    upgrade_to_head()
+    with session_scope() as s:
+        assert registry.list_jobs(s)[1] == 0

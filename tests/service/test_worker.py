@@ -1,0 +1,116 @@
+"""Workers: a killed worker's job is finished by another without redoing finished units; Ray."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.service._tiny import register_tiny_zoo
+
+ZOOENS = str(Path(sys.executable).parent / "zooens")
+
+
+def _submit(strategies=("linear",), lrs=(0.01, 0.03, 0.1, 0.3, 1.0), steps=(400,), top_k=2) -> int:
+    from selection.datasets import load_dataset
+    from service.db.session import session_scope, upgrade_to_head
+    from service.jobs import register_dataset, submit_job
+    from service.pipeline import JobParams
+
+    upgrade_to_head()
+    params = JobParams(top_k=top_k, strategies=list(strategies), learning_rates=list(lrs), steps=list(steps),
+                       resolution=32, seed=0)
+    with session_scope() as s:
+        ds_row = register_dataset(s, "digits", load_dataset("digits"))
+        return submit_job(s, ds_row.id, "user", params).id
+
+
+def _units(job_id: int) -> dict[str, tuple[str, object]]:
+    from service import registry
+    from service.db.session import session_scope
+
+    with session_scope() as s:
+        return {u.key: (u.status, u.finished_at) for u in registry.list_units(s, job_id)}
+
+
+def _worker(env: dict, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([ZOOENS, "worker", *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_killed_worker_job_resumes_in_another_without_redoing_units(zooens_home):
+    from service import registry
+    from service.db.session import session_scope
+
+    register_tiny_zoo(zooens_home / "weights")
+    job_id = _submit()
+    env = {**os.environ, "ZOOENS_HOME": str(zooens_home), "ZOOENS_HEARTBEAT_SECONDS": "0.3",
+           "ZOOENS_STALE_AFTER_SECONDS": "2"}
+    first = _worker(env, "--id", "first")
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            done = [k for k, (st, _) in _units(job_id).items() if st == "done"]
+            if any(k.startswith("finetune:") for k in done):
+                break
+            assert first.poll() is None, first.stderr.read().decode()
+            time.sleep(0.2)
+        else:
+            pytest.fail("the first worker finished no fine-tune unit in time")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    before = {k: fin for k, (st, fin) in _units(job_id).items() if st == "done"}
+    with session_scope() as s:
+        job = registry.get_job(s, job_id)
+        assert job.status == "running" and job.worker_id == "first"
+    total = 3 + 2 * 5 + 1
+    assert 4 <= len(before) < total
+
+    time.sleep(2.5)  # let the heartbeat go stale
+    second = _worker(env, "--id", "second", "--once", "--poll", "0.2")
+    assert second.wait(timeout=300) == 0, second.stderr.read().decode()
+
+    after = _units(job_id)
+    assert len(after) == total and all(st == "done" for st, _ in after.values())
+    for key, finished_at in before.items():
+        assert after[key][1] == finished_at, f"{key} was redone"
+    with session_scope() as s:
+        job = registry.get_job(s, job_id)
+        assert job.status == "succeeded", job.error
+        assert job.worker_id == "second"
+        runs = registry.list_finetune_runs(s, job_id)
+        assert len(runs) == 10 and len({r.unit_key for r in runs}) == 10
+        assert len(registry.get_ranking(s, job_id)) == 3
+
+
+@pytest.mark.slow
+def test_same_job_through_a_local_ray_instance_matches_local_executor(zooens_home):
+    ray = pytest.importorskip("ray")
+    from service.db.session import session_scope
+    from service.executors_ray import RayExecutor
+    from service.pipeline import LocalExecutor
+    from service.reports import job_report
+    from service.runner import run_job
+
+    register_tiny_zoo(zooens_home / "weights", ["tiny-effnet", "tiny-resnet"])
+    local_id = _submit(lrs=(0.1, 1.0), steps=(100,))
+    assert run_job(local_id, executor=LocalExecutor(), progress=False) == "succeeded"
+    ray_id = _submit(lrs=(0.1, 1.0), steps=(100,))
+    try:
+        executor = RayExecutor(num_cpus=2)
+        assert run_job(ray_id, executor=executor, progress=False) == "succeeded"
+    finally:
+        ray.shutdown()
+    with session_scope() as s:
+        local, remote = job_report(s, local_id), job_report(s, ray_id)
+    assert [r["model"] for r in remote["ranking"]] == [r["model"] for r in local["ranking"]]
+    assert [r["knn_accuracy"] for r in remote["ranking"]] == [r["knn_accuracy"] for r in local["ranking"]]
+    assert remote["ensemble"]["val_ce"] == pytest.approx(local["ensemble"]["val_ce"], abs=1e-5)
+    assert len(remote["runs"]) == len(local["runs"]) == 4
