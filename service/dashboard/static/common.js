@@ -1,0 +1,161 @@
+// Shared helpers for the dashboard pages: API calls, the token, formatting, sortable tables.
+"use strict";
+
+const API = "/api/v1";
+const TOKEN_KEY = "zooens.token";
+
+function getToken() { return window.localStorage.getItem(TOKEN_KEY) || ""; }
+function setToken(value) { window.localStorage.setItem(TOKEN_KEY, value.trim()); }
+
+async function apiError(resp) {
+  let message = resp.status + " " + resp.statusText;
+  try {
+    const body = await resp.json();
+    const detail = body.detail !== undefined ? body.detail : (body.message || body.error || body);
+    message = typeof detail === "string" ? detail : JSON.stringify(detail);
+  } catch (e) { /* not JSON: keep the status line */ }
+  const err = new Error(message);
+  err.status = resp.status;
+  return err;
+}
+
+async function apiGet(path) {
+  const headers = { "Accept": "application/json" };
+  const token = getToken();
+  if (token) headers["Authorization"] = "Bearer " + token;
+  const resp = await fetch(API + path, { headers });
+  if (!resp.ok) throw await apiError(resp);
+  return resp.json();
+}
+
+/** GET that answers null for 404 (e.g. an ensemble not built yet) instead of throwing. */
+async function apiGetOptional(path) {
+  try { return await apiGet(path); } catch (e) { if (e.status === 404 || e.status === 409) return null; throw e; }
+}
+
+async function apiPost(path, body) {
+  const headers = { "Accept": "application/json", "Authorization": "Bearer " + getToken() };
+  let payload = body;
+  if (!(body instanceof FormData)) { headers["Content-Type"] = "application/json"; payload = JSON.stringify(body || {}); }
+  const resp = await fetch(API + path, { method: "POST", headers, body: payload });
+  if (!resp.ok) throw await apiError(resp);
+  return resp.json();
+}
+
+/** Lists come as {data, count} or as a bare array. */
+function items(body) {
+  if (Array.isArray(body)) return body;
+  if (body && Array.isArray(body.data)) return body.data;
+  if (body && Array.isArray(body.items)) return body.items;
+  return [];
+}
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("data-")) node.setAttribute(k, v);
+    else if (k in node) node[k] = v;
+    else node.setAttribute(k, v);
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const fmt = {
+  pct(v) { return v === null || v === undefined ? "–" : (100 * v).toFixed(1) + " %"; },
+  num(v, digits = 3) { return v === null || v === undefined ? "–" : Number(v).toFixed(digits); },
+  int(v) { return v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US"); },
+  params(v) {
+    if (v === null || v === undefined) return "–";
+    if (v >= 1e6) return (v / 1e6).toFixed(2) + " M";
+    if (v >= 1e3) return (v / 1e3).toFixed(1) + " k";
+    return String(v);
+  },
+  bytes(v) {
+    if (v === null || v === undefined) return "–";
+    const units = ["B", "KiB", "MiB", "GiB"];
+    let i = 0; while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+    return (i ? v.toFixed(1) : String(v)) + " " + units[i];
+  },
+  seconds(v) { return v === null || v === undefined ? "–" : Number(v).toFixed(2) + " s"; },
+  age(iso) {
+    if (!iso) return "–";
+    const t = Date.parse(/[zZ]|[+-]\d\d:?\d\d$/.test(iso) ? iso : iso + "Z");
+    if (Number.isNaN(t)) return iso;
+    const s = Math.max(0, (Date.now() - t) / 1000);
+    if (s < 60) return Math.round(s) + " s ago";
+    if (s < 3600) return Math.round(s / 60) + " min ago";
+    if (s < 86400) return (s / 3600).toFixed(1) + " h ago";
+    return (s / 86400).toFixed(1) + " d ago";
+  },
+};
+
+function statusBadge(status) {
+  return el("span", { class: "status status-" + status, "data-status": status, text: status });
+}
+
+function progressBar(done, total) {
+  const frac = total ? Math.min(1, done / total) : 0;
+  const bar = el("div", { class: "bar" + (total && done >= total ? " done" : ""), title: done + " of " + total });
+  const fill = el("span");
+  fill.style.width = (100 * frac).toFixed(1) + "%";
+  bar.append(fill);
+  return bar;
+}
+
+/** Overall fraction of a job's work done, from its per-stage progress. */
+function jobFraction(job) {
+  if (job.status === "succeeded") return 1;
+  const p = job.progress || {};
+  const weights = { embed: 0.4, finetune: 0.55, ensemble: 0.05 };
+  let f = 0;
+  for (const [stage, w] of Object.entries(weights)) {
+    const st = p[stage];
+    if (st && st.total) f += w * Math.min(1, st.done / st.total);
+  }
+  return f;
+}
+
+/** Make a table sortable by clicking its headers; cells carry data-sort with a raw value. */
+function makeSortable(table) {
+  const headers = Array.from(table.tHead.rows[0].cells);
+  headers.forEach((th, col) => {
+    if (th.dataset.nosort !== undefined) return;
+    th.classList.add("sortable");
+    th.tabIndex = 0;
+    const sort = () => {
+      const asc = th.getAttribute("aria-sort") !== "ascending";
+      headers.forEach((h) => h.removeAttribute("aria-sort"));
+      th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+      const numeric = th.classList.contains("num");
+      const body = table.tBodies[0];
+      const rows = Array.from(body.rows);
+      const key = (row) => {
+        const cell = row.cells[col];
+        const raw = cell.dataset.sort !== undefined ? cell.dataset.sort : cell.textContent;
+        if (!numeric) return raw.toLowerCase();
+        return raw === "" ? null : Number(raw);
+      };
+      rows.sort((a, b) => {
+        const ka = key(a), kb = key(b);
+        if (ka === kb) return 0;
+        if (ka === null) return 1;  // missing values last either way
+        if (kb === null) return -1;
+        return (ka < kb ? -1 : 1) * (asc ? 1 : -1);
+      });
+      rows.forEach((r) => body.append(r));
+    };
+    th.addEventListener("click", sort);
+    th.addEventListener("keydown", (e) => { if (e.key === "Enter") sort(); });
+  });
+}
+
+function showError(container, err) {
+  container.replaceChildren(el("div", { class: "error-box", role: "alert", text: String(err.message || err) }));
+}

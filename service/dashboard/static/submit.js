@@ -1,0 +1,81 @@
+// Submit page: keep the token in localStorage, upload a dataset zip (or pick a registered one), start a job.
+"use strict";
+
+function numberList(text, parse) {
+  const parts = text.split(/[\s,]+/).filter(Boolean);
+  if (!parts.length) return null;
+  const values = parts.map(parse);
+  if (values.some((v) => Number.isNaN(v))) throw new Error("Not a list of numbers: " + text);
+  return values;
+}
+
+function optionalInt(value) { return value === "" ? null : parseInt(value, 10); }
+
+async function loadChoices() {
+  const select = document.getElementById("dataset-id");
+  try {
+    const datasets = items(await apiGet("/datasets?limit=500"));
+    for (const d of datasets.sort((a, b) => b.id - a.id)) {
+      select.append(el("option", { value: d.id, text: "#" + d.id + " " + d.name + (d.classes ? " (" + d.classes.length + " classes)" : "") }));
+    }
+  } catch (e) { /* the upload still works */ }
+}
+
+function jobBody(form, datasetId) {
+  const strategies = Array.from(form.querySelectorAll("input[name=strategy]:checked")).map((i) => i.value);
+  const body = {
+    dataset_id: datasetId,
+    zoo: form.zoo.value.trim(),
+    top_k: parseInt(form.top_k.value, 10),
+    strategies,
+    ensemble_size: parseInt(form.ensemble_size.value, 10),
+    seed: parseInt(form.seed.value, 10),
+  };
+  const lrs = numberList(form.learning_rates.value, parseFloat);
+  const steps = numberList(form.steps.value, (s) => parseInt(s, 10));
+  const resolution = optionalInt(form.resolution.value);
+  if (lrs) body.learning_rates = lrs;
+  if (steps) body.steps = steps;
+  if (resolution !== null) body.resolution = resolution;
+  return body;
+}
+
+async function onSubmit(event) {
+  event.preventDefault();
+  const form = event.target;
+  const out = document.getElementById("submit-result");
+  const button = form.querySelector("button[type=submit]");
+  setToken(form.token.value);
+  button.disabled = true;
+  try {
+    if (!getToken()) throw new Error("A token is needed to submit: create one with `zooens tokens create NAME`.");
+    let datasetId = form.dataset_id.value ? Number(form.dataset_id.value) : null;
+    const file = form.dataset_file.files[0];
+    if (file) {
+      out.replaceChildren(el("p", { class: "notice", text: "Uploading " + file.name + "…" }));
+      const data = new FormData();
+      data.append("file", file);
+      if (form.dataset_name.value.trim()) data.append("name", form.dataset_name.value.trim());
+      const ds = await apiPost("/datasets", data);
+      datasetId = ds.id;
+    }
+    if (datasetId === null) throw new Error("Choose a registered dataset or upload a zip of an ImageFolder tree.");
+    out.replaceChildren(el("p", { class: "notice", text: "Dataset #" + datasetId + " ready; creating the job…" }));
+    const job = await apiPost("/jobs", jobBody(form, datasetId));
+    const jobId = job.id !== undefined ? job.id : job.job_id;
+    out.replaceChildren(el("p", { class: "notice", id: "submitted" }, "Job ", el("a", { href: "/dashboard/jobs/" + jobId, text: "#" + jobId }), " queued."));
+    window.location.assign("/dashboard/jobs/" + jobId);
+  } catch (err) {
+    showError(out, err);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("submit-form");
+  form.token.value = getToken();
+  form.token.addEventListener("change", () => setToken(form.token.value));
+  form.addEventListener("submit", onSubmit);
+  loadChoices();
+});

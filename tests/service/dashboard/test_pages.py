@@ -1,0 +1,231 @@
+"""The dashboard in headless Chromium against a live server: submit a job, follow it, read every page."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+JOB_TIMEOUT = 420
+
+
+def console_errors(driver) -> list[dict]:
+    """Browser console entries at SEVERE level since the last call (reading the log drains it)."""
+    return [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+
+
+def wait_for(driver, condition, timeout: float = 30.0, what: str = "condition"):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message=f"waited {timeout} s for {what}")
+
+
+def open_page(driver, url: str, ready_css: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ready_css), what=ready_css)
+
+
+def column(driver, table_id: str, key: str) -> list[str]:
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(`#${arguments[0]} tbody td[data-key='${arguments[1]}']`))"
+        ".map((td) => td.dataset.sort);", table_id, key)
+
+
+@pytest.fixture(scope="module")
+def finished_job(browser, live_server, digits_zip, screenshots):
+    """Submit a job through the Submit form, check the Jobs page follows it, watch it finish on the Job page."""
+    from selenium.webdriver.common.by import By
+
+    driver, base = browser, live_server.url
+    open_page(driver, base + "/dashboard/submit", "#submit-form")
+    assert console_errors(driver) == []
+    form = driver.find_element(By.ID, "submit-form")
+    form.find_element(By.NAME, "token").send_keys(live_server.token)
+    form.find_element(By.NAME, "dataset_file").send_keys(str(digits_zip))
+    form.find_element(By.NAME, "dataset_name").send_keys("digits-small")
+    zoo = form.find_element(By.NAME, "zoo")
+    zoo.clear()
+    zoo.send_keys("user")
+    for name, value in (("top_k", "3"), ("learning_rates", "0.1, 1.0"), ("steps", "60"),
+                        ("ensemble_size", "5"), ("resolution", "32")):
+        field = form.find_element(By.NAME, name)
+        field.clear()
+        field.send_keys(value)
+    driver.save_screenshot(str(screenshots / "submit.png"))
+    form.find_element(By.ID, "submit-button").click()
+    wait_for(driver, lambda d: "/dashboard/jobs/" in d.current_url, timeout=120, what="the job page after submit")
+    job_id = int(driver.current_url.rstrip("/").rsplit("/", 1)[1])
+    assert driver.execute_script("return localStorage.getItem('zooens.token')") == live_server.token
+
+    # The Jobs page lists the job and refreshes itself while it runs.
+    open_page(driver, base + "/dashboard/jobs", f"#jobs-table tr[data-job-id='{job_id}']")
+    status = driver.find_element(By.CSS_SELECTOR, f"tr[data-job-id='{job_id}']").get_attribute("data-status")
+    if status in ("queued", "running"):
+        assert "Refreshing" in driver.find_element(By.ID, "refresh-note").text
+        driver.save_screenshot(str(screenshots / "jobs-running.png"))
+
+    # The Job page follows the job to its end without reloads.
+    open_page(driver, base + f"/dashboard/jobs/{job_id}", "#stages [data-stage='embed']")
+    shot_running = False
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while time.monotonic() < deadline:
+        state = driver.execute_script("return document.body.dataset.jobStatus")
+        if state in ("succeeded", "failed", "cancelled"):
+            break
+        if not shot_running and driver.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr"):
+            driver.save_screenshot(str(screenshots / "job-running.png"))
+            shot_running = True
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"job {job_id} did not finish within {JOB_TIMEOUT} s")
+    assert state == "succeeded", driver.find_element(By.ID, "job-error").text
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#curve-plot svg.main-svg"), what="the loss curve")
+    driver.save_screenshot(str(screenshots / "job-finished.png"))
+    assert console_errors(driver) == []
+    return job_id
+
+
+def test_job_page_shows_progress_and_sortable_ranking(browser, live_server, finished_job, screenshots):
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    open_page(driver, live_server.url + f"/dashboard/jobs/{finished_job}", "#ranking-table tbody tr")
+    stages = {e.get_attribute("data-stage"): e.text for e in driver.find_elements(By.CSS_SELECTOR, "#stages [data-stage]")}
+    assert stages["embed"].startswith("model 3 of 3")
+    assert stages["finetune"].startswith("6 of 6 runs")
+    assert stages["ensemble"] == "built"
+
+    api_rows = live_server.get_json(f"/api/v1/jobs/{finished_job}/ranking")
+    api_rows = api_rows["data"] if isinstance(api_rows, dict) else api_rows
+    models = column(driver, "ranking-table", "model")
+    assert sorted(models) == sorted(r["model"] for r in api_rows) and len(models) == 3
+    for key in ("knn_accuracy", "finetuned_val_acc", "finetuned_val_ce", "params", "updated_params", "embed_seconds"):
+        assert all(v != "" for v in column(driver, "ranking-table", key)), key
+
+    header = driver.find_element(By.CSS_SELECTOR, "#ranking-table th[data-key='finetuned_val_ce']")
+    header.click()
+    assert header.get_attribute("aria-sort") == "ascending"
+    values = [float(v) for v in column(driver, "ranking-table", "finetuned_val_ce")]
+    assert values == sorted(values)
+    header.click()
+    values = [float(v) for v in column(driver, "ranking-table", "finetuned_val_ce")]
+    assert values == sorted(values, reverse=True)
+    driver.find_element(By.CSS_SELECTOR, "#ranking-table th[data-key='model']").click()
+    models = column(driver, "ranking-table", "model")
+    assert models == sorted(models, key=str.lower)
+    driver.save_screenshot(str(screenshots / "job-ranking-sorted.png"))
+    assert console_errors(driver) == []
+
+
+def test_job_page_plots_spearman_and_ensemble(browser, live_server, finished_job):
+    from scipy.stats import spearmanr
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    open_page(driver, live_server.url + f"/dashboard/jobs/{finished_job}", "#curve-plot svg.main-svg")
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#scatter-plot svg.main-svg"), what="the scatter")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#scatter-plot .scatterlayer .point")) == 3
+
+    rows = live_server.get_json(f"/api/v1/jobs/{finished_job}/ranking")
+    rows = rows["data"] if isinstance(rows, dict) else rows
+    expected = spearmanr([r["knn_accuracy"] for r in rows], [r["finetuned_val_acc"] for r in rows]).statistic
+    shown = driver.find_element(By.ID, "spearman").get_attribute("data-value")
+    if expected != expected:  # NaN: constant input
+        assert shown == "nan"
+    else:
+        assert float(shown) == pytest.approx(expected, abs=1e-12)
+    # The page's Spearman agrees with scipy on ties and reversed orders too.
+    for x, y in (([1, 2, 2, 3, 5], [2, 1, 3, 3, 9]), ([0.1, 0.5, 0.3, 0.9], [4, 3, 2, 1]), ([1, 1, 2, 3, 3, 3], [6, 5, 5, 1, 2, 0])):
+        assert driver.execute_script("return spearman(arguments[0], arguments[1])", x, y) == pytest.approx(
+            spearmanr(x, y).statistic, abs=1e-12)
+
+    ensemble = live_server.get_json(f"/api/v1/jobs/{finished_job}/ensemble")
+    n_points = len(driver.find_elements(By.CSS_SELECTOR, "#curve-plot .scatterlayer .point"))
+    assert n_points == len(ensemble["loss_curve"]) >= 1
+    member_rows = driver.find_elements(By.CSS_SELECTOR, "#members-table tbody tr")
+    assert len(member_rows) == len(ensemble["members"]) >= 1
+    weights = [float(r.find_elements(By.TAG_NAME, "td")[3].get_attribute("data-sort")) for r in member_rows]
+    assert weights == pytest.approx([m["weight"] for m in ensemble["members"]])
+    assert ensemble["test_acc"] is not None
+    assert driver.find_element(By.ID, "ensemble-test-acc").text.endswith("%")
+    assert console_errors(driver) == []
+
+
+def test_jobs_page_lists_finished_job(browser, live_server, finished_job, screenshots):
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    open_page(driver, live_server.url + "/", f"#jobs-table tr[data-job-id='{finished_job}']")
+    row = driver.find_element(By.CSS_SELECTOR, f"tr[data-job-id='{finished_job}']")
+    assert row.get_attribute("data-status") == "succeeded"
+    text = row.text
+    assert "digits-small" in text and "user" in text and "ago" in text
+    assert driver.find_element(By.ID, "refresh-note").text == ""
+    driver.save_screenshot(str(screenshots / "jobs.png"))
+    assert console_errors(driver) == []
+
+
+def test_dataset_page_counts_and_thumbnails(browser, live_server, finished_job, screenshots):
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    job = live_server.get_json(f"/api/v1/jobs/{finished_job}")
+    dataset_id = job["dataset_id"]
+    open_page(driver, live_server.url + f"/dashboard/datasets/{dataset_id}", "#counts-table")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#counts-table tbody tr")
+    assert [r.get_attribute("data-class") for r in rows] == [str(i) for i in range(10)]
+    for r in rows:
+        assert r.find_element(By.CSS_SELECTOR, "td[data-split='train']").text == "60"
+        assert r.find_element(By.CSS_SELECTOR, "td[data-split='test']").text == "15"
+    wait_for(driver, lambda d: d.execute_script(
+        "const imgs = Array.from(document.querySelectorAll('#thumbs img'));"
+        "return imgs.length === 120 && imgs.every((i) => i.complete && i.naturalWidth === 64);"),
+        what="120 thumbnails of 64 px")
+    driver.save_screenshot(str(screenshots / "dataset.png"))
+    open_page(driver, live_server.url + "/dashboard/datasets", "#datasets-table tbody tr")
+    assert console_errors(driver) == []
+
+
+def test_zoo_page_filters_and_paginates(browser, live_server, screenshots):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver = browser
+    open_page(driver, live_server.url + "/dashboard/zoo", "#zoo-table")
+    total = int(driver.find_element(By.CSS_SELECTOR, "#zoo-count [data-matched]").get_attribute("data-matched"))
+    assert total > 1000, "the timm catalogue should be browsable"
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#zoo-table tbody tr")) == 50
+    driver.save_screenshot(str(screenshots / "zoo.png"))
+
+    driver.find_element(By.CSS_SELECTOR, "#zoo-pager a[data-page='2']").click()
+    wait_for(driver, lambda d: "page=2" in d.current_url, what="page 2")
+    assert "page 2 of" in driver.find_element(By.ID, "zoo-count").text
+
+    open_page(driver, live_server.url + "/dashboard/zoo", "#zoo-table")
+    Select(driver.find_element(By.ID, "zoo-weights")).select_by_value("yes")  # submits the form
+    wait_for(driver, lambda d: "weights=yes" in d.current_url, what="the weights filter")
+    available = [r.get_attribute("data-name") for r in driver.find_elements(By.CSS_SELECTOR, "#zoo-table tbody tr[data-name]")]
+    assert {"tiny-effnet", "tiny-resnet", "tiny-convnext"} <= set(available)
+    assert all(td.get_attribute("data-weights") == "yes" for td in driver.find_elements(By.CSS_SELECTOR, "td[data-weights]"))
+
+    search = driver.find_element(By.ID, "zoo-q")
+    search.clear()
+    search.send_keys("convnext")
+    driver.find_element(By.ID, "zoo-apply").click()
+    wait_for(driver, lambda d: "q=convnext" in d.current_url, what="the search")
+    names = [r.get_attribute("data-name") for r in driver.find_elements(By.CSS_SELECTOR, "#zoo-table tbody tr[data-name]")]
+    assert names == ["tiny-convnext"]
+
+    open_page(driver, live_server.url + "/dashboard/zoo?family=resnet&input_size=224", "#zoo-table")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#zoo-table tbody tr[data-name]")
+    assert rows and all(r.find_elements(By.TAG_NAME, "td")[1].text == "resnet" for r in rows)
+    assert all(r.find_elements(By.TAG_NAME, "td")[3].text == "224 px" for r in rows)
+    open_page(driver, live_server.url + "/dashboard/zoo?max_params=0.3&origin=user", "#zoo-table")
+    names = {r.get_attribute("data-name") for r in driver.find_elements(By.CSS_SELECTOR, "#zoo-table tbody tr[data-name]")}
+    assert names == {"tiny-effnet", "tiny-convnext"}  # 0.10 M and 0.21 M; tiny-resnet has 0.37 M
+    driver.save_screenshot(str(screenshots / "zoo-filtered.png"))
+    assert console_errors(driver) == []
+
