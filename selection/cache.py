@@ -1,0 +1,73 @@
+"""Embeddings on disk, keyed by what determines them.
+
+The key is the sha256 of (model name, weights checksum, dataset fingerprint, split,
+preprocessing config). Writes are atomic (temporary file, then rename), so a killed run
+never leaves a half-written entry that a later run would trust.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EmbeddingCache", "cache_key"]
+
+
+def cache_key(model: str, weights_sha256: str, dataset_fingerprint: str, split: str, preprocessing: dict[str, Any]) -> str:
+    payload = json.dumps(
+        {"model": model, "weights": weights_sha256, "dataset": dataset_fingerprint, "split": split,
+         "preprocessing": preprocessing},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class EmbeddingCache:
+    """A directory of `.npy` embeddings with a JSON sidecar each."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npy"
+
+    def get(self, key: str) -> np.ndarray | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            logger.warning("unreadable cache entry %s; it will be recomputed", path)
+            return None
+
+    def put(self, key: str, embeddings: np.ndarray, meta: dict[str, Any] | None = None) -> Path:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, np.ascontiguousarray(embeddings, dtype=np.float32))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        if meta is not None:
+            side = path.with_suffix(".json")
+            tmp_meta = side.with_suffix(".json.tmp")
+            tmp_meta.write_text(json.dumps(meta, indent=2, default=str))
+            os.replace(tmp_meta, side)
+        return path
+
+    def meta(self, key: str) -> dict[str, Any] | None:
+        side = self.path(key).with_suffix(".json")
+        return json.loads(side.read_text()) if side.is_file() else None

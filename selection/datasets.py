@@ -1,0 +1,435 @@
+"""Labelled image datasets: ImageFolder trees, CSV manifests, `.npz` arrays and built-ins.
+
+A dataset is a set of named splits (`train`, `val`, `test`) over one list of classes.
+Images are held either as a uint8 array (N, H, W) or (N, H, W, 3), or as file paths read on
+demand. Every dataset has a content fingerprint (sha256 over classes, labels and image bytes)
+that keys the embedding cache.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import logging
+import os
+import struct
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from zooens.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Split",
+    "ImageDataset",
+    "load_dataset",
+    "load_imagefolder",
+    "load_csv_manifest",
+    "load_npz",
+    "load_builtin",
+    "vtab_split",
+    "validate",
+    "BUILTINS",
+    "IMAGE_EXTENSIONS",
+]
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+SPLIT_NAMES = ("train", "val", "test")
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = [
+    "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
+]
+BUILTINS = ("fashion-mnist", "digits")
+_MAX_LISTED = 10
+
+
+@dataclass
+class Split:
+    """One split: images (a uint8 array or file paths) and int64 labels of the same length."""
+
+    name: str
+    images: np.ndarray | list[Path]
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if isinstance(self.images, np.ndarray):
+            if self.images.dtype != np.uint8 or self.images.ndim not in (3, 4):
+                raise DatasetError(
+                    f"Split {self.name!r}: images must be uint8 of shape (N, H, W) or (N, H, W, 3), "
+                    f"got {self.images.dtype} {self.images.shape}; convert them with np.uint8."
+                )
+            if self.images.ndim == 4 and self.images.shape[-1] not in (1, 3):
+                raise DatasetError(
+                    f"Split {self.name!r}: colour images need 3 channels last, got shape {self.images.shape}."
+                )
+        if len(self.images) != len(self.labels):
+            raise DatasetError(
+                f"Split {self.name!r} has {len(self.images)} images but {len(self.labels)} labels; "
+                "give exactly one label per image."
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, i: int) -> Image.Image:
+        """Image `i` as an RGB PIL image."""
+        if isinstance(self.images, np.ndarray):
+            arr = self.images[i]
+            if arr.ndim == 3 and arr.shape[-1] == 1:
+                arr = arr[..., 0]
+            return Image.fromarray(arr).convert("RGB")
+        with Image.open(self.images[i]) as img:
+            return img.convert("RGB")
+
+    def subset(self, indices: np.ndarray, name: str | None = None) -> "Split":
+        indices = np.asarray(indices, dtype=np.int64)
+        images = self.images[indices] if isinstance(self.images, np.ndarray) else [self.images[i] for i in indices]
+        return Split(name or self.name, images, self.labels[indices])
+
+    def digest(self) -> str:
+        """sha256 of this split's labels and image content."""
+        h = hashlib.sha256()
+        h.update(self.name.encode())
+        h.update(self.labels.tobytes())
+        if isinstance(self.images, np.ndarray):
+            h.update(str(self.images.shape).encode())
+            h.update(np.ascontiguousarray(self.images).tobytes())
+        else:
+            for path in self.images:
+                h.update(Path(path).read_bytes())
+        return h.hexdigest()
+
+
+@dataclass
+class ImageDataset:
+    """Named splits over one list of classes."""
+
+    name: str
+    classes: list[str]
+    splits: dict[str, Split]
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> Split:
+        try:
+            return self.splits[name]
+        except KeyError:
+            raise DatasetError(
+                f"Dataset {self.name!r} has no {name!r} split; it has {sorted(self.splits)}."
+            ) from None
+
+    @cached_property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update("\x00".join(self.classes).encode())
+        for name in sorted(self.splits):
+            h.update(self.splits[name].digest().encode())
+        return h.hexdigest()
+
+    def summary(self) -> dict[str, Any]:
+        counts = {
+            name: {self.classes[c]: int(n) for c, n in enumerate(np.bincount(sp.labels, minlength=len(self.classes)))}
+            for name, sp in self.splits.items()
+        }
+        return {
+            "name": self.name,
+            "source": self.source,
+            "classes": list(self.classes),
+            "num_classes": len(self.classes),
+            "splits": {name: len(sp) for name, sp in self.splits.items()},
+            "counts": counts,
+            "fingerprint": self.fingerprint,
+        }
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+
+
+def _check_images(paths: Sequence[Path]) -> None:
+    """Open every file with PIL; report unreadable ones by name."""
+    bad: list[str] = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            bad.append(f"{path} ({type(exc).__name__})")
+    if bad:
+        listed = "; ".join(bad[:_MAX_LISTED])
+        more = f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+        raise DatasetError(
+            f"{len(bad)} file(s) are not readable images: {listed}{more}. Remove or replace them "
+            f"(supported: {', '.join(sorted(IMAGE_EXTENSIONS))})."
+        )
+
+
+def validate(ds: ImageDataset, min_per_class: int = 2, split: str = "train") -> ImageDataset:
+    """Check labels and that every class has at least `min_per_class` examples in `split`."""
+    if not ds.classes:
+        raise DatasetError(f"Dataset {ds.name!r} has no classes; give at least two class folders or labels.")
+    for sp in ds.splits.values():
+        if len(sp) and (sp.labels.min() < 0 or sp.labels.max() >= len(ds.classes)):
+            raise DatasetError(
+                f"Split {sp.name!r} of {ds.name!r} has labels outside 0..{len(ds.classes) - 1}; "
+                "every label must name one of the classes."
+            )
+    train = ds.split(split)
+    if len(train) == 0:
+        raise DatasetError(f"Dataset {ds.name!r} has no images in its {split!r} split; add some.")
+    counts = np.bincount(train.labels, minlength=len(ds.classes))
+    few = [f"{ds.classes[c]!r} ({n})" for c, n in enumerate(counts) if n < min_per_class]
+    if few:
+        raise DatasetError(
+            f"Class(es) {', '.join(few[:_MAX_LISTED])} of {ds.name!r} have fewer than {min_per_class} "
+            f"{split} examples; leave-one-out kNN needs at least {min_per_class} per class. "
+            "Add images to them or remove those classes."
+        )
+    return ds
+
+
+# --------------------------------------------------------------------------------------
+# Loaders
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+
+
+def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, verify: bool = True) -> ImageDataset:
+    """`root/<class>/*` or `root/{train,val,test}/<class>/*`; classes sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a directory; give an ImageFolder tree (one sub-folder per class).")
+    split_dirs = {s: root / s for s in SPLIT_NAMES if (root / s).is_dir()}
+    if not split_dirs:
+        split_dirs = {"train": root}
+    elif "train" not in split_dirs:
+        raise DatasetError(
+            f"{root} has {sorted(split_dirs)} folders but no train/; put the training images in {root / 'train'}."
+        )
+    classes = sorted({d.name for sd in split_dirs.values() for d in _class_dirs(sd)})
+    if not classes:
+        raise DatasetError(
+            f"No class folders under {root}; expected {root}/<class>/<image> (optionally under train/, val/, test/)."
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    splits: dict[str, Split] = {}
+    stray: list[Path] = []
+    all_paths: list[Path] = []
+    for split, sd in split_dirs.items():
+        paths: list[Path] = []
+        labels: list[int] = []
+        for cdir in _class_dirs(sd):
+            for f in sorted(cdir.rglob("*")):
+                if f.is_dir():
+                    continue
+                if _is_image(f):
+                    paths.append(f)
+                    labels.append(index[cdir.name])
+                elif not f.name.startswith("."):
+                    stray.append(f)
+        splits[split] = Split(split, paths, np.array(labels, dtype=np.int64))
+        all_paths += paths
+    if stray:
+        listed = "; ".join(str(p) for p in stray[:_MAX_LISTED])
+        raise DatasetError(
+            f"{len(stray)} file(s) in {root} are not images by their extension: {listed}. "
+            f"Remove them (supported: {', '.join(sorted(IMAGE_EXTENSIONS))})."
+        )
+    if not all_paths:
+        raise DatasetError(f"No images found under {root}; put image files in the class folders.")
+    if verify:
+        _check_images(all_paths)
+    return ImageDataset(name or root.name, classes, splits, source=str(root))
+
+
+def load_csv_manifest(path: str | os.PathLike, *, name: str | None = None, verify: bool = True) -> ImageDataset:
+    """A CSV with columns `path,label[,split]` (header optional); paths relative to the CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"CSV manifest {path} does not exist.")
+    with path.open(newline="") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
+        rows = rows[1:]
+    if not rows:
+        raise DatasetError(f"CSV manifest {path} has no rows; write one line `path,label[,split]` per image.")
+    entries: list[tuple[Path, str, str]] = []
+    for lineno, row in enumerate(rows, start=1):
+        if len(row) not in (2, 3):
+            raise DatasetError(f"{path}: row {lineno} has {len(row)} columns; expected path,label[,split].")
+        split = row[2].strip() if len(row) == 3 and row[2].strip() else "train"
+        if split not in SPLIT_NAMES:
+            raise DatasetError(f"{path}: row {lineno} names split {split!r}; use one of {', '.join(SPLIT_NAMES)}.")
+        file = (path.parent / row[0].strip()).resolve()
+        if not file.is_file():
+            raise DatasetError(f"{path}: row {lineno} names {row[0]!r}, which does not exist next to the manifest.")
+        entries.append((file, row[1].strip(), split))
+    classes = sorted({e[1] for e in entries})
+    index = {c: i for i, c in enumerate(classes)}
+    splits = {}
+    for split in SPLIT_NAMES:
+        chosen = [e for e in entries if e[2] == split]
+        if chosen:
+            splits[split] = Split(split, [e[0] for e in chosen], np.array([index[e[1]] for e in chosen]))
+    if verify:
+        _check_images([e[0] for e in entries])
+    return ImageDataset(name or path.stem, classes, splits, source=str(path))
+
+
+def load_npz(path: str | os.PathLike, *, name: str | None = None) -> ImageDataset:
+    """`.npz` with `{split}_images`/`{split}_labels` (and optional `classes`), or `images`/`labels`."""
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path} is not a readable .npz file ({exc}).") from None
+    keys = set(data.files)
+    pairs = {s: (f"{s}_images", f"{s}_labels") for s in SPLIT_NAMES if f"{s}_images" in keys}
+    if not pairs and {"images", "labels"} <= keys:
+        pairs = {"train": ("images", "labels")}
+    if not pairs:
+        raise DatasetError(
+            f"{path} has arrays {sorted(keys)}; expected train_images/train_labels (and optionally val_, "
+            "test_ and classes) or images/labels."
+        )
+    splits = {}
+    for split, (ik, lk) in pairs.items():
+        if lk not in keys:
+            raise DatasetError(f"{path} has {ik} but no {lk}; add the labels.")
+        images = np.asarray(data[ik])
+        if images.dtype != np.uint8:
+            if images.dtype.kind == "f" and images.size and images.max() <= 1.0:
+                images = (images * 255).round()
+            images = np.clip(images, 0, 255).astype(np.uint8)
+        splits[split] = Split(split, images, np.asarray(data[lk]).astype(np.int64))
+    n_classes = int(max(sp.labels.max() for sp in splits.values() if len(sp))) + 1
+    classes = [str(c) for c in data["classes"]] if "classes" in keys else [str(i) for i in range(n_classes)]
+    return ImageDataset(name or path.stem, classes, splits, source=str(path))
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    _, dtype, ndim = struct.unpack(">HBB", data[:4])
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_builtin(name: str, root: str | os.PathLike | None = None) -> ImageDataset:
+    """`fashion-mnist` (Debian's dataset-fashion-mnist files) or `digits` (scikit-learn)."""
+    if name == "fashion-mnist":
+        base = Path(root) if root else FASHION_MNIST_DIR
+        files = {
+            "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+            "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+        }
+        missing = [str(base / f) for pair in files.values() for f in pair if not (base / f).is_file()]
+        if missing:
+            raise DatasetError(
+                f"Fashion-MNIST files are missing ({', '.join(missing)}); install them with "
+                "`sudo apt-get install dataset-fashion-mnist` (or run `make setup`)."
+            )
+        splits = {s: Split(s, _read_idx(base / i), _read_idx(base / l)) for s, (i, l) in files.items()}
+        return ImageDataset("fashion-mnist", list(FASHION_MNIST_CLASSES), splits, source="fashion-mnist")
+    if name == "digits":
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        d = load_digits()
+        images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
+        idx = np.arange(len(images))
+        train_idx, test_idx = train_test_split(idx, test_size=1 / 3, random_state=0, stratify=d.target)
+        splits = {
+            "train": Split("train", images[np.sort(train_idx)], d.target[np.sort(train_idx)]),
+            "test": Split("test", images[np.sort(test_idx)], d.target[np.sort(test_idx)]),
+        }
+        return ImageDataset("digits", [str(i) for i in range(10)], splits, source="digits")
+    raise DatasetError(f"Unknown built-in dataset {name!r}; choose from {', '.join(BUILTINS)} or give a path.")
+
+
+def load_dataset(spec: str | os.PathLike, data: str | os.PathLike | None = None) -> ImageDataset:
+    """A built-in name, an ImageFolder directory, a `.npz` file or a `.csv` manifest."""
+    if data is not None:
+        return load_imagefolder(data)
+    spec_str = str(spec)
+    if spec_str in BUILTINS:
+        return load_builtin(spec_str)
+    path = Path(spec_str).expanduser()
+    if path.is_dir():
+        return load_imagefolder(path)
+    if path.is_file() and path.suffix.lower() == ".npz":
+        return load_npz(path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return load_csv_manifest(path)
+    if path.exists():
+        raise DatasetError(f"{path} is neither a directory, an .npz nor a .csv manifest.")
+    raise DatasetError(
+        f"No dataset {spec_str!r}: not a built-in ({', '.join(BUILTINS)}) and no such file or directory."
+    )
+
+
+def _stratified_subsample(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` indices, classes in proportion to their frequency, in a seeded random order."""
+    order = rng.permutation(len(labels))
+    if n >= len(labels):
+        return order
+    # round-robin over classes in the permuted order keeps proportions close
+    by_class: dict[int, list[int]] = {}
+    for i in order:
+        by_class.setdefault(int(labels[i]), []).append(int(i))
+    quotas = {c: len(v) * n / len(labels) for c, v in by_class.items()}
+    chosen = {c: int(np.floor(q)) for c, q in quotas.items()}
+    rest = n - sum(chosen.values())
+    for c in sorted(quotas, key=lambda c: (-(quotas[c] - chosen[c]), c))[:rest]:
+        chosen[c] += 1
+    return np.array([i for c, v in by_class.items() for i in v[: chosen[c]]], dtype=np.int64)
+
+
+def vtab_split(
+    ds: ImageDataset,
+    n_train: int | None = 800,
+    n_val: int | None = 200,
+    seed: int = 0,
+    max_test: int | None = None,
+) -> ImageDataset:
+    """Train/val drawn from `train` with a seeded permutation (VTAB-1k style); test as given.
+
+    `n_train=None` keeps the train and val splits as they are (only `max_test` applies).
+    `max_test` evaluates on a seeded, class-stratified subsample of the test split.
+    """
+    rng = np.random.default_rng(seed)
+    train = ds.split("train")
+    splits: dict[str, Split] = {}
+    if n_train is None:
+        splits = {k: v for k, v in ds.splits.items() if k != "test"}
+    else:
+        n_val = n_val or 0
+        if n_train + n_val > len(train):
+            raise DatasetError(
+                f"Dataset {ds.name!r} has {len(train)} training images, fewer than the {n_train} train + "
+                f"{n_val} val asked for; lower --n-train/--n-val."
+            )
+        perm = rng.permutation(len(train))
+        splits["train"] = train.subset(np.sort(perm[:n_train]), "train")
+        if n_val:
+            splits["val"] = train.subset(np.sort(perm[n_train : n_train + n_val]), "val")
+    if "test" in ds.splits:
+        test = ds.split("test")
+        if max_test is not None and max_test < len(test):
+            test = test.subset(np.sort(_stratified_subsample(test.labels, max_test, rng)), "test")
+        splits["test"] = test
+    tag = f"{ds.name}:vtab(n_train={n_train},n_val={n_val},seed={seed},max_test={max_test})"
+    return ImageDataset(tag, list(ds.classes), splits, source=ds.source, extra=dict(ds.extra))

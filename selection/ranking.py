@@ -1,0 +1,84 @@
+"""Scoring and ranking zoo models by how well their frozen embeddings separate the classes."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from selection.cache import EmbeddingCache
+from selection.datasets import ImageDataset
+from selection.embed import embed_with_cache
+from selection.knn import knn_accuracy, knn_loo_accuracy, logme_score
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ModelScore", "score_model", "ranking_table", "RANKING_COLUMNS"]
+
+RANKING_COLUMNS = ["model", "knn_accuracy", "val_accuracy", "logme", "embed_seconds", "images_per_s",
+                   "params", "embed_dim", "cached", "k"]
+
+
+@dataclass
+class ModelScore:
+    model: str
+    knn_accuracy: float
+    val_accuracy: float
+    logme: float
+    embed_seconds: float
+    images_per_s: float | None
+    params: int | None
+    embed_dim: int
+    cached: bool
+    k: int
+
+
+def score_model(
+    ws_or_name,
+    ds: ImageDataset,
+    *,
+    k: int = 10,
+    cache: EmbeddingCache,
+    resolution: int | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> ModelScore:
+    """Embed train and val (through the cache) and score: LOO kNN, train-to-val kNN, LogME."""
+    import zoo
+
+    ws = zoo.describe(ws_or_name) if isinstance(ws_or_name, str) else ws_or_name
+    started = time.perf_counter()
+    results = {
+        split: embed_with_cache(ws, ds, split, cache=cache, resolution=resolution, device=device, progress=progress)
+        for split in ("train", "val")
+        if split in ds.splits
+    }
+    embed_seconds = time.perf_counter() - started
+    train = results["train"].embeddings
+    y = ds.split("train").labels
+    n_images = sum(len(ds.split(s)) for s, r in results.items() if not r.cached)
+    compute_seconds = sum(r.seconds for r in results.values() if not r.cached)
+    val_acc = float("nan")
+    if "val" in results:
+        val_acc = knn_accuracy(train, y, results["val"].embeddings, ds.split("val").labels, k)
+    score = ModelScore(
+        model=ws.name,
+        knn_accuracy=knn_loo_accuracy(train, y, k),
+        val_accuracy=val_acc,
+        logme=logme_score(train, y),
+        embed_seconds=embed_seconds,
+        images_per_s=(n_images / compute_seconds) if n_images and compute_seconds > 0 else None,
+        params=ws.num_params,
+        embed_dim=int(train.shape[1]),
+        cached=all(r.cached for r in results.values()),
+        k=k,
+    )
+    logger.info("%s: kNN %.4f, val %.4f, LogME %.3f", ws.name, score.knn_accuracy, score.val_accuracy, score.logme)
+    return score
+
+
+def ranking_table(scores: list[ModelScore]) -> pd.DataFrame:
+    """Best first: kNN accuracy, then train-to-val accuracy, then name."""
+    rows = sorted((asdict(s) for s in scores), key=lambda r: (-r["knn_accuracy"], -r["val_accuracy"], r["model"]))
+    return pd.DataFrame(rows, columns=RANKING_COLUMNS)
