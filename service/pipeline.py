@@ -125,14 +125,18 @@ def prepare_splits(ds, params: JobParams):
     return vtab_split(ds, n_train=n_train, n_val=n_val, seed=params.seed, max_test=params.max_test)
 
 
+def prepare_job_dataset(ds, params: JobParams):
+    """The splits a job uses, checked: every class needs two training examples (leave-one-out)."""
+    from selection.datasets import validate
+
+    return validate(prepare_splits(ds, params), min_per_class=2)
+
+
 @lru_cache(maxsize=4)
 def _load_job_dataset(source: str, params_json: str):
-    from selection.datasets import load_dataset, validate
+    from selection.datasets import load_dataset
 
-    params = JobParams.from_dict(json.loads(params_json))
-    ds = prepare_splits(load_dataset(source), params)
-    validate(ds, min_per_class=2)
-    return ds
+    return prepare_job_dataset(load_dataset(source), JobParams.from_dict(json.loads(params_json)))
 
 
 def job_dataset(spec: JobSpec):

@@ -41,7 +41,7 @@ def run(
     from selection.datasets import load_dataset
     from service.db.session import session_scope, upgrade_to_head
     from service.jobs import register_dataset, submit_job
-    from service.pipeline import JobParams, prepare_splits
+    from service.pipeline import JobParams, prepare_job_dataset
     from service.reports import job_report
     from service.runner import require_success, run_job
 
@@ -63,7 +63,7 @@ def run(
         seed=seed,
     ).validate()
     ds = load_dataset(source)
-    prepare_splits(ds, params)  # refuse bad data before anything is recorded
+    prepare_job_dataset(ds, params)  # refuse bad data before anything is recorded
     upgrade_to_head()
     with session_scope() as s:
         ds_row = register_dataset(s, source, ds)

@@ -1,0 +1,231 @@
+"""The registry's tables (SQLAlchemy 2). Tables are created only by the Alembic migrations."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC timestamps on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
+
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled")
+UNIT_STATUSES = ("pending", "running", "done", "failed")
+
+
+class ZooModel(Base):
+    __tablename__ = "zoo_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    arch: Mapped[str] = mapped_column(String(255))
+    tag: Mapped[str | None] = mapped_column(String(255))
+    origin: Mapped[str] = mapped_column(String(32))
+    source_kind: Mapped[str | None] = mapped_column(String(32))
+    source_path: Mapped[str | None] = mapped_column(Text)
+    hub_id: Mapped[str | None] = mapped_column(String(255))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    input_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    embed_dim: Mapped[int | None] = mapped_column(Integer)
+    num_params: Mapped[int | None] = mapped_column(BigInteger)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("fingerprint", "source", name="uq_datasets_fingerprint_source"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(Text)
+    storage_path: Mapped[str | None] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    classes: Mapped[list[Any]] = mapped_column(JSON)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    jobs: Mapped[list["Job"]] = relationship(back_populates="dataset", cascade="all, delete-orphan", passive_deletes=True)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    zoo_spec: Mapped[str] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    stage: Mapped[str | None] = mapped_column(String(32))
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="jobs")
+    units: Mapped[list["JobUnit"]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+
+
+class JobUnit(Base):
+    __tablename__ = "job_units"
+    __table_args__ = (
+        UniqueConstraint("job_id", "key", name="uq_job_units_job_key"),
+        Index("ix_job_units_job_status", "job_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(512))
+    kind: Mapped[str] = mapped_column(String(32))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    worker_id: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Embedding(Base):
+    """The index of the on-disk embedding cache."""
+
+    __tablename__ = "embeddings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cache_key: Mapped[str] = mapped_column(String(64), unique=True)
+    model_name: Mapped[str] = mapped_column(String(255), index=True)
+    weights_sha256: Mapped[str | None] = mapped_column(String(64))
+    dataset_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    split: Mapped[str] = mapped_column(String(16))
+    preprocessing: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    path: Mapped[str] = mapped_column(Text)
+    n: Mapped[int] = mapped_column(Integer)
+    dim: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    images_per_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class KnnScore(Base):
+    __tablename__ = "knn_scores"
+    __table_args__ = (UniqueConstraint("job_id", "model_name", name="uq_knn_scores_job_model"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    model_name: Mapped[str] = mapped_column(String(255))
+    k: Mapped[int | None] = mapped_column(Integer)
+    knn_accuracy: Mapped[float] = mapped_column(Float)
+    val_accuracy: Mapped[float | None] = mapped_column(Float)
+    logme: Mapped[float | None] = mapped_column(Float)
+    embed_seconds: Mapped[float | None] = mapped_column(Float)
+    images_per_s: Mapped[float | None] = mapped_column(Float)
+    params: Mapped[int | None] = mapped_column(BigInteger)
+    embed_dim: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FinetuneRun(Base):
+    __tablename__ = "finetune_runs"
+    __table_args__ = (UniqueConstraint("job_id", "unit_key", name="uq_finetune_runs_job_unit"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    unit_key: Mapped[str] = mapped_column(String(512))
+    model_name: Mapped[str] = mapped_column(String(255))
+    strategy: Mapped[str] = mapped_column(String(32))
+    hparams: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    val_ce: Mapped[float] = mapped_column(Float)
+    val_acc: Mapped[float] = mapped_column(Float)
+    test_acc: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float)
+    updated_params: Mapped[int] = mapped_column(BigInteger)
+    update_bytes: Mapped[int] = mapped_column(BigInteger)
+    artifact_path: Mapped[str] = mapped_column(Text)
+    probs_path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Ensemble(Base):
+    __tablename__ = "ensembles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    val_ce: Mapped[float] = mapped_column(Float)
+    val_acc: Mapped[float | None] = mapped_column(Float)
+    test_acc: Mapped[float | None] = mapped_column(Float)
+    size: Mapped[int] = mapped_column(Integer)
+    loss_curve: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    members: Mapped[list["EnsembleMember"]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="EnsembleMember.position"
+    )
+
+
+class EnsembleMember(Base):
+    __tablename__ = "ensemble_members"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ensemble_id: Mapped[int] = mapped_column(ForeignKey("ensembles.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("finetune_runs.id", ondelete="CASCADE"))
+    weight: Mapped[float] = mapped_column(Float)
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
