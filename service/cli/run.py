@@ -14,7 +14,7 @@ from rich.table import Table
 from service.cli import app
 from service.cli._common import fail_on_error, parse_floats, parse_ints
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @app.command()
@@ -106,11 +106,12 @@ def print_report(report: dict) -> None:
         )
     console.print(table)
     runs = Table(title="Fine-tune runs")
-    for col in ["run", "model", "strategy", "hparams", "val CE", "val acc", "test acc", "updated params", "update size", "s"]:
+    for col in ["run", "model", "strategy", "lr", "steps", "val CE", "val acc", "test acc", "updated params", "update size", "s"]:
         runs.add_column(col)
     for r in report["runs"]:
         runs.add_row(
-            str(r["id"]), r["model"], r["strategy"], json.dumps(r["hparams"]), f"{r['val_ce']:.3f}",
+            str(r["id"]), r["model"], r["strategy"], f"{r['hparams'].get('lr', 0):g}", str(r["hparams"].get("steps", "-")),
+            f"{r['val_ce']:.3f}",
             _pct(r["val_acc"]), _pct(r["test_acc"]), f"{r['updated_params']:,}", f"{r['update_bytes'] / 1024:.1f} KiB",
             f"{r['seconds']:.1f}",
         )
@@ -118,10 +119,11 @@ def print_report(report: dict) -> None:
     ens = report["ensemble"]
     if ens:
         t = Table(title=f"Greedy ensemble: val CE {ens['val_ce']:.4f}, val acc {_pct(ens['val_acc'])}, test acc {_pct(ens['test_acc'])}")
-        for col in ["run", "model", "strategy", "weight", "val CE", "test acc"]:
+        for col in ["run", "model", "strategy", "lr", "steps", "weight", "val CE", "test acc"]:
             t.add_column(col)
         for m in ens["members"]:
-            t.add_row(str(m["run_id"]), m["model"], m["strategy"], f"{m['weight']:.3f}", f"{m['val_ce']:.3f}", _pct(m["test_acc"]))
+            t.add_row(str(m["run_id"]), m["model"], m["strategy"], f"{m['hparams'].get('lr', 0):g}",
+                      str(m["hparams"].get("steps", "-")), f"{m['weight']:.3f}", f"{m['val_ce']:.3f}", _pct(m["test_acc"]))
         console.print(t)
         best = max((m["test_acc"] or 0.0 for m in report["runs"]), default=None)
         console.print(f"test accuracy: ensemble {_pct(ens['test_acc'])}, best single run {_pct(best)}")
