@@ -19,6 +19,8 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more.
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for noisy in ("alembic", "httpx", "urllib3", "PIL", "timm"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def _mount() -> None:
