@@ -25,7 +25,7 @@ def tiny_home(zooens_home):
     return zooens_home
 
 
-def test_run_end_to_end_and_second_run_embeds_nothing(tiny_home):
+def test_run_end_to_end_and_second_run_embeds_nothing(tiny_home, db_url):
     from service import registry
     from service.db.session import session_scope
 
