@@ -1,0 +1,55 @@
+"""Dependencies: settings, a database session, token checks."""
+from __future__ import annotations
+
+from typing import Annotated, Iterator
+
+from fastapi import Depends, Header, HTTPException, Request
+from sqlalchemy.orm import Session
+
+from service import registry
+from service.db.session import session_scope
+from zooens.settings import Settings, get_settings
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_session() -> Iterator[Session]:
+    with session_scope() as s:
+        yield s
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _check_token(authorization: str | None) -> str:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise HTTPException(
+            status_code=401,
+            detail="This request needs an API token: send 'Authorization: Bearer <token>'. "
+            "Create one with `zooens tokens create NAME`.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    plain = authorization.split(" ", 1)[1].strip()
+    with session_scope() as s:
+        token = registry.verify_token(s, plain)
+        if token is None:
+            raise HTTPException(
+                status_code=401,
+                detail="The API token is unknown or revoked; create a new one with `zooens tokens create NAME`.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return token.name
+
+
+def require_token(authorization: Annotated[str | None, Header()] = None) -> str:
+    """Every request that changes state must carry a valid token."""
+    return _check_token(authorization)
+
+
+def read_access(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """Reads are public unless ZOOENS_PROTECT_READS is set."""
+    if get_settings().protect_reads:
+        _check_token(authorization)
+
+
+TokenDep = Annotated[str, Depends(require_token)]
