@@ -165,16 +165,15 @@ def _run_units(job_id, spec, stage, keys, executor, progress, record) -> None:
         logger.info("job %s: %d of %d %s units already done, skipping them", job_id, n_done, len(keys), stage)
     _check_cancel(job_id)
     _progress(job_id, stage, n_done, len(keys), todo[0])
-    counter = {"done": n_done}
+    remaining = list(todo)
 
     def on_done(key: str, result: dict[str, Any]) -> None:
         with session_scope() as s:
             record(s, job_id, key, result)
             unit = registry.get_unit(s, job_id, key)
             registry.finish_unit(s, unit.id, result)
-        counter["done"] += 1
-        remaining = [k for k in todo if k != key]
-        _progress(job_id, stage, counter["done"], len(keys), remaining[0] if remaining else None)
+        remaining.remove(key)
+        _progress(job_id, stage, len(keys) - len(remaining), len(keys), remaining[0] if remaining else None)
         _check_cancel(job_id)
 
     executor.map(spec, todo, on_done, progress=progress)

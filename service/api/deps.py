@@ -53,3 +53,16 @@ def read_access(request: Request, authorization: Annotated[str | None, Header()]
 
 
 TokenDep = Annotated[str, Depends(require_token)]
+
+MAX_ID = 2**31 - 1
+
+
+def _id_path(description: str):
+    from fastapi import Path
+
+    return Annotated[int, Path(ge=1, le=MAX_ID, description=description)]
+
+
+JobId = _id_path("A job's id.")
+DatasetId = _id_path("A dataset's id.")
+EnsembleId = _id_path("An ensemble's id.")

@@ -56,7 +56,7 @@ class DatasetRegister(BaseModel):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset_id: int
+    dataset_id: int = Field(ge=1, le=2**31 - 1)
     zoo: str | list[str] = Field(default="embedded", description="'embedded', 'user', a glob, or names.")
     top_k: int = Field(default=3, ge=1, le=100)
     k: int = Field(default=10, ge=1, le=1000)
@@ -73,7 +73,7 @@ class JobCreate(BaseModel):
 
 class JobPublic(BaseModel):
     id: int
-    dataset_id: int
+    dataset_id: int = Field(ge=1, le=2**31 - 1)
     zoo: str
     status: str
     stage: str | None

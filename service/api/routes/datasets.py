@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
 from service import registry
-from service.api.deps import SessionDep, SettingsDep, TokenDep, read_access
+from service.api.deps import DatasetId, SessionDep, SettingsDep, TokenDep, read_access
 from service.api.schemas import DatasetPublic, DatasetRegister, Page
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -49,6 +49,6 @@ def list_datasets(
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, dependencies=[Depends(read_access)])
-def show_dataset(dataset_id: int, session: SessionDep) -> DatasetPublic:
+def show_dataset(dataset_id: DatasetId, session: SessionDep) -> DatasetPublic:
     """Classes, counts per class and split, fingerprint."""
     return dataset_public(registry.get_dataset(session, dataset_id))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, UploadFile
 from PIL import Image, UnidentifiedImageError
 
 from service import registry
-from service.api.deps import SessionDep, read_access
+from service.api.deps import EnsembleId, SessionDep, read_access
 from service.api.schemas import EnsemblePublic, Prediction, PredictionsPublic
 from zooens.errors import DatasetError, TooLargeError
 
@@ -41,7 +41,7 @@ def predictor_for(session, ensemble_id: int):
 
 
 @router.get("/{ensemble_id}", response_model=EnsemblePublic)
-def show_ensemble(ensemble_id: int, session: SessionDep) -> EnsemblePublic:
+def show_ensemble(ensemble_id: EnsembleId, session: SessionDep) -> EnsemblePublic:
     from service.reports import ensemble_view
 
     ens = registry.get_ensemble(session, ensemble_id)
@@ -50,7 +50,7 @@ def show_ensemble(ensemble_id: int, session: SessionDep) -> EnsemblePublic:
 
 @router.post("/{ensemble_id}/predict", response_model=PredictionsPublic)
 def predict(
-    ensemble_id: int,
+    ensemble_id: EnsembleId,
     session: SessionDep,
     files: Annotated[list[UploadFile], File(description="One or more images.")],
 ) -> PredictionsPublic:

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from service import registry, reports
-from service.api.deps import SessionDep, TokenDep, read_access
+from service.api.deps import JobId, SessionDep, TokenDep, read_access
 from service.api.schemas import EnsemblePublic, JobCreate, JobPublic, Page, RankingRow, RunPublic
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -49,33 +49,33 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, dependencies=[Depends(read_access)])
-def show_job(job_id: int, session: SessionDep) -> JobPublic:
+def show_job(job_id: JobId, session: SessionDep) -> JobPublic:
     """Status, stage and per-stage progress ({stage: {done, total, current}})."""
     return job_public(registry.get_job(session, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, status_code=202)
-def cancel_job(job_id: int, session: SessionDep, _: TokenDep) -> JobPublic:
+def cancel_job(job_id: JobId, session: SessionDep, _: TokenDep) -> JobPublic:
     """Queued jobs stop at once; running ones after their current unit. 409 if already finished."""
     return job_public(registry.request_cancel(session, job_id))
 
 
 @router.get("/{job_id}/ranking", response_model=list[RankingRow], dependencies=[Depends(read_access)])
-def job_ranking(job_id: int, session: SessionDep) -> list[RankingRow]:
+def job_ranking(job_id: JobId, session: SessionDep) -> list[RankingRow]:
     """Models best first by leave-one-out kNN accuracy, with their best fine-tuned run when known."""
     registry.get_job(session, job_id)
     return [RankingRow(**r) for r in reports.ranking_rows(session, job_id)]
 
 
 @router.get("/{job_id}/runs", response_model=list[RunPublic], dependencies=[Depends(read_access)])
-def job_runs(job_id: int, session: SessionDep) -> list[RunPublic]:
+def job_runs(job_id: JobId, session: SessionDep) -> list[RunPublic]:
     registry.get_job(session, job_id)
     return [RunPublic(**r) for r in reports.run_rows(session, job_id)]
 
 
 @router.get("/{job_id}/ensemble", response_model=EnsemblePublic, dependencies=[Depends(read_access)],
             responses={404: {"description": "No ensemble yet"}})
-def job_ensemble(job_id: int, session: SessionDep) -> EnsemblePublic:
+def job_ensemble(job_id: JobId, session: SessionDep) -> EnsemblePublic:
     job = registry.get_job(session, job_id)
     view = reports.ensemble_view(session, job_id)
     if view is None:

@@ -1,0 +1,91 @@
+"""End to end through a real `zooens serve --with-worker` process on a local port (SQLite and PostgreSQL):
+upload digits as a zip, create a job, poll it to the end, read ranking and ensemble, predict."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service._tiny import register_tiny_zoo
+from tests.service.api.conftest import digits_zip, png_bytes
+
+ZOOENS = str(Path(sys.executable).parent / "zooens")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(db_url, zooens_home):
+    register_tiny_zoo(zooens_home / "weights")
+    port = _free_port()
+    env = {**os.environ, "ZOOENS_HOME": str(zooens_home), "ZOOENS_DATABASE_URL": db_url}
+    proc = subprocess.Popen([ZOOENS, "serve", "--with-worker", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/api/v1/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("the server did not become ready")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_submit_follow_and_predict_over_http(server, token):
+    h = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=server + "/api/v1", timeout=60) as c:
+        ds = c.post("/datasets", files={"file": ("digits.zip", digits_zip(), "application/zip")}, headers=h)
+        assert ds.status_code == 201, ds.text
+        assert ds.json()["counts"]["train"]["3"] == 40
+        job = c.post("/jobs", headers=h, json={
+            "dataset_id": ds.json()["id"], "zoo": "user", "top_k": 2, "strategies": ["linear"],
+            "learning_rates": [0.1, 1.0], "steps": [60], "resolution": 32, "n_train": 300, "n_val": 100,
+        })
+        assert job.status_code == 202, job.text
+        job_id = job.json()["id"]
+        seen_stages = set()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            state = c.get(f"/jobs/{job_id}").json()
+            if state["stage"]:
+                seen_stages.add(state["stage"])
+            if state["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(0.3)
+        assert state["status"] == "succeeded", state["error"]
+        assert state["progress"]["embed"] == {"done": 3, "total": 3, "current": None}
+        assert state["progress"]["finetune"]["done"] == 4
+        ranking = c.get(f"/jobs/{job_id}/ranking").json()
+        assert len(ranking) == 3 and ranking[0]["knn_accuracy"] >= ranking[-1]["knn_accuracy"]
+        assert len(c.get(f"/jobs/{job_id}/runs").json()) == 4
+        ens = c.get(f"/jobs/{job_id}/ensemble").json()
+        assert ens["val_ce"] <= min(r["val_ce"] for r in c.get(f"/jobs/{job_id}/runs").json()) + 1e-9
+        files = [("files", (f"{i}.png", png_bytes(i, size=8), "image/png")) for i in range(3)]
+        pred = c.post(f"/ensembles/{ens['id']}/predict", files=files)
+        assert pred.status_code == 200, pred.text
+        body = pred.json()
+        assert body["classes"] == [str(i) for i in range(10)] and len(body["data"]) == 3
+        for p in body["data"]:
+            assert abs(sum(p["probabilities"].values()) - 1) < 1e-4
+            assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
+        bad = c.post(f"/ensembles/{ens['id']}/predict", files=[("files", ("x.png", b"nope", "image/png"))])
+        assert bad.status_code == 422 and "x.png" in bad.json()["detail"]
