@@ -368,6 +368,10 @@ def load_dataset(spec: str | os.PathLike, data: str | os.PathLike | None = None)
     if spec_str in BUILTINS:
         return load_builtin(spec_str)
     path = Path(spec_str).expanduser()
+    if path.is_dir() and all((path / d).is_dir() for d in ("train800", "val200", "test")):
+        from selection.vtab.sources import load_exported_task
+
+        return load_exported_task(path.parent, path.name)  # one task of the exported VTAB layout
     if path.is_dir():
         return load_imagefolder(path)
     if path.is_file() and path.suffix.lower() == ".npz":

@@ -1,0 +1,105 @@
+"""The 19 VTAB-1k tasks in one table, following google-research/task_adaptation.
+
+Each task takes its 1k training data from the first 800 examples of its train split
+(`train800`) and the first 200 of its validation split (`val200`), and is evaluated on the
+whole test split. Split expressions are TFDS slicing strings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zooens.errors import ConfigError
+
+__all__ = ["VtabTask", "TASKS", "GROUPS", "resolve_tasks", "get_task"]
+
+GROUPS = ("natural", "specialized", "structured")
+
+
+@dataclass(frozen=True)
+class VtabTask:
+    name: str
+    group: str
+    tfds_name: str  # builder[/config]:version
+    num_classes: int
+    train_split: str
+    val_split: str
+    test_split: str
+    label: str  # a function of selection.vtab.labels, or a feature name used as given
+    label_feature: str = "label"
+    stand_in: bool = False  # offline stand-ins are never reported as VTAB
+
+    @property
+    def train800(self) -> str:
+        return _first(self.train_split, 800)
+
+    @property
+    def val200(self) -> str:
+        return _first(self.val_split, 200)
+
+
+def _first(split: str, n: int) -> str:
+    """The first n examples of a TFDS split expression: `train` -> `train[:n]`, `train[10:]` -> `train[10:10+n]`."""
+    if "[" not in split:
+        return f"{split}[:{n}]"
+    base, rng = split[:-1].split("[", 1)
+    start = int(rng.split(":")[0] or 0)
+    return f"{base}[{start}:{start + n}]"
+
+
+_T = VtabTask
+TASKS: tuple[VtabTask, ...] = (
+    # natural
+    _T("caltech101", "natural", "caltech101:3.*.*", 102, "train[:2754]", "train[2754:]", "test", "given"),
+    _T("cifar100", "natural", "cifar100:3.*.*", 100, "train[:45000]", "train[45000:]", "test", "given"),
+    _T("dtd", "natural", "dtd:3.*.*", 47, "train", "validation", "test", "given"),
+    _T("oxford_flowers102", "natural", "oxford_flowers102:2.*.*", 102, "train", "validation", "test", "given"),
+    _T("oxford_iiit_pet", "natural", "oxford_iiit_pet:3.*.*", 37, "train[:2944]", "train[2944:]", "test", "given"),
+    _T("sun397", "natural", "sun397/tfds:4.*.*", 397, "train", "validation", "test", "given"),
+    _T("svhn", "natural", "svhn_cropped:3.*.*", 10, "train[:65931]", "train[65931:]", "test", "given"),
+    # specialized
+    _T("patch_camelyon", "specialized", "patch_camelyon:2.*.*", 2, "train", "validation", "test", "given"),
+    _T("eurosat", "specialized", "eurosat/rgb:2.*.*", 10, "train[:16200]", "train[16200:21600]", "train[21600:]", "given"),
+    _T("resisc45", "specialized", "resisc45:3.*.*", 45, "train[:18900]", "train[18900:25200]", "train[25200:]", "given"),
+    _T("diabetic_retinopathy", "specialized", "diabetic_retinopathy_detection/btgraham-300:3.*.*", 5, "train",
+       "validation", "test", "given"),
+    # structured
+    _T("clevr_count", "structured", "clevr:3.*.*", 8, "train[:63000]", "train[63000:]", "validation", "clevr_count"),
+    _T("clevr_distance", "structured", "clevr:3.*.*", 6, "train[:63000]", "train[63000:]", "validation",
+       "clevr_distance"),
+    _T("dmlab", "structured", "dmlab:2.0.1", 6, "train", "validation", "test", "given"),
+    _T("kitti_distance", "structured", "kitti:3.*.*", 4, "train", "validation", "test", "kitti_distance"),
+    _T("dsprites_location", "structured", "dsprites:2.*.*", 16, "train[:589824]", "train[589824:663552]",
+       "train[663552:]", "dsprites_location", label_feature="label_x_position"),
+    _T("dsprites_orientation", "structured", "dsprites:2.*.*", 16, "train[:589824]", "train[589824:663552]",
+       "train[663552:]", "dsprites_orientation", label_feature="label_orientation"),
+    _T("smallnorb_azimuth", "structured", "smallnorb:2.*.*", 18, "train", "test[:12150]", "test[12150:]", "given",
+       label_feature="label_azimuth"),
+    _T("smallnorb_elevation", "structured", "smallnorb:2.*.*", 9, "train", "test[:12150]", "test[12150:]", "given",
+       label_feature="label_elevation"),
+)
+
+_BY_NAME = {t.name: t for t in TASKS}
+
+
+def get_task(name: str) -> VtabTask:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, _BY_NAME, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"Unknown VTAB task {name!r}.{hint} Tasks: {', '.join(_BY_NAME)}.") from None
+
+
+def resolve_tasks(spec: str) -> list[VtabTask]:
+    """'all', a group name, or comma-separated task names."""
+    spec = spec.strip()
+    if spec == "all":
+        return list(TASKS)
+    if spec in GROUPS:
+        return [t for t in TASKS if t.group == spec]
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise ConfigError("Give tasks as 'all', natural, specialized, structured, or comma-separated names.")
+    return [get_task(n) for n in names]
