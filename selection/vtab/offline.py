@@ -32,11 +32,11 @@ N_BINS = 16
 
 
 def render_sprite(x: float, y: float, angle: float, scale: float, size: int = SIZE) -> np.ndarray:
-    """A white isosceles triangle (no rotational symmetry) centred at (x, y) in [0, 1]^2."""
+    """A white isosceles triangle (no rotational symmetry) whose centroid is at (x, y) in [0, 1]^2."""
     img = Image.new("L", (size, size), 0)
     r = scale * size
     cx, cy = 6 + x * (size - 12), 6 + y * (size - 12)
-    pts = [(0.0, -1.0), (0.55, 0.8), (-0.55, 0.8)]
+    pts = [(0.0, -1.2), (0.55, 0.6), (-0.55, 0.6)]  # centroid at the origin
     rot = [(cx + r * (px * math.cos(angle) - py * math.sin(angle)), cy + r * (px * math.sin(angle) + py * math.cos(angle)))
            for px, py in pts]
     ImageDraw.Draw(img).polygon(rot, fill=255)
@@ -51,9 +51,13 @@ def render_clevr_like(n_objects: int, rng: np.random.Generator, size: int = SIZE
     img = Image.new("RGB", (size, size), (110, 110, 110))
     draw = ImageDraw.Draw(img)
     placed: list[tuple[float, float]] = []
+    tries = 0
     while len(placed) < n_objects:
+        tries += 1
+        if tries > 2000:  # an unlucky layout: start again
+            placed, tries = [], 0
         cx, cy = rng.uniform(6, size - 6, 2)
-        if all((cx - a) ** 2 + (cy - b) ** 2 > 100 for a, b in placed):
+        if all((cx - a) ** 2 + (cy - b) ** 2 > 15**2 for a, b in placed):  # objects never touch
             placed.append((cx, cy))
     for cx, cy in placed:
         r = rng.uniform(3, 5)
@@ -112,8 +116,10 @@ def make_offline_suite(out_dir: str | Path, *, seed: int = 0, n_test: int = 500,
     """Write the stand-in tasks (800 train, 200 val, n_test test each); deterministic for a seed."""
     out = Path(out_dir)
     written = []
-    for k, task in enumerate(tasks or list(OFFLINE_TASKS)):
-        rng = np.random.default_rng([seed, k])
+    for task in tasks or list(OFFLINE_TASKS):
+        if task not in OFFLINE_TASKS:
+            raise ValueError(f"Unknown offline task {task!r}; choose from {', '.join(OFFLINE_TASKS)}.")
+        rng = np.random.default_rng([seed, list(OFFLINE_TASKS).index(task)])  # the same data, whatever subset
         (tr_x, tr_y, te_x, te_y), classes = _task_arrays(task, (1000, n_test), rng)
         base = out / task
         parts = {"train800": (tr_x[:800], tr_y[:800]), "val200": (tr_x[800:1000], tr_y[800:1000]), "test": (te_x, te_y)}
