@@ -348,6 +348,9 @@ class ImageStrategy(Strategy):
     def loss_fn(self, spec: RunSpec) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None:
         return None
 
+    def after_training(self, model: nn.Module, spec: RunSpec, ds: Any, data_cfg: dict[str, Any], device: str) -> None:
+        """A hook between training and evaluation (e.g. fitting a head on all training features)."""
+
     def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
         from ensemble.training import fit_classifier, predict_proba
         from zoo import data_config
@@ -374,6 +377,7 @@ class ImageStrategy(Strategy):
             augment=bool(options.get("augment", True)),
             freeze_norm_stats=bool(options.get("freeze_norm_stats", self.freeze_norm_stats)),
         )
+        self.after_training(model, spec, ds, data_cfg, device)
         eval_batch = int(options.get("eval_batch_size", max(spec.batch_size, 64)))
         val_proba = predict_proba(model, ds.split("val"), data_cfg, batch_size=eval_batch, device=device)
         test_proba = None

@@ -5,6 +5,7 @@ job's state lives in the database: running it again skips every finished unit.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from typing import Any
@@ -122,6 +123,11 @@ def _run_stages(job_id: int, worker_id: str, executor, progress: bool) -> None:
 
     # Stage 2: the fine-tuning sweep over the top-K models.
     ft_keys = plan_finetune_units(ranking, params)
+    if "aft" in params.strategies and not params.strategy_options.get("aft", {}).get("teachers"):
+        # adaptive feature transfer distils the selected (top-K) models' features
+        options = dict(params.strategy_options)
+        options["aft"] = {**options.get("aft", {}), "teachers": [r["model"] for r in ranking[: params.top_k]]}
+        spec = dataclasses.replace(spec, params={**spec.params, "strategy_options": options})
     _run_units(job_id, spec, FINETUNE, ft_keys, executor, progress, _record_finetune)
 
     # Stage 3: the greedy ensemble (cheap: runs here).

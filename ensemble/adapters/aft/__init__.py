@@ -1,0 +1,125 @@
+"""`aft`: adaptive feature transfer (Qiu et al. 2024).
+
+A small downstream model (the run's model, all its weights) trains with cross-entropy plus
+beta times a kernel-matching loss: the batch kernel of its features (cosine similarities)
+should match the batch kernel of the selected zoo models' precomputed features, each teacher
+feature scaled by a learned non-negative weight (softplus), so that the transfer keeps only
+what helps. Teachers' features come from the embedding cache; the weights are not needed at
+prediction time, so the saved update is the student alone.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ensemble.adapters.base import AdapterConfig
+from ensemble.finetune import (
+    Artifact,
+    ImageClassifier,
+    RunSpec,
+    Strategy,
+    SweepConfig,
+    _base_config,
+    build_run_result,
+    embedding_dim,
+    register_strategy,
+)
+from zooens.errors import ConfigError
+
+
+@dataclass
+class AftConfig(AdapterConfig):
+    teachers: list[str] = field(default_factory=list, metadata={"help": "Zoo models whose features are transferred."})
+    beta: float = field(default=1.0, metadata={"help": "Weight of the kernel-matching loss."})
+
+    def validate(self) -> None:
+        if not self.teachers:
+            raise ConfigError("aft needs teachers: options {'teachers': [model names]} (jobs use their top-K models).")
+        if self.beta < 0:
+            raise ConfigError(f"beta must be non-negative, got {self.beta}.")
+
+
+def cosine_kernel(x: torch.Tensor) -> torch.Tensor:
+    x = F.normalize(x, dim=1)
+    return x @ x.T
+
+
+def kernel_matching_loss(student: torch.Tensor, teacher: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the batch kernels; teacher features scaled by softplus weights."""
+    return ((cosine_kernel(student) - cosine_kernel(teacher * F.softplus(log_weights))) ** 2).mean()
+
+
+@register_strategy("aft")
+class AftStrategy(Strategy):
+    needs_images: ClassVar[bool] = True
+    default_sweep: ClassVar[SweepConfig] = SweepConfig(learning_rates=(0.003, 0.01), steps=(200,), batch_size=32)
+
+    def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True):
+        from tqdm.auto import tqdm
+
+        from ensemble.training import bit_schedule, default_warmup_steps, eval_transform, iterate_batches, predict_proba
+        from selection.embed import embed_with_cache
+        from zoo import create_model, data_config
+
+        config = AftConfig(teachers=list(spec.options.get("teachers", [])), beta=float(spec.options.get("beta", 1.0)))
+        data_cfg = dict(data_config(spec.model, resolution=spec.resolution))
+        train = ds.split("train")
+        teacher = np.concatenate(
+            [embed_with_cache(t, ds, "train", cache=cache, resolution=spec.resolution, device=device,
+                              progress=progress).embeddings for t in config.teachers], axis=1)
+        teacher_t = torch.from_numpy(teacher).float()
+        teacher_t = (teacher_t - teacher_t.mean(0)) / teacher_t.std(0).clamp(min=1e-6)
+        backbone = create_model(spec.model, num_classes=0)
+        head = nn.Linear(embedding_dim(backbone, data_cfg), len(ds.classes))
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+        model = ImageClassifier(backbone, head).to(device)
+        log_w = nn.Parameter(torch.full((teacher_t.shape[1],), math.log(math.e - 1)))  # softplus -> 1
+        params = list(model.parameters())
+        opt = torch.optim.SGD([{"params": params}, {"params": [log_w]}], lr=spec.lr, momentum=0.9)
+        gen = torch.Generator().manual_seed(spec.seed)
+        torch.manual_seed(spec.seed)
+        transform = eval_transform(data_cfg)
+        labels = torch.as_tensor(train.labels)
+        warmup = default_warmup_steps(spec.steps)
+        batches = iterate_batches(len(train), spec.batch_size, gen)
+        model.train()
+        for step in tqdm(range(spec.steps), desc=f"aft {spec.model}", disable=not progress, leave=False):
+            idx = next(batches)
+            images = torch.stack([transform(train.image(int(i))) for i in idx]).to(device)
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            images[flip] = images[flip].flip(-1)
+            for g in opt.param_groups:
+                g["lr"] = bit_schedule(step, spec.steps, spec.lr, warmup)
+            feats = model.backbone(images)
+            loss = F.cross_entropy(model.head(feats), labels[idx].to(device))
+            loss = loss + config.beta * kernel_matching_loss(feats.float(), teacher_t[idx].to(device), log_w.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if not torch.isfinite(loss):
+                raise ConfigError(f"aft diverged (loss {float(loss)}); lower the learning rate (now {spec.lr}).")
+        model.eval()
+        val_proba = predict_proba(model, ds.split("val"), data_cfg, device=device)
+        test_proba = predict_proba(model, ds.split("test"), data_cfg, device=device) if "test" in ds.splits else None
+        tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        cfg = _base_config(spec, ds, data_cfg) | {"adapter": {"method": "aft", "config": config.to_dict()}}
+        artifact = Artifact(config=cfg, tensors=tensors)
+        return build_run_result(spec, ds, val_proba=val_proba, test_proba=test_proba, artifact=artifact,
+                                updated_params=sum(p.numel() for p in params))
+
+    def load(self, artifact: Artifact, *, device: str = "cpu", backbone: nn.Module | None = None) -> nn.Module:
+        from zoo import create_model
+
+        backbone = create_model(artifact.config["model"], num_classes=0, pretrained=False)
+        head = nn.Linear(artifact.tensors["head.weight"].shape[1], len(artifact.config["classes"]))
+        model = ImageClassifier(backbone, head)
+        model.load_state_dict(artifact.tensors, strict=True)
+        return model.eval().to(device)

@@ -1,0 +1,146 @@
+"""Shared machinery of the parameter-efficient adapters.
+
+An adapter method has a config (a dataclass validated on creation) and an `inject` that
+changes a model in place so that it starts as the identity (same outputs as before) and
+returns the only parameters that train. A saved adapter is `adapter.json` (method and config)
+plus `adapter.safetensors` holding only the updated tensors; `load_adapter` re-applies it to a
+fresh base model.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+from zooens.errors import ConfigError
+
+__all__ = ["AdapterConfig", "AdapterMethod", "ADAPTERS", "register_adapter", "get_adapter", "make_config",
+           "inject", "adapter_state_dict", "save_adapter", "load_adapter", "tensor_bytes", "replace_module"]
+
+CONFIG_FILE = "adapter.json"
+TENSORS_FILE = "adapter.safetensors"
+
+
+@dataclass
+class AdapterConfig:
+    """Base of adapter configs; subclasses add fields with `metadata={"help": ...}`."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError saying what to change."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class AdapterMethod:
+    """One method: its config class, how it changes a model, which tensors it saves."""
+
+    name: ClassVar[str] = ""
+    config_cls: ClassVar[type[AdapterConfig]] = AdapterConfig
+
+    def inject(self, model: nn.Module, config: AdapterConfig) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def saved_keys(self, model: nn.Module, config: AdapterConfig, trainable: list[nn.Parameter]) -> list[str]:
+        """State-dict keys that hold the update: by default the trainable parameters."""
+        ids = {id(p) for p in trainable}
+        return [name for name, p in model.named_parameters() if id(p) in ids]
+
+
+ADAPTERS: dict[str, AdapterMethod] = {}
+M = TypeVar("M", bound=type[AdapterMethod])
+
+
+def register_adapter(name: str):
+    def decorate(cls: M) -> M:
+        if name in ADAPTERS:
+            raise ConfigError(f"An adapter named {name!r} is already registered; choose another name.")
+        cls.name = name
+        ADAPTERS[name] = cls()
+        return cls
+
+    return decorate
+
+
+def get_adapter(name: str) -> AdapterMethod:
+    try:
+        return ADAPTERS[name]
+    except KeyError:
+        raise ConfigError(f"Unknown adapter {name!r}; choose from {', '.join(sorted(ADAPTERS))}.") from None
+
+
+def make_config(name: str, options: dict[str, Any] | None = None) -> AdapterConfig:
+    """The method's config from options; unknown keys are refused with the valid ones listed."""
+    cls = get_adapter(name).config_cls
+    known = {f.name for f in fields(cls)}
+    options = {k: v for k, v in (options or {}).items() if k in known or k not in _TRAINING_OPTIONS}
+    unknown = set(options) - known
+    if unknown:
+        raise ConfigError(f"Unknown {name} option(s) {sorted(unknown)}; valid: {sorted(known)}.")
+    return cls(**options)
+
+
+_TRAINING_OPTIONS = {"momentum", "weight_decay", "augment", "freeze_norm_stats", "eval_batch_size", "teachers", "beta"}
+
+
+def inject(model: nn.Module, name: str, config: AdapterConfig) -> list[nn.Parameter]:
+    """Freeze `model`, apply the adapter, return the parameters that train (and only those)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = get_adapter(name).inject(model, config)
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def adapter_state_dict(model: nn.Module, keys: list[str]) -> dict[str, torch.Tensor]:
+    state = model.state_dict()
+    return {k: state[k].detach().cpu().clone() for k in keys}
+
+
+def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def save_adapter(model: nn.Module, name: str, config: AdapterConfig, keys: list[str], directory: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(json.dumps({"method": name, "config": config.to_dict()}, indent=2))
+    save_file({k: v.contiguous() for k, v in adapter_state_dict(model, keys).items()}, str(directory / TENSORS_FILE))
+    return directory
+
+
+def load_adapter(base_model: nn.Module, directory: str | Path) -> tuple[nn.Module, AdapterConfig]:
+    """Re-apply a saved adapter to a fresh base model (the one it was trained from)."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    meta = json.loads((directory / CONFIG_FILE).read_text())
+    config = get_adapter(meta["method"]).config_cls(**meta["config"])
+    inject(base_model, meta["method"], config)
+    tensors = load_file(str(directory / TENSORS_FILE))
+    apply_tensors(base_model, tensors)
+    return base_model.eval(), config
+
+
+def apply_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load the update into a model that has the adapter injected; every key must exist."""
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if unexpected:
+        raise ConfigError(f"The adapter holds tensors the model does not have: {unexpected[:5]}; "
+                          "was it trained on another architecture?")
+
+
+def replace_module(root: nn.Module, dotted: str, new: nn.Module) -> None:
+    parent_name, _, child = dotted.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
