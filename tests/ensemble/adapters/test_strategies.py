@@ -1,0 +1,68 @@
+"""Every adapter as a strategy of a real job: runs, reports update sizes, predicts from its artifact."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app
+
+
+@pytest.fixture
+def tiny_zoo(zooens_home):
+    from zoo.testing import register_random_model
+
+    register_random_model("tiny-effnet", "test_efficientnet", zooens_home / "w")
+    register_random_model("tiny-resnet", "test_resnet", zooens_home / "w")
+    register_random_model("tiny-vit", "test_vit", zooens_home / "w")
+    return zooens_home
+
+
+def _run(args):
+    result = CliRunner().invoke(app, ["run", "--dataset", "digits", "--json", "--quiet", "--n-train", "200",
+                                      "--n-val", "100", "--max-test", "100", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_cnn_job_with_every_strategy(tiny_zoo):
+    from ensemble.finetune import Artifact
+    from ensemble.predictor import EnsemblePredictor
+    from service import registry
+    from service.db.session import session_scope
+
+    report = _run(["--zoo", "tiny-effnet,tiny-resnet", "--top-k", "2", "--resolution", "32",
+                   "--strategies", "linear,patch,film,lora,aft", "--lr", "0.05", "--steps", "15"])
+    runs = report["runs"]
+    assert sorted({r["strategy"] for r in runs}) == ["aft", "film", "linear", "lora", "patch"]
+    assert len(runs) == 10
+    for r in runs:
+        assert r["updated_params"] > 0 and r["update_bytes"] > 0 and np.isfinite(r["val_ce"])
+    from selection.datasets import load_dataset
+    from service.pipeline import JobParams, prepare_job_dataset
+
+    val = prepare_job_dataset(load_dataset("digits"), JobParams(n_train=200, n_val=100, max_test=100)).split("val")
+    images = [val.image(i) for i in range(8)]
+    with session_scope() as s:
+        rows = registry.list_finetune_runs(s, report["job"]["id"])
+        for row in rows:
+            art = Artifact.load(row.artifact_path)
+            assert art.nbytes == row.update_bytes
+            if row.strategy in ("patch", "lora"):
+                # only the update is saved: far smaller than the whole model
+                assert row.update_bytes < 0.5 * 4 * report["ranking"][0]["params"]
+            # the saved update, re-applied to the base model, reproduces the run's val probabilities
+            predicted = EnsemblePredictor(members=[(row.artifact_path, 1.0)]).predict_proba(images)
+            np.testing.assert_allclose(predicted, np.load(row.probs_path)["val"][:8], atol=1e-4, err_msg=row.strategy)
+    ens = report["ensemble"]
+    assert ens["val_ce"] <= min(r["val_ce"] for r in runs) + 1e-9
+
+
+@pytest.mark.slow
+def test_kron_on_a_vit_from_the_catalogue_with_random_weights(tiny_zoo):
+    report = _run(["--zoo", "tiny-vit", "--top-k", "1", "--strategies", "kron", "--lr", "0.05", "--steps", "10"])
+    (run,) = report["runs"]
+    assert run["strategy"] == "kron" and run["updated_params"] < 5000
