@@ -46,12 +46,16 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
+	$(PIP) install -q -e '.[bench]'
 	$(PY) bench/embed_throughput.py
 	$(PY) bench/knn_loo.py
+	$(PY) bench/make_run.py --fresh
+	$(PY) bench/api_load.py
+	$(PY) bench/adapters.py
 
 vtab-demo: setup
 	$(VENV)/bin/zooens vtab make-offline-suite .zooens/vtab-offline
-	$(VENV)/bin/zooens vtab run --data-root .zooens/vtab-offline --out .zooens/vtab-results
+	$(VENV)/bin/zooens vtab run --data-root .zooens/vtab-offline --zoo embedded --resolution 64 --out .zooens/vtab-results
 
 serve: setup
 	$(VENV)/bin/zooens serve --with-worker
