@@ -24,30 +24,13 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more.
 
 
 def _mount() -> None:
-    """Attach the sub-apps; each module defines a Typer `app`."""
-    import importlib
+    """Attach the sub-apps (each module defines a Typer `app`) and the top-level commands."""
+    from service.cli import datasets, db, jobs, tokens, vtab, zoo
 
-    for module_name, command in [
-        ("service.cli.zoo", "zoo"),
-        ("service.cli.datasets", "datasets"),
-        ("service.cli.jobs", "jobs"),
-        ("service.cli.tokens", "tokens"),
-        ("service.cli.db", "db"),
-        ("service.cli.vtab", "vtab"),
-    ]:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        app.add_typer(module.app, name=command)
-    for module_name in ["service.cli.run", "service.cli.serve"]:
-        try:
-            importlib.import_module(module_name)  # registers commands on `app`
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
+    for module, name in [(zoo, "zoo"), (datasets, "datasets"), (jobs, "jobs"), (tokens, "tokens"), (db, "db"),
+                         (vtab, "vtab")]:
+        app.add_typer(module.app, name=name)
+    from service.cli import run, serve  # noqa: F401  (they register `run`, `serve`, `worker` on `app`)
 
 
 _mount()

@@ -1,0 +1,72 @@
+"""`zooens datasets`: built-in and registered datasets."""
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service.cli._common import fail_on_error
+
+app = typer.Typer(help="Datasets: built-ins and those in the registry.", no_args_is_help=True)
+console = Console()
+
+
+@app.command("list")
+@fail_on_error
+def list_(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Built-in datasets and every dataset recorded in the registry."""
+    from selection.datasets import BUILTINS
+    from service import registry
+    from service.db.session import session_scope, upgrade_to_head
+
+    upgrade_to_head()
+    with session_scope() as s:
+        rows, _ = registry.list_datasets(s, limit=1000)
+        recorded = [{"id": r.id, "name": r.name, "source": r.source, "classes": len(r.classes),
+                     "images": sum(sum(c.values()) for c in r.counts.values()), "fingerprint": r.fingerprint[:12]}
+                    for r in rows]
+    if as_json:
+        typer.echo(json.dumps({"builtins": list(BUILTINS), "registered": recorded}, indent=2))
+        return
+    console.print("built-in: " + ", ".join(BUILTINS))
+    table = Table(title="Registered datasets")
+    for col in ["id", "name", "classes", "images", "fingerprint", "source"]:
+        table.add_column(col)
+    for r in recorded:
+        table.add_row(str(r["id"]), r["name"], str(r["classes"]), str(r["images"]), r["fingerprint"], r["source"])
+    console.print(table)
+
+
+@app.command()
+@fail_on_error
+def show(
+    spec: str = typer.Argument(..., help="A registered dataset id, a built-in name, or a path."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Classes, counts per class and split, fingerprint."""
+    from selection.datasets import load_dataset
+
+    source = spec
+    if spec.isdigit():
+        from service import registry
+        from service.db.session import session_scope, upgrade_to_head
+
+        upgrade_to_head()
+        with session_scope() as s:
+            source = registry.get_dataset(s, int(spec)).source
+    summary = load_dataset(source).summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    console.print(f"[bold]{summary['name']}[/bold] ({summary['source']}), fingerprint {summary['fingerprint']}")
+    splits = list(summary["counts"])
+    table = Table()
+    table.add_column("class")
+    for sp in splits:
+        table.add_column(sp, justify="right")
+    for cls in summary["classes"]:
+        table.add_row(cls, *[str(summary["counts"][sp].get(cls, 0)) for sp in splits])
+    table.add_row("[bold]total[/bold]", *[str(summary["splits"][sp]) for sp in splits])
+    console.print(table)

@@ -1,0 +1,40 @@
+"""The smaller CLI commands: datasets, jobs, tokens, db."""
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from service.cli import app
+
+
+def _ok(args):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_datasets_show_and_list(zooens_home):
+    shown = json.loads(_ok(["datasets", "show", "digits", "--json"]))
+    assert shown["num_classes"] == 10 and sum(shown["splits"].values()) == 1797
+    listed = json.loads(_ok(["datasets", "list", "--json"]))
+    assert listed["builtins"] == ["fashion-mnist", "digits"] and listed["registered"] == []
+    result = CliRunner().invoke(app, ["datasets", "show", "/no/such/place"])
+    assert result.exit_code == 2 and "No dataset" in result.output
+    assert "t-shirt/top" in _ok(["datasets", "show", "fashion-mnist"])
+
+
+def test_tokens_and_db(zooens_home):
+    token = _ok(["tokens", "create", "ci"]).strip()
+    assert token.startswith("zoo_")
+    assert "ci" in _ok(["tokens", "list"]) and token not in _ok(["tokens", "list"])
+    assert CliRunner().invoke(app, ["tokens", "create", "ci"]).exit_code == 2
+    _ok(["tokens", "revoke", "ci"])
+    assert "revoked" in _ok(["tokens", "list"])
+    assert "head" in _ok(["db", "current"])
+
+
+def test_jobs_list_and_unknown_job(zooens_home):
+    assert json.loads(_ok(["jobs", "list", "--json"])) == []
+    result = CliRunner().invoke(app, ["jobs", "show", "42"])
+    assert result.exit_code == 2 and "No job with id 42" in result.output
