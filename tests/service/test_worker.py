@@ -114,3 +114,57 @@ def test_same_job_through_a_local_ray_instance_matches_local_executor(zooens_hom
     assert [r["knn_accuracy"] for r in remote["ranking"]] == [r["knn_accuracy"] for r in local["ranking"]]
     assert remote["ensemble"]["val_ce"] == pytest.approx(local["ensemble"]["val_ce"], abs=1e-5)
     assert len(remote["runs"]) == len(local["runs"]) == 4
+
+
+def test_cancel_is_honoured_between_units(zooens_home):
+    import threading
+
+    from service import registry
+    from service.db.session import session_scope
+    from service.runner import run_job
+
+    register_tiny_zoo(zooens_home / "weights", ["tiny-effnet"])
+    job_id = _submit(lrs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), steps=(300,), top_k=1)
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("status", run_job(job_id, progress=False)))
+    thread.start()
+    while not any(k.startswith("finetune:") and st == "done" for k, (st, _) in _units(job_id).items()):
+        assert thread.is_alive()
+        time.sleep(0.05)
+    with session_scope() as s:
+        registry.request_cancel(s, job_id)
+    thread.join(timeout=120)
+    assert outcome["status"] == "cancelled"
+    done = [k for k, (st, _) in _units(job_id).items() if st == "done" and k.startswith("finetune:")]
+    assert 1 <= len(done) < 6
+    with session_scope() as s:
+        assert registry.get_job(s, job_id).status == "cancelled"
+
+
+def test_a_failure_is_recorded_with_its_reason(zooens_home, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from selection.datasets import load_dataset
+    from service import registry
+    from service.db.session import session_scope, upgrade_to_head
+    from service.jobs import register_dataset, submit_job
+    from service.pipeline import JobParams
+    from service.worker import work
+
+    register_tiny_zoo(zooens_home / "weights", ["tiny-effnet"])
+    data = tmp_path / "data"
+    for cls in ("a", "b"):
+        (data / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(data / cls / f"{i}.png")
+    upgrade_to_head()
+    with session_scope() as s:
+        ds_id = register_dataset(s, str(data), load_dataset(data)).id
+        job_id = submit_job(s, ds_id, "user", JobParams(resolution=32)).id
+    shutil.rmtree(data)  # the data went away before a worker took the job
+    assert work("w", once=True) == 1
+    with session_scope() as s:
+        job = registry.get_job(s, job_id)
+        assert job.status == "failed" and "data" in job.error and job.finished_at is not None
