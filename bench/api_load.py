@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import os
 import socket
 import subprocess
@@ -19,11 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import write_rows
+
 import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "results" / "api_load.csv"
 ZOOENS = str(Path(sys.executable).parent / "zooens")
 
 
@@ -95,12 +95,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
-    OUT.parent.mkdir(exist_ok=True)
-    with OUT.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        w.writeheader()
-        w.writerow(row)
-    print(", ".join(f"{k}={v}" for k, v in row.items()))
+    write_rows("api_load", [row])
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ the pipeline's own overhead (decoding, resizing, batching) from the memory-forma
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
+
+from _results import write_rows
 
 import torch
 from timm.data import create_transform
@@ -22,7 +23,6 @@ import zoo
 from selection.datasets import load_dataset
 from selection.embed import embed_split
 
-OUT = Path(__file__).resolve().parent / "results" / "embed_throughput.csv"
 
 
 def main() -> None:
@@ -66,12 +66,7 @@ def main() -> None:
         "ratio": round(t_bare / t_ours, 3), "ratio_vs_channels_last": round(t_bare_cl / t_ours, 3),
         "threads": torch.get_num_threads(),
     }
-    OUT.parent.mkdir(exist_ok=True)
-    with OUT.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        w.writeheader()
-        w.writerow(row)
-    print(", ".join(f"{k}={v}" for k, v in row.items()))
+    write_rows("embed_throughput", [row])
 
 
 if __name__ == "__main__":

@@ -7,16 +7,16 @@ Writes bench/results/knn_loo.csv with both timings, the speed-up and whether the
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
+
+from _results import write_rows
 
 import numpy as np
 from sklearn.neighbors import KNeighborsClassifier
 
 from selection.knn import knn_loo_accuracy
 
-OUT = Path(__file__).resolve().parent / "results" / "knn_loo.csv"
 
 
 def sklearn_loo(X: np.ndarray, y: np.ndarray, k: int) -> float:
@@ -50,12 +50,7 @@ def main() -> None:
     t_ref = time.perf_counter() - t
     row = {"n": args.n, "dim": args.dim, "k": args.k, "faiss_s": round(t_ours, 3), "sklearn_s": round(t_ref, 3),
            "speedup": round(t_ref / t_ours, 2), "faiss_acc": ours, "sklearn_acc": ref, "agree": abs(ours - ref) < 1e-9}
-    OUT.parent.mkdir(exist_ok=True)
-    with OUT.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        w.writeheader()
-        w.writerow(row)
-    print(", ".join(f"{k}={v}" for k, v in row.items()))
+    write_rows("knn_loo", [row])
 
 
 if __name__ == "__main__":
