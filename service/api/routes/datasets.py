@@ -42,7 +42,7 @@ def register_dataset_path(body: DatasetRegister, session: SessionDep, settings: 
 def list_datasets(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[DatasetPublic]:
     rows, count = registry.list_datasets(session, limit=limit, offset=offset)
     return Page(data=[dataset_public(r) for r in rows], count=count)

@@ -42,7 +42,7 @@ def list_jobs(
     session: SessionDep,
     status: Annotated[str | None, Query(description="queued, running, succeeded, failed or cancelled")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[JobPublic]:
     rows, count = registry.list_jobs(session, status=status, limit=limit, offset=offset)
     return Page(data=[job_public(j) for j in rows], count=count)

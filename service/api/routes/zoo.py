@@ -25,7 +25,7 @@ def list_zoo(
     filter: Annotated[str | None, Query(max_length=200, description="A glob over names, e.g. 'convnext*'.")] = None,
     available: Annotated[bool, Query(description="Only weight sets whose weights are on this machine.")] = False,
     limit: Annotated[int, Query(ge=1, le=2000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[WeightSetPublic]:
     """The catalogue (embedded, user and timm's pretrained tags), filtered and paginated."""
     from zoo import list_weight_sets

@@ -16,7 +16,8 @@ def test_no_server_errors_for_any_generated_request(client, auth):
     for op in schema.get_all_operations():
         operation = op.ok()
 
-        @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+                  derandomize=True)
         def run(case):
             case.headers = {**(case.headers or {}), **auth}
             response = case.call()

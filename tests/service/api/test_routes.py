@@ -159,6 +159,9 @@ def test_job_validation_and_conflicts(client, auth):
     again = client.post(f"/api/v1/jobs/{job_id}/cancel", headers=auth)
     assert again.status_code == 409 and "already" in again.json()["detail"]
     assert client.get("/api/v1/jobs/12345").status_code == 404
+    # found by the fuzz: numbers past the database's integers are refused, not a 500
+    assert client.get(f"/api/v1/jobs/{2**63}").status_code == 422
+    assert client.get("/api/v1/jobs", params={"offset": 2**63}).status_code == 422
     assert client.post("/api/v1/ensembles/77/predict", files={"files": ("a.png", png_bytes(0))}).status_code == 404
 
 
