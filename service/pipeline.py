@@ -69,7 +69,20 @@ class JobParams:
                 raise ConfigError(f"{name} must be a non-empty list of positive numbers, got {values}.")
         if self.n_train < 2 or self.n_val < 1:
             raise ConfigError("n_train must be at least 2 and n_val at least 1.")
+        self._validate_strategy_options()
         return self
+
+    def _validate_strategy_options(self) -> None:
+        from ensemble.adapters import ADAPTERS, make_config
+        from ensemble.finetune import STRATEGIES
+
+        for name, options in self.strategy_options.items():
+            if name not in STRATEGIES:
+                raise ConfigError(f"Options given for unknown strategy {name!r}; strategies: {', '.join(sorted(STRATEGIES))}.")
+            if not isinstance(options, dict):
+                raise ConfigError(f"Options of {name} must be a mapping of option names to values.")
+            if name in ADAPTERS:
+                make_config(name, options)  # unknown keys and bad values fail now, not in a worker
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -44,3 +44,21 @@ def parse_ints(text: str | None) -> list[int] | None:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ConfigError(f"Expected comma-separated integers, got {text!r}.") from None
+
+
+def parse_strategy_options(items: list[str]) -> dict[str, dict]:
+    """`film.head="lda"` and `lora.rank=8` into {"film": {"head": "lda"}, "lora": {"rank": 8}}."""
+    import json
+
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        strategy, dot, name = key.partition(".")
+        if not sep or not dot or not strategy or not name:
+            raise ConfigError(f"Give strategy options as STRATEGY.KEY=VALUE, e.g. lora.rank=8; got {item!r}.")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare word: a string
+        out.setdefault(strategy, {})[name] = value
+    return out

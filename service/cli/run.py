@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from service.cli import app
-from service.cli._common import fail_on_error, parse_floats, parse_ints
+from service.cli._common import fail_on_error, parse_floats, parse_ints, parse_strategy_options
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -34,6 +34,8 @@ def run(
     n_val: int = typer.Option(200, "--n-val", help="Validation examples drawn from train when there is no val split."),
     max_test: Optional[int] = typer.Option(None, "--max-test", help="Evaluate on a seeded subsample of the test split."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o",
+                                               help="A strategy option STRATEGY.KEY=VALUE (JSON value), e.g. film.head=\"lda\"; repeatable."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -61,6 +63,7 @@ def run(
         n_val=n_val,
         max_test=max_test,
         seed=seed,
+        strategy_options=parse_strategy_options(option or []),
     ).validate()
     ds = load_dataset(source)
     prepare_job_dataset(ds, params)  # refuse bad data before anything is recorded

@@ -9,6 +9,8 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Dialect,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -22,27 +24,38 @@ from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC: the only clock the registry uses."""
     return datetime.now(timezone.utc)
 
 
-class UTCDateTime(TypeDecorator):
-    """Timezone-aware UTC timestamps on every backend (SQLite stores naive values)."""
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every backend.
+
+    PostgreSQL stores `timestamptz`; SQLite has no time zones, so values are stored as UTC
+    and read back with `tzinfo=UTC`. Aware values in another zone are converted to UTC.
+    """
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
 
-    def process_result_value(self, value, dialect):
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
 
 
 class Base(DeclarativeBase):
+    """Declarative base: JSON columns are portable `JSON`, timestamps are `UTCDateTime`."""
+
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
 
 
@@ -51,7 +64,15 @@ FINISHED = ("succeeded", "failed", "cancelled")
 UNIT_STATUSES = ("pending", "running", "done", "failed")
 
 
+def _status_enum(values: tuple[str, ...], name: str) -> Enum:
+    """A string enum stored as VARCHAR with a CHECK constraint (same DDL on SQLite and PostgreSQL)."""
+    return Enum(*values, name=name, native_enum=False, create_constraint=True, length=16,
+                validate_strings=True)
+
+
 class ZooModel(Base):
+    """One weight set of the zoo (`zoo.WeightSet.to_dict()`), as last seen by a job or the CLI."""
+
     __tablename__ = "zoo_models"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -72,6 +93,8 @@ class ZooModel(Base):
 
 
 class Dataset(Base):
+    """A registered dataset: where it came from, where it is stored, its content fingerprint."""
+
     __tablename__ = "datasets"
     __table_args__ = (UniqueConstraint("fingerprint", "source", name="uq_datasets_fingerprint_source"),)
 
@@ -88,6 +111,8 @@ class Dataset(Base):
 
 
 class Job(Base):
+    """One selection job: rank a zoo on a dataset, fine-tune the best, build an ensemble."""
+
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
 
@@ -95,7 +120,7 @@ class Job(Base):
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
     zoo_spec: Mapped[str] = mapped_column(Text)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(_status_enum(JOB_STATUSES, "job_status"), default="queued")
     stage: Mapped[str | None] = mapped_column(String(32))
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
@@ -112,6 +137,8 @@ class Job(Base):
 
 
 class JobUnit(Base):
+    """One unit of work of a job (`embed:<model>`, `finetune:...`, `ensemble`); its result once done."""
+
     __tablename__ = "job_units"
     __table_args__ = (
         UniqueConstraint("job_id", "key", name="uq_job_units_job_key"),
@@ -123,7 +150,7 @@ class JobUnit(Base):
     key: Mapped[str] = mapped_column(String(512))
     kind: Mapped[str] = mapped_column(String(32))
     position: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(_status_enum(UNIT_STATUSES, "unit_status"), default="pending")
     worker_id: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -153,6 +180,8 @@ class Embedding(Base):
 
 
 class KnnScore(Base):
+    """One model's ranking scores within a job."""
+
     __tablename__ = "knn_scores"
     __table_args__ = (UniqueConstraint("job_id", "model_name", name="uq_knn_scores_job_model"),)
 
@@ -171,6 +200,8 @@ class KnnScore(Base):
 
 
 class FinetuneRun(Base):
+    """One fine-tuning run of the sweep, with its metrics and where its artifact and probabilities are."""
+
     __tablename__ = "finetune_runs"
     __table_args__ = (UniqueConstraint("job_id", "unit_key", name="uq_finetune_runs_job_unit"),)
 
@@ -193,6 +224,8 @@ class FinetuneRun(Base):
 
 
 class Ensemble(Base):
+    """The greedy ensemble a job built from its fine-tune runs."""
+
     __tablename__ = "ensembles"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -210,6 +243,8 @@ class Ensemble(Base):
 
 
 class EnsembleMember(Base):
+    """One member of an ensemble: a fine-tune run and its weight, in selection order."""
+
     __tablename__ = "ensemble_members"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -220,6 +255,8 @@ class EnsembleMember(Base):
 
 
 class ApiToken(Base):
+    """An API token; only its sha256 is stored, `prefix` lets people tell tokens apart."""
+
     __tablename__ = "api_tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

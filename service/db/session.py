@@ -1,19 +1,32 @@
-"""Engines, sessions and migrations of the registry."""
+"""Engines, sessions and migrations of the registry.
+
+`get_engine(url)` keeps one engine per URL (the settings' URL when none is given);
+`session_scope(url)` is the unit of work (commit on success, roll back on error);
+`upgrade_to_head(url)` runs the Alembic migrations shipped in the `migrations` package,
+so it works from a source checkout and from an installed wheel alike. Tables come only
+from those migrations.
+"""
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from zooens.settings import get_settings
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 logger = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -21,35 +34,55 @@ _upgraded: set[str] = set()
 
 
 def database_url(url: str | None = None) -> str:
+    """The given URL, or the configured one (`ZOOENS_DATABASE_URL`, else a SQLite file in `home`)."""
     return url or get_settings().resolved_database_url
 
 
+def is_sqlite(url_or_engine: str | Engine) -> bool:
+    """Whether a URL or engine talks to SQLite."""
+    if isinstance(url_or_engine, Engine):
+        return url_or_engine.dialect.name == "sqlite"
+    return make_url(url_or_engine).get_backend_name() == "sqlite"
+
+
+def _set_sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
 def get_engine(url: str | None = None) -> Engine:
-    """One engine per URL. SQLite: WAL, foreign keys on, a generous busy timeout."""
+    """One engine per URL, created on first use and cached.
+
+    SQLite: the parent directory is created, WAL journal (readers never block the
+    writer), foreign keys enforced (needed for ON DELETE CASCADE) and a busy timeout so
+    concurrent writers wait for each other instead of failing. PostgreSQL and others:
+    pre-ping pooled connections so a restarted server is survived.
+    """
     url = database_url(url)
     with _lock:
         engine = _engines.get(url)
-        if engine is None:
-            if url.startswith("sqlite"):
-                path = url.split("///", 1)[-1]
-                if path and path != ":memory:":
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
-                engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-                @event.listens_for(engine, "connect")
-                def _sqlite_pragmas(dbapi_conn, _record) -> None:
-                    cur = dbapi_conn.cursor()
-                    cur.execute("PRAGMA journal_mode=WAL")
-                    cur.execute("PRAGMA foreign_keys=ON")
-                    cur.execute("PRAGMA busy_timeout=30000")
-                    cur.close()
-            else:
-                engine = create_engine(url, pool_pre_ping=True)
-            _engines[url] = engine
+        if engine is not None:
+            return engine
+        if is_sqlite(url):
+            path = make_url(url).database
+            if path and path != ":memory:" and not path.startswith("file:"):
+                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(
+                url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+            )
+            event.listen(engine, "connect", _set_sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        _engines[url] = engine
         return engine
 
 
 def dispose_engines() -> None:
+    """Close every cached engine's connections and forget them (tests, forked processes)."""
     with _lock:
         for engine in _engines.values():
             engine.dispose()
@@ -59,7 +92,10 @@ def dispose_engines() -> None:
 
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
+    """A session that commits when the block ends and rolls back if it raises.
+
+    Objects stay readable after the block (`expire_on_commit=False`).
+    """
     session = sessionmaker(bind=get_engine(url), expire_on_commit=False)()
     try:
         yield session
@@ -71,36 +107,45 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         session.close()
 
 
-def _alembic_config(url: str):
-    from alembic.config import Config
-
+def migrations_dir() -> Path:
+    """The Alembic script directory, found through the installed `migrations` package."""
     import migrations
 
+    return Path(migrations.__file__).resolve().parent
+
+
+def alembic_config(url: str | None = None) -> "Config":
+    """An Alembic configuration for `url` that needs no `alembic.ini`."""
+    from alembic.config import Config
+
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", database_url(url).replace("%", "%%"))
     return cfg
 
 
 def upgrade_to_head(url: str | None = None) -> None:
-    """Apply every migration not applied yet (once per process and URL)."""
+    """Apply every migration not applied yet (checked once per process and URL)."""
     from alembic import command
 
     url = database_url(url)
     if url in _upgraded:
         return
-    cfg = _alembic_config(url)
+    cfg = alembic_config(url)
     with get_engine(url).begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     _upgraded.add(url)
+    logger.debug("registry at %s is at head %s", make_url(url).render_as_string(hide_password=True),
+                 head_revision())
 
 
 def downgrade_to_base(url: str | None = None) -> None:
+    """Undo every migration: drops all registry tables (tests, or starting over)."""
     from alembic import command
 
     url = database_url(url)
-    cfg = _alembic_config(url)
+    cfg = alembic_config(url)
     with get_engine(url).begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "base")
@@ -108,12 +153,16 @@ def downgrade_to_base(url: str | None = None) -> None:
 
 
 def head_revision() -> str:
+    """The newest revision shipped with this version of zooens."""
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None, "the migrations package holds no revision"
+    return head
 
 
 def current_revision(url: str | None = None) -> str | None:
+    """The revision the database is at; None for an empty database."""
     from alembic.runtime.migration import MigrationContext
 
     with get_engine(url).connect() as conn:
@@ -121,8 +170,10 @@ def current_revision(url: str | None = None) -> str | None:
 
 
 def is_at_head(url: str | None = None) -> bool:
+    """Whether the database is fully migrated; raises the driver's error when it is unreachable."""
     return current_revision(url) == head_revision()
 
 
 def table_names(url: str | None = None) -> list[str]:
+    """The tables the database holds, sorted."""
     return sorted(inspect(get_engine(url)).get_table_names())

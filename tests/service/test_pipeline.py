@@ -92,6 +92,10 @@ def test_ensemble_predictor_reproduces_stored_probabilities(tiny_home):
         (["--zoo", "no-such-model*"], "no-such-model"),
         (["--strategies", "bogus"], "Unknown strategy"),
         (["--top-k", "0"], "top_k"),
+        (["-o", "lora.bogus=1"], "Unknown lora option"),
+        (["-o", "nope.x=1"], "unknown strategy"),
+        (["-o", "film.head=\"svm\""], "FiLM head"),
+        (["-o", "lora"], "STRATEGY.KEY=VALUE"),
     ],
 )
 def test_bad_options_fail_clearly_and_record_nothing(tiny_home, args, message):
