@@ -1,39 +1,66 @@
-"""Alembic environment: run against the connection zooens passes in, or the configured URL."""
+"""Alembic environment for the zooens registry.
+
+`service.db.session.upgrade_to_head()` passes an open connection in
+`config.attributes["connection"]`; the `alembic` command line (with the repository's
+`alembic.ini`) connects to `-x url=...`, `sqlalchemy.url`, or zooens' configured database.
+SQLite gets batch mode, so table changes are rendered as copy-and-move.
+"""
 from __future__ import annotations
+
+import logging.config
 
 from alembic import context
 from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection
 
 from service.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
 
+if config.config_file_name is not None and config.attributes.get("connection") is None:
+    logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def _url() -> str:
+    from service.db.session import database_url
+
+    return context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url") \
+        or database_url()
+
+
+def _configure(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
 
 def run_migrations_offline() -> None:
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
-                      literal_binds=True, render_as_batch=True)
+    """Emit SQL to stdout (`alembic upgrade head --sql`)."""
+    url = _url()
+    context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
+                      render_as_batch=url.startswith("sqlite"))
     with context.begin_transaction():
         context.run_migrations()
 
 
 def run_migrations_online() -> None:
+    """Migrate through the given connection, or through a short-lived engine of our own."""
     connection = config.attributes.get("connection")
-    if connection is None:
-        from service.db.session import database_url
-
-        engine = create_engine(config.get_main_option("sqlalchemy.url") or database_url())
+    if connection is not None:
+        _configure(connection)
+        return
+    engine = create_engine(_url())
+    try:
         with engine.begin() as connection:
-            _run(connection)
-    else:
-        _run(connection)
-
-
-def _run(connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
-    with context.begin_transaction():
-        context.run_migrations()
+            _configure(connection)
+    finally:
+        engine.dispose()
 
 
 if context.is_offline_mode():

@@ -30,6 +30,15 @@ class AdapterConfig:
     """Base of adapter configs; subclasses add fields with `metadata={"help": ...}`."""
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            default = f.default
+            value = getattr(self, f.name)
+            if isinstance(default, (bool, int, float, str)) and not isinstance(default, type(None)):
+                expected = (int, float) if isinstance(default, float) else type(default)
+                if not isinstance(value, expected) or (isinstance(value, bool) and not isinstance(default, bool)):
+                    raise ConfigError(
+                        f"{type(self).__name__}.{f.name} must be a {type(default).__name__}, got {value!r}."
+                    )
         self.validate()
 
     def validate(self) -> None:
@@ -84,7 +93,12 @@ def make_config(name: str, options: dict[str, Any] | None = None) -> AdapterConf
     unknown = set(options) - known
     if unknown:
         raise ConfigError(f"Unknown {name} option(s) {sorted(unknown)}; valid: {sorted(known)}.")
-    return cls(**options)
+    try:
+        return cls(**options)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Bad {name} options {options}: {exc}. See the option help of {cls.__name__}.") from None
 
 
 _TRAINING_OPTIONS = {"momentum", "weight_decay", "augment", "freeze_norm_stats", "eval_batch_size", "teachers", "beta"}

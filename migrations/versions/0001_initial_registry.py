@@ -1,11 +1,20 @@
-"""initial registry
+"""initial registry: zoo models, datasets, jobs and their units, embeddings, kNN scores,
+fine-tune runs, ensembles and their members, API tokens.
+
+Written to run unchanged on PostgreSQL and on SQLite (index changes in batch mode).
+Timestamps are `timestamptz`; JSON columns are the portable `JSON` type; statuses are
+VARCHAR with a CHECK constraint (no native enum types to create or drop).
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-22
 """
 from alembic import op
 import sqlalchemy as sa
+
+# Frozen copies: a later change to the models must come with a new revision.
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+UNIT_STATUSES = ("pending", "running", "done", "failed")
 
 
 revision = '0001'
@@ -87,7 +96,7 @@ def upgrade() -> None:
     sa.Column('dataset_id', sa.Integer(), nullable=False),
     sa.Column('zoo_spec', sa.Text(), nullable=False),
     sa.Column('params', sa.JSON(), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('status', sa.Enum(*JOB_STATUSES, name='job_status', native_enum=False, create_constraint=True, length=16), nullable=False),
     sa.Column('stage', sa.String(length=32), nullable=True),
     sa.Column('progress', sa.JSON(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
@@ -150,7 +159,7 @@ def upgrade() -> None:
     sa.Column('key', sa.String(length=512), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('position', sa.Integer(), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('status', sa.Enum(*UNIT_STATUSES, name='unit_status', native_enum=False, create_constraint=True, length=16), nullable=False),
     sa.Column('worker_id', sa.String(length=255), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('result', sa.JSON(), nullable=True),

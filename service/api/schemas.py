@@ -69,6 +69,9 @@ class JobCreate(BaseModel):
     n_train: int = Field(default=800, ge=2, le=1_000_000)
     n_val: int = Field(default=200, ge=1, le=1_000_000)
     max_test: int | None = Field(default=None, ge=1, le=10_000_000)
+    strategy_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-strategy options, e.g. {\"lora\": {\"rank\": 8}, \"film\": {\"head\": \"lda\"}}."
+    )
 
 
 class JobPublic(BaseModel):
