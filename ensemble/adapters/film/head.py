@@ -60,13 +60,16 @@ class NaiveBayesHead(nn.Module):
         e1, e2, e3 = self.mixing
         d = features.shape[1]
         eye = torch.eye(d, dtype=features.dtype, device=features.device)
-        if self.mode == "lda":
-            sigma = (e2 * stats["pooled"] + e3 * eye).expand(len(means), d, d)
+        diff = features[None, :, :] - means[:, None, :]  # (C, N, D)
+        if self.mode == "lda":  # one shared covariance: one factorisation
+            chol = torch.linalg.cholesky(e2 * stats["pooled"] + e3 * eye + 1e-6 * eye)
+            flat = diff.reshape(-1, d).T  # (D, C*N)
+            maha = (torch.linalg.solve_triangular(chol, flat, upper=False) ** 2).sum(0).reshape(len(means), -1)
+            logdet = (2 * torch.log(torch.diagonal(chol)).sum()).expand(len(means))
         else:
             sigma = e1 * stats["covs"] + e2 * stats["pooled"] + e3 * eye
-        chol = torch.linalg.cholesky(sigma + 1e-6 * eye)
-        diff = features[None, :, :] - means[:, None, :]  # (C, N, D)
-        sol = torch.linalg.solve_triangular(chol, diff.transpose(1, 2), upper=False)  # (C, D, N)
-        maha = (sol**2).sum(1)  # (C, N)
-        logdet = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(1)
+            chol = torch.linalg.cholesky(sigma + 1e-6 * eye)
+            sol = torch.linalg.solve_triangular(chol, diff.transpose(1, 2), upper=False)  # (C, D, N)
+            maha = (sol**2).sum(1)  # (C, N)
+            logdet = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(1)
         return (-0.5 * (maha + logdet[:, None]) + log_prior[:, None]).T
