@@ -178,3 +178,145 @@ def test_tokens_are_stored_hashed_and_revocable(db_url):
         registry.revoke_token(s, "alice")
     with session_scope() as s:
         assert registry.verify_token(s, plain) is None
+
+
+def test_datasets_create_conflict_list_and_page(db_url):
+    with session_scope() as s:
+        a = _dataset(s, "a")
+        with pytest.raises(ConflictError):
+            registry.create_dataset(s, name="again", source="/data/a", fingerprint="f" * 64, classes=[], counts={})
+        b = registry.create_dataset(s, name="b", source="/data/b", fingerprint="e" * 64, classes=["x"],
+                                    counts={"train": {"x": 3}}, storage_path="/store/b")
+    with session_scope() as s:
+        rows, count = registry.list_datasets(s, limit=1)
+        assert count == 2 and [r.id for r in rows] == [b.id]
+        assert [r.id for r in registry.list_datasets(s, limit=1, offset=1)[0]] == [a.id]
+        got = registry.get_dataset(s, b.id)
+        assert (got.classes, got.counts, got.storage_path) == (["x"], {"train": {"x": 3}}, "/store/b")
+        with pytest.raises(NotFoundError):
+            registry.get_dataset(s, 9999)
+        with pytest.raises(NotFoundError):
+            registry.create_job(s, dataset_id=9999, zoo_spec="embedded", params={})
+
+
+def test_job_listing_status_stage_and_progress(db_url):
+    from zooens.errors import ConfigError
+
+    with session_scope() as s:
+        ds = _dataset(s)
+        jobs = [_job(s, ds.id) for _ in range(3)]
+        registry.set_job_status(s, jobs[0].id, "running", worker_id="w")
+        registry.set_job_stage(s, jobs[0].id, "embed")
+        registry.set_job_progress(s, jobs[0].id, stage="embed", progress={"embed": {"done": 1, "total": 3}})
+        registry.set_job_status(s, jobs[1].id, "failed", error="ValueError: bad")
+        with pytest.raises(ConfigError):
+            registry.set_job_status(s, jobs[2].id, "exploded")
+        with pytest.raises(ConfigError):
+            registry.list_jobs(s, status="exploded")
+        with pytest.raises(NotFoundError):
+            registry.set_job_stage(s, 9999, "embed")
+    with session_scope() as s:
+        running = registry.get_job(s, jobs[0].id)
+        assert (running.stage, running.progress["embed"]["done"], running.worker_id) == ("embed", 1, "w")
+        assert running.started_at is not None and running.heartbeat_at is not None
+        failed = registry.get_job(s, jobs[1].id)
+        assert failed.error == "ValueError: bad" and failed.finished_at is not None
+        assert [j.id for j in registry.list_jobs(s, status="queued")[0]] == [jobs[2].id]
+        rows, count = registry.list_jobs(s, limit=2, offset=0)
+        assert count == 3 and [j.id for j in rows] == [jobs[2].id, jobs[1].id]
+
+
+def test_zoo_models_and_embeddings_are_idempotent(db_url):
+    facts = {"name": "tf_efficientnet_lite0.in1k", "arch": "tf_efficientnet_lite0", "tag": "in1k",
+             "origin": "embedded", "source": {"kind": "package", "path": "/w.pth", "sha256": "a" * 64},
+             "input": {"input_size": [3, 224, 224]}, "embed_dim": 1280, "num_params": 4_652_008,
+             "license": "apache-2.0"}
+    with session_scope() as s:
+        first = registry.upsert_zoo_model(s, facts)
+        again = registry.upsert_zoo_model(s, {**facts, "embed_dim": 1281})
+        assert first.id == again.id
+        kwargs = dict(cache_key="k" * 64, model_name=facts["name"], dataset_fingerprint="f" * 64, split="train",
+                      path="/cache/k.npy", n=10, dim=1280, preprocessing={"resolution": 224}, seconds=1.5)
+        e1 = registry.record_embedding(s, **kwargs)
+        e2 = registry.record_embedding(s, **{**kwargs, "n": 99})
+        assert e1.id == e2.id and e2.n == 10
+    with session_scope() as s:
+        (row,) = registry.list_zoo_models(s)
+        assert (row.embed_dim, row.source_kind, row.sha256, row.meta) == (1281, "package", "a" * 64,
+                                                                           {"license": "apache-2.0"})
+        assert registry.get_zoo_model(s, facts["name"]).input_config == {"input_size": [3, 224, 224]}
+        assert registry.get_embedding(s, "k" * 64).preprocessing == {"resolution": 224}
+        assert registry.get_embedding(s, "nope") is None
+        with pytest.raises(NotFoundError):
+            registry.get_zoo_model(s, "nope")
+
+
+def _run(s, job_id, key="finetune:a", **over):
+    fields = dict(model="a", strategy="linear", hparams={"lr": 0.1}, seed=0, val_ce=0.3, val_acc=0.9,
+                  test_acc=0.8, seconds=1.0, updated_params=10, update_bytes=40, artifact_path="/x",
+                  probs_path="/y", val_proba="not a column")
+    return registry.add_finetune_run(s, job_id, unit_key=key, **{**fields, **over})
+
+
+def test_ensemble_members_follow_their_runs(db_url):
+    with session_scope() as s:
+        ds = _dataset(s)
+        job, other = _job(s, ds.id), _job(s, ds.id)
+        r1, r2 = _run(s, job.id, "finetune:a"), _run(s, job.id, "finetune:b", model="b")
+        assert _run(s, job.id, "finetune:a", val_acc=0.95).id == r1.id  # same unit: replaced
+        foreign = _run(s, other.id)
+        with pytest.raises(NotFoundError):
+            registry.create_ensemble(s, job.id, members=[(foreign.id, 1.0)], val_ce=0.1, val_acc=1.0,
+                                     test_acc=1.0, size=1, loss_curve=[0.1])
+        ens = registry.create_ensemble(s, job.id, members=[(r2.id, 0.75), (r1.id, 0.25)], val_ce=0.2,
+                                       val_acc=0.95, test_acc=0.9, size=2, loss_curve=[0.3, 0.2])
+        ens_id = ens.id
+    with session_scope() as s:
+        ens = registry.get_job_ensemble(s, job.id)
+        assert ens.id == ens_id and ens.loss_curve == [0.3, 0.2]
+        assert [(m.run_id, m.weight, m.position) for m in ens.members] == [(r2.id, 0.75, 0), (r1.id, 0.25, 1)]
+        assert [r.val_acc for r in registry.list_finetune_runs(s, job.id)] == [0.95, 0.9]
+        s.delete(registry.get_finetune_run(s, r2.id))
+    with session_scope() as s:
+        assert [m.run_id for m in registry.get_ensemble(s, ens_id).members] == [r1.id]
+        assert registry.get_job_ensemble(s, other.id) is None
+        with pytest.raises(NotFoundError):
+            registry.get_ensemble(s, 9999)
+
+
+def test_units_finish_fail_and_pending(db_url):
+    with session_scope() as s:
+        job_id = _job(s, _dataset(s).id).id
+        registry.ensure_units(s, job_id, [("a", "embed"), ("b", "embed")])
+        registry.ensure_units(s, job_id, [("b", "embed"), ("c", "ensemble")])
+        assert [(u.key, u.position) for u in registry.list_units(s, job_id)] == [("a", 0), ("b", 1), ("c", 2)]
+    with session_scope() as s:
+        a = registry.claim_unit(s, job_id, "w")
+    with session_scope() as s:
+        registry.fail_unit(s, a.id, "OSError: disk full", worker_id="w")
+        with pytest.raises(NotFoundError):
+            registry.finish_unit(s, 9999, {})
+        registry.finish_unit(s, registry.get_unit(s, job_id, "b").id, {"x": 1})
+    with session_scope() as s:
+        assert registry.get_unit(s, job_id, "a").error == "OSError: disk full"
+        assert [u.key for u in registry.pending_units(s, job_id)] == ["c"]
+        assert registry.done_units(s, job_id) == {"b": {"x": 1}}
+        with pytest.raises(NotFoundError):
+            registry.get_unit(s, job_id, "zzz")
+
+
+def test_token_use_is_stamped_and_revocation_by_id(db_url):
+    with session_scope() as s:
+        plain, row = registry.create_token(s, "ci")
+        assert plain.startswith(registry.TOKEN_PREFIX) and row.prefix == plain[: len(row.prefix)]
+        assert row.token_hash == registry.hash_token(plain) and row.last_used_at is None
+        assert registry.verify_token(s, "") is None
+    with session_scope() as s:
+        assert registry.verify_token(s, plain).last_used_at is not None
+        revoked = registry.revoke_token(s, row.id)
+        first = revoked.revoked_at
+        assert registry.revoke_token(s, "ci").revoked_at == first
+        with pytest.raises(NotFoundError):
+            registry.revoke_token(s, "nobody")
+    with session_scope() as s:
+        assert registry.verify_token(s, plain) is None
