@@ -28,20 +28,20 @@ def main() -> None:
     p.add_argument("--model", default="tf_efficientnet_lite0.in1k")
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--lr", default="0.01")
+    p.add_argument("--lr", default=None, help="one learning rate for all (default: each strategy's own grid)")
     args = p.parse_args()
     teachers = json.dumps(["tf_efficientnet_lite0.in1k", "tf_efficientnet_lite1.in1k", "tf_efficientnet_lite2.in1k"])
     cmd = [ZOOENS, "run", "--dataset", "fashion-mnist", "--zoo", "embedded", "--top-k", "1", "--max-test", "1000",
            "--resolution", str(args.resolution), "--strategies", "linear,patch,film,lora,aft",
-           "--lr", args.lr, "--steps", str(args.steps), "-o", 'film.head="lda"', "-o", f"aft.teachers={teachers}",
+           *(["--lr", args.lr] if args.lr else []), "--steps", str(args.steps), "-o", 'film.head="lda"', "-o", f"aft.teachers={teachers}",
            "--json", "--quiet"]
     report = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout)
     rows = [
-        {"model": r["model"], "strategy": r["strategy"], "test_acc": r["test_acc"], "val_acc": r["val_acc"],
+        {"model": r["model"], "strategy": r["strategy"], "lr": r["hparams"]["lr"], "test_acc": r["test_acc"], "val_acc": r["val_acc"],
          "updated_params": r["updated_params"], "update_bytes": r["update_bytes"], "seconds": round(r["seconds"], 1)}
         for r in report["runs"]
     ]
-    rows.append({"model": "ensemble", "strategy": "greedy", "test_acc": report["ensemble"]["test_acc"],
+    rows.append({"model": "ensemble", "strategy": "greedy", "lr": "", "test_acc": report["ensemble"]["test_acc"],
                  "val_acc": report["ensemble"]["val_acc"], "updated_params": "", "update_bytes": "", "seconds": ""})
     OUT.mkdir(exist_ok=True)
     with (OUT / "adapters.csv").open("w", newline="") as f:

@@ -98,6 +98,12 @@ class KronStrategy(AdapterStrategy):
 # FiT: FiLM + Naive Bayes head, trained episodically
 
 
+def head_features(features: torch.Tensor) -> torch.Tensor:
+    """Backbone features on the sphere of radius sqrt(D): per-dimension scale about 1, like the
+    identity term of the head's covariance, whatever the backbone's raw scale."""
+    return F.normalize(features.float(), dim=1) * features.shape[1] ** 0.5
+
+
 class FiTClassifier(nn.Module):
     """Backbone with FiLM layers; logits from a Naive Bayes head over stored context features."""
 
@@ -115,14 +121,14 @@ class FiTClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self._stats is None:
             self._stats = self.head.fit_stats(self.context_features, self.context_labels, self.n_classes)
-        return self.head.logits(self.backbone(images).float(), self._stats)
+        return self.head.logits(head_features(self.backbone(images)), self._stats)
 
 
 def episodic_loss(fraction: float):
     """Split each class of the batch into context and target; CE of the targets under the head."""
 
     def loss(model: FiTClassifier, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        feats = model.backbone(images).float()
+        feats = head_features(model.backbone(images))
         ctx = torch.zeros(len(labels), dtype=torch.bool)
         for c in labels.unique():
             idx = (labels == c).nonzero().flatten()
@@ -145,6 +151,8 @@ class FilmStrategy(AdapterStrategy):
     """FiT: FiLM layers on a frozen backbone with an automatically configured Naive Bayes head."""
 
     method = "film"
+    # the Gaussian head turns large FiLM steps into large logit changes: smaller rates than the others
+    default_sweep: ClassVar[SweepConfig] = SweepConfig(learning_rates=(0.001, 0.003), steps=(200,), batch_size=32)
 
     def build(self, spec: RunSpec, n_classes: int, data_cfg: dict[str, Any]):
         backbone, config, params, keys = self._backbone(spec.model, spec.options)
@@ -160,8 +168,9 @@ class FilmStrategy(AdapterStrategy):
         """The head's context at test time: every training example's features."""
         from ensemble.training import predict_logits
 
-        feats = torch.from_numpy(np.asarray(predict_logits(model.backbone, ds.split("train"), data_cfg,
-                                                           batch_size=64, device=device), dtype=np.float32))
+        raw = torch.from_numpy(np.asarray(predict_logits(model.backbone, ds.split("train"), data_cfg,
+                                                         batch_size=64, device=device), dtype=np.float32))
+        feats = head_features(raw)
         model.set_context(feats.to(device), torch.as_tensor(ds.split("train").labels, device=device))
 
     def load(self, artifact: Artifact, *, device: str = "cpu", backbone: nn.Module | None = None) -> nn.Module:
