@@ -21,7 +21,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["EmbeddingCache", "cache_key"]
 
 
-def cache_key(model: str, weights_sha256: str, dataset_fingerprint: str, split: str, preprocessing: dict[str, Any]) -> str:
+def cache_key(
+    model: str, weights_sha256: str, dataset_fingerprint: str, split: str, preprocessing: dict[str, Any]
+) -> str:
+    """sha256 hex of the inputs that determine an embedding (JSON with sorted keys)."""
     payload = json.dumps(
         {"model": model, "weights": weights_sha256, "dataset": dataset_fingerprint, "split": split,
          "preprocessing": preprocessing},
@@ -38,19 +41,30 @@ class EmbeddingCache:
         self.root = Path(root)
 
     def path(self, key: str) -> Path:
+        """Where the entry for `key` lives (whether or not it exists)."""
         return self.root / key[:2] / f"{key}.npy"
 
-    def get(self, key: str) -> np.ndarray | None:
+    def get(self, key: str, n_rows: int | None = None) -> np.ndarray | None:
+        """The stored float32 (N, D) array, or None when absent, unreadable or not `n_rows` long."""
         path = self.path(key)
         if not path.is_file():
             return None
         try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
             logger.warning("unreadable cache entry %s; it will be recomputed", path)
             return None
+        if arr.ndim != 2 or arr.dtype != np.float32 or (n_rows is not None and len(arr) != n_rows):
+            logger.warning("cache entry %s has shape %s %s, expected (%s, D) float32; it will be recomputed",
+                           path, arr.shape, arr.dtype, n_rows)
+            return None
+        return arr
+
+    def __contains__(self, key: str) -> bool:
+        return self.path(key).is_file()
 
     def put(self, key: str, embeddings: np.ndarray, meta: dict[str, Any] | None = None) -> Path:
+        """Store `embeddings` (as float32) and an optional JSON sidecar atomically; the .npy path."""
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
@@ -62,12 +76,13 @@ class EmbeddingCache:
             Path(tmp).unlink(missing_ok=True)
             raise
         if meta is not None:
-            side = path.with_suffix(".json")
-            tmp_meta = side.with_suffix(".json.tmp")
-            tmp_meta.write_text(json.dumps(meta, indent=2, default=str))
-            os.replace(tmp_meta, side)
+            fd, tmp_meta = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(meta, indent=2, default=str))
+            os.replace(tmp_meta, path.with_suffix(".json"))
         return path
 
     def meta(self, key: str) -> dict[str, Any] | None:
+        """The JSON sidecar written with the entry, if any."""
         side = self.path(key).with_suffix(".json")
         return json.loads(side.read_text()) if side.is_file() else None

@@ -89,6 +89,7 @@ class Split:
             return img.convert("RGB")
 
     def subset(self, indices: np.ndarray, name: str | None = None) -> "Split":
+        """The images and labels at `indices`, in that order."""
         indices = np.asarray(indices, dtype=np.int64)
         images = self.images[indices] if isinstance(self.images, np.ndarray) else [self.images[i] for i in indices]
         return Split(name or self.name, images, self.labels[indices])
@@ -117,7 +118,21 @@ class ImageDataset:
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.classes = [str(c) for c in self.classes]
+        dupes = sorted({c for c in self.classes if self.classes.count(c) > 1})
+        if dupes:
+            raise DatasetError(f"Dataset {self.name!r} lists class(es) {dupes} more than once; name each class once.")
+        for sp in self.splits.values():
+            if len(sp) and (sp.labels.min() < 0 or sp.labels.max() >= len(self.classes)):
+                bad = sorted({int(v) for v in sp.labels if v < 0 or v >= len(self.classes)})
+                raise DatasetError(
+                    f"Split {sp.name!r} of {self.name!r} has label(s) {bad[:_MAX_LISTED]} outside the "
+                    f"{len(self.classes)} classes (0..{len(self.classes) - 1}); fix the labels or list every class."
+                )
+
     def split(self, name: str) -> Split:
+        """The split called `name`; DatasetError naming the available ones otherwise."""
         try:
             return self.splits[name]
         except KeyError:
@@ -127,6 +142,7 @@ class ImageDataset:
 
     @cached_property
     def fingerprint(self) -> str:
+        """sha256 hex over class names and every split's name, labels and image content."""
         h = hashlib.sha256()
         h.update("\x00".join(self.classes).encode())
         for name in sorted(self.splits):
@@ -134,6 +150,7 @@ class ImageDataset:
         return h.hexdigest()
 
     def summary(self) -> dict[str, Any]:
+        """JSON-able facts: classes, images per split and per class, fingerprint."""
         counts = {
             name: {self.classes[c]: int(n) for c, n in enumerate(np.bincount(sp.labels, minlength=len(self.classes)))}
             for name, sp in self.splits.items()
@@ -154,17 +171,23 @@ class ImageDataset:
 
 
 def _check_images(paths: Sequence[Path]) -> None:
-    """Open every file with PIL; report unreadable ones by name."""
+    """Decode every file with PIL (JPEGs at reduced scale); report unreadable ones by name.
+
+    `Image.verify` alone misses truncated JPEGs, which then fail mid-embedding; decoding
+    catches them here, where the message can name the file.
+    """
     bad: list[str] = []
     for path in paths:
         try:
             with Image.open(path) as img:
-                img.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            bad.append(f"{path} ({type(exc).__name__})")
+                img.draft("RGB", (32, 32))  # JPEG: decode at 1/8 scale, still reads every byte
+                img.load()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            why = "not an image" if isinstance(exc, UnidentifiedImageError) else f"{type(exc).__name__}: {exc}"
+            bad.append(f"{path} ({why})")
     if bad:
         listed = "; ".join(bad[:_MAX_LISTED])
-        more = f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+        more = f"; and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
         raise DatasetError(
             f"{len(bad)} file(s) are not readable images: {listed}{more}. Remove or replace them "
             f"(supported: {', '.join(sorted(IMAGE_EXTENSIONS))})."
@@ -277,7 +300,9 @@ def load_csv_manifest(path: str | os.PathLike, *, name: str | None = None, verif
         if not file.is_file():
             raise DatasetError(f"{path}: row {lineno} names {row[0]!r}, which does not exist next to the manifest.")
         entries.append((file, row[1].strip(), split))
-    classes = sorted({e[1] for e in entries})
+    names = {e[1] for e in entries}
+    numeric = all(n.lstrip("-").isdigit() for n in names)
+    classes = sorted(names, key=lambda c: (int(c), c) if numeric else (0, c))  # "2" before "10"
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
     for split in SPLIT_NAMES:
@@ -290,8 +315,15 @@ def load_csv_manifest(path: str | os.PathLike, *, name: str | None = None, verif
 
 
 def load_npz(path: str | os.PathLike, *, name: str | None = None) -> ImageDataset:
-    """`.npz` with `{split}_images`/`{split}_labels` (and optional `classes`), or `images`/`labels`."""
+    """An `.npz` archive of image arrays.
+
+    Keys: `{split}_images` (uint8 (N, H, W) or (N, H, W, 3); floats in [0, 1] or [0, 255] are
+    converted) with `{split}_labels` (ints 0..C-1) for split in train/val/test, and an optional
+    `classes` array of C names; or plain `images`/`labels`, taken as the train split.
+    """
     path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f".npz file {path} does not exist.")
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -314,17 +346,31 @@ def load_npz(path: str | os.PathLike, *, name: str | None = None) -> ImageDatase
             if images.dtype.kind == "f" and images.size and images.max() <= 1.0:
                 images = (images * 255).round()
             images = np.clip(images, 0, 255).astype(np.uint8)
-        splits[split] = Split(split, images, np.asarray(data[lk]).astype(np.int64))
+        labels = np.asarray(data[lk])
+        if labels.dtype.kind not in "iub" and not (labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
+            raise DatasetError(
+                f"{path}: {lk} has dtype {labels.dtype}; labels must be integer class indices 0..C-1 "
+                "(put the class names in a `classes` array)."
+            )
+        splits[split] = Split(split, images, labels.astype(np.int64))
+    if not any(len(sp) for sp in splits.values()):
+        raise DatasetError(f"{path} holds no images; every *_images array is empty.")
     n_classes = int(max(sp.labels.max() for sp in splits.values() if len(sp))) + 1
     classes = [str(c) for c in data["classes"]] if "classes" in keys else [str(i) for i in range(n_classes)]
     return ImageDataset(name or path.stem, classes, splits, source=str(path))
 
 
 def _read_idx(path: Path) -> np.ndarray:
+    """A gzipped IDX array (the MNIST file format) as uint8."""
     with gzip.open(path, "rb") as f:
         data = f.read()
-    _, dtype, ndim = struct.unpack(">HBB", data[:4])
+    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    if zero != 0 or dtype != 0x08 or len(data) != 4 + 4 * ndim + int(np.prod(shape)):
+        raise DatasetError(
+            f"{path} is not a uint8 IDX file of shape {shape}; reinstall it with "
+            "`sudo apt-get install --reinstall dataset-fashion-mnist`."
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 

@@ -6,7 +6,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -14,6 +14,9 @@ from torch import nn
 
 from selection.cache import EmbeddingCache, cache_key
 from selection.datasets import ImageDataset, Split
+
+if TYPE_CHECKING:
+    from zoo import WeightSet
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +26,7 @@ __all__ = ["embed_split", "embed_with_cache", "EmbeddingResult", "SplitDataset",
 class SplitDataset(torch.utils.data.Dataset):
     """A split's images through a transform, for a DataLoader."""
 
-    def __init__(self, split: Split, transform) -> None:
+    def __init__(self, split: Split, transform: Callable[[Any], torch.Tensor]) -> None:
         self.split, self.transform = split, transform
 
     def __len__(self) -> int:
@@ -34,6 +37,7 @@ class SplitDataset(torch.utils.data.Dataset):
 
 
 def default_batch_size(device: str) -> int:
+    """Images per forward pass: larger on CUDA, where memory and parallelism allow it."""
     return 256 if str(device).startswith("cuda") else 64
 
 
@@ -82,6 +86,8 @@ def embed_split(
 
 @dataclass
 class EmbeddingResult:
+    """Embeddings of one split and how they were obtained (`cached`: no forward pass ran)."""
+
     embeddings: np.ndarray
     cached: bool
     seconds: float
@@ -91,7 +97,7 @@ class EmbeddingResult:
 
 
 def embed_with_cache(
-    ws_or_name,
+    ws_or_name: "str | WeightSet",
     ds: ImageDataset,
     split: str,
     *,
@@ -104,18 +110,19 @@ def embed_with_cache(
     """Embeddings of `ds[split]`, from the cache when the same inputs were embedded before."""
     import zoo
 
+    started = time.perf_counter()
     ws = zoo.get_weight_set(ws_or_name) if isinstance(ws_or_name, str) else ws_or_name
+    sp = ds.split(split)
     data_cfg = zoo.data_config(ws, resolution=resolution)
     key = cache_key(ws.name, zoo.weights_sha256(ws), ds.fingerprint, split, data_cfg)
-    started = time.perf_counter()
-    hit = cache.get(key)
+    hit = cache.get(key, n_rows=len(sp))
     if hit is not None:
-        logger.info("%s / %s: embeddings cached, no forward pass", ws.name, split)
+        logger.info("%s / %s of %s: %d embeddings cached (%s), no forward pass",
+                    ws.name, split, ds.name, len(hit), cache.path(key))
         return EmbeddingResult(hit, True, time.perf_counter() - started, None, key, cache.path(key))
     from zooens.settings import get_settings
 
     model = zoo.create_model(ws, num_classes=0)
-    sp = ds.split(split)
     t0 = time.perf_counter()
     emb = embed_split(
         model, data_cfg, sp, batch_size=batch_size, device=device, num_workers=get_settings().num_workers,

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -11,6 +13,9 @@ from selection.cache import EmbeddingCache
 from selection.datasets import ImageDataset
 from selection.embed import embed_with_cache
 from selection.knn import knn_accuracy, knn_loo_accuracy, logme_score
+
+if TYPE_CHECKING:
+    from zoo import WeightSet
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +27,13 @@ RANKING_COLUMNS = ["model", "knn_accuracy", "val_accuracy", "logme", "embed_seco
 
 @dataclass
 class ModelScore:
+    """How well one model's frozen embeddings separate a dataset's classes, and what it cost.
+
+    `knn_accuracy`: leave-one-out kNN on train; `val_accuracy`: train-to-val kNN (NaN without a
+    val split); `logme`: LogME on train; `embed_seconds`: wall time of getting the embeddings
+    (cache reads included); `images_per_s`: forward-pass throughput (None when all cached).
+    """
+
     model: str
     knn_accuracy: float
     val_accuracy: float
@@ -35,7 +47,7 @@ class ModelScore:
 
 
 def score_model(
-    ws_or_name,
+    ws_or_name: "str | WeightSet",
     ds: ImageDataset,
     *,
     k: int = 10,
@@ -78,7 +90,15 @@ def score_model(
     return score
 
 
+def _descending(value: float | None) -> float:
+    """Sort key for 'higher first' with NaN last (NaN compares false and would scramble a sort)."""
+    return math.inf if value is None or math.isnan(value) else -value
+
+
 def ranking_table(scores: list[ModelScore]) -> pd.DataFrame:
-    """Best first: kNN accuracy, then train-to-val accuracy, then name."""
-    rows = sorted((asdict(s) for s in scores), key=lambda r: (-r["knn_accuracy"], -r["val_accuracy"], r["model"]))
-    return pd.DataFrame(rows, columns=RANKING_COLUMNS)
+    """Best first: kNN accuracy, then train-to-val accuracy, then name; one row per score."""
+    rows: list[dict[str, Any]] = sorted(
+        (asdict(s) for s in scores),
+        key=lambda r: (_descending(r["knn_accuracy"]), _descending(r["val_accuracy"]), r["model"]),
+    )
+    return pd.DataFrame(rows, columns=RANKING_COLUMNS).reset_index(drop=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -13,24 +14,52 @@ app = typer.Typer(help="Datasets: built-ins and those in the registry.", no_args
 console = Console()
 
 
-@app.command("list")
-@fail_on_error
-def list_(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Built-in datasets and every dataset recorded in the registry."""
-    from selection.datasets import BUILTINS
+FORMATS_NOTE = (
+    "Any ImageFolder directory (class sub-folders, optionally under train/ val/ test/), a CSV manifest "
+    "(path,label[,split]) or an .npz file can be given as a path."
+)
+
+
+def registered_datasets() -> list[dict[str, Any]]:
+    """One JSON-able row per dataset recorded in the registry."""
     from service import registry
     from service.db.session import session_scope, upgrade_to_head
 
     upgrade_to_head()
     with session_scope() as s:
         rows, _ = registry.list_datasets(s, limit=1000)
-        recorded = [{"id": r.id, "name": r.name, "source": r.source, "classes": len(r.classes),
-                     "images": sum(sum(c.values()) for c in r.counts.values()), "fingerprint": r.fingerprint[:12]}
-                    for r in rows]
+        return [{"id": r.id, "name": r.name, "source": r.source, "classes": len(r.classes),
+                 "images": sum(sum(c.values()) for c in r.counts.values()), "fingerprint": r.fingerprint[:12]}
+                for r in rows]
+
+
+def dataset_summary(spec: str, data: str | None = None) -> dict[str, Any]:
+    """`ImageDataset.summary()` of a registered id, a built-in name or a path (`data`: an ImageFolder)."""
+    from selection.datasets import load_dataset
+
+    source = spec
+    if data is None and spec.isdigit():
+        from service import registry
+        from service.db.session import session_scope, upgrade_to_head
+
+        upgrade_to_head()
+        with session_scope() as s:
+            source = registry.get_dataset(s, int(spec)).source
+    return load_dataset(source, data=data).summary()
+
+
+@app.command("list")
+@fail_on_error
+def list_(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Built-in datasets and every dataset recorded in the registry."""
+    from selection.datasets import BUILTINS
+
+    recorded = registered_datasets()
     if as_json:
         typer.echo(json.dumps({"builtins": list(BUILTINS), "registered": recorded}, indent=2))
         return
     console.print("built-in: " + ", ".join(BUILTINS))
+    console.print(FORMATS_NOTE)
     table = Table(title="Registered datasets")
     for col in ["id", "name", "classes", "images", "fingerprint", "source"]:
         table.add_column(col)
@@ -43,20 +72,11 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
 @fail_on_error
 def show(
     spec: str = typer.Argument(..., help="A registered dataset id, a built-in name, or a path."),
+    data: str = typer.Option(None, "--data", help="An ImageFolder directory to load instead of SPEC."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Classes, counts per class and split, fingerprint."""
-    from selection.datasets import load_dataset
-
-    source = spec
-    if spec.isdigit():
-        from service import registry
-        from service.db.session import session_scope, upgrade_to_head
-
-        upgrade_to_head()
-        with session_scope() as s:
-            source = registry.get_dataset(s, int(spec)).source
-    summary = load_dataset(source).summary()
+    summary = dataset_summary(spec, data)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
