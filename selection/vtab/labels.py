@@ -21,12 +21,12 @@ KITTI_DISTANCE_THRESHOLDS = np.array([-100.0, 8.0, 20.0, 999.0])
 KITTI_VEHICLE_TYPES = (0, 1, 2)  # Car, Van, Truck in TFDS kitti's object type labels
 
 
-def bin_by_thresholds(value: float, thresholds: np.ndarray) -> int:
-    """The largest i with thresholds[i] < value (value above the last threshold -> the last bin)."""
+def bin_by_thresholds(value: float, thresholds: np.ndarray, n_classes: int) -> int:
+    """The largest i with thresholds[i] < value, as task_adaptation computes it, capped at n_classes - 1."""
     below = np.nonzero(thresholds < value)[0]
     if len(below) == 0:
         raise ValueError(f"{value} is not above the first threshold {thresholds[0]}")
-    return int(min(below.max(), len(thresholds) - 2))
+    return int(min(below.max(), n_classes - 1))
 
 
 def clevr_count(n_objects: int) -> int:
@@ -37,7 +37,7 @@ def clevr_count(n_objects: int) -> int:
 
 def clevr_distance(pixel_coords: np.ndarray) -> int:
     """pixel_coords: (n_objects, 3) with depth in column 2."""
-    return bin_by_thresholds(float(np.min(np.asarray(pixel_coords)[:, 2])), CLEVR_DISTANCE_THRESHOLDS)
+    return bin_by_thresholds(float(np.min(np.asarray(pixel_coords)[:, 2])), CLEVR_DISTANCE_THRESHOLDS, 6)
 
 
 def kitti_distance(types: np.ndarray, locations: np.ndarray) -> int:
@@ -45,8 +45,8 @@ def kitti_distance(types: np.ndarray, locations: np.ndarray) -> int:
     types = np.asarray(types)
     locations = np.asarray(locations, dtype=float).reshape(-1, 3)
     vehicles = np.isin(types, KITTI_VEHICLE_TYPES)
-    depth = float(locations[vehicles, 2].min()) if vehicles.any() else np.inf
-    return bin_by_thresholds(depth, KITTI_DISTANCE_THRESHOLDS)
+    depth = float(locations[vehicles, 2].min()) if vehicles.any() else 1000.0  # no vehicle: task_adaptation's stand-in
+    return bin_by_thresholds(depth, KITTI_DISTANCE_THRESHOLDS, 4)
 
 
 def dsprites_location(label_x_position: int, num_classes: int = 16, num_values: int = 32) -> int:

@@ -45,7 +45,7 @@ def test_clevr_distance_bins(depth, label):
     "types, depths, label",
     [([0], [5.0], 0), ([1], [8.0], 0), ([2], [8.1], 1), ([0, 0], [30.0, 19.9], 1), ([0], [20.5], 2),
      ([3, 0], [2.0, 25.0], 2),  # a pedestrian close by does not count
-     ([3, 5], [2.0, 3.0], 2), ([], [], 2)],  # no vehicle: the last bin
+     ([3, 5], [2.0, 3.0], 3), ([], [], 3), ([0], [999.5], 3)],  # no vehicle or beyond 999 m: class 3
 )
 def test_kitti_distance(types, depths, label):
     locations = np.array([[0.0, 0.0, d] for d in depths]).reshape(-1, 3)
