@@ -30,7 +30,7 @@ ZOOENS = str(Path(sys.executable).parent / "zooens")
 def prepare(home: Path) -> int:
     """A registry with one finished job; returns its id."""
     os.environ["ZOOENS_HOME"] = str(home)
-    from zoo.testing import register_random_model
+    from zooens.zoo.testing import register_random_model
 
     register_random_model("tiny-effnet", "test_efficientnet", home / "w")
     register_random_model("tiny-resnet", "test_resnet", home / "w")

@@ -19,9 +19,9 @@ from _results import write_rows
 import torch
 from timm.data import create_transform
 
-import zoo
-from selection.datasets import load_dataset
-from selection.embed import embed_split
+from zooens import zoo
+from zooens.selection.datasets import load_dataset
+from zooens.selection.embed import embed_split
 
 
 

@@ -15,7 +15,7 @@ from _results import write_rows
 import numpy as np
 from sklearn.neighbors import KNeighborsClassifier
 
-from selection.knn import knn_loo_accuracy
+from zooens.selection.knn import knn_loo_accuracy
 
 
 

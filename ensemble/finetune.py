@@ -352,8 +352,8 @@ class ImageStrategy(Strategy):
         """A hook between training and evaluation (e.g. fitting a head on all training features)."""
 
     def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
-        from ensemble.training import fit_classifier, predict_proba
-        from zoo import data_config
+        from zooens.ensemble.training import fit_classifier, predict_proba
+        from zooens.zoo import data_config
 
         device = resolve_device(device)
         data_cfg = dict(data_config(spec.model, resolution=spec.resolution))
@@ -468,10 +468,10 @@ def run_finetune(spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", pro
 
 
 # Registration happens at import time; the strategy modules import the names above.
-from ensemble import full as _full  # noqa: E402,F401
-from ensemble import linear as _linear  # noqa: E402,F401
+from zooens.ensemble import full as _full  # noqa: E402,F401
+from zooens.ensemble import linear as _linear  # noqa: E402,F401
 
 try:  # the adapters register themselves when their package is importable
-    import ensemble.adapters as _adapters  # noqa: E402,F401
+    import zooens.ensemble.adapters as _adapters  # noqa: E402,F401
 except ImportError as exc:  # pragma: no cover - only while the adapters are being written
-    log.warning("ensemble.adapters could not be imported, so its strategies are missing: %s", exc)
+    log.warning("zooens.ensemble.adapters could not be imported, so its strategies are missing: %s", exc)

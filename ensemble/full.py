@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ensemble.finetune import (
+from zooens.ensemble.finetune import (
     Artifact,
     ImageClassifier,
     ImageStrategy,
@@ -38,7 +38,7 @@ class FullStrategy(ImageStrategy):
     default_sweep: ClassVar[SweepConfig] = SweepConfig(learning_rates=(0.001, 0.003), steps=(500,), batch_size=32)
 
     def build(self, spec: RunSpec, n_classes: int, data_cfg: dict[str, Any]) -> tuple[nn.Module, list[nn.Parameter]]:
-        from zoo import create_model
+        from zooens.zoo import create_model
 
         backbone = create_model(spec.model, num_classes=0)
         head = nn.Linear(embedding_dim(backbone, data_cfg), n_classes)
@@ -51,7 +51,7 @@ class FullStrategy(ImageStrategy):
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     def load(self, artifact: Artifact, *, device: str = "cpu", backbone: nn.Module | None = None) -> nn.Module:
-        from zoo import create_model
+        from zooens.zoo import create_model
 
         n_classes = len(artifact.config["classes"])
         backbone = create_model(artifact.config["model"], num_classes=0, pretrained=False)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ensemble.finetune import (
+from zooens.ensemble.finetune import (
     Artifact,
     RunResult,
     RunSpec,
@@ -26,7 +26,7 @@ from ensemble.finetune import (
     build_run_result,
     register_strategy,
 )
-from ensemble.training import bit_schedule, default_warmup_steps, iterate_batches
+from zooens.ensemble.training import bit_schedule, default_warmup_steps, iterate_batches
 from zooens.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -215,8 +215,8 @@ class LinearStrategy(Strategy):
     default_sweep: ClassVar[SweepConfig] = SweepConfig(learning_rates=(0.01, 0.1), steps=(300, 1000), batch_size=64)
 
     def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
-        from selection.embed import embed_with_cache
-        from zoo import data_config
+        from zooens.selection.embed import embed_with_cache
+        from zooens.zoo import data_config
 
         splits = ["train", "val"] + (["test"] if "test" in ds.splits else [])
         X = {
@@ -254,7 +254,7 @@ class LinearStrategy(Strategy):
 
     def load(self, artifact: Artifact, *, device: str = "cpu", backbone: nn.Module | None = None) -> nn.Module:
         if backbone is None:
-            from zoo import create_model
+            from zooens.zoo import create_model
 
             backbone = create_model(artifact.config["model"], num_classes=0)
         weight = artifact.tensors["head.weight"]

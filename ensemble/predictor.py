@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ensemble.finetune import Artifact, get_strategy
-from ensemble.linear import LinearProbeModule
-from ensemble.training import eval_transform
+from zooens.ensemble.finetune import Artifact, get_strategy
+from zooens.ensemble.linear import LinearProbeModule
+from zooens.ensemble.training import eval_transform
 from zooens.errors import ConfigError
 from zooens.utils import resolve_device
 
@@ -68,7 +68,7 @@ class EnsemblePredictor:
 
     def _backbone(self, model: str) -> nn.Module:
         if model not in self._backbones:
-            from zoo import create_model
+            from zooens.zoo import create_model
 
             self._backbones[model] = create_model(model, num_classes=0).eval().to(self.device)
         return self._backbones[model]

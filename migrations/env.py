@@ -13,7 +13,8 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
-from service.db.models import Base
+from zooens.service.db.models import Base
+from zooens.settings import get_settings
 
 config = context.config
 target_metadata = Base.metadata
@@ -23,10 +24,8 @@ if config.config_file_name is not None and config.attributes.get("connection") i
 
 
 def _url() -> str:
-    from service.db.session import database_url
-
     return context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url") \
-        or database_url()
+        or get_settings().resolved_database_url
 
 
 def _configure(connection: Connection) -> None:

@@ -415,7 +415,7 @@ def load_dataset(spec: str | os.PathLike, data: str | os.PathLike | None = None)
         return load_builtin(spec_str)
     path = Path(spec_str).expanduser()
     if path.is_dir() and all((path / d).is_dir() for d in ("train800", "val200", "test")):
-        from selection.vtab.sources import load_exported_task
+        from zooens.selection.vtab.sources import load_exported_task
 
         return load_exported_task(path.parent, path.name)  # one task of the exported VTAB layout
     if path.is_dir():

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from selection.cache import EmbeddingCache, cache_key
-from selection.datasets import ImageDataset, Split
+from zooens.selection.cache import EmbeddingCache, cache_key
+from zooens.selection.datasets import ImageDataset, Split
 
 if TYPE_CHECKING:
-    from zoo import WeightSet
+    from zooens.zoo import WeightSet
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def embed_with_cache(
     progress: bool = True,
 ) -> EmbeddingResult:
     """Embeddings of `ds[split]`, from the cache when the same inputs were embedded before."""
-    import zoo
+    from zooens import zoo
 
     started = time.perf_counter()
     ws = zoo.get_weight_set(ws_or_name) if isinstance(ws_or_name, str) else ws_or_name

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from selection.cache import EmbeddingCache
-from selection.datasets import ImageDataset
-from selection.embed import embed_with_cache
-from selection.knn import knn_accuracy, knn_loo_accuracy, logme_score
+from zooens.selection.cache import EmbeddingCache
+from zooens.selection.datasets import ImageDataset
+from zooens.selection.embed import embed_with_cache
+from zooens.selection.knn import knn_accuracy, knn_loo_accuracy, logme_score
 
 if TYPE_CHECKING:
-    from zoo import WeightSet
+    from zooens.zoo import WeightSet
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def score_model(
     progress: bool = True,
 ) -> ModelScore:
     """Embed train and val (through the cache) and score: LOO kNN, train-to-val kNN, LogME."""
-    import zoo
+    from zooens import zoo
 
     ws = zoo.describe(ws_or_name) if isinstance(ws_or_name, str) else ws_or_name
     started = time.perf_counter()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from service.pipeline import JobSpec, execute_unit
+from zooens.service.pipeline import JobSpec, execute_unit
 from zooens.errors import ConfigError
 
 logger = logging.getLogger(__name__)

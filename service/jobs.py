@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service import registry
-from service.pipeline import JobParams
+from zooens.service import registry
+from zooens.service.pipeline import JobParams
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def record_zoo(s: Session, weight_sets) -> list[str]:
 
 def submit_job(s: Session, dataset_id: int, zoo_spec: str | list[str], params: JobParams):
     """Validate everything that can be checked now, then queue the job."""
-    from zoo import resolve_zoo
+    from zooens.zoo import resolve_zoo
 
     params.validate()
     weight_sets = resolve_zoo(zoo_spec)

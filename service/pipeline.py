@@ -47,7 +47,7 @@ class JobParams:
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> "JobParams":
-        from ensemble.finetune import STRATEGIES
+        from zooens.ensemble.finetune import STRATEGIES
 
         if self.top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {self.top_k}.")
@@ -73,8 +73,8 @@ class JobParams:
         return self
 
     def _validate_strategy_options(self) -> None:
-        from ensemble.adapters import ADAPTERS, make_config
-        from ensemble.finetune import STRATEGIES
+        from zooens.ensemble.adapters import ADAPTERS, make_config
+        from zooens.ensemble.finetune import STRATEGIES
 
         for name, options in self.strategy_options.items():
             if name not in STRATEGIES:
@@ -118,7 +118,7 @@ class JobSpec:
 
 def prepare_splits(ds, params: JobParams):
     """Train/val/test for a job: splits as given when a val split exists, else drawn from train."""
-    from selection.datasets import vtab_split
+    from zooens.selection.datasets import vtab_split
 
     if "train" not in ds.splits:
         raise DatasetError(
@@ -140,14 +140,14 @@ def prepare_splits(ds, params: JobParams):
 
 def prepare_job_dataset(ds, params: JobParams):
     """The splits a job uses, checked: every class needs two training examples (leave-one-out)."""
-    from selection.datasets import validate
+    from zooens.selection.datasets import validate
 
     return validate(prepare_splits(ds, params), min_per_class=2)
 
 
 @lru_cache(maxsize=4)
 def _load_job_dataset(source: str, params_json: str):
-    from selection.datasets import load_dataset
+    from zooens.selection.datasets import load_dataset
 
     return prepare_job_dataset(load_dataset(source), JobParams.from_dict(json.loads(params_json)))
 
@@ -158,7 +158,7 @@ def job_dataset(spec: JobSpec):
 
 
 def _cache(spec: JobSpec):
-    from selection.cache import EmbeddingCache
+    from zooens.selection.cache import EmbeddingCache
 
     return EmbeddingCache(Path(spec.cache_dir))
 
@@ -180,7 +180,7 @@ def parse_finetune_key(key: str) -> tuple[str, str, float, int]:
 
 def sweep_for(strategy: str, params: JobParams):
     """The hyper-parameter grid of one strategy: the user's values or the strategy's defaults."""
-    from ensemble.finetune import STRATEGIES, SweepConfig
+    from zooens.ensemble.finetune import STRATEGIES, SweepConfig
 
     defaults = getattr(STRATEGIES[strategy], "default_sweep", None) or SweepConfig()
     return SweepConfig(
@@ -212,8 +212,8 @@ def execute_unit(spec: JobSpec, key: str, progress: bool = True) -> dict[str, An
 
 
 def _execute_embed(spec: JobSpec, model: str, progress: bool) -> dict[str, Any]:
-    from selection.embed import embed_with_cache
-    from selection.ranking import score_model
+    from zooens.selection.embed import embed_with_cache
+    from zooens.selection.ranking import score_model
 
     params = spec.job_params
     ds = job_dataset(spec)
@@ -240,7 +240,7 @@ def _execute_embed(spec: JobSpec, model: str, progress: bool) -> dict[str, Any]:
 
 
 def _execute_finetune(spec: JobSpec, key: str, progress: bool) -> dict[str, Any]:
-    from ensemble.finetune import RunSpec, run_finetune
+    from zooens.ensemble.finetune import RunSpec, run_finetune
 
     params = spec.job_params
     model, strategy, lr, steps = parse_finetune_key(key)
@@ -288,7 +288,7 @@ def _safe(key: str) -> str:
 
 def build_ensemble(runs: list[dict[str, Any]], ds, params: JobParams) -> dict[str, Any]:
     """Greedy ensemble over the runs' val probabilities; test accuracy when a test split exists."""
-    from ensemble.greedy import GreedyEnsembleSelector
+    from zooens.ensemble.greedy import GreedyEnsembleSelector
 
     if not runs:
         raise JobError("No fine-tune run finished, so there is nothing to ensemble.")
@@ -336,7 +336,7 @@ def get_executor(name: str | None = None):
     if name == "local":
         return LocalExecutor()
     if name == "ray":
-        from service.executors_ray import RayExecutor
+        from zooens.service.executors_ray import RayExecutor
 
         return RayExecutor(address=get_settings().ray_address)
     raise ConfigError(f"Unknown executor {name!r}; set ZOOENS_EXECUTOR to 'local' or 'ray'.")

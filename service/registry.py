@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 from sqlalchemy import ColumnElement, and_, func, inspect, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.db.models import (
+from zooens.service.db.models import (
     FINISHED,
     JOB_STATUSES,
     ApiToken,

@@ -5,7 +5,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service import registry
+from zooens.service import registry
 
 
 def ranking_rows(s: Session, job_id: int) -> list[dict[str, Any]]:

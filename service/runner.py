@@ -10,9 +10,9 @@ import logging
 import threading
 from typing import Any
 
-from service import registry
-from service.db.session import session_scope
-from service.pipeline import (
+from zooens.service import registry
+from zooens.service.db.session import session_scope
+from zooens.service.pipeline import (
     EMBED,
     ENSEMBLE,
     FINETUNE,

@@ -132,8 +132,8 @@ def ingest_upload(
     s: Session, stream: BinaryIO, filename: str, settings: Settings, *, name: str | None = None
 ):
     """Store an uploaded dataset (zip, npz or csv) and record it; all or nothing."""
-    from selection.datasets import load_dataset, validate
-    from service.jobs import register_dataset
+    from zooens.selection.datasets import load_dataset, validate
+    from zooens.service.jobs import register_dataset
 
     suffix = Path(filename or "").suffix.lower()
     if suffix not in ACCEPTED:
@@ -173,8 +173,8 @@ def ingest_upload(
 
 def register_path(s: Session, path: str, settings: Settings, *, name: str | None = None):
     """Record a dataset already on the server, only under the configured ZOOENS_DATA_ROOTS."""
-    from selection.datasets import load_dataset, validate
-    from service.jobs import register_dataset
+    from zooens.selection.datasets import load_dataset, validate
+    from zooens.service.jobs import register_dataset
 
     roots = [Path(r).resolve() for r in settings.data_roots]
     target = Path(path).resolve()

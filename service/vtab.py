@@ -41,7 +41,7 @@ class TaskResult:
 
 
 def _task_group(ds, task_name: str) -> tuple[str, bool]:
-    from selection.vtab.tasks import get_task
+    from zooens.selection.vtab.tasks import get_task
 
     extra = ds.extra or {}
     if "group" in extra:
@@ -50,7 +50,7 @@ def _task_group(ds, task_name: str) -> tuple[str, bool]:
 
 
 def _concat(a, b, name: str):
-    from selection.datasets import Split
+    from zooens.selection.datasets import Split
 
     if isinstance(a.images, np.ndarray) and isinstance(b.images, np.ndarray):
         if a.images.shape[1:] != b.images.shape[1:]:
@@ -65,9 +65,9 @@ def _concat(a, b, name: str):
 
 def refit_ensemble_test_acc(report: dict[str, Any], ds, params) -> float:
     """Retrain each ensemble member on train+val with its hyper-parameters; test the weighted mix."""
-    from ensemble.finetune import RunSpec, run_finetune
-    from selection.cache import EmbeddingCache
-    from selection.datasets import ImageDataset
+    from zooens.ensemble.finetune import RunSpec, run_finetune
+    from zooens.selection.cache import EmbeddingCache
+    from zooens.selection.datasets import ImageDataset
     from zooens.settings import get_settings
     from zooens.utils import resolve_device
 
@@ -89,12 +89,12 @@ def refit_ensemble_test_acc(report: dict[str, Any], ds, params) -> float:
 
 
 def run_task(data_root: Path, task_name: str, *, zoo: str, params, refit: bool, progress: bool) -> TaskResult:
-    from selection.vtab.sources import load_exported_task
-    from service.db.session import session_scope, upgrade_to_head
-    from service.jobs import register_dataset, submit_job
-    from service.pipeline import prepare_job_dataset
-    from service.reports import job_report
-    from service.runner import require_success, run_job
+    from zooens.selection.vtab.sources import load_exported_task
+    from zooens.service.db.session import session_scope, upgrade_to_head
+    from zooens.service.jobs import register_dataset, submit_job
+    from zooens.service.pipeline import prepare_job_dataset
+    from zooens.service.reports import job_report
+    from zooens.service.runner import require_success, run_job
 
     started = time.perf_counter()
     ds = load_exported_task(data_root, task_name)
@@ -135,7 +135,7 @@ def run_vtab(
     on_task: Callable[[str, str], None] | None = None,
 ) -> list[TaskResult]:
     """Run every task not already done (its `<task>.json` in `out_dir`); write the tables."""
-    from service.pipeline import JobParams
+    from zooens.service.pipeline import JobParams
 
     params = params or JobParams()
     out = Path(out_dir)

@@ -8,9 +8,9 @@ import threading
 import time
 import uuid
 
-from service import registry
-from service.db.session import session_scope
-from service.runner import run_job
+from zooens.service import registry
+from zooens.service.db.session import session_scope
+from zooens.service.runner import run_job
 
 logger = logging.getLogger(__name__)
 

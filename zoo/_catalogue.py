@@ -5,7 +5,7 @@ import logging
 import time
 from typing import Any
 
-from zoo._types import InputConfig, WeightSet, WeightSource
+from zooens.zoo._types import InputConfig, WeightSet, WeightSource
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo._loading import cached_state_dict, file_sha256, load_into, pair_in_order, verify_sha256
-from zoo._registry import get_weight_set
-from zoo._types import WeightSet
+from zooens.zoo._loading import cached_state_dict, file_sha256, load_into, pair_in_order, verify_sha256
+from zooens.zoo._registry import get_weight_set
+from zooens.zoo._types import WeightSet
 from zooens.errors import ConfigError, MissingWeightsError
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def _weights_file(ws: WeightSet) -> Path:
     path = ws.source.locate()
     if path is None:
         if ws.origin == "user":
-            from zoo._user import verify_user_file
+            from zooens.zoo._user import verify_user_file
 
             verify_user_file(ws)  # raises with the re-registration command
         raise missing_weights_error(ws)

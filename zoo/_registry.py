@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 
-from zoo._types import WeightSet
+from zooens.zoo._types import WeightSet
 from zooens.errors import ConflictError, UnknownModelError
 
 logger = logging.getLogger(__name__)
@@ -35,14 +35,14 @@ def _catalogue_sets() -> dict[str, WeightSet]:
     if not _catalogue:
         with _catalogue_lock:
             if not _catalogue:
-                from zoo._catalogue import build_catalogue
+                from zooens.zoo._catalogue import build_catalogue
 
                 _catalogue.update(build_catalogue())
     return _catalogue
 
 
 def _user_sets() -> dict[str, WeightSet]:
-    from zoo._user import user_weight_sets
+    from zooens.zoo._user import user_weight_sets
 
     return user_weight_sets()
 
@@ -108,7 +108,7 @@ def list_weight_sets(pattern: str | None = None, available_only: bool = False) -
         pat = pattern.lower()
         sets = [ws for ws in sets if fnmatch.fnmatchcase(ws.name.lower(), pat)]
     if available_only:
-        sets = [ws for ws in sets if ws.has_weights]
+        sets = [ws for ws in sets if ws.weights_present]
     return sorted(sets, key=lambda ws: ws.name)
 
 

@@ -146,13 +146,13 @@ class WeightSet:
     custom_load: bool = False  # timm loads it with the model's own loader (e.g. .npz)
 
     @property
-    def has_weights(self) -> bool:
+    def weights_present(self) -> bool:
         """Weights can be loaded on this machine now."""
         return self.source.locate() is not None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able facts, `has_weights` included."""
+        """JSON-able facts, `weights_present` included."""
         d = asdict(self)
         d["input"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.input.to_dict().items()}
-        d["has_weights"] = self.has_weights
+        d["weights_present"] = self.weights_present
         return d

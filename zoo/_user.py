@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from zoo._types import InputConfig, WeightSet, WeightSource
+from zooens.zoo._types import InputConfig, WeightSet, WeightSource
 from zooens.errors import ConfigError, ConflictError, MissingWeightsError
 from zooens.settings import Settings, get_settings
 
@@ -91,7 +91,7 @@ def user_weight_sets(settings: Settings | None = None) -> dict[str, WeightSet]:
 
 
 def _check_name(name: str) -> None:
-    from zoo._registry import SET_NAMES, _embedded
+    from zooens.zoo._registry import SET_NAMES, _embedded
 
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(
@@ -108,7 +108,7 @@ def _check_arch(arch: str) -> None:
     import timm
 
     if not isinstance(arch, str) or not timm.is_model(arch):
-        from zoo._registry import unknown_model_error
+        from zooens.zoo._registry import unknown_model_error
 
         raise unknown_model_error(str(arch), timm.list_models(), what="timm architecture")
 
@@ -125,7 +125,7 @@ def add_user_model(
     import timm
     import torch
 
-    from zoo._loading import file_sha256, load_into, read_state_dict
+    from zooens.zoo._loading import file_sha256, load_into, read_state_dict
 
     settings = settings or get_settings()
     _check_name(name)
@@ -176,7 +176,7 @@ def add_user_model(
 
 
 def _heads(model: Any) -> tuple[str, ...]:
-    from zoo._loading import classifier_prefixes
+    from zooens.zoo._loading import classifier_prefixes
 
     return classifier_prefixes(model)
 
@@ -192,7 +192,7 @@ def remove_user_model(name: str, *, settings: Settings | None = None) -> None:
     with _lock:
         models = _read(settings.user_zoo_file)
         if name not in models:
-            from zoo._registry import unknown_model_error
+            from zooens.zoo._registry import unknown_model_error
 
             raise unknown_model_error(name, models, what="user model")
         del models[name]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from timm.models import get_pretrained_cfg
 
-from zoo._registry import register_weight_set
-from zoo._types import InputConfig, WeightSet, WeightSource
+from zooens.zoo._registry import register_weight_set
+from zooens.zoo._types import InputConfig, WeightSet, WeightSource
 
 # (variant, file inside the package, sha256 of that file, parameters of the 1280-d embedder)
 _LITE: tuple[tuple[int, str, str, int], ...] = (

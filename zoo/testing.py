@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from zoo._types import WeightSet
-from zoo._user import add_user_model
+from zooens.zoo._types import WeightSet
+from zooens.zoo._user import add_user_model
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Parameter-efficient adaptation: one sub-package per method, registered by name, and their
 fine-tuning strategies (`patch`, `film`, `kron`, `lora`, `aft`)."""
-from ensemble.adapters import film, kron, lora, patch  # noqa: F401  (registration)
-from ensemble.adapters.base import (
+from zooens.ensemble.adapters import film, kron, lora, patch  # noqa: F401  (registration)
+from zooens.ensemble.adapters.base import (
     ADAPTERS,
     AdapterConfig,
     AdapterMethod,
@@ -14,14 +14,14 @@ from ensemble.adapters.base import (
     save_adapter,
     tensor_bytes,
 )
-from ensemble.adapters.film.head import NaiveBayesHead
+from zooens.ensemble.adapters.film.head import NaiveBayesHead
 
 __all__ = ["ADAPTERS", "AdapterConfig", "AdapterMethod", "adapter_state_dict", "get_adapter", "inject",
            "load_adapter", "make_config", "register_adapter", "save_adapter", "tensor_bytes", "NaiveBayesHead"]
 
 
 def _register_strategies() -> None:
-    from ensemble.adapters import aft, strategies  # noqa: F401
+    from zooens.ensemble.adapters import aft, strategies  # noqa: F401
 
 
 _register_strategies()

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ensemble.adapters.base import apply_tensors, get_adapter, inject, make_config
-from ensemble.adapters.film import NaiveBayesHead
-from ensemble.finetune import (
+from zooens.ensemble.adapters.base import apply_tensors, get_adapter, inject, make_config
+from zooens.ensemble.adapters.film import NaiveBayesHead
+from zooens.ensemble.finetune import (
     Artifact,
     ImageClassifier,
     ImageStrategy,
@@ -41,7 +41,7 @@ class AdapterStrategy(ImageStrategy):
     default_sweep: ClassVar[SweepConfig] = ADAPTER_SWEEP
 
     def _backbone(self, spec_model: str, options: dict[str, Any]):
-        from zoo import create_model
+        from zooens.zoo import create_model
 
         backbone = create_model(spec_model, num_classes=0)
         config = make_config(self.method, options)
@@ -166,7 +166,7 @@ class FilmStrategy(AdapterStrategy):
 
     def after_training(self, model, spec, ds, data_cfg, device) -> None:
         """The head's context at test time: every training example's features."""
-        from ensemble.training import predict_logits
+        from zooens.ensemble.training import predict_logits
 
         raw = torch.from_numpy(np.asarray(predict_logits(model.backbone, ds.split("train"), data_cfg,
                                                          batch_size=64, device=device), dtype=np.float32))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from selection.datasets import ImageDataset, Split, load_imagefolder
-from selection.vtab import labels as label_fns
-from selection.vtab.tasks import VtabTask
+from zooens.selection.datasets import ImageDataset, Split, load_imagefolder
+from zooens.selection.vtab import labels as label_fns
+from zooens.selection.vtab.tasks import VtabTask
 from zooens.errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)

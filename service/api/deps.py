@@ -6,8 +6,8 @@ from typing import Annotated, Iterator
 from fastapi import Depends, Header, HTTPException, Request
 from sqlalchemy.orm import Session
 
-from service import registry
-from service.db.session import session_scope
+from zooens.service import registry
+from zooens.service.db.session import session_scope
 from zooens.settings import Settings, get_settings
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -6,8 +6,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from service.api import errors
-from service.api.routes import datasets, ensembles, health, jobs, zoo
+from zooens.service.api import errors
+from zooens.service.api.routes import datasets, ensembles, health, jobs, zoo
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ def create_app(*, with_worker: bool = False) -> FastAPI:
     async def lifespan(app: FastAPI):
         stop = None
         if with_worker:
-            from service.db.session import upgrade_to_head
-            from service.worker import start_background_worker
+            from zooens.service.db.session import upgrade_to_head
+            from zooens.service.worker import start_background_worker
 
             upgrade_to_head()
             thread, stop = start_background_worker(poll_seconds=0.5)
@@ -48,7 +48,7 @@ def create_app(*, with_worker: bool = False) -> FastAPI:
     )
     errors.install(app)
     app.include_router(api_router())
-    from service.dashboard import router as dashboard_router
+    from zooens.service.dashboard import router as dashboard_router
 
     app.include_router(dashboard_router)
     return app

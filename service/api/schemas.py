@@ -23,7 +23,7 @@ class WeightSetPublic(BaseModel):
     arch: str
     tag: str | None = None
     origin: str
-    has_weights: bool
+    weights_present: bool
     input_size: list[int] | None = None
     embed_dim: int | None = None
     num_params: int | None = None

@@ -25,12 +25,12 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more.
 
 def _mount() -> None:
     """Attach the sub-apps (each module defines a Typer `app`) and the top-level commands."""
-    from service.cli import datasets, db, jobs, tokens, vtab, zoo
+    from zooens.service.cli import datasets, db, jobs, tokens, vtab, zoo
 
     for module, name in [(zoo, "zoo"), (datasets, "datasets"), (jobs, "jobs"), (tokens, "tokens"), (db, "db"),
                          (vtab, "vtab")]:
         app.add_typer(module.app, name=name)
-    from service.cli import run, serve  # noqa: F401  (they register `run`, `serve`, `worker` on `app`)
+    from zooens.service.cli import run, serve  # noqa: F401  (they register `run`, `serve`, `worker` on `app`)
 
 
 _mount()

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.cli._common import fail_on_error
+from zooens.service.cli._common import fail_on_error
 
 app = typer.Typer(help="Datasets: built-ins and those in the registry.", no_args_is_help=True)
 console = Console()
@@ -22,8 +22,8 @@ FORMATS_NOTE = (
 
 def registered_datasets() -> list[dict[str, Any]]:
     """One JSON-able row per dataset recorded in the registry."""
-    from service import registry
-    from service.db.session import session_scope, upgrade_to_head
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope, upgrade_to_head
 
     upgrade_to_head()
     with session_scope() as s:
@@ -35,12 +35,12 @@ def registered_datasets() -> list[dict[str, Any]]:
 
 def dataset_summary(spec: str, data: str | None = None) -> dict[str, Any]:
     """`ImageDataset.summary()` of a registered id, a built-in name or a path (`data`: an ImageFolder)."""
-    from selection.datasets import load_dataset
+    from zooens.selection.datasets import load_dataset
 
     source = spec
     if data is None and spec.isdigit():
-        from service import registry
-        from service.db.session import session_scope, upgrade_to_head
+        from zooens.service import registry
+        from zooens.service.db.session import session_scope, upgrade_to_head
 
         upgrade_to_head()
         with session_scope() as s:
@@ -52,7 +52,7 @@ def dataset_summary(spec: str, data: str | None = None) -> dict[str, Any]:
 @fail_on_error
 def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     """Built-in datasets and every dataset recorded in the registry."""
-    from selection.datasets import BUILTINS
+    from zooens.selection.datasets import BUILTINS
 
     recorded = registered_datasets()
     if as_json:

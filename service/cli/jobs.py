@@ -7,7 +7,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.cli._common import fail_on_error
+from zooens.service.cli._common import fail_on_error
 
 app = typer.Typer(help="Jobs in the registry.", no_args_is_help=True)
 console = Console()
@@ -21,8 +21,8 @@ def list_(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List jobs, newest first."""
-    from service import registry
-    from service.db.session import session_scope, upgrade_to_head
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope, upgrade_to_head
 
     upgrade_to_head()
     with session_scope() as s:
@@ -47,9 +47,9 @@ def list_(
 @fail_on_error
 def show(job_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
     """A job's status, ranking, runs and ensemble."""
-    from service.cli.run import print_report
-    from service.db.session import session_scope, upgrade_to_head
-    from service.reports import job_report
+    from zooens.service.cli.run import print_report
+    from zooens.service.db.session import session_scope, upgrade_to_head
+    from zooens.service.reports import job_report
 
     upgrade_to_head()
     with session_scope() as s:
@@ -65,8 +65,8 @@ def show(job_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
 @fail_on_error
 def cancel(job_id: int) -> None:
     """Ask a job to stop after its current unit."""
-    from service import registry
-    from service.db.session import session_scope, upgrade_to_head
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope, upgrade_to_head
 
     upgrade_to_head()
     with session_scope() as s:

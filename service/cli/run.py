@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.cli import app
-from service.cli._common import fail_on_error, parse_floats, parse_ints, parse_strategy_options
+from zooens.service.cli import app
+from zooens.service.cli._common import fail_on_error, parse_floats, parse_ints, parse_strategy_options
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -40,12 +40,12 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Embed, rank, fine-tune the top-K, build the greedy ensemble and report test accuracy."""
-    from selection.datasets import load_dataset
-    from service.db.session import session_scope, upgrade_to_head
-    from service.jobs import register_dataset, submit_job
-    from service.pipeline import JobParams, prepare_job_dataset
-    from service.reports import job_report
-    from service.runner import require_success, run_job
+    from zooens.selection.datasets import load_dataset
+    from zooens.service.db.session import session_scope, upgrade_to_head
+    from zooens.service.jobs import register_dataset, submit_job
+    from zooens.service.pipeline import JobParams, prepare_job_dataset
+    from zooens.service.reports import job_report
+    from zooens.service.runner import require_success, run_job
 
     started = time.perf_counter()
     source = str(data.resolve()) if data is not None else dataset

@@ -5,8 +5,8 @@ from typing import Optional
 
 import typer
 
-from service.cli import app
-from service.cli._common import fail_on_error
+from zooens.service.cli import app
+from zooens.service.cli._common import fail_on_error
 
 
 @app.command()
@@ -19,8 +19,8 @@ def serve(
     """Start the REST API and dashboard (uvicorn)."""
     import uvicorn
 
-    from service.api.main import create_app
-    from service.db.session import upgrade_to_head
+    from zooens.service.api.main import create_app
+    from zooens.service.db.session import upgrade_to_head
 
     upgrade_to_head()
     uvicorn.run(create_app(with_worker=with_worker), host=host, port=port, log_level="info")
@@ -35,9 +35,9 @@ def worker(
     executor: Optional[str] = typer.Option(None, help="'local' or 'ray' (default ZOOENS_EXECUTOR)."),
 ) -> None:
     """Take queued jobs from the registry and run them."""
-    from service.db.session import upgrade_to_head
-    from service.pipeline import get_executor
-    from service.worker import work
+    from zooens.service.db.session import upgrade_to_head
+    from zooens.service.pipeline import get_executor
+    from zooens.service.worker import work
 
     upgrade_to_head()
     work(worker_id, once=once, poll_seconds=poll, executor=get_executor(executor))

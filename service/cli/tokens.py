@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from service.cli._common import fail_on_error
+from zooens.service.cli._common import fail_on_error
 
 app = typer.Typer(help="API tokens for requests that change state.", no_args_is_help=True)
 
@@ -12,8 +12,8 @@ app = typer.Typer(help="API tokens for requests that change state.", no_args_is_
 @fail_on_error
 def create(name: str = typer.Argument(..., help="A name to recognise the token by.")) -> None:
     """Create a token and print it once."""
-    from service import registry
-    from service.db.session import session_scope, upgrade_to_head
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope, upgrade_to_head
 
     upgrade_to_head()
     with session_scope() as s:
@@ -25,8 +25,8 @@ def create(name: str = typer.Argument(..., help="A name to recognise the token b
 @fail_on_error
 def revoke(name: str = typer.Argument(..., help="The token's name or id.")) -> None:
     """Revoke a token."""
-    from service import registry
-    from service.db.session import session_scope, upgrade_to_head
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope, upgrade_to_head
 
     upgrade_to_head()
     with session_scope() as s:
@@ -38,8 +38,8 @@ def revoke(name: str = typer.Argument(..., help="The token's name or id.")) -> N
 @fail_on_error
 def list_() -> None:
     """List tokens (names and prefixes, never the tokens)."""
-    from service import registry
-    from service.db.session import session_scope, upgrade_to_head
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope, upgrade_to_head
 
     upgrade_to_head()
     with session_scope() as s:

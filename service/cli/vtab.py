@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.cli._common import fail_on_error, parse_floats, parse_ints
+from zooens.service.cli._common import fail_on_error, parse_floats, parse_ints
 
 app = typer.Typer(help="VTAB-1k: task table, data export, offline suite, batch runs.", no_args_is_help=True)
 console = Console()
@@ -17,7 +17,7 @@ console = Console()
 @app.command()
 def tasks() -> None:
     """The 19 tasks: group, TFDS builder, classes, splits, label derivation."""
-    from selection.vtab.tasks import TASKS
+    from zooens.selection.vtab.tasks import TASKS
 
     table = Table(title="VTAB-1k tasks")
     for col in ["task", "group", "tfds", "classes", "train800", "val200", "test", "label"]:
@@ -36,7 +36,7 @@ def make_offline_suite_cmd(
     n_test: int = typer.Option(500, "--n-test", help="Test examples per task."),
 ) -> None:
     """Write offline stand-in tasks (never VTAB) in the exported layout."""
-    from selection.vtab.offline import make_offline_suite
+    from zooens.selection.vtab.offline import make_offline_suite
 
     for path in make_offline_suite(out, seed=seed, n_test=n_test):
         typer.echo(f"wrote {path}")
@@ -50,8 +50,8 @@ def export(
     tfds_dir: Optional[str] = typer.Option(None, "--tfds-dir", help="TFDS data_dir holding prepared data."),
 ) -> None:
     """Write the exported layout from prepared TFDS data (needs `pip install 'zooens[vtab]'`)."""
-    from selection.vtab.sources import export_task
-    from selection.vtab.tasks import resolve_tasks
+    from zooens.selection.vtab.sources import export_task
+    from zooens.selection.vtab.tasks import resolve_tasks
 
     for task in resolve_tasks(tasks_spec):
         typer.echo(f"exported {export_task(task, out, tfds_dir)}")
@@ -78,9 +78,9 @@ def run(
     """Rank, sweep, ensemble and test every task; write results.csv and results.md to --out."""
     from tqdm.auto import tqdm
 
-    from selection.vtab.tasks import TASKS, resolve_tasks
-    from service.pipeline import JobParams
-    from service.vtab import run_vtab
+    from zooens.selection.vtab.tasks import TASKS, resolve_tasks
+    from zooens.service.pipeline import JobParams
+    from zooens.service.vtab import run_vtab
 
     if not data_root.is_dir():
         raise typer.BadParameter(f"{data_root} is not a folder")

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.cli._common import fail_on_error
+from zooens.service.cli._common import fail_on_error
 
 app = typer.Typer(help="The model zoo: embedded, your own and timm's catalogue.", no_args_is_help=True)
 console = Console()
@@ -32,7 +32,7 @@ def list_(
     as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
 ) -> None:
     """List weight sets (name, origin, weights available, input size, parameters, licence)."""
-    from zoo import list_weight_sets
+    from zooens.zoo import list_weight_sets
 
     sets = list_weight_sets(filter_, available_only=available)
     if as_json:
@@ -44,7 +44,7 @@ def list_(
         table.add_column(col, no_wrap=True)
     table.add_column("licence", overflow="fold")
     for ws in sets:
-        has = ws.has_weights
+        has = ws.weights_present
         table.add_row(ws.name, ws.origin, "[green]yes[/green]" if has else "no", _size(ws),
                       _params(ws.num_params), ws.license or "-")
     console.print(table)
@@ -56,7 +56,7 @@ def list_(
 @fail_on_error
 def show(name: str, as_json: bool = typer.Option(False, "--json", help="JSON instead of text.")) -> None:
     """Every fact about one weight set, with its parameter count and embedding width."""
-    from zoo import describe
+    from zooens.zoo import describe
 
     ws = describe(name)
     facts = ws.to_dict()
@@ -75,7 +75,7 @@ def show(name: str, as_json: bool = typer.Option(False, "--json", help="JSON ins
             table.add_row(f"source.{key}", str(value))
     for key, value in inp.items():
         table.add_row(f"input.{key}", str(value))
-    if not ws.has_weights:
+    if not ws.weights_present:
         table.add_row("looked in", "\n".join(ws.source.places()))
     console.print(table)
 
@@ -89,7 +89,7 @@ def add(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a user model of the same name."),
 ) -> None:
     """Register a local checkpoint as a user model."""
-    from zoo import add_user_model
+    from zooens.zoo import add_user_model
 
     ws = add_user_model(name, arch, weights, overwrite=overwrite)
     console.print(f"Added [bold]{ws.name}[/bold] ({ws.arch}, {_params(ws.num_params)}, "
@@ -100,7 +100,7 @@ def add(
 @fail_on_error
 def remove(name: str) -> None:
     """Forget a user model (its weights file stays)."""
-    from zoo import remove_user_model
+    from zooens.zoo import remove_user_model
 
     remove_user_model(name)
     console.print(f"Removed {name}.", highlight=False)

@@ -1,4 +1,4 @@
 """The dashboard: HTML pages over the /api/v1 endpoints, served by the same FastAPI app."""
-from service.dashboard.router import router
+from zooens.service.dashboard.router import router
 
 __all__ = ["router"]

@@ -40,7 +40,7 @@ def _static_url(name: str) -> str:
     return f"/dashboard/static/{name}"
 
 
-_env = Environment(loader=PackageLoader("service.dashboard", "templates"), autoescape=select_autoescape())
+_env = Environment(loader=PackageLoader("zooens.service.dashboard", "templates"), autoescape=select_autoescape())
 _env.globals["static"] = _static_url
 templates = Jinja2Templates(env=_env)
 
@@ -90,14 +90,14 @@ def job_page(request: Request, job_id: int) -> HTMLResponse:
 @router.get("/dashboard/submit", response_class=HTMLResponse)
 def submit_page(request: Request) -> HTMLResponse:
     try:
-        from ensemble.finetune import STRATEGIES
+        from zooens.ensemble.finetune import STRATEGIES
 
         strategies = sorted(STRATEGIES)
     except Exception:  # the form still works with the basic strategies
         logger.warning("could not list fine-tuning strategies", exc_info=True)
         strategies = ["full", "linear"]
     try:
-        from zoo import zoo_sets
+        from zooens.zoo import zoo_sets
 
         sets = list(zoo_sets())
     except Exception:
@@ -134,16 +134,16 @@ class ZooRow:
     input_size: int | None
     num_params: int | None
     embed_dim: int | None
-    has_weights: bool
+    weights_present: bool
     upstream_data: str | None
 
 
 def _zoo_row(ws) -> ZooRow:
     size = getattr(getattr(ws, "input", None), "input_size", None)
     try:
-        has_weights = bool(ws.has_weights)
+        weights_present = bool(ws.weights_present)
     except Exception:  # a broken entry shows as unavailable rather than breaking the page
-        has_weights = False
+        weights_present = False
     return ZooRow(
         name=ws.name,
         arch=ws.arch,
@@ -152,7 +152,7 @@ def _zoo_row(ws) -> ZooRow:
         input_size=int(size[-1]) if size else None,
         num_params=ws.num_params,
         embed_dim=ws.embed_dim,
-        has_weights=has_weights,
+        weights_present=weights_present,
         upstream_data=getattr(ws, "upstream_data", None),
     )
 
@@ -164,7 +164,7 @@ ZOO_CACHE_SECONDS = 30.0
 
 def catalogue_rows() -> list[ZooRow]:
     """Every weight set as a row, cached briefly (user models added meanwhile show after the cache expires)."""
-    from zoo import list_weight_sets
+    from zooens.zoo import list_weight_sets
     from zooens.settings import get_settings
 
     user_file = get_settings().user_zoo_file
@@ -205,9 +205,9 @@ def filter_zoo(
             continue
         if max_params_m is not None and (r.num_params is None or r.num_params > max_params_m * 1e6):
             continue
-        if weights == "yes" and not r.has_weights:
+        if weights == "yes" and not r.weights_present:
             continue
-        if weights == "no" and r.has_weights:
+        if weights == "no" and r.weights_present:
             continue
         out.append(r)
     return out
@@ -252,7 +252,7 @@ def zoo_page(
         rows=shown, total=len(rows), matched=len(matched), page=page, pages=pages, filters=filters,
         families=sorted({r.family for r in rows}), origins=sorted({r.origin for r in rows}),
         input_sizes=sorted({r.input_size for r in rows if r.input_size}), page_sizes=PAGE_SIZES,
-        available=sum(r.has_weights for r in rows), sized=sum(r.num_params is not None for r in rows),
+        available=sum(r.weights_present for r in rows), sized=sum(r.num_params is not None for r in rows),
     )
 
 
@@ -266,8 +266,8 @@ def datasets_page(request: Request) -> HTMLResponse:
 
 
 def _dataset_row(dataset_id: int) -> dict[str, Any]:
-    from service import registry
-    from service.db.session import session_scope
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope
 
     with session_scope() as s:
         row = registry.get_dataset(s, dataset_id)
@@ -278,7 +278,7 @@ def _dataset_row(dataset_id: int) -> dict[str, Any]:
 @lru_cache(maxsize=8)
 def _load(source: str, fingerprint: str):
     """The dataset as stored (fingerprint in the key: a source replaced on disk is read again)."""
-    from selection.datasets import load_dataset
+    from zooens.selection.datasets import load_dataset
 
     return load_dataset(source)
 

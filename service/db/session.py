@@ -8,6 +8,7 @@ from those migrations.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sqlite3
 import threading
@@ -108,10 +109,11 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
 
 
 def migrations_dir() -> Path:
-    """The Alembic script directory, found through the installed `migrations` package."""
-    import migrations
-
-    return Path(migrations.__file__).resolve().parent
+    """The Alembic script directory, found (not imported: it imports our models) as `zooens.migrations`."""
+    spec = importlib.util.find_spec("zooens.migrations")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("zooens.migrations is not installed; reinstall zooens.")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
 def alembic_config(url: str | None = None) -> "Config":

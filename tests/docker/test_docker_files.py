@@ -21,7 +21,7 @@ def _env(home: Path) -> dict[str, str]:
 
 
 def test_migrate_role_brings_the_database_to_head(tmp_path):
-    from service.db.session import head_revision
+    from zooens.service.db.session import head_revision
 
     out = subprocess.run(["sh", str(ENTRYPOINT), "migrate"], env=_env(tmp_path), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -9,7 +9,7 @@ import timm
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from ensemble.finetune import (
+from zooens.ensemble.finetune import (
     STRATEGIES,
     Artifact,
     RunSpec,
@@ -20,8 +20,8 @@ from ensemble.finetune import (
     mean_cross_entropy,
     register_strategy,
 )
-from ensemble.linear import LinearProbe
-from ensemble.training import eval_transform, predict_proba
+from zooens.ensemble.linear import LinearProbe
+from zooens.ensemble.training import eval_transform, predict_proba
 from tests.ensemble._toy import toy_split
 from tests.ensemble.test_training import DATA_CFG
 from zooens.errors import ConfigError, DatasetError, NotFoundError

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import log_loss
 
-from ensemble.greedy import GreedyEnsembleSelector
+from zooens.ensemble.greedy import GreedyEnsembleSelector
 from zooens.errors import ConfigError, DatasetError
 
 

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("zoo.testing", reason="zoo/ is not written yet")
-pytest.importorskip("selection.datasets", reason="selection/ is not written yet")
-pytest.importorskip("selection.cache", reason="selection/ is not written yet")
+pytest.importorskip("zooens.zoo.testing", reason="zoo/ is not written yet")
+pytest.importorskip("zooens.selection.datasets", reason="selection/ is not written yet")
+pytest.importorskip("zooens.selection.cache", reason="selection/ is not written yet")
 
 from PIL import Image  # noqa: E402
 
-from ensemble.finetune import Artifact, RunSpec, run_finetune  # noqa: E402
-from ensemble.greedy import GreedyEnsembleSelector  # noqa: E402
-from ensemble.predictor import EnsemblePredictor  # noqa: E402
+from zooens.ensemble.finetune import Artifact, RunSpec, run_finetune  # noqa: E402
+from zooens.ensemble.greedy import GreedyEnsembleSelector  # noqa: E402
+from zooens.ensemble.predictor import EnsemblePredictor  # noqa: E402
 from tests.ensemble._toy import toy_arrays  # noqa: E402
 
 MODEL = "tiny-effnet-ens"
@@ -29,9 +29,9 @@ RESOLUTION = 64
 
 @pytest.fixture
 def setup(zooens_home: Path, tmp_path: Path):
-    from selection.cache import EmbeddingCache
-    from selection.datasets import load_dataset
-    from zoo.testing import register_random_model
+    from zooens.selection.cache import EmbeddingCache
+    from zooens.selection.datasets import load_dataset
+    from zooens.zoo.testing import register_random_model
 
     register_random_model(MODEL, "test_efficientnet", tmp_path / "weights")
     root = tmp_path / "data"
@@ -74,7 +74,7 @@ def test_linear_run_is_accurate_reproducible_and_reloads(setup, tmp_path: Path) 
 
 
 def test_full_run_changes_every_weight_and_reloads(setup, tmp_path: Path) -> None:
-    from zoo import create_model
+    from zooens.zoo import create_model
 
     ds, cache = setup
     spec = RunSpec(model=MODEL, strategy="full", lr=0.01, steps=4, seed=0, resolution=RESOLUTION, batch_size=8)

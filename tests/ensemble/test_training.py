@@ -7,8 +7,8 @@ import timm
 import torch
 from torch import nn
 
-from ensemble.linear import LinearProbeModule
-from ensemble.training import (
+from zooens.ensemble.linear import LinearProbeModule
+from zooens.ensemble.training import (
     bit_schedule,
     eval_transform,
     fit_classifier,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from selection.datasets import load_dataset, load_npz, validate, vtab_split
+from zooens.selection.datasets import load_dataset, load_npz, validate, vtab_split
 from zooens.errors import DatasetError
 
 

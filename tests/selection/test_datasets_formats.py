@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from selection.datasets import ImageDataset, Split, load_builtin, load_dataset, load_npz, validate, vtab_split
+from zooens.selection.datasets import ImageDataset, Split, load_builtin, load_dataset, load_npz, validate, vtab_split
 from zooens.errors import DatasetError
 
 
@@ -146,7 +146,7 @@ def test_cli_show_reports_the_same_summary(tmp_path):
 
     from typer.testing import CliRunner
 
-    from service.cli.datasets import app
+    from zooens.service.cli.datasets import app
 
     root = _tree(tmp_path / "d", {"a": 2, "b": 3})
     res = CliRunner().invoke(app, ["show", "ignored", "--data", str(root), "--json"])

@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from selection.cache import EmbeddingCache
-from selection.datasets import ImageDataset, Split
-from selection.embed import embed_split, embed_with_cache
-from selection.ranking import ranking_table, score_model
+from zooens.selection.cache import EmbeddingCache
+from zooens.selection.datasets import ImageDataset, Split
+from zooens.selection.embed import embed_split, embed_with_cache
+from zooens.selection.ranking import ranking_table, score_model
 
 
 @pytest.fixture
 def tiny(zooens_home):
-    from zoo.testing import register_random_model
+    from zooens.zoo.testing import register_random_model
 
     register_random_model("tiny-effnet", "test_efficientnet", zooens_home / "w")
     register_random_model("tiny-resnet", "test_resnet", zooens_home / "w")
@@ -30,7 +30,7 @@ def test_embed_split_matches_bare_timm_forward(tiny):
     import timm
     from timm.data import create_transform
 
-    import zoo
+    from zooens import zoo
 
     _, ds = tiny
     model = zoo.create_model("tiny-effnet")
@@ -45,7 +45,7 @@ def test_embed_split_matches_bare_timm_forward(tiny):
 
 
 def test_second_call_is_a_cache_hit_without_a_model(tiny, monkeypatch):
-    import zoo
+    from zooens import zoo
 
     home, ds = tiny
     cache = EmbeddingCache(home / "cache")

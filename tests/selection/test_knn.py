@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
-from selection.knn import knn_accuracy, knn_loo_accuracy, knn_predict, logme_score
+from zooens.selection.knn import knn_accuracy, knn_loo_accuracy, knn_predict, logme_score
 
 
 def _clustered(n=240, d=24, classes=6, spread=1.5, seed=0):

@@ -8,9 +8,9 @@ import pytest
 from sklearn.linear_model import BayesianRidge
 from sklearn.neighbors import KNeighborsClassifier
 
-from selection.cache import EmbeddingCache, cache_key
-from selection.knn import knn_accuracy, knn_loo_accuracy, knn_predict, logme_score
-from selection.ranking import ModelScore, ranking_table
+from zooens.selection.cache import EmbeddingCache, cache_key
+from zooens.selection.knn import knn_accuracy, knn_loo_accuracy, knn_predict, logme_score
+from zooens.selection.ranking import ModelScore, ranking_table
 
 
 def test_vote_ties_go_to_the_smallest_label_like_scikit_learn():

@@ -11,7 +11,7 @@ TINY_ARCHS = {
 
 
 def register_tiny_zoo(directory: Path, names: list[str] | None = None) -> list[str]:
-    from zoo.testing import register_random_model
+    from zooens.zoo.testing import register_random_model
 
     names = names or list(TINY_ARCHS)
     for name in names:

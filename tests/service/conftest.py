@@ -45,7 +45,7 @@ def postgres_available() -> bool:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throw-away PostgreSQL database for this test session, migrated to head, dropped at the end."""
-    from service.db.session import dispose_engines, upgrade_to_head
+    from zooens.service.db.session import dispose_engines, upgrade_to_head
 
     error = _postgres_error()
     if error is not None:
@@ -68,8 +68,8 @@ def postgres_url() -> Iterator[str]:
 
 def empty_postgres(url: str) -> None:
     """Bring a shared test database to head and delete every row (identities restart at 1)."""
-    from service.db.models import Base
-    from service.db.session import get_engine, upgrade_to_head
+    from zooens.service.db.models import Base
+    from zooens.service.db.session import get_engine, upgrade_to_head
 
     upgrade_to_head(url)  # a test may have downgraded it
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
@@ -81,7 +81,7 @@ def empty_postgres(url: str) -> None:
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, zooens_home, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The URL of an empty registry at the head migration; ZOOENS_DATABASE_URL points at it."""
-    from service.db.session import dispose_engines, upgrade_to_head
+    from zooens.service.db.session import dispose_engines, upgrade_to_head
     from zooens.settings import get_settings
 
     if request.param == "sqlite":

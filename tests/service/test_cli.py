@@ -5,7 +5,7 @@ import json
 
 from typer.testing import CliRunner
 
-from service.cli import app
+from zooens.service.cli import app
 
 
 def _ok(args):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import app
+from zooens.service.cli import app
 from tests.service._tiny import register_tiny_zoo
 
 RUN_ARGS = ["run", "--dataset", "digits", "--zoo", "user", "--resolution", "32", "--steps", "60",
@@ -26,8 +26,8 @@ def tiny_home(zooens_home):
 
 
 def test_run_end_to_end_and_second_run_embeds_nothing(tiny_home, db_url):
-    from service import registry
-    from service.db.session import session_scope
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope
 
     first = _run(RUN_ARGS)
     assert first.exit_code == 0, first.output
@@ -65,11 +65,11 @@ def test_run_end_to_end_and_second_run_embeds_nothing(tiny_home, db_url):
 
 
 def test_ensemble_predictor_reproduces_stored_probabilities(tiny_home):
-    from ensemble.predictor import EnsemblePredictor
-    from selection.datasets import load_dataset
-    from service import registry
-    from service.db.session import session_scope
-    from service.pipeline import JobParams, prepare_splits
+    from zooens.ensemble.predictor import EnsemblePredictor
+    from zooens.selection.datasets import load_dataset
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope
+    from zooens.service.pipeline import JobParams, prepare_splits
 
     result = _run(RUN_ARGS[:-1] + ["--quiet"])
     assert result.exit_code == 0, result.output
@@ -99,8 +99,8 @@ def test_ensemble_predictor_reproduces_stored_probabilities(tiny_home):
     ],
 )
 def test_bad_options_fail_clearly_and_record_nothing(tiny_home, args, message):
-    from service import registry
-    from service.db.session import session_scope, upgrade_to_head
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope, upgrade_to_head
 
     result = _run(["run", "--dataset", "digits", "--quiet"] + args)
     assert result.exit_code == 2
@@ -114,8 +114,8 @@ def test_bad_options_fail_clearly_and_record_nothing(tiny_home, args, message):
 def test_single_example_class_is_refused_before_anything_is_recorded(tiny_home, tmp_path):
     from PIL import Image
 
-    from service import registry
-    from service.db.session import session_scope, upgrade_to_head
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope, upgrade_to_head
 
     rng = np.random.default_rng(0)
     for cls, n in [("cat", 5), ("dog", 1)]:

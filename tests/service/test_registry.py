@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from service import registry
-from service.db import models
-from service.db.session import (
+from zooens.service import registry
+from zooens.service.db import models
+from zooens.service.db.session import (
     current_revision,
     downgrade_to_base,
     get_engine,

@@ -6,7 +6,7 @@ import csv
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import app
+from zooens.service.cli import app
 from tests.service._tiny import register_tiny_zoo
 
 TASKS = "offline-digits,offline-dsprites-location"
@@ -14,7 +14,7 @@ TASKS = "offline-digits,offline-dsprites-location"
 
 @pytest.fixture
 def suite(zooens_home, tmp_path):
-    from selection.vtab.offline import make_offline_suite
+    from zooens.selection.vtab.offline import make_offline_suite
 
     register_tiny_zoo(zooens_home / "weights", ["tiny-effnet", "tiny-resnet"])
     make_offline_suite(tmp_path / "suite", n_test=100, tasks=TASKS.split(","))
@@ -30,8 +30,8 @@ def _run(suite, out, *extra):
 
 
 def _jobs() -> int:
-    from service import registry
-    from service.db.session import session_scope
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope
 
     with session_scope() as s:
         return registry.list_jobs(s)[1]

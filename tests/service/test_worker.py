@@ -16,10 +16,10 @@ ZOOENS = str(Path(sys.executable).parent / "zooens")
 
 
 def _submit(strategies=("linear",), lrs=(0.01, 0.03, 0.1, 0.3, 1.0), steps=(400,), top_k=2) -> int:
-    from selection.datasets import load_dataset
-    from service.db.session import session_scope, upgrade_to_head
-    from service.jobs import register_dataset, submit_job
-    from service.pipeline import JobParams
+    from zooens.selection.datasets import load_dataset
+    from zooens.service.db.session import session_scope, upgrade_to_head
+    from zooens.service.jobs import register_dataset, submit_job
+    from zooens.service.pipeline import JobParams
 
     upgrade_to_head()
     params = JobParams(top_k=top_k, strategies=list(strategies), learning_rates=list(lrs), steps=list(steps),
@@ -30,8 +30,8 @@ def _submit(strategies=("linear",), lrs=(0.01, 0.03, 0.1, 0.3, 1.0), steps=(400,
 
 
 def _units(job_id: int) -> dict[str, tuple[str, object]]:
-    from service import registry
-    from service.db.session import session_scope
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope
 
     with session_scope() as s:
         return {u.key: (u.status, u.finished_at) for u in registry.list_units(s, job_id)}
@@ -43,8 +43,8 @@ def _worker(env: dict, *extra: str) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_killed_worker_job_resumes_in_another_without_redoing_units(zooens_home):
-    from service import registry
-    from service.db.session import session_scope
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope
 
     register_tiny_zoo(zooens_home / "weights")
     job_id = _submit()
@@ -93,11 +93,11 @@ def test_killed_worker_job_resumes_in_another_without_redoing_units(zooens_home)
 @pytest.mark.slow
 def test_same_job_through_a_local_ray_instance_matches_local_executor(zooens_home):
     ray = pytest.importorskip("ray")
-    from service.db.session import session_scope
-    from service.executors_ray import RayExecutor
-    from service.pipeline import LocalExecutor
-    from service.reports import job_report
-    from service.runner import run_job
+    from zooens.service.db.session import session_scope
+    from zooens.service.executors_ray import RayExecutor
+    from zooens.service.pipeline import LocalExecutor
+    from zooens.service.reports import job_report
+    from zooens.service.runner import run_job
 
     register_tiny_zoo(zooens_home / "weights", ["tiny-effnet", "tiny-resnet"])
     local_id = _submit(lrs=(0.1, 1.0), steps=(100,))
@@ -119,9 +119,9 @@ def test_same_job_through_a_local_ray_instance_matches_local_executor(zooens_hom
 def test_cancel_is_honoured_between_units(zooens_home):
     import threading
 
-    from service import registry
-    from service.db.session import session_scope
-    from service.runner import run_job
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope
+    from zooens.service.runner import run_job
 
     register_tiny_zoo(zooens_home / "weights", ["tiny-effnet"])
     job_id = _submit(lrs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), steps=(300,), top_k=1)
@@ -146,12 +146,12 @@ def test_a_failure_is_recorded_with_its_reason(zooens_home, tmp_path):
 
     from PIL import Image
 
-    from selection.datasets import load_dataset
-    from service import registry
-    from service.db.session import session_scope, upgrade_to_head
-    from service.jobs import register_dataset, submit_job
-    from service.pipeline import JobParams
-    from service.worker import work
+    from zooens.selection.datasets import load_dataset
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope, upgrade_to_head
+    from zooens.service.jobs import register_dataset, submit_job
+    from zooens.service.pipeline import JobParams
+    from zooens.service.worker import work
 
     register_tiny_zoo(zooens_home / "weights", ["tiny-effnet"])
     data = tmp_path / "data"

@@ -11,9 +11,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-import zoo
-from zoo import create_model, data_config, get_weight_set, list_weight_sets, resolve_zoo, weights_sha256
-from zoo._catalogue import upstream_data_from_tag
+from zooens import zoo
+from zooens.zoo import create_model, data_config, get_weight_set, list_weight_sets, resolve_zoo, weights_sha256
+from zooens.zoo._catalogue import upstream_data_from_tag
 from zooens.errors import MissingWeightsError, UnknownModelError
 
 
@@ -56,7 +56,7 @@ def test_every_pretrained_tag_is_listed_quickly_and_json_able() -> None:
     assert ws.embed_dim is None and ws.num_params is None
     assert ws.upstream_data == "ImageNet-22k" and ws.license == "apache-2.0"
     facts = json.loads(json.dumps(ws.to_dict()))
-    assert facts["input"]["input_size"] == [3, 224, 224] and facts["has_weights"] is False
+    assert facts["input"]["input_size"] == [3, 224, 224] and facts["weights_present"] is False
 
 
 def test_embedded_entries_override_the_catalogue() -> None:
@@ -97,7 +97,7 @@ def test_unknown_name_suggests_close_matches() -> None:
 
 def test_missing_weights_says_where_it_looked_and_how_to_fix(hub_cache: Path) -> None:
     ws = get_weight_set("mobilenetv3_small_050.lamb_in1k")
-    assert not ws.has_weights
+    assert not ws.weights_present
     with pytest.raises(MissingWeightsError) as exc:
         create_model(ws)
     message = str(exc.value)
@@ -119,11 +119,11 @@ def test_random_init_needs_no_weights() -> None:
 
 def test_weights_in_the_hub_cache_are_found_and_used(hub_cache: Path) -> None:
     ws = get_weight_set("test_resnet.r160_in1k")
-    assert not ws.has_weights and "test_resnet.r160_in1k" not in {w.name for w in list_weight_sets(available_only=True)}
+    assert not ws.weights_present and "test_resnet.r160_in1k" not in {w.name for w in list_weight_sets(available_only=True)}
     torch.manual_seed(1)
     reference = timm.create_model("test_resnet", num_classes=1000)
     path = put_in_hub_cache(hub_cache, "timm/test_resnet.r160_in1k", "model.safetensors", reference.state_dict())
-    assert ws.has_weights and ws.source.locate() == path
+    assert ws.weights_present and ws.source.locate() == path
     assert "test_resnet.r160_in1k" in {w.name for w in resolve_zoo("available")}
     embedder = create_model(ws)
     classifier = create_model(ws, num_classes=1000)
@@ -144,7 +144,7 @@ def test_weights_in_the_torch_hub_dir_are_found_and_used(hub_cache: Path) -> Non
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     folder.mkdir(parents=True)
     torch.save(reference.state_dict(), folder / "mobilenetv3_small_050_lambc-4b7bbe87.pth")
-    assert ws.has_weights
+    assert ws.weights_present
     x = torch.randn(1, 3, 96, 96)
     with torch.inference_mode():
         assert torch.allclose(create_model(ws, num_classes=1000)(x), reference(x), atol=1e-5)

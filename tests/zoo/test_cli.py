@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from service.cli import app
+from zooens.service.cli import app
 
 runner = CliRunner(env={"COLUMNS": "160"})
 
@@ -28,7 +28,7 @@ def test_list_json_and_available(zooens_home: Path) -> None:
     assert result.exit_code == 0
     rows = json.loads(result.stdout)
     assert {r["name"] for r in rows} == set(timm.list_pretrained("convnext_tiny*"))
-    assert all(r["origin"] == "catalogue" and r["has_weights"] is False for r in rows)
+    assert all(r["origin"] == "catalogue" and r["weights_present"] is False for r in rows)
     result = runner.invoke(app, ["zoo", "list", "--available", "--json"])
     names = [r["name"] for r in json.loads(result.stdout)]
     assert {"tf_efficientnet_lite0.in1k", "tf_efficientnet_lite1.in1k", "tf_efficientnet_lite2.in1k"} <= set(names)
@@ -55,7 +55,7 @@ def test_add_then_remove(zooens_home: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "Added cli_resnet" in result.stdout and "96-d" in result.stdout
     listed = json.loads(runner.invoke(app, ["zoo", "list", "--filter", "cli_*", "--json"]).stdout)
-    assert [(r["name"], r["origin"], r["has_weights"]) for r in listed] == [("cli_resnet", "user", True)]
+    assert [(r["name"], r["origin"], r["weights_present"]) for r in listed] == [("cli_resnet", "user", True)]
     again = runner.invoke(app, ["zoo", "add", "cli_resnet", "--arch", "test_resnet",
                                 "--weights", str(tmp_path / "w.safetensors")])
     assert again.exit_code == 2 and "exists already" in again.stderr

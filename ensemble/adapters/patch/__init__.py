@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ensemble.adapters.base import AdapterConfig, AdapterMethod, register_adapter
+from zooens.ensemble.adapters.base import AdapterConfig, AdapterMethod, register_adapter
 
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from service.api.schemas import Health
+from zooens.service.api.schemas import Health
 
 router = APIRouter(tags=["health"])
 
@@ -17,7 +17,7 @@ def healthz() -> Health:
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 def readyz():
     """The database answers and its schema is at the newest migration."""
-    from service.db.session import current_revision, head_revision
+    from zooens.service.db.session import current_revision, head_revision
 
     try:
         revision = current_revision()

@@ -4,9 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from service import registry, reports
-from service.api.deps import JobId, SessionDep, TokenDep, read_access
-from service.api.schemas import EnsemblePublic, JobCreate, JobPublic, Page, RankingRow, RunPublic
+from zooens.service import registry, reports
+from zooens.service.api.deps import JobId, SessionDep, TokenDep, read_access
+from zooens.service.api.schemas import EnsemblePublic, JobCreate, JobPublic, Page, RankingRow, RunPublic
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -23,10 +23,10 @@ def job_public(job) -> JobPublic:
 @router.post("", response_model=JobPublic, status_code=202)
 def create_job(body: JobCreate, session: SessionDep, _: TokenDep) -> JobPublic:
     """Queue a job; a worker runs it. Answers 202 with the job."""
-    from service.jobs import submit_job
-    from service.pipeline import JobParams, prepare_job_dataset
+    from zooens.service.jobs import submit_job
+    from zooens.service.pipeline import JobParams, prepare_job_dataset
 
-    from selection.datasets import load_dataset
+    from zooens.selection.datasets import load_dataset
 
     fields = body.model_dump()
     dataset_id, zoo = fields.pop("dataset_id"), fields.pop("zoo")

@@ -4,8 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from service.api.deps import read_access
-from service.api.schemas import Page, WeightSetPublic, ZooSetsPublic
+from zooens.service.api.deps import read_access
+from zooens.service.api.schemas import Page, WeightSetPublic, ZooSetsPublic
 
 router = APIRouter(prefix="/zoo", tags=["zoo"], dependencies=[Depends(read_access)])
 
@@ -14,7 +14,7 @@ def weight_set_public(ws) -> WeightSetPublic:
     facts = ws.to_dict()
     size = getattr(ws.input, "input_size", None)
     return WeightSetPublic(
-        name=ws.name, arch=ws.arch, tag=ws.tag, origin=ws.origin, has_weights=bool(ws.has_weights),
+        name=ws.name, arch=ws.arch, tag=ws.tag, origin=ws.origin, weights_present=bool(ws.weights_present),
         input_size=list(size) if size else None, embed_dim=ws.embed_dim, num_params=ws.num_params,
         license=ws.license, upstream_data=ws.upstream_data, facts=facts,
     )
@@ -28,7 +28,7 @@ def list_zoo(
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[WeightSetPublic]:
     """The catalogue (embedded, user and timm's pretrained tags), filtered and paginated."""
-    from zoo import list_weight_sets
+    from zooens.zoo import list_weight_sets
 
     rows = list_weight_sets(filter, available_only=available)
     return Page(data=[weight_set_public(ws) for ws in rows[offset : offset + limit]], count=len(rows))
@@ -37,7 +37,7 @@ def list_zoo(
 @router.get("/sets", response_model=ZooSetsPublic)
 def zoo_sets() -> ZooSetsPublic:
     """Named zoo sets and their members."""
-    from zoo import zoo_sets as sets
+    from zooens.zoo import zoo_sets as sets
 
     return ZooSetsPublic(sets=sets())
 
@@ -45,6 +45,6 @@ def zoo_sets() -> ZooSetsPublic:
 @router.get("/{name}", response_model=WeightSetPublic)
 def show_model(name: str) -> WeightSetPublic:
     """One weight set with its facts (source, checksum, preprocessing, licence)."""
-    from zoo import get_weight_set
+    from zooens.zoo import get_weight_set
 
     return weight_set_public(get_weight_set(name))

@@ -8,9 +8,9 @@ import timm
 import torch
 from torch import nn
 
-from ensemble.adapters import inject, load_adapter, make_config, save_adapter, tensor_bytes
-from ensemble.adapters.base import get_adapter
-from ensemble.adapters.film.head import NaiveBayesHead
+from zooens.ensemble.adapters import inject, load_adapter, make_config, save_adapter, tensor_bytes
+from zooens.ensemble.adapters.base import get_adapter
+from zooens.ensemble.adapters.film.head import NaiveBayesHead
 
 CASES = [
     ("patch", "test_efficientnet", {}),

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import app
+from zooens.service.cli import app
 
 
 @pytest.fixture
 def tiny_zoo(zooens_home):
-    from zoo.testing import register_random_model
+    from zooens.zoo.testing import register_random_model
 
     register_random_model("tiny-effnet", "test_efficientnet", zooens_home / "w")
     register_random_model("tiny-resnet", "test_resnet", zooens_home / "w")
@@ -29,10 +29,10 @@ def _run(args):
 
 @pytest.mark.slow
 def test_cnn_job_with_every_strategy(tiny_zoo):
-    from ensemble.finetune import Artifact
-    from ensemble.predictor import EnsemblePredictor
-    from service import registry
-    from service.db.session import session_scope
+    from zooens.ensemble.finetune import Artifact
+    from zooens.ensemble.predictor import EnsemblePredictor
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope
 
     report = _run(["--zoo", "tiny-effnet,tiny-resnet", "--top-k", "2", "--resolution", "32",
                    "--strategies", "linear,patch,film,lora,aft", "--lr", "0.05", "--steps", "15"])
@@ -41,8 +41,8 @@ def test_cnn_job_with_every_strategy(tiny_zoo):
     assert len(runs) == 10
     for r in runs:
         assert r["updated_params"] > 0 and r["update_bytes"] > 0 and np.isfinite(r["val_ce"])
-    from selection.datasets import load_dataset
-    from service.pipeline import JobParams, prepare_job_dataset
+    from zooens.selection.datasets import load_dataset
+    from zooens.service.pipeline import JobParams, prepare_job_dataset
 
     val = prepare_job_dataset(load_dataset("digits"), JobParams(n_train=200, n_val=100, max_test=100)).split("val")
     images = [val.image(i) for i in range(8)]

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from selection.datasets import load_dataset
-from selection.vtab.offline import OFFLINE_TASKS, make_offline_suite, render_sprite, sprite_centre_x
-from selection.vtab.sources import load_exported_task
+from zooens.selection.datasets import load_dataset
+from zooens.selection.vtab.offline import OFFLINE_TASKS, make_offline_suite, render_sprite, sprite_centre_x
+from zooens.selection.vtab.sources import load_exported_task
 from zooens.errors import DatasetError
 
 

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from selection.vtab import labels as L
-from selection.vtab.tasks import TASKS, get_task, resolve_tasks
+from zooens.selection.vtab import labels as L
+from zooens.selection.vtab.tasks import TASKS, get_task, resolve_tasks
 from zooens.errors import ConfigError
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 @pytest.fixture
 def client(db_url):
-    from service.api.main import create_app
+    from zooens.service.api.main import create_app
 
     with TestClient(create_app()) as c:
         yield c
@@ -20,8 +20,8 @@ def client(db_url):
 
 @pytest.fixture
 def token(db_url) -> str:
-    from service import registry
-    from service.db.session import session_scope
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope
 
     with session_scope() as s:
         plain, _ = registry.create_token(s, "tester")

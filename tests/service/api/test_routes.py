@@ -24,7 +24,7 @@ def test_zoo_routes(client):
     names = [m["name"] for m in page["data"]]
     assert "tf_efficientnet_lite0.in1k" in names and page["count"] == len(names)
     embedded = next(m for m in page["data"] if m["name"] == "tf_efficientnet_lite0.in1k")
-    assert embedded["has_weights"] and embedded["origin"] == "embedded"
+    assert embedded["weights_present"] and embedded["origin"] == "embedded"
     assert client.get("/api/v1/zoo", params={"available": True}).json()["count"] >= 3
     assert "embedded" in client.get("/api/v1/zoo/sets").json()["sets"]
     one = client.get("/api/v1/zoo/tf_efficientnet_lite0.in1k").json()

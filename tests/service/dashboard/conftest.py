@@ -34,7 +34,7 @@ class LiveServer:
     def __init__(self, home: Path) -> None:
         import uvicorn
 
-        from service.api.main import create_app
+        from zooens.service.api.main import create_app
 
         self.home = home
         self.port = _free_port()
@@ -74,8 +74,8 @@ def live_server():
         mp.setenv("ZOOENS_HOME", str(home))
         mp.setenv("ZOOENS_HEARTBEAT_SECONDS", "1")
         get_settings.cache_clear()
-        from service import registry
-        from service.db.session import session_scope, upgrade_to_head
+        from zooens.service import registry
+        from zooens.service.db.session import session_scope, upgrade_to_head
 
         upgrade_to_head()
         register_tiny_zoo(home / "weights")

@@ -5,8 +5,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.dashboard import router
-from service.dashboard.router import ZooRow, architecture_family, filter_zoo
+from zooens.service.dashboard import router
+from zooens.service.dashboard.router import ZooRow, architecture_family, filter_zoo
 
 
 @pytest.fixture

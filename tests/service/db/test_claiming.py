@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from service import registry
-from service.db import models
-from service.db.session import dispose_engines, session_scope
+from zooens.service import registry
+from zooens.service.db import models
+from zooens.service.db.session import dispose_engines, session_scope
 from zooens.errors import ConflictError
 
 N_PROCS = 3

@@ -12,8 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from service.db import models
-from service.db.session import (
+from zooens.service.db import models
+from zooens.service.db.session import (
     current_revision,
     dispose_engines,
     downgrade_to_base,

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select, text
 
-from service import registry
-from service.db import models
-from service.db.session import get_engine, session_scope
+from zooens.service import registry
+from zooens.service.db import models
+from zooens.service.db.session import get_engine, session_scope
 
 
 def test_sqlite_engine_uses_wal_foreign_keys_and_a_busy_timeout(tmp_path):
