@@ -37,11 +37,11 @@ def main() -> None:
            "--json", "--quiet"]
     report = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout)
     rows = [
-        {"model": r["model"], "strategy": r["strategy"], "lr": r["hparams"]["lr"], "test_acc": r["test_acc"], "val_acc": r["val_acc"],
+        {"model_name": r["model_name"], "strategy": r["strategy"], "lr": r["hparams"]["lr"], "test_acc": r["test_acc"], "val_acc": r["val_acc"],
          "updated_params": r["updated_params"], "update_bytes": r["update_bytes"], "seconds": round(r["seconds"], 1)}
         for r in report["runs"]
     ]
-    rows.append({"model": "ensemble", "strategy": "greedy", "lr": "", "test_acc": report["ensemble"]["test_acc"],
+    rows.append({"model_name": "ensemble", "strategy": "greedy", "lr": "", "test_acc": report["ensemble"]["test_acc"],
                  "val_acc": report["ensemble"]["val_acc"], "updated_params": "", "update_bytes": "", "seconds": ""})
     OUT.mkdir(exist_ok=True)
     with (OUT / "adapters.csv").open("w", newline="") as f:
@@ -60,7 +60,7 @@ def main() -> None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows[:-1]:
-        ax.scatter(r["updated_params"], 100 * r["test_acc"], label=f"{r['strategy']} ({r['model'].split('.')[0][-5:]})")
+        ax.scatter(r["updated_params"], 100 * r["test_acc"], label=f"{r['strategy']} ({r['model_name'].split('.')[0][-5:]})")
         ax.annotate(r["strategy"], (r["updated_params"], 100 * r["test_acc"]), fontsize=7)
     ax.axhline(100 * report["ensemble"]["test_acc"], ls="--", c="grey", label="greedy ensemble")
     ax.set_xscale("log")

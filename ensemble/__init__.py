@@ -1,1 +1,48 @@
+"""Fine-tuning, ensembling and prediction: the public API of `zooens.ensemble`.
 
+Roles, lowest first: `specs` (what to run and the hyper-parameter checks), `_registry` (the
+strategies by name), `artifacts` (what a run saves), `results` (what a run returns),
+`strategies` (one module per strategy; importing it registers them), `run` (`run_finetune`),
+`greedy` (ensemble selection) and `predictor` (ensemble prediction). The parameter-efficient
+adapter methods live in `zooens.ensemble.adapters`, below the strategies that use them.
+"""
+from zooens.ensemble._registry import STRATEGIES, get_strategy, register_strategy, strategy_names
+from zooens.ensemble.artifacts import Artifact, load_artifact_model
+from zooens.ensemble.greedy import GreedyEnsembleSelector
+from zooens.ensemble.predictor import EnsemblePredictor
+from zooens.ensemble.results import RunResult, build_run_result, mean_cross_entropy
+from zooens.ensemble.run import run_finetune
+from zooens.ensemble.specs import (
+    RunSpec,
+    SweepConfig,
+    check_batch_size,
+    check_learning_rate,
+    check_resolution,
+    check_seed,
+    check_steps,
+)
+from zooens.ensemble.strategies import ImageStrategy, Strategy
+
+__all__ = [
+    "STRATEGIES",
+    "Artifact",
+    "EnsemblePredictor",
+    "GreedyEnsembleSelector",
+    "ImageStrategy",
+    "RunResult",
+    "RunSpec",
+    "Strategy",
+    "SweepConfig",
+    "build_run_result",
+    "check_batch_size",
+    "check_learning_rate",
+    "check_resolution",
+    "check_seed",
+    "check_steps",
+    "get_strategy",
+    "load_artifact_model",
+    "mean_cross_entropy",
+    "register_strategy",
+    "run_finetune",
+    "strategy_names",
+]

@@ -12,11 +12,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from zooens.ensemble.finetune import Artifact, get_strategy
-from zooens.ensemble.linear import LinearProbeModule
+from zooens.ensemble._registry import get_strategy
+from zooens.ensemble.artifacts import Artifact
+from zooens.ensemble.strategies.linear import LinearProbeModule
 from zooens.ensemble.training import eval_transform
 from zooens.errors import ConfigError
 from zooens.utils import resolve_device
+from zooens.zoo import create_model
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +68,10 @@ class EnsemblePredictor:
             self.members.append((module, strategy.data_config(artifact), float(weight)))
         log.info("Loaded an ensemble of %d members (%d shared backbones)", len(self.members), len(self._backbones))
 
-    def _backbone(self, model: str) -> nn.Module:
-        if model not in self._backbones:
-            from zooens.zoo import create_model
-
-            self._backbones[model] = create_model(model, num_classes=0).eval().to(self.device)
-        return self._backbones[model]
+    def _backbone(self, model_name: str) -> nn.Module:
+        if model_name not in self._backbones:
+            self._backbones[model_name] = create_model(model_name, num_classes=0).eval().to(self.device)
+        return self._backbones[model_name]
 
     @torch.inference_mode()
     def predict_proba(self, images: Sequence[Image.Image], *, batch_size: int = 64) -> np.ndarray:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
+import timm.data
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -105,8 +106,6 @@ def default_warmup_steps(steps: int) -> int:
 
 def eval_transform(data_cfg: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
     """timm's evaluation transform for a timm data config (resize, crop, normalise)."""
-    import timm.data
-
     missing = [k for k in ("input_size", "mean", "std") if k not in data_cfg]
     if missing:
         raise ConfigError(

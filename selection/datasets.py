@@ -1,4 +1,5 @@
-"""Labelled image datasets: ImageFolder trees, CSV manifests, `.npz` arrays and built-ins.
+"""Labelled image datasets: ImageFolder trees, CSV manifests, `.npz` arrays, the exported
+VTAB layout (`train800/`, `val200/`, `test/`) and built-ins.
 
 A dataset is a set of named splits (`train`, `val`, `test`) over one list of classes.
 Images are held either as a uint8 array (N, H, W) or (N, H, W, 3), or as file paths read on
@@ -10,16 +11,19 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import json
 import logging
 import os
 import struct
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
 from zooens.errors import DatasetError
 
@@ -33,6 +37,9 @@ __all__ = [
     "load_csv_manifest",
     "load_npz",
     "load_builtin",
+    "load_exported_task",
+    "write_split_npz",
+    "EXPORTED_SPLITS",
     "vtab_split",
     "validate",
     "BUILTINS",
@@ -391,9 +398,6 @@ def load_builtin(name: str, root: str | os.PathLike | None = None) -> ImageDatas
         splits = {s: Split(s, _read_idx(base / i), _read_idx(base / l)) for s, (i, l) in files.items()}
         return ImageDataset("fashion-mnist", list(FASHION_MNIST_CLASSES), splits, source="fashion-mnist")
     if name == "digits":
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
         d = load_digits()
         images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
         idx = np.arange(len(images))
@@ -406,6 +410,63 @@ def load_builtin(name: str, root: str | os.PathLike | None = None) -> ImageDatas
     raise DatasetError(f"Unknown built-in dataset {name!r}; choose from {', '.join(BUILTINS)} or give a path.")
 
 
+EXPORTED_SPLITS = {"train800": "train", "val200": "val", "test": "test"}
+
+
+class _Named(Protocol):
+    name: str
+
+
+def write_split_npz(directory: Path, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> Path:
+    """One split of the exported layout as `DIRECTORY/data.npz` (images, labels, classes)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "data.npz"
+    np.savez_compressed(path, images=images.astype(np.uint8), labels=labels.astype(np.int64), classes=np.array(classes))
+    return path
+
+
+def _load_split(directory: Path, name: str) -> tuple[Split, list[str]]:
+    """A split folder: `data.npz`, or class sub-folders (labels by class name)."""
+    npz = directory / "data.npz"
+    if npz.is_file():
+        data = np.load(npz, allow_pickle=False)
+        labels = data["labels"]
+        classes = ([str(c) for c in data["classes"]] if "classes" in data.files
+                   else [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)])
+        return Split(name, data["images"], labels), classes
+    ds = load_imagefolder(directory)
+    return Split(name, ds.split("train").images, ds.split("train").labels), ds.classes
+
+
+def load_exported_task(root: str | os.PathLike, task: str | _Named) -> ImageDataset:
+    """One task of the exported layout (`ROOT/<task>/{train800,val200,test}/`) as a dataset.
+
+    `task` is a task name or anything with a `name` (a `vtab.tasks.VtabTask`).
+    """
+    name = task if isinstance(task, str) else task.name
+    base = Path(root) / name
+    if not base.is_dir():
+        raise DatasetError(
+            f"No folder {base} for VTAB task {name!r}; export it with `zooens vtab export --tasks {name} --out {root}` "
+            "or generate the offline suite with `zooens vtab make-offline-suite`."
+        )
+    missing = [d for d in EXPORTED_SPLITS if not (base / d).is_dir()]
+    if missing:
+        raise DatasetError(f"{base} lacks {', '.join(missing)}/; expected train800/, val200/ and test/ folders.")
+    loaded = {split: _load_split(base / folder, split) for folder, split in EXPORTED_SPLITS.items()}
+    # one class list for all splits: the union of names, in sorted order when they differ
+    lists = [cls for _, cls in loaded.values()]
+    classes = lists[0] if all(c == lists[0] for c in lists) else sorted({c for cls in lists for c in cls})
+    index = {c: i for i, c in enumerate(classes)}
+    splits = {}
+    for split, (sp, cls) in loaded.items():
+        remap = np.array([index[c] for c in cls], dtype=np.int64)
+        splits[split] = Split(split, sp.images, remap[sp.labels] if len(sp) else sp.labels)
+    meta_path = base / "task.json"
+    extra = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return ImageDataset(f"vtab/{name}", classes, splits, source=str(base), extra=extra)
+
+
 def load_dataset(spec: str | os.PathLike, data: str | os.PathLike | None = None) -> ImageDataset:
     """A built-in name, an ImageFolder directory, a `.npz` file or a `.csv` manifest."""
     if data is not None:
@@ -415,8 +476,6 @@ def load_dataset(spec: str | os.PathLike, data: str | os.PathLike | None = None)
         return load_builtin(spec_str)
     path = Path(spec_str).expanduser()
     if path.is_dir() and all((path / d).is_dir() for d in ("train800", "val200", "test")):
-        from zooens.selection.vtab.sources import load_exported_task
-
         return load_exported_task(path.parent, path.name)  # one task of the exported VTAB layout
     if path.is_dir():
         return load_imagefolder(path)

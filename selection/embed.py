@@ -6,17 +6,19 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from timm.data import create_transform
 from torch import nn
+from tqdm.auto import tqdm
 
+from zooens import zoo
 from zooens.selection.cache import EmbeddingCache, cache_key
 from zooens.selection.datasets import ImageDataset, Split
-
-if TYPE_CHECKING:
-    from zooens.zoo import WeightSet
+from zooens.settings import get_settings
+from zooens.zoo import WeightSet
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +55,6 @@ def embed_split(
     desc: str = "",
 ) -> np.ndarray:
     """float32 embeddings (N, D) of a split: eval transform, inference mode, channels-last."""
-    from timm.data import create_transform
-    from tqdm.auto import tqdm
-
     transform = create_transform(**data_cfg, is_training=False)
     batch_size = batch_size or default_batch_size(device)
     loader = torch.utils.data.DataLoader(
@@ -97,7 +96,7 @@ class EmbeddingResult:
 
 
 def embed_with_cache(
-    ws_or_name: "str | WeightSet",
+    ws_or_name: str | WeightSet,
     ds: ImageDataset,
     split: str,
     *,
@@ -108,8 +107,6 @@ def embed_with_cache(
     progress: bool = True,
 ) -> EmbeddingResult:
     """Embeddings of `ds[split]`, from the cache when the same inputs were embedded before."""
-    from zooens import zoo
-
     started = time.perf_counter()
     ws = zoo.get_weight_set(ws_or_name) if isinstance(ws_or_name, str) else ws_or_name
     sp = ds.split(split)
@@ -120,8 +117,6 @@ def embed_with_cache(
         logger.info("%s / %s of %s: %d embeddings cached (%s), no forward pass",
                     ws.name, split, ds.name, len(hit), cache.path(key))
         return EmbeddingResult(hit, True, time.perf_counter() - started, None, key, cache.path(key))
-    from zooens.settings import get_settings
-
     model = zoo.create_model(ws, num_classes=0)
     t0 = time.perf_counter()
     emb = embed_split(

@@ -12,6 +12,7 @@ import sys
 from types import ModuleType
 
 import numpy as np
+import torch
 
 from zooens.errors import ConfigError, DatasetError
 
@@ -63,8 +64,6 @@ def _use_gpu() -> bool:
     """True when torch sees CUDA and this faiss build has GPU support and a GPU."""
     faiss = _faiss()
     try:
-        import torch
-
         return torch.cuda.is_available() and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
     except Exception:  # pragma: no cover - an odd CUDA set-up falls back to the CPU
         return False

@@ -5,23 +5,22 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
+from zooens import zoo
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset
 from zooens.selection.embed import embed_with_cache
 from zooens.selection.knn import knn_accuracy, knn_loo_accuracy, logme_score
-
-if TYPE_CHECKING:
-    from zooens.zoo import WeightSet
+from zooens.zoo import WeightSet
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ModelScore", "score_model", "ranking_table", "RANKING_COLUMNS"]
 
-RANKING_COLUMNS = ["model", "knn_accuracy", "val_accuracy", "logme", "embed_seconds", "images_per_s",
+RANKING_COLUMNS = ["model_name", "knn_accuracy", "val_accuracy", "logme", "embed_seconds", "images_per_s",
                    "params", "embed_dim", "cached", "k"]
 
 
@@ -34,7 +33,7 @@ class ModelScore:
     (cache reads included); `images_per_s`: forward-pass throughput (None when all cached).
     """
 
-    model: str
+    model_name: str
     knn_accuracy: float
     val_accuracy: float
     logme: float
@@ -47,7 +46,7 @@ class ModelScore:
 
 
 def score_model(
-    ws_or_name: "str | WeightSet",
+    ws_or_name: str | WeightSet,
     ds: ImageDataset,
     *,
     k: int = 10,
@@ -57,8 +56,6 @@ def score_model(
     progress: bool = True,
 ) -> ModelScore:
     """Embed train and val (through the cache) and score: LOO kNN, train-to-val kNN, LogME."""
-    from zooens import zoo
-
     ws = zoo.describe(ws_or_name) if isinstance(ws_or_name, str) else ws_or_name
     started = time.perf_counter()
     results = {
@@ -75,7 +72,7 @@ def score_model(
     if "val" in results:
         val_acc = knn_accuracy(train, y, results["val"].embeddings, ds.split("val").labels, k)
     score = ModelScore(
-        model=ws.name,
+        model_name=ws.name,
         knn_accuracy=knn_loo_accuracy(train, y, k),
         val_accuracy=val_acc,
         logme=logme_score(train, y),
@@ -99,6 +96,6 @@ def ranking_table(scores: list[ModelScore]) -> pd.DataFrame:
     """Best first: kNN accuracy, then train-to-val accuracy, then name; one row per score."""
     rows: list[dict[str, Any]] = sorted(
         (asdict(s) for s in scores),
-        key=lambda r: (_descending(r["knn_accuracy"]), _descending(r["val_accuracy"]), r["model"]),
+        key=lambda r: (_descending(r["knn_accuracy"]), _descending(r["val_accuracy"]), r["model_name"]),
     )
     return pd.DataFrame(rows, columns=RANKING_COLUMNS).reset_index(drop=True)

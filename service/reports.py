@@ -1,66 +1,147 @@
-"""Read-side views of a job (ranking, runs, ensemble), shared by the CLI, API and dashboard."""
+"""The read side of a job, built once for the CLI, the API and the dashboard.
+
+Each view is a typed record (the API answers with these very models): `JobPublic`,
+`RankingRow` (one per model, best kNN first, with its best fine-tuned run), `RunPublic`,
+`EnsemblePublic`, and `JobReport`, all four at once. Rows are read from the ORM objects by
+attribute (`from_attributes`), never copied key by key.
+"""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from zooens.service import registry
+from zooens.service.db.models import FinetuneRun, Job
+
+__all__ = ["EnsembleMemberPublic", "EnsemblePublic", "JobPublic", "JobReport", "RankingRow", "RunPublic",
+           "ensemble_view", "job_public", "job_report", "ranking_rows", "run_rows"]
 
 
-def ranking_rows(s: Session, job_id: int) -> list[dict[str, Any]]:
-    """One row per model, best kNN first, with the best fine-tuned run of that model when known."""
-    scores = registry.get_ranking(s, job_id)
-    runs = registry.list_finetune_runs(s, job_id)
-    best_run: dict[str, Any] = {}
+class JobPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    dataset_id: int = Field(ge=1, le=2**31 - 1)
+    zoo: str = Field(description="The zoo as the user gave it: a set name, a glob, or names.")
+    zoo_models: list[str] = Field(description="The weight sets the zoo resolved to, in order.")
+    status: str
+    stage: str | None
+    progress: dict[str, Any]
+    params: dict[str, Any]
+    error: str | None
+    worker_id: str | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    model_name: str
+    strategy: str
+    hparams: dict[str, Any]
+    val_ce: float
+    val_acc: float
+    test_acc: float | None
+    seconds: float
+    updated_params: int
+    update_bytes: int
+
+
+class RankingRow(BaseModel):
+    rank: int
+    model_name: str
+    knn_accuracy: float
+    val_accuracy: float | None
+    logme: float | None
+    finetuned_val_acc: float | None
+    finetuned_val_ce: float | None
+    finetuned_test_acc: float | None
+    best_strategy: str | None
+    updated_params: int | None
+    update_bytes: int | None
+    params: int | None
+    embed_dim: int | None
+    embed_seconds: float | None
+    images_per_s: float | None
+
+
+class EnsembleMemberPublic(BaseModel):
+    run_id: int
+    model_name: str
+    strategy: str
+    hparams: dict[str, Any]
+    weight: float
+    val_ce: float
+    val_acc: float
+    test_acc: float | None
+    updated_params: int
+    update_bytes: int
+
+
+class EnsemblePublic(BaseModel):
+    id: int
+    job_id: int
+    size: int
+    val_ce: float
+    val_acc: float | None
+    test_acc: float | None
+    loss_curve: list[float]
+    members: list[EnsembleMemberPublic]
+
+
+class JobReport(BaseModel):
+    job: JobPublic
+    ranking: list[RankingRow]
+    runs: list[RunPublic]
+    ensemble: EnsemblePublic | None
+
+
+def job_public(job: Job) -> JobPublic:
+    return JobPublic.model_validate(job).model_copy(update={"progress": job.progress or {}})
+
+
+def _best_runs(runs: list[FinetuneRun]) -> dict[str, FinetuneRun]:
+    best: dict[str, FinetuneRun] = {}
     for run in runs:
-        cur = best_run.get(run.model_name)
-        if cur is None or run.val_ce < cur.val_ce:
-            best_run[run.model_name] = run
+        current = best.get(run.model_name)
+        if current is None or run.val_ce < current.val_ce:
+            best[run.model_name] = run
+    return best
+
+
+def ranking_rows(s: Session, job_id: int) -> list[RankingRow]:
+    """One row per model, best kNN first, with the best fine-tuned run of that model when known."""
+    best = _best_runs(registry.list_finetune_runs(s, job_id))
     rows = []
-    for rank, sc in enumerate(scores, start=1):
-        run = best_run.get(sc.model_name)
-        rows.append(
-            {
-                "rank": rank,
-                "model": sc.model_name,
-                "knn_accuracy": sc.knn_accuracy,
-                "val_accuracy": sc.val_accuracy,
-                "logme": sc.logme,
-                "finetuned_val_acc": None if run is None else run.val_acc,
-                "finetuned_val_ce": None if run is None else run.val_ce,
-                "finetuned_test_acc": None if run is None else run.test_acc,
-                "best_strategy": None if run is None else run.strategy,
-                "updated_params": None if run is None else run.updated_params,
-                "update_bytes": None if run is None else run.update_bytes,
-                "params": sc.params,
-                "embed_dim": sc.embed_dim,
-                "embed_seconds": sc.embed_seconds,
-                "images_per_s": sc.images_per_s,
-            }
-        )
+    for rank, score in enumerate(registry.get_ranking(s, job_id), start=1):
+        run = best.get(score.model_name)
+        rows.append(RankingRow(
+            rank=rank, model_name=score.model_name, knn_accuracy=score.knn_accuracy,
+            val_accuracy=score.val_accuracy, logme=score.logme,
+            finetuned_val_acc=None if run is None else run.val_acc,
+            finetuned_val_ce=None if run is None else run.val_ce,
+            finetuned_test_acc=None if run is None else run.test_acc,
+            best_strategy=None if run is None else run.strategy,
+            updated_params=None if run is None else run.updated_params,
+            update_bytes=None if run is None else run.update_bytes,
+            params=score.params, embed_dim=score.embed_dim, embed_seconds=score.embed_seconds,
+            images_per_s=score.images_per_s,
+        ))
     return rows
 
 
-def run_rows(s: Session, job_id: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": r.id,
-            "model": r.model_name,
-            "strategy": r.strategy,
-            "hparams": r.hparams,
-            "val_ce": r.val_ce,
-            "val_acc": r.val_acc,
-            "test_acc": r.test_acc,
-            "seconds": r.seconds,
-            "updated_params": r.updated_params,
-            "update_bytes": r.update_bytes,
-        }
-        for r in registry.list_finetune_runs(s, job_id)
-    ]
+def run_rows(s: Session, job_id: int) -> list[RunPublic]:
+    return [RunPublic.model_validate(r) for r in registry.list_finetune_runs(s, job_id)]
 
 
-def ensemble_view(s: Session, job_id: int) -> dict[str, Any] | None:
+def ensemble_view(s: Session, job_id: int) -> EnsemblePublic | None:
     ens = registry.get_job_ensemble(s, job_id)
     if ens is None:
         return None
@@ -68,45 +149,17 @@ def ensemble_view(s: Session, job_id: int) -> dict[str, Any] | None:
     members = []
     for m in sorted(ens.members, key=lambda m: m.position):
         run = runs[m.run_id]
-        members.append(
-            {
-                "run_id": run.id,
-                "model": run.model_name,
-                "strategy": run.strategy,
-                "hparams": run.hparams,
-                "weight": m.weight,
-                "val_ce": run.val_ce,
-                "val_acc": run.val_acc,
-                "test_acc": run.test_acc,
-                "updated_params": run.updated_params,
-                "update_bytes": run.update_bytes,
-            }
-        )
-    return {
-        "id": ens.id,
-        "job_id": job_id,
-        "size": ens.size,
-        "val_ce": ens.val_ce,
-        "val_acc": ens.val_acc,
-        "test_acc": ens.test_acc,
-        "loss_curve": ens.loss_curve,
-        "members": members,
-    }
+        members.append(EnsembleMemberPublic(
+            run_id=run.id, model_name=run.model_name, strategy=run.strategy, hparams=run.hparams, weight=m.weight,
+            val_ce=run.val_ce, val_acc=run.val_acc, test_acc=run.test_acc, updated_params=run.updated_params,
+            update_bytes=run.update_bytes,
+        ))
+    return EnsemblePublic(id=ens.id, job_id=job_id, size=ens.size, val_ce=ens.val_ce, val_acc=ens.val_acc,
+                          test_acc=ens.test_acc, loss_curve=ens.loss_curve, members=members)
 
 
-def job_report(s: Session, job_id: int) -> dict[str, Any]:
+def job_report(s: Session, job_id: int) -> JobReport:
+    """Everything about a job at once (`zooens run --json`, `zooens jobs show`)."""
     job = registry.get_job(s, job_id)
-    return {
-        "job": {
-            "id": job.id,
-            "status": job.status,
-            "stage": job.stage,
-            "progress": job.progress,
-            "error": job.error,
-            "dataset_id": job.dataset_id,
-            "zoo": job.zoo_spec,
-        },
-        "ranking": ranking_rows(s, job_id),
-        "runs": run_rows(s, job_id),
-        "ensemble": ensemble_view(s, job_id),
-    }
+    return JobReport(job=job_public(job), ranking=ranking_rows(s, job_id), runs=run_rows(s, job_id),
+                     ensemble=ensemble_view(s, job_id))

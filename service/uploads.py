@@ -20,6 +20,8 @@ from typing import BinaryIO, Iterator
 from sqlalchemy.orm import Session
 
 from zooens.errors import DatasetError, TooLargeError
+from zooens.selection.datasets import load_dataset, validate
+from zooens.service.jobs import register_dataset
 from zooens.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -132,8 +134,6 @@ def ingest_upload(
     s: Session, stream: BinaryIO, filename: str, settings: Settings, *, name: str | None = None
 ):
     """Store an uploaded dataset (zip, npz or csv) and record it; all or nothing."""
-    from zooens.selection.datasets import load_dataset, validate
-    from zooens.service.jobs import register_dataset
 
     suffix = Path(filename or "").suffix.lower()
     if suffix not in ACCEPTED:
@@ -173,8 +173,6 @@ def ingest_upload(
 
 def register_path(s: Session, path: str, settings: Settings, *, name: str | None = None):
     """Record a dataset already on the server, only under the configured ZOOENS_DATA_ROOTS."""
-    from zooens.selection.datasets import load_dataset, validate
-    from zooens.service.jobs import register_dataset
 
     roots = [Path(r).resolve() for r in settings.data_roots]
     target = Path(path).resolve()

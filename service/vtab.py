@@ -17,7 +17,25 @@ from typing import Any, Callable
 
 import numpy as np
 
+from zooens.ensemble import RunSpec, run_finetune
 from zooens.errors import JobError
+from zooens.selection.cache import EmbeddingCache
+from zooens.selection.datasets import ImageDataset, Split
+from zooens.selection.vtab.sources import load_exported_task
+from zooens.selection.vtab.tasks import get_task
+from zooens.service.db.session import session_scope, upgrade_to_head
+from zooens.service.jobs import (
+    JobParams,
+    default_worker_id,
+    prepare_job_dataset,
+    register_dataset,
+    require_success,
+    run_job,
+    submit_job,
+)
+from zooens.service.reports import job_report
+from zooens.settings import get_settings
+from zooens.utils import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +59,6 @@ class TaskResult:
 
 
 def _task_group(ds, task_name: str) -> tuple[str, bool]:
-    from zooens.selection.vtab.tasks import get_task
-
     extra = ds.extra or {}
     if "group" in extra:
         return extra["group"], bool(extra.get("stand_in", False))
@@ -50,8 +66,6 @@ def _task_group(ds, task_name: str) -> tuple[str, bool]:
 
 
 def _concat(a, b, name: str):
-    from zooens.selection.datasets import Split
-
     if isinstance(a.images, np.ndarray) and isinstance(b.images, np.ndarray):
         if a.images.shape[1:] != b.images.shape[1:]:
             raise JobError(f"Cannot merge train and val for refit: image shapes {a.images.shape} and {b.images.shape}.")
@@ -65,11 +79,6 @@ def _concat(a, b, name: str):
 
 def refit_ensemble_test_acc(report: dict[str, Any], ds, params) -> float:
     """Retrain each ensemble member on train+val with its hyper-parameters; test the weighted mix."""
-    from zooens.ensemble.finetune import RunSpec, run_finetune
-    from zooens.selection.cache import EmbeddingCache
-    from zooens.selection.datasets import ImageDataset
-    from zooens.settings import get_settings
-    from zooens.utils import resolve_device
 
     merged = ImageDataset(
         ds.name + "+refit",
@@ -81,7 +90,7 @@ def refit_ensemble_test_acc(report: dict[str, Any], ds, params) -> float:
     mix = None
     for m in report["ensemble"]["members"]:
         hp = m["hparams"]
-        spec = RunSpec(model=m["model"], strategy=m["strategy"], lr=hp["lr"], steps=hp["steps"], seed=params.seed,
+        spec = RunSpec(model_name=m["model_name"], strategy=m["strategy"], lr=hp["lr"], steps=hp["steps"], seed=params.seed,
                        resolution=params.resolution, batch_size=hp.get("batch_size", 64))
         res = run_finetune(spec, merged, cache=cache, device=resolve_device(get_settings().device), progress=False)
         mix = m["weight"] * res.test_proba if mix is None else mix + m["weight"] * res.test_proba
@@ -89,13 +98,6 @@ def refit_ensemble_test_acc(report: dict[str, Any], ds, params) -> float:
 
 
 def run_task(data_root: Path, task_name: str, *, zoo: str, params, refit: bool, progress: bool) -> TaskResult:
-    from zooens.selection.vtab.sources import load_exported_task
-    from zooens.service.db.session import session_scope, upgrade_to_head
-    from zooens.service.jobs import register_dataset, submit_job
-    from zooens.service.pipeline import prepare_job_dataset
-    from zooens.service.reports import job_report
-    from zooens.service.runner import require_success, run_job
-
     started = time.perf_counter()
     ds = load_exported_task(data_root, task_name)
     group, stand_in = _task_group(ds, task_name)
@@ -103,20 +105,21 @@ def run_task(data_root: Path, task_name: str, *, zoo: str, params, refit: bool, 
     upgrade_to_head()
     with session_scope() as s:
         row = register_dataset(s, str(Path(ds.source).resolve()), ds, name=ds.name)
-        job_id = submit_job(s, row.id, zoo, params).id
-    status = run_job(job_id, worker_id=f"vtab-{task_name}", progress=progress)
+        worker_id = default_worker_id(f"vtab-{task_name}")
+        job_id = submit_job(s, row.id, zoo, params, claim_for=worker_id).id
+    status = run_job(job_id, worker_id=worker_id, progress=progress)
     require_success(status, job_id)
     with session_scope() as s:
-        report = job_report(s, job_id)
+        report = job_report(s, job_id).model_dump()
     runs = report["runs"]
     best = min(runs, key=lambda r: (r["val_ce"], r["id"]))
-    top1 = report["ranking"][0]["model"]
-    top1_best = min((r for r in runs if r["model"] == top1), key=lambda r: (r["val_ce"], r["id"]))
+    top1 = report["ranking"][0]["model_name"]
+    top1_best = min((r for r in runs if r["model_name"] == top1), key=lambda r: (r["val_ce"], r["id"]))
     ens = report["ensemble"]
     ens_acc = refit_ensemble_test_acc(report, prepared, params) if refit else ens["test_acc"]
     return TaskResult(
         task=task_name, group=group, stand_in=stand_in, job_id=job_id, ensemble_test_acc=ens_acc,
-        best_single_test_acc=best["test_acc"], best_single=f"{best['model']} {best['strategy']}",
+        best_single_test_acc=best["test_acc"], best_single=f"{best['model_name']} {best['strategy']}",
         knn_top1_test_acc=top1_best["test_acc"], knn_top1=top1, ensemble_size=ens["size"], refit=refit,
         seconds=round(time.perf_counter() - started, 2),
     )
@@ -135,7 +138,6 @@ def run_vtab(
     on_task: Callable[[str, str], None] | None = None,
 ) -> list[TaskResult]:
     """Run every task not already done (its `<task>.json` in `out_dir`); write the tables."""
-    from zooens.service.pipeline import JobParams
 
     params = params or JobParams()
     out = Path(out_dir)

@@ -5,6 +5,9 @@ import logging
 import time
 from typing import Any
 
+import timm
+from timm.models import get_pretrained_cfg
+
 from zooens.zoo._types import InputConfig, WeightSet, WeightSource
 
 logger = logging.getLogger(__name__)
@@ -72,9 +75,6 @@ def weight_set_from_cfg(name: str, cfg: Any) -> WeightSet:
 
 def build_catalogue() -> dict[str, WeightSet]:
     """Every `timm.list_pretrained()` tag as a weight set, by name."""
-    import timm
-    from timm.models import get_pretrained_cfg
-
     start = time.perf_counter()
     out: dict[str, WeightSet] = {}
     for name in timm.list_pretrained():

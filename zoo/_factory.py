@@ -6,13 +6,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from torch import nn
 
+from zooens.errors import ConfigError, MissingWeightsError
 from zooens.zoo._loading import cached_state_dict, file_sha256, load_into, pair_in_order, verify_sha256
 from zooens.zoo._registry import get_weight_set
 from zooens.zoo._types import WeightSet
-from zooens.errors import ConfigError, MissingWeightsError
+from zooens.zoo._user import verify_user_file
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +48,6 @@ def _weights_file(ws: WeightSet) -> Path:
     path = ws.source.locate()
     if path is None:
         if ws.origin == "user":
-            from zooens.zoo._user import verify_user_file
-
             verify_user_file(ws)  # raises with the re-registration command
         raise missing_weights_error(ws)
     return path
@@ -55,8 +55,6 @@ def _weights_file(ws: WeightSet) -> Path:
 
 def _template(arch: str, num_classes: int) -> dict[str, torch.Tensor]:
     """The state dict layout of `arch`, built on the meta device (no memory, no init)."""
-    import timm
-
     with torch.device("meta"):
         return timm.create_model(arch, pretrained=False, num_classes=num_classes).state_dict()
 
@@ -70,8 +68,6 @@ def _embedded_state(ws: WeightSet, path: Path) -> dict[str, torch.Tensor]:
 
 def create_model(name_or_ws: NameOrWeightSet, *, num_classes: int = 0, pretrained: bool = True) -> nn.Module:
     """A timm model of the weight set in eval mode on the CPU; `num_classes=0` gives an embedder."""
-    import timm
-
     ws = _ws(name_or_ws)
     if num_classes < 0:
         raise ConfigError(f"num_classes must be 0 (an embedder) or positive, got {num_classes}.")
@@ -124,8 +120,6 @@ def data_config(name_or_ws: NameOrWeightSet, resolution: int | tuple[int, int] |
 
 def describe(name_or_ws: NameOrWeightSet) -> WeightSet:
     """The weight set with `embed_dim` and `num_params` filled (built on the meta device)."""
-    import timm
-
     ws = _ws(name_or_ws)
     if ws.embed_dim is not None and ws.num_params is not None:
         return ws

@@ -7,6 +7,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from zooens.errors import WeightsMismatchError
@@ -54,8 +55,6 @@ def read_state_dict(path: Path) -> StateDict:
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             raw: object = load_file(str(path), device="cpu")
         else:
             raw = torch.load(path, map_location="cpu", weights_only=True)

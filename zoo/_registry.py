@@ -1,78 +1,65 @@
 """The registry: embedded, user and catalogue weight sets, looked up by `arch.tag` name.
 
-Precedence when names collide: embedded, then user, then timm's catalogue.
+Precedence when names collide: embedded, then user, then timm's catalogue. The embedded sets
+register themselves when `zooens.zoo.embedded` is imported (the package `__init__` does that).
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
+from timm.models import get_pretrained_cfg
+
+from zooens.errors import UnknownModelError
+from zooens.zoo._catalogue import build_catalogue
+from zooens.zoo._names import EMBEDDED, SET_NAMES, suggest_names, unknown_model_error
 from zooens.zoo._types import WeightSet
-from zooens.errors import ConflictError, UnknownModelError
+from zooens.zoo._user import user_weight_sets
+
+__all__ = [
+    "SET_NAMES",
+    "all_weight_sets",
+    "get_weight_set",
+    "list_weight_sets",
+    "register_weight_set",
+    "resolve_zoo",
+    "unknown_model_error",
+    "zoo_sets",
+]
 
 logger = logging.getLogger(__name__)
 
-_embedded: dict[str, WeightSet] = {}  # filled at import by zoo.embedded
 _catalogue: dict[str, WeightSet] = {}  # filled lazily from timm's pretrained cfgs
 _catalogue_lock = threading.Lock()
 
-SET_NAMES: tuple[str, ...] = ("embedded", "user", "available")
 _GLOB_CHARS = set("*?[")
 
 
 def register_weight_set(ws: WeightSet) -> WeightSet:
     """Add an embedded weight set at import time; a duplicate name is an error."""
-    if ws.name in _embedded:
-        raise ConflictError(f"Weight set {ws.name!r} is registered twice; give the second one another name.")
-    _embedded[ws.name] = ws
-    return ws
+    return EMBEDDED.register(ws.name, ws)
+
+
+def _embedded_sets() -> dict[str, WeightSet]:
+    return dict(EMBEDDED.items())
 
 
 def _catalogue_sets() -> dict[str, WeightSet]:
     if not _catalogue:
         with _catalogue_lock:
             if not _catalogue:
-                from zooens.zoo._catalogue import build_catalogue
-
                 _catalogue.update(build_catalogue())
     return _catalogue
-
-
-def _user_sets() -> dict[str, WeightSet]:
-    from zooens.zoo._user import user_weight_sets
-
-    return user_weight_sets()
 
 
 def all_weight_sets() -> dict[str, WeightSet]:
     """Every weight set by name, precedence applied, in catalogue then user then embedded order."""
     merged = dict(_catalogue_sets())
-    merged.update(_user_sets())
-    merged.update(_embedded)
+    merged.update(user_weight_sets())
+    merged.update(_embedded_sets())
     return merged
-
-
-def _suggest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
-    choices = list(choices)
-    close = difflib.get_close_matches(name, choices, n=n, cutoff=0.6)
-    if len(close) < n:
-        stem = name.split(".", 1)[0].lower()
-        close += [c for c in choices if c.lower().startswith(stem + ".") and c not in close][: n - len(close)]
-    return close
-
-
-def unknown_model_error(name: str, choices: Iterable[str], what: str = "model") -> UnknownModelError:
-    """An UnknownModelError for `name` listing close matches among `choices`."""
-    close = _suggest(name, choices)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return UnknownModelError(
-        f"Unknown {what} {name!r}.{hint} List the zoo with `zooens zoo list` "
-        "(`--filter 'PATTERN*'` narrows it), or register your own with "
-        "`zooens zoo add NAME --arch ARCH --weights FILE`."
-    )
 
 
 def get_weight_set(name: str) -> WeightSet:
@@ -80,20 +67,18 @@ def get_weight_set(name: str) -> WeightSet:
     if not isinstance(name, str) or not name.strip():
         raise UnknownModelError("A model name must be a non-empty string such as 'tf_efficientnet_lite0.in1k'.")
     name = name.strip()
-    if name in _embedded:
-        return _embedded[name]
-    user = _user_sets()
+    if name in EMBEDDED:
+        return EMBEDDED.get(name)
+    user = user_weight_sets()
     if name in user:
         return user[name]
     catalogue = _catalogue_sets()
     if name in catalogue:
         return catalogue[name]
     if "." not in name:
-        for candidate, ws in _embedded.items():
+        for _, ws in EMBEDDED.items():
             if ws.arch == name:
                 return ws
-        from timm.models import get_pretrained_cfg
-
         cfg = get_pretrained_cfg(name)  # timm's default tag of a bare architecture
         if cfg is not None and f"{name}.{cfg.tag}" in catalogue:
             logger.debug("%r resolved to %r", name, f"{name}.{cfg.tag}")
@@ -114,14 +99,14 @@ def list_weight_sets(pattern: str | None = None, available_only: bool = False) -
 
 def zoo_sets() -> dict[str, list[str]]:
     """The named zoo sets: the embedded models and the user's own."""
-    return {"embedded": sorted(_embedded), "user": sorted(_user_sets())}
+    return {"embedded": EMBEDDED.names(), "user": sorted(user_weight_sets())}
 
 
 def _resolve_token(token: str) -> list[WeightSet]:
     if token == "embedded":
-        return [_embedded[n] for n in sorted(_embedded)]
+        return [ws for _, ws in EMBEDDED.items()]
     if token == "user":
-        user = _user_sets()
+        user = user_weight_sets()
         if not user:
             raise UnknownModelError(
                 "The zoo set 'user' is empty: register a model first with "
@@ -140,7 +125,7 @@ def _resolve_token(token: str) -> list[WeightSet]:
         found = list_weight_sets(token)
         if not found:
             stem = token.strip("*?[]").split("*", 1)[0]
-            close = _suggest(stem, all_weight_sets()) if stem else []
+            close = suggest_names(stem, all_weight_sets()) if stem else []
             hint = f" Close names: {', '.join(close)}." if close else ""
             raise UnknownModelError(
                 f"The pattern {token!r} matches no model.{hint} Try `zooens zoo list --filter '{token}'` "

@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch.hub
+from huggingface_hub import constants, try_to_load_from_cache
+
 logger = logging.getLogger(__name__)
 
 Origin = Literal["embedded", "user", "catalogue"]
@@ -83,8 +86,6 @@ class WeightSource:
         return []
 
     def _hub_candidates(self) -> list[tuple[Path, str]]:
-        from huggingface_hub import constants, try_to_load_from_cache
-
         out: list[tuple[Path, str]] = []
         cache_dir = constants.HF_HUB_CACHE  # read now so a changed HF_HUB_CACHE is honoured
         if self.hub_id:
@@ -96,8 +97,6 @@ class WeightSource:
                 else:
                     out.append((Path(cache_dir) / f"models--{repo.replace('/', '--')}" / filename, "hf"))
         if self.url:
-            import torch.hub
-
             name = os.path.basename(self.url.split("?", 1)[0])
             out.append((Path(torch.hub.get_dir()) / "checkpoints" / name, "torch"))
         return out

@@ -11,9 +11,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from zooens.zoo._types import InputConfig, WeightSet, WeightSource
+import timm
+import torch
+from timm.data import resolve_model_data_config
+
 from zooens.errors import ConfigError, ConflictError, MissingWeightsError
 from zooens.settings import Settings, get_settings
+from zooens.zoo._loading import classifier_prefixes, file_sha256, load_into, read_state_dict
+from zooens.zoo._names import EMBEDDED, SET_NAMES, unknown_model_error
+from zooens.zoo._types import InputConfig, WeightSet, WeightSource
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +97,6 @@ def user_weight_sets(settings: Settings | None = None) -> dict[str, WeightSet]:
 
 
 def _check_name(name: str) -> None:
-    from zooens.zoo._registry import SET_NAMES, _embedded
-
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(
             f"Invalid model name {name!r}: use letters, digits, '.', '_' and '-', starting with a "
@@ -100,16 +104,12 @@ def _check_name(name: str) -> None:
         )
     if name in SET_NAMES:
         raise ConfigError(f"{name!r} is the name of a zoo set; choose another model name.")
-    if name in _embedded:
+    if name in EMBEDDED:
         raise ConflictError(f"{name!r} is an embedded model and cannot be replaced; choose another name.")
 
 
 def _check_arch(arch: str) -> None:
-    import timm
-
     if not isinstance(arch, str) or not timm.is_model(arch):
-        from zooens.zoo._registry import unknown_model_error
-
         raise unknown_model_error(str(arch), timm.list_models(), what="timm architecture")
 
 
@@ -122,11 +122,6 @@ def add_user_model(
     settings: Settings | None = None,
 ) -> WeightSet:
     """Register a local checkpoint of a timm architecture as a user model; returns its weight set."""
-    import timm
-    import torch
-
-    from zooens.zoo._loading import file_sha256, load_into, read_state_dict
-
     settings = settings or get_settings()
     _check_name(name)
     _check_arch(arch)
@@ -149,10 +144,8 @@ def add_user_model(
     with torch.random.fork_rng(devices=[]):
         model = timm.create_model(arch, pretrained=False, num_classes=0)
     load_into(model, state, label)
-    heads = [k for k in state if k.endswith("weight") and any(k.startswith(p) for p in _heads(model))]
+    heads = [k for k in state if k.endswith("weight") and any(k.startswith(p) for p in classifier_prefixes(model))]
     num_classes = int(state[heads[0]].shape[0]) if heads and state[heads[0]].ndim == 2 else 0
-    from timm.data import resolve_model_data_config
-
     entry: dict[str, Any] = {
         "arch": arch,
         "path": str(path),
@@ -175,12 +168,6 @@ def add_user_model(
     return _to_weight_set(name, entry)
 
 
-def _heads(model: Any) -> tuple[str, ...]:
-    from zooens.zoo._loading import classifier_prefixes
-
-    return classifier_prefixes(model)
-
-
 def _embed_dim(model: Any) -> int:
     """Width of the embedding a `num_classes=0` timm model returns."""
     return int(getattr(model, "head_hidden_size", None) or model.num_features)
@@ -192,8 +179,6 @@ def remove_user_model(name: str, *, settings: Settings | None = None) -> None:
     with _lock:
         models = _read(settings.user_zoo_file)
         if name not in models:
-            from zooens.zoo._registry import unknown_model_error
-
             raise unknown_model_error(name, models, what="user model")
         del models[name]
         _write(settings.user_zoo_file, models)

@@ -5,7 +5,9 @@ import logging
 import os
 from pathlib import Path
 
+import timm
 import torch
+from safetensors.torch import save_file
 
 from zooens.zoo._types import WeightSet
 from zooens.zoo._user import add_user_model
@@ -21,9 +23,6 @@ def register_random_model(name: str, arch: str, directory: str | os.PathLike[str
     The same (arch, seed) always gives the same tensors; the global RNG is left untouched.
     Registering an existing name replaces it.
     """
-    import timm
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):

@@ -7,12 +7,11 @@ import random
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so that a run is reproducible."""
-    import torch
-
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -21,8 +20,6 @@ def seed_everything(seed: int) -> None:
 
 def resolve_device(device: str = "auto") -> str:
     """'auto' becomes 'cuda' when a GPU is present, else 'cpu'."""
-    import torch
-
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device

@@ -9,17 +9,21 @@ fresh base model.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from zooens.errors import ConfigError
+from zooens.registry import Registry
 
-__all__ = ["AdapterConfig", "AdapterMethod", "ADAPTERS", "register_adapter", "get_adapter", "make_config",
-           "inject", "adapter_state_dict", "save_adapter", "load_adapter", "tensor_bytes", "replace_module"]
+__all__ = ["AdapterConfig", "AdapterMethod", "ADAPTERS", "register_adapter", "get_adapter",
+           "make_config", "inject", "adapter_state_dict", "save_adapter", "load_adapter", "tensor_bytes",
+           "apply_tensors", "replace_module"]
 
 CONFIG_FILE = "adapter.json"
 TENSORS_FILE = "adapter.safetensors"
@@ -63,26 +67,26 @@ class AdapterMethod:
         return [name for name, p in model.named_parameters() if id(p) in ids]
 
 
-ADAPTERS: dict[str, AdapterMethod] = {}
+ADAPTERS: Registry[AdapterMethod] = Registry("adapter", error=ConfigError)
 M = TypeVar("M", bound=type[AdapterMethod])
 
 
-def register_adapter(name: str):
+def register_adapter(name: str) -> Callable[[M], M]:
+    """Class decorator: register an instance of the method under `name` in `ADAPTERS`."""
+
     def decorate(cls: M) -> M:
         if name in ADAPTERS:
             raise ConfigError(f"An adapter named {name!r} is already registered; choose another name.")
         cls.name = name
-        ADAPTERS[name] = cls()
+        ADAPTERS.register(name, cls())
         return cls
 
     return decorate
 
 
 def get_adapter(name: str) -> AdapterMethod:
-    try:
-        return ADAPTERS[name]
-    except KeyError:
-        raise ConfigError(f"Unknown adapter {name!r}; choose from {', '.join(sorted(ADAPTERS))}.") from None
+    """The registered method `name`; ConfigError naming the closest and the valid names otherwise."""
+    return ADAPTERS.get(name)
 
 
 def make_config(name: str, options: dict[str, Any] | None = None) -> AdapterConfig:
@@ -124,8 +128,6 @@ def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
 
 
 def save_adapter(model: nn.Module, name: str, config: AdapterConfig, keys: list[str], directory: str | Path) -> Path:
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_FILE).write_text(json.dumps({"method": name, "config": config.to_dict()}, indent=2))
@@ -135,8 +137,6 @@ def save_adapter(model: nn.Module, name: str, config: AdapterConfig, keys: list[
 
 def load_adapter(base_model: nn.Module, directory: str | Path) -> tuple[nn.Module, AdapterConfig]:
     """Re-apply a saved adapter to a fresh base model (the one it was trained from)."""
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     meta = json.loads((directory / CONFIG_FILE).read_text())
     config = get_adapter(meta["method"]).config_cls(**meta["config"])

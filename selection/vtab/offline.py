@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from zooens.selection.vtab.sources import EXPORTED_SPLITS, write_split_npz
+from zooens.selection.datasets import EXPORTED_SPLITS, FASHION_MNIST_CLASSES, load_builtin, write_split_npz
 
 __all__ = ["OFFLINE_TASKS", "make_offline_suite", "render_sprite", "render_clevr_like"]
 
@@ -83,16 +83,12 @@ def _dsprites(n: int, rng: np.random.Generator, target: str) -> tuple[np.ndarray
 
 def _task_arrays(task: str, n_total: int, rng: np.random.Generator):
     if task == "offline-fashion-mnist":
-        from zooens.selection.datasets import FASHION_MNIST_CLASSES, load_builtin
-
         ds = load_builtin("fashion-mnist")
         tr, te = ds.split("train"), ds.split("test")
         i = rng.permutation(len(tr))[: n_total[0]]
         j = rng.permutation(len(te))[: n_total[1]]
         return (tr.images[i], tr.labels[i], te.images[j], te.labels[j]), list(FASHION_MNIST_CLASSES)
     if task == "offline-digits":
-        from zooens.selection.datasets import load_builtin
-
         ds = load_builtin("digits")
         tr, te = ds.split("train"), ds.split("test")
         i = rng.permutation(len(tr))[: n_total[0]]

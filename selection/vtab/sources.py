@@ -1,7 +1,8 @@
 """Where VTAB data comes from: the exported layout (no TensorFlow needed) or TFDS.
 
 Exported layout: `DIR/<task>/{train800,val200,test}/`, each an ImageFolder tree (class
-sub-folders) or a `data.npz` with `images`, `labels` and optionally `classes`.
+sub-folders) or a `data.npz` with `images`, `labels` and optionally `classes`. Reading it is a
+dataset format like the others, so it lives in `selection.datasets` (re-exported here);
 `export_task` writes that layout from TFDS, so data prepared once runs anywhere.
 """
 from __future__ import annotations
@@ -11,63 +12,16 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from zooens.selection.datasets import ImageDataset, Split, load_imagefolder
+from zooens.errors import ConfigError
+from zooens.selection.datasets import EXPORTED_SPLITS, ImageDataset, Split, load_exported_task, write_split_npz
 from zooens.selection.vtab import labels as label_fns
 from zooens.selection.vtab.tasks import VtabTask
-from zooens.errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["EXPORTED_SPLITS", "load_exported_task", "load_tfds_task", "export_task", "write_split_npz"]
-
-EXPORTED_SPLITS = {"train800": "train", "val200": "val", "test": "test"}
-
-
-def write_split_npz(directory: Path, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "data.npz"
-    np.savez_compressed(path, images=images.astype(np.uint8), labels=labels.astype(np.int64), classes=np.array(classes))
-    return path
-
-
-def _load_split(directory: Path, name: str) -> tuple[Split, list[str]]:
-    """A split folder: `data.npz`, or class sub-folders (labels by class name)."""
-    npz = directory / "data.npz"
-    if npz.is_file():
-        data = np.load(npz, allow_pickle=False)
-        labels = data["labels"]
-        classes = ([str(c) for c in data["classes"]] if "classes" in data.files
-                   else [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)])
-        return Split(name, data["images"], labels), classes
-    ds = load_imagefolder(directory)
-    return Split(name, ds.split("train").images, ds.split("train").labels), ds.classes
-
-
-def load_exported_task(root: str | Path, task: VtabTask | str) -> ImageDataset:
-    """One task of the exported layout as a dataset with train/val/test splits."""
-    name = task if isinstance(task, str) else task.name
-    base = Path(root) / name
-    if not base.is_dir():
-        raise DatasetError(
-            f"No folder {base} for VTAB task {name!r}; export it with `zooens vtab export --tasks {name} --out {root}` "
-            "or generate the offline suite with `zooens vtab make-offline-suite`."
-        )
-    missing = [d for d in EXPORTED_SPLITS if not (base / d).is_dir()]
-    if missing:
-        raise DatasetError(f"{base} lacks {', '.join(missing)}/; expected train800/, val200/ and test/ folders.")
-    loaded = {split: _load_split(base / folder, split) for folder, split in EXPORTED_SPLITS.items()}
-    # one class list for all splits: the union of names, in sorted order when they differ
-    lists = [cls for _, cls in loaded.values()]
-    classes = lists[0] if all(c == lists[0] for c in lists) else sorted({c for cls in lists for c in cls})
-    index = {c: i for i, c in enumerate(classes)}
-    splits = {}
-    for split, (sp, cls) in loaded.items():
-        remap = np.array([index[c] for c in cls], dtype=np.int64)
-        splits[split] = Split(split, sp.images, remap[sp.labels] if len(sp) else sp.labels)
-    meta_path = base / "task.json"
-    extra = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return ImageDataset(f"vtab/{name}", classes, splits, source=str(base), extra=extra)
 
 
 def _derive_label(task: VtabTask, example: dict) -> int:
@@ -110,8 +64,6 @@ def _tfds_split(task: VtabTask, split: str, data_dir: str | None) -> tuple[np.nd
         labels.append(_derive_label(task, ex))
     shapes = {im.shape for im in images}
     if len(shapes) > 1:  # natural images vary in size: resize to a common square for the npz layout
-        from PIL import Image
-
         size = 224
         images = [np.asarray(Image.fromarray(im).convert("RGB").resize((size, size), Image.BICUBIC)) for im in images]
     return np.stack(images), np.array(labels, dtype=np.int64)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zooens.errors import ConfigError
+from zooens.registry import Registry
 
-__all__ = ["VtabTask", "TASKS", "GROUPS", "resolve_tasks", "get_task"]
+__all__ = ["VtabTask", "TASKS", "TASK_REGISTRY", "GROUPS", "resolve_tasks", "get_task"]
 
 GROUPS = ("natural", "specialized", "structured")
 
@@ -78,18 +79,14 @@ TASKS: tuple[VtabTask, ...] = (
        label_feature="label_elevation"),
 )
 
-_BY_NAME = {t.name: t for t in TASKS}
+TASK_REGISTRY: Registry[VtabTask] = Registry("VTAB task", error=ConfigError)
+for _task in TASKS:
+    TASK_REGISTRY.register(_task.name, _task)
 
 
 def get_task(name: str) -> VtabTask:
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, _BY_NAME, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"Unknown VTAB task {name!r}.{hint} Tasks: {', '.join(_BY_NAME)}.") from None
+    """The task called `name`; ConfigError naming the closest tasks if there is none."""
+    return TASK_REGISTRY.get(name)
 
 
 def resolve_tasks(spec: str) -> list[VtabTask]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Iterator
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Path, Request
 from sqlalchemy.orm import Session
 
 from zooens.service import registry
@@ -58,8 +58,6 @@ MAX_ID = 2**31 - 1
 
 
 def _id_path(description: str):
-    from fastapi import Path
-
     return Annotated[int, Path(ge=1, le=MAX_ID, description=description)]
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 
 from zooens.errors import (
     ConfigError,
@@ -45,3 +47,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ZooensError)
     async def _domain(_: Request, exc: ZooensError) -> JSONResponse:
         return JSONResponse(status_code=status_for(exc), content={"detail": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        """A body that a domain check refused (an unknown strategy, a bad option) answers with that
+        check's message, as the CLI prints it; other validation errors keep FastAPI's answer."""
+        for error in exc.errors():
+            cause = (error.get("ctx") or {}).get("error")
+            if isinstance(cause, ZooensError):
+                return JSONResponse(status_code=status_for(cause), content={"detail": str(cause)})
+        return await request_validation_exception_handler(request, exc)

@@ -6,8 +6,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from zooens import __version__
 from zooens.service.api import errors
 from zooens.service.api.routes import datasets, ensembles, health, jobs, zoo
+from zooens.service.dashboard import router as dashboard_router
+from zooens.service.db.session import upgrade_to_head
+from zooens.service.jobs import start_background_worker
 
 logger = logging.getLogger(__name__)
 
@@ -28,17 +32,12 @@ def create_app(*, with_worker: bool = False) -> FastAPI:
     async def lifespan(app: FastAPI):
         stop = None
         if with_worker:
-            from zooens.service.db.session import upgrade_to_head
-            from zooens.service.worker import start_background_worker
-
             upgrade_to_head()
             thread, stop = start_background_worker(poll_seconds=0.5)
             logger.info("started an in-process worker")
         yield
         if stop is not None:
             stop.set()
-
-    from zooens import __version__
 
     app = FastAPI(
         title="zooens",
@@ -48,7 +47,5 @@ def create_app(*, with_worker: bool = False) -> FastAPI:
     )
     errors.install(app)
     app.include_router(api_router())
-    from zooens.service.dashboard import router as dashboard_router
-
     app.include_router(dashboard_router)
     return app

@@ -5,6 +5,8 @@ import logging
 
 import typer
 
+from zooens.service.cli import datasets, db, jobs, run, serve, tokens, vtab, zoo
+
 app = typer.Typer(
     name="zooens",
     help="Rank a pre-trained zoo on your dataset, fine-tune the best models and ensemble them.",
@@ -23,14 +25,9 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more.
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-def _mount() -> None:
-    """Attach the sub-apps (each module defines a Typer `app`) and the top-level commands."""
-    from zooens.service.cli import datasets, db, jobs, tokens, vtab, zoo
-
-    for module, name in [(zoo, "zoo"), (datasets, "datasets"), (jobs, "jobs"), (tokens, "tokens"), (db, "db"),
-                         (vtab, "vtab")]:
-        app.add_typer(module.app, name=name)
-    from zooens.service.cli import run, serve  # noqa: F401  (they register `run`, `serve`, `worker` on `app`)
-
-
-_mount()
+for _module, _name in [(zoo, "zoo"), (datasets, "datasets"), (jobs, "jobs"), (tokens, "tokens"), (db, "db"),
+                       (vtab, "vtab")]:
+    app.add_typer(_module.app, name=_name)
+app.command("run")(run.run)
+app.command("serve")(serve.serve)
+app.command("worker")(serve.worker)

@@ -28,7 +28,7 @@ def list_(
     with session_scope() as s:
         jobs, _ = registry.list_jobs(s, status=status, limit=limit)
         rows = [
-            {"id": j.id, "dataset_id": j.dataset_id, "zoo": j.zoo_spec, "status": j.status, "stage": j.stage,
+            {"id": j.id, "dataset_id": j.dataset_id, "zoo": j.zoo, "status": j.status, "stage": j.stage,
              "created_at": j.created_at.isoformat(), "error": j.error}
             for j in jobs
         ]
@@ -47,13 +47,13 @@ def list_(
 @fail_on_error
 def show(job_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
     """A job's status, ranking, runs and ensemble."""
-    from zooens.service.cli.run import print_report
+    from zooens.service.cli._report import print_report
     from zooens.service.db.session import session_scope, upgrade_to_head
     from zooens.service.reports import job_report
 
     upgrade_to_head()
     with session_scope() as s:
-        report = job_report(s, job_id)
+        report = job_report(s, job_id).model_dump(mode="json")
     report["seconds"] = 0.0
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))

@@ -8,16 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from zooens.service.cli import app
 from zooens.service.cli._common import fail_on_error, parse_floats, parse_ints, parse_strategy_options
+from zooens.service.cli._report import console, print_report
 
-console = Console(width=None if sys.stdout.isatty() else 160)
 
-
-@app.command()
 @fail_on_error
 def run(
     dataset: str = typer.Option("fashion-mnist", "--dataset", "-d", help="Built-in name (fashion-mnist, digits) or a path (ImageFolder dir, .npz, .csv)."),
@@ -33,6 +28,7 @@ def run(
     n_train: int = typer.Option(800, "--n-train", help="Training examples drawn from train when there is no val split."),
     n_val: int = typer.Option(200, "--n-val", help="Validation examples drawn from train when there is no val split."),
     max_test: Optional[int] = typer.Option(None, "--max-test", help="Evaluate on a seeded subsample of the test split."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size of the sweep (default: each strategy's)."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o",
                                                help="A strategy option STRATEGY.KEY=VALUE (JSON value), e.g. film.head=\"lda\"; repeatable."),
@@ -42,21 +38,27 @@ def run(
     """Embed, rank, fine-tune the top-K, build the greedy ensemble and report test accuracy."""
     from zooens.selection.datasets import load_dataset
     from zooens.service.db.session import session_scope, upgrade_to_head
-    from zooens.service.jobs import register_dataset, submit_job
-    from zooens.service.pipeline import JobParams, prepare_job_dataset
+    from zooens.service.jobs import (
+        default_worker_id,
+        parse_params,
+        register_dataset,
+        require_success,
+        run_job,
+        submit_job,
+    )
     from zooens.service.reports import job_report
-    from zooens.service.runner import require_success, run_job
 
     started = time.perf_counter()
     source = str(data.resolve()) if data is not None else dataset
     if data is None and Path(dataset).exists():
         source = str(Path(dataset).resolve())
-    params = JobParams(
+    params = parse_params(
         top_k=top_k,
         k=k,
         strategies=[x.strip() for x in strategies.split(",") if x.strip()],
         learning_rates=parse_floats(lr),
         steps=parse_ints(steps),
+        batch_size=batch_size,
         resolution=resolution,
         ensemble_size=ensemble_size,
         n_train=n_train,
@@ -64,72 +66,21 @@ def run(
         max_test=max_test,
         seed=seed,
         strategy_options=parse_strategy_options(option or []),
-    ).validate()
+    )
     ds = load_dataset(source)
-    prepare_job_dataset(ds, params)  # refuse bad data before anything is recorded
     upgrade_to_head()
-    with session_scope() as s:
+    worker_id = default_worker_id("cli")
+    with session_scope() as s:  # bad data or a bad zoo records nothing
         ds_row = register_dataset(s, source, ds)
-        job = submit_job(s, ds_row.id, zoo, params)
-        job_id = job.id
+        job_id = submit_job(s, ds_row.id, zoo, params, claim_for=worker_id).id
     if not as_json:
         console.print(f"[bold]job {job_id}[/bold]: dataset {ds.name} ({source}), zoo {zoo}")
-    status = run_job(job_id, worker_id="cli", progress=not quiet and not as_json)
+    status = run_job(job_id, worker_id=worker_id, progress=not quiet and not as_json)
     with session_scope() as s:
-        report = job_report(s, job_id)
+        report = job_report(s, job_id).model_dump(mode="json")
     report["seconds"] = round(time.perf_counter() - started, 2)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
         print_report(report)
     require_success(status, job_id)
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def print_report(report: dict) -> None:
-    job = report["job"]
-    table = Table(title=f"Ranking (job {job['id']})")
-    for col in ["#", "model", "kNN acc", "kNN val acc", "fine-tuned val acc", "val CE", "params", "dim", "embed s", "img/s"]:
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for r in report["ranking"]:
-        table.add_row(
-            str(r["rank"]),
-            r["model"],
-            _pct(r["knn_accuracy"]),
-            _pct(r["val_accuracy"]),
-            _pct(r["finetuned_val_acc"]),
-            "-" if r["finetuned_val_ce"] is None else f"{r['finetuned_val_ce']:.3f}",
-            f"{r['params'] / 1e6:.1f}M" if r["params"] else "-",
-            str(r["embed_dim"] or "-"),
-            f"{r['embed_seconds']:.1f}",
-            f"{r['images_per_s']:.0f}" if r["images_per_s"] else "cached",
-        )
-    console.print(table)
-    runs = Table(title="Fine-tune runs")
-    for col in ["run", "model", "strategy", "lr", "steps", "val CE", "val acc", "test acc", "updated params", "update size", "s"]:
-        runs.add_column(col)
-    for r in report["runs"]:
-        runs.add_row(
-            str(r["id"]), r["model"], r["strategy"], f"{r['hparams'].get('lr', 0):g}", str(r["hparams"].get("steps", "-")),
-            f"{r['val_ce']:.3f}",
-            _pct(r["val_acc"]), _pct(r["test_acc"]), f"{r['updated_params']:,}", f"{r['update_bytes'] / 1024:.1f} KiB",
-            f"{r['seconds']:.1f}",
-        )
-    console.print(runs)
-    ens = report["ensemble"]
-    if ens:
-        t = Table(title=f"Greedy ensemble: val CE {ens['val_ce']:.4f}, val acc {_pct(ens['val_acc'])}, test acc {_pct(ens['test_acc'])}")
-        for col in ["run", "model", "strategy", "lr", "steps", "weight", "val CE", "test acc"]:
-            t.add_column(col)
-        for m in ens["members"]:
-            t.add_row(str(m["run_id"]), m["model"], m["strategy"], f"{m['hparams'].get('lr', 0):g}",
-                      str(m["hparams"].get("steps", "-")), f"{m['weight']:.3f}", f"{m['val_ce']:.3f}", _pct(m["test_acc"]))
-        console.print(t)
-        best = max((m["test_acc"] or 0.0 for m in report["runs"]), default=None)
-        console.print(f"test accuracy: ensemble {_pct(ens['test_acc'])}, best single run {_pct(best)}")
-    if job["error"]:
-        console.print(f"[red]error:[/red] {job['error']}")
-    console.print(f"status: {job['status']} in {report['seconds']:.1f} s")

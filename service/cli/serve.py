@@ -1,15 +1,13 @@
-"""`zooens serve` and `zooens worker`."""
+"""`zooens serve` and `zooens worker` (registered on the root app by `zooens.service.cli`)."""
 from __future__ import annotations
 
 from typing import Optional
 
 import typer
 
-from zooens.service.cli import app
 from zooens.service.cli._common import fail_on_error
 
 
-@app.command()
 @fail_on_error
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
@@ -26,7 +24,6 @@ def serve(
     uvicorn.run(create_app(with_worker=with_worker), host=host, port=port, log_level="info")
 
 
-@app.command()
 @fail_on_error
 def worker(
     worker_id: Optional[str] = typer.Option(None, "--id", help="Worker name (default host-pid-random)."),
@@ -36,8 +33,7 @@ def worker(
 ) -> None:
     """Take queued jobs from the registry and run them."""
     from zooens.service.db.session import upgrade_to_head
-    from zooens.service.pipeline import get_executor
-    from zooens.service.worker import work
+    from zooens.service.jobs import get_executor, work
 
     upgrade_to_head()
     work(worker_id, once=once, poll_seconds=poll, executor=get_executor(executor))

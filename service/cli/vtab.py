@@ -79,7 +79,7 @@ def run(
     from tqdm.auto import tqdm
 
     from zooens.selection.vtab.tasks import TASKS, resolve_tasks
-    from zooens.service.pipeline import JobParams
+    from zooens.service.jobs import parse_params
     from zooens.service.vtab import run_vtab
 
     if not data_root.is_dir():
@@ -92,9 +92,9 @@ def run(
         names = [n.strip() for n in tasks_spec.split(",")]
     else:
         names = [t.name for t in resolve_tasks(tasks_spec)]
-    params = JobParams(top_k=top_k, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
-                       learning_rates=parse_floats(lr), steps=parse_ints(steps), resolution=resolution,
-                       seed=seed).validate()
+    params = parse_params(top_k=top_k, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
+                          learning_rates=parse_floats(lr), steps=parse_ints(steps), resolution=resolution,
+                          seed=seed)
     bar = tqdm(total=len(names), desc="VTAB tasks", unit="task", disable=quiet)
 
     def on_task(name: str, state: str) -> None:

@@ -18,13 +18,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import plotly
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
+from PIL import Image
 
+from zooens.ensemble import strategy_names
 from zooens.errors import NotFoundError, ZooensError
+from zooens.selection.datasets import load_dataset
+from zooens.service import registry
+from zooens.service.db.session import session_scope
+from zooens.settings import get_settings
+from zooens.zoo import list_weight_sets, zoo_sets
 
 logger = logging.getLogger(__name__)
 
@@ -90,14 +98,12 @@ def job_page(request: Request, job_id: int) -> HTMLResponse:
 @router.get("/dashboard/submit", response_class=HTMLResponse)
 def submit_page(request: Request) -> HTMLResponse:
     try:
-        from zooens.ensemble.finetune import STRATEGIES
 
-        strategies = sorted(STRATEGIES)
+        strategies = strategy_names()
     except Exception:  # the form still works with the basic strategies
         logger.warning("could not list fine-tuning strategies", exc_info=True)
         strategies = ["full", "linear"]
     try:
-        from zooens.zoo import zoo_sets
 
         sets = list(zoo_sets())
     except Exception:
@@ -164,8 +170,6 @@ ZOO_CACHE_SECONDS = 30.0
 
 def catalogue_rows() -> list[ZooRow]:
     """Every weight set as a row, cached briefly (user models added meanwhile show after the cache expires)."""
-    from zooens.zoo import list_weight_sets
-    from zooens.settings import get_settings
 
     user_file = get_settings().user_zoo_file
     key = (str(user_file), user_file.stat().st_mtime if user_file.exists() else None)
@@ -266,9 +270,6 @@ def datasets_page(request: Request) -> HTMLResponse:
 
 
 def _dataset_row(dataset_id: int) -> dict[str, Any]:
-    from zooens.service import registry
-    from zooens.service.db.session import session_scope
-
     with session_scope() as s:
         row = registry.get_dataset(s, dataset_id)
         return {"id": row.id, "name": row.name, "source": row.source, "fingerprint": row.fingerprint,
@@ -278,7 +279,6 @@ def _dataset_row(dataset_id: int) -> dict[str, Any]:
 @lru_cache(maxsize=8)
 def _load(source: str, fingerprint: str):
     """The dataset as stored (fingerprint in the key: a source replaced on disk is read again)."""
-    from zooens.selection.datasets import load_dataset
 
     return load_dataset(source)
 
@@ -290,8 +290,6 @@ def load_registered_dataset(dataset_id: int):
 
 @router.get("/dashboard/datasets/{dataset_id}", response_class=HTMLResponse)
 def dataset_page(request: Request, dataset_id: int, split: str | None = None) -> HTMLResponse:
-    import numpy as np
-
     try:
         row, ds = load_registered_dataset(dataset_id)
     except NotFoundError as exc:
@@ -317,7 +315,6 @@ def dataset_page(request: Request, dataset_id: int, split: str | None = None) ->
 @router.get("/dashboard/datasets/{dataset_id}/images/{split}/{index}.png")
 def dataset_thumbnail(dataset_id: int, split: str, index: int, size: int = Query(64, ge=8, le=512)) -> Response:
     """A PNG thumbnail of image `index` of a split (nearest-neighbour when enlarging small images)."""
-    from PIL import Image
 
     try:
         _, ds = load_registered_dataset(dataset_id)

@@ -19,7 +19,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 from sqlalchemy.types import TypeDecorator
 
 
@@ -51,6 +54,26 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
+
+
+class EmptyJSONList(ClauseElement):
+    """The server default of a JSON list column: `'[]'`, cast to `json` on PostgreSQL.
+
+    Written out as the server stores it, so comparing the models with the migrated schema
+    needs no round trip (PostgreSQL's `json` has no `=` to compare a literal with).
+    """
+
+    inherit_cache = True
+
+
+@compiles(EmptyJSONList)
+def _empty_json_list(element: EmptyJSONList, compiler: SQLCompiler, **kw: Any) -> str:
+    return "'[]'"
+
+
+@compiles(EmptyJSONList, "postgresql")
+def _empty_json_list_postgresql(element: EmptyJSONList, compiler: SQLCompiler, **kw: Any) -> str:
+    return "'[]'::json"
 
 
 class Base(DeclarativeBase):
@@ -111,14 +134,19 @@ class Dataset(Base):
 
 
 class Job(Base):
-    """One selection job: rank a zoo on a dataset, fine-tune the best, build an ensemble."""
+    """One selection job: rank a zoo on a dataset, fine-tune the best, build an ensemble.
+
+    `zoo` is the zoo as the user gave it (a spec or a comma-separated list of names);
+    `zoo_models` the weight-set names it resolved to when the job was submitted.
+    """
 
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
-    zoo_spec: Mapped[str] = mapped_column(Text)
+    zoo: Mapped[str] = mapped_column(Text)
+    zoo_models: Mapped[list[str]] = mapped_column(JSON, server_default=EmptyJSONList())
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(_status_enum(JOB_STATUSES, "job_status"), default="queued")
     stage: Mapped[str | None] = mapped_column(String(32))

@@ -14,16 +14,17 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from zooens.settings import get_settings
-
-if TYPE_CHECKING:
-    from alembic.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +117,8 @@ def migrations_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
-def alembic_config(url: str | None = None) -> "Config":
+def alembic_config(url: str | None = None) -> Config:
     """An Alembic configuration for `url` that needs no `alembic.ini`."""
-    from alembic.config import Config
-
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", database_url(url).replace("%", "%%"))
@@ -128,8 +127,6 @@ def alembic_config(url: str | None = None) -> "Config":
 
 def upgrade_to_head(url: str | None = None) -> None:
     """Apply every migration not applied yet (checked once per process and URL)."""
-    from alembic import command
-
     url = database_url(url)
     if url in _upgraded:
         return
@@ -144,8 +141,6 @@ def upgrade_to_head(url: str | None = None) -> None:
 
 def downgrade_to_base(url: str | None = None) -> None:
     """Undo every migration: drops all registry tables (tests, or starting over)."""
-    from alembic import command
-
     url = database_url(url)
     cfg = alembic_config(url)
     with get_engine(url).begin() as conn:
@@ -156,8 +151,6 @@ def downgrade_to_base(url: str | None = None) -> None:
 
 def head_revision() -> str:
     """The newest revision shipped with this version of zooens."""
-    from alembic.script import ScriptDirectory
-
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head is not None, "the migrations package holds no revision"
     return head
@@ -165,8 +158,6 @@ def head_revision() -> str:
 
 def current_revision(url: str | None = None) -> str | None:
     """The revision the database is at; None for an empty database."""
-    from alembic.runtime.migration import MigrationContext
-
     with get_engine(url).connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 

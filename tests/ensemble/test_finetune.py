@@ -9,7 +9,7 @@ import timm
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from zooens.ensemble.finetune import (
+from zooens.ensemble import (
     STRATEGIES,
     Artifact,
     RunSpec,
@@ -20,7 +20,7 @@ from zooens.ensemble.finetune import (
     mean_cross_entropy,
     register_strategy,
 )
-from zooens.ensemble.linear import LinearProbe
+from zooens.ensemble.strategies.linear import LinearProbe
 from zooens.ensemble.training import eval_transform, predict_proba
 from tests.ensemble._toy import toy_split
 from tests.ensemble.test_training import DATA_CFG
@@ -53,15 +53,15 @@ def test_registry_has_builtins_rejects_duplicates_and_names_choices() -> None:
     with pytest.raises(ConfigError, match="film, full, kron, linear, lora, patch"):
         get_strategy("nope")
     with pytest.raises(ConfigError):
-        RunSpec(model="m", strategy="nope", lr=0.1, steps=1).validate()
+        RunSpec(model_name="m", strategy="nope", lr=0.1, steps=1).validate()
     with pytest.raises(ConfigError):
-        RunSpec(model="m", strategy="linear", lr=0.0, steps=1).validate()
+        RunSpec(model_name="m", strategy="linear", lr=0.0, steps=1).validate()
     name = "_test_strategy"
     try:
         register_strategy(name)(type("Tmp", (Strategy,), {}))
         assert STRATEGIES[name].name == name
     finally:
-        STRATEGIES.pop(name, None)
+        STRATEGIES._entries.pop(name, None)  # the registry has no public removal
 
 
 def test_artifact_round_trip(tmp_path) -> None:

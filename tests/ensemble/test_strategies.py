@@ -17,9 +17,7 @@ pytest.importorskip("zooens.selection.cache", reason="selection/ is not written 
 
 from PIL import Image  # noqa: E402
 
-from zooens.ensemble.finetune import Artifact, RunSpec, run_finetune  # noqa: E402
-from zooens.ensemble.greedy import GreedyEnsembleSelector  # noqa: E402
-from zooens.ensemble.predictor import EnsemblePredictor  # noqa: E402
+from zooens.ensemble import Artifact, EnsemblePredictor, GreedyEnsembleSelector, RunSpec, run_finetune  # noqa: E402
 from tests.ensemble._toy import toy_arrays  # noqa: E402
 
 MODEL = "tiny-effnet-ens"
@@ -53,7 +51,7 @@ def images(ds, split: str) -> list[Image.Image]:
 
 def test_linear_run_is_accurate_reproducible_and_reloads(setup, tmp_path: Path) -> None:
     ds, cache = setup
-    spec = RunSpec(model=MODEL, strategy="linear", lr=0.1, steps=150, seed=0, resolution=RESOLUTION, batch_size=16)
+    spec = RunSpec(model_name=MODEL, strategy="linear", lr=0.1, steps=150, seed=0, resolution=RESOLUTION, batch_size=16)
     result = run_finetune(spec, ds, cache=cache, progress=False)
     y_val = ds.split("val").labels
     assert result.val_proba.shape == (18, 3) and result.val_proba.dtype == np.float32
@@ -77,7 +75,7 @@ def test_full_run_changes_every_weight_and_reloads(setup, tmp_path: Path) -> Non
     from zooens.zoo import create_model
 
     ds, cache = setup
-    spec = RunSpec(model=MODEL, strategy="full", lr=0.01, steps=4, seed=0, resolution=RESOLUTION, batch_size=8)
+    spec = RunSpec(model_name=MODEL, strategy="full", lr=0.01, steps=4, seed=0, resolution=RESOLUTION, batch_size=8)
     result = run_finetune(spec, ds, cache=cache, progress=False)
     start = create_model(MODEL, num_classes=0).state_dict()
     params = dict(create_model(MODEL, num_classes=0).named_parameters())
@@ -96,7 +94,7 @@ def test_predictor_weights_members_like_the_greedy_ensemble(setup, tmp_path: Pat
     ds, cache = setup
     runs = []
     for i, (lr, steps) in enumerate(((0.01, 20), (0.1, 100))):
-        spec = RunSpec(model=MODEL, strategy="linear", lr=lr, steps=steps, seed=i, resolution=RESOLUTION,
+        spec = RunSpec(model_name=MODEL, strategy="linear", lr=lr, steps=steps, seed=i, resolution=RESOLUTION,
                        batch_size=16)
         runs.append(run_finetune(spec, ds, cache=cache, progress=False))
         runs[-1].artifact.save(tmp_path / f"run{i}")

@@ -7,7 +7,7 @@ import timm
 import torch
 from torch import nn
 
-from zooens.ensemble.linear import LinearProbeModule
+from zooens.ensemble.strategies.linear import LinearProbeModule
 from zooens.ensemble.training import (
     bit_schedule,
     eval_transform,

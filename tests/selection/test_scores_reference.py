@@ -80,8 +80,8 @@ def _score(name: str, knn: float, val: float) -> ModelScore:
 def test_ranking_table_order_columns_and_nan_last():
     table = ranking_table([_score("c", 0.8, math.nan), _score("b", 0.9, 0.5), _score("a", 0.9, 0.5),
                            _score("d", 0.9, 0.7), _score("e", 0.8, 0.1)])
-    assert table["model"].tolist() == ["d", "a", "b", "e", "c"]
-    assert table.columns[:9].tolist() == ["model", "knn_accuracy", "val_accuracy", "logme", "embed_seconds",
+    assert table["model_name"].tolist() == ["d", "a", "b", "e", "c"]
+    assert table.columns[:9].tolist() == ["model_name", "knn_accuracy", "val_accuracy", "logme", "embed_seconds",
                                           "images_per_s", "params", "embed_dim", "cached"]
 
 

@@ -30,7 +30,7 @@ def _dataset(s, name="d"):
 
 
 def _job(s, ds_id):
-    return registry.create_job(s, dataset_id=ds_id, zoo_spec="embedded", params={"top_k": 1})
+    return registry.create_job(s, dataset_id=ds_id, zoo="embedded", zoo_models=["a", "b"], params={"top_k": 1})
 
 
 def test_migrations_create_every_table_and_match_the_models(db_url):
@@ -59,7 +59,7 @@ def test_round_trip_and_cascade(db_url):
         registry.add_knn_score(s, job.id, model_name="a", knn_accuracy=0.5, val_accuracy=0.4, k=3)
         registry.add_knn_score(s, job.id, model_name="b", knn_accuracy=0.7, val_accuracy=0.1, k=3)
         run = registry.add_finetune_run(
-            s, job.id, unit_key="finetune:a", model="a", strategy="linear", hparams={"lr": 0.1}, seed=0,
+            s, job.id, unit_key="finetune:a", model_name="a", strategy="linear", hparams={"lr": 0.1}, seed=0,
             val_ce=0.3, val_acc=0.9, test_acc=0.8, seconds=1.0, updated_params=10, update_bytes=40,
             artifact_path="/x", probs_path="/y")
         ens = registry.create_ensemble(s, job.id, members=[(run.id, 1.0)], val_ce=0.3, val_acc=0.9, test_acc=0.8,
@@ -196,17 +196,16 @@ def test_datasets_create_conflict_list_and_page(db_url):
         with pytest.raises(NotFoundError):
             registry.get_dataset(s, 9999)
         with pytest.raises(NotFoundError):
-            registry.create_job(s, dataset_id=9999, zoo_spec="embedded", params={})
+            registry.create_job(s, dataset_id=9999, zoo="embedded", zoo_models=[], params={})
 
 
-def test_job_listing_status_stage_and_progress(db_url):
+def test_job_listing_status_and_progress(db_url):
     from zooens.errors import ConfigError
 
     with session_scope() as s:
         ds = _dataset(s)
         jobs = [_job(s, ds.id) for _ in range(3)]
         registry.set_job_status(s, jobs[0].id, "running", worker_id="w")
-        registry.set_job_stage(s, jobs[0].id, "embed")
         registry.set_job_progress(s, jobs[0].id, stage="embed", progress={"embed": {"done": 1, "total": 3}})
         registry.set_job_status(s, jobs[1].id, "failed", error="ValueError: bad")
         with pytest.raises(ConfigError):
@@ -214,7 +213,7 @@ def test_job_listing_status_stage_and_progress(db_url):
         with pytest.raises(ConfigError):
             registry.list_jobs(s, status="exploded")
         with pytest.raises(NotFoundError):
-            registry.set_job_stage(s, 9999, "embed")
+            registry.set_job_progress(s, 9999, stage="embed", progress={})
     with session_scope() as s:
         running = registry.get_job(s, jobs[0].id)
         assert (running.stage, running.progress["embed"]["done"], running.worker_id) == ("embed", 1, "w")
@@ -224,6 +223,14 @@ def test_job_listing_status_stage_and_progress(db_url):
         assert [j.id for j in registry.list_jobs(s, status="queued")[0]] == [jobs[2].id]
         rows, count = registry.list_jobs(s, limit=2, offset=0)
         assert count == 3 and [j.id for j in rows] == [jobs[2].id, jobs[1].id]
+
+
+def _zoo_model(s, name):
+    return s.scalar(select(models.ZooModel).where(models.ZooModel.name == name))
+
+
+def _embedding(s, cache_key):
+    return s.scalar(select(models.Embedding).where(models.Embedding.cache_key == cache_key))
 
 
 def test_zoo_models_and_embeddings_are_idempotent(db_url):
@@ -241,20 +248,19 @@ def test_zoo_models_and_embeddings_are_idempotent(db_url):
         e2 = registry.record_embedding(s, **{**kwargs, "n": 99})
         assert e1.id == e2.id and e2.n == 10
     with session_scope() as s:
-        (row,) = registry.list_zoo_models(s)
+        (row,) = s.scalars(select(models.ZooModel)).all()
         assert (row.embed_dim, row.source_kind, row.sha256, row.meta) == (1281, "package", "a" * 64,
                                                                            {"license": "apache-2.0"})
-        assert registry.get_zoo_model(s, facts["name"]).input_config == {"input_size": [3, 224, 224]}
-        assert registry.get_embedding(s, "k" * 64).preprocessing == {"resolution": 224}
-        assert registry.get_embedding(s, "nope") is None
-        with pytest.raises(NotFoundError):
-            registry.get_zoo_model(s, "nope")
+        assert _zoo_model(s, facts["name"]).input_config == {"input_size": [3, 224, 224]}
+        assert _embedding(s, "k" * 64).preprocessing == {"resolution": 224}
+        assert _embedding(s, "nope") is None
+        assert _zoo_model(s, "nope") is None
 
 
 def _run(s, job_id, key="finetune:a", **over):
-    fields = dict(model="a", strategy="linear", hparams={"lr": 0.1}, seed=0, val_ce=0.3, val_acc=0.9,
+    fields = dict(model_name="a", strategy="linear", hparams={"lr": 0.1}, seed=0, val_ce=0.3, val_acc=0.9,
                   test_acc=0.8, seconds=1.0, updated_params=10, update_bytes=40, artifact_path="/x",
-                  probs_path="/y", val_proba="not a column")
+                  probs_path="/y")
     return registry.add_finetune_run(s, job_id, unit_key=key, **{**fields, **over})
 
 
@@ -262,7 +268,7 @@ def test_ensemble_members_follow_their_runs(db_url):
     with session_scope() as s:
         ds = _dataset(s)
         job, other = _job(s, ds.id), _job(s, ds.id)
-        r1, r2 = _run(s, job.id, "finetune:a"), _run(s, job.id, "finetune:b", model="b")
+        r1, r2 = _run(s, job.id, "finetune:a"), _run(s, job.id, "finetune:b", model_name="b")
         assert _run(s, job.id, "finetune:a", val_acc=0.95).id == r1.id  # same unit: replaced
         foreign = _run(s, other.id)
         with pytest.raises(NotFoundError):
@@ -320,3 +326,57 @@ def test_token_use_is_stamped_and_revocation_by_id(db_url):
             registry.revoke_token(s, "nobody")
     with session_scope() as s:
         assert registry.verify_token(s, plain) is None
+
+
+def test_a_job_keeps_its_zoo_as_given_and_as_resolved(db_url):
+    with session_scope() as s:
+        job_id = registry.create_job(s, dataset_id=_dataset(s).id, zoo="a.in1k,b.in1k", zoo_models=["a.in1k", "b.in1k"],
+                                     params={"top_k": 1}).id
+    with session_scope() as s:
+        job = registry.get_job(s, job_id)
+        assert (job.zoo, job.zoo_models, job.params) == ("a.in1k,b.in1k", ["a.in1k", "b.in1k"], {"top_k": 1})
+
+
+def test_result_writes_refuse_unknown_and_missing_fields(db_url):
+    with session_scope() as s:
+        job_id = _job(s, _dataset(s).id).id
+        with pytest.raises(TypeError):
+            _run(s, job_id, val_proba="not a column")
+        with pytest.raises(TypeError):
+            _run(s, job_id, model="a")  # the old alias is gone
+        with pytest.raises(TypeError):
+            registry.add_finetune_run(s, job_id, unit_key="finetune:a", model_name="a")
+        with pytest.raises(TypeError):
+            registry.add_knn_score(s, job_id, model_name="a", knn_accuracy=0.5, accuracy=0.4)
+        with pytest.raises(TypeError):
+            registry.add_knn_score(s, job_id, model_name="a")
+        first = registry.add_knn_score(s, job_id, model_name="a", k=3, knn_accuracy=0.5, val_accuracy=0.4,
+                                       logme=1.5, embed_seconds=2.0, images_per_s=100.0, params=10, embed_dim=8)
+        again = registry.add_knn_score(s, job_id, model_name="a", knn_accuracy=0.6)
+        assert again.id == first.id
+        assert (again.knn_accuracy, again.val_accuracy, again.logme, again.embed_dim) == (0.6, None, None, None)
+
+
+def test_a_released_job_is_queued_again_with_its_running_units_pending(db_url):
+    with session_scope() as s:
+        ds = _dataset(s)
+        job_id, cancelled_id = _job(s, ds.id).id, _job(s, ds.id).id
+    with session_scope() as s:
+        assert registry.claim_job(s, "w").id == job_id
+        registry.ensure_units(s, job_id, [("a", "embed"), ("b", "embed")])
+    with session_scope() as s:
+        registry.claim_unit(s, job_id, "w")
+    with session_scope() as s:
+        assert not registry.release_job(s, job_id, "other")
+        assert registry.release_job(s, job_id, "w")
+    with session_scope() as s:
+        job = registry.get_job(s, job_id)
+        assert (job.status, job.worker_id, job.heartbeat_at) == ("queued", None, None)
+        assert [u.key for u in registry.pending_units(s, job_id)] == ["a", "b"]
+        assert not registry.release_job(s, job_id, "w")  # no longer running
+        assert registry.claim_job(s, "v").id == job_id
+        assert registry.claim_job(s, "v").id == cancelled_id
+        registry.request_cancel(s, cancelled_id)
+        assert registry.release_job(s, cancelled_id, "v")
+    with session_scope() as s:
+        assert registry.get_job(s, cancelled_id).status == "cancelled"

@@ -1,5 +1,6 @@
 """`film`: FiLM layers (gamma = 1, beta = 0 per channel) after every normalisation layer of a
-frozen backbone, as in FiT (Shysheya et al. 2022); the head is `NaiveBayesHead`."""
+frozen backbone, as in FiT (Shysheya et al. 2022); the head is `NaiveBayesHead` and the
+classifier, trained with an episodic loss, is `FiTClassifier`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,10 +9,11 @@ import torch
 from torch import nn
 
 from zooens.ensemble.adapters.base import AdapterConfig, AdapterMethod, register_adapter, replace_module
+from zooens.ensemble.adapters.film.classifier import FiTClassifier, episodic_loss, head_features
 from zooens.ensemble.adapters.film.head import NaiveBayesHead
 from zooens.errors import ConfigError
 
-__all__ = ["FilmConfig", "FiLM", "NaiveBayesHead"]
+__all__ = ["FiLM", "FiTClassifier", "FilmConfig", "NaiveBayesHead", "episodic_loss", "head_features"]
 
 
 @dataclass

@@ -5,8 +5,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
 from zooens.service import registry
-from zooens.service.api.deps import DatasetId, SessionDep, SettingsDep, TokenDep, read_access
+from zooens.service.api.deps import (
+    DatasetId,
+    SessionDep,
+    SettingsDep,
+    TokenDep,
+    read_access,
+)
 from zooens.service.api.schemas import DatasetPublic, DatasetRegister, Page
+from zooens.service.uploads import ingest_upload, register_path
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -24,7 +31,6 @@ def upload_dataset(
     name: Annotated[str | None, Form(max_length=200)] = None,
 ) -> DatasetPublic:
     """Upload a dataset. It is checked whole before anything is stored."""
-    from zooens.service.uploads import ingest_upload
 
     row = ingest_upload(session, file.file, file.filename or "", settings, name=name)
     return dataset_public(row)
@@ -33,7 +39,6 @@ def upload_dataset(
 @router.post("/register", response_model=DatasetPublic, status_code=201)
 def register_dataset_path(body: DatasetRegister, session: SessionDep, settings: SettingsDep, _: TokenDep) -> DatasetPublic:
     """Register a dataset already on the server (only under ZOOENS_DATA_ROOTS)."""
-    from zooens.service.uploads import register_path
 
     return dataset_public(register_path(session, body.path, settings, name=body.name))
 

@@ -8,10 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, UploadFile
 from PIL import Image, UnidentifiedImageError
 
+from zooens.ensemble.predictor import EnsemblePredictor
+from zooens.errors import DatasetError, TooLargeError
 from zooens.service import registry
 from zooens.service.api.deps import EnsembleId, SessionDep, read_access
 from zooens.service.api.schemas import EnsemblePublic, Prediction, PredictionsPublic
-from zooens.errors import DatasetError, TooLargeError
+from zooens.service.reports import ensemble_view
 
 router = APIRouter(prefix="/ensembles", tags=["ensembles"], dependencies=[Depends(read_access)])
 
@@ -24,7 +26,6 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
 def predictor_for(session, ensemble_id: int):
     """Members loaded once per ensemble and kept (least recently used out)."""
-    from zooens.ensemble.predictor import EnsemblePredictor
 
     with _LOCK:
         if ensemble_id in _CACHE:
@@ -42,8 +43,6 @@ def predictor_for(session, ensemble_id: int):
 
 @router.get("/{ensemble_id}", response_model=EnsemblePublic)
 def show_ensemble(ensemble_id: EnsembleId, session: SessionDep) -> EnsemblePublic:
-    from zooens.service.reports import ensemble_view
-
     ens = registry.get_ensemble(session, ensemble_id)
     return EnsemblePublic(**ensemble_view(session, ens.job_id))
 

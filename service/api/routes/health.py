@@ -4,6 +4,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from zooens.service.api.schemas import Health
+from zooens.service.db.session import current_revision, head_revision
 
 router = APIRouter(tags=["health"])
 
@@ -17,7 +18,6 @@ def healthz() -> Health:
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 def readyz():
     """The database answers and its schema is at the newest migration."""
-    from zooens.service.db.session import current_revision, head_revision
 
     try:
         revision = current_revision()

@@ -6,6 +6,8 @@ from fastapi import APIRouter, Depends, Query
 
 from zooens.service.api.deps import read_access
 from zooens.service.api.schemas import Page, WeightSetPublic, ZooSetsPublic
+from zooens.zoo import get_weight_set, list_weight_sets
+from zooens.zoo import zoo_sets as sets
 
 router = APIRouter(prefix="/zoo", tags=["zoo"], dependencies=[Depends(read_access)])
 
@@ -28,7 +30,6 @@ def list_zoo(
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[WeightSetPublic]:
     """The catalogue (embedded, user and timm's pretrained tags), filtered and paginated."""
-    from zooens.zoo import list_weight_sets
 
     rows = list_weight_sets(filter, available_only=available)
     return Page(data=[weight_set_public(ws) for ws in rows[offset : offset + limit]], count=len(rows))
@@ -37,7 +38,6 @@ def list_zoo(
 @router.get("/sets", response_model=ZooSetsPublic)
 def zoo_sets() -> ZooSetsPublic:
     """Named zoo sets and their members."""
-    from zooens.zoo import zoo_sets as sets
 
     return ZooSetsPublic(sets=sets())
 
@@ -45,6 +45,5 @@ def zoo_sets() -> ZooSetsPublic:
 @router.get("/{name}", response_model=WeightSetPublic)
 def show_model(name: str) -> WeightSetPublic:
     """One weight set with its facts (source, checksum, preprocessing, licence)."""
-    from zooens.zoo import get_weight_set
 
     return weight_set_public(get_weight_set(name))

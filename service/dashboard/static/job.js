@@ -44,7 +44,7 @@ function renderHeader(job) {
   const params = job.params || {};
   const pairs = [
     ["dataset", el("a", { href: "/dashboard/datasets/" + id, text: (job.dataset_name ? job.dataset_name + " " : "") + "#" + id })],
-    ["zoo set", job.zoo || job.zoo_spec || "–"],
+    ["zoo set", job.zoo || "–"],
     ["created", job.created_at ? fmt.age(job.created_at) + " (" + job.created_at + ")" : "–"],
     ["worker", job.worker_id || "–"],
   ];
@@ -82,7 +82,7 @@ function renderRanking(rows) {
   if (!rows.length) { container.replaceChildren(el("p", { class: "muted", text: "No model scored yet." })); return; }
   const cols = [
     ["rank", "#", "num", (r) => r.rank, (r) => r.rank],
-    ["model", "model", "", (r) => r.model, (r) => r.model],
+    ["model", "model", "", (r) => r.model_name, (r) => r.model_name],
     ["knn_accuracy", "kNN accuracy", "num", (r) => r.knn_accuracy, (r) => fmt.pct(r.knn_accuracy)],
     ["finetuned_val_acc", "fine-tuned val acc.", "num", (r) => r.finetuned_val_acc, (r) => fmt.pct(r.finetuned_val_acc)],
     ["finetuned_val_ce", "fine-tuned val CE", "num", (r) => r.finetuned_val_ce, (r) => fmt.num(r.finetuned_val_ce)],
@@ -97,7 +97,7 @@ function renderRanking(rows) {
   table.append(el("thead", {}, el("tr", {}, ...cols.map(([key, label, cls]) => el("th", { class: cls, "data-key": key, text: label })))));
   const body = el("tbody");
   for (const r of rows) {
-    body.append(el("tr", { "data-model": r.model }, ...cols.map(([key, , cls, raw, shown]) => {
+    body.append(el("tr", { "data-model": r.model_name }, ...cols.map(([key, , cls, raw, shown]) => {
       const v = raw(r);
       return el("td", { class: cls, "data-key": key, "data-sort": v === null || v === undefined ? "" : v, text: shown(r) });
     })));
@@ -120,7 +120,7 @@ function renderScatter(rows) {
   note.dataset.value = Number.isNaN(rho) ? "nan" : String(rho);
   note.textContent = "Spearman ρ = " + (Number.isNaN(rho) ? "undefined (fewer than two distinct values)" : rho.toFixed(3)) + " over " + pts.length + " models";
   Plotly.react(plot, [{
-    x, y, text: pts.map((r) => r.model), mode: "markers+text", type: "scatter", textposition: "top center",
+    x, y, text: pts.map((r) => r.model_name), mode: "markers+text", type: "scatter", textposition: "top center",
     marker: { size: 10, color: "#2b6cb0" }, hovertemplate: "%{text}<br>kNN %{x:.3f}<br>fine-tuned %{y:.3f}<extra></extra>",
   }], {
     margin: { l: 60, r: 20, t: 20, b: 50 },
@@ -152,7 +152,7 @@ function renderEnsemble(ens, ranking) {
   for (const m of ens.members || []) {
     const hp = m.hparams ? Object.entries(m.hparams).map(([k, v]) => k + "=" + v).join(", ") : "";
     body.append(el("tr", { "data-run-id": m.run_id },
-      el("td", { text: m.model }), el("td", { text: m.strategy || "" }), el("td", { text: hp }),
+      el("td", { text: m.model_name }), el("td", { text: m.strategy || "" }), el("td", { text: hp }),
       el("td", { class: "num", "data-sort": m.weight, text: fmt.num(m.weight, 3) }),
       el("td", { class: "num", "data-sort": m.val_ce, text: fmt.num(m.val_ce, 4) }),
       el("td", { class: "num", "data-sort": m.val_acc, text: fmt.pct(m.val_acc) }),

@@ -42,7 +42,7 @@ async function loadJobs() {
       const row = el("tr", { "data-job-id": job.id, "data-status": job.status },
         el("td", { class: "num", "data-sort": job.id }, el("a", { href: "/dashboard/jobs/" + job.id, text: "#" + job.id })),
         el("td", {}, datasetLabel(job, datasets)),
-        el("td", { text: job.zoo || job.zoo_spec || "" }),
+        el("td", { text: job.zoo || "" }),
         el("td", {}, statusBadge(job.status)),
         el("td", { text: stageText(job) }),
         el("td", { title: (100 * frac).toFixed(0) + " %" }, progressBar(frac, 1)),

@@ -29,8 +29,7 @@ def _run(args):
 
 @pytest.mark.slow
 def test_cnn_job_with_every_strategy(tiny_zoo):
-    from zooens.ensemble.finetune import Artifact
-    from zooens.ensemble.predictor import EnsemblePredictor
+    from zooens.ensemble import Artifact, EnsemblePredictor
     from zooens.service import registry
     from zooens.service.db.session import session_scope
 
@@ -42,7 +41,7 @@ def test_cnn_job_with_every_strategy(tiny_zoo):
     for r in runs:
         assert r["updated_params"] > 0 and r["update_bytes"] > 0 and np.isfinite(r["val_ce"])
     from zooens.selection.datasets import load_dataset
-    from zooens.service.pipeline import JobParams, prepare_job_dataset
+    from zooens.service.jobs import JobParams, prepare_job_dataset
 
     val = prepare_job_dataset(load_dataset("digits"), JobParams(n_train=200, n_val=100, max_test=100)).split("val")
     images = [val.image(i) for i in range(8)]

@@ -101,7 +101,7 @@ def test_job_page_shows_progress_and_sortable_ranking(browser, live_server, fini
     api_rows = live_server.get_json(f"/api/v1/jobs/{finished_job}/ranking")
     api_rows = api_rows["data"] if isinstance(api_rows, dict) else api_rows
     models = column(driver, "ranking-table", "model")
-    assert sorted(models) == sorted(r["model"] for r in api_rows) and len(models) == 3
+    assert sorted(models) == sorted(r["model_name"] for r in api_rows) and len(models) == 3
     for key in ("knn_accuracy", "finetuned_val_acc", "finetuned_val_ce", "params", "updated_params", "embed_seconds"):
         assert all(v != "" for v in column(driver, "ranking-table", key)), key
 

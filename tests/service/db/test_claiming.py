@@ -21,7 +21,7 @@ def _queue_jobs(n: int) -> set[int]:
     with session_scope() as s:
         ds = registry.get_or_create_dataset(s, name="d", source="/d", fingerprint="f" * 64, classes=["a"],
                                             counts={})
-        return {registry.create_job(s, dataset_id=ds.id, zoo_spec="embedded", params={}).id for _ in range(n)}
+        return {registry.create_job(s, dataset_id=ds.id, zoo="embedded", zoo_models=["a"], params={}).id for _ in range(n)}
 
 
 def _claim_jobs_until_empty(url: str, worker_id: str, start: mp.synchronize.Barrier, out: mp.Queue) -> None:

@@ -16,18 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zooens.ensemble.finetune import (
-    Artifact,
-    RunResult,
-    RunSpec,
-    Strategy,
-    SweepConfig,
-    _base_config,
-    build_run_result,
-    register_strategy,
-)
+from zooens.ensemble._registry import register_strategy
+from zooens.ensemble.artifacts import Artifact
+from zooens.ensemble.results import RunResult, build_run_result
+from zooens.ensemble.specs import RunSpec, SweepConfig
+from zooens.ensemble.strategies.base import Strategy, base_config
 from zooens.ensemble.training import bit_schedule, default_warmup_steps, iterate_batches
 from zooens.errors import ConfigError, DatasetError
+from zooens.selection.embed import embed_with_cache
+from zooens.zoo import create_model, data_config
 
 log = logging.getLogger(__name__)
 
@@ -213,26 +210,30 @@ class LinearStrategy(Strategy):
     needs_images: ClassVar[bool] = False
     shares_backbone: ClassVar[bool] = True
     default_sweep: ClassVar[SweepConfig] = SweepConfig(learning_rates=(0.01, 0.1), steps=(300, 1000), batch_size=64)
+    accepted_options: ClassVar[frozenset[str]] = frozenset({"weight_decay", "momentum"})
 
-    def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
-        from zooens.selection.embed import embed_with_cache
-        from zooens.zoo import data_config
-
-        splits = ["train", "val"] + (["test"] if "test" in ds.splits else [])
-        X = {
-            s: np.asarray(
-                embed_with_cache(spec.model, ds, s, cache=cache, resolution=spec.resolution, device=device,
-                                 progress=progress).embeddings,
-                dtype=np.float32,
-            )
-            for s in splits
-        }
-        unknown = set(spec.options) - {"weight_decay", "momentum"}
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Only `weight_decay` and `momentum`."""
+        if not isinstance(options, dict):
+            raise ConfigError(f"Options of {self.name} must be a mapping of option names to values.")
+        unknown = set(options) - self.accepted_options
         if unknown:
             raise ConfigError(
                 f"Unknown option(s) {', '.join(sorted(unknown))} for strategy 'linear'; "
                 "it accepts weight_decay and momentum."
             )
+
+    def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
+        splits = ["train", "val"] + (["test"] if "test" in ds.splits else [])
+        X = {
+            s: np.asarray(
+                embed_with_cache(spec.model_name, ds, s, cache=cache, resolution=spec.resolution, device=device,
+                                 progress=progress).embeddings,
+                dtype=np.float32,
+            )
+            for s in splits
+        }
+        self.check_options(spec.options)
         probe = LinearProbe(
             lr=spec.lr,
             steps=spec.steps,
@@ -241,8 +242,8 @@ class LinearStrategy(Strategy):
             weight_decay=float(spec.options.get("weight_decay", 0.0)),
             random_state=spec.seed,
         ).fit(X["train"], ds.split("train").labels, n_classes=len(ds.classes))
-        data_cfg = dict(data_config(spec.model, resolution=spec.resolution))
-        artifact = Artifact(config=_base_config(spec, ds, data_cfg), tensors=probe.tensors())
+        data_cfg = dict(data_config(spec.model_name, resolution=spec.resolution))
+        artifact = Artifact(config=base_config(spec, ds, data_cfg), tensors=probe.tensors())
         return build_run_result(
             spec,
             ds,
@@ -254,8 +255,6 @@ class LinearStrategy(Strategy):
 
     def load(self, artifact: Artifact, *, device: str = "cpu", backbone: nn.Module | None = None) -> nn.Module:
         if backbone is None:
-            from zooens.zoo import create_model
-
             backbone = create_model(artifact.config["model"], num_classes=0)
         weight = artifact.tensors["head.weight"]
         module = LinearProbeModule(backbone, weight.shape[1], weight.shape[0])

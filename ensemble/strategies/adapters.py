@@ -1,4 +1,5 @@
-"""The adapters as fine-tuning strategies of the sweep: `patch`, `film`, `kron`, `lora`, `aft`.
+"""The adapter methods of `zooens.ensemble.adapters` as fine-tuning strategies: `patch`, `lora`,
+`kron` and `film` (FiT).
 
 Each run saves only the updated tensors (adapter parameters and the head) and reports their
 count and size; `load` builds the pre-trained backbone again and re-applies the update.
@@ -6,51 +7,61 @@ count and size; `load` builds the pre-trained backbone again and re-applies the 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from zooens.ensemble.adapters.base import apply_tensors, get_adapter, inject, make_config
-from zooens.ensemble.adapters.film import NaiveBayesHead
-from zooens.ensemble.finetune import (
-    Artifact,
-    ImageClassifier,
-    ImageStrategy,
-    RunSpec,
-    SweepConfig,
-    _base_config,
-    build_run_result,
-    embedding_dim,
-    register_strategy,
+from zooens.ensemble._registry import register_strategy
+from zooens.ensemble.adapters import (
+    AdapterConfig,
+    FiTClassifier,
+    NaiveBayesHead,
+    apply_tensors,
+    get_adapter,
+    inject,
+    make_config,
 )
+from zooens.ensemble.adapters.film import episodic_loss, head_features
+from zooens.ensemble.artifacts import Artifact
+from zooens.ensemble.specs import RunSpec, SweepConfig
+from zooens.ensemble.strategies.base import ImageClassifier, ImageStrategy, embedding_dim
+from zooens.ensemble.training import predict_logits
+from zooens.zoo import create_model
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ADAPTER_SWEEP", "AdapterStrategy", "FilmStrategy", "KronStrategy", "LoraStrategy", "PatchStrategy"]
 
 ADAPTER_SWEEP = SweepConfig(learning_rates=(0.01, 0.05), steps=(200,), batch_size=32)
 
 
 class AdapterStrategy(ImageStrategy):
-    """A frozen backbone with an adapter, plus a zero-initialised linear head."""
+    """A frozen backbone with an adapter, plus a zero-initialised linear head.
+
+    Options: the adapter method's config fields, and the training options of `ImageStrategy`.
+    """
 
     method: ClassVar[str] = ""
     freeze_norm_stats: ClassVar[bool] = True
     default_sweep: ClassVar[SweepConfig] = ADAPTER_SWEEP
 
-    def _backbone(self, spec_model: str, options: dict[str, Any]):
-        from zooens.zoo import create_model
+    def check_options(self, options: dict[str, Any]) -> None:
+        """The adapter's config must build from `options` (unknown keys and bad values fail)."""
+        make_config(self.method, options)
 
-        backbone = create_model(spec_model, num_classes=0)
+    def _backbone(
+        self, model_name: str, options: dict[str, Any]
+    ) -> tuple[nn.Module, AdapterConfig, list[nn.Parameter], list[str]]:
+        backbone = create_model(model_name, num_classes=0)
         config = make_config(self.method, options)
         params = inject(backbone, self.method, config)
         keys = get_adapter(self.method).saved_keys(backbone, config, params)
         return backbone, config, params, keys
 
-    def build(self, spec: RunSpec, n_classes: int, data_cfg: dict[str, Any]):
-        backbone, config, params, keys = self._backbone(spec.model, spec.options)
+    def build(self, spec: RunSpec, n_classes: int, data_cfg: dict[str, Any]) -> tuple[nn.Module, list[nn.Parameter]]:
+        backbone, config, params, keys = self._backbone(spec.model_name, spec.options)
         head = nn.Linear(embedding_dim(backbone, data_cfg), n_classes)
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
@@ -94,58 +105,6 @@ class KronStrategy(AdapterStrategy):
     method = "kron"
 
 
-# --------------------------------------------------------------------------------------
-# FiT: FiLM + Naive Bayes head, trained episodically
-
-
-def head_features(features: torch.Tensor) -> torch.Tensor:
-    """Backbone features on the sphere of radius sqrt(D): per-dimension scale about 1, like the
-    identity term of the head's covariance, whatever the backbone's raw scale."""
-    return F.normalize(features.float(), dim=1) * features.shape[1] ** 0.5
-
-
-class FiTClassifier(nn.Module):
-    """Backbone with FiLM layers; logits from a Naive Bayes head over stored context features."""
-
-    def __init__(self, backbone: nn.Module, head: NaiveBayesHead, n_classes: int) -> None:
-        super().__init__()
-        self.backbone, self.head, self.n_classes = backbone, head, n_classes
-        self.register_buffer("context_features", torch.zeros(0))
-        self.register_buffer("context_labels", torch.zeros(0, dtype=torch.long))
-        self._stats: dict[str, torch.Tensor] | None = None
-
-    def set_context(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        self.context_features, self.context_labels = features.detach(), labels.detach()
-        self._stats = None
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self._stats is None:
-            self._stats = self.head.fit_stats(self.context_features, self.context_labels, self.n_classes)
-        return self.head.logits(head_features(self.backbone(images)), self._stats)
-
-
-def episodic_loss(fraction: float):
-    """Split each class of the batch into context and target; CE of the targets under the head."""
-
-    def loss(model: FiTClassifier, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        feats = head_features(model.backbone(images))
-        ctx = torch.zeros(len(labels), dtype=torch.bool)
-        for c in labels.unique():
-            idx = (labels == c).nonzero().flatten()
-            if len(idx) >= 2:
-                ctx[idx[: max(1, int(round(fraction * len(idx))))]] = True
-        classes = labels[ctx].unique()
-        tgt = ~ctx & torch.isin(labels, classes)
-        if len(classes) < 2 or not tgt.any():  # too few examples per class: plain prototype CE on the batch
-            ctx, tgt, classes = torch.ones_like(ctx), torch.ones_like(ctx), labels.unique()
-        remap = torch.full((int(labels.max()) + 1,), -1, dtype=torch.long)
-        remap[classes] = torch.arange(len(classes))
-        stats = model.head.fit_stats(feats[ctx], remap[labels[ctx]], len(classes))
-        return F.cross_entropy(model.head.logits(feats[tgt], stats), remap[labels[tgt]])
-
-    return loss
-
-
 @register_strategy("film")
 class FilmStrategy(AdapterStrategy):
     """FiT: FiLM layers on a frozen backbone with an automatically configured Naive Bayes head."""
@@ -154,8 +113,8 @@ class FilmStrategy(AdapterStrategy):
     # the Gaussian head turns large FiLM steps into large logit changes: smaller rates than the others
     default_sweep: ClassVar[SweepConfig] = SweepConfig(learning_rates=(0.001, 0.003), steps=(200,), batch_size=32)
 
-    def build(self, spec: RunSpec, n_classes: int, data_cfg: dict[str, Any]):
-        backbone, config, params, keys = self._backbone(spec.model, spec.options)
+    def build(self, spec: RunSpec, n_classes: int, data_cfg: dict[str, Any]) -> tuple[nn.Module, list[nn.Parameter]]:
+        backbone, config, params, keys = self._backbone(spec.model_name, spec.options)
         head = NaiveBayesHead(config.head)
         model = FiTClassifier(backbone, head, n_classes)
         model._adapter = (config, ["backbone." + k for k in keys] + ["head.rho", "context_features", "context_labels"])
@@ -164,10 +123,8 @@ class FilmStrategy(AdapterStrategy):
     def loss_fn(self, spec: RunSpec):
         return episodic_loss(make_config("film", spec.options).context_fraction)
 
-    def after_training(self, model, spec, ds, data_cfg, device) -> None:
+    def after_training(self, model: nn.Module, spec: RunSpec, ds: Any, data_cfg: dict[str, Any], device: str) -> None:
         """The head's context at test time: every training example's features."""
-        from zooens.ensemble.training import predict_logits
-
         raw = torch.from_numpy(np.asarray(predict_logits(model.backbone, ds.split("train"), data_cfg,
                                                          batch_size=64, device=device), dtype=np.float32))
         feats = head_features(raw)

@@ -11,15 +11,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from zooens.ensemble.finetune import (
-    Artifact,
-    ImageClassifier,
-    ImageStrategy,
-    RunSpec,
-    SweepConfig,
-    embedding_dim,
-    register_strategy,
-)
+from zooens.ensemble._registry import register_strategy
+from zooens.ensemble.artifacts import Artifact
+from zooens.ensemble.specs import RunSpec, SweepConfig
+from zooens.ensemble.strategies.base import ImageClassifier, ImageStrategy, embedding_dim
+from zooens.zoo import create_model
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +34,7 @@ class FullStrategy(ImageStrategy):
     default_sweep: ClassVar[SweepConfig] = SweepConfig(learning_rates=(0.001, 0.003), steps=(500,), batch_size=32)
 
     def build(self, spec: RunSpec, n_classes: int, data_cfg: dict[str, Any]) -> tuple[nn.Module, list[nn.Parameter]]:
-        from zooens.zoo import create_model
-
-        backbone = create_model(spec.model, num_classes=0)
+        backbone = create_model(spec.model_name, num_classes=0)
         head = nn.Linear(embedding_dim(backbone, data_cfg), n_classes)
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
@@ -51,8 +45,6 @@ class FullStrategy(ImageStrategy):
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     def load(self, artifact: Artifact, *, device: str = "cpu", backbone: nn.Module | None = None) -> nn.Module:
-        from zooens.zoo import create_model
-
         n_classes = len(artifact.config["classes"])
         backbone = create_model(artifact.config["model"], num_classes=0, pretrained=False)
         head = nn.Linear(artifact.tensors["head.weight"].shape[1], n_classes)

@@ -40,7 +40,7 @@ def test_run_end_to_end_and_second_run_embeds_nothing(tiny_home, db_url):
     assert all(0.0 <= a <= 1.0 for a in knn)
     # top-2 models x 2 learning rates x 1 step count
     assert len(report["runs"]) == 4
-    assert {r["model"] for r in report["runs"]} == {ranking[0]["model"], ranking[1]["model"]}
+    assert {r["model_name"] for r in report["runs"]} == {ranking[0]["model_name"], ranking[1]["model_name"]}
     ens = report["ensemble"]
     best_single_ce = min(r["val_ce"] for r in report["runs"])
     assert ens["val_ce"] <= best_single_ce + 1e-9
@@ -56,11 +56,11 @@ def test_run_end_to_end_and_second_run_embeds_nothing(tiny_home, db_url):
     embed_results = [v for k, v in units.items() if k.startswith("embed:")]
     assert len(embed_results) == 3 and all(r["cached"] for r in embed_results)
     # Reproducible: same ranking and the same ensemble.
-    assert [r["model"] for r in report2["ranking"]] == [r["model"] for r in ranking]
+    assert [r["model_name"] for r in report2["ranking"]] == [r["model_name"] for r in ranking]
     assert [r["knn_accuracy"] for r in report2["ranking"]] == knn
     assert report2["ensemble"]["val_ce"] == pytest.approx(ens["val_ce"], abs=1e-6)
-    assert [(m["model"], m["strategy"], m["hparams"], m["weight"]) for m in report2["ensemble"]["members"]] == [
-        (m["model"], m["strategy"], m["hparams"], m["weight"]) for m in ens["members"]
+    assert [(m["model_name"], m["strategy"], m["hparams"], m["weight"]) for m in report2["ensemble"]["members"]] == [
+        (m["model_name"], m["strategy"], m["hparams"], m["weight"]) for m in ens["members"]
     ]
 
 
@@ -69,7 +69,7 @@ def test_ensemble_predictor_reproduces_stored_probabilities(tiny_home):
     from zooens.selection.datasets import load_dataset
     from zooens.service import registry
     from zooens.service.db.session import session_scope
-    from zooens.service.pipeline import JobParams, prepare_splits
+    from zooens.service.jobs import JobParams, prepare_splits
 
     result = _run(RUN_ARGS[:-1] + ["--quiet"])
     assert result.exit_code == 0, result.output

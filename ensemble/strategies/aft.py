@@ -1,4 +1,4 @@
-"""`aft`: adaptive feature transfer (Qiu et al. 2024).
+"""Strategy `aft`: adaptive feature transfer (Qiu et al. 2024).
 
 A small downstream model (the run's model, all its weights) trains with cross-entropy plus
 beta times a kernel-matching loss: the batch kernel of its features (cosine similarities)
@@ -10,7 +10,6 @@ prediction time, so the saved update is the student alone.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,20 +17,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
-from zooens.ensemble.adapters.base import AdapterConfig
-from zooens.ensemble.finetune import (
-    Artifact,
-    ImageClassifier,
-    RunSpec,
-    Strategy,
-    SweepConfig,
-    _base_config,
-    build_run_result,
-    embedding_dim,
-    register_strategy,
-)
+from zooens.ensemble._registry import register_strategy
+from zooens.ensemble.adapters import AdapterConfig
+from zooens.ensemble.artifacts import Artifact
+from zooens.ensemble.results import RunResult, build_run_result
+from zooens.ensemble.specs import RunSpec, SweepConfig
+from zooens.ensemble.strategies.base import ImageClassifier, Strategy, base_config, embedding_dim
+from zooens.ensemble.training import bit_schedule, default_warmup_steps, eval_transform, iterate_batches, predict_proba
 from zooens.errors import ConfigError
+from zooens.selection.embed import embed_with_cache
+from zooens.zoo import create_model, data_config
+
+__all__ = ["AftConfig", "AftStrategy", "cosine_kernel", "kernel_matching_loss"]
 
 
 @dataclass
@@ -58,25 +57,39 @@ def kernel_matching_loss(student: torch.Tensor, teacher: torch.Tensor, log_weigh
 
 @register_strategy("aft")
 class AftStrategy(Strategy):
+    """Options: `teachers` (zoo model names; a job fills in its selected models when none are
+    given) and `beta` (weight of the kernel-matching loss, default 1)."""
+
     needs_images: ClassVar[bool] = True
     default_sweep: ClassVar[SweepConfig] = SweepConfig(learning_rates=(0.003, 0.01), steps=(200,), batch_size=32)
+    accepted_options: ClassVar[frozenset[str]] = frozenset({"teachers", "beta"})
 
-    def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True):
-        from tqdm.auto import tqdm
+    def check_options(self, options: dict[str, Any]) -> None:
+        """`teachers` a list of model names (may be left out: a job fills it), `beta` >= 0."""
+        super().check_options(options)
+        teachers = options.get("teachers", [])
+        if not isinstance(teachers, list) or not all(isinstance(t, str) for t in teachers):
+            raise ConfigError(f"aft teachers must be a list of zoo model names, got {teachers!r}.")
+        beta = options.get("beta", 1.0)
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (beta >= 0 and math.isfinite(beta)):
+            raise ConfigError(f"beta must be a non-negative number, got {beta!r}; e.g. 1.0.")
 
-        from zooens.ensemble.training import bit_schedule, default_warmup_steps, eval_transform, iterate_batches, predict_proba
-        from zooens.selection.embed import embed_with_cache
-        from zooens.zoo import create_model, data_config
+    def job_options(self, options: dict[str, Any], *, selected_models: list[str]) -> dict[str, Any]:
+        """The job's selected models are the teachers unless the user named some."""
+        if options.get("teachers"):
+            return options
+        return {**options, "teachers": list(selected_models)}
 
+    def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
         config = AftConfig(teachers=list(spec.options.get("teachers", [])), beta=float(spec.options.get("beta", 1.0)))
-        data_cfg = dict(data_config(spec.model, resolution=spec.resolution))
+        data_cfg = dict(data_config(spec.model_name, resolution=spec.resolution))
         train = ds.split("train")
         teacher = np.concatenate(
             [embed_with_cache(t, ds, "train", cache=cache, resolution=spec.resolution, device=device,
                               progress=progress).embeddings for t in config.teachers], axis=1)
         teacher_t = torch.from_numpy(teacher).float()
         teacher_t = (teacher_t - teacher_t.mean(0)) / teacher_t.std(0).clamp(min=1e-6)
-        backbone = create_model(spec.model, num_classes=0)
+        backbone = create_model(spec.model_name, num_classes=0)
         head = nn.Linear(embedding_dim(backbone, data_cfg), len(ds.classes))
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
@@ -91,7 +104,7 @@ class AftStrategy(Strategy):
         warmup = default_warmup_steps(spec.steps)
         batches = iterate_batches(len(train), spec.batch_size, gen)
         model.train()
-        for step in tqdm(range(spec.steps), desc=f"aft {spec.model}", disable=not progress, leave=False):
+        for step in tqdm(range(spec.steps), desc=f"aft {spec.model_name}", disable=not progress, leave=False):
             idx = next(batches)
             images = torch.stack([transform(train.image(int(i))) for i in idx]).to(device)
             flip = torch.rand(len(idx), generator=gen) < 0.5
@@ -110,14 +123,12 @@ class AftStrategy(Strategy):
         val_proba = predict_proba(model, ds.split("val"), data_cfg, device=device)
         test_proba = predict_proba(model, ds.split("test"), data_cfg, device=device) if "test" in ds.splits else None
         tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        cfg = _base_config(spec, ds, data_cfg) | {"adapter": {"method": "aft", "config": config.to_dict()}}
+        cfg = base_config(spec, ds, data_cfg) | {"adapter": {"method": "aft", "config": config.to_dict()}}
         artifact = Artifact(config=cfg, tensors=tensors)
         return build_run_result(spec, ds, val_proba=val_proba, test_proba=test_proba, artifact=artifact,
                                 updated_params=sum(p.numel() for p in params))
 
     def load(self, artifact: Artifact, *, device: str = "cpu", backbone: nn.Module | None = None) -> nn.Module:
-        from zooens.zoo import create_model
-
         backbone = create_model(artifact.config["model"], num_classes=0, pretrained=False)
         head = nn.Linear(artifact.tensors["head.weight"].shape[1], len(artifact.config["classes"]))
         model = ImageClassifier(backbone, head)

@@ -1,22 +1,26 @@
-"""`zooens worker`: take queued (or abandoned) jobs from the registry and run them."""
+"""`zooens worker`: claim queued (or abandoned) jobs from the registry and run them."""
 from __future__ import annotations
 
 import logging
 import os
 import socket
 import threading
-import time
 import uuid
 
 from zooens.service import registry
 from zooens.service.db.session import session_scope
-from zooens.service.runner import run_job
+from zooens.service.jobs.executors import Executor
+from zooens.service.jobs.run import run_job
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["default_worker_id", "start_background_worker", "work"]
 
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+def default_worker_id(role: str = "") -> str:
+    """A worker id unique to this process: host, pid and a random suffix."""
+    prefix = f"{role}-" if role else ""
+    return f"{prefix}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def work(
@@ -24,13 +28,13 @@ def work(
     *,
     once: bool = False,
     poll_seconds: float = 1.0,
-    executor=None,
+    executor: Executor | None = None,
     stop: threading.Event | None = None,
     progress: bool = False,
 ) -> int:
     """Claim and run jobs until `stop` is set (or, with `once`, until the queue is empty).
 
-    Returns the number of jobs run. A job whose worker died (no heartbeat for
+    Returns the number of jobs run. A job whose worker went silent (no heartbeat for
     `stale_after_seconds`) is claimed again and resumes at its first unfinished unit.
     """
     worker_id = worker_id or default_worker_id()
@@ -47,7 +51,13 @@ def work(
             stop.wait(poll_seconds)
             continue
         logger.info("worker %s runs job %s", worker_id, job_id)
-        status = run_job(job_id, worker_id=worker_id, executor=executor, progress=progress)
+        try:
+            status = run_job(job_id, worker_id=worker_id, executor=executor, progress=progress)
+        except KeyboardInterrupt:  # stopped by hand: the next worker takes the job over at once
+            with session_scope() as s:
+                registry.release_job(s, job_id, worker_id)
+            logger.warning("worker %s interrupted; job %s is queued again", worker_id, job_id)
+            raise
         logger.info("job %s %s", job_id, status)
         n += 1
     return n
@@ -59,15 +69,3 @@ def start_background_worker(**kwargs) -> tuple[threading.Thread, threading.Event
     thread = threading.Thread(target=work, kwargs={**kwargs, "stop": stop}, daemon=True, name="zooens-worker")
     thread.start()
     return thread, stop
-
-
-def wait_for(job_id: int, timeout: float = 600.0, poll: float = 0.5) -> str:
-    """Block until a job is finished; returns its status."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with session_scope() as s:
-            status = registry.get_job(s, job_id).status
-        if status in ("succeeded", "failed", "cancelled"):
-            return status
-        time.sleep(poll)
-    raise TimeoutError(f"job {job_id} still running after {timeout} s")

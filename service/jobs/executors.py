@@ -1,0 +1,99 @@
+"""Where units run: `LocalExecutor` (one after another, in this process) or `RayExecutor`
+(each unit a Ray task, with a GPU when the cluster has GPUs).
+
+Both hand each finished unit's typed result back to the caller (`on_done`), which owns the
+job and writes the registry; a Ray cluster must share ZOOENS_HOME's file system (artifacts and
+the embedding cache) with the driver.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from zooens.errors import ConfigError
+from zooens.service.jobs.units import JobSpec, UnitResult, execute_unit
+from zooens.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Executor", "LocalExecutor", "RayExecutor", "get_executor"]
+
+OnDone = Callable[[str, UnitResult], None]
+
+
+class Executor(Protocol):
+    name: str
+
+    def map(self, spec: JobSpec, keys: list[str], on_done: OnDone, progress: bool = True) -> None:
+        """Run every unit of `keys`, calling `on_done(key, result)` as each one finishes."""
+
+
+class LocalExecutor:
+    """Runs units one after another in this process."""
+
+    name = "local"
+
+    def map(self, spec: JobSpec, keys: list[str], on_done: OnDone, progress: bool = True) -> None:
+        for key in keys:
+            on_done(key, execute_unit(spec, key, progress))
+
+
+def _run_remote(spec: JobSpec, key: str) -> UnitResult:
+    """Runs in a Ray worker: point its settings at the job's home, then do the unit."""
+    logging.basicConfig(level=logging.WARNING)
+    if os.environ.get("ZOOENS_HOME") != spec.home:
+        os.environ["ZOOENS_HOME"] = spec.home
+        get_settings.cache_clear()
+    return execute_unit(spec, key, progress=False)
+
+
+class RayExecutor:
+    """Each unit a Ray task; results come back to the driver, which records them."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None) -> None:
+        try:
+            import ray  # optional extra: zooens[ray]
+        except ImportError:
+            raise ConfigError("ZOOENS_EXECUTOR=ray needs Ray: pip install 'zooens[ray]'.") from None
+        self._ray = ray
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
+            if address:
+                kwargs["address"] = address
+            else:
+                kwargs["num_cpus"] = num_cpus
+                kwargs["include_dashboard"] = False
+            ray.init(**kwargs)
+        gpus = ray.cluster_resources().get("GPU", 0)
+        self.gpus_per_task = 1 if gpus >= 1 else 0
+        self._remote = ray.remote(num_gpus=self.gpus_per_task, max_retries=1)(_run_remote)
+        logger.info("Ray executor on %s (GPUs in the cluster: %s)", address or "a local instance", gpus)
+
+    def map(self, spec: JobSpec, keys: list[str], on_done: OnDone, progress: bool = True) -> None:
+        ray = self._ray
+        pending = {self._remote.remote(spec, key): key for key in keys}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                key = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                    on_done(key, result)
+                except BaseException:
+                    for other in pending:
+                        ray.cancel(other)
+                    raise
+
+
+def get_executor(name: str | None = None) -> Executor:
+    """The executor named by `name` or ZOOENS_EXECUTOR (`local` or `ray`)."""
+    name = name or get_settings().executor
+    if name == "local":
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(address=get_settings().ray_address)
+    raise ConfigError(f"Unknown executor {name!r}; set ZOOENS_EXECUTOR to 'local' or 'ray'.")

@@ -1,0 +1,119 @@
+"""What a user chooses for a job: one pydantic model for the API, the CLI and the VTAB runner.
+
+`JobParams` is validated once, when it is built: bounds on every number, strategy names
+through the strategy registry, the sweep's values through `zooens.ensemble`'s checks, and each
+strategy's options through the strategy's own `check_options`. The API's `JobCreate` adds only
+`dataset_id` and `zoo`. A job row stores `JobParams.model_dump()`; reading it back is
+`JobParams.model_validate(row.params)`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from zooens.ensemble import SweepConfig, check_learning_rate, check_steps, get_strategy
+from zooens.errors import ConfigError, ZooensError
+
+__all__ = ["JobParams", "domain_error", "parse_params"]
+
+INT32_MAX = 2**31 - 1
+
+
+class JobParams(BaseModel):
+    """Job parameters. Defaults suit a VTAB-1k-sized dataset on a CPU."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    top_k: int = Field(default=3, ge=1, le=100, description="How many of the best-ranked models to fine-tune.")
+    k: int = Field(default=10, ge=1, le=1000, description="Neighbours of the kNN score.")
+    strategies: list[str] = Field(default_factory=lambda: ["linear"], min_length=1, max_length=10,
+                                  description="Fine-tuning strategies of the sweep.")
+    learning_rates: list[float] | None = Field(default=None, min_length=1, max_length=20,
+                                               description="Learning rates of the sweep (default: each strategy's).")
+    steps: list[int] | None = Field(default=None, min_length=1, max_length=20,
+                                    description="Step counts of the sweep (default: each strategy's).")
+    batch_size: int | None = Field(default=None, ge=1, le=4096,
+                                   description="Batch size of the sweep (default: each strategy's).")
+    ensemble_size: int = Field(default=10, ge=1, le=100, description="Most members of the greedy ensemble.")
+    seed: int = Field(default=0, ge=0, le=INT32_MAX, description="Seed of every random choice.")
+    resolution: int | None = Field(default=None, ge=16, le=1024, description="Input resolution override (pixels).")
+    n_train: int = Field(default=800, ge=2, le=1_000_000,
+                         description="Training examples drawn from train when there is no val split.")
+    n_val: int = Field(default=200, ge=1, le=1_000_000,
+                       description="Validation examples drawn from train when there is no val split.")
+    max_test: int | None = Field(default=None, ge=1, le=10_000_000,
+                                 description="Evaluate on a seeded subsample of the test split.")
+    strategy_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-strategy options, e.g. {\"lora\": {\"rank\": 8}, \"film\": {\"head\": \"lda\"}}.",
+    )
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, value: list[str]) -> list[str]:
+        for name in value:
+            get_strategy(name)  # ConfigError naming the close matches
+        return value
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _learning_rates(cls, value: list[float] | None) -> list[float] | None:
+        return None if value is None else [check_learning_rate(v) for v in value]
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[int] | None) -> list[int] | None:
+        return None if value is None else [check_steps(v) for v in value]
+
+    @model_validator(mode="after")
+    def _strategy_options(self) -> "JobParams":
+        for name, options in self.strategy_options.items():
+            try:
+                strategy = get_strategy(name)
+            except ConfigError as exc:
+                raise ConfigError(f"Options given for an unknown strategy: {exc}") from None
+            strategy.check_options(options)  # unknown keys and bad values fail now, not in a worker
+        return self
+
+    def sweep_for(self, strategy: str) -> SweepConfig:
+        """The hyper-parameter grid of one strategy: the user's values or the strategy's defaults."""
+        defaults = get_strategy(strategy).default_sweep or SweepConfig()
+        return SweepConfig(
+            learning_rates=tuple(self.learning_rates or defaults.learning_rates),
+            steps=tuple(self.steps or defaults.steps),
+            batch_size=self.batch_size or defaults.batch_size,
+            seed=self.seed,
+        )
+
+    def options_for(self, strategy: str) -> dict[str, Any]:
+        return dict(self.strategy_options.get(strategy, {}))
+
+
+def domain_error(exc: ValidationError) -> ZooensError:
+    """The error a person should see: the domain error a validator raised, else a ConfigError
+    naming each bad field."""
+    for error in exc.errors():
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, ZooensError):
+            return cause
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ())) or "parameters"
+        parts.append(f"{where}: {error.get('msg')}")
+    return ConfigError("Invalid job parameters: " + "; ".join(parts) + ".")
+
+
+def parse_params(**fields: Any) -> JobParams:
+    """`JobParams(**fields)` raising the domain error (for the CLI and the VTAB runner)."""
+    try:
+        return JobParams(**fields)
+    except ValidationError as exc:
+        raise domain_error(exc) from None

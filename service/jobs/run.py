@@ -1,0 +1,237 @@
+"""Drive one claimed job through its stages, unit by unit, writing each result as it comes.
+
+A job's state lives in the registry, so running it again skips every finished unit. The
+process that owns the job (a worker, or `zooens run`, which claims its job like any worker)
+claims each unit before it runs and records it only while it still owns it; a heartbeat
+thread keeps the claim fresh. When the heartbeat finds the job taken over (this process was
+silent too long and another worker claimed it), or a unit's result cannot be recorded
+because its unit changed hands, the run stops at the next unit boundary and writes nothing
+more: the new owner finishes the job.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+
+from zooens.errors import ConflictError, JobError, ZooensError
+from zooens.service import registry
+from zooens.service.db.session import session_scope
+from zooens.service.jobs.executors import Executor, get_executor
+from zooens.service.jobs.params import JobParams
+from zooens.service.jobs.units import (
+    EMBED,
+    ENSEMBLE,
+    FINETUNE,
+    EmbedResult,
+    JobSpec,
+    UnitKey,
+    UnitResult,
+    plan_finetune_units,
+    rank_models,
+    record_unit,
+    result_from_json,
+)
+from zooens.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["JobCancelled", "JobLost", "job_spec", "require_success", "run_job"]
+
+
+class JobCancelled(Exception):
+    """A cancel was requested; raised between units."""
+
+
+class JobLost(Exception):
+    """Another worker owns the job now; raised between units."""
+
+
+def job_spec(job_id: int) -> JobSpec:
+    """The serialisable description of a job that its units need."""
+    settings = get_settings()
+    with session_scope() as s:
+        job = registry.get_job(s, job_id)
+        dataset = registry.get_dataset(s, job.dataset_id)
+        return JobSpec(
+            job_id=job.id,
+            dataset_source=dataset.source,
+            dataset_fingerprint=dataset.fingerprint,
+            zoo_models=list(job.zoo_models or []),
+            params=JobParams.model_validate(job.params),
+            home=str(settings.home.resolve()),
+            cache_dir=str(settings.resolved_cache_dir.resolve()),
+        )
+
+
+class _Ownership(threading.Thread):
+    """Beats the job's heartbeat; notices when the job is no longer this worker's."""
+
+    def __init__(self, job_id: int, worker_id: str, every: float) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.job_id, self.worker_id, self.every = job_id, worker_id, every
+        self.stopped = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            try:
+                with session_scope() as s:
+                    owned = registry.heartbeat(s, self.job_id, self.worker_id)
+            except Exception:  # a missed beat is not fatal; the next one may succeed
+                logger.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+                continue
+            if not owned:
+                logger.warning("job %s is no longer owned by %s; stopping at the next unit",
+                               self.job_id, self.worker_id)
+                self.lost.set()
+                return
+
+
+class _Run:
+    """One attempt at a job by one worker."""
+
+    def __init__(self, job_id: int, worker_id: str, executor: Executor, progress: bool,
+                 ownership: _Ownership) -> None:
+        self.job_id, self.worker_id, self.executor, self.progress = job_id, worker_id, executor, progress
+        self.ownership = ownership
+        self.remaining: list[str] = []
+
+    def check(self) -> None:
+        """Between units: stop if the job was cancelled or taken over."""
+        if self.ownership.lost.is_set():
+            raise JobLost
+        with session_scope() as s:
+            job = registry.get_job(s, self.job_id)
+            if job.worker_id != self.worker_id or job.status != "running":
+                raise JobLost
+            if job.cancel_requested:
+                raise JobCancelled
+
+    def report_progress(self, stage: str, done: int, total: int, current: str | None = None) -> None:
+        with session_scope() as s:
+            job = registry.get_job(s, self.job_id)
+            progress = dict(job.progress or {})
+            progress[stage] = {"done": done, "total": total, "current": current}
+            registry.set_job_progress(s, self.job_id, stage=stage, progress=progress)
+
+    def stage(self, spec: JobSpec, stage: str, keys: list[UnitKey]) -> dict[str, UnitResult]:
+        """Run a stage's units not done yet; every result of the stage, by key, in planning order."""
+        names = [str(k) for k in keys]
+        with session_scope() as s:
+            registry.ensure_units(s, self.job_id, [(k, stage) for k in names])
+            done = registry.done_units(s, self.job_id)
+        todo = [k for k in names if k not in done]
+        if todo and len(todo) < len(names):
+            logger.info("job %s: %d of %d %s units already done, skipping them",
+                        self.job_id, len(names) - len(todo), len(names), stage)
+        self.report_progress(stage, len(names) - len(todo), len(names), todo[0] if todo else None)
+        if todo:
+            self.check()
+            self.claim(todo)
+            remaining = self.remaining = list(todo)
+
+            def on_done(key: str, result: UnitResult) -> None:
+                with session_scope() as s:
+                    unit = registry.get_unit(s, self.job_id, key)
+                    try:
+                        registry.finish_unit(s, unit.id, result.to_json(), worker_id=self.worker_id)
+                    except ConflictError:
+                        raise JobLost from None
+                    record_unit(s, self.job_id, key, result)
+                remaining.remove(key)
+                self.report_progress(stage, len(names) - len(remaining), len(names),
+                                     remaining[0] if remaining else None)
+                if remaining:
+                    self.check()
+
+            self.executor.map(spec, todo, on_done, progress=self.progress)
+        with session_scope() as s:
+            done = registry.done_units(s, self.job_id)
+        return {k: result_from_json(stage, done[k]) for k in names}
+
+    def claim(self, keys: list[str]) -> None:
+        """Take the stage's pending units for this worker (units left running by a worker that
+        lost the job were put back to pending when the job was taken over)."""
+        wanted = set(keys)
+        while True:
+            with session_scope() as s:
+                unit = registry.claim_unit(s, self.job_id, self.worker_id)
+            if unit is None:
+                break
+            if unit.key not in wanted:  # never happens: stages run in order
+                raise JobError(f"Job {self.job_id}: unit {unit.key!r} is pending out of its stage.")
+        with session_scope() as s:
+            not_mine = [u.key for u in registry.list_units(s, self.job_id)
+                        if u.key in wanted and u.status == "running" and u.worker_id != self.worker_id]
+        if not_mine:
+            raise JobLost
+
+    def record_failure(self, error: str) -> None:
+        """The unit that was running gets the job's error; the ones not started go back to pending."""
+        with session_scope() as s:
+            if self.remaining:
+                unit = registry.get_unit(s, self.job_id, self.remaining[0])
+                if unit.status == "running" and unit.worker_id == self.worker_id:
+                    registry.fail_unit(s, unit.id, error, worker_id=self.worker_id)
+            registry.requeue_running_units(s, self.job_id)
+
+    def stages(self) -> None:
+        spec = job_spec(self.job_id)
+        embeds = self.stage(spec, EMBED, [UnitKey.embed(m) for m in spec.zoo_models])
+        ranked = rank_models([r for r in embeds.values() if isinstance(r, EmbedResult)])
+        spec = dataclasses.replace(spec, ranked_models=ranked)
+        self.stage(spec, FINETUNE, plan_finetune_units(ranked, spec.params))
+        self.check()
+        self.stage(spec, ENSEMBLE, [UnitKey.ensemble()])
+
+
+def run_job(job_id: int, *, worker_id: str, executor: Executor | None = None, progress: bool = True) -> str:
+    """Run (or resume) a job this worker has claimed, to its end; returns the final status.
+
+    JobError if the job is not running for `worker_id`. Returns "lost" (and writes nothing)
+    when another worker took the job over meanwhile.
+    """
+    settings = get_settings()
+    with session_scope() as s:
+        job = registry.get_job(s, job_id)
+        if job.status != "running" or job.worker_id != worker_id:
+            raise JobError(f"Job {job_id} is {job.status} for worker {job.worker_id!r}, not claimed by "
+                           f"{worker_id!r}; claim it first (registry.claim_job, or submit_job(claim_for=...)).")
+    ownership = _Ownership(job_id, worker_id, settings.heartbeat_seconds)
+    ownership.start()
+    run = _Run(job_id, worker_id, executor or get_executor(), progress, ownership)
+    try:
+        run.stages()
+    except JobLost:
+        logger.warning("job %s: taken over by another worker; %s stops", job_id, worker_id)
+        return "lost"
+    except JobCancelled:
+        status, error = "cancelled", None
+    except ZooensError as exc:
+        status, error = "failed", str(exc)
+    except Exception as exc:  # recorded on the job, never swallowed silently
+        logger.exception("job %s failed", job_id)
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+    else:
+        status, error = "succeeded", None
+    finally:
+        ownership.stopped.set()
+    if status == "failed":
+        run.record_failure(error or "failed")
+    with session_scope() as s:
+        job = registry.get_job(s, job_id)
+        if job.worker_id != worker_id:
+            logger.warning("job %s: taken over by %s before %s could record %s", job_id, job.worker_id,
+                           worker_id, status)
+            return "lost"
+        registry.set_job_status(s, job_id, status, error=error)
+    return status
+
+
+def require_success(status: str, job_id: int) -> None:
+    """JobError with the job's recorded reason unless it succeeded."""
+    if status != "succeeded":
+        with session_scope() as s:
+            job = registry.get_job(s, job_id)
+            raise JobError(f"Job {job_id} {status}: {job.error or 'no reason recorded'}")

@@ -1,0 +1,424 @@
+"""A job as units of work, each with a key, a handler and a typed result.
+
+    embed:<model_name>                                   rank one model (kNN on its embeddings)
+    finetune:<model_name>:<strategy>:lr=<lr>:steps=<n>   one run of the sweep
+    ensemble                                             the greedy ensemble of the job's runs
+
+`UnitKey` formats and parses keys; `HANDLERS` maps a unit kind to the function that does the
+work (`execute_unit` runs it: in this process, or in a Ray task) and `RECORDERS` to the one
+that writes its typed result to the registry (always in the process that owns the job). A
+handler needs only the serialisable `JobSpec` and the shared file system.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from zooens.ensemble import GreedyEnsembleSelector, RunSpec, get_strategy, run_finetune
+from zooens.errors import DatasetError, JobError
+from zooens.selection.cache import EmbeddingCache
+from zooens.selection.datasets import ImageDataset, load_dataset, validate, vtab_split
+from zooens.selection.embed import embed_with_cache
+from zooens.selection.ranking import score_model
+from zooens.service import registry
+from zooens.service.jobs.params import JobParams
+from zooens.settings import get_settings
+from zooens.utils import resolve_device
+
+__all__ = [
+    "EMBED", "ENSEMBLE", "FINETUNE", "STAGES", "EmbedResult", "EnsembleResult", "FinetuneResult", "JobSpec",
+    "UnitKey", "execute_unit", "job_dataset", "plan_finetune_units", "prepare_job_dataset", "prepare_splits",
+    "rank_models", "record_unit", "result_from_json",
+]
+
+EMBED = "embed"
+FINETUNE = "finetune"
+ENSEMBLE = "ensemble"
+STAGES = (EMBED, FINETUNE, ENSEMBLE)
+
+
+@dataclass(frozen=True, order=True)
+class UnitKey:
+    """The key of one unit; `str(key)` is what the registry stores, `UnitKey.parse` reads it back."""
+
+    kind: str
+    model_name: str | None = None
+    strategy: str | None = None
+    lr: float | None = None
+    steps: int | None = None
+
+    @classmethod
+    def embed(cls, model_name: str) -> "UnitKey":
+        return cls(EMBED, model_name)
+
+    @classmethod
+    def finetune(cls, model_name: str, strategy: str, lr: float, steps: int) -> "UnitKey":
+        return cls(FINETUNE, model_name, strategy, float(lr), int(steps))
+
+    @classmethod
+    def ensemble(cls) -> "UnitKey":
+        return cls(ENSEMBLE)
+
+    def __str__(self) -> str:
+        if self.kind == EMBED:
+            return f"{EMBED}:{self.model_name}"
+        if self.kind == FINETUNE:
+            return f"{FINETUNE}:{self.model_name}:{self.strategy}:lr={self.lr:g}:steps={self.steps}"
+        return ENSEMBLE
+
+    @classmethod
+    def parse(cls, text: str) -> "UnitKey":
+        """The key a string spells; JobError if it is not a unit key."""
+        kind, _, rest = text.partition(":")
+        try:
+            if kind == EMBED and rest:
+                return cls.embed(rest)
+            if kind == FINETUNE:
+                model_name, strategy, lr, steps = rest.split(":")
+                if not lr.startswith("lr=") or not steps.startswith("steps="):
+                    raise ValueError(text)
+                return cls.finetune(model_name, strategy, float(lr[3:]), int(steps[6:]))
+            if kind == ENSEMBLE and not rest:
+                return cls.ensemble()
+        except ValueError:
+            pass
+        raise JobError(f"{text!r} is not a unit key; keys look like 'embed:<model>', "
+                       "'finetune:<model>:<strategy>:lr=<lr>:steps=<steps>' or 'ensemble'.")
+
+    @property
+    def slug(self) -> str:
+        """The key as a file name."""
+        return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in str(self))
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a unit needs, serialisable, so a unit can run in another process.
+
+    `ranked_models` is filled once the embed stage is done (best first): the fine-tuning
+    stage works on its top-K, and the strategies' `job_options` hook sees them.
+    """
+
+    job_id: int
+    dataset_source: str
+    dataset_fingerprint: str
+    zoo_models: list[str]
+    params: JobParams
+    home: str
+    cache_dir: str
+    ranked_models: list[str] = field(default_factory=list)
+
+    @property
+    def job_dir(self) -> Path:
+        return Path(self.home) / "artifacts" / "jobs" / str(self.job_id)
+
+    @property
+    def selected_models(self) -> list[str]:
+        return self.ranked_models[: self.params.top_k]
+
+
+# --------------------------------------------------------------------------------------
+# Typed results, one per unit kind: what the unit row stores and what the registry records.
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    kind: ClassVar[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EmbeddingRecord:
+    split: str
+    key: str
+    path: str
+    n: int
+    dim: int
+
+
+@dataclass(frozen=True)
+class EmbedResult(UnitResult):
+    kind: ClassVar[str] = EMBED
+    model_name: str
+    k: int
+    knn_accuracy: float
+    val_accuracy: float | None
+    logme: float | None
+    embed_seconds: float
+    images_per_s: float | None
+    params: int | None
+    embed_dim: int
+    cached: bool
+    dataset_fingerprint: str
+    embeddings: list[EmbeddingRecord]
+
+    def score_fields(self) -> dict[str, Any]:
+        """The columns of a kNN score row."""
+        return {f: getattr(self, f) for f in ("model_name", "k", "knn_accuracy", "val_accuracy", "logme",
+                                              "embed_seconds", "images_per_s", "params", "embed_dim")}
+
+
+@dataclass(frozen=True)
+class FinetuneResult(UnitResult):
+    """One run of the sweep: exactly the columns of a fine-tune run row (but its id)."""
+
+    kind: ClassVar[str] = FINETUNE
+    model_name: str
+    strategy: str
+    hparams: dict[str, Any]
+    seed: int
+    val_ce: float
+    val_acc: float
+    test_acc: float | None
+    seconds: float
+    updated_params: int
+    update_bytes: int
+    artifact_path: str
+    probs_path: str
+
+
+@dataclass(frozen=True)
+class EnsembleMemberRecord:
+    unit_key: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class EnsembleResult(UnitResult):
+    kind: ClassVar[str] = ENSEMBLE
+    members: list[EnsembleMemberRecord]
+    selected: list[str]
+    val_ce: float
+    val_acc: float
+    test_acc: float | None
+    size: int
+    loss_curve: list[float]
+
+
+_RESULT_TYPES: dict[str, type[UnitResult]] = {EMBED: EmbedResult, FINETUNE: FinetuneResult, ENSEMBLE: EnsembleResult}
+_NESTED = {("embed", "embeddings"): EmbeddingRecord, ("ensemble", "members"): EnsembleMemberRecord}
+
+
+def result_from_json(kind: str, data: dict[str, Any]) -> UnitResult:
+    """A stored unit result as its typed record (TypeError on unknown or missing fields)."""
+    cls = _RESULT_TYPES[kind]
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in data.items() if k in names}
+    for (owner, name), nested in _NESTED.items():
+        if owner == kind:
+            values[name] = [nested(**item) for item in values.get(name, [])]
+    return cls(**values)
+
+
+# --------------------------------------------------------------------------------------
+# The job's data
+
+
+def prepare_splits(ds: ImageDataset, params: JobParams) -> ImageDataset:
+    """Train/val/test for a job: splits as given when a val split exists, else drawn from train."""
+    if "train" not in ds.splits:
+        raise DatasetError(
+            f"Dataset {ds.name!r} has no 'train' split (it has {sorted(ds.splits)}); "
+            "put the training images under train/ or give them without split folders."
+        )
+    if "val" in ds.splits:
+        if params.max_test is not None and "test" in ds.splits:
+            return vtab_split(ds, n_train=None, n_val=None, seed=params.seed, max_test=params.max_test)
+        return ds
+    n_available = len(ds.split("train"))
+    n_train, n_val = params.n_train, params.n_val
+    if n_train + n_val > n_available:
+        n_val = max(1, round(n_available * n_val / (n_train + n_val)))
+        n_train = n_available - n_val
+    return vtab_split(ds, n_train=n_train, n_val=n_val, seed=params.seed, max_test=params.max_test)
+
+
+def prepare_job_dataset(ds: ImageDataset, params: JobParams) -> ImageDataset:
+    """The splits a job uses, checked: every class needs two training examples (leave-one-out)."""
+    return validate(prepare_splits(ds, params), min_per_class=2)
+
+
+@lru_cache(maxsize=4)
+def _load_job_dataset(source: str, fingerprint: str, params_json: str) -> ImageDataset:
+    ds = load_dataset(source)
+    if fingerprint and ds.fingerprint != fingerprint:
+        raise DatasetError(f"The data at {source} changed after it was registered (fingerprint "
+                           f"{ds.fingerprint[:12]} instead of {fingerprint[:12]}); register it again.")
+    return prepare_job_dataset(ds, JobParams.model_validate_json(params_json))
+
+
+def job_dataset(spec: JobSpec) -> ImageDataset:
+    """The job's dataset with its train/val/test splits, fully checked (cached per process)."""
+    return _load_job_dataset(spec.dataset_source, spec.dataset_fingerprint, spec.params.model_dump_json())
+
+
+def _cache(spec: JobSpec) -> EmbeddingCache:
+    return EmbeddingCache(Path(spec.cache_dir))
+
+
+def _device() -> str:
+    return resolve_device(get_settings().device)
+
+
+# --------------------------------------------------------------------------------------
+# Planning
+
+
+def rank_models(results: list[EmbedResult]) -> list[str]:
+    """Model names best first: kNN accuracy, then val accuracy, then name."""
+    ordered = sorted(results, key=lambda r: (-r.knn_accuracy, -(r.val_accuracy or 0.0), r.model_name))
+    return [r.model_name for r in ordered]
+
+
+def plan_finetune_units(ranked_models: list[str], params: JobParams) -> list[UnitKey]:
+    """The sweep over the top-K models of a ranking, in a deterministic order."""
+    keys: list[UnitKey] = []
+    for model_name in ranked_models[: params.top_k]:
+        for strategy in params.strategies:
+            for hp in params.sweep_for(strategy).grid():
+                keys.append(UnitKey.finetune(model_name, strategy, hp["lr"], hp["steps"]))
+    return keys
+
+
+# --------------------------------------------------------------------------------------
+# Handlers: the heavy work of a unit, JSON-able results, files under the job's folder.
+
+
+def _execute_embed(spec: JobSpec, key: UnitKey, progress: bool) -> EmbedResult:
+    params = spec.params
+    ds = job_dataset(spec)
+    cache = _cache(spec)
+    assert key.model_name is not None
+    score = score_model(key.model_name, ds, k=params.k, cache=cache, resolution=params.resolution,
+                        device=_device(), progress=progress)
+    embeddings = []
+    for split in ("train", "val"):
+        res = embed_with_cache(key.model_name, ds, split, cache=cache, resolution=params.resolution,
+                               device=_device(), progress=False)
+        embeddings.append(EmbeddingRecord(split=split, key=res.key, path=str(res.path),
+                                          n=int(res.embeddings.shape[0]), dim=int(res.embeddings.shape[1])))
+    return EmbedResult(
+        model_name=score.model_name, k=score.k, knn_accuracy=float(score.knn_accuracy),
+        val_accuracy=_finite(score.val_accuracy), logme=_finite(score.logme),
+        embed_seconds=float(score.embed_seconds),
+        images_per_s=None if score.images_per_s is None else float(score.images_per_s),
+        params=score.params, embed_dim=int(score.embed_dim), cached=bool(score.cached),
+        dataset_fingerprint=ds.fingerprint, embeddings=embeddings,
+    )
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _execute_finetune(spec: JobSpec, key: UnitKey, progress: bool) -> FinetuneResult:
+    params = spec.params
+    assert key.model_name is not None and key.strategy is not None and key.lr is not None and key.steps is not None
+    strategy = get_strategy(key.strategy)
+    options = strategy.job_options(params.options_for(key.strategy), selected_models=spec.selected_models)
+    run_spec = RunSpec(model_name=key.model_name, strategy=key.strategy, lr=key.lr, steps=key.steps,
+                       seed=params.seed, resolution=params.resolution,
+                       batch_size=params.sweep_for(key.strategy).batch_size, options=options)
+    result = run_finetune(run_spec, job_dataset(spec), cache=_cache(spec), device=_device(), progress=progress)
+    run_dir = spec.job_dir / "runs" / key.slug
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result.artifact.save(run_dir / "artifact")
+    probs_path = run_dir / "probs.npz"
+    arrays = {"val": result.val_proba}
+    if result.test_proba is not None:
+        arrays["test"] = result.test_proba
+    np.savez(probs_path, **arrays)
+    return FinetuneResult(
+        model_name=key.model_name, strategy=key.strategy, hparams=dict(result.hparams), seed=params.seed,
+        val_ce=float(result.val_ce), val_acc=float(result.val_acc),
+        test_acc=None if result.test_acc is None else float(result.test_acc), seconds=float(result.seconds),
+        updated_params=int(result.updated_params), update_bytes=int(result.update_bytes),
+        artifact_path=str(run_dir / "artifact"), probs_path=str(probs_path),
+    )
+
+
+def _execute_ensemble(spec: JobSpec, key: UnitKey, progress: bool) -> EnsembleResult:
+    """Greedy ensemble over the sweep's val probabilities, in planning order (deterministic)."""
+    run_keys = plan_finetune_units(spec.ranked_models, spec.params)
+    if not run_keys:
+        raise JobError("No fine-tune run finished, so there is nothing to ensemble.")
+    ds = job_dataset(spec)
+    probs = [np.load(spec.job_dir / "runs" / k.slug / "probs.npz") for k in run_keys]
+    y_val = ds.split("val").labels
+    P_val = np.stack([p["val"] for p in probs])
+    selector = GreedyEnsembleSelector(max_size=spec.params.ensemble_size).fit(P_val, y_val)
+    val_proba = selector.predict_proba(P_val)
+    test_acc = None
+    if "test" in ds.splits and all("test" in p for p in probs):
+        P_test = np.stack([p["test"] for p in probs])
+        test_acc = float((selector.predict_proba(P_test).argmax(1) == ds.split("test").labels).mean())
+    return EnsembleResult(
+        members=[EnsembleMemberRecord(unit_key=str(run_keys[i]), weight=float(w))
+                 for i, w in enumerate(selector.weights_) if w > 0],
+        selected=[str(run_keys[i]) for i in selector.selected_[: selector.best_size_]],
+        val_ce=float(selector.val_loss_), val_acc=float((val_proba.argmax(1) == y_val).mean()),
+        test_acc=test_acc, size=int(selector.best_size_), loss_curve=[float(v) for v in selector.loss_curve_],
+    )
+
+
+HANDLERS: dict[str, Callable[[JobSpec, UnitKey, bool], UnitResult]] = {
+    EMBED: _execute_embed,
+    FINETUNE: _execute_finetune,
+    ENSEMBLE: _execute_ensemble,
+}
+
+
+def execute_unit(spec: JobSpec, key: str, progress: bool = True) -> UnitResult:
+    """Do one unit's work (in any process that shares the job's file system)."""
+    unit_key = UnitKey.parse(key)
+    return HANDLERS[unit_key.kind](spec, unit_key, progress)
+
+
+# --------------------------------------------------------------------------------------
+# Recorders: a unit's typed result into the registry, in the caller's transaction.
+
+
+def _record_embed(s: Session, job_id: int, key: str, result: UnitResult) -> None:
+    assert isinstance(result, EmbedResult)
+    for emb in result.embeddings:
+        registry.record_embedding(s, cache_key=emb.key, model_name=result.model_name,
+                                  dataset_fingerprint=result.dataset_fingerprint, split=emb.split,
+                                  path=emb.path, n=emb.n, dim=emb.dim)
+    registry.add_knn_score(s, job_id, **result.score_fields())
+
+
+def _record_finetune(s: Session, job_id: int, key: str, result: UnitResult) -> None:
+    assert isinstance(result, FinetuneResult)
+    registry.add_finetune_run(s, job_id, unit_key=key, **result.to_json())
+
+
+def _record_ensemble(s: Session, job_id: int, key: str, result: UnitResult) -> None:
+    assert isinstance(result, EnsembleResult)
+    run_ids = {r.unit_key: r.id for r in registry.list_finetune_runs(s, job_id)}
+    missing = [m.unit_key for m in result.members if m.unit_key not in run_ids]
+    if missing:
+        raise JobError(f"Job {job_id} has no recorded runs {missing}; its ensemble cannot be stored.")
+    registry.create_ensemble(s, job_id, members=[(run_ids[m.unit_key], m.weight) for m in result.members],
+                             val_ce=result.val_ce, val_acc=result.val_acc, test_acc=result.test_acc,
+                             size=result.size, loss_curve=result.loss_curve)
+
+
+RECORDERS: dict[str, Callable[[Session, int, str, UnitResult], None]] = {
+    EMBED: _record_embed,
+    FINETUNE: _record_finetune,
+    ENSEMBLE: _record_ensemble,
+}
+
+
+def record_unit(s: Session, job_id: int, key: str, result: UnitResult) -> None:
+    """Write a unit's result rows (kNN score, run, ensemble) to the registry."""
+    RECORDERS[result.kind](s, job_id, key, result)

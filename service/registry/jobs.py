@@ -1,0 +1,204 @@
+"""Jobs: queued, claimed by one worker at a time, kept alive by heartbeats, cancelled on request.
+
+A job whose worker goes silent (no heartbeat for `stale_after_seconds`) is claimed again
+by another worker, which redoes only the units that were running.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from zooens.errors import ConfigError, ConflictError, NotFoundError
+from zooens.service.db.models import FINISHED, JOB_STATUSES, Job, utcnow
+from zooens.service.registry._claims import CLAIM_BATCH, begin_write, skip_locked
+from zooens.service.registry.datasets import get_dataset
+from zooens.service.registry.units import requeue_running_units
+from zooens.settings import get_settings
+
+__all__ = [
+    "claim_job",
+    "create_job",
+    "get_job",
+    "heartbeat",
+    "list_jobs",
+    "release_job",
+    "request_cancel",
+    "set_job_progress",
+    "set_job_status",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def create_job(s: Session, *, dataset_id: int, zoo: str, zoo_models: list[str], params: dict[str, Any]) -> Job:
+    """Queue a job on a registered dataset; NotFoundError if the dataset does not exist.
+
+    `zoo` is the zoo as the user gave it; `zoo_models` the weight-set names it resolved to.
+    """
+    get_dataset(s, dataset_id)
+    job = Job(dataset_id=dataset_id, zoo=zoo, zoo_models=list(zoo_models), params=params, status="queued",
+              progress={})
+    s.add(job)
+    s.flush()
+    return job
+
+
+def get_job(s: Session, job_id: int) -> Job:
+    """A job by id, re-read from the database (workers change jobs behind the session's back)."""
+    job = s.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"No job with id {job_id}; list them with GET /api/v1/jobs or `zooens jobs list`.")
+    s.refresh(job)
+    return job
+
+
+def _check_status(status: str) -> None:
+    if status not in JOB_STATUSES:
+        raise ConfigError(f"Unknown job status {status!r}; use one of {', '.join(JOB_STATUSES)}.")
+
+
+def list_jobs(
+    s: Session, *, status: str | None = None, limit: int = 50, offset: int = 0
+) -> tuple[list[Job], int]:
+    """A page of jobs, newest first, optionally of one status, and the total count."""
+    query = select(Job)
+    count_query = select(func.count(Job.id))
+    if status is not None:
+        _check_status(status)
+        query = query.where(Job.status == status)
+        count_query = count_query.where(Job.status == status)
+    rows = list(s.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)))
+    return rows, s.scalar(count_query) or 0
+
+
+def set_job_status(
+    s: Session, job_id: int, status: str, *, worker_id: str | None = None, error: str | None = None
+) -> Job:
+    """Move a job to `status`; `running` stamps start and heartbeat, a final status the end and error."""
+    _check_status(status)
+    job = get_job(s, job_id)
+    now = utcnow()
+    job.status = status
+    if worker_id is not None:
+        job.worker_id = worker_id
+    if status == "running":
+        job.heartbeat_at = now
+        job.started_at = job.started_at or now
+        job.finished_at = None
+        job.error = None
+    elif status in FINISHED:
+        job.finished_at = now
+        job.error = error
+    s.flush()
+    return job
+
+
+def set_job_progress(s: Session, job_id: int, *, stage: str, progress: dict[str, Any]) -> None:
+    """Record a job's stage and its per-stage progress (`{stage: {done, total, current}}`)."""
+    if s.execute(update(Job).where(Job.id == job_id).values(stage=stage, progress=progress)).rowcount != 1:
+        raise NotFoundError(f"No job with id {job_id}.")
+
+
+def request_cancel(s: Session, job_id: int) -> Job:
+    """Cancel a job: queued jobs at once, running ones after their current unit.
+
+    ConflictError if the job has already finished.
+    """
+    job = get_job(s, job_id)
+    if job.status in FINISHED:
+        raise ConflictError(f"Job {job_id} has already {job.status}; only queued or running jobs can be cancelled.")
+    job.cancel_requested = True
+    if job.status == "queued":
+        job.status = "cancelled"
+        job.finished_at = utcnow()
+    s.flush()
+    return job
+
+
+def _stale_cutoff() -> datetime:
+    """Heartbeats older than this mean the job's worker is gone (`stale_after_seconds`)."""
+    return utcnow() - timedelta(seconds=get_settings().stale_after_seconds)
+
+
+def _claimable_job(cutoff: datetime) -> ColumnElement[bool]:
+    stale = and_(Job.status == "running", or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))
+    return and_(or_(Job.status == "queued", stale), Job.cancel_requested.is_(False))
+
+
+def claim_job(s: Session, worker_id: str) -> Job | None:
+    """Take the oldest queued job, or a running one whose worker went silent; None if none.
+
+    The job becomes `running` for `worker_id` with a fresh heartbeat and one more attempt.
+    A job taken over from a silent worker gets its unfinished `running` units back to
+    `pending`, so the new worker redoes only those. Silent jobs whose cancel was requested
+    are closed as `cancelled` instead of being claimed. Commit promptly after claiming:
+    until then the claim holds SQLite's write lock (or the PostgreSQL row lock).
+    """
+    begin_write(s)
+    now = utcnow()
+    cutoff = _stale_cutoff()
+    s.execute(
+        update(Job)
+        .where(Job.status == "running", Job.cancel_requested.is_(True),
+               or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))
+        .values(status="cancelled", finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    claimable = _claimable_job(cutoff)
+    candidates = select(Job.id, Job.status).where(claimable).order_by(Job.created_at, Job.id).limit(CLAIM_BATCH)
+    if skip_locked(s):
+        candidates = candidates.with_for_update(skip_locked=True)
+    for job_id, status in s.execute(candidates).all():
+        taken = s.execute(
+            update(Job)
+            .where(Job.id == job_id, claimable)
+            .values(status="running", worker_id=worker_id, heartbeat_at=now, attempts=Job.attempts + 1,
+                    started_at=func.coalesce(Job.started_at, now), finished_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        if taken.rowcount != 1:
+            continue
+        if status == "running":
+            n = requeue_running_units(s, job_id)
+            logger.warning("job %s: its worker went silent; %s takes it over (%d units re-queued)",
+                           job_id, worker_id, n)
+        return get_job(s, job_id)
+    return None
+
+
+def heartbeat(s: Session, job_id: int, worker_id: str) -> bool:
+    """Refresh a running job's heartbeat; False if this worker no longer owns the job."""
+    result = s.execute(
+        update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def release_job(s: Session, job_id: int, worker_id: str) -> bool:
+    """Give a running job back to the queue (a worker shutting down); False if this worker does not own it.
+
+    Its `running` units go back to `pending`, so the next worker redoes only those. A job
+    whose cancel was requested is closed as `cancelled` instead of being queued again.
+    """
+    begin_write(s)
+    owned = and_(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+    closed = s.execute(
+        update(Job).where(owned, Job.cancel_requested.is_(True))
+        .values(status="cancelled", finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    released = closed or s.execute(
+        update(Job).where(owned)
+        .values(status="queued", worker_id=None, heartbeat_at=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if released != 1:
+        return False
+    requeue_running_units(s, job_id)
+    return True

@@ -1,0 +1,100 @@
+"""Unit keys format and parse themselves; typed results round-trip; params are validated once."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zooens.errors import ConfigError, JobError
+from zooens.service.jobs import JobParams, UnitKey, parse_params
+from zooens.service.jobs.units import (
+    EmbeddingRecord,
+    EmbedResult,
+    EnsembleMemberRecord,
+    EnsembleResult,
+    FinetuneResult,
+    plan_finetune_units,
+    rank_models,
+    result_from_json,
+)
+
+MODEL = st.from_regex(r"[a-z][a-z0-9_]{0,20}\.[a-z0-9_]{1,12}", fullmatch=True)
+
+
+@given(MODEL, st.sampled_from(["linear", "full", "lora"]), st.floats(1e-6, 10.0), st.integers(1, 10**6))
+def test_finetune_key_round_trips(model_name, strategy, lr, steps):
+    key = UnitKey.finetune(model_name, strategy, lr, steps)
+    again = UnitKey.parse(str(key))
+    assert again.kind == "finetune" and again.model_name == model_name and again.strategy == strategy
+    assert again.steps == steps and again.lr == pytest.approx(float(f"{lr:g}"))
+    assert str(again) == str(key)
+
+
+def test_key_spellings():
+    assert str(UnitKey.embed("a.b")) == "embed:a.b"
+    assert str(UnitKey.finetune("a.b", "linear", 0.01, 300)) == "finetune:a.b:linear:lr=0.01:steps=300"
+    assert str(UnitKey.ensemble()) == "ensemble"
+    assert UnitKey.parse("ensemble") == UnitKey.ensemble()
+    assert UnitKey.parse("embed:a.b") == UnitKey.embed("a.b")
+    assert "/" not in UnitKey.finetune("x/y", "linear", 0.1, 1).slug
+
+
+@pytest.mark.parametrize("text", ["", "embed", "embed:", "finetune:a:b", "finetune:m:s:0.1:300", "ensemble:x",
+                                  "finetune:m:s:lr=x:steps=1", "bogus:m"])
+def test_bad_keys_are_refused(text):
+    with pytest.raises(JobError, match="not a unit key"):
+        UnitKey.parse(text)
+
+
+def test_typed_results_round_trip_and_refuse_missing_fields():
+    embed = EmbedResult(model_name="m.a", k=10, knn_accuracy=0.5, val_accuracy=None, logme=1.0, embed_seconds=1.0,
+                        images_per_s=None, params=10, embed_dim=4, cached=True, dataset_fingerprint="f",
+                        embeddings=[EmbeddingRecord(split="train", key="k", path="p", n=3, dim=4)])
+    assert result_from_json("embed", embed.to_json()) == embed
+    run = FinetuneResult(model_name="m.a", strategy="linear", hparams={"lr": 0.1}, seed=0, val_ce=1.0, val_acc=0.5,
+                         test_acc=None, seconds=1.0, updated_params=3, update_bytes=12, artifact_path="a",
+                         probs_path="p")
+    assert result_from_json("finetune", run.to_json()) == run
+    ens = EnsembleResult(members=[EnsembleMemberRecord(unit_key="finetune:m.a:linear:lr=0.1:steps=1", weight=1.0)],
+                         selected=["finetune:m.a:linear:lr=0.1:steps=1"], val_ce=1.0, val_acc=0.5, test_acc=None,
+                         size=1, loss_curve=[1.0])
+    assert result_from_json("ensemble", ens.to_json()) == ens
+    broken = run.to_json()
+    del broken["val_ce"]
+    with pytest.raises(TypeError):
+        result_from_json("finetune", broken)
+
+
+def test_ranking_and_plan_are_deterministic():
+    def score(name, knn, val):
+        return EmbedResult(model_name=name, k=1, knn_accuracy=knn, val_accuracy=val, logme=None, embed_seconds=0.0,
+                           images_per_s=None, params=None, embed_dim=1, cached=False, dataset_fingerprint="f",
+                           embeddings=[])
+
+    ranked = rank_models([score("c", 0.5, 0.1), score("a", 0.9, 0.2), score("b", 0.5, 0.3), score("d", 0.5, 0.3)])
+    assert ranked == ["a", "b", "d", "c"]
+    params = JobParams(top_k=2, strategies=["linear"], learning_rates=[0.1, 0.01], steps=[5])
+    assert [str(k) for k in plan_finetune_units(ranked, params)] == [
+        "finetune:a:linear:lr=0.1:steps=5", "finetune:a:linear:lr=0.01:steps=5",
+        "finetune:b:linear:lr=0.1:steps=5", "finetune:b:linear:lr=0.01:steps=5"]
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"strategies": ["bogus"]}, "Unknown strategy"),
+    ({"top_k": 0}, "top_k"),
+    ({"learning_rates": [-1.0]}, "lr"),
+    ({"steps": [0]}, "steps"),
+    ({"strategy_options": {"nope": {"x": 1}}}, "unknown strategy"),
+    ({"strategy_options": {"lora": {"bogus": 1}}}, "lora"),
+    ({"no_such_field": 1}, "no_such_field"),
+    ({"batch_size": 0}, "batch_size"),
+])
+def test_params_refuse_bad_values_with_a_domain_error(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_params(**fields)
+
+
+def test_params_round_trip_through_the_stored_json():
+    params = parse_params(strategies=["linear", "lora"], batch_size=16, strategy_options={"lora": {"rank": 2}})
+    assert JobParams.model_validate(params.model_dump()) == params
+    assert params.sweep_for("linear").batch_size == 16
