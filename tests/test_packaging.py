@@ -60,7 +60,8 @@ def test_every_module_imports_from_the_installed_wheel_outside_the_checkout(whee
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=300)
-    modules = sorted(discover())
+    # Alembic's env.py and revisions are scripts that Alembic runs, not modules to import.
+    modules = sorted(m for m in discover() if not m.startswith(("zooens.migrations.env", "zooens.migrations.versions.")))
     script = (
         "import importlib, sys\n"
         f"modules = {modules!r}\n"
