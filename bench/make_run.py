@@ -42,8 +42,8 @@ def main() -> None:
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     total = time.perf_counter() - started
     report = json.loads(out)
-    rows = [("embed+score " + r["model"], r["embed_seconds"]) for r in report["ranking"]]
-    rows += [("finetune " + r["model"] + " " + r["strategy"] + " " + json.dumps(r["hparams"]), r["seconds"]) for r in report["runs"]]
+    rows = [("embed+score " + r["model_name"], r["embed_seconds"]) for r in report["ranking"]]
+    rows += [("finetune " + r["model_name"] + " " + r["strategy"] + " " + json.dumps(r["hparams"]), r["seconds"]) for r in report["runs"]]
     rows += [("total (process, incl. start-up and ensemble)", total)]
     out_path = ROOT / "bench" / "results" / "make_run.csv"
     out_path.parent.mkdir(parents=True, exist_ok=True)
