@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -41,6 +41,7 @@ __all__ = [
     "write_split_npz",
     "EXPORTED_SPLITS",
     "vtab_split",
+    "check_class_counts",
     "validate",
     "BUILTINS",
     "IMAGE_EXTENSIONS",
@@ -201,6 +202,22 @@ def _check_images(paths: Sequence[Path]) -> None:
         )
 
 
+def check_class_counts(name: str, counts: Mapping[str, int], *, min_per_class: int = 2, split: str = "train") -> None:
+    """Check a split's images per class (`{class: count}`): some images, `min_per_class` of each class.
+
+    Works from counts alone, so a registered dataset can be checked without reading an image.
+    """
+    if sum(counts.values()) == 0:
+        raise DatasetError(f"Dataset {name!r} has no images in its {split!r} split; add some.")
+    few = [f"{c!r} ({n})" for c, n in counts.items() if n < min_per_class]
+    if few:
+        raise DatasetError(
+            f"Class(es) {', '.join(few[:_MAX_LISTED])} of {name!r} have fewer than {min_per_class} "
+            f"{split} examples; leave-one-out kNN needs at least {min_per_class} per class. "
+            "Add images to them or remove those classes."
+        )
+
+
 def validate(ds: ImageDataset, min_per_class: int = 2, split: str = "train") -> ImageDataset:
     """Check labels and that every class has at least `min_per_class` examples in `split`."""
     if not ds.classes:
@@ -211,17 +228,9 @@ def validate(ds: ImageDataset, min_per_class: int = 2, split: str = "train") -> 
                 f"Split {sp.name!r} of {ds.name!r} has labels outside 0..{len(ds.classes) - 1}; "
                 "every label must name one of the classes."
             )
-    train = ds.split(split)
-    if len(train) == 0:
-        raise DatasetError(f"Dataset {ds.name!r} has no images in its {split!r} split; add some.")
-    counts = np.bincount(train.labels, minlength=len(ds.classes))
-    few = [f"{ds.classes[c]!r} ({n})" for c, n in enumerate(counts) if n < min_per_class]
-    if few:
-        raise DatasetError(
-            f"Class(es) {', '.join(few[:_MAX_LISTED])} of {ds.name!r} have fewer than {min_per_class} "
-            f"{split} examples; leave-one-out kNN needs at least {min_per_class} per class. "
-            "Add images to them or remove those classes."
-        )
+    counts = np.bincount(ds.split(split).labels, minlength=len(ds.classes))
+    check_class_counts(ds.name, dict(zip(ds.classes, (int(n) for n in counts))), min_per_class=min_per_class,
+                       split=split)
     return ds
 
 

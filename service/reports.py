@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
 from zooens.service import registry
@@ -37,6 +37,11 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _no_progress_yet(cls, value: dict[str, Any] | None) -> dict[str, Any]:
+        return value or {}
 
 
 class RunPublic(BaseModel):
@@ -104,7 +109,7 @@ class JobReport(BaseModel):
 
 
 def job_public(job: Job) -> JobPublic:
-    return JobPublic.model_validate(job).model_copy(update={"progress": job.progress or {}})
+    return JobPublic.model_validate(job)
 
 
 def _best_runs(runs: list[FinetuneRun]) -> dict[str, FinetuneRun]:

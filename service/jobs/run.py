@@ -129,7 +129,7 @@ class _Run:
         if todo:
             self.check()
             self.claim(todo)
-            remaining = self.remaining = list(todo)
+            self.remaining = list(todo)
 
             def on_done(key: str, result: UnitResult) -> None:
                 with session_scope() as s:
@@ -139,10 +139,10 @@ class _Run:
                     except ConflictError:
                         raise JobLost from None
                     record_unit(s, self.job_id, key, result)
-                remaining.remove(key)
-                self.report_progress(stage, len(names) - len(remaining), len(names),
-                                     remaining[0] if remaining else None)
-                if remaining:
+                self.remaining.remove(key)
+                self.report_progress(stage, len(names) - len(self.remaining), len(names),
+                                     self.remaining[0] if self.remaining else None)
+                if self.remaining:
                     self.check()
 
             self.executor.map(spec, todo, on_done, progress=self.progress)
@@ -182,7 +182,6 @@ class _Run:
         ranked = rank_models([r for r in embeds.values() if isinstance(r, EmbedResult)])
         spec = dataclasses.replace(spec, ranked_models=ranked)
         self.stage(spec, FINETUNE, plan_finetune_units(ranked, spec.params))
-        self.check()
         self.stage(spec, ENSEMBLE, [UnitKey.ensemble()])
 
 

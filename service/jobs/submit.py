@@ -14,17 +14,16 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from zooens.errors import DatasetError
-from zooens.selection.datasets import ImageDataset
+from zooens.selection.datasets import ImageDataset, check_class_counts
 from zooens.service import registry
 from zooens.service.db.models import Dataset, Job
 from zooens.service.jobs.params import JobParams
+from zooens.service.jobs.units import MIN_PER_CLASS, no_train_split
 from zooens.zoo import WeightSet, resolve_zoo
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["check_dataset", "record_zoo", "register_dataset", "submit_job", "zoo_text"]
-
-MIN_PER_CLASS = 2  # leave-one-out kNN needs a neighbour of the same class
 
 
 def register_dataset(s: Session, source: str, ds: ImageDataset, *, name: str | None = None) -> Dataset:
@@ -39,20 +38,9 @@ def check_dataset(dataset: Dataset, params: JobParams) -> None:
     """Refuse, from the recorded counts alone, a dataset the job cannot run on."""
     counts: dict[str, dict[str, int]] = dataset.counts or {}
     if "train" not in counts:
-        raise DatasetError(
-            f"Dataset {dataset.name!r} has no 'train' split (it has {sorted(counts)}); "
-            "put the training images under train/ or give them without split folders."
-        )
+        raise no_train_split(dataset.name, counts)
     train = counts["train"]
-    if not train or sum(train.values()) == 0:
-        raise DatasetError(f"Dataset {dataset.name!r} has no images in its 'train' split; add some.")
-    few = [f"{c!r} ({n})" for c, n in train.items() if n < MIN_PER_CLASS]
-    if few:
-        raise DatasetError(
-            f"Class(es) {', '.join(few[:10])} of {dataset.name!r} have fewer than {MIN_PER_CLASS} train "
-            f"examples; leave-one-out kNN needs at least {MIN_PER_CLASS} per class. "
-            "Add images to them or remove those classes."
-        )
+    check_class_counts(dataset.name, train, min_per_class=MIN_PER_CLASS)
     if "val" not in counts and sum(train.values()) < 3:
         raise DatasetError(f"Dataset {dataset.name!r} has too few images to draw train and val from; add some.")
 

@@ -12,7 +12,7 @@ handler needs only the serialisable `JobSpec` and the shared file system.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +42,7 @@ EMBED = "embed"
 FINETUNE = "finetune"
 ENSEMBLE = "ensemble"
 STAGES = (EMBED, FINETUNE, ENSEMBLE)
+MIN_PER_CLASS = 2  # leave-one-out kNN needs a neighbour of the same class
 
 
 @dataclass(frozen=True, order=True)
@@ -169,7 +170,8 @@ class EmbedResult(UnitResult):
 
 @dataclass(frozen=True)
 class FinetuneResult(UnitResult):
-    """One run of the sweep: exactly the columns of a fine-tune run row (but its id)."""
+    """One run of the sweep: `RunResult.summary()` plus where its files are, exactly the columns
+    of a fine-tune run row (but its id)."""
 
     kind: ClassVar[str] = FINETUNE
     model_name: str
@@ -223,13 +225,15 @@ def result_from_json(kind: str, data: dict[str, Any]) -> UnitResult:
 # The job's data
 
 
+def no_train_split(name: str, splits: Iterable[str]) -> DatasetError:
+    return DatasetError(f"Dataset {name!r} has no 'train' split (it has {sorted(splits)}); "
+                        "put the training images under train/ or give them without split folders.")
+
+
 def prepare_splits(ds: ImageDataset, params: JobParams) -> ImageDataset:
     """Train/val/test for a job: splits as given when a val split exists, else drawn from train."""
     if "train" not in ds.splits:
-        raise DatasetError(
-            f"Dataset {ds.name!r} has no 'train' split (it has {sorted(ds.splits)}); "
-            "put the training images under train/ or give them without split folders."
-        )
+        raise no_train_split(ds.name, ds.splits)
     if "val" in ds.splits:
         if params.max_test is not None and "test" in ds.splits:
             return vtab_split(ds, n_train=None, n_val=None, seed=params.seed, max_test=params.max_test)
@@ -244,7 +248,7 @@ def prepare_splits(ds: ImageDataset, params: JobParams) -> ImageDataset:
 
 def prepare_job_dataset(ds: ImageDataset, params: JobParams) -> ImageDataset:
     """The splits a job uses, checked: every class needs two training examples (leave-one-out)."""
-    return validate(prepare_splits(ds, params), min_per_class=2)
+    return validate(prepare_splits(ds, params), min_per_class=MIN_PER_CLASS)
 
 
 @lru_cache(maxsize=4)
@@ -337,13 +341,8 @@ def _execute_finetune(spec: JobSpec, key: UnitKey, progress: bool) -> FinetuneRe
     if result.test_proba is not None:
         arrays["test"] = result.test_proba
     np.savez(probs_path, **arrays)
-    return FinetuneResult(
-        model_name=key.model_name, strategy=key.strategy, hparams=dict(result.hparams), seed=params.seed,
-        val_ce=float(result.val_ce), val_acc=float(result.val_acc),
-        test_acc=None if result.test_acc is None else float(result.test_acc), seconds=float(result.seconds),
-        updated_params=int(result.updated_params), update_bytes=int(result.update_bytes),
-        artifact_path=str(run_dir / "artifact"), probs_path=str(probs_path),
-    )
+    return FinetuneResult(**result.summary(), seed=params.seed, artifact_path=str(run_dir / "artifact"),
+                          probs_path=str(probs_path))
 
 
 def _execute_ensemble(spec: JobSpec, key: UnitKey, progress: bool) -> EnsembleResult:
