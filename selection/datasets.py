@@ -26,6 +26,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from zooens.errors import DatasetError
+from zooens.selection.images import open_image
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +94,7 @@ class Split:
             if arr.ndim == 3 and arr.shape[-1] == 1:
                 arr = arr[..., 0]
             return Image.fromarray(arr).convert("RGB")
-        with Image.open(self.images[i]) as img:
-            return img.convert("RGB")
+        return open_image(self.images[i])
 
     def subset(self, indices: np.ndarray, name: str | None = None) -> "Split":
         """The images and labels at `indices`, in that order."""

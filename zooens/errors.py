@@ -46,3 +46,7 @@ class ConflictError(ZooensError):
 
 class TooLargeError(ZooensError):
     """An upload or archive over the configured limits."""
+
+
+class Cancelled(ZooensError):
+    """Work stopped because a cancel was requested or its time limit passed (see `zooens.cancel`)."""

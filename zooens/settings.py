@@ -20,14 +20,29 @@ class Settings(BaseSettings):
     num_workers: int = Field(default=0, description="DataLoader worker processes for embedding.")
     executor: str = Field(default="local", description="'local' or 'ray'.")
     ray_address: str | None = Field(default=None, description="Ray cluster address; None starts a local one.")
-    # service
-    max_upload_bytes: int = Field(default=512 * 1024 * 1024)
-    max_archive_files: int = Field(default=200_000)
-    max_archive_uncompressed_bytes: int = Field(default=4 * 1024 * 1024 * 1024)
+    # inputs: every one bounded before it is decoded or stored (README, "Security limits")
+    max_image_pixels: int = Field(
+        default=40_000_000, ge=1,
+        description="Most pixels (width x height, read from the header before decoding) of one image.",
+    )
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="Largest dataset upload.")
+    max_archive_files: int = Field(default=50_000, ge=1, description="Most entries in an uploaded archive.")
+    max_archive_uncompressed_bytes: int = Field(
+        default=4 * 1024 * 1024 * 1024, ge=1,
+        description="Most bytes an archive (or the arrays of an .npz) may expand to.",
+    )
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1, description="Largest JSON or form body.")
+    max_predict_files: int = Field(default=16, ge=1, description="Most images in one predict request.")
+    max_predict_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest predict request body.")
     data_roots: list[Path] = Field(default_factory=list, description="Server-side dirs a dataset may be registered from.")
     protect_reads: bool = Field(default=False, description="Require a token for reads too.")
-    heartbeat_seconds: float = Field(default=5.0)
-    stale_after_seconds: float = Field(default=60.0)
+    # jobs
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    stale_after_seconds: float = Field(default=60.0, gt=0)
+    unit_time_limit_seconds: float = Field(
+        default=6 * 3600.0, gt=0, description="A unit running longer than this is stopped and fails."
+    )
+    unit_max_attempts: int = Field(default=3, ge=1, description="A unit that failed this many times fails its job.")
 
     @property
     def resolved_database_url(self) -> str:
