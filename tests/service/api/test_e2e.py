@@ -65,7 +65,9 @@ def test_submit_follow_and_predict_over_http(server, token):
         seen_stages = set()
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            state = c.get(f"/jobs/{job_id}").json()
+            answer = c.get(f"/jobs/{job_id}")
+            assert answer.status_code == 200, f"GET /jobs/{job_id} while the job runs: {answer.status_code} {answer.text}"
+            state = answer.json()
             if state["stage"]:
                 seen_stages.add(state["stage"])
             if state["status"] in ("succeeded", "failed", "cancelled"):
