@@ -17,6 +17,7 @@ from zooens.errors import ConfigError
 
 __all__ = [
     "MAX_RESOLUTION",
+    "MAX_STEPS",
     "MIN_RESOLUTION",
     "RunSpec",
     "SweepConfig",
@@ -29,6 +30,9 @@ __all__ = [
 
 MIN_RESOLUTION = 16
 MAX_RESOLUTION = 1024
+MAX_STEPS = 100_000
+"""Most optimisation steps of one run: a job's unit must end in bounded time (and be cancellable
+before that); longer training is several runs or a change of this constant in a fork, not a request."""
 
 V = TypeVar("V")
 
@@ -57,10 +61,15 @@ def _as_int(name: str, value: Any, example: str) -> int:
 
 
 def check_steps(n: int) -> int:
-    """A number of optimisation steps, at least 1."""
+    """A number of optimisation steps of one run, between 1 and `MAX_STEPS`."""
     steps = _as_int("steps", n, "300")
     if steps < 1:
         raise ConfigError(f"steps must be at least 1, got {n}.")
+    if steps > MAX_STEPS:
+        raise ConfigError(
+            f"steps must be at most {MAX_STEPS:,} per run, got {n}; this is the step count of one fine-tuning "
+            f"run, so ask for a larger learning rate or a sweep of shorter runs (e.g. [300, 1000])."
+        )
     return steps
 
 

@@ -21,6 +21,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from zooens.cancel import check_cancelled
 from zooens.errors import ConfigError, DatasetError
 from zooens.utils import resolve_device
 
@@ -238,6 +239,7 @@ def fit_classifier(
     start = time.perf_counter()
     bar = tqdm(range(steps), desc="fine-tune", disable=not progress, leave=False)
     for step in bar:
+        check_cancelled()  # a cancelled job or a unit past its time limit stops within one step
         idx = next(batches)
         images = torch.stack([dataset[int(i)][0] for i in idx])
         labels = torch.as_tensor(train_split.labels[idx.numpy()], dtype=torch.long)
@@ -286,6 +288,7 @@ def predict_logits(
     transform = eval_transform(data_cfg)
     out: list[np.ndarray] = []
     for start in range(0, len(split), batch_size):
+        check_cancelled()
         stop = min(start + batch_size, len(split))
         images = torch.stack([transform(split.image(i)) for i in range(start, stop)]).to(device)
         if on_cuda:

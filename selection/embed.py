@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from zooens import zoo
+from zooens.cancel import check_cancelled
 from zooens.selection.cache import EmbeddingCache, cache_key
 from zooens.selection.datasets import ImageDataset, Split
 from zooens.settings import get_settings
@@ -72,6 +73,7 @@ def embed_split(
     with torch.inference_mode(), autocast, tqdm(total=len(split), desc=desc or "embedding", unit="img",
                                                 disable=not progress, leave=False) as bar:
         for batch in loader:
+            check_cancelled()  # a cancelled job or a unit past its time limit stops within one batch
             batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             out = model(batch)
             if out.ndim > 2:  # models whose pooled output is not flat

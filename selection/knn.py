@@ -116,8 +116,12 @@ def knn_predict(train_X: np.ndarray, train_y: np.ndarray, query_X: np.ndarray, k
             f"Query embeddings of shape {Q.shape} do not match training embeddings of dimension "
             f"{Xn.shape[1]}; embed both with the same model and resolution."
         )
+    if k > len(Xn):
+        raise ConfigError(
+            f"k={k} neighbours but only {len(Xn)} training examples; lower k below {len(Xn) + 1} or add examples."
+        )
     Q = l2_normalise(Q)
-    k_eff = min(k, len(Xn))
+    k_eff = k
     idx = _search(Xn, Q, k_eff)
     return _vote(y[idx], int(y.max()) + 1)
 
@@ -141,7 +145,13 @@ def knn_loo_accuracy(X: np.ndarray, y: np.ndarray, k: int = 10) -> float:
     n = len(Xn)
     if n < 2:
         raise DatasetError("Leave-one-out kNN needs at least two examples.")
-    k_eff = min(k, n - 1)
+    if k >= n:
+        # each query would vote over every other point: the score says nothing about the embedding
+        raise ConfigError(
+            f"k={k} neighbours but only {n} examples; leave-one-out leaves the query out, so k must be "
+            f"smaller than {n}: lower k or add examples."
+        )
+    k_eff = k
     idx = _search(Xn, Xn, k_eff + 1)
     own = idx == np.arange(n)[:, None]
     # drop the point itself; when duplicates pushed it out of the list, drop the last neighbour

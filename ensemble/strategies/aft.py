@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from zooens.cancel import check_cancelled
 from zooens.ensemble._registry import register_strategy
 from zooens.ensemble.adapters import AdapterConfig
 from zooens.ensemble.artifacts import Artifact
@@ -105,6 +106,7 @@ class AftStrategy(Strategy):
         batches = iterate_batches(len(train), spec.batch_size, gen)
         model.train()
         for step in tqdm(range(spec.steps), desc=f"aft {spec.model_name}", disable=not progress, leave=False):
+            check_cancelled()
             idx = next(batches)
             images = torch.stack([transform(train.image(int(i))) for i in idx]).to(device)
             flip = torch.rand(len(idx), generator=gen) < 0.5

@@ -22,6 +22,7 @@ from zooens.ensemble.results import RunResult, build_run_result
 from zooens.ensemble.specs import RunSpec, SweepConfig
 from zooens.ensemble.strategies.base import Strategy, base_config
 from zooens.ensemble.training import bit_schedule, default_warmup_steps, iterate_batches
+from zooens.cancel import check_cancelled
 from zooens.errors import ConfigError, DatasetError
 from zooens.selection.embed import embed_with_cache
 from zooens.zoo import create_model, data_config
@@ -113,6 +114,7 @@ class LinearProbe:
         batches = iterate_batches(len(Z), self.batch_size, generator)
         losses: list[float] = []
         for step in range(self.steps):
+            check_cancelled()
             idx = next(batches)
             for group in optimizer.param_groups:
                 group["lr"] = bit_schedule(step, self.steps, self.lr, warmup)

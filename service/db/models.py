@@ -282,6 +282,23 @@ class EnsembleMember(Base):
     position: Mapped[int] = mapped_column(Integer)
 
 
+class Worker(Base):
+    """A worker process's liveness: when it started, when it was last seen, which job it runs.
+
+    `id` is the public worker id (random, also written to `jobs.worker_id`); `host` and `pid`
+    help an operator find the process and are never shown by the API.
+    """
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+
+
 class ApiToken(Base):
     """An API token; only its sha256 is stored, `prefix` lets people tell tokens apart."""
 

@@ -4,6 +4,11 @@
 Both hand each finished unit's typed result back to the caller (`on_done`), which owns the
 job and writes the registry; a Ray cluster must share ZOOENS_HOME's file system (artifacts and
 the embedding cache) with the driver.
+
+Both honour `zooens.cancel`: each unit runs in its own scope with the per-unit time limit
+(`unit_time_limit_seconds`), nested in the caller's (the job's) scope. Local units run in the
+caller's thread, so the context variable carries the job's scope to them; the Ray driver
+checks the job's scope while it waits and cancels its remote tasks when it is cancelled.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from zooens.cancel import cancel_scope, check_cancelled
 from zooens.errors import ConfigError
 from zooens.service.jobs.units import JobSpec, UnitResult, execute_unit
 from zooens.settings import get_settings
@@ -36,23 +42,29 @@ class LocalExecutor:
     name = "local"
 
     def map(self, spec: JobSpec, keys: list[str], on_done: OnDone, progress: bool = True) -> None:
+        time_limit = get_settings().unit_time_limit_seconds
         for key in keys:
-            on_done(key, execute_unit(spec, key, progress))
+            with cancel_scope(time_limit=time_limit):
+                result = execute_unit(spec, key, progress)
+            on_done(key, result)
 
 
-def _run_remote(spec: JobSpec, key: str) -> UnitResult:
-    """Runs in a Ray worker: point its settings at the job's home, then do the unit."""
+def _run_remote(spec: JobSpec, key: str, time_limit: float) -> UnitResult:
+    """Runs in a Ray worker: point its settings at the job's home, then do the unit within its time limit."""
     logging.basicConfig(level=logging.WARNING)
     if os.environ.get("ZOOENS_HOME") != spec.home:
         os.environ["ZOOENS_HOME"] = spec.home
         get_settings.cache_clear()
-    return execute_unit(spec, key, progress=False)
+    with cancel_scope(time_limit=time_limit):
+        return execute_unit(spec, key, progress=False)
 
 
 class RayExecutor:
     """Each unit a Ray task; results come back to the driver, which records them."""
 
     name = "ray"
+    poll_seconds = 1.0
+    """How often the driver looks at the job's cancel scope while remote units run."""
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None) -> None:
         try:
@@ -75,18 +87,19 @@ class RayExecutor:
 
     def map(self, spec: JobSpec, keys: list[str], on_done: OnDone, progress: bool = True) -> None:
         ray = self._ray
-        pending = {self._remote.remote(spec, key): key for key in keys}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                key = pending.pop(ref)
-                try:
-                    result = ray.get(ref)
-                    on_done(key, result)
-                except BaseException:
-                    for other in pending:
-                        ray.cancel(other)
-                    raise
+        time_limit = get_settings().unit_time_limit_seconds
+        pending = {self._remote.remote(spec, key, time_limit): key for key in keys}
+        try:
+            while pending:
+                check_cancelled()  # the job's scope: a cancel or a takeover stops the remote units too
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_seconds)
+                for ref in ready:
+                    key = pending.pop(ref)
+                    on_done(key, ray.get(ref))
+        except BaseException:
+            for other in pending:
+                ray.cancel(other, force=True)
+            raise
 
 
 def get_executor(name: str | None = None) -> Executor:

@@ -8,6 +8,7 @@ strategy's options through the strategy's own `check_options`. The API's `JobCre
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import (
@@ -75,6 +76,7 @@ class JobParams(BaseModel):
 
     @model_validator(mode="after")
     def _strategy_options(self) -> "JobParams":
+        _refuse_non_finite("strategy_options", self.strategy_options)
         for name, options in self.strategy_options.items():
             try:
                 strategy = get_strategy(name)
@@ -95,6 +97,19 @@ class JobParams(BaseModel):
 
     def options_for(self, strategy: str) -> dict[str, Any]:
         return dict(self.strategy_options.get(strategy, {}))
+
+
+def _refuse_non_finite(where: str, value: Any) -> None:
+    """ConfigError for a NaN or infinite number anywhere in `value`: it means nothing as a
+    hyper-parameter, and PostgreSQL's JSON cannot store it (the job row would not be written)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} is {value}; give a finite number.")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_non_finite(f"{where}.{key}", item)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _refuse_non_finite(f"{where}[{i}]", item)
 
 
 def domain_error(exc: ValidationError) -> ZooensError:

@@ -5,8 +5,15 @@ process that owns the job (a worker, or `zooens run`, which claims its job like 
 claims each unit before it runs and records it only while it still owns it; a heartbeat
 thread keeps the claim fresh. When the heartbeat finds the job taken over (this process was
 silent too long and another worker claimed it), or a unit's result cannot be recorded
-because its unit changed hands, the run stops at the next unit boundary and writes nothing
-more: the new owner finishes the job.
+because its unit changed hands, the run stops and writes nothing more: the new owner
+finishes the job.
+
+A unit stops within seconds, not at its end: the job runs inside a `zooens.cancel` scope that
+the heartbeat thread cancels when a cancel is requested or the job is taken over, and each
+unit inside its own scope with the per-unit time limit (`unit_time_limit_seconds`); the
+training and embedding loops check them every step or batch. A cancel ends the job
+`cancelled`; the time limit fails the unit and its job with the limit's message. A unit
+claimed more than `unit_max_attempts` times (its workers kept vanishing) fails its job.
 """
 from __future__ import annotations
 
@@ -14,7 +21,8 @@ import dataclasses
 import logging
 import threading
 
-from zooens.errors import ConflictError, JobError, ZooensError
+from zooens.cancel import CancelScope, cancel_scope
+from zooens.errors import Cancelled, ConflictError, JobError, ZooensError
 from zooens.service import registry
 from zooens.service.db.session import session_scope
 from zooens.service.jobs.executors import Executor, get_executor
@@ -65,27 +73,36 @@ def job_spec(job_id: int) -> JobSpec:
 
 
 class _Ownership(threading.Thread):
-    """Beats the job's heartbeat; notices when the job is no longer this worker's."""
+    """Beats the job's (and the worker's) heartbeat; cancels the job's scope when a cancel is
+    requested or the job is no longer this worker's, so the running unit stops within a step."""
 
-    def __init__(self, job_id: int, worker_id: str, every: float) -> None:
+    def __init__(self, job_id: int, worker_id: str, every: float, scope: CancelScope) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{job_id}")
-        self.job_id, self.worker_id, self.every = job_id, worker_id, every
+        self.job_id, self.worker_id, self.every, self.scope = job_id, worker_id, every, scope
         self.stopped = threading.Event()
         self.lost = threading.Event()
+        self.cancel_requested = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.every):
             try:
                 with session_scope() as s:
                     owned = registry.heartbeat(s, self.job_id, self.worker_id)
+                    cancel = owned and registry.is_cancel_requested(s, self.job_id)
+                    registry.beat_worker(s, self.worker_id, job_id=self.job_id)
             except Exception:  # a missed beat is not fatal; the next one may succeed
                 logger.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
                 continue
             if not owned:
-                logger.warning("job %s is no longer owned by %s; stopping at the next unit",
+                logger.warning("job %s is no longer owned by %s; stopping its running unit",
                                self.job_id, self.worker_id)
                 self.lost.set()
+                self.scope.cancel("the job was taken over by another worker")
                 return
+            if cancel and not self.cancel_requested.is_set():
+                logger.info("job %s: cancel requested; stopping its running unit", self.job_id)
+                self.cancel_requested.set()
+                self.scope.cancel("a cancel was requested")
 
 
 class _Run:
@@ -161,11 +178,19 @@ class _Run:
                 break
             if unit.key not in wanted:  # never happens: stages run in order
                 raise JobError(f"Job {self.job_id}: unit {unit.key!r} is pending out of its stage.")
+        max_attempts = get_settings().unit_max_attempts
         with session_scope() as s:
-            not_mine = [u.key for u in registry.list_units(s, self.job_id)
-                        if u.key in wanted and u.status == "running" and u.worker_id != self.worker_id]
-        if not_mine:
-            raise JobLost
+            units = [u for u in registry.list_units(s, self.job_id) if u.key in wanted]
+            if any(u.status == "running" and u.worker_id != self.worker_id for u in units):
+                raise JobLost
+            worn = next((u for u in units if u.status == "running" and u.attempts > max_attempts), None)
+            if worn is not None:
+                error = (f"Unit {worn.key!r} was started {worn.attempts - 1} times without finishing (its worker "
+                         f"stopped each time), the most ZOOENS_UNIT_MAX_ATTEMPTS={max_attempts} allows; find why "
+                         "the worker dies on it (memory, time limits, a crash in the logs) before submitting again.")
+                registry.fail_unit(s, worn.id, error, worker_id=self.worker_id)
+        if worn is not None:
+            raise JobError(error)
 
     def record_failure(self, error: str) -> None:
         """The unit that was running gets the job's error; the ones not started go back to pending."""
@@ -197,25 +222,14 @@ def run_job(job_id: int, *, worker_id: str, executor: Executor | None = None, pr
         if job.status != "running" or job.worker_id != worker_id:
             raise JobError(f"Job {job_id} is {job.status} for worker {job.worker_id!r}, not claimed by "
                            f"{worker_id!r}; claim it first (registry.claim_job, or submit_job(claim_for=...)).")
-    ownership = _Ownership(job_id, worker_id, settings.heartbeat_seconds)
-    ownership.start()
-    run = _Run(job_id, worker_id, executor or get_executor(), progress, ownership)
-    try:
-        run.stages()
-    except JobLost:
+    with cancel_scope() as scope:
+        ownership = _Ownership(job_id, worker_id, settings.heartbeat_seconds, scope)
+        ownership.start()
+        run = _Run(job_id, worker_id, executor or get_executor(), progress, ownership)
+        status, error = _attempt(run, ownership)
+    if status == "lost":
         logger.warning("job %s: taken over by another worker; %s stops", job_id, worker_id)
         return "lost"
-    except JobCancelled:
-        status, error = "cancelled", None
-    except ZooensError as exc:
-        status, error = "failed", str(exc)
-    except Exception as exc:  # recorded on the job, never swallowed silently
-        logger.exception("job %s failed", job_id)
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-    else:
-        status, error = "succeeded", None
-    finally:
-        ownership.stopped.set()
     if status == "failed":
         run.record_failure(error or "failed")
     with session_scope() as s:
@@ -224,8 +238,37 @@ def run_job(job_id: int, *, worker_id: str, executor: Executor | None = None, pr
             logger.warning("job %s: taken over by %s before %s could record %s", job_id, job.worker_id,
                            worker_id, status)
             return "lost"
+        if status == "cancelled":  # the units it had claimed did not run to their end
+            registry.requeue_running_units(s, job_id)
         registry.set_job_status(s, job_id, status, error=error)
     return status
+
+
+def _attempt(run: _Run, ownership: _Ownership) -> tuple[str, str | None]:
+    """Run the stages; the job's final (status, error), or ("lost", None)."""
+    try:
+        run.stages()
+    except JobLost:
+        return "lost", None
+    except Cancelled as exc:
+        if ownership.lost.is_set():
+            return "lost", None
+        if ownership.cancel_requested.is_set():
+            return "cancelled", None
+        logger.warning("job %s: %s", run.job_id, exc)
+        return "failed", str(exc)  # the unit's time limit
+    except JobCancelled:
+        status, error = "cancelled", None
+    except ZooensError as exc:
+        status, error = "failed", str(exc)
+    except Exception as exc:  # recorded on the job, never swallowed silently
+        logger.exception("job %s failed", run.job_id)
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+    else:
+        status, error = "succeeded", None
+    finally:
+        ownership.stopped.set()
+    return status, error
 
 
 def require_success(status: str, job_id: int) -> None:

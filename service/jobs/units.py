@@ -34,8 +34,8 @@ from zooens.utils import resolve_device
 
 __all__ = [
     "EMBED", "ENSEMBLE", "FINETUNE", "STAGES", "EmbedResult", "EnsembleResult", "FinetuneResult", "JobSpec",
-    "UnitKey", "execute_unit", "job_dataset", "plan_finetune_units", "prepare_job_dataset", "prepare_splits",
-    "rank_models", "record_unit", "result_from_json",
+    "UnitKey", "drawn_split_sizes", "execute_unit", "job_dataset", "plan_finetune_units", "prepare_job_dataset",
+    "prepare_splits", "rank_models", "record_unit", "result_from_json",
 ]
 
 EMBED = "embed"
@@ -238,12 +238,19 @@ def prepare_splits(ds: ImageDataset, params: JobParams) -> ImageDataset:
         if params.max_test is not None and "test" in ds.splits:
             return vtab_split(ds, n_train=None, n_val=None, seed=params.seed, max_test=params.max_test)
         return ds
-    n_available = len(ds.split("train"))
+    n_train, n_val = drawn_split_sizes(len(ds.split("train")), params)
+    return vtab_split(ds, n_train=n_train, n_val=n_val, seed=params.seed, max_test=params.max_test)
+
+
+def drawn_split_sizes(n_available: int, params: JobParams) -> tuple[int, int]:
+    """(n_train, n_val) drawn from a train split of `n_available` images when there is no val
+    split: the job's own sizes, scaled down in proportion when the split is smaller. Submission
+    uses it too, to check `k` against the training set the job will really have."""
     n_train, n_val = params.n_train, params.n_val
     if n_train + n_val > n_available:
         n_val = max(1, round(n_available * n_val / (n_train + n_val)))
         n_train = n_available - n_val
-    return vtab_split(ds, n_train=n_train, n_val=n_val, seed=params.seed, max_test=params.max_test)
+    return n_train, n_val
 
 
 def prepare_job_dataset(ds: ImageDataset, params: JobParams) -> ImageDataset:

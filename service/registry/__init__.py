@@ -10,7 +10,8 @@ The job runner, CLI and API all go through these; none of them commits (the call
 - `units`: a job's units of work and their results;
 - `results`: the embedding-cache index, kNN scores, fine-tune runs;
 - `ensembles`: a job's ensembles and their members;
-- `tokens`: API tokens.
+- `tokens`: API tokens;
+- `workers`: workers' liveness (last seen, current job) and the queue's age.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from zooens.service.registry.jobs import (
     create_job,
     get_job,
     heartbeat,
+    is_cancel_requested,
     list_jobs,
     release_job,
     request_cancel,
@@ -54,14 +56,17 @@ from zooens.service.registry.units import (
     pending_units,
     requeue_running_units,
 )
+from zooens.service.registry.workers import beat_worker, count_live_workers, oldest_queued_age, remove_worker
 from zooens.service.registry.zoo_models import upsert_zoo_model
 
 __all__ = [
     "TOKEN_PREFIX",
     "add_finetune_run",
     "add_knn_score",
+    "beat_worker",
     "claim_job",
     "claim_unit",
+    "count_live_workers",
     "create_dataset",
     "create_ensemble",
     "create_job",
@@ -80,13 +85,16 @@ __all__ = [
     "get_unit",
     "hash_token",
     "heartbeat",
+    "is_cancel_requested",
     "list_datasets",
     "list_finetune_runs",
     "list_jobs",
     "list_tokens",
     "list_units",
+    "oldest_queued_age",
     "pending_units",
     "record_embedding",
+    "remove_worker",
     "release_job",
     "request_cancel",
     "requeue_running_units",

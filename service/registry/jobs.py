@@ -24,6 +24,7 @@ __all__ = [
     "create_job",
     "get_job",
     "heartbeat",
+    "is_cancel_requested",
     "list_jobs",
     "release_job",
     "request_cancel",
@@ -178,6 +179,11 @@ def heartbeat(s: Session, job_id: int, worker_id: str) -> bool:
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
+
+
+def is_cancel_requested(s: Session, job_id: int) -> bool:
+    """Whether a cancel was requested for the job (read by the running job's heartbeat thread)."""
+    return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
 def release_job(s: Session, job_id: int, worker_id: str) -> bool:

@@ -12,6 +12,7 @@ from zooens.ensemble import (
     get_strategy,
     strategy_names,
 )
+from zooens.ensemble.specs import MAX_STEPS
 from zooens.errors import ConfigError
 
 
@@ -31,6 +32,13 @@ def test_checks_return_canonical_values_and_refuse_bad_ones() -> None:
     ]:
         with pytest.raises(ConfigError, match=match):
             check(bad)
+
+
+def test_steps_are_bounded_per_run() -> None:
+    """A job's unit must end in bounded time: one run asks for at most MAX_STEPS steps."""
+    assert check_steps(MAX_STEPS) == MAX_STEPS == 100_000
+    with pytest.raises(ConfigError, match=r"at most 100,000 per run, got 1000000000; this is the step count"):
+        check_steps(1_000_000_000)
 
 
 def test_every_strategy_is_registered() -> None:

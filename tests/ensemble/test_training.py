@@ -16,7 +16,8 @@ from zooens.ensemble.training import (
     predict_proba,
 )
 from tests.ensemble._toy import toy_split
-from zooens.errors import ConfigError
+from zooens.cancel import cancel_scope
+from zooens.errors import Cancelled, ConfigError
 
 DATA_CFG = {
     "input_size": (3, 64, 64),
@@ -146,3 +147,28 @@ def test_fit_classifier_rejects_bad_hyper_parameters(kwargs) -> None:
     args = {"lr": 0.1, "steps": 2, "batch_size": 2, "seed": 0} | kwargs
     with pytest.raises(ConfigError):
         fit_classifier(model, model.parameters(), toy_split(4, seed=0), DATA_CFG, progress=False, **args)
+
+
+def test_fit_classifier_stops_at_the_step_its_scope_is_cancelled() -> None:
+    """A cancel (set from any thread) is seen at the next step, not at the end of the run."""
+    model = tiny_classifier()
+    seen: list[int] = []
+    with cancel_scope() as scope:
+
+        def on_step(step: int, loss: float) -> None:
+            seen.append(step)
+            if step == 2:
+                scope.cancel("a cancel was requested")
+
+        with pytest.raises(Cancelled, match="a cancel was requested"):
+            fit_classifier(model, model[1].parameters(), toy_split(8, seed=0), DATA_CFG, lr=0.1, steps=100_000,
+                           batch_size=4, seed=0, progress=False, on_step=on_step)
+    assert seen == [0, 1, 2]
+
+
+def test_fit_classifier_stops_at_its_time_limit() -> None:
+    model = tiny_classifier()
+    with cancel_scope(time_limit=0.0):
+        with pytest.raises(Cancelled, match="time limit"):
+            fit_classifier(model, model[1].parameters(), toy_split(8, seed=0), DATA_CFG, lr=0.1, steps=100_000,
+                           batch_size=4, seed=0, progress=False)

@@ -31,7 +31,7 @@ from zooens.service.db.session import (
 
 REPO = Path(__file__).resolve().parents[3]
 TABLES = {"zoo_models", "datasets", "jobs", "job_units", "embeddings", "knn_scores", "finetune_runs",
-          "ensembles", "ensemble_members", "api_tokens"}
+          "ensembles", "ensemble_members", "api_tokens", "workers"}
 
 
 def _diff(url: str) -> list:

@@ -162,7 +162,7 @@ def test_a_failure_is_recorded_with_its_reason(zooens_home, tmp_path):
     upgrade_to_head()
     with session_scope() as s:
         ds_id = register_dataset(s, str(data), load_dataset(data)).id
-        job_id = submit_job(s, ds_id, "user", JobParams(resolution=32)).id
+        job_id = submit_job(s, ds_id, "user", JobParams(resolution=32, k=2)).id
     shutil.rmtree(data)  # the data went away before a worker took the job
     assert work("w", once=True) == 1
     with session_scope() as s:
