@@ -14,19 +14,23 @@ import hashlib
 import json
 import logging
 import os
+import math
 import struct
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from zooens.errors import DatasetError
-from zooens.selection.images import open_image
+from zooens.errors import DatasetError, TooLargeError
+from zooens.selection.images import UnreadableImageError, open_image
+from zooens.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,9 @@ __all__ = [
     "validate",
     "BUILTINS",
     "IMAGE_EXTENSIONS",
+    "confined",
+    "read_npz_headers",
+    "NpyHeader",
 ]
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -56,6 +63,7 @@ FASHION_MNIST_CLASSES = [
 ]
 BUILTINS = ("fashion-mnist", "digits")
 _MAX_LISTED = 10
+_CHECK_SIDE = 32  # `_check_images` decodes at most this size (JPEG: DCT scaling), enough to read every byte
 
 
 @dataclass
@@ -175,24 +183,74 @@ class ImageDataset:
 
 
 # --------------------------------------------------------------------------------------
+# Confinement: every file a dataset refers to stays inside the directories it was allowed
+
+
+def _shown(path: Path, base: Path | None) -> str:
+    """How messages name `path`: relative to the dataset's own folder, never a server path."""
+    if base is not None:
+        try:
+            return Path(os.path.relpath(path, base)).as_posix()
+        except ValueError:
+            pass
+    return Path(path).name
+
+
+def _real(path: Path, shown: str) -> Path:
+    """`path` with every symlink resolved; DatasetError for a path the OS cannot even look up (NUL...)."""
+    try:
+        return Path(os.path.realpath(path))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{shown!r} is not a valid path ({type(exc).__name__}); name files by plain relative "
+                           "paths.") from None
+
+
+def confined(path: Path, roots: Sequence[Path], *, shown: str) -> Path:
+    """The real path of `path`, which must lie inside one of `roots` after symlinks; DatasetError otherwise.
+
+    This is what keeps a dataset from reading server files: a manifest row, a symlinked file
+    or folder, or a registered tree may only point inside the directories it was allowed.
+    `shown` is how the message names the entry (relative to the dataset).
+    """
+    real = _real(path, shown)
+    real_roots = [_real(Path(r), "data root") for r in roots]
+    if not any(real == r or real.is_relative_to(r) for r in real_roots):
+        raise DatasetError(
+            f"{shown!r} points outside the dataset's directory (through '..', an absolute path or a symbolic "
+            "link); keep every image inside the dataset's own folder."
+        )
+    return real
+
+
+# --------------------------------------------------------------------------------------
 # Validation
 
 
-def _check_images(paths: Sequence[Path]) -> None:
-    """Decode every file with PIL (JPEGs at reduced scale); report unreadable ones by name.
+def _check_images(paths: Sequence[Path], base: Path | None = None) -> None:
+    """Decode every file through `open_image` (bounded, reduced); report bad ones by name.
 
     `Image.verify` alone misses truncated JPEGs, which then fail mid-embedding; decoding
-    catches them here, where the message can name the file.
+    catches them here, where the message can name the file. The pixel count is checked from
+    each header before decoding, so a huge image is refused (TooLargeError, listing them)
+    without costing its memory. Files are named relative to `base`.
     """
     bad: list[str] = []
+    large: list[str] = []
     for path in paths:
+        shown = _shown(path, base)
         try:
-            with Image.open(path) as img:
-                img.draft("RGB", (32, 32))  # JPEG: decode at 1/8 scale, still reads every byte
-                img.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            why = "not an image" if isinstance(exc, UnidentifiedImageError) else f"{type(exc).__name__}: {exc}"
-            bad.append(f"{path} ({why})")
+            open_image(path, max_side=_CHECK_SIDE, name=shown)
+        except TooLargeError:
+            large.append(shown)
+        except UnreadableImageError as exc:
+            bad.append(f"{shown} ({exc.reason})")
+    if large:
+        listed = "; ".join(large[:_MAX_LISTED])
+        more = f"; and {len(large) - _MAX_LISTED} more" if len(large) > _MAX_LISTED else ""
+        raise TooLargeError(
+            f"{len(large)} image(s) have more than {get_settings().max_image_pixels:,} pixels: {listed}{more}. "
+            "Downscale them or raise ZOOENS_MAX_IMAGE_PIXELS."
+        )
     if bad:
         listed = "; ".join(bad[:_MAX_LISTED])
         more = f"; and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
@@ -246,22 +304,38 @@ def _class_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
 
 
-def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, verify: bool = True) -> ImageDataset:
-    """`root/<class>/*` or `root/{train,val,test}/<class>/*`; classes sorted by name."""
+def load_imagefolder(
+    root: str | os.PathLike,
+    *,
+    name: str | None = None,
+    verify: bool = True,
+    confine_to: Sequence[Path] | None = None,
+) -> ImageDataset:
+    """`root/<class>/*` or `root/{train,val,test}/<class>/*`; classes sorted by name.
+
+    `confine_to`: directories every file and folder of the tree must resolve into, after
+    symlinks (a link pointing elsewhere is refused, naming the entry relative to `root`);
+    None trusts the tree (a library user loading their own files).
+    """
     root = Path(root)
+    shown_root = root.name or "the dataset"
+    if confine_to is not None:
+        confined(root, confine_to, shown=shown_root)
     if not root.is_dir():
-        raise DatasetError(f"{root} is not a directory; give an ImageFolder tree (one sub-folder per class).")
+        raise DatasetError(
+            f"{shown_root} is not a directory; give an ImageFolder tree (one sub-folder per class)."
+        )
     split_dirs = {s: root / s for s in SPLIT_NAMES if (root / s).is_dir()}
     if not split_dirs:
         split_dirs = {"train": root}
     elif "train" not in split_dirs:
         raise DatasetError(
-            f"{root} has {sorted(split_dirs)} folders but no train/; put the training images in {root / 'train'}."
+            f"{shown_root} has {sorted(split_dirs)} folders but no train/; put the training images in train/."
         )
     classes = sorted({d.name for sd in split_dirs.values() for d in _class_dirs(sd)})
     if not classes:
         raise DatasetError(
-            f"No class folders under {root}; expected {root}/<class>/<image> (optionally under train/, val/, test/)."
+            f"No class folders under {shown_root}; expected <class>/<image> (optionally under train/, val/, test/)."
         )
     index = {c: i for i, c in enumerate(classes)}
     splits: dict[str, Split] = {}
@@ -271,7 +345,11 @@ def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, verify
         paths: list[Path] = []
         labels: list[int] = []
         for cdir in _class_dirs(sd):
+            if confine_to is not None:
+                confined(cdir, confine_to, shown=_shown(cdir, root))
             for f in sorted(cdir.rglob("*")):
+                if confine_to is not None:  # rglob lists a linked folder without entering it: check it too
+                    confined(f, confine_to, shown=_shown(f, root))
                 if f.is_dir():
                     continue
                 if _is_image(f):
@@ -282,39 +360,71 @@ def load_imagefolder(root: str | os.PathLike, *, name: str | None = None, verify
         splits[split] = Split(split, paths, np.array(labels, dtype=np.int64))
         all_paths += paths
     if stray:
-        listed = "; ".join(str(p) for p in stray[:_MAX_LISTED])
+        listed = "; ".join(_shown(p, root) for p in stray[:_MAX_LISTED])
         raise DatasetError(
-            f"{len(stray)} file(s) in {root} are not images by their extension: {listed}. "
+            f"{len(stray)} file(s) in {shown_root} are not images by their extension: {listed}. "
             f"Remove them (supported: {', '.join(sorted(IMAGE_EXTENSIONS))})."
         )
     if not all_paths:
-        raise DatasetError(f"No images found under {root}; put image files in the class folders.")
+        raise DatasetError(f"No images found under {shown_root}; put image files in the class folders.")
     if verify:
-        _check_images(all_paths)
+        _check_images(all_paths, root)
     return ImageDataset(name or root.name, classes, splits, source=str(root))
 
 
-def load_csv_manifest(path: str | os.PathLike, *, name: str | None = None, verify: bool = True) -> ImageDataset:
-    """A CSV with columns `path,label[,split]` (header optional); paths relative to the CSV."""
+def _read_manifest_rows(path: Path) -> list[list[str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise DatasetError(
+            f"CSV manifest {path.name} cannot be read ({type(exc).__name__}: {exc}); save it as UTF-8 text with "
+            "one `path,label[,split]` line per image."
+        ) from None
+
+
+def load_csv_manifest(
+    path: str | os.PathLike,
+    *,
+    name: str | None = None,
+    verify: bool = True,
+    confine_to: Sequence[Path] | None = None,
+) -> ImageDataset:
+    """A CSV with columns `path,label[,split]` (header optional); paths relative to the CSV.
+
+    `confine_to`: directories every row must resolve into after symlinks (an absolute path,
+    a `../` row or a row through a link pointing elsewhere is refused, naming the row);
+    None trusts the manifest (a library user loading their own files).
+    """
     path = Path(path)
+    if confine_to is not None:
+        confined(path, confine_to, shown=path.name)
     if not path.is_file():
-        raise DatasetError(f"CSV manifest {path} does not exist.")
-    with path.open(newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+        raise DatasetError(f"CSV manifest {path.name} does not exist.")
+    rows = _read_manifest_rows(path)
     if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
         rows = rows[1:]
     if not rows:
-        raise DatasetError(f"CSV manifest {path} has no rows; write one line `path,label[,split]` per image.")
+        raise DatasetError(f"CSV manifest {path.name} has no rows; write one line `path,label[,split]` per image.")
     entries: list[tuple[Path, str, str]] = []
     for lineno, row in enumerate(rows, start=1):
         if len(row) not in (2, 3):
-            raise DatasetError(f"{path}: row {lineno} has {len(row)} columns; expected path,label[,split].")
+            raise DatasetError(f"{path.name}: row {lineno} has {len(row)} columns; expected path,label[,split].")
         split = row[2].strip() if len(row) == 3 and row[2].strip() else "train"
         if split not in SPLIT_NAMES:
-            raise DatasetError(f"{path}: row {lineno} names split {split!r}; use one of {', '.join(SPLIT_NAMES)}.")
-        file = (path.parent / row[0].strip()).resolve()
+            raise DatasetError(
+                f"{path.name}: row {lineno} names split {split!r}; use one of {', '.join(SPLIT_NAMES)}."
+            )
+        given = row[0].strip()
+        shown = f"{path.name}: row {lineno} ({given!r})"
+        if confine_to is not None:
+            file = confined(path.parent / given, confine_to, shown=shown)
+        else:
+            file = _real(path.parent / given, shown)
         if not file.is_file():
-            raise DatasetError(f"{path}: row {lineno} names {row[0]!r}, which does not exist next to the manifest.")
+            raise DatasetError(
+                f"{path.name}: row {lineno} names {given!r}, which does not exist next to the manifest."
+            )
         entries.append((file, row[1].strip(), split))
     names = {e[1] for e in entries}
     numeric = all(n.lstrip("-").isdigit() for n in names)
@@ -326,53 +436,197 @@ def load_csv_manifest(path: str | os.PathLike, *, name: str | None = None, verif
         if chosen:
             splits[split] = Split(split, [e[0] for e in chosen], np.array([index[e[1]] for e in chosen]))
     if verify:
-        _check_images([e[0] for e in entries])
+        _check_images([e[0] for e in entries], _real(path.parent, path.name))
     return ImageDataset(name or path.stem, classes, splits, source=str(path))
 
 
-def load_npz(path: str | os.PathLike, *, name: str | None = None) -> ImageDataset:
-    """An `.npz` archive of image arrays.
+@dataclass(frozen=True)
+class NpyHeader:
+    """What one `.npy` member of an `.npz` declares, read without loading its data."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes loading this array allocates (Python ints: a forged shape cannot overflow)."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
+               NotImplementedError, RuntimeError, struct.error)
+"""What reading a forged or damaged `.npz` (a zip of `.npy` members) can raise."""
+
+
+def _npz_error(path: Path, exc: BaseException) -> DatasetError:
+    return DatasetError(
+        f"{path.name} is not a readable .npz file ({type(exc).__name__}: {exc}); save it with numpy.savez "
+        "or numpy.savez_compressed."
+    )
+
+
+def read_npz_headers(
+    path: str | os.PathLike,
+    *,
+    max_bytes: int | None = None,
+    max_members: int | None = None,
+    max_ratio: float | None = None,
+    ratio_floor: int = 2 * 1024 * 1024,
+) -> dict[str, NpyHeader]:
+    """Each member's `.npy` header (shape, dtype, order), read from the zip without loading any array.
+
+    Refuses what `np.load` would otherwise allocate or unpickle blindly: a member that is not
+    a `.npy` array, object (pickled) dtypes, more than `max_members` members
+    (ZOOENS_MAX_ARCHIVE_FILES), or arrays whose shape x itemsize, alone or summed, exceed
+    `max_bytes` (ZOOENS_MAX_ARCHIVE_UNCOMPRESSED_BYTES): a 1 MB file declaring a 1 GiB array
+    costs nothing. With `max_ratio` (the service's guard for uploads), arrays totalling more
+    than `ratio_floor` bytes may not exceed `max_ratio` times the file's size either: a
+    compressed bomb is refused even under the byte limit.
+    """
+    path = Path(path)
+    settings = get_settings()
+    max_bytes = settings.max_archive_uncompressed_bytes if max_bytes is None else max_bytes
+    max_members = settings.max_archive_files if max_members is None else max_members
+    headers: dict[str, NpyHeader] = {}
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            if len(infos) > max_members:
+                raise TooLargeError(
+                    f"{path.name} holds {len(infos):,} arrays, more than the limit of {max_members:,}; "
+                    "store fewer arrays or raise ZOOENS_MAX_ARCHIVE_FILES."
+                )
+            for info in infos:
+                if not info.filename.endswith(".npy") or info.is_dir():
+                    raise DatasetError(
+                        f"{path.name} holds {info.filename!r}, which is not a .npy array; save the file with "
+                        "numpy.savez (arrays only)."
+                    )
+                key = info.filename[: -len(".npy")]
+                if key in headers:
+                    raise DatasetError(f"{path.name} holds the array {key!r} twice; keep one.")
+                with zf.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+                    else:
+                        raise DatasetError(
+                            f"{path.name}: array {key!r} uses .npy format {version}; save it with numpy.savez "
+                            "(format 1.0 or 2.0)."
+                        )
+                if dtype.hasobject:
+                    raise DatasetError(
+                        f"{path.name}: array {key!r} holds Python objects (a pickle), which zooens never loads; "
+                        "store numbers (uint8 images, integer labels) and class names as strings."
+                    )
+                header = NpyHeader(key, tuple(int(n) for n in shape), dtype, bool(fortran))
+                total += header.nbytes
+                if header.nbytes > max_bytes or total > max_bytes:
+                    raise TooLargeError(
+                        f"{path.name}: array {key!r} of shape {header.shape} and dtype {dtype} would take "
+                        f"{header.nbytes:,} bytes ({total:,} with the arrays before it), more than the limit of "
+                        f"{max_bytes:,}; store fewer or smaller images or raise ZOOENS_MAX_ARCHIVE_UNCOMPRESSED_BYTES."
+                    )
+                headers[key] = header
+    except (DatasetError, TooLargeError):
+        raise
+    except _NPZ_ERRORS as exc:
+        raise _npz_error(path, exc) from None
+    if not headers:
+        raise DatasetError(f"{path.name} holds no arrays; save train_images and train_labels with numpy.savez.")
+    size = path.stat().st_size
+    if max_ratio is not None and total > ratio_floor and total > max_ratio * size:
+        raise TooLargeError(
+            f"{path.name} declares arrays of {total:,} bytes in a file of {size:,} bytes, more than {max_ratio:g} "
+            "times its size; this looks like a compression bomb. Store real images (numpy.savez) or split the data."
+        )
+    return headers
+
+
+def _check_npz_images(path: Path, header: NpyHeader, max_pixels: int) -> None:
+    """An images array: (N, H, W) or (N, H, W, C), each image within the pixel limit."""
+    shape = header.shape
+    if len(shape) not in (3, 4):
+        raise DatasetError(
+            f"{path.name}: {header.key} has shape {shape}; images must be (N, H, W) or (N, H, W, 3)."
+        )
+    if header.dtype.kind not in "uifb":
+        raise DatasetError(f"{path.name}: {header.key} has dtype {header.dtype}; images must be numbers (uint8).")
+    height, width = shape[1], shape[2]
+    if height * width > max_pixels:
+        raise TooLargeError(
+            f"{path.name}: {header.key} holds images of {width}x{height} pixels, more than the limit of "
+            f"{max_pixels:,}; downscale them or raise ZOOENS_MAX_IMAGE_PIXELS."
+        )
+
+
+def load_npz(
+    path: str | os.PathLike,
+    *,
+    name: str | None = None,
+    max_bytes: int | None = None,
+    max_pixels: int | None = None,
+) -> ImageDataset:
+    """An `.npz` archive of image arrays, bounded from its headers before any array is loaded.
 
     Keys: `{split}_images` (uint8 (N, H, W) or (N, H, W, 3); floats in [0, 1] or [0, 255] are
     converted) with `{split}_labels` (ints 0..C-1) for split in train/val/test, and an optional
     `classes` array of C names; or plain `images`/`labels`, taken as the train split.
+    `max_bytes` (ZOOENS_MAX_ARCHIVE_UNCOMPRESSED_BYTES) bounds the arrays' total size and
+    `max_pixels` (ZOOENS_MAX_IMAGE_PIXELS) each image, both checked on the headers
+    (`read_npz_headers`); loading then allocates what the headers said, never more.
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f".npz file {path} does not exist.")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path} is not a readable .npz file ({exc}).") from None
-    keys = set(data.files)
+        raise DatasetError(f".npz file {path.name} does not exist.")
+    max_pixels = get_settings().max_image_pixels if max_pixels is None else max_pixels
+    headers = read_npz_headers(path, max_bytes=max_bytes)
+    keys = set(headers)
     pairs = {s: (f"{s}_images", f"{s}_labels") for s in SPLIT_NAMES if f"{s}_images" in keys}
     if not pairs and {"images", "labels"} <= keys:
         pairs = {"train": ("images", "labels")}
     if not pairs:
         raise DatasetError(
-            f"{path} has arrays {sorted(keys)}; expected train_images/train_labels (and optionally val_, "
+            f"{path.name} has arrays {sorted(keys)}; expected train_images/train_labels (and optionally val_, "
             "test_ and classes) or images/labels."
         )
-    splits = {}
-    for split, (ik, lk) in pairs.items():
+    for ik, lk in pairs.values():
         if lk not in keys:
-            raise DatasetError(f"{path} has {ik} but no {lk}; add the labels.")
-        images = np.asarray(data[ik])
-        if images.dtype != np.uint8:
-            if images.dtype.kind == "f" and images.size and images.max() <= 1.0:
-                images = (images * 255).round()
-            images = np.clip(images, 0, 255).astype(np.uint8)
-        labels = np.asarray(data[lk])
-        if labels.dtype.kind not in "iub" and not (labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
-            raise DatasetError(
-                f"{path}: {lk} has dtype {labels.dtype}; labels must be integer class indices 0..C-1 "
-                "(put the class names in a `classes` array)."
-            )
-        splits[split] = Split(split, images, labels.astype(np.int64))
+            raise DatasetError(f"{path.name} has {ik} but no {lk}; add the labels.")
+        _check_npz_images(path, headers[ik], max_pixels)
+    if "classes" in keys and len(headers["classes"].shape) != 1:
+        raise DatasetError(f"{path.name}: classes has shape {headers['classes'].shape}; give a 1-D array of names.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            splits = {}
+            for split, (ik, lk) in pairs.items():
+                images = np.asarray(data[ik])
+                if images.dtype != np.uint8:
+                    if images.dtype.kind == "f" and images.size and images.max() <= 1.0:
+                        images = (images * 255).round()
+                    images = np.clip(images, 0, 255).astype(np.uint8)
+                labels = np.asarray(data[lk])
+                if labels.ndim != 1 or (labels.dtype.kind not in "iub" and not (
+                        labels.dtype.kind == "f" and np.all(labels == np.round(labels)))):
+                    raise DatasetError(
+                        f"{path.name}: {lk} has dtype {labels.dtype} and shape {labels.shape}; labels must be a 1-D "
+                        "array of integer class indices 0..C-1 (put the class names in a `classes` array)."
+                    )
+                splits[split] = Split(split, images, labels.astype(np.int64))
+            class_names = [str(c) for c in data["classes"]] if "classes" in keys else None
+    except DatasetError:
+        raise
+    except _NPZ_ERRORS as exc:
+        raise _npz_error(path, exc) from None
     if not any(len(sp) for sp in splits.values()):
-        raise DatasetError(f"{path} holds no images; every *_images array is empty.")
+        raise DatasetError(f"{path.name} holds no images; every *_images array is empty.")
     n_classes = int(max(sp.labels.max() for sp in splits.values() if len(sp))) + 1
-    classes = [str(c) for c in data["classes"]] if "classes" in keys else [str(i) for i in range(n_classes)]
+    classes = class_names if class_names is not None else [str(i) for i in range(n_classes)]
     return ImageDataset(name or path.stem, classes, splits, source=str(path))
 
 
@@ -434,23 +688,31 @@ def write_split_npz(directory: Path, images: np.ndarray, labels: np.ndarray, cla
     return path
 
 
-def _load_split(directory: Path, name: str) -> tuple[Split, list[str]]:
+def _load_split(
+    directory: Path, name: str, confine_to: Sequence[Path] | None = None
+) -> tuple[Split, list[str]]:
     """A split folder: `data.npz`, or class sub-folders (labels by class name)."""
     npz = directory / "data.npz"
     if npz.is_file():
+        if confine_to is not None:  # not our own export: bounded like any uploaded .npz
+            confined(npz, confine_to, shown=f"{directory.name}/data.npz")
+            read_npz_headers(npz)
         data = np.load(npz, allow_pickle=False)
         labels = data["labels"]
         classes = ([str(c) for c in data["classes"]] if "classes" in data.files
                    else [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)])
         return Split(name, data["images"], labels), classes
-    ds = load_imagefolder(directory)
+    ds = load_imagefolder(directory, confine_to=confine_to)
     return Split(name, ds.split("train").images, ds.split("train").labels), ds.classes
 
 
-def load_exported_task(root: str | os.PathLike, task: str | _Named) -> ImageDataset:
+def load_exported_task(
+    root: str | os.PathLike, task: str | _Named, *, confine_to: Sequence[Path] | None = None
+) -> ImageDataset:
     """One task of the exported layout (`ROOT/<task>/{train800,val200,test}/`) as a dataset.
 
-    `task` is a task name or anything with a `name` (a `vtab.tasks.VtabTask`).
+    `task` is a task name or anything with a `name` (a `vtab.tasks.VtabTask`); `confine_to`
+    as for `load_imagefolder`.
     """
     name = task if isinstance(task, str) else task.name
     base = Path(root) / name
@@ -462,7 +724,7 @@ def load_exported_task(root: str | os.PathLike, task: str | _Named) -> ImageData
     missing = [d for d in EXPORTED_SPLITS if not (base / d).is_dir()]
     if missing:
         raise DatasetError(f"{base} lacks {', '.join(missing)}/; expected train800/, val200/ and test/ folders.")
-    loaded = {split: _load_split(base / folder, split) for folder, split in EXPORTED_SPLITS.items()}
+    loaded = {split: _load_split(base / folder, split, confine_to) for folder, split in EXPORTED_SPLITS.items()}
     # one class list for all splits: the union of names, in sorted order when they differ
     lists = [cls for _, cls in loaded.values()]
     classes = lists[0] if all(c == lists[0] for c in lists) else sorted({c for cls in lists for c in cls})
@@ -472,28 +734,49 @@ def load_exported_task(root: str | os.PathLike, task: str | _Named) -> ImageData
         remap = np.array([index[c] for c in cls], dtype=np.int64)
         splits[split] = Split(split, sp.images, remap[sp.labels] if len(sp) else sp.labels)
     meta_path = base / "task.json"
+    if confine_to is not None and meta_path.is_file():
+        confined(meta_path, confine_to, shown=f"{name}/task.json")
     extra = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     return ImageDataset(f"vtab/{name}", classes, splits, source=str(base), extra=extra)
 
 
-def load_dataset(spec: str | os.PathLike, data: str | os.PathLike | None = None) -> ImageDataset:
-    """A built-in name, an ImageFolder directory, a `.npz` file or a `.csv` manifest."""
+def load_dataset(
+    spec: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    *,
+    confine_to: Sequence[Path] | None = None,
+) -> ImageDataset:
+    """A built-in name, an ImageFolder directory, a `.npz` file or a `.csv` manifest.
+
+    `confine_to`: directories every file of the dataset must resolve into after symlinks
+    (the service passes an upload's own folder or ZOOENS_DATA_ROOTS); None trusts the
+    files, and with it built-in names are allowed, which never are when confined.
+    """
     if data is not None:
-        return load_imagefolder(data)
+        return load_imagefolder(data, confine_to=confine_to)
     spec_str = str(spec)
-    if spec_str in BUILTINS:
+    if spec_str in BUILTINS and confine_to is None:
         return load_builtin(spec_str)
     path = Path(spec_str).expanduser()
-    if path.is_dir() and all((path / d).is_dir() for d in ("train800", "val200", "test")):
-        return load_exported_task(path.parent, path.name)  # one task of the exported VTAB layout
-    if path.is_dir():
-        return load_imagefolder(path)
-    if path.is_file() and path.suffix.lower() == ".npz":
+    shown = path.name or spec_str
+    if "\x00" in spec_str:
+        raise DatasetError(f"The dataset path {shown!r} holds a NUL byte; give a plain path.")
+    if confine_to is not None:
+        confined(path, confine_to, shown=shown)
+    try:
+        is_dir, is_file, exists = path.is_dir(), path.is_file(), path.exists()
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"The dataset path {shown!r} cannot be read ({type(exc).__name__}).") from None
+    if is_dir and all((path / d).is_dir() for d in ("train800", "val200", "test")):
+        return load_exported_task(path.parent, path.name, confine_to=confine_to)  # the exported VTAB layout
+    if is_dir:
+        return load_imagefolder(path, confine_to=confine_to)
+    if is_file and path.suffix.lower() == ".npz":
         return load_npz(path)
-    if path.is_file() and path.suffix.lower() == ".csv":
-        return load_csv_manifest(path)
-    if path.exists():
-        raise DatasetError(f"{path} is neither a directory, an .npz nor a .csv manifest.")
+    if is_file and path.suffix.lower() == ".csv":
+        return load_csv_manifest(path, confine_to=confine_to)
+    if exists:
+        raise DatasetError(f"{shown} is neither a directory, an .npz nor a .csv manifest.")
     raise DatasetError(
         f"No dataset {spec_str!r}: not a built-in ({', '.join(BUILTINS)}) and no such file or directory."
     )

@@ -15,11 +15,20 @@ from PIL import Image, UnidentifiedImageError
 from zooens.errors import DatasetError, TooLargeError
 from zooens.settings import get_settings
 
-__all__ = ["open_image", "check_pixels", "DECODE_ERRORS"]
+__all__ = ["open_image", "check_pixels", "DECODE_ERRORS", "UnreadableImageError"]
 
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
                  EOFError)
 """What PIL raises on a file that is not a readable image."""
+
+class UnreadableImageError(DatasetError):
+    """A file that is not a readable image; `reason` is the short why, for lists of bad files."""
+
+    def __init__(self, message: str, *, label: str, reason: str) -> None:
+        super().__init__(message)
+        self.label = label
+        self.reason = reason
+
 
 # Our own bound replaces PIL's warning-then-error heuristic; it is checked before decoding.
 Image.MAX_IMAGE_PIXELS = None
@@ -75,5 +84,7 @@ def open_image(
         raise
     except DECODE_ERRORS as exc:
         why = "not an image" if isinstance(exc, UnidentifiedImageError) else f"{type(exc).__name__}: {exc}"
-        raise DatasetError(f"{label} is not a readable image ({why}); send PNG, JPEG or another common format.") \
-            from None
+        raise UnreadableImageError(
+            f"{label} is not a readable image ({why}); send PNG, JPEG or another common format.",
+            label=label, reason=why,
+        ) from None

@@ -28,6 +28,7 @@ from zooens.selection.datasets import ImageDataset, load_dataset, validate, vtab
 from zooens.selection.embed import embed_with_cache
 from zooens.selection.ranking import score_model
 from zooens.service import registry
+from zooens.service.dataroots import allowed_roots
 from zooens.service.jobs.params import JobParams
 from zooens.settings import get_settings
 from zooens.utils import resolve_device
@@ -260,7 +261,7 @@ def prepare_job_dataset(ds: ImageDataset, params: JobParams) -> ImageDataset:
 
 @lru_cache(maxsize=4)
 def _load_job_dataset(source: str, fingerprint: str, params_json: str) -> ImageDataset:
-    ds = load_dataset(source)
+    ds = load_dataset(source, confine_to=allowed_roots(get_settings(), source))
     if fingerprint and ds.fingerprint != fingerprint:
         raise DatasetError(f"The data at {source} changed after it was registered (fingerprint "
                            f"{ds.fingerprint[:12]} instead of {fingerprint[:12]}); register it again.")

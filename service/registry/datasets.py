@@ -3,13 +3,52 @@ from __future__ import annotations
 
 from typing import Any
 
+import unicodedata
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from zooens.errors import ConflictError, NotFoundError
+from zooens.errors import ConflictError, DatasetError, NotFoundError
 from zooens.service.db.models import Dataset
 
-__all__ = ["create_dataset", "get_dataset", "get_or_create_dataset", "list_datasets"]
+__all__ = ["MAX_NAME_LENGTH", "check_dataset_name", "create_dataset", "get_dataset", "get_or_create_dataset",
+           "list_datasets"]
+
+MAX_NAME_LENGTH = 200
+"""Longest dataset name (the column holds 255; PostgreSQL refuses longer ones with an error)."""
+
+
+def _control_characters(text: str) -> list[str]:
+    return sorted({repr(ch) for ch in text if unicodedata.category(ch) in ("Cc", "Cs")})
+
+
+def check_dataset_name(name: str) -> str:
+    """`name` without surrounding spaces; DatasetError if empty, over MAX_NAME_LENGTH or holding
+    control characters (PostgreSQL refuses a NUL byte in text)."""
+    cleaned = name.strip()
+    if not cleaned:
+        raise DatasetError("The dataset name is empty; give a name or leave the field out to use the file name.")
+    if len(cleaned) > MAX_NAME_LENGTH:
+        raise DatasetError(
+            f"The dataset name has {len(cleaned)} characters, more than {MAX_NAME_LENGTH}; give a shorter name."
+        )
+    bad = _control_characters(cleaned)
+    if bad:
+        raise DatasetError(
+            f"The dataset name holds control character(s) {', '.join(bad)}; use printable characters only."
+        )
+    return cleaned
+
+
+def _check_row_text(source: str, classes: list[str]) -> None:
+    """Text PostgreSQL would refuse (a NUL byte), refused as bad data rather than a database error."""
+    if "\x00" in source:
+        raise DatasetError("The dataset's path holds a NUL byte; give a plain path.")
+    bad = [c for c in classes if _control_characters(str(c))]
+    if bad:
+        raise DatasetError(
+            f"Class name(s) {[str(c) for c in bad[:10]]} hold control characters; rename those classes."
+        )
 
 
 def _find_dataset(s: Session, fingerprint: str, source: str) -> Dataset | None:
@@ -26,7 +65,12 @@ def create_dataset(
     counts: dict[str, Any],
     storage_path: str | None = None,
 ) -> Dataset:
-    """Register a dataset; ConflictError if the same content from the same source exists."""
+    """Register a dataset; ConflictError if the same content from the same source exists.
+
+    DatasetError for a bad name or text the database cannot hold (see `check_dataset_name`).
+    """
+    name = check_dataset_name(name)
+    _check_row_text(source, classes)
     existing = _find_dataset(s, fingerprint, source)
     if existing is not None:
         raise ConflictError(
