@@ -40,3 +40,11 @@ def assert_nothing_left(settings: Settings) -> None:
 def assert_no_server_path(message: str, *paths: Path) -> None:
     for path in paths:
         assert str(path) not in message, message
+
+
+@pytest.fixture
+def token(db_url) -> str:
+    """A valid API token in the test's registry."""
+    with session_scope() as s:
+        plain, _ = registry.create_token(s, "security-tester")
+    return plain
