@@ -7,6 +7,7 @@ from fastapi import Depends, Header, HTTPException, Path, Request
 from sqlalchemy.orm import Session
 
 from zooens.service import registry
+from zooens.service.api.middleware import SESSION_COOKIE, VERIFIED_TOKEN
 from zooens.service.db.session import session_scope
 from zooens.settings import Settings, get_settings
 
@@ -21,7 +22,7 @@ def get_session() -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def _check_token(authorization: str | None) -> str:
+def _check_token(authorization: str | None, verified: tuple[str, str] | None = None) -> str:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise HTTPException(
             status_code=401,
@@ -30,6 +31,8 @@ def _check_token(authorization: str | None) -> str:
             headers={"WWW-Authenticate": "Bearer"},
         )
     plain = authorization.split(" ", 1)[1].strip()
+    if verified is not None and plain == verified[0]:
+        return verified[1]  # the guard middleware looked this token up for this very request
     with session_scope() as s:
         token = registry.verify_token(s, plain)
         if token is None:
@@ -41,15 +44,25 @@ def _check_token(authorization: str | None) -> str:
         return token.name
 
 
-def require_token(authorization: Annotated[str | None, Header()] = None) -> str:
+def _verified(request: Request) -> tuple[str, str] | None:
+    return getattr(request.state, VERIFIED_TOKEN, None)
+
+
+def require_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
     """Every request that changes state must carry a valid token."""
-    return _check_token(authorization)
+    return _check_token(authorization, _verified(request))
 
 
 def read_access(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    """Reads are public unless ZOOENS_PROTECT_READS is set."""
-    if get_settings().protect_reads:
-        _check_token(authorization)
+    """Reads are public unless ZOOENS_PROTECT_READS is set; then a bearer token, or for GET/HEAD the dashboard's
+    session cookie (browsers send no header when they follow a link or load an image)."""
+    if not get_settings().protect_reads:
+        return
+    if authorization is None and request.method in ("GET", "HEAD"):
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            authorization = f"Bearer {cookie}"
+    _check_token(authorization, _verified(request))
 
 
 TokenDep = Annotated[str, Depends(require_token)]

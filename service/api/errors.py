@@ -23,6 +23,12 @@ from zooens.errors import (
 
 logger = logging.getLogger(__name__)
 
+INTERNAL_ERROR_DETAIL = (
+    "The server failed on this request; the error is in its log (nothing about it is sent back). "
+    "Try again, and if it persists report it with the time of the request."
+)
+"""What an unexpected error answers: never the exception's text, which may hold server paths or SQL."""
+
 STATUS = [
     (NotFoundError, 404),
     (UnknownModelError, 404),
@@ -57,3 +63,9 @@ def install(app: FastAPI) -> None:
             if isinstance(cause, ZooensError):
                 return JSONResponse(status_code=status_for(cause), content={"detail": str(cause)})
         return await request_validation_exception_handler(request, exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """The last resort (the guard middleware normally answers first): a generic 500, the traceback logged."""
+        logger.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(status_code=500, content={"detail": INTERNAL_ERROR_DETAIL})

@@ -8,10 +8,14 @@ from fastapi import APIRouter, FastAPI
 
 from zooens import __version__
 from zooens.service.api import errors
+from zooens.service.api.middleware import GuardMiddleware
 from zooens.service.api.routes import datasets, ensembles, health, jobs, zoo
 from zooens.service.dashboard import router as dashboard_router
+from zooens.service.dashboard.router import unauthorised_page
 from zooens.service.db.session import upgrade_to_head
 from zooens.service.jobs import start_background_worker
+from zooens.service.uploads import clean_staging
+from zooens.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +30,22 @@ def api_router() -> APIRouter:
 
 
 def create_app(*, with_worker: bool = False) -> FastAPI:
-    """The app; with `with_worker`, one worker thread runs jobs in this process."""
+    """The app; with `with_worker`, one worker thread runs jobs in this process.
+
+    Start-up order matters: the schema is brought to head *before* the worker thread starts (a worker polling a
+    database without tables fails every poll), staging left by a crash is removed, and the zoo catalogue is built
+    in the background so that no request pays for it.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         stop = None
+        settings = get_settings()
+        try:
+            clean_staging(settings)
+        except Exception:  # a cleaning failure must not keep the service down; it is retried at the next start
+            logger.warning("could not clean the upload staging area", exc_info=True)
+        warming = zoo.warm_catalogue()
         if with_worker:
             upgrade_to_head()
             thread, stop = start_background_worker(poll_seconds=0.5)
@@ -38,6 +53,7 @@ def create_app(*, with_worker: bool = False) -> FastAPI:
         yield
         if stop is not None:
             stop.set()
+        warming.join(timeout=60)
 
     app = FastAPI(
         title="zooens",
@@ -48,4 +64,6 @@ def create_app(*, with_worker: bool = False) -> FastAPI:
     errors.install(app)
     app.include_router(api_router())
     app.include_router(dashboard_router)
+    # outermost of our middleware: auth and body limits are checked before any route reads the body
+    app.add_middleware(GuardMiddleware, unauthorised_page=unauthorised_page)
     return app

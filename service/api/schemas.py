@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from zooens.service.jobs.params import JobParams
 from zooens.service.reports import (
@@ -21,6 +21,18 @@ __all__ = ["DatasetPublic", "DatasetRegister", "EnsembleMemberPublic", "Ensemble
            "WeightSetPublic", "ZooSetsPublic"]
 
 T = TypeVar("T")
+
+
+def no_control_characters(value: str) -> str:
+    """NUL and other control characters are refused at the edge: PostgreSQL cannot store NUL in text, and no name or
+    path needs them."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain NUL or other control characters; remove them")
+    return value
+
+
+CleanStr = Annotated[str, AfterValidator(no_control_characters)]
+"""A string from a client that may be stored or used as a path."""
 
 
 class Page(BaseModel, Generic[T]):
@@ -51,11 +63,12 @@ class ZooSetsPublic(BaseModel):
 
 
 class DatasetPublic(BaseModel):
+    """What anyone may see of a dataset: ids, names and counts; never where it is stored on the server."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: int
     name: str
-    source: str
     fingerprint: str
     classes: list[str]
     counts: dict[str, dict[str, int]]
@@ -63,8 +76,9 @@ class DatasetPublic(BaseModel):
 
 
 class DatasetRegister(BaseModel):
-    path: str = Field(description="A server-side dataset path under one of ZOOENS_DATA_ROOTS.")
-    name: str | None = None
+    path: CleanStr = Field(min_length=1, max_length=4096,
+                           description="A server-side dataset path under one of ZOOENS_DATA_ROOTS.")
+    name: CleanStr | None = Field(default=None, min_length=1, max_length=200)
 
 
 class JobCreate(JobParams):

@@ -1,45 +1,52 @@
 """Dashboard pages, served by the API's FastAPI app at `/` and `/dashboard/...`.
 
 Pages are Jinja2 templates from package data; most data comes from the `/api/v1` JSON
-endpoints through a little vanilla JS. The zoo catalogue (~1,800 entries) is filtered and
-paginated here, and dataset pages read the images to serve thumbnails. plotly.js is served
+endpoints through a little vanilla JS, all of it in static files (the Content-Security-Policy
+allows no inline script or style). The zoo catalogue (~1,800 entries) is the API's cached one,
+filtered and paginated here. Dataset pages read only the registry row (classes, counts) and
+serve thumbnails made once, from disk: no image is decoded in a request. plotly.js is served
 from the installed `plotly` package: no CDN.
+
+With ZOOENS_PROTECT_READS, browsers sign in once (`POST /dashboard/session`): the token goes
+into an HttpOnly, SameSite=Strict cookie that authorises reads (GET/HEAD) only; writes still
+need the `Authorization: Bearer` header (the guard middleware, `zooens.service.api.middleware`).
 """
 from __future__ import annotations
 
-import io
 import logging
 import math
 import re
 import threading
-import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-import numpy as np
 import plotly
-from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
-from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
 from zooens.ensemble import strategy_names
 from zooens.errors import NotFoundError, ZooensError
-from zooens.selection.datasets import load_dataset
 from zooens.service import registry
+from zooens.service.api.middleware import SESSION_COOKIE, token_is_valid
+from zooens.service.api.routes.zoo import catalogue
 from zooens.service.db.session import session_scope
+from zooens.service.thumbnails import THUMB_SIZE, ensure_thumbnails, sample_indices, thumbnail_file, thumbnails_dir
 from zooens.settings import get_settings
-from zooens.zoo import list_weight_sets, zoo_sets
+from zooens.zoo import zoo_sets
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 PAGE_SIZES = (25, 50, 100, 200)
-THUMBS_PER_CLASS = 12
+SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+MAX_ID = 2**31 - 1
 
 router = APIRouter(include_in_schema=False, tags=["dashboard"])
 
@@ -54,7 +61,8 @@ templates = Jinja2Templates(env=_env)
 
 
 def _page(request: Request, name: str, active: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"active": active, **context}, status_code=status_code)
+    context = {"active": active, "protect_reads": get_settings().protect_reads, **context}
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
 def _not_found(request: Request, message: str) -> HTMLResponse:
@@ -72,9 +80,9 @@ def plotly_js() -> FileResponse:
 
 @router.get("/dashboard/static/{name}")
 def static_file(name: str) -> FileResponse:
+    if "/" in name or "\\" in name or "\x00" in name or name.startswith(".") or not (STATIC_DIR / name).is_file():
+        raise HTTPException(404, f"No static file {name[:100]!r}.")
     path = STATIC_DIR / name
-    if "/" in name or name.startswith(".") or not path.is_file():
-        raise HTTPException(404, f"No static file {name!r}.")
     media = {".js": "text/javascript", ".css": "text/css"}.get(path.suffix, "application/octet-stream")
     return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})
 
@@ -91,7 +99,7 @@ def jobs_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/dashboard/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(request: Request, job_id: int) -> HTMLResponse:
+def job_page(request: Request, job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]) -> HTMLResponse:
     return _page(request, "job.html", "jobs", job_id=job_id, plotly_url=_static_url("plotly.min.js"))
 
 
@@ -145,11 +153,8 @@ class ZooRow:
 
 
 def _zoo_row(ws) -> ZooRow:
-    size = getattr(getattr(ws, "input", None), "input_size", None)
-    try:
-        weights_present = bool(ws.weights_present)
-    except Exception:  # a broken entry shows as unavailable rather than breaking the page
-        weights_present = False
+    """A page row from the API's public row of a weight set (`WeightSetPublic`)."""
+    size = ws.input_size
     return ZooRow(
         name=ws.name,
         arch=ws.arch,
@@ -158,28 +163,23 @@ def _zoo_row(ws) -> ZooRow:
         input_size=int(size[-1]) if size else None,
         num_params=ws.num_params,
         embed_dim=ws.embed_dim,
-        weights_present=weights_present,
-        upstream_data=getattr(ws, "upstream_data", None),
+        weights_present=bool(ws.weights_present),
+        upstream_data=ws.upstream_data,
     )
 
 
 _zoo_lock = threading.Lock()
-_zoo_cache: dict[str, Any] = {"key": None, "at": 0.0, "rows": []}
-ZOO_CACHE_SECONDS = 30.0
+_zoo_cache: dict[str, Any] = {"source": None, "rows": []}
 
 
 def catalogue_rows() -> list[ZooRow]:
-    """Every weight set as a row, cached briefly (user models added meanwhile show after the cache expires)."""
+    """Every weight set as a page row, derived once from the API's cached catalogue (one cache for both)."""
 
-    user_file = get_settings().user_zoo_file
-    key = (str(user_file), user_file.stat().st_mtime if user_file.exists() else None)
+    public = catalogue()
     with _zoo_lock:
-        fresh = time.monotonic() - _zoo_cache["at"] < ZOO_CACHE_SECONDS
-        if _zoo_cache["key"] == key and fresh:
-            return _zoo_cache["rows"]
-        rows = sorted((_zoo_row(ws) for ws in list_weight_sets()), key=lambda r: r.name)
-        _zoo_cache.update(key=key, at=time.monotonic(), rows=rows)
-        return rows
+        if _zoo_cache["source"] is not public:
+            _zoo_cache.update(source=public, rows=sorted((_zoo_row(ws) for ws in public), key=lambda r: r.name))
+        return _zoo_cache["rows"]
 
 
 def filter_zoo(
@@ -236,8 +236,8 @@ def zoo_page(
     min_params: str | None = None,
     max_params: str | None = None,
     weights: str = "",
-    page: int = Query(1, ge=1),
-    per_page: int = Query(50),
+    page: int = Query(1, ge=1, le=MAX_ID),
+    per_page: int = Query(50, ge=1, le=MAX_ID),
 ) -> HTMLResponse:
     rows = catalogue_rows()
     per_page = per_page if per_page in PAGE_SIZES else 50
@@ -270,65 +270,130 @@ def datasets_page(request: Request) -> HTMLResponse:
 
 
 def _dataset_row(dataset_id: int) -> dict[str, Any]:
+    """The registry row's public facts, and its stored source (kept server-side: it names where thumbnails come
+    from and is never rendered)."""
     with session_scope() as s:
         row = registry.get_dataset(s, dataset_id)
-        return {"id": row.id, "name": row.name, "source": row.source, "fingerprint": row.fingerprint,
-                "created_at": getattr(row, "created_at", None)}
+        return {"id": row.id, "name": row.name, "fingerprint": row.fingerprint, "classes": list(row.classes or []),
+                "counts": dict(row.counts or {}), "created_at": getattr(row, "created_at", None),
+                "_source": row.source}
 
 
-@lru_cache(maxsize=8)
-def _load(source: str, fingerprint: str):
-    """The dataset as stored (fingerprint in the key: a source replaced on disk is read again)."""
-
-    return load_dataset(source)
-
-
-def load_registered_dataset(dataset_id: int):
-    row = _dataset_row(dataset_id)
-    return row, _load(row["source"], row["fingerprint"])
+def _split_names(counts: dict[str, Any]) -> list[str]:
+    return sorted(counts, key=lambda s: (SPLIT_ORDER.get(s, 3), s))
 
 
 @router.get("/dashboard/datasets/{dataset_id}", response_class=HTMLResponse)
-def dataset_page(request: Request, dataset_id: int, split: str | None = None) -> HTMLResponse:
+def dataset_page(
+    request: Request,
+    dataset_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+    split: Annotated[str | None, Query(max_length=64)] = None,
+) -> HTMLResponse:
+    """Classes and counts from the registry row; thumbnails made once (at registration, or here for a dataset
+    registered before thumbnails existed) and then only linked: no dataset is loaded per view."""
     try:
-        row, ds = load_registered_dataset(dataset_id)
+        row = _dataset_row(dataset_id)
     except NotFoundError as exc:
         return _not_found(request, str(exc))
-    except ZooensError as exc:
-        return _page(request, "error.html", "datasets", status_code=422, title="Dataset unreadable", message=str(exc))
-    n_classes = len(ds.classes)
-    split_names = sorted(ds.splits, key=lambda s: ({"train": 0, "val": 1, "test": 2}.get(s, 3), s))
-    counts: dict[str, list[int]] = {}
+    classes: list[str] = [str(c) for c in row["classes"]]
+    split_names = _split_names(row["counts"])
+    counts = {s: [int((row["counts"].get(s) or {}).get(c, 0)) for c in classes] for s in split_names}
     samples: dict[str, list[list[int]]] = {}
-    for name in split_names:
-        labels = np.asarray(ds.split(name).labels)
-        counts[name] = np.bincount(labels, minlength=n_classes).tolist()
-        samples[name] = [np.flatnonzero(labels == c)[:THUMBS_PER_CLASS].tolist() for c in range(n_classes)]
-    sample_split = split if split in split_names else ("train" if "train" in split_names else split_names[0])
+    settings = get_settings()
+    try:
+        dest = thumbnails_dir(settings, row["fingerprint"])
+        found = sample_indices(dest)
+        if found is None:
+            dest = ensure_thumbnails(settings, row["_source"], row["fingerprint"])
+            found = sample_indices(dest)
+        samples = found or {}
+    except ZooensError as exc:  # the page still shows the counts; the thumbnails say why they are missing
+        logger.warning("no thumbnails for dataset %d: %s", dataset_id, exc)
+    sample_split = split if split in split_names else ("train" if "train" in split_names else
+                                                       (split_names[0] if split_names else ""))
+    shown = samples.get(sample_split) or [[] for _ in classes]
     return _page(
         request, "dataset.html", "datasets",
-        dataset=row, classes=list(ds.classes), splits=split_names, counts=counts,
-        totals={s: sum(c) for s, c in counts.items()}, sample_split=sample_split, samples=samples[sample_split],
+        dataset=row, classes=classes, splits=split_names, counts=counts,
+        totals={s: sum(c) for s, c in counts.items()}, sample_split=sample_split, samples=shown,
+        thumb_size=THUMB_SIZE,
     )
 
 
 @router.get("/dashboard/datasets/{dataset_id}/images/{split}/{index}.png")
-def dataset_thumbnail(dataset_id: int, split: str, index: int, size: int = Query(64, ge=8, le=512)) -> Response:
-    """A PNG thumbnail of image `index` of a split (nearest-neighbour when enlarging small images)."""
+def dataset_thumbnail(
+    dataset_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+    split: Annotated[str, PathParam(max_length=64)],
+    index: Annotated[int, PathParam(ge=0, le=MAX_ID)],
+) -> Response:
+    """A thumbnail made at registration, served from disk as it is (no decoding per request; CSS scales it)."""
 
     try:
-        _, ds = load_registered_dataset(dataset_id)
-        part = ds.split(split)
+        row = _dataset_row(dataset_id)
+        if split not in row["counts"]:
+            known = ", ".join(_split_names(row["counts"]))
+            raise NotFoundError(f"Dataset {dataset_id} has no split {split!r}; it has {known}.")
+        path = thumbnail_file(thumbnails_dir(get_settings(), row["fingerprint"]), split, index)
     except NotFoundError as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except ZooensError as exc:
-        raise HTTPException(404, str(exc)) from exc
-    if not 0 <= index < len(part):
-        raise HTTPException(404, f"Split {split!r} of dataset {dataset_id} has {len(part)} images; no index {index}.")
-    img = part.image(index).convert("RGB")
-    scale = size / max(img.size)
-    resample = Image.NEAREST if scale >= 1 else Image.LANCZOS
-    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), resample)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return Response(buf.getvalue(), media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+        raise HTTPException(404, str(exc)) from None
+    return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+
+# --------------------------------------------------------------------------------------
+# Sign-in (ZOOENS_PROTECT_READS): a read-only session cookie for page navigation and images
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site (no scheme, no host, no `//`): an open redirect would help phishing."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/dashboard/jobs"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/dashboard/jobs"
+    return target
+
+
+def _signin_response(request: Request, message: str, status_code: int, next_url: str) -> HTMLResponse:
+    return _page(request, "signin.html", "", status_code=status_code, title="Sign in", message=message,
+                 next_url=_safe_next(next_url))
+
+
+async def unauthorised_page(scope: dict[str, Any], message: str) -> HTMLResponse:
+    """The guard middleware's answer to a page or image request without a valid token: 401 and the sign-in form."""
+    request = Request(scope)
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    response = _signin_response(request, message, 401, target)
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+@router.get("/dashboard/session", response_class=HTMLResponse)
+def signin_page(request: Request, next: str = Query("/dashboard/jobs", max_length=2000)) -> HTMLResponse:
+    return _signin_response(request, "", 200, next)
+
+
+@router.post("/dashboard/session", response_class=HTMLResponse)
+async def sign_in(
+    request: Request,
+    token: Annotated[str, Form(max_length=512)],
+    next: Annotated[str, Form(max_length=2000)] = "/dashboard/jobs",
+) -> Response:
+    """Check the token and keep it in an HttpOnly, SameSite=Strict cookie (Secure over https) that authorises
+    page and image reads only; the guard never accepts the cookie for a write."""
+    plain = token.strip()
+    if not plain or not await run_in_threadpool(token_is_valid, plain):
+        return _signin_response(request, "The API token is unknown or revoked; create one with "
+                                         "`zooens tokens create NAME`.", 401, next)
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie(SESSION_COOKIE, plain, httponly=True, samesite="strict", path="/",
+                        secure=request.url.scheme == "https")
+    return response
+
+
+@router.post("/dashboard/session/end")
+def sign_out(request: Request) -> Response:
+    """Forget the session cookie."""
+    response = RedirectResponse("/dashboard/session", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
+                           secure=request.url.scheme == "https")
+    return response

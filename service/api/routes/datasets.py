@@ -1,9 +1,13 @@
+"""Datasets: upload, register a server-side path, list and show (ids, names, counts; never server paths)."""
 from __future__ import annotations
 
+import unicodedata
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
+from zooens.errors import DatasetError
 from zooens.service import registry
 from zooens.service.api.deps import (
     DatasetId,
@@ -12,14 +16,28 @@ from zooens.service.api.deps import (
     TokenDep,
     read_access,
 )
-from zooens.service.api.schemas import DatasetPublic, DatasetRegister, Page
+from zooens.service.api.schemas import DatasetPublic, DatasetRegister, Page, no_control_characters
 from zooens.service.uploads import ingest_upload, register_path
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
+MAX_NAME = 200
+
 
 def dataset_public(row) -> DatasetPublic:
     return DatasetPublic.model_validate(row)
+
+
+def client_file_name(filename: str | None, fallback: str = "upload") -> str:
+    """A client's file name made safe to show, log and store: its last path component, without control
+    characters, NFC-normalised, at most MAX_NAME characters (the suffix kept, which says the format)."""
+    text = unicodedata.normalize("NFC", filename or "")
+    text = "".join(c for c in text if ord(c) >= 32 and ord(c) != 127 and unicodedata.category(c) != "Cs")
+    text = PureWindowsPath(PurePosixPath(text).name).name.strip() or fallback
+    if len(text) > MAX_NAME:
+        suffix = PurePosixPath(text).suffix[:16]
+        text = text[: MAX_NAME - len(suffix)] + suffix
+    return text
 
 
 @router.post("", response_model=DatasetPublic, status_code=201)
@@ -27,17 +45,27 @@ def upload_dataset(
     session: SessionDep,
     settings: SettingsDep,
     _: TokenDep,
-    file: Annotated[UploadFile, File(description="A .zip of an ImageFolder tree (or of a CSV manifest and its images), or an .npz.")],
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    file: Annotated[UploadFile, File(description="A .zip of an ImageFolder tree (or of a CSV manifest and its "
+                                                 "images), or an .npz.")],
+    name: Annotated[str | None, Form(min_length=1, max_length=MAX_NAME)] = None,
 ) -> DatasetPublic:
-    """Upload a dataset. It is checked whole before anything is stored."""
+    """Upload a dataset. It is checked whole before anything is stored; the body is bounded by
+    ZOOENS_MAX_UPLOAD_BYTES before it is read (the guard middleware)."""
 
-    row = ingest_upload(session, file.file, file.filename or "", settings, name=name)
+    if name is not None:
+        try:
+            no_control_characters(name)
+        except ValueError as exc:
+            raise DatasetError(f"The dataset name {exc}.") from None
+    filename = client_file_name(file.filename)
+    row = ingest_upload(session, file.file, filename, settings, name=name or PurePosixPath(filename).stem[:MAX_NAME])
     return dataset_public(row)
 
 
 @router.post("/register", response_model=DatasetPublic, status_code=201)
-def register_dataset_path(body: DatasetRegister, session: SessionDep, settings: SettingsDep, _: TokenDep) -> DatasetPublic:
+def register_dataset_path(
+    body: DatasetRegister, session: SessionDep, settings: SettingsDep, _: TokenDep
+) -> DatasetPublic:
     """Register a dataset already on the server (only under ZOOENS_DATA_ROOTS)."""
 
     return dataset_public(register_path(session, body.path, settings, name=body.name))

@@ -1,17 +1,18 @@
 from __future__ import annotations
 
-import io
 import threading
 from collections import OrderedDict
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, File, UploadFile
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from zooens.ensemble.predictor import EnsemblePredictor
 from zooens.errors import DatasetError, TooLargeError
+from zooens.selection.images import DECODE_ERRORS, check_pixels, open_image
 from zooens.service import registry
-from zooens.service.api.deps import EnsembleId, SessionDep, read_access
+from zooens.service.api.deps import EnsembleId, SessionDep, SettingsDep, read_access
+from zooens.service.api.routes.datasets import client_file_name
 from zooens.service.api.schemas import EnsemblePublic, Prediction, PredictionsPublic
 from zooens.service.reports import ensemble_view
 
@@ -20,8 +21,8 @@ router = APIRouter(prefix="/ensembles", tags=["ensembles"], dependencies=[Depend
 _CACHE: "OrderedDict[int, object]" = OrderedDict()
 _CACHE_SIZE = 4
 _LOCK = threading.Lock()
-MAX_IMAGES = 64
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
+PREDICT_MAX_SIDE = 1024
+"""Longest side an image is decoded to for predict (see `predict`)."""
 
 
 def predictor_for(session, ensemble_id: int):
@@ -41,6 +42,20 @@ def predictor_for(session, ensemble_id: int):
     return predictor
 
 
+def check_image_header(stream: BinaryIO, name: str) -> None:
+    """Refuse an image from its header alone (no pixel decoded): not an image (422), too many pixels (413)."""
+    stream.seek(0)
+    try:
+        with Image.open(stream) as img:
+            check_pixels(img, name)
+    except TooLargeError:
+        raise
+    except DECODE_ERRORS:
+        raise DatasetError(f"{name} is not a readable image; send PNG, JPEG or another common format.") from None
+    finally:
+        stream.seek(0)
+
+
 @router.get("/{ensemble_id}", response_model=EnsemblePublic)
 def show_ensemble(ensemble_id: EnsembleId, session: SessionDep) -> EnsemblePublic:
     ens = registry.get_ensemble(session, ensemble_id)
@@ -51,30 +66,38 @@ def show_ensemble(ensemble_id: EnsembleId, session: SessionDep) -> EnsemblePubli
 def predict(
     ensemble_id: EnsembleId,
     session: SessionDep,
+    settings: SettingsDep,
     files: Annotated[list[UploadFile], File(description="One or more images.")],
 ) -> PredictionsPublic:
-    """Class probabilities of the ensemble for each image. Reading only: no token needed."""
+    """Class probabilities of the ensemble for each image. Reading only: no token needed (unless
+    ZOOENS_PROTECT_READS).
+
+    Bounded before it costs: the body by ZOOENS_MAX_PREDICT_BYTES (the guard middleware, before it is read), the
+    number of files by ZOOENS_MAX_PREDICT_FILES (before any image is decoded), each image's pixels by
+    ZOOENS_MAX_IMAGE_PIXELS (from its header). Deliberately, each image is decoded reduced to at most
+    PREDICT_MAX_SIDE pixels on its longer side (JPEGs at a reduced DCT scale): the members' own resolution is far
+    below that, so the answer is the same while a large photo costs a fraction of its full decode. Images are
+    decoded and scored one at a time, so at most one decoded image is held.
+    """
+    if not files:
+        raise DatasetError("Send at least one image as multipart field 'files'.")
+    if len(files) > settings.max_predict_files:
+        raise TooLargeError(f"{len(files)} images in one request; at most {settings.max_predict_files} are allowed "
+                            "(ZOOENS_MAX_PREDICT_FILES): split the request.")
+    names = [client_file_name(f.filename, fallback=f"image-{i}") for i, f in enumerate(files)]
+    for f, name in zip(files, names):  # headers only: a too large or unreadable image is refused before any work
+        check_image_header(f.file, name)
     ens = registry.get_ensemble(session, ensemble_id)
     job = registry.get_job(session, ens.job_id)
     classes = list(registry.get_dataset(session, job.dataset_id).classes)
-    if not files:
-        raise DatasetError("Send at least one image as multipart field 'files'.")
-    if len(files) > MAX_IMAGES:
-        raise TooLargeError(f"At most {MAX_IMAGES} images per request; split the request.")
-    images, names = [], []
-    for f in files:
-        data = f.file.read(MAX_IMAGE_BYTES + 1)
-        if len(data) > MAX_IMAGE_BYTES:
-            raise TooLargeError(f"{f.filename} is larger than {MAX_IMAGE_BYTES:,} bytes.")
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                images.append(img.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError):
-            raise DatasetError(f"{f.filename!r} is not a readable image; send PNG, JPEG or another common format.") from None
-        names.append(f.filename or f"image-{len(names)}")
-    proba = predictor_for(session, ensemble_id).predict_proba(images)
-    out = [
-        Prediction(filename=n, label=classes[int(p.argmax())], probabilities={c: float(v) for c, v in zip(classes, p)})
-        for n, p in zip(names, proba)
-    ]
+    predictor = predictor_for(session, ensemble_id)
+    out = []
+    for f, name in zip(files, names):
+        f.file.seek(0)
+        data = f.file.read(settings.max_predict_bytes + 1)
+        image = open_image(data, max_side=PREDICT_MAX_SIDE, name=name)
+        p = predictor.predict_proba([image])[0]
+        del image, data
+        out.append(Prediction(filename=name, label=classes[int(p.argmax())],
+                              probabilities={c: float(v) for c, v in zip(classes, p)}))
     return PredictionsPublic(ensemble_id=ensemble_id, classes=classes, data=out)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
@@ -33,7 +33,8 @@ def create_job(body: JobCreate, session: SessionDep, _: TokenDep) -> JobPublic:
 @router.get("", response_model=Page[JobPublic], dependencies=[Depends(read_access)])
 def list_jobs(
     session: SessionDep,
-    status: Annotated[str | None, Query(description="queued, running, succeeded, failed or cancelled")] = None,
+    status: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
+                      Query(description="queued, running, succeeded, failed or cancelled")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[JobPublic]:

@@ -126,7 +126,7 @@ function renderScatter(rows) {
     margin: { l: 60, r: 20, t: 20, b: 50 },
     xaxis: { title: { text: "kNN accuracy (leave-one-out)" }, tickformat: ".0%" },
     yaxis: { title: { text: "fine-tuned val accuracy" }, tickformat: ".0%" },
-  }, { displaylogo: false, responsive: true });
+  }, { displaylogo: false, displayModeBar: false, responsive: true });
 }
 
 function renderEnsemble(ens, ranking) {
@@ -171,7 +171,7 @@ function renderEnsemble(ens, ranking) {
       xaxis: { title: { text: "greedy step (members added)" }, dtick: 1 },
       yaxis: { title: { text: "ensemble val cross-entropy" } },
       shapes: ens.size ? [{ type: "line", x0: ens.size, x1: ens.size, yref: "paper", y0: 0, y1: 1, line: { dash: "dot", color: "#718096" } }] : [],
-    }, { displaylogo: false, responsive: true });
+    }, { displaylogo: false, displayModeBar: false, responsive: true });
   }
 }
 

@@ -140,7 +140,7 @@ def test_register_path_only_under_data_roots(client, auth, tmp_path, monkeypatch
 
 
 def test_job_validation_and_conflicts(client, auth):
-    ds_id = _upload(client, auth, imagefolder_zip({"a": 3, "b": 3})).json()["id"]
+    ds_id = _upload(client, auth, imagefolder_zip({"a": 8, "b": 8})).json()["id"]
     assert client.post("/api/v1/jobs", json={"dataset_id": 999}, headers=auth).status_code == 404
     bad = client.post("/api/v1/jobs", json={"dataset_id": ds_id, "strategies": ["bogus"]}, headers=auth)
     assert bad.status_code == 422 and "Unknown strategy" in bad.json()["detail"]

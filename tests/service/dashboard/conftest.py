@@ -64,9 +64,13 @@ class LiveServer:
             return json.loads(resp.read())
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def live_server():
-    """A fresh ZOOENS_HOME with the tiny user zoo registered and one API token; the server runs for the package."""
+    """A fresh ZOOENS_HOME with the tiny user zoo registered and one API token; the server runs for one module.
+
+    Module scope, not package scope: the in-process worker reads the settings (ZOOENS_HOME, hence its database)
+    whenever it polls, so a server left running while a later module's tests point ZOOENS_HOME at a fresh,
+    empty home made its worker poll a database without tables (`no such table: jobs` in a thread)."""
     from zooens.settings import get_settings
 
     home = Path(tempfile.mkdtemp(prefix="zooens-dashboard-home-"))
@@ -91,7 +95,7 @@ def live_server():
     shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def digits_zip(tmp_path_factory) -> Path:
     """An ImageFolder zip of scikit-learn digits: train/ (60 a class) and test/ (15 a class), 32 px PNGs."""
     import numpy as np
@@ -119,7 +123,7 @@ def digits_zip(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM) or not os.path.exists(CHROMEDRIVER):
         pytest.skip(f"headless Chromium needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver; `make setup` installs them)")
@@ -143,7 +147,7 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def screenshots() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS

@@ -180,10 +180,12 @@ def test_dataset_page_counts_and_thumbnails(browser, live_server, finished_job, 
     for r in rows:
         assert r.find_element(By.CSS_SELECTOR, "td[data-split='train']").text == "60"
         assert r.find_element(By.CSS_SELECTOR, "td[data-split='test']").text == "15"
+    from zooens.service.thumbnails import THUMB_SIZE
+
     wait_for(driver, lambda d: d.execute_script(
         "const imgs = Array.from(document.querySelectorAll('#thumbs img'));"
-        "return imgs.length === 120 && imgs.every((i) => i.complete && i.naturalWidth === 64);"),
-        what="120 thumbnails of 64 px")
+        "return imgs.length === 120 && imgs.every((i) => i.complete && i.naturalWidth === arguments[0]);", THUMB_SIZE),
+        what=f"120 thumbnails of {THUMB_SIZE} px (32 px digits enlarged by a whole factor)")
     driver.save_screenshot(str(screenshots / "dataset.png"))
     open_page(driver, live_server.url + "/dashboard/datasets", "#datasets-table tbody tr")
     assert console_errors(driver) == []
