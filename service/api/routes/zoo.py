@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated
 
 import torch
@@ -32,8 +32,16 @@ CATALOGUE_MAX_AGE_SECONDS = 300.0
 old ones are still served."""
 
 
+def public_facts(facts: dict) -> dict:
+    """A weight set's facts without server paths: a local weight file is named, not located."""
+    source = dict(facts.get("source") or {})
+    if source.get("kind") == "file" and source.get("path"):
+        source["path"] = PurePath(source["path"]).name
+    return {**facts, "source": source} if "source" in facts else facts
+
+
 def weight_set_public(ws) -> WeightSetPublic:
-    facts = ws.to_dict()  # computes weights_present (file-system look-ups) once
+    facts = public_facts(ws.to_dict())  # computes weights_present (file-system look-ups) once
     size = getattr(ws.input, "input_size", None)
     return WeightSetPublic(
         name=ws.name, arch=ws.arch, tag=ws.tag, origin=ws.origin, weights_present=bool(facts["weights_present"]),

@@ -12,6 +12,7 @@ import zlib
 
 from fastapi.testclient import TestClient
 
+from tests.service._tiny import register_tiny_zoo
 from tests.service.api.conftest import imagefolder_zip, png_bytes
 
 HOSTILE_SIZE = 200 * 1024 * 1024
@@ -395,3 +396,14 @@ def test_the_catalogue_is_built_once_and_warmed_at_start_up(db_url):
     from zooens.service.dashboard.router import catalogue_rows
 
     assert catalogue_rows() is catalogue_rows() and len(catalogue_rows()) == len(built)
+
+
+def test_zoo_answers_name_a_user_weight_file_without_its_server_path(client, zooens_home):
+    register_tiny_zoo(zooens_home / "weights", ["tiny-resnet"])
+    one = client.get("/api/v1/zoo/tiny-resnet")
+    assert one.status_code == 200, one.text
+    source = one.json()["facts"]["source"]
+    assert source["kind"] == "file" and source["path"] and "/" not in source["path"]
+    listed = client.get("/api/v1/zoo", params={"filter": "tiny-resnet"})
+    for body in (one.text, listed.text):
+        assert str(zooens_home) not in body
