@@ -2,51 +2,22 @@
 upload digits as a zip, create a job, poll it to the end, read ranking and ensemble, predict."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.service._live import start_server, stop_server
 from tests.service._tiny import register_tiny_zoo
 from tests.service.api.conftest import digits_zip, png_bytes
-
-ZOOENS = str(Path(sys.executable).parent / "zooens")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def server(db_url, zooens_home):
     register_tiny_zoo(zooens_home / "weights")
-    port = _free_port()
-    env = {**os.environ, "ZOOENS_HOME": str(zooens_home), "ZOOENS_DATABASE_URL": db_url}
-    proc = subprocess.Popen([ZOOENS, "serve", "--with-worker", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/api/v1/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, proc.stderr.read().decode()
-        time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("the server did not become ready")
+    proc, url = start_server(zooens_home, db_url, with_worker=True)
     yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop_server(proc)
 
 
 @pytest.mark.slow

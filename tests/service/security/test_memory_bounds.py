@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -21,20 +16,14 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.service._live import start_server, stop_server
 from tests.service.security._hostile import deflate_bomb, forged_png, good_entries, npy_header, zip_of
 
-ZOOENS = str(Path(sys.executable).parent / "zooens")
 PEAK_BOUND_MB = 150
 """What all the bombs together may add to the server's peak memory (a decoded 13000x13000 PNG
 alone would be 507 MB; a 1 GiB array 1,024 MB)."""
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -46,26 +35,9 @@ def peak_rss_mb(pid: int) -> float:
 
 @pytest.fixture
 def server(db_url, zooens_home):
-    port = _free_port()
-    env = {**os.environ, "ZOOENS_HOME": str(zooens_home), "ZOOENS_DATABASE_URL": db_url}
-    proc = subprocess.Popen([ZOOENS, "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/api/v1/healthz", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, proc.stderr.read().decode()
-        time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("the server did not start")
+    proc, url = start_server(zooens_home, db_url, ready_path="/api/v1/healthz")
     yield url, proc.pid
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop_server(proc)
 
 
 def _npz_bomb(path: Path, gib: int = 1) -> Path:
