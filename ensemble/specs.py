@@ -17,7 +17,9 @@ from zooens.errors import ConfigError
 
 __all__ = [
     "MAX_RESOLUTION",
+    "AUGMENTATIONS",
     "MAX_STEPS",
+    "check_augmentation",
     "MIN_RESOLUTION",
     "RunSpec",
     "SweepConfig",
@@ -35,6 +37,21 @@ MAX_STEPS = 100_000
 before that); longer training is several runs or a change of this constant in a fork, not a request."""
 
 V = TypeVar("V")
+
+
+AUGMENTATIONS = ("none", "flip", "crop", "crop_flip")
+"""Training-time augmentation of images: `flip` (random horizontal flips: only for data whose labels
+survive a mirror), `crop` (a random crop of a slightly enlarged image, as BiT's random crop), both, or none."""
+
+
+def check_augmentation(value: str) -> str:
+    """One of `AUGMENTATIONS`."""
+    if value not in AUGMENTATIONS:
+        raise ConfigError(
+            f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {value!r}; use 'flip' only when a "
+            "mirrored image keeps its label."
+        )
+    return value
 
 
 def check_learning_rate(lr: float) -> float:
@@ -150,7 +167,11 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One fine-tuning run: which model, which strategy, which hyper-parameters."""
+    """One fine-tuning run: which model, which strategy, which hyper-parameters.
+
+    `augmentation` is a property of the data, declared by the caller (see `AUGMENTATIONS`):
+    no flip unless the task says flips preserve its labels.
+    """
 
     model_name: str
     strategy: str
@@ -160,6 +181,7 @@ class RunSpec:
     resolution: int | None = None
     batch_size: int = 64
     options: dict[str, Any] = field(default_factory=dict)
+    augmentation: str = "none"
 
     def validate(self) -> "RunSpec":
         """Check the strategy name and the hyper-parameters; raise ConfigError saying how to fix them."""
@@ -169,6 +191,7 @@ class RunSpec:
         check_batch_size(self.batch_size)
         check_seed(self.seed)
         check_resolution(self.resolution)
+        check_augmentation(self.augmentation)
         if not isinstance(self.options, dict):
             raise ConfigError(f"options must be a dict of strategy options, got {type(self.options).__name__}.")
         strategy.check_options(self.options)
@@ -178,4 +201,4 @@ class RunSpec:
     def hparams(self) -> dict[str, Any]:
         """The hyper-parameters as recorded with a run (options included)."""
         return {"lr": self.lr, "steps": self.steps, "batch_size": self.batch_size, "seed": self.seed,
-                "resolution": self.resolution, **self.options}
+                "resolution": self.resolution, "augmentation": self.augmentation, **self.options}

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from zooens.cancel import check_cancelled
+from zooens.ensemble.specs import check_augmentation
 from zooens.errors import ConfigError, DatasetError
 from zooens.utils import resolve_device
 
@@ -147,6 +148,38 @@ def iterate_batches(n: int, batch_size: int, generator: torch.Generator) -> Iter
             yield perm[start : start + size]
 
 
+CROP_ENLARGE = 1.143
+"""`crop` enlarges a preprocessed image by this factor and takes a random crop of the original size
+(BiT resizes to 512 and crops 480 at random: 512 / 480 = 1.067; 256 / 224 = 1.143 is the common
+ImageNet ratio, used here since zooens's images arrive at the model's size)."""
+
+
+def augment_batch(images: torch.Tensor, augmentation: str, generator: torch.Generator) -> torch.Tensor:
+    """A randomly augmented copy of a preprocessed batch (B, 3, H, W), drawn from `generator`.
+
+    `flip`: each image mirrored left-right with probability 1/2; `crop`: each image enlarged by
+    `CROP_ENLARGE` (bilinear) and cropped back to (H, W) at a random offset; `crop_flip`: both;
+    `none`: the batch unchanged. The draws happen in a fixed order, so a seed gives one sequence.
+    """
+    check_augmentation(augmentation)
+    if augmentation == "none":
+        return images
+    out = images
+    if augmentation in ("crop", "crop_flip"):
+        h, w = images.shape[-2:]
+        big_h, big_w = max(h + 1, round(h * CROP_ENLARGE)), max(w + 1, round(w * CROP_ENLARGE))
+        enlarged = F.interpolate(images, size=(big_h, big_w), mode="bilinear", align_corners=False)
+        tops = torch.randint(0, big_h - h + 1, (len(images),), generator=generator)
+        lefts = torch.randint(0, big_w - w + 1, (len(images),), generator=generator)
+        out = torch.stack([enlarged[i, :, t:t + h, l:l + w] for i, (t, l) in enumerate(zip(tops.tolist(),
+                                                                                        lefts.tolist()))])
+    if augmentation in ("flip", "crop_flip"):
+        flip = torch.rand(len(images), generator=generator) < 0.5
+        out = out.clone() if out is images else out
+        out[flip] = out[flip].flip(-1)
+    return out
+
+
 def _validate(lr: float, steps: int, batch_size: int, momentum: float, weight_decay: float) -> None:
     if not lr > 0 or not math.isfinite(lr):
         raise ConfigError(f"lr must be a positive number, got {lr}; try 0.01.")
@@ -187,7 +220,7 @@ def fit_classifier(
     weight_decay: float = 0.0,
     loss_fn: LossFn | None = None,
     progress: bool = True,
-    augment: bool = True,
+    augmentation: str = "none",
     warmup_steps: int | None = None,
     freeze_norm_stats: bool = False,
     on_step: Callable[[int, float], None] | None = None,
@@ -202,9 +235,10 @@ def fit_classifier(
     data_cfg : timm data config (input_size, mean, std, interpolation, crop_pct, crop_mode).
     lr, steps, batch_size : SGD learning rate (peak of the BiT schedule), number of
         optimisation steps, mini-batch size (capped at N).
-    seed : seeds the sampling order and the flips; nothing else draws random numbers.
+    seed : seeds the sampling order and the augmentation; nothing else draws random numbers.
     loss_fn : `loss_fn(model, images, labels) -> scalar`; default cross-entropy of `model(images)`.
-    augment : random horizontal flips of training images.
+    augmentation : one of `specs.AUGMENTATIONS` (`augment_batch`); "none" by default: flips only where
+        the data declares them label-preserving.
     warmup_steps : linear warm-up length; default `default_warmup_steps(steps)`.
     freeze_norm_stats : keep batch-norm layers in eval mode so their running statistics
         (buffers, not parameters) stay as they were: use it when only adapters train.
@@ -243,9 +277,7 @@ def fit_classifier(
         idx = next(batches)
         images = torch.stack([dataset[int(i)][0] for i in idx])
         labels = torch.as_tensor(train_split.labels[idx.numpy()], dtype=torch.long)
-        if augment:
-            flip = torch.rand(len(idx), generator=generator) < 0.5
-            images[flip] = images[flip].flip(-1)
+        images = augment_batch(images, augmentation, generator)
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         if on_cuda:

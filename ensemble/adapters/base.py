@@ -105,7 +105,7 @@ def make_config(name: str, options: dict[str, Any] | None = None) -> AdapterConf
         raise ConfigError(f"Bad {name} options {options}: {exc}. See the option help of {cls.__name__}.") from None
 
 
-_TRAINING_OPTIONS = {"momentum", "weight_decay", "augment", "freeze_norm_stats", "eval_batch_size", "teachers", "beta"}
+_TRAINING_OPTIONS = {"momentum", "weight_decay", "freeze_norm_stats", "eval_batch_size", "teachers", "beta"}
 
 
 def inject(model: nn.Module, name: str, config: AdapterConfig) -> list[nn.Parameter]:

@@ -5,10 +5,11 @@ Importing this package registers them (the timm way): the registry,
 `zooens.ensemble._registry`, imports none of them.
 """
 from zooens.ensemble._registry import STRATEGIES, get_strategy, register_strategy, strategy_names
-from zooens.ensemble.strategies import adapters, aft, full, linear  # noqa: F401  (registration)
+from zooens.ensemble.strategies import adapters, aft, film, full, linear  # noqa: F401  (registration)
 from zooens.ensemble.strategies.adapters import AdapterStrategy
 from zooens.ensemble.strategies.aft import AftStrategy
 from zooens.ensemble.strategies.base import ImageClassifier, ImageStrategy, Strategy, embedding_dim
+from zooens.ensemble.strategies.film import FilmStrategy
 from zooens.ensemble.strategies.full import FullStrategy
 from zooens.ensemble.strategies.linear import LinearProbe, LinearProbeModule, LinearStrategy
 
@@ -16,6 +17,7 @@ __all__ = [
     "STRATEGIES",
     "AdapterStrategy",
     "AftStrategy",
+    "FilmStrategy",
     "FullStrategy",
     "ImageClassifier",
     "ImageStrategy",

@@ -26,7 +26,14 @@ from zooens.ensemble.artifacts import Artifact
 from zooens.ensemble.results import RunResult, build_run_result
 from zooens.ensemble.specs import RunSpec, SweepConfig
 from zooens.ensemble.strategies.base import ImageClassifier, Strategy, base_config, embedding_dim
-from zooens.ensemble.training import bit_schedule, default_warmup_steps, eval_transform, iterate_batches, predict_proba
+from zooens.ensemble.training import (
+    augment_batch,
+    bit_schedule,
+    default_warmup_steps,
+    eval_transform,
+    iterate_batches,
+    predict_proba,
+)
 from zooens.errors import ConfigError
 from zooens.selection.embed import embed_with_cache
 from zooens.zoo import create_model, data_config
@@ -109,8 +116,7 @@ class AftStrategy(Strategy):
             check_cancelled()
             idx = next(batches)
             images = torch.stack([transform(train.image(int(i))) for i in idx]).to(device)
-            flip = torch.rand(len(idx), generator=gen) < 0.5
-            images[flip] = images[flip].flip(-1)
+            images = augment_batch(images, spec.augmentation, gen)
             for g in opt.param_groups:
                 g["lr"] = bit_schedule(step, spec.steps, spec.lr, warmup)
             feats = model.backbone(images)

@@ -24,7 +24,7 @@ from zooens.zoo import data_config
 __all__ = ["IMAGE_TRAINING_OPTIONS", "ImageClassifier", "ImageStrategy", "Strategy", "base_config", "embedding_dim"]
 
 # The options `ImageStrategy.fit` reads, whatever the strategy.
-IMAGE_TRAINING_OPTIONS = frozenset({"momentum", "weight_decay", "augment", "freeze_norm_stats", "eval_batch_size"})
+IMAGE_TRAINING_OPTIONS = frozenset({"momentum", "weight_decay", "freeze_norm_stats", "eval_batch_size"})
 
 
 class Strategy:
@@ -170,7 +170,7 @@ class ImageStrategy(Strategy):
             weight_decay=float(options.get("weight_decay", 0.0)),
             loss_fn=self.loss_fn(spec),
             progress=progress,
-            augment=bool(options.get("augment", True)),
+            augmentation=spec.augmentation,
             freeze_norm_stats=bool(options.get("freeze_norm_stats", self.freeze_norm_stats)),
         )
         self.after_training(model, spec, ds, data_cfg, device)

@@ -28,7 +28,7 @@ class FullStrategy(ImageStrategy):
 
     Default sweep: lr (0.001, 0.003) x 500 steps at batch 32, i.e. BiT's base rate of
     0.003 and a tenth of it, with few steps since the backbone is already good.
-    Options: `momentum`, `weight_decay`, `augment`, `freeze_norm_stats`, `eval_batch_size`.
+    Options: `momentum`, `weight_decay`, `freeze_norm_stats`, `eval_batch_size`.
     """
 
     default_sweep: ClassVar[SweepConfig] = SweepConfig(learning_rates=(0.001, 0.003), steps=(500,), batch_size=32)

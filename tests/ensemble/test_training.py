@@ -137,7 +137,7 @@ def test_fit_classifier_uses_the_given_loss() -> None:
         return m(images).pow(2).mean()  # drives the logits to zero
 
     fit_classifier(model, model[1].parameters(), train, DATA_CFG, lr=0.1, steps=3, batch_size=4, seed=0,
-                   loss_fn=loss_fn, progress=False, augment=False)
+                   loss_fn=loss_fn, progress=False)
     assert calls == [(4, 3, 64, 64)] * 3
 
 
