@@ -1,26 +1,23 @@
-"""FiT's classifier: a FiLM-adapted backbone whose logits come from a Naive Bayes head over
-stored context features, and the episodic loss it trains with (Shysheya et al. 2022)."""
+"""FiT's classifier: a FiLM-adapted backbone whose logits come from the Naive Bayes head configured
+on stored context features (Shysheya et al. 2022, Eq. 2). FiT feeds the head the backbone's raw
+pooled features (no normalisation), and so does this module."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zooens.ensemble.adapters.film.head import NaiveBayesHead
 
-__all__ = ["FiTClassifier", "episodic_loss", "head_features"]
-
-
-def head_features(features: torch.Tensor) -> torch.Tensor:
-    """Backbone features on the sphere of radius sqrt(D): per-dimension scale about 1, like the
-    identity term of the head's covariance, whatever the backbone's raw scale."""
-    return F.normalize(features.float(), dim=1) * features.shape[1] ** 0.5
+__all__ = ["FiTClassifier"]
 
 
 class FiTClassifier(nn.Module):
-    """Backbone with FiLM layers; logits from a Naive Bayes head over stored context features."""
+    """Backbone with FiLM layers; logits (B, C) from a Naive Bayes head over stored context features.
+
+    `set_context` stores the context (at test time: every training example's features, as FiT
+    configures its head on the whole downstream training set after fine-tuning); the head's
+    statistics are computed once from it and cached until the context changes.
+    """
 
     def __init__(self, backbone: nn.Module, head: NaiveBayesHead, n_classes: int) -> None:
         super().__init__()
@@ -30,32 +27,16 @@ class FiTClassifier(nn.Module):
         self._stats: dict[str, torch.Tensor] | None = None
 
     def set_context(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        self.context_features, self.context_labels = features.detach(), labels.detach()
+        """Features (N, D) and labels (N,) in [0, n_classes) the head is configured from."""
+        self.context_features, self.context_labels = features.detach().float(), labels.detach().long()
         self._stats = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.context_features.numel() == 0:
+            raise RuntimeError("FiTClassifier has no context: call set_context with the training features first.")
         if self._stats is None:
-            self._stats = self.head.fit_stats(self.context_features, self.context_labels, self.n_classes)
-        return self.head.logits(head_features(self.backbone(images)), self._stats)
-
-
-def episodic_loss(fraction: float) -> Callable[[FiTClassifier, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Split each class of the batch into context and target; CE of the targets under the head."""
-
-    def loss(model: FiTClassifier, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        feats = head_features(model.backbone(images))
-        ctx = torch.zeros(len(labels), dtype=torch.bool)
-        for c in labels.unique():
-            idx = (labels == c).nonzero().flatten()
-            if len(idx) >= 2:
-                ctx[idx[: max(1, int(round(fraction * len(idx))))]] = True
-        classes = labels[ctx].unique()
-        tgt = ~ctx & torch.isin(labels, classes)
-        if len(classes) < 2 or not tgt.any():  # too few examples per class: plain prototype CE on the batch
-            ctx, tgt, classes = torch.ones_like(ctx), torch.ones_like(ctx), labels.unique()
-        remap = torch.full((int(labels.max()) + 1,), -1, dtype=torch.long)
-        remap[classes] = torch.arange(len(classes))
-        stats = model.head.fit_stats(feats[ctx], remap[labels[ctx]], len(classes))
-        return F.cross_entropy(model.head.logits(feats[tgt], stats), remap[labels[tgt]])
-
-    return loss
+            with torch.no_grad():
+                self._stats = self.head.fit_stats(self.context_features, self.context_labels, self.n_classes)
+        features = self.backbone(images).float()
+        with torch.autocast(images.device.type, enabled=False):  # the head's Cholesky runs in float32
+            return self.head.logits(features, self._stats)

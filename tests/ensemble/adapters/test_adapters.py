@@ -117,15 +117,6 @@ def test_nb_qda_matches_scikit_learn(reg):
     assert (ours == ref).mean() == 1.0
 
 
-def test_nb_lda_matches_scikit_learn():
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
-    X, y = _features(seed=2)
-    Xq, _ = _features(seed=3)
-    ref = LinearDiscriminantAnalysis(solver="lsqr").fit(X, y).predict(Xq)
-    assert (_nb_predict("lda", (0.0, 1.0, 0.0), X, y, Xq) == ref).all()
-
-
 def test_nb_prototype_matches_nearest_centroid():
     from sklearn.neighbors import NearestCentroid
 
