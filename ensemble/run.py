@@ -27,8 +27,8 @@ def run_finetune(spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", pro
             )
     strategy = get_strategy(spec.strategy)
     device = resolve_device(device)
-    log.info("Fine-tuning %s with %s: lr %g, %d steps, batch %d, seed %d",
-             spec.model_name, spec.strategy, spec.lr, spec.steps, spec.batch_size, spec.seed)
+    log.info("Fine-tuning %s with %s: lr %g, %d steps, batch %d, seed %d, augmentation %s",
+             spec.model_name, spec.strategy, spec.lr, spec.steps, spec.batch_size, spec.seed, spec.augmentation)
     start = time.perf_counter()
     result = strategy.fit(spec, ds, cache=cache, device=device, progress=progress)
     result.seconds = time.perf_counter() - start

@@ -34,6 +34,7 @@ __all__ = [
     "ImageSplitDataset",
     "LossFn",
     "SplitLike",
+    "augment_batch",
     "bit_schedule",
     "default_warmup_steps",
     "eval_transform",
@@ -77,12 +78,15 @@ class ImageList:
         return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def bit_schedule(step: int, total_steps: int, base_lr: float, warmup_steps: int) -> float:
+def bit_schedule(step: int, total_steps: int, base_lr: float, warmup_steps: int,
+                 decay_steps: Sequence[int] | None = None) -> float:
     """Learning rate at `step` (0-based) under BiT's hyper-rule.
 
     During warm-up the rate rises linearly, `base_lr * (step + 1) / warmup_steps`, so the
-    first step already moves; afterwards it is `base_lr / 10**k` where k counts the decay
-    points (30%, 60%, 90% of `total_steps`) that `step` has reached.
+    first step already moves (BiT's code starts at 0, a step that trains nothing); afterwards it
+    is `base_lr / 10**k` where k counts the decay steps that `step` has reached: `decay_steps`
+    when given (e.g. `specs.BitRule.decay_steps`), else `DECAY_POINTS` (30%, 60%, 90%) of
+    `total_steps`, the paper's fractions.
     """
     if total_steps < 1:
         raise ConfigError(f"total_steps must be at least 1, got {total_steps}.")
@@ -97,7 +101,8 @@ def bit_schedule(step: int, total_steps: int, base_lr: float, warmup_steps: int)
         raise ConfigError(f"step must be non-negative, got {step}.")
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
-    decays = sum(step >= point * total_steps for point in DECAY_POINTS)
+    points = [p * total_steps for p in DECAY_POINTS] if decay_steps is None else list(decay_steps)
+    decays = sum(step >= point for point in points)
     return base_lr / 10**decays
 
 
@@ -154,11 +159,13 @@ CROP_ENLARGE = 1.143
 ImageNet ratio, used here since zooens's images arrive at the model's size)."""
 
 
-def augment_batch(images: torch.Tensor, augmentation: str, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(images: torch.Tensor, augmentation: str, generator: torch.Generator,
+                  crop_enlarge: float = CROP_ENLARGE) -> torch.Tensor:
     """A randomly augmented copy of a preprocessed batch (B, 3, H, W), drawn from `generator`.
 
     `flip`: each image mirrored left-right with probability 1/2; `crop`: each image enlarged by
-    `CROP_ENLARGE` (bilinear) and cropped back to (H, W) at a random offset; `crop_flip`: both;
+    `crop_enlarge` (bilinear; BiT's resize / crop ratio, e.g. 160 / 128, for `full`) and cropped back
+    to (H, W) at a random offset; `crop_flip`: both;
     `none`: the batch unchanged. The draws happen in a fixed order, so a seed gives one sequence.
     """
     check_augmentation(augmentation)
@@ -167,7 +174,9 @@ def augment_batch(images: torch.Tensor, augmentation: str, generator: torch.Gene
     out = images
     if augmentation in ("crop", "crop_flip"):
         h, w = images.shape[-2:]
-        big_h, big_w = max(h + 1, round(h * CROP_ENLARGE)), max(w + 1, round(w * CROP_ENLARGE))
+        if not crop_enlarge > 1:
+            raise ConfigError(f"crop_enlarge must be above 1, got {crop_enlarge}; e.g. {CROP_ENLARGE}.")
+        big_h, big_w = max(h + 1, round(h * crop_enlarge)), max(w + 1, round(w * crop_enlarge))
         enlarged = F.interpolate(images, size=(big_h, big_w), mode="bilinear", align_corners=False)
         tops = torch.randint(0, big_h - h + 1, (len(images),), generator=generator)
         lefts = torch.randint(0, big_w - w + 1, (len(images),), generator=generator)
@@ -197,6 +206,14 @@ def _default_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) 
     return F.cross_entropy(model(images).float(), labels)
 
 
+def _beta(alpha: float, generator: torch.Generator) -> float:
+    """A draw from Beta(alpha, alpha) decided by `generator` (torch's Beta sampler takes none), so
+    a seed still gives one sequence: numpy's Beta, seeded by a number drawn from `generator`."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    rng = np.random.default_rng(seed)
+    return float(rng.beta(alpha, alpha))
+
+
 def _set_train_mode(model: nn.Module, freeze_norm_stats: bool) -> None:
     model.train()
     if freeze_norm_stats:
@@ -222,8 +239,13 @@ def fit_classifier(
     progress: bool = True,
     augmentation: str = "none",
     warmup_steps: int | None = None,
+    decay_steps: Sequence[int] | None = None,
+    micro_batch_size: int | None = None,
+    mixup_alpha: float = 0.0,
+    crop_enlarge: float = CROP_ENLARGE,
     freeze_norm_stats: bool = False,
     on_step: Callable[[int, float], None] | None = None,
+    on_batch: Callable[[torch.Tensor], None] | None = None,
 ) -> nn.Module:
     """Train `params` of `model` on the images of `train_split`; return the model (in eval mode).
 
@@ -240,11 +262,27 @@ def fit_classifier(
     augmentation : one of `specs.AUGMENTATIONS` (`augment_batch`); "none" by default: flips only where
         the data declares them label-preserving.
     warmup_steps : linear warm-up length; default `default_warmup_steps(steps)`.
+    decay_steps : the steps at which the rate is divided by 10 (`bit_schedule`); default 30/60/90%.
+    micro_batch_size : gradient accumulation (BiT's `batch_split`): each step's batch of
+        `batch_size` is run in chunks of at most this many images whose gradients add up to the
+        whole batch's mean-loss gradient; the memory is that of one chunk. Exact for models without
+        batch-dependent layers; batch-norm statistics are those of each chunk (as in BiT's code).
+    mixup_alpha : MixUp (Zhang et al. 2018) as BiT applies it: one ratio l ~ Beta(alpha, alpha) per
+        step, each image mixed with another of the same batch, loss l CE(y) + (1 - l) CE(y');
+        0 turns it off. Only with the default cross-entropy loss.
+    crop_enlarge : the enlargement before a random crop (`augment_batch`).
     freeze_norm_stats : keep batch-norm layers in eval mode so their running statistics
         (buffers, not parameters) stay as they were: use it when only adapters train.
     on_step : called as `on_step(step, loss)` after each step (for logging or tests).
+    on_batch : called with each augmented batch of images (on the CPU, before the model sees it; tests).
     """
     _validate(lr, steps, batch_size, momentum, weight_decay)
+    if micro_batch_size is not None and micro_batch_size < 1:
+        raise ConfigError(f"micro_batch_size must be at least 1, got {micro_batch_size}; e.g. 32.")
+    if not (mixup_alpha >= 0 and math.isfinite(mixup_alpha)):
+        raise ConfigError(f"mixup_alpha must be a non-negative number, got {mixup_alpha}; BiT uses 0.1.")
+    if mixup_alpha > 0 and loss_fn is not None:
+        raise ConfigError("MixUp works with the default cross-entropy loss only; set mixup_alpha=0 for this strategy.")
     warmup = default_warmup_steps(steps) if warmup_steps is None else warmup_steps
     bit_schedule(0, steps, lr, warmup)  # validates warmup
     device = resolve_device(device)
@@ -277,23 +315,41 @@ def fit_classifier(
         idx = next(batches)
         images = torch.stack([dataset[int(i)][0] for i in idx])
         labels = torch.as_tensor(train_split.labels[idx.numpy()], dtype=torch.long)
-        images = augment_batch(images, augmentation, generator)
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        if on_cuda:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = augment_batch(images, augmentation, generator, crop_enlarge)
+        if on_batch is not None:
+            on_batch(images)
+        partner, ratio = None, 1.0
+        if mixup_alpha > 0:
+            ratio = _beta(mixup_alpha, generator)
+            partner = torch.randperm(len(idx), generator=generator)
+            images = ratio * images + (1 - ratio) * images[partner]
         for group in optimizer.param_groups:
-            group["lr"] = bit_schedule(step, steps, lr, warmup)
+            group["lr"] = bit_schedule(step, steps, lr, warmup, decay_steps)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
-            loss = loss_fn(model, images, labels)
-        if not torch.isfinite(loss):
-            raise ConfigError(
-                f"The training loss became {loss.item()} at step {step}; lower the learning rate (now {lr})."
-            )
-        loss.backward()
+        chunk = len(idx) if micro_batch_size is None else min(micro_batch_size, len(idx))
+        total = 0.0
+        for start_i in range(0, len(idx), chunk):
+            part = slice(start_i, start_i + chunk)
+            x = images[part].to(device, non_blocking=True)
+            y = labels[part].to(device, non_blocking=True)
+            if on_cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+                if partner is None:
+                    loss = loss_fn(model, x, y)
+                else:
+                    logits = model(x).float()
+                    y2 = labels[partner][part].to(device, non_blocking=True)
+                    loss = ratio * F.cross_entropy(logits, y) + (1 - ratio) * F.cross_entropy(logits, y2)
+            if not torch.isfinite(loss):
+                raise ConfigError(
+                    f"The training loss became {loss.item()} at step {step}; lower the learning rate (now {lr})."
+                )
+            weight = len(y) / len(idx)  # chunks of a mean loss add up to the batch's mean
+            (loss * weight).backward()
+            total += float(loss.detach()) * weight
         optimizer.step()
-        value = float(loss.detach())
+        value = total
         if on_step is not None:
             on_step(step, value)
         bar.set_postfix(loss=f"{value:.4f}")

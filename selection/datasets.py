@@ -51,6 +51,8 @@ __all__ = [
     "BUILTINS",
     "IMAGE_EXTENSIONS",
     "confined",
+    "DECLARATION_FILE",
+    "read_declarations",
     "read_npz_headers",
     "NpyHeader",
 ]
@@ -369,7 +371,44 @@ def load_imagefolder(
         raise DatasetError(f"No images found under {shown_root}; put image files in the class folders.")
     if verify:
         _check_images(all_paths, root)
-    return ImageDataset(name or root.name, classes, splits, source=str(root))
+    extra = read_declarations(root / DECLARATION_FILE, confine_to)
+    return ImageDataset(name or root.name, classes, splits, source=str(root), extra=extra)
+
+
+DECLARATION_FILE = "zooens.json"
+"""A dataset's own declarations, beside its images: `{"flip_preserves_label": true}` says a left-right
+mirror keeps every label (a job then flips its training images); `{"crop_preserves_label": false}`
+says a small random crop may change one (positions, counts). Read into `ImageDataset.extra`."""
+DECLARATION_KEYS = ("flip_preserves_label", "crop_preserves_label")
+_MAX_DECLARATION_BYTES = 64 * 1024
+
+
+def read_declarations(path: Path, confine_to: Sequence[Path] | None = None) -> dict[str, Any]:
+    """The label-preservation declarations of `path` (a `zooens.json`), or {} when it is absent.
+
+    Only `DECLARATION_KEYS` with true/false values are accepted, so a typo fails loudly instead of
+    silently leaving flips off (or on).
+    """
+    if not path.is_file():
+        return {}
+    if confine_to is not None:
+        confined(path, confine_to, shown=path.name)
+    if path.stat().st_size > _MAX_DECLARATION_BYTES:
+        raise DatasetError(f"{path.name} is larger than {_MAX_DECLARATION_BYTES // 1024} KiB; it should hold only "
+                           '{"flip_preserves_label": true|false, "crop_preserves_label": true|false}.')
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path.name} is not valid JSON ({exc}); write e.g. "
+                           '{"flip_preserves_label": true}.') from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path.name} must hold a JSON object such as {{\"flip_preserves_label\": true}}.")
+    unknown = sorted(set(data) - set(DECLARATION_KEYS))
+    bad = sorted(k for k in DECLARATION_KEYS if k in data and not isinstance(data[k], bool))
+    if unknown or bad:
+        raise DatasetError(f"{path.name}: unknown key(s) {unknown} or non-boolean value(s) for {bad}; it accepts "
+                           f"{', '.join(DECLARATION_KEYS)}, each true or false.")
+    return {k: data[k] for k in DECLARATION_KEYS if k in data}
 
 
 def _read_manifest_rows(path: Path) -> list[list[str]]:
@@ -437,7 +476,8 @@ def load_csv_manifest(
             splits[split] = Split(split, [e[0] for e in chosen], np.array([index[e[1]] for e in chosen]))
     if verify:
         _check_images([e[0] for e in entries], _real(path.parent, path.name))
-    return ImageDataset(name or path.stem, classes, splits, source=str(path))
+    extra = read_declarations(path.with_name(f"{path.stem}.{DECLARATION_FILE}"), confine_to)
+    return ImageDataset(name or path.stem, classes, splits, source=str(path), extra=extra)
 
 
 @dataclass(frozen=True)
@@ -627,7 +667,8 @@ def load_npz(
         raise DatasetError(f"{path.name} holds no images; every *_images array is empty.")
     n_classes = int(max(sp.labels.max() for sp in splits.values() if len(sp))) + 1
     classes = class_names if class_names is not None else [str(i) for i in range(n_classes)]
-    return ImageDataset(name or path.stem, classes, splits, source=str(path))
+    extra = read_declarations(path.with_name(f"{path.stem}.{DECLARATION_FILE}"))
+    return ImageDataset(name or path.stem, classes, splits, source=str(path), extra=extra)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -659,7 +700,8 @@ def load_builtin(name: str, root: str | os.PathLike | None = None) -> ImageDatas
                 "`sudo apt-get install dataset-fashion-mnist` (or run `make setup`)."
             )
         splits = {s: Split(s, _read_idx(base / i), _read_idx(base / l)) for s, (i, l) in files.items()}
-        return ImageDataset("fashion-mnist", list(FASHION_MNIST_CLASSES), splits, source="fashion-mnist")
+        return ImageDataset("fashion-mnist", list(FASHION_MNIST_CLASSES), splits, source="fashion-mnist",
+                            extra={"flip_preserves_label": True})  # garments, shoes and bags keep their class
     if name == "digits":
         d = load_digits()
         images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
@@ -669,7 +711,8 @@ def load_builtin(name: str, root: str | os.PathLike | None = None) -> ImageDatas
             "train": Split("train", images[np.sort(train_idx)], d.target[np.sort(train_idx)]),
             "test": Split("test", images[np.sort(test_idx)], d.target[np.sort(test_idx)]),
         }
-        return ImageDataset("digits", [str(i) for i in range(10)], splits, source="digits")
+        return ImageDataset("digits", [str(i) for i in range(10)], splits, source="digits",
+                            extra={"flip_preserves_label": False})  # a mirrored 2, 3, 7 is no digit
     raise DatasetError(f"Unknown built-in dataset {name!r}; choose from {', '.join(BUILTINS)} or give a path.")
 
 

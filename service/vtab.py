@@ -18,11 +18,12 @@ from typing import Any, Callable
 import numpy as np
 
 from zooens.ensemble import RunSpec, run_finetune
+from zooens.ensemble.specs import resolve_augmentation
 from zooens.errors import JobError
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset, Split
 from zooens.selection.vtab.sources import load_exported_task
-from zooens.selection.vtab.tasks import get_task
+from zooens.selection.vtab.tasks import TASK_REGISTRY, get_task
 from zooens.service.db.session import session_scope, upgrade_to_head
 from zooens.service.jobs import (
     JobParams,
@@ -84,14 +85,16 @@ def refit_ensemble_test_acc(report: dict[str, Any], ds, params) -> float:
         ds.name + "+refit",
         ds.classes,
         {"train": _concat(ds.split("train"), ds.split("val"), "train"), "val": ds.split("val"), "test": ds.split("test")},
-        source=ds.source,
+        source=ds.source, extra=dict(ds.extra),
     )
     cache = EmbeddingCache(get_settings().resolved_cache_dir)
     mix = None
     for m in report["ensemble"]["members"]:
         hp = m["hparams"]
+        augmentation = hp.get("augmentation") or resolve_augmentation(params.augmentation, m["strategy"], ds.extra)
         spec = RunSpec(model_name=m["model_name"], strategy=m["strategy"], lr=hp["lr"], steps=hp["steps"], seed=params.seed,
-                       resolution=params.resolution, batch_size=hp.get("batch_size", 64))
+                       resolution=hp.get("resolution", params.resolution), batch_size=hp.get("batch_size", 64),
+                       augmentation=augmentation)
         res = run_finetune(spec, merged, cache=cache, device=resolve_device(get_settings().device), progress=False)
         mix = m["weight"] * res.test_proba if mix is None else mix + m["weight"] * res.test_proba
     return float((mix.argmax(1) == ds.split("test").labels).mean())
@@ -100,6 +103,8 @@ def refit_ensemble_test_acc(report: dict[str, Any], ds, params) -> float:
 def run_task(data_root: Path, task_name: str, *, zoo: str, params, refit: bool, progress: bool) -> TaskResult:
     started = time.perf_counter()
     ds = load_exported_task(data_root, task_name)
+    if task_name in TASK_REGISTRY:  # tasks exported before the table declared flips: the table decides
+        ds.extra = {**get_task(task_name).declarations, **ds.extra}
     group, stand_in = _task_group(ds, task_name)
     prepared = prepare_job_dataset(ds, params)
     upgrade_to_head()

@@ -1,13 +1,14 @@
 """The fine-tuning strategies, one module each: `linear`, `full`, the adapter strategies
-(`patch`, `lora`, `kron`, `film`) and `aft`.
+(`patch`, `lora`, `kron`, `film`), `aft`, and `auto` (`full` on a GPU, `linear` on a CPU).
 
 Importing this package registers them (the timm way): the registry,
 `zooens.ensemble._registry`, imports none of them.
 """
 from zooens.ensemble._registry import STRATEGIES, get_strategy, register_strategy, strategy_names
-from zooens.ensemble.strategies import adapters, aft, film, full, linear  # noqa: F401  (registration)
+from zooens.ensemble.strategies import adapters, aft, auto, film, full, linear  # noqa: F401  (registration)
 from zooens.ensemble.strategies.adapters import AdapterStrategy
 from zooens.ensemble.strategies.aft import AftStrategy
+from zooens.ensemble.strategies.auto import AutoStrategy, resolve_auto
 from zooens.ensemble.strategies.base import ImageClassifier, ImageStrategy, Strategy, embedding_dim
 from zooens.ensemble.strategies.film import FilmStrategy
 from zooens.ensemble.strategies.full import FullStrategy
@@ -17,6 +18,7 @@ __all__ = [
     "STRATEGIES",
     "AdapterStrategy",
     "AftStrategy",
+    "AutoStrategy",
     "FilmStrategy",
     "FullStrategy",
     "ImageClassifier",
@@ -28,5 +30,6 @@ __all__ = [
     "embedding_dim",
     "get_strategy",
     "register_strategy",
+    "resolve_auto",
     "strategy_names",
 ]

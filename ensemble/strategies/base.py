@@ -38,10 +38,13 @@ class Strategy:
         predictor may pass one backbone to several members of the same model.
     default_sweep : the grid the pipeline uses unless the user gives one.
     accepted_options : the option names `check_options` lets through by default.
+    augments_images : False for strategies that train on cached embeddings: they can apply no
+        augmentation, so a job records `none` for them (`specs.resolve_augmentation`).
     """
 
     name: ClassVar[str] = ""
     needs_images: ClassVar[bool] = True
+    augments_images: ClassVar[bool] = True
     shares_backbone: ClassVar[bool] = False
     default_sweep: ClassVar[SweepConfig] = SweepConfig()
     accepted_options: ClassVar[frozenset[str]] = frozenset()
@@ -147,12 +150,23 @@ class ImageStrategy(Strategy):
     def loss_fn(self, spec: RunSpec) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None:
         return None
 
+    def training_plan(self, spec: RunSpec, ds: Any, device: str) -> tuple[RunSpec, dict[str, Any]]:
+        """The spec as it will really run (e.g. the resolution a rule chose, so that the run records it)
+        and extra keyword arguments of `fit_classifier` (schedule, accumulation, MixUp). By default
+        the spec as given and nothing more."""
+        return spec, {}
+
+    def adjust_data_config(self, data_cfg: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
+        """The preprocessing of the run (by default the model's own at `spec.resolution`)."""
+        return data_cfg
+
     def after_training(self, model: nn.Module, spec: RunSpec, ds: Any, data_cfg: dict[str, Any], device: str) -> None:
         """A hook between training and evaluation (e.g. fitting a head on all training features)."""
 
     def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
         device = resolve_device(device)
-        data_cfg = dict(data_config(spec.model_name, resolution=spec.resolution))
+        spec, extra_kwargs = self.training_plan(spec, ds, device)
+        data_cfg = self.adjust_data_config(dict(data_config(spec.model_name, resolution=spec.resolution)), spec)
         n_classes = len(ds.classes)
         model, params = self.build(spec, n_classes, data_cfg)
         options = dict(spec.options)
@@ -172,9 +186,10 @@ class ImageStrategy(Strategy):
             progress=progress,
             augmentation=spec.augmentation,
             freeze_norm_stats=bool(options.get("freeze_norm_stats", self.freeze_norm_stats)),
+            **extra_kwargs,
         )
         self.after_training(model, spec, ds, data_cfg, device)
-        eval_batch = int(options.get("eval_batch_size", max(spec.batch_size, 64)))
+        eval_batch = int(options.get("eval_batch_size", min(max(spec.batch_size, 64), 256)))
         val_proba = predict_proba(model, ds.split("val"), data_cfg, batch_size=eval_batch, device=device)
         test_proba = None
         if "test" in ds.splits:

@@ -206,10 +206,12 @@ class LinearStrategy(Strategy):
     features and a zero-initialised head, lr 0.1 for 1000 steps (80 epochs of 800 images)
     fits a VTAB-1k task closely; lr 0.01 and 300 steps are the regularised end (an early
     stop), which the greedy ensemble may prefer for its lower val cross-entropy.
-    Options: `weight_decay` (default 0), `momentum` (0.9).
+    Options: `weight_decay` (default 0), `momentum` (0.9). No augmentation: the embeddings
+    are computed once from the unaugmented images (a job records `augmentation: none`).
     """
 
     needs_images: ClassVar[bool] = False
+    augments_images: ClassVar[bool] = False
     shares_backbone: ClassVar[bool] = True
     default_sweep: ClassVar[SweepConfig] = SweepConfig(learning_rates=(0.01, 0.1), steps=(300, 1000), batch_size=64)
     accepted_options: ClassVar[frozenset[str]] = frozenset({"weight_decay", "momentum"})
@@ -226,6 +228,11 @@ class LinearStrategy(Strategy):
             )
 
     def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
+        if spec.augmentation != "none":
+            raise ConfigError(
+                f"Strategy 'linear' trains on cached embeddings of unaugmented images, so augmentation "
+                f"{spec.augmentation!r} cannot apply; use augmentation 'none' (or an image strategy such as 'full')."
+            )
         splits = ["train", "val"] + (["test"] if "test" in ds.splits else [])
         X = {
             s: np.asarray(

@@ -87,5 +87,5 @@ def export_task(task: VtabTask, out_dir: str | Path, data_dir: str | None = None
         sp = ds.split(split)
         write_split_npz(base / folder, np.asarray(sp.images), sp.labels, ds.classes)
     (base / "task.json").write_text(json.dumps({"task": task.name, "group": task.group, "stand_in": False,
-                                                "source": task.tfds_name}, indent=2))
+                                                "source": task.tfds_name, **task.declarations}, indent=2))
     return base

@@ -6,12 +6,13 @@ whole test split. Split expressions are TFDS slicing strings.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from zooens.errors import ConfigError
 from zooens.registry import Registry
 
-__all__ = ["VtabTask", "TASKS", "TASK_REGISTRY", "GROUPS", "resolve_tasks", "get_task"]
+__all__ = ["VtabTask", "TASKS", "FLIP_SAFE", "CROP_UNSAFE", "TASK_REGISTRY", "GROUPS", "resolve_tasks", "get_task"]
 
 GROUPS = ("natural", "specialized", "structured")
 
@@ -28,6 +29,13 @@ class VtabTask:
     label: str  # a function of selection.vtab.labels, or a feature name used as given
     label_feature: str = "label"
     stand_in: bool = False  # offline stand-ins are never reported as VTAB
+    flip_preserves_label: bool = False  # a left-right mirror keeps every label (see FLIP_SAFETY)
+    crop_preserves_label: bool = True  # a small random crop keeps every label
+
+    @property
+    def declarations(self) -> dict[str, bool]:
+        """What the task declares about its labels, as a dataset's `extra` holds it."""
+        return {"flip_preserves_label": self.flip_preserves_label, "crop_preserves_label": self.crop_preserves_label}
 
     @property
     def train800(self) -> str:
@@ -78,6 +86,27 @@ TASKS: tuple[VtabTask, ...] = (
     _T("smallnorb_elevation", "structured", "smallnorb:2.*.*", 9, "train", "test[:12150]", "test[12150:]", "given",
        label_feature="label_elevation"),
 )
+
+FLIP_SAFE = frozenset({
+    # natural: object and scene categories are mirror-symmetric classes
+    "caltech101", "cifar100", "dtd", "oxford_flowers102", "oxford_iiit_pet", "sun397",
+    # specialized: tissue patches, satellite and aerial scenes have no handedness; retinopathy is graded
+    # the same for left and right eyes (a mirror turns one into the other)
+    "patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy",
+    # structured: a count, a depth, the nearest car's distance and an elevation survive a mirror
+    "clevr_count", "clevr_distance", "kitti_distance", "smallnorb_elevation",
+})
+"""Tasks whose labels survive a left-right mirror. Not: svhn (digits: a mirrored 2 or 7 is no digit),
+dsprites_location (the label is the x position), dsprites_orientation (a mirror maps angle a to -a),
+smallnorb_azimuth (a mirror maps azimuth a to -a), dmlab (its 6 classes mix reward and distance of
+objects whose left/right placement we could not rule out of the labels: off until shown safe)."""
+
+CROP_UNSAFE = frozenset({"dsprites_location", "clevr_count", "clevr_distance", "kitti_distance"})
+"""Tasks whose labels a small random crop can change: a position in 16 bins (a crop shifts content by
+more than a bin), a count or a nearest object that the crop may cut off."""
+
+TASKS = tuple(dataclasses.replace(t, flip_preserves_label=t.name in FLIP_SAFE,
+                                  crop_preserves_label=t.name not in CROP_UNSAFE) for t in TASKS)
 
 TASK_REGISTRY: Registry[VtabTask] = Registry("VTAB task", error=ConfigError)
 for _task in TASKS:

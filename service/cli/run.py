@@ -20,7 +20,12 @@ def run(
     data: Optional[Path] = typer.Option(None, "--data", help="An ImageFolder directory; overrides --dataset."),
     top_k: int = typer.Option(3, "--top-k", help="How many of the best-ranked models to fine-tune."),
     k: int = typer.Option(10, "--k", help="Neighbours of the kNN score."),
-    strategies: str = typer.Option("linear", "--strategies", help="Comma-separated fine-tuning strategies."),
+    strategies: str = typer.Option("auto", "--strategies",
+                                   help="Comma-separated fine-tuning strategies; "
+                                        "'auto' is 'full' on a GPU, 'linear' on a CPU."),
+    augmentation: str = typer.Option("auto", "--augmentation",
+                                     help="auto, none, flip, crop or crop_flip; 'auto' flips only data that declares "
+                                          "flips label-preserving (zooens.json: {\"flip_preserves_label\": true})."),
     lr: Optional[str] = typer.Option(None, "--lr", help="Comma-separated learning rates (default: each strategy's)."),
     steps: Optional[str] = typer.Option(None, "--steps", help="Comma-separated step counts (default: each strategy's)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Input resolution override (pixels)."),
@@ -65,6 +70,7 @@ def run(
         n_val=n_val,
         max_test=max_test,
         seed=seed,
+        augmentation=augmentation,
         strategy_options=parse_strategy_options(option or []),
     )
     ds = load_dataset(source)

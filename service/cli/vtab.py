@@ -65,7 +65,10 @@ def run(
                                    "with the offline suite: the offline-* names, or all of DIR."),
     zoo: str = typer.Option("embedded", "--zoo"),
     top_k: int = typer.Option(3, "--top-k"),
-    strategies: str = typer.Option("linear", "--strategies"),
+    strategies: str = typer.Option("auto", "--strategies", help="'auto' is 'full' on a GPU, 'linear' on a CPU."),
+    augmentation: str = typer.Option("auto", "--augmentation",
+                                     help="auto (flips only where the task table marks them safe), none, flip, crop, "
+                                          "crop_flip."),
     lr: Optional[str] = typer.Option(None, "--lr"),
     steps: Optional[str] = typer.Option(None, "--steps"),
     resolution: Optional[int] = typer.Option(None, "--resolution"),
@@ -94,7 +97,7 @@ def run(
         names = [t.name for t in resolve_tasks(tasks_spec)]
     params = parse_params(top_k=top_k, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
                           learning_rates=parse_floats(lr), steps=parse_ints(steps), resolution=resolution,
-                          seed=seed)
+                          seed=seed, augmentation=augmentation)
     bar = tqdm(total=len(names), desc="VTAB tasks", unit="task", disable=quiet)
 
     def on_task(name: str, state: str) -> None:

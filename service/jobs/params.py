@@ -9,7 +9,7 @@ strategy's options through the strategy's own `check_options`. The API's `JobCre
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -35,8 +35,14 @@ class JobParams(BaseModel):
 
     top_k: int = Field(default=3, ge=1, le=100, description="How many of the best-ranked models to fine-tune.")
     k: int = Field(default=10, ge=1, le=1000, description="Neighbours of the kNN score.")
-    strategies: list[str] = Field(default_factory=lambda: ["linear"], min_length=1, max_length=10,
-                                  description="Fine-tuning strategies of the sweep.")
+    strategies: list[str] = Field(default_factory=lambda: ["auto"], min_length=1, max_length=10,
+                                  description="Fine-tuning strategies of the sweep; 'auto' is 'full' on a GPU "
+                                              "worker and 'linear' on a CPU-only one.")
+    augmentation: Literal["auto", "none", "flip", "crop", "crop_flip"] = Field(
+        default="auto",
+        description="Training-time augmentation; 'auto' flips only data that declares flips label-preserving "
+                    "(and random-crops for 'full', as BiT, where crops keep labels). Recorded with every run.",
+    )
     learning_rates: list[float] | None = Field(default=None, min_length=1, max_length=20,
                                                description="Learning rates of the sweep (default: each strategy's).")
     steps: list[int] | None = Field(default=None, min_length=1, max_length=20,

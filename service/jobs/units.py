@@ -12,6 +12,7 @@ handler needs only the serialisable `JobSpec` and the shared file system.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -22,6 +23,9 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from zooens.ensemble import GreedyEnsembleSelector, RunSpec, get_strategy, run_finetune
+from zooens.ensemble.specs import resolve_augmentation
+from zooens.ensemble.strategies.auto import AUTO, resolve_auto
+from zooens.ensemble.strategies.full import bit_rule_for
 from zooens.errors import DatasetError, JobError
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset, load_dataset, validate, vtab_split
@@ -38,6 +42,8 @@ __all__ = [
     "UnitKey", "drawn_split_sizes", "execute_unit", "job_dataset", "plan_finetune_units", "prepare_job_dataset",
     "prepare_splits", "rank_models", "record_unit", "result_from_json",
 ]
+
+logger = logging.getLogger(__name__)
 
 EMBED = "embed"
 FINETUNE = "finetune"
@@ -291,11 +297,29 @@ def rank_models(results: list[EmbedResult]) -> list[str]:
     return [r.model_name for r in ordered]
 
 
-def plan_finetune_units(ranked_models: list[str], params: JobParams) -> list[UnitKey]:
-    """The sweep over the top-K models of a ranking, in a deterministic order."""
+def resolved_strategies(params: JobParams, device: str | None = None) -> list[str]:
+    """The job's strategies with `auto` resolved for this worker's device, each once, in order.
+
+    Planning runs on the worker that runs the units (`run_job`), so the choice matches the hardware
+    the runs get; it is logged, and each run's hparams record `strategy_requested: auto`.
+    """
+    device = _device() if device is None else device
+    out: list[str] = []
+    for name in params.strategies:
+        resolved = resolve_auto(device) if name == AUTO else name
+        if name == AUTO:
+            logger.info("strategy auto -> %s on this worker (%s)", resolved, device)
+        if resolved not in out:
+            out.append(resolved)
+    return out
+
+
+def plan_finetune_units(ranked_models: list[str], params: JobParams, device: str | None = None) -> list[UnitKey]:
+    """The sweep over the top-K models of a ranking, in a deterministic order (`auto` resolved)."""
     keys: list[UnitKey] = []
+    strategies = resolved_strategies(params, device)
     for model_name in ranked_models[: params.top_k]:
-        for strategy in params.strategies:
+        for strategy in strategies:
             for hp in params.sweep_for(strategy).grid():
                 keys.append(UnitKey.finetune(model_name, strategy, hp["lr"], hp["steps"]))
     return keys
@@ -337,10 +361,18 @@ def _execute_finetune(spec: JobSpec, key: UnitKey, progress: bool) -> FinetuneRe
     assert key.model_name is not None and key.strategy is not None and key.lr is not None and key.steps is not None
     strategy = get_strategy(key.strategy)
     options = strategy.job_options(params.options_for(key.strategy), selected_models=spec.selected_models)
-    run_spec = RunSpec(model_name=key.model_name, strategy=key.strategy, lr=key.lr, steps=key.steps,
+    ds = job_dataset(spec)
+    steps = key.steps
+    if key.strategy == "full" and params.steps is None:
+        steps = bit_rule_for(ds, _device()).steps  # BiT's schedule length for this dataset's size
+    augmentation = resolve_augmentation(params.augmentation, key.strategy, ds.extra)
+    run_spec = RunSpec(model_name=key.model_name, strategy=key.strategy, lr=key.lr, steps=steps,
                        seed=params.seed, resolution=params.resolution,
-                       batch_size=params.sweep_for(key.strategy).batch_size, options=options)
-    result = run_finetune(run_spec, job_dataset(spec), cache=_cache(spec), device=_device(), progress=progress)
+                       batch_size=params.sweep_for(key.strategy).batch_size, options=options,
+                       augmentation=augmentation)
+    result = run_finetune(run_spec, ds, cache=_cache(spec), device=_device(), progress=progress)
+    if AUTO in params.strategies and key.strategy == resolve_auto(_device()) and key.strategy not in params.strategies:
+        result.hparams = {**result.hparams, "strategy_requested": AUTO}
     run_dir = spec.job_dir / "runs" / key.slug
     run_dir.mkdir(parents=True, exist_ok=True)
     result.artifact.save(run_dir / "artifact")

@@ -38,3 +38,19 @@ def test_jobs_list_and_unknown_job(zooens_home):
     assert json.loads(_ok(["jobs", "list", "--json"])) == []
     result = CliRunner().invoke(app, ["jobs", "show", "42"])
     assert result.exit_code == 2 and "No job with id 42" in result.output
+
+
+def test_run_with_strategy_auto_takes_linear_on_a_cpu_and_records_it(zooens_home):
+    """`zooens run --strategies auto` on this CPU-only machine: every run is `linear`, says it came from
+    `auto`, and records the augmentation it used (none: a linear head on cached embeddings)."""
+    from tests.service._tiny import register_tiny_zoo
+
+    register_tiny_zoo(zooens_home / "weights", ["tiny-effnet"])
+    report = json.loads(_ok(["run", "--dataset", "digits", "--zoo", "user", "--top-k", "1", "--resolution", "32",
+                             "--n-train", "150", "--n-val", "50", "--max-test", "50", "--steps", "20",
+                             "--strategies", "auto", "--json", "--quiet"]))
+    assert report["runs"] and all(r["strategy"] == "linear" for r in report["runs"])
+    assert all(r["hparams"]["strategy_requested"] == "auto" for r in report["runs"])
+    assert all(r["hparams"]["augmentation"] == "none" for r in report["runs"])
+    result = CliRunner().invoke(app, ["run", "--dataset", "digits", "--augmentation", "mirror", "--quiet"])
+    assert result.exit_code != 0 and "augmentation" in result.output

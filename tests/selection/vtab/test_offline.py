@@ -72,3 +72,16 @@ def test_clevr_count_labels_match_the_number_of_objects(suite):
         n_blobs = ndimage.label(~background)[1]
         hits += int(n_blobs == sp.labels[i] + 3)
     assert hits == 100  # objects are placed 15 px apart and are at most 10 px wide: they never touch
+
+
+def test_exported_tasks_carry_their_flip_declarations(tmp_path):
+    """The stand-ins' task.json declares what the VTAB task they stand in for declares; loading puts it in extra."""
+    from zooens.selection.datasets import load_exported_task
+    from zooens.selection.vtab.offline import make_offline_suite
+    from zooens.selection.vtab.tasks import get_task
+
+    make_offline_suite(tmp_path, n_test=20, tasks=["offline-dsprites-location"])
+    extra = load_exported_task(tmp_path, "offline-dsprites-location").extra
+    assert extra["flip_preserves_label"] is False and extra["crop_preserves_label"] is False
+    assert get_task("dsprites_location").declarations == {"flip_preserves_label": False,
+                                                           "crop_preserves_label": False}

@@ -98,3 +98,24 @@ def test_params_round_trip_through_the_stored_json():
     params = parse_params(strategies=["linear", "lora"], batch_size=16, strategy_options={"lora": {"rank": 2}})
     assert JobParams.model_validate(params.model_dump()) == params
     assert params.sweep_for("linear").batch_size == 16
+
+
+def test_auto_resolves_where_units_are_planned():
+    """`auto` (the default) is `full` on a CUDA worker and `linear` on a CPU one, each with its own sweep."""
+    params = JobParams(top_k=1)
+    assert params.strategies == ["auto"] and params.augmentation == "auto"
+    on_gpu = [str(k) for k in plan_finetune_units(["m"], params, device="cuda")]
+    assert on_gpu == ["finetune:m:full:lr=0.003:steps=500"]
+    on_cpu = [str(k) for k in plan_finetune_units(["m"], params, device="cpu")]
+    assert on_cpu == ["finetune:m:linear:lr=0.01:steps=300", "finetune:m:linear:lr=0.01:steps=1000",
+                      "finetune:m:linear:lr=0.1:steps=300", "finetune:m:linear:lr=0.1:steps=1000"]
+    both = JobParams(top_k=1, strategies=["auto", "linear"], learning_rates=[0.1], steps=[5])
+    assert [str(k) for k in plan_finetune_units(["m"], both, device="cpu")] == ["finetune:m:linear:lr=0.1:steps=5"]
+
+
+def test_augmentation_is_a_checked_job_parameter():
+    assert parse_params(augmentation="crop_flip").augmentation == "crop_flip"
+    with pytest.raises(ConfigError, match="augmentation"):
+        parse_params(augmentation="mirror")
+    with pytest.raises(ConfigError, match="auto"):
+        parse_params(strategy_options={"auto": {"rank": 2}})
