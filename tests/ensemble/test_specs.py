@@ -48,7 +48,7 @@ def test_every_strategy_is_registered() -> None:
 @pytest.mark.parametrize("name, good, bad", [
     ("linear", {"momentum": 0.9}, {"augment": True}),
     ("full", {"momentum": 0.9, "weight_decay": 0.0}, {"rank": 2}),
-    ("patch", {"include_depthwise": True, "momentum": 0.9}, {"rank": 2}),
+    ("patch", {"depthwise": True, "momentum": 0.9}, {"rank": 2}),
     ("lora", {"rank": 2}, {"rank": 0}),
     ("film", {"head": "lda"}, {"head": "svm"}),
     ("kron", {"n_kron": 2}, {"a_size": 0}),

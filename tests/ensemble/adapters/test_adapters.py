@@ -14,12 +14,14 @@ from zooens.ensemble.adapters.film.head import NaiveBayesHead
 
 CASES = [
     ("patch", "test_efficientnet", {}),
-    ("patch", "test_vit", {"include_depthwise": True}),
+    ("patch", "test_vit", {"depthwise": True}),
+    ("patch", "test_efficientnet", {"depthwise": True, "biases": True}),
     ("film", "test_resnet", {}),
     ("film", "test_vit", {}),
     ("lora", "test_efficientnet", {"rank": 2}),
     ("lora", "test_vit", {"rank": 2}),
-    ("kron", "test_vit", {"n_kron": 2, "a_size": 4, "rank": 1}),
+    ("kron", "test_vit", {"n_kron": 8, "rank": 1}),
+    ("kron", "test_vit", {}),
 ]
 RES = 64
 
