@@ -11,6 +11,7 @@ import timm
 import torch
 from PIL import Image
 
+from tests.ensemble._toy import ToySplit
 from zooens.ensemble.specs import resolve_augmentation
 from zooens.ensemble.strategies.auto import resolve_auto
 from zooens.ensemble.training import eval_transform, fit_classifier, predict_proba
@@ -32,17 +33,6 @@ def bar_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         col = int(rng.integers(2, SIZE // 2 - 4)) + (SIZE // 2 if label else 0)
         x[i, :, col:col + 3] = 255
     return x, y.astype(np.int64)
-
-
-class Split:
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
-        self.x, self.labels = x, y
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def image(self, i: int) -> Image.Image:
-        return Image.fromarray(self.x[i]).convert("RGB")
 
 
 def test_auto_rule_per_strategy_and_declaration() -> None:
@@ -80,7 +70,7 @@ def test_a_dataset_declares_flips_in_zooens_json(tmp_path: Path) -> None:
 def test_no_mirrored_image_reaches_a_flip_unsafe_task() -> None:
     """Every training batch of a task declaring flips unsafe is exactly the unmirrored images."""
     x, y = bar_arrays(40, seed=0)
-    split = Split(x, y)
+    split = ToySplit(x, y)
     transform = eval_transform(DATA_CFG)
     originals = torch.stack([transform(split.image(i)) for i in range(len(split))])
     augmentation = resolve_augmentation("auto", "patch", get_task("dsprites_location").declarations)
@@ -106,7 +96,7 @@ def test_left_right_task_is_learned_with_the_default_augmentation() -> None:
     augmentation = resolve_augmentation("auto", "full", declared)
     torch.manual_seed(0)
     model = timm.create_model("test_resnet", pretrained=False, num_classes=2)
-    train, test = Split(*bar_arrays(64, 0)), Split(*bar_arrays(48, 1))
+    train, test = ToySplit(*bar_arrays(64, 0)), ToySplit(*bar_arrays(48, 1))
     fit_classifier(model, list(model.parameters()), train, DATA_CFG, lr=0.05, steps=20, batch_size=16, seed=0,
                    augmentation=augmentation, progress=False)
     acc = np.mean(predict_proba(model, test, DATA_CFG).argmax(1) == test.labels)
