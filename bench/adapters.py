@@ -44,6 +44,7 @@ def run_task(task: str, args, tmp: Path) -> tuple[list[dict], dict]:
     cmd = [ZOOENS, "run", "--dataset", dataset_for(task, tmp), "--zoo", "embedded", "--top-k", "1", "--max-test", "1000",
            "--resolution", str(args.resolution), "--strategies", args.strategies,
            *(["--lr", args.lr] if args.lr else []), "--steps", str(args.steps), "-o", f"aft.teachers={teachers}",
+           "-o", f"film.max_target_size={args.film_max_target}",
            "--json", "--quiet"]
     report = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout)
     rows = [
@@ -64,6 +65,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--strategies", default="linear,full,patch,film,lora,aft")
     p.add_argument("--tasks", default=",".join(TASKS))
+    p.add_argument("--film-max-target", type=int, default=200,
+                   help="film's targets per episodic task (FiT's 2000 costs ~2,000 forward passes a step on a CPU)")
     p.add_argument("--lr", default=None, help="one learning rate for all (default: each strategy's own grid)")
     args = p.parse_args()
     rows: list[dict] = []
