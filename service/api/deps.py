@@ -6,8 +6,7 @@ from typing import Annotated, Iterator
 from fastapi import Depends, Header, HTTPException, Path, Request
 from sqlalchemy.orm import Session
 
-from zooens.service import registry
-from zooens.service.api.middleware import SESSION_COOKIE, VERIFIED_TOKEN
+from zooens.service.api.middleware import SESSION_COOKIE, VERIFIED_TOKEN, token_name
 from zooens.service.db.session import session_scope
 from zooens.settings import Settings, get_settings
 
@@ -33,15 +32,14 @@ def _check_token(authorization: str | None, verified: tuple[str, str] | None = N
     plain = authorization.split(" ", 1)[1].strip()
     if verified is not None and plain == verified[0]:
         return verified[1]  # the guard middleware looked this token up for this very request
-    with session_scope() as s:
-        token = registry.verify_token(s, plain)
-        if token is None:
-            raise HTTPException(
-                status_code=401,
-                detail="The API token is unknown or revoked; create a new one with `zooens tokens create NAME`.",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return token.name
+    name = token_name(plain)
+    if name is None:
+        raise HTTPException(
+            status_code=401,
+            detail="The API token is unknown or revoked; create a new one with `zooens tokens create NAME`.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return name
 
 
 def _verified(request: Request) -> tuple[str, str] | None:
