@@ -70,15 +70,15 @@ def main() -> None:
     p.add_argument("--lr", default=None, help="one learning rate for all (default: each strategy's own grid)")
     args = p.parse_args()
     rows: list[dict] = []
+    OUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks.split(","):
             task_rows, _ = run_task(task.strip(), args, Path(tmp))
             rows += task_rows
-    OUT.mkdir(exist_ok=True)
-    with (OUT / "adapters.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+            with (OUT / "adapters.csv").open("w", newline="") as f:  # after each task: a long run keeps what it did
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
     for r in rows:
         print(r)
     try:

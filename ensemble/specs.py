@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from zooens.ensemble._registry import get_strategy
 from zooens.errors import ConfigError
+from zooens.zoo import check_preprocessing
 
 __all__ = [
     "AUGMENTATION_CHOICES",
@@ -294,6 +295,7 @@ class RunSpec:
     batch_size: int = 64
     options: dict[str, Any] = field(default_factory=dict)
     augmentation: str = "none"
+    preprocessing: str = "model"
 
     def validate(self) -> "RunSpec":
         """Check the strategy name and the hyper-parameters; raise ConfigError saying how to fix them."""
@@ -304,6 +306,7 @@ class RunSpec:
         check_seed(self.seed)
         check_resolution(self.resolution)
         check_augmentation(self.augmentation)
+        check_preprocessing(self.preprocessing)
         if not isinstance(self.options, dict):
             raise ConfigError(f"options must be a dict of strategy options, got {type(self.options).__name__}.")
         strategy.check_options(self.options)
@@ -313,4 +316,5 @@ class RunSpec:
     def hparams(self) -> dict[str, Any]:
         """The hyper-parameters as recorded with a run (options included)."""
         return {"lr": self.lr, "steps": self.steps, "batch_size": self.batch_size, "seed": self.seed,
-                "resolution": self.resolution, "augmentation": self.augmentation, **self.options}
+                "resolution": self.resolution, "augmentation": self.augmentation,
+                "preprocessing": self.preprocessing, **self.options}

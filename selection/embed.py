@@ -104,15 +104,19 @@ def embed_with_cache(
     *,
     cache: EmbeddingCache,
     resolution: int | None = None,
+    preprocessing: str = "model",
     device: str = "cpu",
     batch_size: int | None = None,
     progress: bool = True,
 ) -> EmbeddingResult:
-    """Embeddings of `ds[split]`, from the cache when the same inputs were embedded before."""
+    """Embeddings of `ds[split]`, from the cache when the same inputs were embedded before.
+
+    `preprocessing` as `zoo.PREPROCESSINGS` (the model's own eval transform, or VTAB's plain resize);
+    it is part of the data config, so of the cache key."""
     started = time.perf_counter()
     ws = zoo.get_weight_set(ws_or_name) if isinstance(ws_or_name, str) else ws_or_name
     sp = ds.split(split)
-    data_cfg = zoo.data_config(ws, resolution=resolution)
+    data_cfg = zoo.data_config(ws, resolution=resolution, preprocessing=preprocessing)
     key = cache_key(ws.name, zoo.weights_sha256(ws), ds.fingerprint, split, data_cfg)
     hit = cache.get(key, n_rows=len(sp))
     if hit is not None:

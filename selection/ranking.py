@@ -52,6 +52,7 @@ def score_model(
     k: int = 10,
     cache: EmbeddingCache,
     resolution: int | None = None,
+    preprocessing: str = "model",
     device: str = "cpu",
     progress: bool = True,
 ) -> ModelScore:
@@ -59,7 +60,8 @@ def score_model(
     ws = zoo.describe(ws_or_name) if isinstance(ws_or_name, str) else ws_or_name
     started = time.perf_counter()
     results = {
-        split: embed_with_cache(ws, ds, split, cache=cache, resolution=resolution, device=device, progress=progress)
+        split: embed_with_cache(ws, ds, split, cache=cache, resolution=resolution, preprocessing=preprocessing,
+                                device=device, progress=progress)
         for split in ("train", "val")
         if split in ds.splits
     }

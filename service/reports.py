@@ -10,14 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 from sqlalchemy.orm import Session
 
 from zooens.service import registry
 from zooens.service.db.models import FinetuneRun, Job
 
 __all__ = ["EnsembleMemberPublic", "EnsemblePublic", "JobPublic", "JobReport", "RankingRow", "RunPublic",
-           "ensemble_view", "job_public", "job_report", "ranking_rows", "run_rows"]
+           "best_single", "ensemble_view", "job_public", "job_report", "ranking_rows", "run_rows"]
 
 
 class JobPublic(BaseModel):
@@ -42,6 +42,15 @@ class JobPublic(BaseModel):
     @classmethod
     def _no_progress_yet(cls, value: dict[str, Any] | None) -> dict[str, Any]:
         return value or {}
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def duration_seconds(self) -> float | None:
+        """Wall time from the first unit's start to the end (None before it starts, and for a job still
+        running: the dashboard and CLI show its elapsed time from `started_at`)."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return round(max(0.0, (self.finished_at - self.started_at).total_seconds()), 3)
 
 
 class RunPublic(BaseModel):
@@ -106,6 +115,9 @@ class JobReport(BaseModel):
     ranking: list[RankingRow]
     runs: list[RunPublic]
     ensemble: EnsemblePublic | None
+    best_single: RunPublic | None = Field(
+        description="The best single run by validation cross-entropy (ties: the earlier run), the run the ensemble "
+                    "is compared with everywhere (CLI, API, dashboard, VTAB tables).")
 
 
 def job_public(job: Job) -> JobPublic:
@@ -163,8 +175,14 @@ def ensemble_view(s: Session, job_id: int) -> EnsemblePublic | None:
                           test_acc=ens.test_acc, loss_curve=ens.loss_curve, members=members)
 
 
+def best_single(runs: list[RunPublic]) -> RunPublic | None:
+    """The run with the lowest validation cross-entropy (the earlier on a tie), or None."""
+    return min(runs, key=lambda r: (r.val_ce, r.id), default=None)
+
+
 def job_report(s: Session, job_id: int) -> JobReport:
     """Everything about a job at once (`zooens run --json`, `zooens jobs show`)."""
     job = registry.get_job(s, job_id)
-    return JobReport(job=job_public(job), ranking=ranking_rows(s, job_id), runs=run_rows(s, job_id),
-                     ensemble=ensemble_view(s, job_id))
+    runs = run_rows(s, job_id)
+    return JobReport(job=job_public(job), ranking=ranking_rows(s, job_id), runs=runs,
+                     ensemble=ensemble_view(s, job_id), best_single=best_single(runs))

@@ -1,6 +1,14 @@
 """zoo: the model catalogue (embedded, user and timm weight sets) and model construction."""
 from zooens.zoo import embedded as _embedded  # noqa: F401  registers the embedded zoo
-from zooens.zoo._factory import create_model, data_config, describe, missing_weights_error, weights_sha256
+from zooens.zoo._factory import (
+    PREPROCESSINGS,
+    check_preprocessing,
+    create_model,
+    data_config,
+    describe,
+    missing_weights_error,
+    weights_sha256,
+)
 from zooens.zoo._loading import clear_cache
 from zooens.zoo._registry import get_weight_set, list_weight_sets, resolve_zoo, zoo_sets
 from zooens.zoo._types import InputConfig, WeightSet, WeightSource
@@ -8,9 +16,11 @@ from zooens.zoo._user import add_user_model, remove_user_model
 
 __all__ = [
     "InputConfig",
+    "PREPROCESSINGS",
     "WeightSet",
     "WeightSource",
     "add_user_model",
+    "check_preprocessing",
     "clear_cache",
     "create_model",
     "data_config",

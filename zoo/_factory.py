@@ -104,8 +104,28 @@ def weights_sha256(name_or_ws: NameOrWeightSet, *, pretrained: bool = True) -> s
     return file_sha256(_weights_file(ws))
 
 
-def data_config(name_or_ws: NameOrWeightSet, resolution: int | tuple[int, int] | None = None) -> dict[str, Any]:
-    """timm data config (input_size, mean, std, interpolation, crop_pct, crop_mode); `resolution` sets H, W."""
+PREPROCESSINGS = ("model", "resize")
+"""How images reach a model. `model`: the model's own evaluation transform (timm's pretrained
+config: resize, centre crop at its crop_pct, its interpolation). `resize`: straight to the input
+size with no crop and bilinear interpolation, as VTAB's reference input pipeline
+(google-research/task_adaptation resizes every image to 224x224); the model's mean/std are kept."""
+
+
+def check_preprocessing(preprocessing: str) -> str:
+    """`preprocessing` if it is one of PREPROCESSINGS, else ConfigError listing them."""
+    if preprocessing not in PREPROCESSINGS:
+        raise ConfigError(f"preprocessing must be one of {', '.join(PREPROCESSINGS)}, got {preprocessing!r}.")
+    return preprocessing
+
+
+def data_config(
+    name_or_ws: NameOrWeightSet,
+    resolution: int | tuple[int, int] | None = None,
+    preprocessing: str = "model",
+) -> dict[str, Any]:
+    """timm data config (input_size, mean, std, interpolation, crop_pct, crop_mode); `resolution` sets H, W;
+    `preprocessing` as PREPROCESSINGS says (`resize`: crop_pct 1 in squash mode, bilinear)."""
+    check_preprocessing(preprocessing)
     cfg = _ws(name_or_ws).input.to_dict()
     if resolution is not None:
         if isinstance(resolution, int):
@@ -115,6 +135,8 @@ def data_config(name_or_ws: NameOrWeightSet, resolution: int | tuple[int, int] |
         if h < 8 or w < 8:
             raise ConfigError(f"resolution must be at least 8 pixels, got {resolution}.")
         cfg["input_size"] = (cfg["input_size"][0], h, w)
+    if preprocessing == "resize":
+        cfg |= {"crop_pct": 1.0, "crop_mode": "squash", "interpolation": "bilinear"}
     return cfg
 
 

@@ -254,11 +254,13 @@ class AftStrategy(Strategy):
         plain, mirrored = [], []
         train = ds.split("train")
         for name in config.teachers:
-            plain.append(embed_with_cache(name, ds, "train", cache=cache, resolution=spec.resolution, device=device,
+            plain.append(embed_with_cache(name, ds, "train", cache=cache, resolution=spec.resolution,
+                                          preprocessing=spec.preprocessing, device=device,
                                           progress=progress).embeddings)
             if spec.augmentation == "flip":
                 model = create_model(name, num_classes=0)
-                mirrored.append(embed_split(model, dict(data_config(name, resolution=spec.resolution)),
+                cfg = dict(data_config(name, resolution=spec.resolution, preprocessing=spec.preprocessing))
+                mirrored.append(embed_split(model, cfg,
                                             _MirroredSplit(train), device=device, progress=progress,
                                             desc=f"{name} mirrored"))
         return _concatenated(plain), (_concatenated(mirrored) if mirrored else None)
@@ -278,7 +280,8 @@ class AftStrategy(Strategy):
         config = self.config_for(spec)
         device = resolve_device(device)
         spec = replace(spec, model_name=config.student)
-        data_cfg = dict(data_config(config.student, resolution=spec.resolution))
+        data_cfg = dict(data_config(config.student, resolution=spec.resolution,
+                                        preprocessing=spec.preprocessing))
         train = ds.split("train")
         teacher, teacher_mirrored = self.teacher_features(config, spec, ds, cache=cache, device=device,
                                                           progress=progress)

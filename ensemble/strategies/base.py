@@ -166,7 +166,8 @@ class ImageStrategy(Strategy):
     def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
         device = resolve_device(device)
         spec, extra_kwargs = self.training_plan(spec, ds, device)
-        data_cfg = self.adjust_data_config(dict(data_config(spec.model_name, resolution=spec.resolution)), spec)
+        data_cfg = self.adjust_data_config(dict(data_config(spec.model_name, resolution=spec.resolution,
+                                                                 preprocessing=spec.preprocessing)), spec)
         n_classes = len(ds.classes)
         model, params = self.build(spec, n_classes, data_cfg)
         options = dict(spec.options)

@@ -53,7 +53,7 @@ class FilmStrategy(AdapterStrategy):
     def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
         """Episodic training on `ds.split("train")`, then the head on all of it; scored on val (and test)."""
         device = resolve_device(device)
-        data_cfg = dict(data_config(spec.model_name, resolution=spec.resolution))
+        data_cfg = dict(data_config(spec.model_name, resolution=spec.resolution, preprocessing=spec.preprocessing))
         model, params = self.build(spec, len(ds.classes), data_cfg)
         options = dict(spec.options)
         config = model._adapter[0]

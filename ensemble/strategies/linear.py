@@ -236,7 +236,8 @@ class LinearStrategy(Strategy):
         splits = ["train", "val"] + (["test"] if "test" in ds.splits else [])
         X = {
             s: np.asarray(
-                embed_with_cache(spec.model_name, ds, s, cache=cache, resolution=spec.resolution, device=device,
+                embed_with_cache(spec.model_name, ds, s, cache=cache, resolution=spec.resolution,
+                                 preprocessing=spec.preprocessing, device=device,
                                  progress=progress).embeddings,
                 dtype=np.float32,
             )
@@ -251,7 +252,7 @@ class LinearStrategy(Strategy):
             weight_decay=float(spec.options.get("weight_decay", 0.0)),
             random_state=spec.seed,
         ).fit(X["train"], ds.split("train").labels, n_classes=len(ds.classes))
-        data_cfg = dict(data_config(spec.model_name, resolution=spec.resolution))
+        data_cfg = dict(data_config(spec.model_name, resolution=spec.resolution, preprocessing=spec.preprocessing))
         artifact = Artifact(config=base_config(spec, ds, data_cfg), tensors=probe.tensors())
         return build_run_result(
             spec,

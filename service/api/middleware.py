@@ -51,8 +51,7 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PREDICT = re.compile(r"^/api/v1/ensembles/[^/]+/predict/?$")
-_PUBLIC_PATHS = frozenset({f"{API_PREFIX}/healthz", f"{API_PREFIX}/readyz", "/openapi.json", "/docs", "/redoc",
-                           "/docs/oauth2-redirect"})
+_PUBLIC_PATHS = frozenset({f"{API_PREFIX}/healthz", f"{API_PREFIX}/readyz", "/openapi.json", "/docs", "/redoc"})
 _SIGN_IN_PATHS = frozenset({"/dashboard/session", "/dashboard/session/end"})
 
 CONTENT_SECURITY_POLICY = (
@@ -61,13 +60,13 @@ CONTENT_SECURITY_POLICY = (
 )
 """Every page of ours: scripts and styles only from our own files (no inline code), no framing."""
 
-DOCS_CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-"""FastAPI's /docs and /redoc pages load Swagger UI / ReDoc from jsDelivr and start it with an inline script; they
-show only the OpenAPI document (no data, no token storage), so only they get this wider policy."""
+DOCS_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'") \
+    .replace("object-src", "worker-src 'self' blob:; object-src")
+"""/docs and /redoc: Swagger UI and ReDoc come from our own server (files of the installed `fastapi-offline`
+package, under /docs/static/) and start from script files, so scripts stay 'self' only. Both apply inline styles
+as they render (ReDoc injects its stylesheet; Swagger UI sets style attributes), and ReDoc runs its search index
+in a worker made from a blob: URL; inline *styles* and a worker of the page's own code cannot load anything from
+elsewhere. They show only the OpenAPI document (no data, no token storage)."""
 
 PLOT_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 """A job's page only, for plotly.js: it applies inline styles while it draws (SVG text and hover labels; the
@@ -97,8 +96,9 @@ def body_limit(method: str, path: str, settings: Settings) -> tuple[int, str]:
 
 
 def is_public(path: str) -> bool:
-    """Paths that never need a token: static assets, health probes, the OpenAPI document."""
-    return path in _PUBLIC_PATHS or path.startswith("/dashboard/static/")
+    """Paths that never need a token: static assets (the dashboard's, Swagger UI's and ReDoc's), health probes, the
+    OpenAPI document and its /docs and /redoc pages."""
+    return path in _PUBLIC_PATHS or path.startswith(("/dashboard/static/", "/docs/static/"))
 
 
 def needs_write_token(method: str, path: str) -> bool:

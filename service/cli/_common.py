@@ -2,15 +2,47 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from typing import Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from zooens.errors import ConfigError, ZooensError
 
 F = TypeVar("F", bound=Callable)
-err_console = Console(stderr=True)
+
+PIPE_WIDTH = 10_000
+"""Width of the console when stdout is not a terminal: tables keep every column (at their natural width)."""
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for the CLI: the terminal's width on a terminal, unbounded when piped (nothing cut off)
+    unless COLUMNS says otherwise; no syntax highlighting of numbers in messages."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None
+    if not stream.isatty():
+        width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else PIPE_WIDTH
+    return Console(stderr=stderr, highlight=False, width=width)
+
+
+err_console = make_console(stderr=True)
+
+_STATE = {"quiet": False}
+
+
+def set_quiet(quiet: bool) -> None:
+    """`zooens -q ...`: no progress bars in any command (set by the top-level callback)."""
+    _STATE["quiet"] = quiet
+
+
+def is_quiet() -> bool:
+    return _STATE["quiet"]
+
+__all__ = ["escape", "err_console", "fail_on_error", "is_quiet", "make_console", "parse_floats", "parse_ints",
+           "parse_strategy_options", "set_quiet"]
 
 
 def fail_on_error(fn: F) -> F:
@@ -21,7 +53,7 @@ def fail_on_error(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ZooensError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -1,59 +1,102 @@
-"""The report tables of `zooens run` and `zooens jobs show`."""
-from __future__ import annotations
+"""The report tables of `zooens run` and `zooens jobs show`.
 
-import sys
+At a terminal's width the tables keep the columns a reader needs (model names fold instead of
+being cut); `--wide` adds every other column; piped output is never cut (see `make_console`).
+"""
+from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console(width=None if sys.stdout.isatty() else 160)
+from zooens.service.cli._common import escape, make_console
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def print_report(report: dict) -> None:
+def seconds_text(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x < 60:
+        return f"{x:.1f} s"
+    minutes, sec = divmod(round(x), 60)
+    return f"{minutes} min {sec:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _params(n: int | None) -> str:
+    if not n:
+        return "-"
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def _table(title: str, columns: list[tuple[str, bool]]) -> Table:
+    """columns: (header, is_text); text columns fold long values, numbers are right-aligned."""
+    table = Table(title=title, title_justify="left")
+    for header, is_text in columns:
+        if is_text:
+            table.add_column(header, overflow="fold")
+        else:
+            table.add_column(header, justify="right", no_wrap=True)
+    return table
+
+
+def print_report(report: dict, *, wide: bool = False, console: Console | None = None) -> None:
+    console = console or make_console()
     job = report["job"]
-    table = Table(title=f"Ranking (job {job['id']})")
-    for col in ["#", "model", "kNN acc", "kNN val acc", "fine-tuned val acc", "val CE", "params", "dim", "embed s", "img/s"]:
-        table.add_column(col, justify="left" if col == "model" else "right")
+    cols = [("#", False), ("model", True), ("kNN acc", False), ("fine-tuned val", False)]
+    if wide:
+        cols += [("kNN val acc", False), ("val CE", False), ("LogME", False), ("params", False), ("dim", False),
+                 ("embed s", False), ("img/s", False)]
+    table = _table(f"Ranking (job {job['id']})", cols)
     for r in report["ranking"]:
-        table.add_row(
-            str(r["rank"]),
-            r["model_name"],
-            _pct(r["knn_accuracy"]),
-            _pct(r["val_accuracy"]),
-            _pct(r["finetuned_val_acc"]),
-            "-" if r["finetuned_val_ce"] is None else f"{r['finetuned_val_ce']:.3f}",
-            f"{r['params'] / 1e6:.1f}M" if r["params"] else "-",
-            str(r["embed_dim"] or "-"),
-            f"{r['embed_seconds']:.1f}",
-            f"{r['images_per_s']:.0f}" if r["images_per_s"] else "cached",
-        )
+        row = [str(r["rank"]), escape(r["model_name"]), pct(r["knn_accuracy"]), pct(r["finetuned_val_acc"])]
+        if wide:
+            row += [pct(r["val_accuracy"]),
+                    "-" if r["finetuned_val_ce"] is None else f"{r['finetuned_val_ce']:.3f}",
+                    "-" if r.get("logme") is None else f"{r['logme']:.3f}",
+                    _params(r["params"]), str(r["embed_dim"] or "-"),
+                    "-" if r["embed_seconds"] is None else f"{r['embed_seconds']:.1f}",
+                    f"{r['images_per_s']:.0f}" if r["images_per_s"] else "cached"]
+        table.add_row(*row)
     console.print(table)
-    runs = Table(title="Fine-tune runs")
-    for col in ["run", "model", "strategy", "lr", "steps", "val CE", "val acc", "test acc", "updated params", "update size", "s"]:
-        runs.add_column(col)
+    has_test = any(r["test_acc"] is not None for r in report["runs"])
+    cols = [("model", True), ("strategy", True), ("lr", False), ("val CE", False)]
+    cols += [("test acc", False)] if has_test else [("val acc", False)]
+    cols += [("updated", False)]
+    if wide:
+        cols = [("run", False)] + cols + [("steps", False), ("val acc", False), ("update size", False), ("s", False)]
+    runs = _table("Fine-tune runs", cols)
     for r in report["runs"]:
-        runs.add_row(
-            str(r["id"]), r["model_name"], r["strategy"], f"{r['hparams'].get('lr', 0):g}", str(r["hparams"].get("steps", "-")),
-            f"{r['val_ce']:.3f}",
-            _pct(r["val_acc"]), _pct(r["test_acc"]), f"{r['updated_params']:,}", f"{r['update_bytes'] / 1024:.1f} KiB",
-            f"{r['seconds']:.1f}",
-        )
-    console.print(runs)
+        row = [escape(r["model_name"]), r["strategy"], f"{r['hparams'].get('lr', 0):g}", f"{r['val_ce']:.3f}",
+               pct(r["test_acc"]) if has_test else pct(r["val_acc"]), _params(r["updated_params"])]
+        if wide:
+            row = [str(r["id"])] + row + [str(r["hparams"].get("steps", "-")), pct(r["val_acc"]),
+                                          f"{r['update_bytes'] / 1024:.1f} KiB", f"{r['seconds']:.1f}"]
+        runs.add_row(*row)
+    if report["runs"] and wide:
+        console.print(runs)
+    elif report["runs"]:
+        console.print(f"{len(report['runs'])} fine-tune runs: `zooens jobs show {job['id']} --wide` lists them all.")
     ens = report["ensemble"]
     if ens:
-        t = Table(title=f"Greedy ensemble: val CE {ens['val_ce']:.4f}, val acc {_pct(ens['val_acc'])}, test acc {_pct(ens['test_acc'])}")
-        for col in ["run", "model", "strategy", "lr", "steps", "weight", "val CE", "test acc"]:
-            t.add_column(col)
+        t = _table(f"Greedy ensemble ({ens['size']} picks, val CE {ens['val_ce']:.4f})",
+                   [("model", True), ("strategy", True), ("lr", False), ("weight", False), ("val CE", False)]
+                   + ([("test acc", False)] if has_test else []))
         for m in ens["members"]:
-            t.add_row(str(m["run_id"]), m["model_name"], m["strategy"], f"{m['hparams'].get('lr', 0):g}",
-                      str(m["hparams"].get("steps", "-")), f"{m['weight']:.3f}", f"{m['val_ce']:.3f}", _pct(m["test_acc"]))
+            t.add_row(escape(m["model_name"]), m["strategy"], f"{m['hparams'].get('lr', 0):g}", f"{m['weight']:.3f}",
+                      f"{m['val_ce']:.3f}", *([pct(m["test_acc"])] if has_test else []))
         console.print(t)
-        best = max((m["test_acc"] or 0.0 for m in report["runs"]), default=None)
-        console.print(f"test accuracy: ensemble {_pct(ens['test_acc'])}, best single run {_pct(best)}")
+    best = report.get("best_single")
+    if ens and best:
+        which = f"{escape(best['model_name'])} {best['strategy']}"
+        if ens["test_acc"] is not None and best["test_acc"] is not None:
+            console.print(f"test accuracy: ensemble {pct(ens['test_acc'])}, best single run {pct(best['test_acc'])} "
+                          f"({which}, lowest val CE)")
+        else:
+            console.print(f"no test split: val accuracy ensemble {pct(ens['val_acc'])}, best single run "
+                          f"{pct(best['val_acc'])} ({which}, lowest val CE)")
     if job["error"]:
-        console.print(f"[red]error:[/red] {job['error']}")
-    console.print(f"status: {job['status']} in {report['seconds']:.1f} s")
+        console.print(f"[red]error:[/red] {escape(job['error'])}")
+    duration = job.get("duration_seconds")
+    console.print(f"status: {job['status']}" + (f" in {seconds_text(duration)}" if duration is not None else ""))

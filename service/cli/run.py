@@ -9,8 +9,17 @@ from typing import Optional
 
 import typer
 
-from zooens.service.cli._common import fail_on_error, parse_floats, parse_ints, parse_strategy_options
-from zooens.service.cli._report import console, print_report
+from zooens.service.cli._common import (
+    err_console,
+    escape,
+    fail_on_error,
+    is_quiet,
+    parse_floats,
+    parse_ints,
+    make_console,
+    parse_strategy_options,
+)
+from zooens.service.cli._report import print_report
 
 
 @fail_on_error
@@ -29,6 +38,11 @@ def run(
     lr: Optional[str] = typer.Option(None, "--lr", help="Comma-separated learning rates (default: each strategy's)."),
     steps: Optional[str] = typer.Option(None, "--steps", help="Comma-separated step counts (default: each strategy's)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Input resolution override (pixels)."),
+    preprocessing: str = typer.Option("model", "--preprocessing",
+                                      help="model (each model's own resize and centre crop) or resize (straight to "
+                                           "the input size, no crop, bilinear: VTAB's reference)."),
+    small_classes: str = typer.Option("error", "--small-classes",
+                                      help="A class with fewer than two training examples: error, warn or allow."),
     ensemble_size: int = typer.Option(10, "--ensemble-size", help="Most members of the greedy ensemble."),
     n_train: int = typer.Option(800, "--n-train", help="Training examples drawn from train when there is no val split."),
     n_val: int = typer.Option(200, "--n-val", help="Validation examples drawn from train when there is no val split."),
@@ -38,6 +52,7 @@ def run(
     option: Optional[list[str]] = typer.Option(None, "--option", "-o",
                                                help="A strategy option STRATEGY.KEY=VALUE (JSON value), e.g. film.head=\"lda\"; repeatable."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    wide: bool = typer.Option(False, "--wide", help="Every column of every table (default: what fits 80 columns)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Embed, rank, fine-tune the top-K, build the greedy ensemble and report test accuracy."""
@@ -71,6 +86,8 @@ def run(
         max_test=max_test,
         seed=seed,
         augmentation=augmentation,
+        preprocessing=preprocessing,
+        small_classes=small_classes,
         strategy_options=parse_strategy_options(option or []),
     )
     ds = load_dataset(source)
@@ -79,14 +96,21 @@ def run(
     with session_scope() as s:  # bad data or a bad zoo records nothing
         ds_row = register_dataset(s, source, ds)
         job_id = submit_job(s, ds_row.id, zoo, params, claim_for=worker_id).id
-    if not as_json:
-        console.print(f"[bold]job {job_id}[/bold]: dataset {ds.name} ({source}), zoo {zoo}")
-    status = run_job(job_id, worker_id=worker_id, progress=not quiet and not as_json)
+    quiet = quiet or is_quiet()
+    console = make_console()
+    if not as_json and not quiet:
+        console.print(f"[bold]job {job_id}[/bold]: dataset {escape(ds.name)} ({escape(source)}), zoo {escape(zoo)}")
+    try:
+        status = run_job(job_id, worker_id=worker_id, progress=not quiet and not as_json)
+    except KeyboardInterrupt:
+        err_console.print(f"job {job_id} cancelled (Ctrl-C); `zooens jobs resume {job_id}` continues it from its "
+                          "last finished unit.")
+        raise typer.Exit(130) from None
     with session_scope() as s:
         report = job_report(s, job_id).model_dump(mode="json")
     report["seconds"] = round(time.perf_counter() - started, 2)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
-        print_report(report)
+        print_report(report, wide=wide, console=console)
     require_success(status, job_id)

@@ -1,6 +1,7 @@
 """`zooens vtab`: the VTAB-1k benchmark in batch."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Optional
 
@@ -60,53 +61,60 @@ def export(
 @app.command()
 @fail_on_error
 def run(
-    data_root: Path = typer.Option(..., "--data-root", help="Folder of the exported layout: DIR/<task>/{train800,val200,test}."),
-    tasks_spec: str = typer.Option("all", "--tasks", help="all, natural, specialized, structured, or names; "
-                                   "with the offline suite: the offline-* names, or all of DIR."),
+    data_root: Path = typer.Option(..., "--data-root",
+                                   help="Folder of the exported layout: DIR/<task>/{train800,val200,test}."),
+    tasks_spec: str = typer.Option("all", "--tasks", help="all (the 19 VTAB tasks; absent ones are listed as missing), "
+                                   "natural, specialized, structured, offline (every stand-in of DIR), or "
+                                   "comma-separated names. Stand-ins run only when named or with 'offline'."),
     zoo: str = typer.Option("embedded", "--zoo"),
     top_k: int = typer.Option(3, "--top-k"),
     strategies: str = typer.Option("auto", "--strategies", help="'auto' is 'full' on a GPU, 'linear' on a CPU."),
     augmentation: str = typer.Option("auto", "--augmentation",
                                      help="auto (flips only where the task table marks them safe), none, flip, crop, "
                                           "crop_flip."),
+    preprocessing: str = typer.Option("resize", "--preprocessing",
+                                      help="resize (VTAB's reference: straight to the input size, no crop) or model "
+                                           "(each model's own resize and centre crop)."),
     lr: Optional[str] = typer.Option(None, "--lr"),
     steps: Optional[str] = typer.Option(None, "--steps"),
     resolution: Optional[int] = typer.Option(None, "--resolution"),
     seed: int = typer.Option(0, "--seed"),
-    refit: bool = typer.Option(False, "--refit", help="Retrain the chosen members on train800+val200 before testing."),
+    refit: bool = typer.Option(True, "--refit/--no-refit",
+                               help="Train every reported model again on train800+val200 before testing, as the "
+                                    "papers do (default); --no-refit reports the train800 models."),
     force: bool = typer.Option(False, "--force", help="Redo tasks already done."),
     out: Path = typer.Option(Path("vtab-results"), "--out"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Rank, sweep, ensemble and test every task; write results.csv and results.md to --out."""
+    """Rank, sweep, ensemble, refit and test every task; write results.{csv,md,png} to --out
+    (stand-ins: results-offline.*). A task that fails is recorded and the batch goes on."""
     from tqdm.auto import tqdm
 
-    from zooens.selection.vtab.tasks import TASKS, resolve_tasks
+    from zooens.errors import ConfigError
     from zooens.service.jobs import parse_params
-    from zooens.service.vtab import run_vtab
+    from zooens.service.vtab import FAILED, MISSING, select_tasks, run_vtab
 
     if not data_root.is_dir():
-        raise typer.BadParameter(f"{data_root} is not a folder")
-    present = sorted(p.name for p in data_root.iterdir() if (p / "train800").is_dir())
-    if tasks_spec == "all":
-        vtab_names = [t.name for t in TASKS]
-        names = [n for n in vtab_names if n in present] + [n for n in present if n not in vtab_names]
-    elif all(n.strip().startswith("offline-") for n in tasks_spec.split(",")):
-        names = [n.strip() for n in tasks_spec.split(",")]
-    else:
-        names = [t.name for t in resolve_tasks(tasks_spec)]
+        raise ConfigError(f"--data-root {data_root} is not a folder; give the folder `zooens vtab export` wrote.")
+    names = select_tasks(data_root, tasks_spec)
     params = parse_params(top_k=top_k, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
                           learning_rates=parse_floats(lr), steps=parse_ints(steps), resolution=resolution,
-                          seed=seed, augmentation=augmentation)
+                          seed=seed, augmentation=augmentation, preprocessing=preprocessing, small_classes="allow")
     bar = tqdm(total=len(names), desc="VTAB tasks", unit="task", disable=quiet)
 
     def on_task(name: str, state: str) -> None:
         bar.set_postfix_str(f"{name}: {state}")
-        if state in ("done", "skipped"):
+        if state != "running":
             bar.update(1)
 
     results = run_vtab(data_root, names, out, zoo=zoo, params=params, refit=refit, force=force,
                        progress=not quiet, on_task=on_task)
     bar.close()
-    console.print((out / "results.md").read_text())
-    console.print(f"{len(results)} tasks; tables in {out / 'results.csv'} and {out / 'results.md'}")
+    for stem in ("results", "results-offline"):
+        if any(r.stand_in == (stem != "results") for r in results):
+            typer.echo((out / f"{stem}.md").read_text())
+    if importlib.util.find_spec("matplotlib") is None:
+        typer.echo("matplotlib is not installed: no plot (pip install matplotlib)")
+    failed = sum(r.status == FAILED for r in results)
+    missing = sum(r.status == MISSING for r in results)
+    typer.echo(f"{len(results) - failed - missing} done, {failed} failed, {missing} missing; tables in {out}/")

@@ -30,7 +30,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from zooens.ensemble import strategy_names
+from zooens.ensemble import get_strategy, strategy_names
 from zooens.errors import NotFoundError, ZooensError
 from zooens.service import registry
 from zooens.service.api.middleware import SESSION_COOKIE, token_is_valid
@@ -103,6 +103,22 @@ def job_page(request: Request, job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)
     return _page(request, "job.html", "jobs", job_id=job_id, plotly_url=_static_url("plotly.min.js"))
 
 
+MAX_COMPARED = 8
+
+
+@router.get("/dashboard/compare", response_class=HTMLResponse)
+def compare_page(request: Request, jobs: Annotated[str, Query(max_length=200)] = "") -> HTMLResponse:
+    """Two or more jobs side by side: their ensembles and rankings, read by the page from the jobs API."""
+    parts = [p for p in re.split(r"[\s,]+", jobs) if p]
+    ids = [int(p) for p in parts if p.isdigit() and 1 <= int(p) <= MAX_ID]
+    ids = list(dict.fromkeys(ids))
+    if len(ids) != len(parts) or not 2 <= len(ids) <= MAX_COMPARED:
+        return _page(request, "error.html", "jobs", status_code=400, title="Nothing to compare",
+                     message=f"Compare takes 2 to {MAX_COMPARED} job ids, e.g. /dashboard/compare?jobs=1,2; "
+                             f"got {jobs[:80]!r}. Tick the jobs on the Jobs page.")
+    return _page(request, "compare.html", "jobs", job_ids=ids)
+
+
 @router.get("/dashboard/submit", response_class=HTMLResponse)
 def submit_page(request: Request) -> HTMLResponse:
     try:
@@ -117,7 +133,22 @@ def submit_page(request: Request) -> HTMLResponse:
     except Exception:
         logger.warning("could not list zoo sets", exc_info=True)
         sets = ["embedded", "user"]
-    return _page(request, "submit.html", "submit", strategies=strategies, zoo_sets=sets + ["available"])
+    return _page(request, "submit.html", "submit", strategies=strategies, zoo_sets=sets + ["available"],
+                 sweeps={name: strategy_default_sweep(name) for name in strategies})
+
+
+def strategy_default_sweep(name: str) -> dict[str, str]:
+    """A strategy's own default learning rates and steps as the form shows them ("" when it has none to show:
+    'auto' takes the default of the strategy it picks on the worker's device)."""
+    if name == "auto":
+        return {"learning_rates": "", "steps": ""}
+    try:
+        sweep = get_strategy(name).default_sweep
+    except Exception:  # the form still works; the placeholder says "strategy default"
+        logger.warning("could not read the default sweep of strategy %r", name, exc_info=True)
+        return {"learning_rates": "", "steps": ""}
+    return {"learning_rates": ", ".join(f"{v:g}" for v in sweep.learning_rates),
+            "steps": ", ".join(str(v) for v in sweep.steps)}
 
 
 # --------------------------------------------------------------------------------------

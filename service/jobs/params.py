@@ -58,6 +58,18 @@ class JobParams(BaseModel):
                        description="Validation examples drawn from train when there is no val split.")
     max_test: int | None = Field(default=None, ge=1, le=10_000_000,
                                  description="Evaluate on a seeded subsample of the test split.")
+    preprocessing: Literal["model", "resize"] = Field(
+        default="model",
+        description="How images reach each model: 'model' is the model's own evaluation transform (resize and "
+                    "centre crop as its pretrained config); 'resize' goes straight to the input size, no crop, "
+                    "bilinear (VTAB's reference). The model's mean/std either way.",
+    )
+    small_classes: Literal["error", "warn", "allow"] = Field(
+        default="error",
+        description="What the job does when a class has fewer than two training examples (such a class can never "
+                    "be its own leave-one-out neighbour): refuse the job, run with a warning, or run silently "
+                    "(VTAB-1k, whose 800 examples leave some classes with one or none).",
+    )
     strategy_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per-strategy options, e.g. {\"lora\": {\"rank\": 8}, \"film\": {\"head\": \"lda\"}}.",

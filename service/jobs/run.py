@@ -21,6 +21,8 @@ import dataclasses
 import logging
 import threading
 
+from tqdm.auto import tqdm
+
 from zooens.cancel import CancelScope, cancel_scope
 from zooens.errors import Cancelled, ConflictError, JobError, ZooensError
 from zooens.service import registry
@@ -113,6 +115,7 @@ class _Run:
         self.job_id, self.worker_id, self.executor, self.progress = job_id, worker_id, executor, progress
         self.ownership = ownership
         self.remaining: list[str] = []
+        self.overall: tqdm | None = None  # the job's bar (all units, with ETA) when `progress`
 
     def check(self) -> None:
         """Between units: stop if the job was cancelled or taken over."""
@@ -143,6 +146,10 @@ class _Run:
             logger.info("job %s: %d of %d %s units already done, skipping them",
                         self.job_id, len(names) - len(todo), len(names), stage)
         self.report_progress(stage, len(names) - len(todo), len(names), todo[0] if todo else None)
+        if self.overall is not None:
+            self.overall.update(len(names) - len(todo))
+        bar = tqdm(total=len(names), initial=len(names) - len(todo), desc=stage, unit="unit", leave=False,
+                   disable=not self.progress or not todo, dynamic_ncols=True)
         if todo:
             self.check()
             self.claim(todo)
@@ -159,10 +166,16 @@ class _Run:
                 self.remaining.remove(key)
                 self.report_progress(stage, len(names) - len(self.remaining), len(names),
                                      self.remaining[0] if self.remaining else None)
+                bar.update(1)
+                if self.overall is not None:
+                    self.overall.update(1)
                 if self.remaining:
                     self.check()
 
-            self.executor.map(spec, todo, on_done, progress=self.progress)
+            try:
+                self.executor.map(spec, todo, on_done, progress=self.progress)
+            finally:
+                bar.close()
         with session_scope() as s:
             done = registry.done_units(s, self.job_id)
         return {k: result_from_json(stage, done[k]) for k in names}
@@ -203,6 +216,16 @@ class _Run:
 
     def stages(self) -> None:
         spec = job_spec(self.job_id)
+        if self.progress:  # the sweep's size does not depend on the ranking's order: the total is known now
+            total = len(spec.zoo_models) + len(plan_finetune_units(spec.zoo_models, spec.params)) + 1
+            self.overall = tqdm(total=total, desc=f"job {self.job_id}", unit="unit", dynamic_ncols=True)
+        try:
+            self._stages(spec)
+        finally:
+            if self.overall is not None:
+                self.overall.close()
+
+    def _stages(self, spec: JobSpec) -> None:
         embeds = self.stage(spec, EMBED, [UnitKey.embed(m) for m in spec.zoo_models])
         ranked = rank_models([r for r in embeds.values() if isinstance(r, EmbedResult)])
         spec = dataclasses.replace(spec, ranked_models=ranked)
@@ -226,7 +249,11 @@ def run_job(job_id: int, *, worker_id: str, executor: Executor | None = None, pr
         ownership = _Ownership(job_id, worker_id, settings.heartbeat_seconds, scope)
         ownership.start()
         run = _Run(job_id, worker_id, executor or get_executor(), progress, ownership)
-        status, error = _attempt(run, ownership)
+        try:
+            status, error = _attempt(run, ownership)
+        except KeyboardInterrupt:  # Ctrl-C in `zooens run`: the job ends cancelled, not "running" for a worker
+            _record_interrupt(job_id, worker_id)
+            raise
     if status == "lost":
         logger.warning("job %s: taken over by another worker; %s stops", job_id, worker_id)
         return "lost"
@@ -242,6 +269,18 @@ def run_job(job_id: int, *, worker_id: str, executor: Executor | None = None, pr
             registry.requeue_running_units(s, job_id)
         registry.set_job_status(s, job_id, status, error=error)
     return status
+
+
+INTERRUPTED = "interrupted (Ctrl-C); `zooens jobs resume JOB` runs it again from its last finished unit"
+
+
+def _record_interrupt(job_id: int, worker_id: str) -> None:
+    """The job ends `cancelled` with INTERRUPTED as its error; its started units go back to pending."""
+    with session_scope() as s:
+        job = registry.get_job(s, job_id)
+        if job.worker_id == worker_id and job.status == "running":
+            registry.requeue_running_units(s, job_id)
+            registry.set_job_status(s, job_id, "cancelled", error=INTERRUPTED.replace("JOB", str(job_id)))
 
 
 def _attempt(run: _Run, ownership: _Ownership) -> tuple[str, str | None]:

@@ -28,7 +28,7 @@ from zooens.ensemble.strategies.auto import AUTO, resolve_auto
 from zooens.ensemble.strategies.full import bit_rule_for
 from zooens.errors import DatasetError, JobError
 from zooens.selection.cache import EmbeddingCache
-from zooens.selection.datasets import ImageDataset, load_dataset, validate, vtab_split
+from zooens.selection.datasets import ImageDataset, check_class_counts, load_dataset, validate, vtab_split
 from zooens.selection.embed import embed_with_cache
 from zooens.selection.ranking import score_model
 from zooens.service import registry
@@ -260,9 +260,34 @@ def drawn_split_sizes(n_available: int, params: JobParams) -> tuple[int, int]:
     return n_train, n_val
 
 
+def check_small_classes(name: str, train_counts: dict[str, int], params: JobParams) -> None:
+    """Apply `params.small_classes` to a train split's per-class counts.
+
+    A class with fewer than MIN_PER_CLASS training examples can never be its own leave-one-out
+    neighbour (with one) or be predicted by kNN at all (with none); it is still a class of the
+    label space, scored on val and test. 'error' refuses the job (a user dataset with such a class
+    is more often a mistake than a design), 'warn' logs it and runs, 'allow' runs silently (VTAB-1k,
+    where 800 examples over 397 SUN397 classes leave many with one or none, by design).
+    """
+    if params.small_classes == "allow":
+        check_class_counts(name, train_counts, min_per_class=0)  # some images, whatever the classes
+        return
+    try:
+        check_class_counts(name, train_counts, min_per_class=MIN_PER_CLASS)
+    except DatasetError as exc:
+        if params.small_classes == "error":
+            raise DatasetError(f"{exc} Or run the job with them: small_classes 'warn' or 'allow' "
+                               "(`--small-classes allow`).") from None
+        logger.warning("%s The job runs with them (small_classes=warn).", exc)
+
+
 def prepare_job_dataset(ds: ImageDataset, params: JobParams) -> ImageDataset:
-    """The splits a job uses, checked: every class needs two training examples (leave-one-out)."""
-    return validate(prepare_splits(ds, params), min_per_class=MIN_PER_CLASS)
+    """The splits a job uses, checked: labels within the classes, and classes with fewer than two
+    training examples as `params.small_classes` says (`check_small_classes`)."""
+    prepared = validate(prepare_splits(ds, params), min_per_class=0)
+    counts = np.bincount(prepared.split("train").labels, minlength=len(prepared.classes))
+    check_small_classes(prepared.name, dict(zip(prepared.classes, (int(n) for n in counts))), params)
+    return prepared
 
 
 @lru_cache(maxsize=4)
@@ -335,10 +360,12 @@ def _execute_embed(spec: JobSpec, key: UnitKey, progress: bool) -> EmbedResult:
     cache = _cache(spec)
     assert key.model_name is not None
     score = score_model(key.model_name, ds, k=params.k, cache=cache, resolution=params.resolution,
+                        preprocessing=params.preprocessing,
                         device=_device(), progress=progress)
     embeddings = []
     for split in ("train", "val"):
         res = embed_with_cache(key.model_name, ds, split, cache=cache, resolution=params.resolution,
+                               preprocessing=params.preprocessing,
                                device=_device(), progress=False)
         embeddings.append(EmbeddingRecord(split=split, key=res.key, path=str(res.path),
                                           n=int(res.embeddings.shape[0]), dim=int(res.embeddings.shape[1])))
@@ -369,7 +396,7 @@ def _execute_finetune(spec: JobSpec, key: UnitKey, progress: bool) -> FinetuneRe
     run_spec = RunSpec(model_name=key.model_name, strategy=key.strategy, lr=key.lr, steps=steps,
                        seed=params.seed, resolution=params.resolution,
                        batch_size=params.sweep_for(key.strategy).batch_size, options=options,
-                       augmentation=augmentation)
+                       augmentation=augmentation, preprocessing=params.preprocessing)
     result = run_finetune(run_spec, ds, cache=_cache(spec), device=_device(), progress=progress)
     if AUTO in params.strategies and key.strategy == resolve_auto(_device()) and key.strategy not in params.strategies:
         result.hparams = {**result.hparams, "strategy_requested": AUTO}

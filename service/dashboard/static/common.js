@@ -159,3 +159,71 @@ function makeSortable(table) {
 function showError(container, err) {
   container.replaceChildren(el("div", { class: "error-box", role: "alert", text: String(err.message || err) }));
 }
+
+/** DELETE with the bearer token kept by the Submit page; an answer without a body is fine. */
+async function apiDelete(path) {
+  const token = getToken();
+  if (!token) throw new Error("Deleting needs an API token: enter it on the Submit page (create one with `zooens tokens create NAME`).");
+  const resp = await fetch(API + path, { method: "DELETE", headers: { "Accept": "application/json", "Authorization": "Bearer " + token } });
+  if (!resp.ok) throw await apiError(resp);
+  return resp.status === 204 ? null : resp.json().catch(() => null);
+}
+
+let openApiPaths = null;
+
+/** Whether this server's OpenAPI document offers `method` on `template` ("/api/v1/jobs/{}": any parameter name). */
+async function apiOffers(method, template) {
+  if (openApiPaths === null) {
+    openApiPaths = fetch("/openapi.json").then((r) => (r.ok ? r.json() : { paths: {} })).then((doc) => {
+      const out = {};
+      for (const [path, ops] of Object.entries(doc.paths || {})) out[path.replace(/\{[^}]*\}/g, "{}")] = Object.keys(ops);
+      return out;
+    }).catch(() => ({}));
+  }
+  const ops = (await openApiPaths)[template] || [];
+  return ops.includes(method.toLowerCase());
+}
+
+/** A button that asks before deleting, then goes to `after`; shown only when the API offers that DELETE. */
+async function deleteButton(container, { label, question, template, path, after }) {
+  if (!(await apiOffers("delete", template))) return;
+  const button = el("button", { type: "button", class: "danger", id: "delete-button", text: label });
+  const out = el("span", { class: "delete-result" });
+  button.addEventListener("click", async () => {
+    if (!window.confirm(question)) return;
+    button.disabled = true;
+    try { await apiDelete(path); window.location.assign(after); } catch (err) { showError(out, err); button.disabled = false; }
+  });
+  container.replaceChildren(button, out);
+}
+
+/** Seconds between two ISO times (the job's true wall time), or null. */
+function secondsBetween(start, end) {
+  if (!start || !end) return null;
+  const parse = (iso) => Date.parse(/[zZ]|[+-]\d\d:?\d\d$/.test(iso) ? iso : iso + "Z");
+  const s = (parse(end) - parse(start)) / 1000;
+  return Number.isFinite(s) ? s : null;
+}
+
+fmt.duration = function (v) {
+  if (v === null || v === undefined) return "–";
+  if (v < 60) return v.toFixed(1) + " s";
+  const m = Math.floor(v / 60), s = Math.round(v % 60);
+  if (m < 60) return m + " min " + String(s).padStart(2, "0") + " s";
+  return Math.floor(m / 60) + " h " + String(m % 60).padStart(2, "0") + " min";
+};
+
+/** Axis settings for accuracies (fractions): the data's range padded, clipped to [0, 1], and ticks whose step and
+ * decimals come from that range so that no two ticks read the same. */
+function accuracyAxis(values, title) {
+  const lo = Math.min(...values), hi = Math.max(...values);
+  const pad = Math.max(0.01, 0.08 * (hi - lo));
+  let a = Math.max(0, lo - pad), b = Math.min(1, hi + pad);
+  const raw = (b - a) / 5;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((f) => f * mag).find((s) => s >= raw);
+  const points = step * 100;  // the step in percentage points: as many decimals as it needs, no more
+  let decimals = 0;
+  while (decimals < 6 && Math.abs(Math.round(points * 10 ** decimals) - points * 10 ** decimals) > 1e-6) decimals++;
+  return { title: { text: title }, range: [a, b], dtick: step, tick0: 0, tickformat: "." + decimals + "%", zeroline: false };
+}

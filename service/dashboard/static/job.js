@@ -7,6 +7,7 @@ const STAGE_LABELS = { embed: "embedding", finetune: "fine-tuning", ensemble: "e
 let timer = null;
 let lastRankingKey = null;
 let lastEnsembleKey = null;
+let lastRunsKey = null;
 
 /** Ranks with ties given their average rank (1-based). */
 function averageRanks(values) {
@@ -124,9 +125,38 @@ function renderScatter(rows) {
     marker: { size: 10, color: "#2b6cb0" }, hovertemplate: "%{text}<br>kNN %{x:.3f}<br>fine-tuned %{y:.3f}<extra></extra>",
   }], {
     margin: { l: 60, r: 20, t: 20, b: 50 },
-    xaxis: { title: { text: "kNN accuracy (leave-one-out)" }, tickformat: ".0%" },
-    yaxis: { title: { text: "fine-tuned val accuracy" }, tickformat: ".0%" },
+    xaxis: accuracyAxis(x, "kNN accuracy (leave-one-out)"),
+    yaxis: accuracyAxis(y, "fine-tuned val accuracy"),
   }, { displaylogo: false, displayModeBar: false, responsive: true });
+}
+
+/** Every fine-tuning run of the job, lowest val CE first; sortable by any column. */
+function renderRuns(runs) {
+  const container = document.getElementById("runs");
+  if (!runs.length) { container.replaceChildren(el("p", { class: "muted", text: "No run finished yet." })); return; }
+  const cols = [
+    ["model", "model", "", (r) => r.model_name, (r) => r.model_name],
+    ["strategy", "strategy", "", (r) => r.strategy, (r) => r.strategy],
+    ["lr", "lr", "num", (r) => r.hparams.lr, (r) => (r.hparams.lr === undefined ? "–" : String(r.hparams.lr))],
+    ["steps", "steps", "num", (r) => r.hparams.steps, (r) => fmt.int(r.hparams.steps)],
+    ["val_ce", "val CE", "num", (r) => r.val_ce, (r) => fmt.num(r.val_ce, 4)],
+    ["val_acc", "val acc.", "num", (r) => r.val_acc, (r) => fmt.pct(r.val_acc)],
+    ["test_acc", "test acc.", "num", (r) => r.test_acc, (r) => fmt.pct(r.test_acc)],
+    ["updated_params", "updated params", "num", (r) => r.updated_params, (r) => fmt.params(r.updated_params)],
+    ["seconds", "time", "num", (r) => r.seconds, (r) => fmt.duration(r.seconds)],
+  ];
+  const table = el("table", { id: "runs-table" });
+  table.append(el("thead", {}, el("tr", {}, ...cols.map(([key, label, cls]) => el("th", { class: cls, "data-key": key, text: label })))));
+  const body = el("tbody");
+  for (const r of runs.slice().sort((a, b) => a.val_ce - b.val_ce)) {
+    body.append(el("tr", { "data-run-id": r.id }, ...cols.map(([key, , cls, raw, shown]) => {
+      const v = raw(r);
+      return el("td", { class: cls, "data-key": key, "data-sort": v === null || v === undefined ? "" : v, text: shown(r) });
+    })));
+  }
+  table.append(body);
+  makeSortable(table);
+  container.replaceChildren(table);
 }
 
 function renderEnsemble(ens, ranking) {
@@ -142,7 +172,11 @@ function renderEnsemble(ens, ranking) {
     el("dt", { text: "size" }), el("dd", { text: String(ens.size) }),
     el("dt", { text: "val CE" }), el("dd", { text: fmt.num(ens.val_ce, 4) }),
     el("dt", { text: "val accuracy" }), el("dd", { text: fmt.pct(ens.val_acc) }),
-    el("dt", { text: "test accuracy" }), el("dd", { id: "ensemble-test-acc", text: ens.test_acc === null || ens.test_acc === undefined ? "not known (no test split)" : fmt.pct(ens.test_acc) })));
+    el("dt", { text: "test accuracy" }), el("dd", { id: "ensemble-test-acc", text: ens.test_acc === null || ens.test_acc === undefined ? "not known (no test split)" : fmt.pct(ens.test_acc) })),
+    el("p", { id: "ensemble-export" }));
+  apiOffers("get", "/api/v1/ensembles/{}/export").then((offered) => {
+    if (offered) document.getElementById("ensemble-export").replaceChildren(el("a", { href: API + "/ensembles/" + ens.id + "/export", download: "", id: "export-link", text: "Download the ensemble (one .zooens file)" }));
+  });
   const table = el("table", { id: "members-table" });
   table.append(el("thead", {}, el("tr", {},
     el("th", { text: "model" }), el("th", { text: "strategy" }), el("th", { text: "hyper-parameters" }),
@@ -190,6 +224,9 @@ async function refresh() {
     const ranking = items(await apiGetOptional("/jobs/" + JOB_ID + "/ranking") || []);
     const key = JSON.stringify(ranking);
     if (key !== lastRankingKey) { lastRankingKey = key; renderRanking(ranking); renderScatter(ranking); }
+    const runs = items(await apiGetOptional("/jobs/" + JOB_ID + "/runs") || []);
+    const rkey = JSON.stringify(runs);
+    if (rkey !== lastRunsKey) { lastRunsKey = rkey; renderRuns(runs); }
     // Ask for the ensemble only once it exists: a 404 would show as a console error.
     const p = (job.progress || {}).ensemble;
     const built = job.status === "succeeded" || (p && p.total && p.done >= p.total);
@@ -205,4 +242,11 @@ async function refresh() {
   if (!FINISHED.has(job.status)) timer = setTimeout(refresh, 1500);
 }
 
-document.addEventListener("DOMContentLoaded", () => { JOB_ID = Number(document.body.dataset.jobId); refresh(); });
+document.addEventListener("DOMContentLoaded", () => {
+  JOB_ID = Number(document.body.dataset.jobId);
+  deleteButton(document.getElementById("job-actions"), {
+    label: "Delete job", template: "/api/v1/jobs/{}", path: "/jobs/" + JOB_ID, after: "/dashboard/jobs",
+    question: "Delete job #" + JOB_ID + " with its runs and ensemble? This cannot be undone.",
+  });
+  refresh();
+});

@@ -72,8 +72,22 @@ async function onSubmit(event) {
   }
 }
 
+/** The learning-rate and steps placeholders name the ticked strategies' own defaults ("linear: 300, 1000"). */
+function showDefaults(form) {
+  const ticked = Array.from(form.querySelectorAll("input[name=strategy]:checked"));
+  for (const [field, key] of [[form.learning_rates, "defaultLrs"], [form.steps, "defaultSteps"]]) {
+    const known = ticked.filter((i) => i.dataset[key]);
+    let text = "strategy default";
+    if (ticked.length === 1 && known.length === 1) text = known[0].dataset[key];
+    else if (ticked.length && known.length === ticked.length) text = known.map((i) => i.value + ": " + i.dataset[key]).join("; ");
+    field.placeholder = text;
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("submit-form");
+  showDefaults(form);
+  form.querySelectorAll("input[name=strategy]").forEach((i) => i.addEventListener("change", () => showDefaults(form)));
   form.token.value = getToken();
   form.token.addEventListener("change", () => setToken(form.token.value));
   form.addEventListener("submit", onSubmit);

@@ -19,7 +19,10 @@ from tests.service._tiny import register_tiny_zoo
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "artifacts" / "screenshots"
+SCREENSHOTS = Path(os.environ.get("ZOOENS_TEST_ARTIFACTS") or Path(__file__).resolve().parents[3] / "artifacts") \
+    / "screenshots"
+"""Where the browser tests save their screenshots: $ZOOENS_TEST_ARTIFACTS/screenshots when that is set, else the
+repository's artifacts/screenshots (git-ignored)."""
 
 
 def _free_port() -> int:

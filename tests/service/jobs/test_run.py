@@ -111,21 +111,37 @@ def test_bad_options_fail_clearly_and_record_nothing(tiny_home, args, message):
         assert count == 0
 
 
-def test_single_example_class_is_refused_before_anything_is_recorded(tiny_home, tmp_path):
+def _one_dog(tmp_path) -> str:
     from PIL import Image
 
+    rng = np.random.default_rng(0)
+    for split, counts in [("train", [("cat", 6), ("dog", 1)]), ("val", [("cat", 2), ("dog", 2)])]:
+        for cls, n in counts:
+            d = tmp_path / "data" / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return str(tmp_path / "data")
+
+
+def test_single_example_class_is_refused_before_anything_is_recorded(tiny_home, tmp_path):
     from zooens.service import registry
     from zooens.service.db.session import session_scope, upgrade_to_head
 
-    rng = np.random.default_rng(0)
-    for cls, n in [("cat", 5), ("dog", 1)]:
-        d = tmp_path / "data" / cls
-        d.mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    result = _run(["run", "--data", str(tmp_path / "data"), "--zoo", "user", "--quiet"])
+    result = _run(["run", "--data", _one_dog(tmp_path), "--zoo", "user", "--quiet"])
     assert result.exit_code == 2
-    assert "dog" in result.output
+    assert "dog" in result.output and "--small-classes allow" in result.output
     upgrade_to_head()
     with session_scope() as s:
         assert registry.list_jobs(s)[1] == 0
+
+
+@pytest.mark.parametrize("policy", ["warn", "allow"])
+def test_single_example_class_runs_when_the_caller_says_so(tiny_home, tmp_path, caplog, policy):
+    result = _run(["run", "--data", _one_dog(tmp_path), "--zoo", "user", "--small-classes", policy, "--k", "3",
+                   "--top-k", "1", "--strategies", "linear", "--steps", "20", "--lr", "0.1", "--resolution", "32",
+                   "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["job"]["status"] == "succeeded"
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and "'dog' (1)" in r.getMessage()]
+    assert bool(warned) == (policy == "warn")
