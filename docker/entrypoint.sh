@@ -1,6 +1,9 @@
 #!/bin/sh
 # Roles: api | worker | ray-head | ray-worker | migrate | any other command.
-# The API and the workers bring the database to the head migration before they start.
+# `migrate` brings the database to the head migration and exits (compose runs it once, first). The API and
+# the workers run the same upgrade before they start, so a lone `docker run` works too; it holds the
+# database's migration lock (a PostgreSQL advisory lock), so containers starting together never collide,
+# and after `migrate` it finds head and does nothing.
 set -eu
 role="${1:-api}"
 [ $# -gt 0 ] && shift

@@ -3,13 +3,15 @@
 Roles, lowest first: `specs` (what to run and the hyper-parameter checks), `_registry` (the
 strategies by name), `artifacts` (what a run saves), `results` (what a run returns),
 `strategies` (one module per strategy; importing it registers them), `run` (`run_finetune`),
-`greedy` (ensemble selection) and `predictor` (ensemble prediction). The parameter-efficient
+`greedy` (ensemble selection), `bundle` (one-file ensembles, `.zooens`) and `predictor` (ensemble
+prediction). The parameter-efficient
 adapter methods live in `zooens.ensemble.adapters`, below the strategies that use them.
 """
 from zooens.ensemble._registry import STRATEGIES, get_strategy, register_strategy, strategy_names
 from zooens.ensemble.artifacts import Artifact, load_artifact_model
+from zooens.ensemble.bundle import BUNDLE_SUFFIX, BaseModel, Bundle, BundleError, BundleLimits, read_bundle, write_bundle
 from zooens.ensemble.greedy import GreedyEnsembleSelector
-from zooens.ensemble.predictor import EnsemblePredictor
+from zooens.ensemble.predictor import EnsemblePredictor, as_images
 from zooens.ensemble.results import RunResult, build_run_result, mean_cross_entropy
 from zooens.ensemble.run import run_finetune
 from zooens.ensemble.specs import (
@@ -24,8 +26,13 @@ from zooens.ensemble.specs import (
 from zooens.ensemble.strategies import ImageStrategy, Strategy
 
 __all__ = [
+    "BUNDLE_SUFFIX",
     "STRATEGIES",
     "Artifact",
+    "BaseModel",
+    "Bundle",
+    "BundleError",
+    "BundleLimits",
     "EnsemblePredictor",
     "GreedyEnsembleSelector",
     "ImageStrategy",
@@ -33,6 +40,7 @@ __all__ = [
     "RunSpec",
     "Strategy",
     "SweepConfig",
+    "as_images",
     "build_run_result",
     "check_batch_size",
     "check_learning_rate",
@@ -42,7 +50,9 @@ __all__ = [
     "get_strategy",
     "load_artifact_model",
     "mean_cross_entropy",
+    "read_bundle",
     "register_strategy",
     "run_finetune",
     "strategy_names",
+    "write_bundle",
 ]

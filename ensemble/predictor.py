@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +15,48 @@ from torch import nn
 
 from zooens.ensemble._registry import get_strategy
 from zooens.ensemble.artifacts import Artifact
+from zooens.ensemble.bundle import Bundle, read_bundle
 from zooens.ensemble.strategies.linear import LinearProbeModule
 from zooens.ensemble.training import eval_transform
-from zooens.errors import ConfigError
+from zooens.errors import ConfigError, MissingWeightsError, UnknownModelError
+from zooens.selection.images import image_from_array, open_image, to_rgb
 from zooens.utils import resolve_device
-from zooens.zoo import create_model
+from zooens.zoo import create_model, provided_models, weights_sha256
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EnsemblePredictor"]
+__all__ = ["EnsemblePredictor", "ImageInputs", "as_images"]
+
+ImageInputs = Sequence[Image.Image | str | os.PathLike | np.ndarray] | np.ndarray
+"""What predict accepts: PIL images, image paths, (H, W[, 3]) uint8 arrays, or one (N, H, W[, 3]) array."""
+
+
+def as_images(images: ImageInputs) -> list[Image.Image]:
+    """PIL images of `images` (see `ImageInputs`); paths are decoded with `open_image`."""
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        images = [images]
+    elif isinstance(images, np.ndarray):
+        if images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (3, 4)):
+            images = list(images)  # a stack of (H, W, C) or (H, W) images
+        elif images.ndim in (2, 3):
+            images = [images]
+        else:
+            raise ConfigError(f"An image array must have shape (H, W), (H, W, 3) or a batch of those, got {images.shape}.")
+    out = []
+    for item in images:
+        if isinstance(item, Image.Image):
+            out.append(item)
+        elif isinstance(item, np.ndarray):
+            try:
+                out.append(image_from_array(item))
+            except ValueError as exc:
+                raise ConfigError(f"Cannot read an image from this array: {exc}.") from None
+        elif isinstance(item, (str, os.PathLike)):
+            out.append(open_image(item))
+        else:
+            raise ConfigError(f"Cannot read an image from a {type(item).__name__}; give a path, a PIL image or a "
+                              "uint8 array.")
+    return out
 
 
 class EnsemblePredictor:
@@ -30,9 +64,12 @@ class EnsemblePredictor:
 
     Parameters
     ----------
-    members : (artifact directory, weight) pairs, as saved by `Artifact.save`; weights are
-        non-negative and are normalised to sum to 1.
+    members : (artifact directory or `Artifact`, weight) pairs, as saved by `Artifact.save`;
+        weights are non-negative and are normalised to sum to 1.
     device : where the members run ("cpu", "cuda", "auto").
+    backbones : embedders by model name for the members whose strategy shares its backbone
+        (`linear`); by default `zoo.create_model` builds them (a `.zooens` file brings its own,
+        see `from_bundle`).
 
     Every artifact is loaded once, here. Members that share a frozen backbone (strategy
     `linear`) share one instance per model name, and its features are computed once per
@@ -42,7 +79,8 @@ class EnsemblePredictor:
     (list of (module, data config, weight)).
     """
 
-    def __init__(self, members: Sequence[tuple[Path | str, float]], *, device: str = "cpu") -> None:
+    def __init__(self, members: Sequence[tuple[Path | str | Artifact, float]], *, device: str = "cpu",
+                 backbones: Mapping[str, nn.Module] | None = None) -> None:
         if not members:
             raise ConfigError("An ensemble needs at least one member: give [(artifact_dir, weight), ...].")
         weights = np.asarray([float(w) for _, w in members], dtype=np.float64)
@@ -50,11 +88,13 @@ class EnsemblePredictor:
             raise ConfigError(f"Member weights must be non-negative with a positive sum, got {weights.tolist()}.")
         self.device = resolve_device(device)
         self.weights = weights / weights.sum()
-        self._backbones: dict[str, nn.Module] = {}
+        self._backbones: dict[str, nn.Module] = {
+            name: module.eval().to(self.device) for name, module in (backbones or {}).items()
+        }
         self.members: list[tuple[nn.Module, dict[str, Any], float]] = []
         self.classes: list[str] | None = None
         for (path, _), weight in zip(members, self.weights):
-            artifact = Artifact.load(path)
+            artifact = path if isinstance(path, Artifact) else Artifact.load(path)
             if self.classes is None:
                 self.classes = list(artifact.config["classes"])
             elif list(artifact.config["classes"]) != self.classes:
@@ -64,21 +104,65 @@ class EnsemblePredictor:
                 )
             strategy = get_strategy(artifact.config["strategy"])
             backbone = self._backbone(artifact.config["model"]) if strategy.shares_backbone else None
-            module = strategy.load(artifact, device=self.device, backbone=backbone)
+            try:
+                module = strategy.load(artifact, device=self.device, backbone=backbone)
+            except (UnknownModelError, MissingWeightsError) as exc:
+                raise ConfigError(
+                    f"Member {artifact.config['model']!r} (strategy {strategy.name!r}) rebuilds its network from the "
+                    f"zoo, which cannot provide it here: {exc}"
+                ) from None
             self.members.append((module, strategy.data_config(artifact), float(weight)))
         log.info("Loaded an ensemble of %d members (%d shared backbones)", len(self.members), len(self._backbones))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str = "cpu") -> "EnsemblePredictor":
+        """The predictor of a `.zooens` file, verified (`ensemble.bundle.read_bundle`) and rebuilt."""
+        return cls.from_bundle(read_bundle(path), device=device)
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, *, device: str = "cpu") -> "EnsemblePredictor":
+        """The predictor of a `.zooens` file (`ensemble.bundle.read_bundle`): every member rebuilds its
+        network from the file's own base weights and architectures (`zoo.provided_models`), so it needs
+        no zoo; with base weights stored as references, the zoo's are used after their sha256 is checked
+        against the file's."""
+        backbones = {}
+        for name, base in bundle.base_models.items():
+            if base.state is not None:
+                backbones[name] = base.build()
+                continue
+            local = weights_sha256(name)
+            if local != base.weights_sha256:
+                raise ConfigError(f"The zoo's weights of {name!r} have sha256 {local[:12]}, the file was written with "
+                                  f"{base.weights_sha256[:12]}; add the right weights or export with them embedded.")
+            backbones[name] = create_model(name, num_classes=0)
+        provided = {name: (base.arch, base.state) for name, base in bundle.base_models.items()}
+        with provided_models(provided):
+            predictor = cls(bundle.members, device=device, backbones=backbones)
+        if predictor.classes != bundle.classes:
+            raise ConfigError("The members' classes differ from the file's class list; the file is inconsistent.")
+        return predictor
 
     def _backbone(self, model_name: str) -> nn.Module:
         if model_name not in self._backbones:
             self._backbones[model_name] = create_model(model_name, num_classes=0).eval().to(self.device)
         return self._backbones[model_name]
 
+    def predict(self, images: ImageInputs, *, batch_size: int = 64) -> list[str]:
+        """The most probable class name of each image (inputs as `predict_proba`)."""
+        proba = self.predict_proba(images, batch_size=batch_size)
+        return [self.classes[i] for i in proba.argmax(axis=1)] if len(proba) else []
+
     @torch.inference_mode()
-    def predict_proba(self, images: Sequence[Image.Image], *, batch_size: int = 64) -> np.ndarray:
-        """Probabilities of shape (n_images, n_classes), float32, columns in `classes` order."""
+    def predict_proba(self, images: ImageInputs, *, batch_size: int = 64) -> np.ndarray:
+        """Probabilities of shape (n_images, n_classes), float32, columns in `classes` order.
+
+        `images`: PIL images, image files (paths, decoded by `selection.images.open_image`: EXIF
+        orientation, 16-bit and transparency handled), uint8 arrays of shape (H, W) or (H, W, 3), or a
+        uint8 array of shape (N, H, W) or (N, H, W, 3).
+        """
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
-        images = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        images = [to_rgb(im) for im in as_images(images)]
         n_classes = len(self.classes or [])
         out = np.zeros((len(images), n_classes), dtype=np.float64)
         transforms: dict[str, Any] = {}

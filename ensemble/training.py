@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from zooens.cancel import check_cancelled
 from zooens.ensemble.specs import check_augmentation
 from zooens.errors import ConfigError, DatasetError
+from zooens.selection.images import to_rgb
 from zooens.utils import resolve_device
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,7 @@ class ImageList:
         return len(self._images)
 
     def image(self, i: int) -> Image.Image:
-        img = self._images[i]
-        return img if img.mode == "RGB" else img.convert("RGB")
+        return to_rgb(self._images[i])  # EXIF orientation, 16-bit, transparency: as every other decode
 
 
 def bit_schedule(step: int, total_steps: int, base_lr: float, warmup_steps: int,

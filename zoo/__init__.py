@@ -7,6 +7,7 @@ from zooens.zoo._factory import (
     data_config,
     describe,
     missing_weights_error,
+    provided_models,
     weights_sha256,
 )
 from zooens.zoo._loading import clear_cache
@@ -28,6 +29,7 @@ __all__ = [
     "get_weight_set",
     "list_weight_sets",
     "missing_weights_error",
+    "provided_models",
     "remove_user_model",
     "resolve_zoo",
     "weights_sha256",

@@ -1,8 +1,11 @@
 """Building models of weight sets through timm, with their weights and preprocessing."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import logging
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +69,44 @@ def _embedded_state(ws: WeightSet, path: Path) -> dict[str, torch.Tensor]:
     return pair_in_order(raw, _template(ws.arch, ws.num_classes or 1000), label)
 
 
+_PROVIDED: contextvars.ContextVar[Mapping[str, tuple[str, Mapping[str, torch.Tensor] | None]]] = \
+    contextvars.ContextVar("zooens_provided_models", default={})
+
+
+@contextlib.contextmanager
+def provided_models(models: Mapping[str, tuple[str, Mapping[str, torch.Tensor] | None]]) -> Iterator[None]:
+    """Within the block, `create_model(name)` builds each named model from what is given, not from the
+    zoo: `{name: (timm architecture, embedder state_dict or None)}`. A `.zooens` file uses it so that
+    every member rebuilds its network from the file's own weights on a machine whose zoo lacks them;
+    with a state of None only the architecture is given (`pretrained=False` builds work, pretrained
+    ones go to the zoo)."""
+    token = _PROVIDED.set({**_PROVIDED.get(), **models})
+    try:
+        yield
+    finally:
+        _PROVIDED.reset(token)
+
+
+def _create_provided(name: str, num_classes: int, pretrained: bool) -> nn.Module | None:
+    arch, state = _PROVIDED.get().get(name, (None, None))
+    if arch is None or (pretrained and state is None):
+        return None
+    with torch.random.fork_rng(devices=[]):
+        model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+    if pretrained:
+        load_into(model, dict(state), f"{name!r} (provided)")
+    return model.eval()
+
+
 def create_model(name_or_ws: NameOrWeightSet, *, num_classes: int = 0, pretrained: bool = True) -> nn.Module:
-    """A timm model of the weight set in eval mode on the CPU; `num_classes=0` gives an embedder."""
+    """A timm model of the weight set in eval mode on the CPU; `num_classes=0` gives an embedder
+    (or, inside `provided_models`, of the model given there)."""
+    if num_classes < 0:
+        raise ConfigError(f"num_classes must be 0 (an embedder) or positive, got {num_classes}.")
+    if isinstance(name_or_ws, str):
+        provided = _create_provided(name_or_ws, num_classes, pretrained)
+        if provided is not None:
+            return provided
     ws = _ws(name_or_ws)
     if num_classes < 0:
         raise ConfigError(f"num_classes must be 0 (an embedder) or positive, got {num_classes}.")

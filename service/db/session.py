@@ -4,7 +4,8 @@
 `session_scope(url)` is the unit of work (commit on success, roll back on error);
 `upgrade_to_head(url)` runs the Alembic migrations shipped in the `migrations` package,
 so it works from a source checkout and from an installed wheel alike. Tables come only
-from those migrations.
+from those migrations. Upgrades of one database are serialised across processes (containers
+starting together all run `zooens db upgrade`): see `migration_lock`.
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine, make_url
+from filelock import FileLock, Timeout
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from zooens.settings import get_settings
@@ -29,6 +31,9 @@ from zooens.settings import get_settings
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+
+MIGRATION_LOCK_KEY = 0x7A6F6F656E73
+"""The PostgreSQL advisory lock every `upgrade_to_head` holds while it migrates ("zooens" in ASCII)."""
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -125,13 +130,67 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+def _sqlite_lock_path(url: str) -> Path | None:
+    """The lock file beside a SQLite database file; None for an in-memory database."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return Path(path).expanduser().with_name(Path(path).name + ".upgrade.lock")
+
+
+@contextmanager
+def _file_lock(path: Path | None, shown: str) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("another process is migrating %s; waiting for it to finish", shown)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def migration_lock(url: str) -> Iterator[Connection]:
+    """A connection in a transaction that holds the database's migration lock until that transaction has
+    ended, waiting for the lock if another process holds it. Run the migrations on it.
+
+    - PostgreSQL: the transaction-level advisory lock `MIGRATION_LOCK_KEY`, released by PostgreSQL when the
+      transaction commits or rolls back, so a crashed upgrade never leaves it held. The next process in
+      line then reads the committed revision and has nothing left to do.
+    - SQLite (a file): an OS file lock on `<database>.upgrade.lock` beside it, taken before the transaction
+      begins and released after it ends (by the OS if the process dies). In-memory SQLite: nothing to
+      share, no lock.
+    - Other databases: no lock; run one `zooens db upgrade` at a time.
+    """
+    engine = get_engine(url)
+    shown = make_url(url).render_as_string(hide_password=True)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            key = {"key": MIGRATION_LOCK_KEY}
+            if not conn.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), key).scalar():
+                logger.info("another process is migrating %s; waiting for it to finish", shown)
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), key)
+            yield conn
+        return
+    with _file_lock(_sqlite_lock_path(url) if is_sqlite(url) else None, shown), engine.begin() as conn:
+        yield conn
+
+
 def upgrade_to_head(url: str | None = None) -> None:
-    """Apply every migration not applied yet (checked once per process and URL)."""
+    """Apply every migration not applied yet (checked once per process and URL), under `migration_lock`,
+    so any number of processes may upgrade the same database at once: one migrates, the others wait
+    and then find it at head."""
     url = database_url(url)
     if url in _upgraded:
         return
     cfg = alembic_config(url)
-    with get_engine(url).begin() as conn:
+    with migration_lock(url) as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     _upgraded.add(url)

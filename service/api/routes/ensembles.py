@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from collections import OrderedDict
-from typing import Annotated, BinaryIO
+from pathlib import Path
+from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, Depends, File, UploadFile
+from fastapi.responses import FileResponse
 from PIL import Image
+from starlette.background import BackgroundTask
 
+from zooens.ensemble.bundle import BUNDLE_SUFFIX
 from zooens.ensemble.predictor import EnsemblePredictor
 from zooens.errors import DatasetError, TooLargeError
 from zooens.selection.images import DECODE_ERRORS, check_pixels, open_image
@@ -14,6 +20,7 @@ from zooens.service import registry
 from zooens.service.api.deps import EnsembleId, SessionDep, SettingsDep, read_access
 from zooens.service.api.routes.datasets import client_file_name
 from zooens.service.api.schemas import EnsemblePublic, Prediction, PredictionsPublic
+from zooens.service.library import ensemble_members, export_ensemble
 from zooens.service.reports import ensemble_view
 
 router = APIRouter(prefix="/ensembles", tags=["ensembles"], dependencies=[Depends(read_access)])
@@ -32,9 +39,7 @@ def predictor_for(session, ensemble_id: int):
         if ensemble_id in _CACHE:
             _CACHE.move_to_end(ensemble_id)
             return _CACHE[ensemble_id]
-    ens = registry.get_ensemble(session, ensemble_id)
-    members = [(registry.get_finetune_run(session, m.run_id).artifact_path, m.weight) for m in ens.members]
-    predictor = EnsemblePredictor(members=members)
+    predictor = EnsemblePredictor(members=ensemble_members(session, ensemble_id))
     with _LOCK:
         _CACHE[ensemble_id] = predictor
         while len(_CACHE) > _CACHE_SIZE:
@@ -60,6 +65,31 @@ def check_image_header(stream: BinaryIO, name: str) -> None:
 def show_ensemble(ensemble_id: EnsembleId, session: SessionDep) -> EnsemblePublic:
     ens = registry.get_ensemble(session, ensemble_id)
     return EnsemblePublic(**ensemble_view(session, ens.job_id))
+
+
+@router.get(
+    "/{ensemble_id}/export",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/zip": {}}, "description": "The ensemble as one .zooens file."}},
+)
+def export(ensemble_id: EnsembleId, session: SessionDep, settings: SettingsDep,
+           weights: Literal["embed", "reference"] = "embed") -> FileResponse:
+    """The ensemble as one `.zooens` file, the same `zooens export` writes: every member, the base weights
+    (`weights=embed`, the default) or only their names and sha256 (`weights=reference`), preprocessing, class
+    names, versions and checksums. Load it with `zooens.load(path)` or `zooens predict FILE IMAGES...`."""
+    registry.get_ensemble(session, ensemble_id)  # 404 before any work
+    folder = settings.home / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"ensemble-{ensemble_id}-", suffix=BUNDLE_SUFFIX, dir=folder)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            export_ensemble(session, ensemble_id, f, base_weights=weights)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return FileResponse(path, media_type="application/zip", filename=f"ensemble-{ensemble_id}{BUNDLE_SUFFIX}",
+                        background=BackgroundTask(path.unlink, missing_ok=True))
 
 
 @router.post("/{ensemble_id}/predict", response_model=PredictionsPublic)

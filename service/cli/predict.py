@@ -1,0 +1,102 @@
+"""`zooens export` (an ensemble to one `.zooens` file) and `zooens predict` (images through a file or a
+registered ensemble)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from zooens.errors import ConfigError
+from zooens.service.cli._common import escape, fail_on_error, make_console
+
+console = make_console()
+
+
+@fail_on_error
+def export(
+    job: Optional[int] = typer.Argument(None, help="The job whose ensemble to export (the id `zooens run` prints)."),
+    ensemble: Optional[int] = typer.Option(None, "--ensemble", "-e", help="Export this ensemble id instead of a job's."),
+    output: Path = typer.Option(..., "--output", "-o", help="The file to write, e.g. model.zooens."),
+    weights: str = typer.Option("embed", "--weights",
+                                help="embed: the base models' weights go into the file (it needs nothing else); "
+                                     "reference: only their names and sha256 (a smaller file; the zoo must have them)."),
+) -> None:
+    """Write an ensemble as one self-contained file: members, base weights, preprocessing, class names,
+    versions and checksums. `zooens predict FILE IMAGES...` and `zooens.load(FILE)` read it."""
+    # Imported here: torch and the registry cost seconds that `zooens --help` should not pay.
+    from zooens.service.db.session import session_scope
+    from zooens.service.library import export_ensemble, job_ensemble_id
+
+    if (job is None) == (ensemble is None):
+        raise ConfigError("Give a job id (`zooens export 3 -o model.zooens`) or --ensemble ID, not both.")
+    if weights not in ("embed", "reference"):
+        raise ConfigError(f"--weights is 'embed' or 'reference', got {weights!r}.")
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        with session_scope() as s:
+            ensemble_id = ensemble if ensemble is not None else job_ensemble_id(s, job)
+            export_ensemble(s, ensemble_id, tmp, base_weights=weights)  # type: ignore[arg-type]
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    size = output.stat().st_size
+    console.print(f"ensemble {ensemble_id} written to {escape(str(output))} ({size / 2**20:.1f} MiB)")
+
+
+@fail_on_error
+def predict(
+    items: list[str] = typer.Argument(..., metavar="[MODEL.zooens] IMAGES...",
+                                      help="A .zooens file then images; with --ensemble, images only."),
+    ensemble: Optional[int] = typer.Option(None, "--ensemble", "-e", help="Predict with this registered ensemble."),
+    as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
+    top: int = typer.Option(3, "--top", min=1, help="Classes shown per image (the most probable first)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
+) -> None:
+    """Class probabilities of images, from a `.zooens` file or a registered ensemble."""
+    # Imported here: torch and the registry cost seconds that `zooens --help` should not pay.
+    from zooens.ensemble import EnsemblePredictor
+    from zooens.selection.images import open_image
+    from zooens.service.db.session import session_scope
+    from zooens.service.library import ensemble_members
+
+    if ensemble is None:
+        if len(items) < 2:
+            raise ConfigError("Give a .zooens file and at least one image (`zooens predict model.zooens a.jpg`), "
+                              "or --ensemble ID and images.")
+        model, images = items[0], items[1:]
+        predictor = EnsemblePredictor.load(model)
+    else:
+        images = items
+        with session_scope() as s:
+            predictor = EnsemblePredictor(ensemble_members(s, ensemble))
+    classes = list(predictor.classes or [])
+    rows = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        proba = predictor.predict_proba([open_image(p) for p in chunk], batch_size=batch_size)
+        for path, p in zip(chunk, proba):
+            order = p.argsort()[::-1][:top]
+            rows.append({"filename": path, "label": classes[int(order[0])],
+                         "probabilities": {c: float(v) for c, v in zip(classes, p)},
+                         "top": [{"label": classes[int(i)], "probability": float(p[i])} for i in order]})
+    if as_json:
+        sys.stdout.write(json.dumps({"classes": classes, "predictions": rows}, indent=2) + "\n")
+        return
+    table = Table(title_justify="left")
+    table.add_column("image", overflow="fold")
+    table.add_column("label", overflow="fold")
+    table.add_column("p", justify="right", no_wrap=True)
+    if top > 1:
+        table.add_column(f"next {min(top, len(classes)) - 1}", overflow="fold")
+    for row in rows:
+        best, rest = row["top"][0], row["top"][1:]
+        cells = [escape(Path(row["filename"]).name), escape(best["label"]), f"{100 * best['probability']:.1f}%"]
+        if top > 1:
+            cells.append(", ".join(f"{escape(t['label'])} {100 * t['probability']:.1f}%" for t in rest))
+        table.add_row(*cells)
+    console.print(table)

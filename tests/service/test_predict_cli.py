@@ -1,0 +1,59 @@
+"""`zooens export` and `zooens predict`: a readable table, valid JSON, the registry's ensemble and the
+file's give the same answer, and a tampered file is refused with one clear line."""
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+from typer.testing import CliRunner
+
+import zooens
+from tests.service._tiny import register_tiny_zoo
+from zooens.selection.datasets import load_dataset
+from zooens.service.cli import app
+
+
+@pytest.mark.slow
+def test_export_then_predict_from_the_file_and_from_the_registry(zooens_home, tmp_path):
+    register_tiny_zoo(zooens_home / "weights", ["tiny-effnet"])
+    fitted = zooens.fit("digits", zoo="user", top_k=1, strategies="linear", steps=[5], resolution=32,
+                        n_train=100, n_val=40, max_test=20, progress=False)
+    ds = load_dataset("digits")
+    images = []
+    for i in range(3):
+        images.append(str(tmp_path / f"digit-{i}.png"))
+        ds.split("test").image(i).save(images[-1])
+    runner = CliRunner()
+    model = tmp_path / "digits.zooens"
+    result = runner.invoke(app, ["export", str(fitted.job_id), "-o", str(model)])
+    assert result.exit_code == 0, result.output
+    assert model.is_file() and "written to" in result.output
+
+    table = runner.invoke(app, ["predict", str(model), *images, "--top", "2"], env={"COLUMNS": "80"})
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert "image" in table.output and "next 1" in table.output and "digit-0.png" in table.output
+
+    from_file = json.loads(runner.invoke(app, ["predict", str(model), *images, "--json"]).output)
+    from_registry = json.loads(runner.invoke(app, ["predict", "--ensemble", str(fitted.ensemble_id), *images,
+                                                   "--json", "--top", "1"]).output)
+    assert from_file["classes"] == ds.classes and len(from_file["predictions"]) == 3
+    for a, b in zip(from_file["predictions"], from_registry["predictions"]):
+        assert a["label"] == b["label"] and len(a["top"]) == 3 and len(b["top"]) == 1
+        assert all(abs(a["probabilities"][c] - b["probabilities"][c]) < 1e-5 for c in ds.classes)
+
+    tampered = tmp_path / "tampered.zooens"
+    with zipfile.ZipFile(model) as zin, zipfile.ZipFile(tampered, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "members/0/model.safetensors":
+                data = data[:-4] + b"\x00\x00\x80\x3f"
+            zout.writestr(info.filename, data)
+    refused = runner.invoke(app, ["predict", str(tampered), images[0]])
+    assert refused.exit_code == 2 and "does not match its sha256" in refused.output
+
+    assert runner.invoke(app, ["export", "-o", str(model)]).exit_code == 2
+    missing = runner.invoke(app, ["predict", str(model)])
+    assert missing.exit_code == 2 and "at least one image" in missing.output
