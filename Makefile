@@ -36,7 +36,7 @@ $(VENV)/.venv-stamp: pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PINS)
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test,vtab]'
 	@touch $@
 
 run: setup

@@ -29,7 +29,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from zooens.errors import DatasetError, TooLargeError
-from zooens.selection.images import UnreadableImageError, open_image
+from zooens.selection.images import UnreadableImageError, image_from_array, open_image
 from zooens.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,9 @@ __all__ = [
     "load_builtin",
     "load_exported_task",
     "write_split_npz",
+    "read_npy_header",
+    "SPLIT_IMAGES",
+    "SPLIT_LABELS",
     "EXPORTED_SPLITS",
     "vtab_split",
     "check_class_counts",
@@ -67,6 +70,9 @@ BUILTINS = ("fashion-mnist", "digits")
 _MAX_LISTED = 10
 _CHECK_SIDE = 32  # `_check_images` decodes at most this size (JPEG: DCT scaling), enough to read every byte
 
+
+DIGEST_CHUNK = 1024
+"""Images hashed at a time: the same bytes as hashing the whole array, never all of it in memory."""
 
 @dataclass
 class Split:
@@ -100,10 +106,7 @@ class Split:
     def image(self, i: int) -> Image.Image:
         """Image `i` as an RGB PIL image."""
         if isinstance(self.images, np.ndarray):
-            arr = self.images[i]
-            if arr.ndim == 3 and arr.shape[-1] == 1:
-                arr = arr[..., 0]
-            return Image.fromarray(arr).convert("RGB")
+            return image_from_array(self.images[i])  # 16-bit, float and grey arrays as files are decoded
         return open_image(self.images[i])
 
     def subset(self, indices: np.ndarray, name: str | None = None) -> "Split":
@@ -119,7 +122,8 @@ class Split:
         h.update(self.labels.tobytes())
         if isinstance(self.images, np.ndarray):
             h.update(str(self.images.shape).encode())
-            h.update(np.ascontiguousarray(self.images).tobytes())
+            for start in range(0, len(self.images), DIGEST_CHUNK):  # bounded memory for a memory-mapped split
+                h.update(np.ascontiguousarray(self.images[start:start + DIGEST_CHUNK]).tobytes())
         else:
             for path in self.images:
                 h.update(Path(path).read_bytes())
@@ -724,17 +728,94 @@ class _Named(Protocol):
 
 
 def write_split_npz(directory: Path, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> Path:
-    """One split of the exported layout as `DIRECTORY/data.npz` (images, labels, classes)."""
+    """One split of the exported layout as `DIRECTORY/data.npz` (images, labels, classes).
+
+    For splits that fit in memory (the offline suite); `zooens vtab export` streams TFDS data to
+    `images.npy`/`labels.npy` instead (`SPLIT_IMAGES`, `SPLIT_LABELS`).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "data.npz"
     np.savez_compressed(path, images=images.astype(np.uint8), labels=labels.astype(np.int64), classes=np.array(classes))
     return path
 
 
+SPLIT_IMAGES = "images.npy"
+SPLIT_LABELS = "labels.npy"
+"""The streamed split layout: uint8 images (N, H, W) or (N, H, W, 3) and int64 labels (N,), read
+with mmap_mode="r"; labels index the task's class list in `task.json`."""
+
+
+def read_npy_header(path: Path, *, max_bytes: int | None = None) -> NpyHeader:
+    """The header of one `.npy` file (shape, dtype, order), bounded as `read_npz_headers` bounds members.
+
+    The data itself is never read here; a file shorter than its header declares is refused, so a
+    memory map over it cannot fault later.
+    """
+    max_bytes = get_settings().max_archive_uncompressed_bytes if max_bytes is None else max_bytes
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise DatasetError(f"{path.name} uses .npy format {version}; save it with numpy.save (1.0 or 2.0).")
+            offset = f.tell()
+    except DatasetError:
+        raise
+    except _NPZ_ERRORS as exc:
+        raise DatasetError(f"{path.name} is not a readable .npy file ({type(exc).__name__}: {exc}); "
+                           "save it with numpy.save or re-export the task.") from None
+    if dtype.hasobject:
+        raise DatasetError(f"{path.name} holds Python objects (a pickle), which zooens never loads; store numbers.")
+    header = NpyHeader(path.stem, tuple(int(n) for n in shape), dtype, bool(fortran))
+    if header.nbytes > max_bytes:
+        raise TooLargeError(
+            f"{path.name}: an array of shape {header.shape} and dtype {dtype} would take {header.nbytes:,} bytes, "
+            f"more than the limit of {max_bytes:,}; store fewer or smaller images or raise "
+            "ZOOENS_MAX_ARCHIVE_UNCOMPRESSED_BYTES."
+        )
+    if path.stat().st_size < offset + header.nbytes:
+        raise DatasetError(f"{path.name} is shorter than its header declares (an interrupted write?); re-export it.")
+    return header
+
+
+def _load_npy_split(directory: Path, name: str, confine_to: Sequence[Path] | None) -> Split:
+    """`images.npy` + `labels.npy`, memory-mapped (never read whole); headers checked when confined."""
+    paths = {key: directory / f for key, f in (("images", SPLIT_IMAGES), ("labels", SPLIT_LABELS))}
+    if not paths["labels"].is_file():
+        raise DatasetError(f"{directory.name}/ has {SPLIT_IMAGES} but no {SPLIT_LABELS}; re-export the task.")
+    if confine_to is not None:  # not our own export: bounded like any uploaded array
+        for key, path in paths.items():
+            confined(path, confine_to, shown=f"{directory.name}/{path.name}")
+        images_h = read_npy_header(paths["images"])
+        _check_npz_images(paths["images"], images_h, get_settings().max_image_pixels)
+        labels_h = read_npy_header(paths["labels"])
+        if images_h.dtype != np.uint8 or labels_h.dtype.kind not in "iu" or len(labels_h.shape) != 1:
+            raise DatasetError(
+                f"{directory.name}/: images must be uint8 and labels 1-D integers, got {images_h.dtype} and "
+                f"{labels_h.dtype} {labels_h.shape}; re-export the task."
+            )
+    try:
+        images = np.load(paths["images"], mmap_mode="r", allow_pickle=False)
+        labels = np.asarray(np.load(paths["labels"], mmap_mode="r", allow_pickle=False), dtype=np.int64)
+    except _NPZ_ERRORS as exc:
+        raise DatasetError(f"{directory.name}/ holds unreadable arrays ({type(exc).__name__}: {exc}); "
+                           "re-export the task.") from None
+    return Split(name, images, labels)
+
+
 def _load_split(
     directory: Path, name: str, confine_to: Sequence[Path] | None = None
-) -> tuple[Split, list[str]]:
-    """A split folder: `data.npz`, or class sub-folders (labels by class name)."""
+) -> tuple[Split, list[str] | None]:
+    """A split folder: `images.npy` + `labels.npy`, `data.npz`, or class sub-folders (labels by class name).
+
+    Returns the split and its own class list, or None for the `.npy` layout, whose labels index
+    the task's class list (task.json "classes").
+    """
+    if (directory / SPLIT_IMAGES).is_file():
+        return _load_npy_split(directory, name, confine_to), None
     npz = directory / "data.npz"
     if npz.is_file():
         if confine_to is not None:  # not our own export: bounded like any uploaded .npz
@@ -749,13 +830,36 @@ def _load_split(
     return Split(name, ds.split("train").images, ds.split("train").labels), ds.classes
 
 
+_MAX_TASK_JSON_BYTES = 4 * 1024 * 1024
+
+
+def _read_task_json(path: Path, shown: str) -> dict[str, Any]:
+    if path.stat().st_size > _MAX_TASK_JSON_BYTES:
+        raise DatasetError(f"{shown} is larger than {_MAX_TASK_JSON_BYTES:,} bytes; it should hold a few fields.")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{shown} is not valid JSON ({exc}); re-export the task.") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{shown} must hold a JSON object; re-export the task.")
+    classes = meta.get("classes")
+    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
+                                or len(set(classes)) != len(classes) or not classes):
+        raise DatasetError(f"{shown}: \"classes\" must be a non-empty list of distinct names; re-export the task.")
+    return meta
+
+
 def load_exported_task(
     root: str | os.PathLike, task: str | _Named, *, confine_to: Sequence[Path] | None = None
 ) -> ImageDataset:
     """One task of the exported layout (`ROOT/<task>/{train800,val200,test}/`) as a dataset.
 
-    `task` is a task name or anything with a `name` (a `vtab.tasks.VtabTask`); `confine_to`
-    as for `load_imagefolder`.
+    Each split folder holds `images.npy` + `labels.npy` (memory-mapped), a `data.npz`, or an
+    ImageFolder tree. When `ROOT/<task>/task.json` lists "classes", that list is the label
+    space, classes without examples included (VTAB-1k's 800 training examples miss some of
+    SUN397's 397 classes): `.npy` labels index it and the other layouts' class names are mapped
+    into it. Without it, the splits' own class lists are merged. `task` is a task name or
+    anything with a `name` (a `vtab.tasks.VtabTask`); `confine_to` as for `load_imagefolder`.
     """
     name = task if isinstance(task, str) else task.name
     base = Path(root) / name
@@ -767,19 +871,41 @@ def load_exported_task(
     missing = [d for d in EXPORTED_SPLITS if not (base / d).is_dir()]
     if missing:
         raise DatasetError(f"{base} lacks {', '.join(missing)}/; expected train800/, val200/ and test/ folders.")
+    meta_path = base / "task.json"
+    extra: dict[str, Any] = {}
+    if meta_path.is_file():
+        if confine_to is not None:
+            confined(meta_path, confine_to, shown=f"{name}/task.json")
+        extra = _read_task_json(meta_path, f"{name}/task.json")
     loaded = {split: _load_split(base / folder, split, confine_to) for folder, split in EXPORTED_SPLITS.items()}
-    # one class list for all splits: the union of names, in sorted order when they differ
-    lists = [cls for _, cls in loaded.values()]
-    classes = lists[0] if all(c == lists[0] for c in lists) else sorted({c for cls in lists for c in cls})
+    if extra.get("classes"):
+        classes = list(extra["classes"])
+    else:  # one class list for all splits: the union of names, in sorted order when they differ
+        lists = [cls if cls is not None else [str(i) for i in range(int(sp.labels.max()) + 1 if len(sp) else 0)]
+                 for sp, cls in loaded.values()]
+        longest = max(lists, key=len)
+        classes = (longest if all(c == longest[: len(c)] for c in lists)
+                   else sorted({c for cls in lists for c in cls}))
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
     for split, (sp, cls) in loaded.items():
-        remap = np.array([index[c] for c in cls], dtype=np.int64)
-        splits[split] = Split(split, sp.images, remap[sp.labels] if len(sp) else sp.labels)
-    meta_path = base / "task.json"
-    if confine_to is not None and meta_path.is_file():
-        confined(meta_path, confine_to, shown=f"{name}/task.json")
-    extra = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        if cls is None:  # labels index the class list
+            labels = sp.labels
+            if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+                raise DatasetError(
+                    f"{name}/{split}: labels run from {labels.min()} to {labels.max()} but the task has "
+                    f"{len(classes)} classes; re-export the task."
+                )
+        else:
+            unknown = sorted(set(cls) - set(index))
+            if unknown:
+                raise DatasetError(
+                    f"{name}/{split} has classes {unknown[:_MAX_LISTED]} that task.json does not list; "
+                    "re-export the task or add them to its \"classes\"."
+                )
+            remap = np.array([index[c] for c in cls], dtype=np.int64)
+            labels = remap[sp.labels] if len(sp) else sp.labels
+        splits[split] = Split(split, sp.images, labels)
     return ImageDataset(f"vtab/{name}", classes, splits, source=str(base), extra=extra)
 
 

@@ -6,7 +6,8 @@ expansion ratio), so a bomb writes at most the limit whatever its headers declar
 dataset is loaded confined to its own extracted folder (no manifest row, link or `..` may
 reach outside), validated, and its thumbnails made there; only then is it moved into place
 and its row inserted. Whatever fails, the staging directory is removed and no row is
-written. Messages name archive entries relative to the archive, never a server path.
+written. Content uploaded before (the same fingerprint) is not stored twice: the earlier
+dataset is returned and the staged copy removed. Messages name archive entries relative to the archive, never a server path.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from zooens.errors import DatasetError, TooLargeError
 from zooens.selection.datasets import ImageDataset, confined, load_dataset, read_npz_headers, validate
 from zooens.service.db.models import Dataset
 from zooens.service.jobs import register_dataset
-from zooens.service.registry.datasets import MAX_NAME_LENGTH, check_dataset_name
+from zooens.service.registry.datasets import MAX_NAME_LENGTH, check_dataset_name, find_uploaded_dataset
 from zooens.service.thumbnails import make_thumbnails, place_thumbnails, thumbnails_dir
 from zooens.settings import Settings
 
@@ -50,6 +51,7 @@ __all__ = [
     "register_path",
     "save_stream",
     "staging",
+    "store_upload",
 ]
 
 CHUNK = 1 << 20
@@ -363,7 +365,18 @@ def _stage_thumbnails(ds: ImageDataset, tmp: Path, settings: Settings) -> Path |
 def ingest_upload(
     s: Session, stream: BinaryIO, filename: str, settings: Settings, *, name: str | None = None
 ) -> Dataset:
-    """Store an uploaded dataset (zip, npz or csv), its thumbnails, and its row; all or nothing."""
+    """Store an uploaded dataset (zip, npz or csv), its thumbnails, and its row; all or nothing.
+
+    Content uploaded before (same fingerprint) is not stored again: the earlier dataset is returned.
+    """
+    return store_upload(s, stream, filename, settings, name=name)[0]
+
+
+def store_upload(
+    s: Session, stream: BinaryIO, filename: str, settings: Settings, *, name: str | None = None
+) -> tuple[Dataset, bool]:
+    """`ingest_upload`, and whether a new dataset was stored (False: the same content was uploaded
+    before; its dataset is returned as it is, and this upload's staged files are removed)."""
 
     suffix = Path((filename or "").replace("\x00", "")).suffix.lower()
     if suffix not in ACCEPTED:
@@ -392,8 +405,11 @@ def ingest_upload(
                 raw.rename(root)
                 read_npz_headers(root, max_ratio=MAX_RATIO, ratio_floor=RATIO_FLOOR)
             ds = load_dataset(root, confine_to=[content])
-            validate(ds, min_per_class=2)
-            ds.fingerprint  # read every file now, before they move
+            validate(ds, min_per_class=0)  # labels; small classes are the job's call (small_classes)
+            existing = find_uploaded_dataset(s, ds.fingerprint)  # reads every file now, before they move
+            if existing is not None:
+                logger.info("upload %r holds the content of dataset %s; returning it", filename, existing.id)
+                return existing, False
             thumbs = _stage_thumbnails(ds, tmp, settings)
         except (DatasetError, TooLargeError) as exc:
             raise type(exc)(_without(str(exc), content, tmp)) from None
@@ -408,7 +424,7 @@ def ingest_upload(
         except BaseException:
             shutil.rmtree(final, ignore_errors=True)
             raise
-    return row
+    return row, True
 
 
 def register_path(s: Session, path: str, settings: Settings, *, name: str | None = None) -> Dataset:
@@ -435,7 +451,7 @@ def register_path(s: Session, path: str, settings: Settings, *, name: str | None
             "ZOOENS_DATA_ROOTS or upload the dataset."
         ) from None
     ds = load_dataset(target, confine_to=roots)
-    validate(ds, min_per_class=2)
+    validate(ds, min_per_class=0)  # labels; small classes are the job's call (small_classes)
     dest = thumbnails_dir(settings, ds.fingerprint)
     made = not (dest / "index.json").is_file()
     built = dest.parent / f".tmp-{dest.name}-{uuid.uuid4().hex}"

@@ -40,6 +40,7 @@ OPTIONAL_EXTRAS = {
     "tensorflow_datasets": "optional extra zooens[vtab]",
     "tensorflow": "optional extra zooens[vtab]",
     "faiss": "imported after OpenBLAS' core type is set (zooens.selection.knn)",
+    "triton": "imported before TensorFlow, which segfaults it otherwise (zooens.selection.vtab.sources._tfds)",
 }
 CLI_PACKAGE = "zooens.service.cli"
 FACADE = NAMESPACE

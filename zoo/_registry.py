@@ -5,6 +5,7 @@ register themselves when `zooens.zoo.embedded` is imported (the package `__init_
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import logging
 import threading
@@ -132,7 +133,16 @@ def _resolve_token(token: str) -> list[WeightSet]:
                 "with a broader pattern, or one of the sets 'embedded', 'user', 'available'."
             )
         return found
-    return [get_weight_set(token)]
+    try:
+        return [get_weight_set(token)]
+    except UnknownModelError:
+        close = difflib.get_close_matches(token.lower(), SET_NAMES, n=1, cutoff=0.75)
+        if not close:
+            raise
+        raise UnknownModelError(
+            f"Unknown zoo set or model {token!r}; did you mean {close[0]!r}? The zoo sets are "
+            f"{', '.join(repr(n) for n in SET_NAMES)}; a pattern such as 'convnext*' or model names work too."
+        ) from None
 
 
 def resolve_zoo(spec: str | Sequence[str]) -> list[WeightSet]:

@@ -2,17 +2,21 @@
 
 Each task takes its 1k training data from the first 800 examples of its train split
 (`train800`) and the first 200 of its validation split (`val200`), and is evaluated on the
-whole test split. Split expressions are TFDS slicing strings.
+whole test split. Split expressions are TFDS slicing strings, with the reference's absolute
+bounds (`train[:589824]` is dSprites' 80 %); `VtabTask.scaled` rescales them to other split
+sizes (the tests' mock data) and is never used for real data.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
+from typing import Mapping
 
 from zooens.errors import ConfigError
 from zooens.registry import Registry
 
-__all__ = ["VtabTask", "TASKS", "FLIP_SAFE", "CROP_UNSAFE", "TASK_REGISTRY", "GROUPS", "resolve_tasks", "get_task"]
+__all__ = ["VtabTask", "TASKS", "SPLIT_SIZES", "FLIP_SAFE", "CROP_UNSAFE", "TASK_REGISTRY", "GROUPS", "resolve_tasks", "get_task"]
 
 GROUPS = ("natural", "specialized", "structured")
 
@@ -31,6 +35,8 @@ class VtabTask:
     stand_in: bool = False  # offline stand-ins are never reported as VTAB
     flip_preserves_label: bool = False  # a left-right mirror keeps every label (see FLIP_SAFETY)
     crop_preserves_label: bool = True  # a small random crop keeps every label
+    train_size: int = 800  # VTAB-1k: the first 800 examples of train_split ...
+    val_size: int = 200  # ... and the first 200 of val_split
 
     @property
     def declarations(self) -> dict[str, bool]:
@@ -38,12 +44,47 @@ class VtabTask:
         return {"flip_preserves_label": self.flip_preserves_label, "crop_preserves_label": self.crop_preserves_label}
 
     @property
+    def builder(self) -> str:
+        """The TFDS builder name (with its config), without the version."""
+        return self.tfds_name.split(":", 1)[0]
+
+    @property
+    def version(self) -> str:
+        """The TFDS version pin (`3.*.*`, `3.1.0`)."""
+        return self.tfds_name.split(":", 1)[1]
+
+    @property
     def train800(self) -> str:
-        return _first(self.train_split, 800)
+        return _first(self.train_split, self.train_size)
 
     @property
     def val200(self) -> str:
-        return _first(self.val_split, 200)
+        return _first(self.val_split, self.val_size)
+
+    def scaled(self, split_sizes: Mapping[str, int], *, train: int = 8, val: int = 4) -> "VtabTask":
+        """This task on splits of `split_sizes` examples (TFDS split name -> size) instead of the real ones.
+
+        For tests on TFDS mock data only: each absolute slice bound is moved in proportion to its
+        split's real size (`SPLIT_SIZES`), so dSprites' `train[:589824]`/`train[589824:663552]`/
+        `train[663552:]` (80 %/10 %/10 % of 737,280) become `train[:32]`/`train[32:36]`/`train[36:]`
+        on 40 mock examples, and the 1k subsets take the first `train` and `val` examples.
+        """
+        real = SPLIT_SIZES.get(self.builder.split("/")[0], {})
+
+        def scale(expr: str) -> str:
+            m = re.fullmatch(r"(\w+)(?:\[(\d*):(\d*)\])?", expr)
+            if m is None:
+                raise ConfigError(f"Cannot scale the split {expr!r} of task {self.name}.")
+            split, start, stop = m.groups()
+            if not (start or stop):
+                return expr
+            if split not in real or split not in split_sizes:
+                raise ConfigError(f"Task {self.name}: give the size of split {split!r} to scale {expr!r}.")
+            bound = [str(round(int(b) * split_sizes[split] / real[split])) if b else "" for b in (start, stop)]
+            return f"{split}[{bound[0]}:{bound[1]}]"
+
+        return dataclasses.replace(self, train_split=scale(self.train_split), val_split=scale(self.val_split),
+                                   test_split=scale(self.test_split), train_size=train, val_size=val)
 
 
 def _first(split: str, n: int) -> str:
@@ -54,6 +95,21 @@ def _first(split: str, n: int) -> str:
     start = int(rng.split(":")[0] or 0)
     return f"{base}[{start}:{start + n}]"
 
+
+SPLIT_SIZES: dict[str, dict[str, int]] = {
+    "caltech101": {"train": 3060},
+    "cifar100": {"train": 50000},
+    "oxford_iiit_pet": {"train": 3680},
+    "svhn_cropped": {"train": 73257},
+    "eurosat": {"train": 27000},
+    "resisc45": {"train": 31500},
+    "clevr": {"train": 70000},
+    "dsprites": {"train": 737280},
+    "smallnorb": {"test": 24300},
+}
+"""The real sizes of the TFDS splits that the table slices with absolute bounds (the reference's
+percentages of these: caltech101 90 %, cifar100 90 %, pets 80 %, svhn 90 %, eurosat and resisc45
+60/20/20 %, clevr 90 %, dsprites 80/10/10 %, smallnorb's test 50/50 %); `VtabTask.scaled` uses them."""
 
 _T = VtabTask
 TASKS: tuple[VtabTask, ...] = (
@@ -76,7 +132,7 @@ TASKS: tuple[VtabTask, ...] = (
     _T("clevr_distance", "structured", "clevr:3.*.*", 6, "train[:63000]", "train[63000:]", "validation",
        "clevr_distance"),
     _T("dmlab", "structured", "dmlab:2.0.1", 6, "train", "validation", "test", "given"),
-    _T("kitti_distance", "structured", "kitti:3.*.*", 4, "train", "validation", "test", "kitti_distance"),
+    _T("kitti_distance", "structured", "kitti:3.1.0", 4, "train", "validation", "test", "kitti_distance"),
     _T("dsprites_location", "structured", "dsprites:2.*.*", 16, "train[:589824]", "train[589824:663552]",
        "train[663552:]", "dsprites_location", label_feature="label_x_position"),
     _T("dsprites_orientation", "structured", "dsprites:2.*.*", 16, "train[:589824]", "train[589824:663552]",

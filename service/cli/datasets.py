@@ -90,3 +90,21 @@ def show(
         table.add_row(cls, *[str(summary["counts"][sp].get(cls, 0)) for sp in splits])
     table.add_row("[bold]total[/bold]", *[str(summary["splits"][sp]) for sp in splits])
     console.print(table)
+
+
+@app.command()
+@fail_on_error
+def delete(
+    dataset_id: int = typer.Argument(..., help="A registered dataset's id (`zooens datasets list`)."),
+    with_jobs: bool = typer.Option(False, "--with-jobs", help="Delete its finished jobs and their files too."),
+) -> None:
+    """Delete a registered dataset, its stored upload and its thumbnails (refused while a job uses it)."""
+    from zooens.service import lifecycle
+    from zooens.service.db.session import session_scope, upgrade_to_head
+    from zooens.settings import get_settings
+
+    upgrade_to_head()
+    with session_scope() as s:
+        job_ids = lifecycle.delete_dataset(s, dataset_id, get_settings(), with_jobs=with_jobs)
+    jobs = f" and its job(s) {', '.join(str(j) for j in job_ids)}" if job_ids else ""
+    typer.echo(f"deleted dataset {dataset_id}{jobs}")

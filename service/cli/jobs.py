@@ -1,4 +1,4 @@
-"""`zooens jobs`: what the registry knows about jobs."""
+"""`zooens jobs`: what the registry knows about jobs, and their later lives (resume, retry, delete)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from zooens.service.cli._common import fail_on_error
+from zooens.service.cli._common import fail_on_error, is_quiet
 
 app = typer.Typer(help="Jobs in the registry.", no_args_is_help=True)
 console = Console()
@@ -45,7 +45,8 @@ def list_(
 
 @app.command()
 @fail_on_error
-def show(job_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
+def show(job_id: int, as_json: bool = typer.Option(False, "--json"),
+         wide: bool = typer.Option(False, "--wide", help="Every column of every table.")) -> None:
     """A job's status, ranking, runs and ensemble."""
     from zooens.service.cli._report import print_report
     from zooens.service.db.session import session_scope, upgrade_to_head
@@ -54,11 +55,10 @@ def show(job_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
     upgrade_to_head()
     with session_scope() as s:
         report = job_report(s, job_id).model_dump(mode="json")
-    report["seconds"] = 0.0
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
     else:
-        print_report(report)
+        print_report(report, wide=wide)
 
 
 @app.command()
@@ -72,3 +72,105 @@ def cancel(job_id: int) -> None:
     with session_scope() as s:
         registry.request_cancel(s, job_id)
     typer.echo(f"cancel requested for job {job_id}")
+
+
+QUEUE_HELP = "Leave the job in the queue for `zooens worker` instead of running it here."
+
+
+def run_here(job_id: int, worker_id: str, *, quiet: bool, as_json: bool, wide: bool,
+             started: float | None = None) -> None:
+    """Run a job claimed for `worker_id` in the foreground, as `zooens run` does, and print its report.
+
+    Ctrl-C ends the job `cancelled` (`run_job` records it) with a message saying how to go on.
+    """
+    import sys
+    import time
+
+    from zooens.service.cli._common import err_console, is_quiet
+    from zooens.service.cli._report import print_report
+    from zooens.service.db.session import session_scope
+    from zooens.service.jobs import require_success, run_job
+    from zooens.service.reports import job_report
+
+    started = time.perf_counter() if started is None else started
+    quiet = quiet or is_quiet()
+    try:
+        status = run_job(job_id, worker_id=worker_id, progress=not quiet and not as_json)
+    except KeyboardInterrupt:
+        err_console.print(f"job {job_id} cancelled (Ctrl-C); `zooens jobs resume {job_id}` continues it from its "
+                          "last finished unit.")
+        raise typer.Exit(130) from None
+    with session_scope() as s:
+        report = job_report(s, job_id).model_dump(mode="json")
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+    else:
+        print_report(report, wide=wide)
+    require_success(status, job_id)
+
+
+@app.command()
+@fail_on_error
+def resume(
+    job_id: int,
+    queue: bool = typer.Option(False, "--queue", help=QUEUE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    wide: bool = typer.Option(False, "--wide", help="Every column of every table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run a failed or cancelled job again from its last finished unit (here, unless --queue)."""
+    from zooens.service.db.session import session_scope, upgrade_to_head
+    from zooens.service.jobs import default_worker_id
+    from zooens.service.jobs.submit import resume_job
+
+    upgrade_to_head()
+    worker_id = None if queue else default_worker_id("cli")
+    with session_scope() as s:
+        resume_job(s, job_id, claim_for=worker_id)
+    if worker_id is None:
+        typer.echo(f"job {job_id} queued again; `zooens worker` runs it from its last finished unit")
+        return
+    if not as_json and not (quiet or is_quiet()):
+        console.print(f"[bold]job {job_id}[/bold]: resumed from its last finished unit")
+    run_here(job_id, worker_id, quiet=quiet, as_json=as_json, wide=wide)
+
+
+@app.command()
+@fail_on_error
+def retry(
+    job_id: int,
+    queue: bool = typer.Option(False, "--queue", help=QUEUE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    wide: bool = typer.Option(False, "--wide", help="Every column of every table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run a finished job again as a new job (same dataset, models and parameters; the old one is kept)."""
+    from zooens.service.db.session import session_scope, upgrade_to_head
+    from zooens.service.jobs import default_worker_id
+    from zooens.service.jobs.submit import retry_job
+
+    upgrade_to_head()
+    worker_id = None if queue else default_worker_id("cli")
+    with session_scope() as s:
+        new_id = retry_job(s, job_id, claim_for=worker_id).id
+    if worker_id is None:
+        typer.echo(f"job {new_id} queued (a retry of job {job_id}); `zooens worker` runs it")
+        return
+    if not as_json and not (quiet or is_quiet()):
+        console.print(f"[bold]job {new_id}[/bold]: a retry of job {job_id}")
+    run_here(new_id, worker_id, quiet=quiet, as_json=as_json, wide=wide)
+
+
+@app.command()
+@fail_on_error
+def delete(job_id: int) -> None:
+    """Delete a finished job, its results and its files (cancel a queued or running job first)."""
+    from zooens.service import lifecycle
+    from zooens.service.db.session import session_scope, upgrade_to_head
+    from zooens.settings import get_settings
+
+    upgrade_to_head()
+    with session_scope() as s:
+        lifecycle.delete_job(s, job_id, get_settings())
+    typer.echo(f"deleted job {job_id}")

@@ -1,8 +1,6 @@
 """`zooens run`: the whole pipeline in the foreground, stored in the registry."""
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -10,16 +8,15 @@ from typing import Optional
 import typer
 
 from zooens.service.cli._common import (
-    err_console,
     escape,
     fail_on_error,
     is_quiet,
+    make_console,
     parse_floats,
     parse_ints,
-    make_console,
     parse_strategy_options,
 )
-from zooens.service.cli._report import print_report
+from zooens.service.cli.jobs import run_here
 
 
 @fail_on_error
@@ -58,15 +55,7 @@ def run(
     """Embed, rank, fine-tune the top-K, build the greedy ensemble and report test accuracy."""
     from zooens.selection.datasets import load_dataset
     from zooens.service.db.session import session_scope, upgrade_to_head
-    from zooens.service.jobs import (
-        default_worker_id,
-        parse_params,
-        register_dataset,
-        require_success,
-        run_job,
-        submit_job,
-    )
-    from zooens.service.reports import job_report
+    from zooens.service.jobs import default_worker_id, parse_params, register_dataset, submit_job
 
     started = time.perf_counter()
     source = str(data.resolve()) if data is not None else dataset
@@ -96,21 +85,7 @@ def run(
     with session_scope() as s:  # bad data or a bad zoo records nothing
         ds_row = register_dataset(s, source, ds)
         job_id = submit_job(s, ds_row.id, zoo, params, claim_for=worker_id).id
-    quiet = quiet or is_quiet()
-    console = make_console()
-    if not as_json and not quiet:
-        console.print(f"[bold]job {job_id}[/bold]: dataset {escape(ds.name)} ({escape(source)}), zoo {escape(zoo)}")
-    try:
-        status = run_job(job_id, worker_id=worker_id, progress=not quiet and not as_json)
-    except KeyboardInterrupt:
-        err_console.print(f"job {job_id} cancelled (Ctrl-C); `zooens jobs resume {job_id}` continues it from its "
-                          "last finished unit.")
-        raise typer.Exit(130) from None
-    with session_scope() as s:
-        report = job_report(s, job_id).model_dump(mode="json")
-    report["seconds"] = round(time.perf_counter() - started, 2)
-    if as_json:
-        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
-    else:
-        print_report(report, wide=wide, console=console)
-    require_success(status, job_id)
+    if not as_json and not (quiet or is_quiet()):
+        make_console().print(f"[bold]job {job_id}[/bold]: dataset {escape(ds.name)} ({escape(source)}), "
+                             f"zoo {escape(zoo)}")
+    run_here(job_id, worker_id, quiet=quiet, as_json=as_json, wide=wide, started=started)

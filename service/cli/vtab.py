@@ -49,13 +49,27 @@ def export(
     tasks_spec: str = typer.Option("all", "--tasks", help="all, a group, or comma-separated task names."),
     out: Path = typer.Option(..., "--out", help="Folder of the exported layout."),
     tfds_dir: Optional[str] = typer.Option(None, "--tfds-dir", help="TFDS data_dir holding prepared data."),
+    tfds_version: Optional[list[str]] = typer.Option(
+        None, "--tfds-version", help="TASK=VERSION: read a TFDS version other than the table's pin "
+                                     "(e.g. oxford_iiit_pet=4.0.0); repeatable."),
 ) -> None:
     """Write the exported layout from prepared TFDS data (needs `pip install 'zooens[vtab]'`)."""
+    from zooens.errors import ConfigError
     from zooens.selection.vtab.sources import export_task
     from zooens.selection.vtab.tasks import resolve_tasks
 
-    for task in resolve_tasks(tasks_spec):
-        typer.echo(f"exported {export_task(task, out, tfds_dir)}")
+    versions = {}
+    for item in tfds_version or []:
+        name, sep, version = item.partition("=")
+        if not sep or not name.strip() or not version.strip():
+            raise ConfigError(f"Give --tfds-version as TASK=VERSION, e.g. oxford_iiit_pet=4.0.0; got {item!r}.")
+        versions[name.strip()] = version.strip()
+    tasks = resolve_tasks(tasks_spec)
+    unknown = sorted(set(versions) - {t.name for t in tasks})
+    if unknown:
+        raise ConfigError(f"--tfds-version names {', '.join(unknown)}, which --tasks does not export.")
+    for task in tasks:
+        typer.echo(f"exported {export_task(task, out, tfds_dir, version=versions.get(task.name))}")
 
 
 @app.command()

@@ -9,7 +9,7 @@
 from zooens.service.jobs.executors import LocalExecutor, RayExecutor, get_executor
 from zooens.service.jobs.params import JobParams, domain_error, parse_params
 from zooens.service.jobs.run import job_spec, require_success, run_job
-from zooens.service.jobs.submit import check_dataset, register_dataset, submit_job
+from zooens.service.jobs.submit import check_dataset, register_dataset, resume_job, retry_job, submit_job
 from zooens.service.jobs.units import (
     EMBED,
     ENSEMBLE,
@@ -27,6 +27,7 @@ from zooens.service.jobs.worker import default_worker_id, start_background_worke
 __all__ = [
     "EMBED", "ENSEMBLE", "FINETUNE", "STAGES", "JobParams", "JobSpec", "LocalExecutor", "RayExecutor", "UnitKey",
     "check_dataset", "default_worker_id", "domain_error", "execute_unit", "get_executor", "job_dataset", "job_spec",
-    "parse_params", "prepare_job_dataset", "prepare_splits", "register_dataset", "require_success", "run_job",
+    "parse_params", "prepare_job_dataset", "prepare_splits", "register_dataset", "require_success", "resume_job",
+    "retry_job", "run_job",
     "start_background_worker", "submit_job", "work",
 ]

@@ -5,8 +5,8 @@ The job runner, CLI and API all go through these; none of them commits (the call
 `from zooens.service import registry; registry.get_job(s, job_id)`.
 
 - `zoo_models`: the weight sets jobs have seen;
-- `datasets`: registered datasets;
-- `jobs`: jobs, claiming, heartbeats, release and cancellation;
+- `datasets`: registered datasets, found by content, deleted;
+- `jobs`: jobs, claiming, heartbeats, release, cancellation, reopening (resume) and deletion;
 - `units`: a job's units of work and their results;
 - `results`: the embedding-cache index, kNN scores, fine-tune runs;
 - `ensembles`: a job's ensembles and their members;
@@ -15,16 +15,26 @@ The job runner, CLI and API all go through these; none of them commits (the call
 """
 from __future__ import annotations
 
-from zooens.service.registry.datasets import create_dataset, get_dataset, get_or_create_dataset, list_datasets
+from zooens.service.registry.datasets import (
+    create_dataset,
+    delete_dataset,
+    find_uploaded_dataset,
+    get_dataset,
+    get_or_create_dataset,
+    list_datasets,
+)
 from zooens.service.registry.ensembles import create_ensemble, get_ensemble, get_job_ensemble
 from zooens.service.registry.jobs import (
+    check_finished,
     claim_job,
     create_job,
+    delete_job,
     get_job,
     heartbeat,
     is_cancel_requested,
     list_jobs,
     release_job,
+    reopen_job,
     request_cancel,
     set_job_progress,
     set_job_status,
@@ -64,6 +74,7 @@ __all__ = [
     "add_finetune_run",
     "add_knn_score",
     "beat_worker",
+    "check_finished",
     "claim_job",
     "claim_unit",
     "count_live_workers",
@@ -71,9 +82,12 @@ __all__ = [
     "create_ensemble",
     "create_job",
     "create_token",
+    "delete_dataset",
+    "delete_job",
     "done_units",
     "ensure_units",
     "fail_unit",
+    "find_uploaded_dataset",
     "finish_unit",
     "get_dataset",
     "get_ensemble",
@@ -96,6 +110,7 @@ __all__ = [
     "record_embedding",
     "remove_worker",
     "release_job",
+    "reopen_job",
     "request_cancel",
     "requeue_running_units",
     "revoke_token",

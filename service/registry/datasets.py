@@ -5,14 +5,15 @@ from typing import Any
 
 import unicodedata
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from zooens.errors import ConflictError, DatasetError, NotFoundError
-from zooens.service.db.models import Dataset
+from zooens.service.db.models import FINISHED, Dataset, Job
+from zooens.service.registry._claims import begin_write, skip_locked
 
-__all__ = ["MAX_NAME_LENGTH", "check_dataset_name", "create_dataset", "get_dataset", "get_or_create_dataset",
-           "list_datasets"]
+__all__ = ["MAX_NAME_LENGTH", "check_dataset_name", "create_dataset", "delete_dataset", "find_uploaded_dataset",
+           "get_dataset", "get_or_create_dataset", "list_datasets"]
 
 MAX_NAME_LENGTH = 200
 """Longest dataset name (the column holds 255; PostgreSQL refuses longer ones with an error)."""
@@ -115,3 +116,46 @@ def list_datasets(s: Session, *, limit: int = 100, offset: int = 0) -> tuple[lis
     count = s.scalar(select(func.count(Dataset.id))) or 0
     rows = list(s.scalars(select(Dataset).order_by(Dataset.id.desc()).limit(limit).offset(offset)))
     return rows, count
+
+
+def find_uploaded_dataset(s: Session, fingerprint: str) -> Dataset | None:
+    """The first uploaded dataset (one with stored files) holding content with this fingerprint, if any."""
+    return s.scalar(
+        select(Dataset).where(Dataset.fingerprint == fingerprint, Dataset.storage_path.is_not(None))
+        .order_by(Dataset.id).limit(1)
+    )
+
+
+def delete_dataset(s: Session, dataset_id: int, *, with_jobs: bool = False) -> tuple[Dataset, list[int]]:
+    """Delete a dataset's row; the deleted row (detached, for its files) and the ids of the jobs deleted with it.
+
+    ConflictError while a queued or running job uses it, and, unless `with_jobs`, while any
+    finished job does (their results would go with it). The dataset's row is locked first
+    (PostgreSQL `FOR UPDATE`, SQLite's write lock), so no job can be queued on it meanwhile.
+    """
+    begin_write(s)
+    query = select(Dataset).where(Dataset.id == dataset_id)
+    if skip_locked(s):
+        query = query.with_for_update()
+    row = s.scalar(query)
+    if row is None:
+        raise NotFoundError(f"No dataset with id {dataset_id}; list them with `zooens datasets list` or "
+                            "GET /api/v1/datasets.")
+    jobs = list(s.execute(select(Job.id, Job.status).where(Job.dataset_id == dataset_id).order_by(Job.id)))
+    busy = [job_id for job_id, status in jobs if status not in FINISHED]
+    if busy:
+        raise ConflictError(f"Dataset {dataset_id} is used by unfinished job(s) {_ids(busy)}; cancel them first "
+                            "(`zooens jobs cancel JOB`), then delete the dataset.")
+    finished = [job_id for job_id, _ in jobs]
+    if finished and not with_jobs:
+        raise ConflictError(f"Dataset {dataset_id} has {len(finished)} finished job(s) ({_ids(finished)}); delete "
+                            "them with it: `zooens datasets delete {dataset_id} --with-jobs` (API: ?with_jobs=true).")
+    s.execute(delete(Job).where(Job.dataset_id == dataset_id).execution_options(synchronize_session=False))
+    s.execute(delete(Dataset).where(Dataset.id == dataset_id).execution_options(synchronize_session=False))
+    s.expunge(row)
+    return row, finished
+
+
+def _ids(ids: list[int], shown: int = 10) -> str:
+    text = ", ".join(str(i) for i in ids[:shown])
+    return text + (f" and {len(ids) - shown} more" if len(ids) > shown else "")

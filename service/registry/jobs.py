@@ -9,24 +9,27 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from zooens.errors import ConfigError, ConflictError, NotFoundError
-from zooens.service.db.models import FINISHED, JOB_STATUSES, Job, utcnow
+from zooens.service.db.models import FINISHED, JOB_STATUSES, Job, JobUnit, utcnow
 from zooens.service.registry._claims import CLAIM_BATCH, begin_write, skip_locked
 from zooens.service.registry.datasets import get_dataset
 from zooens.service.registry.units import requeue_running_units
 from zooens.settings import get_settings
 
 __all__ = [
+    "check_finished",
     "claim_job",
     "create_job",
+    "delete_job",
     "get_job",
     "heartbeat",
     "is_cancel_requested",
     "list_jobs",
     "release_job",
+    "reopen_job",
     "request_cancel",
     "set_job_progress",
     "set_job_status",
@@ -208,3 +211,62 @@ def release_job(s: Session, job_id: int, worker_id: str) -> bool:
         return False
     requeue_running_units(s, job_id)
     return True
+
+
+RESUMABLE = ("failed", "cancelled")
+"""Statuses a job can be resumed from (`reopen_job`)."""
+
+
+def _unfinished(job: Job, action: str) -> ConflictError:
+    """Why a queued or running job cannot be deleted or retried: one line, with what to do."""
+    return ConflictError(f"Job {job.id} is {job.status}; cancel it first (`zooens jobs cancel {job.id}` or "
+                         f"POST /api/v1/jobs/{job.id}/cancel), then {action} it.")
+
+
+def reopen_job(s: Session, job_id: int) -> Job:
+    """Put a failed or cancelled job back in the queue, its finished units kept.
+
+    Its failed (and any running) units go back to `pending` with their error and attempts
+    cleared; the job loses its cancel flag, error, end time and worker. ConflictError for a
+    job that is queued, running or succeeded (a succeeded job is retried, not resumed).
+    """
+    begin_write(s)
+    reopened = s.execute(
+        update(Job).where(Job.id == job_id, Job.status.in_(RESUMABLE))
+        .values(status="queued", cancel_requested=False, error=None, finished_at=None, worker_id=None,
+                heartbeat_at=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if reopened != 1:
+        job = get_job(s, job_id)
+        if job.status == "succeeded":
+            raise ConflictError(f"Job {job_id} has succeeded; there is nothing to resume. Run it again as a new job "
+                                f"with `zooens jobs retry {job_id}` (POST /api/v1/jobs/{job_id}/retry).")
+        raise ConflictError(f"Job {job_id} is {job.status}; only a failed or cancelled job can be resumed.")
+    s.execute(
+        update(JobUnit).where(JobUnit.job_id == job_id, JobUnit.status.in_(("failed", "running")))
+        .values(status="pending", error=None, worker_id=None, attempts=0, started_at=None, finished_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return get_job(s, job_id)
+
+
+def check_finished(s: Session, job_id: int, action: str) -> Job:
+    """The job, if it has finished; ConflictError (cancel it first) if it is queued or running."""
+    job = get_job(s, job_id)
+    if job.status not in FINISHED:
+        raise _unfinished(job, action)
+    return job
+
+
+def delete_job(s: Session, job_id: int) -> None:
+    """Delete a finished job and, by the database's cascade, its units, scores, runs and ensembles.
+
+    ConflictError for a queued or running job (cancel it first); its files are the caller's.
+    """
+    begin_write(s)
+    deleted = s.execute(
+        delete(Job).where(Job.id == job_id, Job.status.in_(FINISHED)).execution_options(synchronize_session=False)
+    ).rowcount
+    if deleted != 1:
+        raise _unfinished(get_job(s, job_id), "delete")

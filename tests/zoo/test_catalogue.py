@@ -180,6 +180,17 @@ def test_resolve_zoo_specs(zooens_home: Path) -> None:
         resolve_zoo("embedded,tf_efficientnet_lite1.in1kk")
 
 
+@pytest.mark.parametrize("typo, meant", [("embeded", "embedded"), ("Embedded", "embedded"), ("usr", "user"),
+                                         ("availble", "available")])
+def test_a_zoo_set_typo_suggests_the_set(typo: str, meant: str) -> None:
+    with pytest.raises(UnknownModelError, match=f"did you mean '{meant}'") as caught:
+        resolve_zoo(f"tf_efficientnet_lite0.in1k, {typo}")
+    assert len(str(caught.value).splitlines()) == 1 and len(str(caught.value)) < 200
+    with pytest.raises(UnknownModelError) as far:  # nothing like a set name: the model suggestions as before
+        resolve_zoo("qqqqqqqq")
+    assert "did you mean" not in str(far.value) and "Unknown model 'qqqqqqqq'" in str(far.value)
+
+
 def test_data_config_resolution_override() -> None:
     cfg = data_config("tf_efficientnet_lite2.in1k")
     assert cfg == {"input_size": (3, 260, 260), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),

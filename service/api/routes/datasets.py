@@ -1,14 +1,14 @@
-"""Datasets: upload, register a server-side path, list and show (ids, names, counts; never server paths)."""
+"""Datasets: upload, register a server-side path, list, show (ids, names, counts; never server paths) and delete."""
 from __future__ import annotations
 
 import unicodedata
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
 from zooens.errors import DatasetError
-from zooens.service import registry
+from zooens.service import lifecycle, registry
 from zooens.service.api.deps import (
     DatasetId,
     SessionDep,
@@ -17,7 +17,7 @@ from zooens.service.api.deps import (
     read_access,
 )
 from zooens.service.api.schemas import DatasetPublic, DatasetRegister, Page, no_control_characters
-from zooens.service.uploads import ingest_upload, register_path
+from zooens.service.uploads import register_path, store_upload
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -40,17 +40,21 @@ def client_file_name(filename: str | None, fallback: str = "upload") -> str:
     return text
 
 
-@router.post("", response_model=DatasetPublic, status_code=201)
+@router.post("", response_model=DatasetPublic, status_code=201,
+             responses={200: {"model": DatasetPublic, "description": "The same content was uploaded before: its "
+                                                                      "dataset, unchanged"}})
 def upload_dataset(
     session: SessionDep,
     settings: SettingsDep,
     _: TokenDep,
+    response: Response,
     file: Annotated[UploadFile, File(description="A .zip of an ImageFolder tree (or of a CSV manifest and its "
                                                  "images), or an .npz.")],
     name: Annotated[str | None, Form(min_length=1, max_length=MAX_NAME)] = None,
 ) -> DatasetPublic:
     """Upload a dataset. It is checked whole before anything is stored; the body is bounded by
-    ZOOENS_MAX_UPLOAD_BYTES before it is read (the guard middleware)."""
+    ZOOENS_MAX_UPLOAD_BYTES before it is read (the guard middleware). Content uploaded before
+    (the same fingerprint) answers 200 with the existing dataset instead of storing a copy."""
 
     if name is not None:
         try:
@@ -58,7 +62,10 @@ def upload_dataset(
         except ValueError as exc:
             raise DatasetError(f"The dataset name {exc}.") from None
     filename = client_file_name(file.filename)
-    row = ingest_upload(session, file.file, filename, settings, name=name or PurePosixPath(filename).stem[:MAX_NAME])
+    row, created = store_upload(session, file.file, filename, settings,
+                                name=name or PurePosixPath(filename).stem[:MAX_NAME])
+    if not created:
+        response.status_code = 200
     return dataset_public(row)
 
 
@@ -85,3 +92,19 @@ def list_datasets(
 def show_dataset(dataset_id: DatasetId, session: SessionDep) -> DatasetPublic:
     """Classes, counts per class and split, fingerprint."""
     return dataset_public(registry.get_dataset(session, dataset_id))
+
+
+@router.delete("/{dataset_id}", status_code=204, response_class=Response,
+               responses={404: {"description": "No such dataset"},
+                          409: {"description": "A job uses it (unfinished, or finished without with_jobs)"}})
+def delete_dataset(
+    dataset_id: DatasetId,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: TokenDep,
+    with_jobs: Annotated[bool, Query(description="Delete its finished jobs (and their files) with it.")] = False,
+) -> Response:
+    """Delete a dataset, its stored upload and its thumbnails. 409 while a queued or running job uses it,
+    or while finished jobs do unless `with_jobs=true`."""
+    lifecycle.delete_dataset(session, dataset_id, settings, with_jobs=with_jobs)
+    return Response(status_code=204)

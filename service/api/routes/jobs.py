@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
-from zooens.service import registry, reports
-from zooens.service.api.deps import JobId, SessionDep, TokenDep, read_access
+from zooens.service import lifecycle, registry, reports
+from zooens.service.api.deps import JobId, SessionDep, SettingsDep, TokenDep, read_access
 from zooens.service.api.schemas import (
     EnsemblePublic,
     JobCreate,
@@ -14,7 +14,7 @@ from zooens.service.api.schemas import (
     RankingRow,
     RunPublic,
 )
-from zooens.service.jobs import submit_job
+from zooens.service.jobs import submit, submit_job
 from zooens.service.reports import job_public
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -52,6 +52,30 @@ def show_job(job_id: JobId, session: SessionDep) -> JobPublic:
 def cancel_job(job_id: JobId, session: SessionDep, _: TokenDep) -> JobPublic:
     """Queued jobs stop at once; running ones after their current unit. 409 if already finished."""
     return job_public(registry.request_cancel(session, job_id))
+
+
+@router.post("/{job_id}/resume", response_model=JobPublic, status_code=202,
+             responses={409: {"description": "The job is queued, running or succeeded"}})
+def resume_job(job_id: JobId, session: SessionDep, _: TokenDep) -> JobPublic:
+    """Put a failed or cancelled job back in the queue; a worker runs its unfinished units (finished ones
+    are kept). 409 for a queued, running or succeeded job."""
+    return job_public(submit.resume_job(session, job_id))
+
+
+@router.post("/{job_id}/retry", response_model=JobPublic, status_code=201,
+             responses={409: {"description": "The job has not finished"}})
+def retry_job(job_id: JobId, session: SessionDep, _: TokenDep) -> JobPublic:
+    """A new queued job with this job's dataset, models and parameters (this one is kept). 201 with the new
+    job; 409 while this one is queued or running."""
+    return job_public(submit.retry_job(session, job_id))
+
+
+@router.delete("/{job_id}", status_code=204, response_class=Response,
+               responses={404: {"description": "No such job"}, 409: {"description": "The job is queued or running"}})
+def delete_job(job_id: JobId, session: SessionDep, settings: SettingsDep, _: TokenDep) -> Response:
+    """Delete a finished job, its results and its files. 409 while it is queued or running (cancel it first)."""
+    lifecycle.delete_job(session, job_id, settings)
+    return Response(status_code=204)
 
 
 @router.get("/{job_id}/ranking", response_model=list[RankingRow], dependencies=[Depends(read_access)])

@@ -1,0 +1,127 @@
+"""Checks before work: every one refuses (or warns) before a job exists, in one short line, recording nothing."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import huggingface_hub.constants
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from zooens.ensemble._registry import STRATEGIES
+from zooens.errors import ConfigError
+from zooens.service.cli import app
+from zooens.service.db.models import Dataset
+from zooens.service.jobs import JobParams, check_dataset
+from zooens.service.jobs.params import parse_params
+from tests.service._tiny import register_tiny_zoo
+
+SUBMIT_LOGGER = "zooens.service.jobs.submit"
+
+
+def _image_folder(root: Path, counts: dict[str, int]) -> str:
+    """A real ImageFolder with `counts` PNGs per class and no split folders (train only)."""
+    rng = np.random.default_rng(0)
+    for cls, n in counts.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return str(root)
+
+
+def _refused(args: list[str]) -> str:
+    """Run `zooens ARGS`; it must fail with exit code 2, one line on stderr, and nothing in the registry."""
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope, upgrade_to_head
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith("error:") and "\n" not in message, message
+    upgrade_to_head()
+    with session_scope() as s:
+        assert registry.list_jobs(s)[1] == 0 and registry.list_datasets(s)[1] == 0
+    return message
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_every_strategy_refuses_an_unknown_option_when_the_params_are_built(name):
+    with pytest.raises(ConfigError, match="foo" if name != "auto" else "takes no options") as caught:
+        parse_params(strategies=[name], strategy_options={name: {"foo": 1}})
+    assert "\n" not in str(caught.value)
+
+
+def test_an_unknown_strategy_option_fails_at_once(zooens_home):
+    message = _refused(["run", "--dataset", "digits", "--zoo", "embedded", "-o", "linear.foo=1", "--quiet"])
+    assert "Unknown option(s) foo for strategy 'linear'" in message
+
+
+def test_k_beyond_the_training_set_is_refused_before_anything(zooens_home, tmp_path):
+    register_tiny_zoo(zooens_home / "weights", ["tiny-effnet"])
+    data = _image_folder(tmp_path / "58", {"a": 29, "b": 29})
+    message = _refused(["run", "--data", data, "--zoo", "user", "--k", "500", "--quiet"])
+    assert "k=500" in message and "lower k" in message
+
+
+def test_n_train_asked_beyond_the_images_is_refused(zooens_home, tmp_path):
+    register_tiny_zoo(zooens_home / "weights", ["tiny-effnet"])
+    data = _image_folder(tmp_path / "72", {"a": 36, "b": 36})
+    message = _refused(["run", "--data", data, "--zoo", "user", "--n-train", "5000", "--quiet"])
+    assert "n_train=5000" in message and "72 training images" in message and "--n-train" in message
+
+
+def _dataset(train: dict[str, int], val: dict[str, int] | None = None) -> Dataset:
+    counts = {"train": train} | ({"val": val} if val else {})
+    return Dataset(name="toy", source="/toy", fingerprint="0" * 64, classes=list(train), counts=counts)
+
+
+def test_default_split_sizes_beyond_the_images_warn_with_the_sizes_used(caplog):
+    with caplog.at_level(logging.WARNING, logger=SUBMIT_LOGGER):
+        check_dataset(_dataset({"a": 36, "b": 36}), JobParams(k=5))
+    warned = [r.getMessage() for r in caplog.records if r.name == SUBMIT_LOGGER]
+    assert any("72 training images" in m and "n_train=58 and n_val=14" in m for m in warned), warned
+
+
+def test_split_sizes_that_fit_or_a_val_split_say_nothing_and_explicit_sizes_with_val_are_ignored_aloud(caplog):
+    with caplog.at_level(logging.WARNING, logger=SUBMIT_LOGGER):
+        check_dataset(_dataset({"a": 600, "b": 600}), JobParams())
+        check_dataset(_dataset({"a": 20, "b": 20}, {"a": 5, "b": 5}), JobParams(k=5))
+    assert [r for r in caplog.records if r.name == SUBMIT_LOGGER] == []
+    with caplog.at_level(logging.WARNING, logger=SUBMIT_LOGGER):
+        check_dataset(_dataset({"a": 20, "b": 20}, {"a": 5, "b": 5}), JobParams(k=5, n_train=30))
+    assert any("not used" in r.getMessage() for r in caplog.records if r.name == SUBMIT_LOGGER)
+
+
+def test_k_above_the_smallest_class_warns_clearly(caplog):
+    with caplog.at_level(logging.WARNING, logger=SUBMIT_LOGGER):
+        check_dataset(_dataset({"big": 40, "tiny": 4}, {"big": 5, "tiny": 5}), JobParams(k=10))
+    warned = [r.getMessage() for r in caplog.records if r.name == SUBMIT_LOGGER]
+    assert len(warned) == 1 and "k=10" in warned[0] and "'tiny'" in warned[0] and "4 training examples" in warned[0]
+
+
+@pytest.fixture
+def empty_weight_caches(tmp_path, monkeypatch):
+    """No weights anywhere zooens looks for catalogue models: an empty hub cache and torch hub dir."""
+    cache = tmp_path / "hf-hub"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "torch-hub"))
+    yield cache
+    torch.hub.set_dir(old)
+
+
+def test_a_zoo_without_weights_gets_one_short_message_once(zooens_home, empty_weight_caches):
+    message = _refused(["run", "--dataset", "digits", "--zoo", "convnext_tiny.*", "--quiet"])
+    assert "matched" in message and "none has weights on this machine" in message
+    assert str(empty_weight_caches) in message and "zooens zoo add" in message
+    assert len(message) < 500 and message.count("no weights") + message.count("none has weights") == 1
+    assert "convnext_tiny.fb_in1k" not in message  # a count, not the list
+
+
+def test_a_zoo_set_typo_suggests_the_set(zooens_home):
+    message = _refused(["run", "--dataset", "digits", "--zoo", "embeded", "--quiet"])
+    assert "did you mean 'embedded'?" in message
