@@ -54,6 +54,25 @@ def test_export_then_predict_from_the_file_and_from_the_registry(zooens_home, tm
     refused = runner.invoke(app, ["predict", str(tampered), images[0]])
     assert refused.exit_code == 2 and "does not match its sha256" in refused.output
 
+    # images decoded right: a 16-bit PNG and an EXIF-rotated JPEG get the answer of their plain versions
+    import numpy as np
+    from PIL import Image
+
+    grey = np.asarray(ds.split("test").image(0).convert("L").resize((64, 64), Image.NEAREST))
+    Image.fromarray(grey).save(tmp_path / "plain.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # 16-bit: x * 257, decoded x >> 8
+    Image.fromarray(grey).save(tmp_path / "upright.jpg", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the stored pixels are turned; a viewer rotates them 90 degrees clockwise
+    Image.fromarray(np.rot90(grey, 1)).save(tmp_path / "rotated.jpg", quality=95, exif=exif)
+    Image.fromarray(np.rot90(grey, 1)).save(tmp_path / "sideways.png")  # what ignoring EXIF would show
+    names = ["plain.png", "deep.png", "upright.jpg", "rotated.jpg", "sideways.png"]
+    out = json.loads(runner.invoke(app, ["predict", str(model), *[str(tmp_path / n) for n in names], "--json"]).output)
+    proba = {n: np.array([p["probabilities"][c] for c in ds.classes]) for n, p in zip(names, out["predictions"])}
+    np.testing.assert_allclose(proba["deep.png"], proba["plain.png"], atol=1e-6)
+    assert np.abs(proba["rotated.jpg"] - proba["upright.jpg"]).max() < 0.5 * np.abs(
+        proba["sideways.png"] - proba["plain.png"]).max()
+
     assert runner.invoke(app, ["export", "-o", str(model)]).exit_code == 2
     missing = runner.invoke(app, ["predict", str(model)])
     assert missing.exit_code == 2 and "at least one image" in missing.output
