@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from zooens.service import registry
 from zooens.service.db.models import Dataset
+from zooens.service.jobs.units import job_folder
 from zooens.service.thumbnails import thumbnails_dir
 from zooens.service.uploads import datasets_root
 from zooens.settings import Settings
@@ -29,7 +30,7 @@ __all__ = ["delete_dataset", "delete_job", "job_dir"]
 
 def job_dir(settings: Settings, job_id: int) -> Path:
     """The folder of a job's runs and artifacts (the same as its `JobSpec.job_dir`)."""
-    return settings.home.resolve() / "artifacts" / "jobs" / str(job_id)
+    return job_folder(settings.home.resolve(), job_id)
 
 
 def delete_job(s: Session, job_id: int, settings: Settings) -> None:

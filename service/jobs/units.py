@@ -106,6 +106,11 @@ class UnitKey:
         return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in str(self))
 
 
+def job_folder(home: Path, job_id: int) -> Path:
+    """The folder of a job's runs and artifacts under ZOOENS_HOME (what `jobs delete` removes)."""
+    return home / "artifacts" / "jobs" / str(job_id)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """Everything a unit needs, serialisable, so a unit can run in another process.
@@ -125,7 +130,7 @@ class JobSpec:
 
     @property
     def job_dir(self) -> Path:
-        return Path(self.home) / "artifacts" / "jobs" / str(self.job_id)
+        return job_folder(Path(self.home), self.job_id)
 
     @property
     def selected_models(self) -> list[str]:
