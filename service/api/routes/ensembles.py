@@ -25,23 +25,36 @@ from zooens.service.reports import ensemble_view
 
 router = APIRouter(prefix="/ensembles", tags=["ensembles"], dependencies=[Depends(read_access)])
 
-_CACHE: "OrderedDict[int, object]" = OrderedDict()
+_CACHE: "OrderedDict[tuple, object]" = OrderedDict()
 _CACHE_SIZE = 4
 _LOCK = threading.Lock()
 PREDICT_MAX_SIDE = 1024
 """Longest side an image is decoded to for predict (see `predict`)."""
 
 
-def predictor_for(session, ensemble_id: int):
-    """Members loaded once per ensemble and kept (least recently used out)."""
+def _mtime_ns(path: str) -> int:
+    try:
+        return Path(path).stat().st_mtime_ns
+    except OSError:
+        return -1  # gone: EnsemblePredictor says so when it loads
 
+
+def predictor_for(session, ensemble_id: int):
+    """Members loaded once per ensemble and kept (least recently used out).
+
+    Keyed by the members' artifact folders (with their modification times) and weights, not the id
+    alone: a deleted job's and ensemble's ids can be given again (SQLite reuses the largest rowid,
+    and the new job writes its runs to the same folders), and a cached predictor must never answer
+    for another ensemble."""
+    members = ensemble_members(session, ensemble_id)
+    key = (ensemble_id, tuple((str(path), _mtime_ns(path), float(weight)) for path, weight in members))
     with _LOCK:
-        if ensemble_id in _CACHE:
-            _CACHE.move_to_end(ensemble_id)
-            return _CACHE[ensemble_id]
-    predictor = EnsemblePredictor(members=ensemble_members(session, ensemble_id))
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    predictor = EnsemblePredictor(members=members)
     with _LOCK:
-        _CACHE[ensemble_id] = predictor
+        _CACHE[key] = predictor
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     return predictor

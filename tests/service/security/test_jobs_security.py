@@ -170,7 +170,7 @@ def test_a_zoo_too_large_or_without_weights_is_refused_at_submission(tiny, zooen
     monkeypatch.undo()
     register_random_model("tiny-gone", "test_resnet", zooens_home / "gone")
     (zooens_home / "gone" / "tiny-gone.safetensors").unlink()  # its weights went away after registration
-    with pytest.raises(MissingWeightsError, match=r"1 model\(s\) without weights on this machine: tiny-gone\."):
+    with pytest.raises(MissingWeightsError, match=r"1 of them has no weights on this machine \(tiny-gone\)"):
         _submit(tiny)
     assert _job_count() == 0
 
