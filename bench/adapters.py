@@ -68,9 +68,16 @@ def main() -> None:
     p.add_argument("--film-max-target", type=int, default=200,
                    help="film's targets per episodic task (FiT's 2000 costs ~2,000 forward passes a step on a CPU)")
     p.add_argument("--lr", default=None, help="one learning rate for all (default: each strategy's own grid)")
+    p.add_argument("--plot-only", action="store_true", help="redraw adapters.png from adapters.csv, run nothing")
     args = p.parse_args()
     rows: list[dict] = []
     OUT.mkdir(exist_ok=True)
+    if args.plot_only:
+        with (OUT / "adapters.csv").open(newline="") as f:
+            rows = [{k: (float(v) if k in ("test_acc", "updated_params") and v else v) for k, v in r.items()}
+                    for r in csv.DictReader(f)]
+        plot(rows, args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks.split(","):
             task_rows, _ = run_task(task.strip(), args, Path(tmp))
@@ -81,6 +88,11 @@ def main() -> None:
                 w.writerows(rows)
     for r in rows:
         print(r)
+    plot(rows, args)
+
+
+def plot(rows: list[dict], args) -> None:
+    """adapters.png: test accuracy against updated parameters, one panel per task."""
     try:
         import matplotlib
 
