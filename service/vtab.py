@@ -53,7 +53,7 @@ from zooens.service.jobs import (
     run_job,
     submit_job,
 )
-from zooens.service.reports import job_report
+from zooens.service.reports import best_single, job_report
 from zooens.settings import get_settings
 from zooens.utils import resolve_device
 
@@ -232,10 +232,6 @@ def refit_runs(runs: Iterable[dict[str, Any]], ds: ImageDataset) -> tuple[dict[s
     return out, n_train
 
 
-def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return min(runs, key=lambda r: (r["val_ce"], r["id"]))
-
-
 def run_task(data_root: str | Path, task_name: str, *, zoo: str, params: JobParams, refit: bool, progress: bool,
              job_ids: list[int] | None = None) -> TaskResult:
     """One task end to end (raises on any failure; `run_vtab` records it). `job_ids` receives the job's id."""
@@ -256,16 +252,16 @@ def run_task(data_root: str | Path, task_name: str, *, zoo: str, params: JobPara
     status = run_job(job_id, worker_id=worker_id, progress=progress)
     require_success(status, job_id)
     with session_scope() as s:
-        report = job_report(s, job_id).model_dump()
-    ens, runs = report["ensemble"], report["runs"]
-    if ens is None or not runs or not report["ranking"]:
+        job = job_report(s, job_id)
+    report = job.model_dump()
+    ens, best = report["ensemble"], report["best_single"]
+    if ens is None or best is None or not report["ranking"]:
         raise JobError(f"Job {job_id} finished without runs or an ensemble; see `zooens jobs show {job_id}`.")
-    best = _best(runs)
     top1 = report["ranking"][0]["model_name"]
-    top1_runs = [r for r in runs if r["model_name"] == top1]
-    if not top1_runs:
+    top1_run = best_single([r for r in job.runs if r.model_name == top1])  # the same rule as the job's best single
+    if top1_run is None:
         raise JobError(f"Job {job_id} has no fine-tuned run of its kNN-top-1 model {top1}.")
-    top1_best = _best(top1_runs)
+    top1_best = top1_run.model_dump()
     members = list({m["run_id"]: m for m in ens["members"]}.values())
     if refit:
         results, n_train = refit_runs([*members, best, top1_best], prepared)

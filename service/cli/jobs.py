@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -110,56 +112,53 @@ def run_here(job_id: int, worker_id: str, *, quiet: bool, as_json: bool, wide: b
     require_success(status, job_id)
 
 
-@app.command()
-@fail_on_error
-def resume(
-    job_id: int,
-    queue: bool = typer.Option(False, "--queue", help=QUEUE_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    wide: bool = typer.Option(False, "--wide", help="Every column of every table."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-) -> None:
-    """Run a failed or cancelled job again from its last finished unit (here, unless --queue)."""
+QueueFlag = Annotated[bool, typer.Option("--queue", help=QUEUE_HELP)]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+WideFlag = Annotated[bool, typer.Option("--wide", help="Every column of every table.")]
+QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def _run_again(job_id: int, again: Callable[..., Any], *, queue: bool, as_json: bool, wide: bool, quiet: bool,
+               queued: str, started: str) -> None:
+    """`again(session, job_id, claim_for=...)` (resume_job or retry_job) gives the job to run; it is left to
+    the workers with `queue`, else claimed and run here. `queued`/`started` are printed with {job} filled."""
     from zooens.service.db.session import session_scope, upgrade_to_head
     from zooens.service.jobs import default_worker_id
+
+    upgrade_to_head()
+    worker_id = None if queue else default_worker_id("cli")
+    with session_scope() as s:
+        run_id = again(s, job_id, claim_for=worker_id).id
+    if worker_id is None:
+        typer.echo(queued.format(job=run_id))
+        return
+    if not as_json and not (quiet or is_quiet()):
+        console.print(started.format(job=run_id))
+    run_here(run_id, worker_id, quiet=quiet, as_json=as_json, wide=wide)
+
+
+@app.command()
+@fail_on_error
+def resume(job_id: int, queue: QueueFlag = False, as_json: JsonFlag = False, wide: WideFlag = False,
+           quiet: QuietFlag = False) -> None:
+    """Run a failed or cancelled job again from its last finished unit (here, unless --queue)."""
     from zooens.service.jobs.submit import resume_job
 
-    upgrade_to_head()
-    worker_id = None if queue else default_worker_id("cli")
-    with session_scope() as s:
-        resume_job(s, job_id, claim_for=worker_id)
-    if worker_id is None:
-        typer.echo(f"job {job_id} queued again; `zooens worker` runs it from its last finished unit")
-        return
-    if not as_json and not (quiet or is_quiet()):
-        console.print(f"[bold]job {job_id}[/bold]: resumed from its last finished unit")
-    run_here(job_id, worker_id, quiet=quiet, as_json=as_json, wide=wide)
+    _run_again(job_id, resume_job, queue=queue, as_json=as_json, wide=wide, quiet=quiet,
+               queued="job {job} queued again; `zooens worker` runs it from its last finished unit",
+               started="[bold]job {job}[/bold]: resumed from its last finished unit")
 
 
 @app.command()
 @fail_on_error
-def retry(
-    job_id: int,
-    queue: bool = typer.Option(False, "--queue", help=QUEUE_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    wide: bool = typer.Option(False, "--wide", help="Every column of every table."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-) -> None:
+def retry(job_id: int, queue: QueueFlag = False, as_json: JsonFlag = False, wide: WideFlag = False,
+          quiet: QuietFlag = False) -> None:
     """Run a finished job again as a new job (same dataset, models and parameters; the old one is kept)."""
-    from zooens.service.db.session import session_scope, upgrade_to_head
-    from zooens.service.jobs import default_worker_id
     from zooens.service.jobs.submit import retry_job
 
-    upgrade_to_head()
-    worker_id = None if queue else default_worker_id("cli")
-    with session_scope() as s:
-        new_id = retry_job(s, job_id, claim_for=worker_id).id
-    if worker_id is None:
-        typer.echo(f"job {new_id} queued (a retry of job {job_id}); `zooens worker` runs it")
-        return
-    if not as_json and not (quiet or is_quiet()):
-        console.print(f"[bold]job {new_id}[/bold]: a retry of job {job_id}")
-    run_here(new_id, worker_id, quiet=quiet, as_json=as_json, wide=wide)
+    _run_again(job_id, retry_job, queue=queue, as_json=as_json, wide=wide, quiet=quiet,
+               queued="job {job} queued (a retry of job " + str(job_id) + "); `zooens worker` runs it",
+               started="[bold]job {job}[/bold]: a retry of job " + str(job_id))
 
 
 @app.command()
