@@ -5,13 +5,12 @@ import json
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from zooens.service.cli._common import fail_on_error
+from zooens.service.cli._common import escape, fail_on_error, make_console
 
 app = typer.Typer(help="Datasets: built-ins and those in the registry.", no_args_is_help=True)
-console = Console()
+console = make_console()  # unbounded when piped: tables are never cut
 
 
 FORMATS_NOTE = (
@@ -64,7 +63,8 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     for col in ["id", "name", "classes", "images", "fingerprint", "source"]:
         table.add_column(col)
     for r in recorded:
-        table.add_row(str(r["id"]), r["name"], str(r["classes"]), str(r["images"]), r["fingerprint"], r["source"])
+        table.add_row(str(r["id"]), escape(r["name"]), str(r["classes"]), str(r["images"]), r["fingerprint"],
+                      escape(r["source"]))
     console.print(table)
 
 
@@ -80,14 +80,15 @@ def show(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    console.print(f"[bold]{summary['name']}[/bold] ({summary['source']}), fingerprint {summary['fingerprint']}")
+    console.print(f"[bold]{escape(summary['name'])}[/bold] ({escape(summary['source'])}), "
+                  f"fingerprint {summary['fingerprint']}")
     splits = list(summary["counts"])
     table = Table()
     table.add_column("class")
     for sp in splits:
         table.add_column(sp, justify="right")
     for cls in summary["classes"]:
-        table.add_row(cls, *[str(summary["counts"][sp].get(cls, 0)) for sp in splits])
+        table.add_row(escape(cls), *[str(summary["counts"][sp].get(cls, 0)) for sp in splits])
     table.add_row("[bold]total[/bold]", *[str(summary["splits"][sp]) for sp in splits])
     console.print(table)
 

@@ -6,13 +6,12 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from zooens.service.cli._common import fail_on_error, is_quiet
+from zooens.service.cli._common import escape, fail_on_error, is_quiet, make_console
 
 app = typer.Typer(help="Jobs in the registry.", no_args_is_help=True)
-console = Console()
+console = make_console()  # unbounded when piped: tables are never cut
 
 
 @app.command("list")
@@ -41,7 +40,8 @@ def list_(
     for col in ["id", "dataset", "zoo", "status", "stage", "created", "error"]:
         table.add_column(col)
     for r in rows:
-        table.add_row(str(r["id"]), str(r["dataset_id"]), r["zoo"], r["status"], r["stage"] or "-", r["created_at"][:19], (r["error"] or "")[:60])
+        table.add_row(str(r["id"]), str(r["dataset_id"]), escape(r["zoo"]), r["status"], r["stage"] or "-",
+                      r["created_at"][:19], escape((r["error"] or "")[:60]))
     console.print(table)
 
 

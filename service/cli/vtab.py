@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from zooens.service.cli._common import fail_on_error, parse_floats, parse_ints
+from zooens.service.cli._common import fail_on_error, make_console, parse_floats, parse_ints
 
 app = typer.Typer(help="VTAB-1k: task table, data export, offline suite, batch runs.", no_args_is_help=True)
-console = Console()
+console = make_console()  # unbounded when piped: tables are never cut
 
 
 @app.command()

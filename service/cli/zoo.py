@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from zooens.service.cli._common import fail_on_error
+from zooens.service.cli._common import escape, fail_on_error, make_console
 
 app = typer.Typer(help="The model zoo: embedded, your own and timm's catalogue.", no_args_is_help=True)
-console = Console()
+console = make_console()  # unbounded when piped: tables are never cut
 
 
 def _size(ws: Any) -> str:
@@ -45,8 +44,8 @@ def list_(
     table.add_column("licence", overflow="fold")
     for ws in sets:
         has = ws.weights_present
-        table.add_row(ws.name, ws.origin, "[green]yes[/green]" if has else "no", _size(ws),
-                      _params(ws.num_params), ws.license or "-")
+        table.add_row(escape(ws.name), ws.origin, "[green]yes[/green]" if has else "no", _size(ws),
+                      _params(ws.num_params), escape(ws.license or "-"))
     console.print(table)
     if not sets:
         console.print("No weight set matches; try a broader --filter.")
@@ -69,14 +68,14 @@ def show(name: str, as_json: bool = typer.Option(False, "--json", help="JSON ins
     source = facts.pop("source")
     inp = facts.pop("input")
     for key, value in facts.items():
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(key, "-" if value is None else escape(str(value)))
     for key, value in source.items():
         if value is not None:
-            table.add_row(f"source.{key}", str(value))
+            table.add_row(f"source.{key}", escape(str(value)))
     for key, value in inp.items():
-        table.add_row(f"input.{key}", str(value))
+        table.add_row(f"input.{key}", escape(str(value)))
     if not ws.weights_present:
-        table.add_row("looked in", "\n".join(ws.source.places()))
+        table.add_row("looked in", escape("\n".join(ws.source.places())))
     console.print(table)
 
 
@@ -92,7 +91,7 @@ def add(
     from zooens.zoo import add_user_model
 
     ws = add_user_model(name, arch, weights, overwrite=overwrite)
-    console.print(f"Added [bold]{ws.name}[/bold] ({ws.arch}, {_params(ws.num_params)}, "
+    console.print(f"Added [bold]{escape(ws.name)}[/bold] ({ws.arch}, {_params(ws.num_params)}, "
                   f"{ws.embed_dim}-d embedding, sha256 {(ws.source.sha256 or '')[:12]}...)", highlight=False)
 
 
@@ -103,4 +102,4 @@ def remove(name: str) -> None:
     from zooens.zoo import remove_user_model
 
     remove_user_model(name)
-    console.print(f"Removed {name}.", highlight=False)
+    console.print(f"Removed {escape(name)}.", highlight=False)

@@ -89,3 +89,17 @@ def test_warnings_only_by_default(tiny_home, caplog):
     assert logging.getLogger().level == logging.INFO
     _invoke(["-q", "zoo", "list", "--json"])
     assert logging.getLogger().level == logging.ERROR
+
+
+def test_every_command_prints_names_as_written_and_uncut_when_piped(zooens_home, tmp_path):
+    from zooens.zoo.testing import register_random_model
+
+    weights = register_random_model("plain", "test_resnet", tmp_path / "w").source.path
+    refused = _invoke(["zoo", "add", "resnet[v2]", "--arch", "test_resnet", "--weights", str(weights)])
+    assert refused.exit_code == 2 and "'resnet[v2]'" in refused.output  # the error keeps its brackets
+    name = "resnet-v2-a-rather-long-model-name-for-a-table-cell-to-hold-whole.when_piped"
+    added = _invoke(["zoo", "add", name, "--arch", "test_resnet", "--weights", str(weights)])
+    assert added.exit_code == 0, added.output
+    listed = _invoke(["zoo", "list", "--filter", "resnet-v2*"])  # piped: a wide table, nothing cut
+    assert name in listed.stdout and "licence" in listed.stdout, listed.stdout
+    assert f"Removed {name}." in _invoke(["zoo", "remove", name]).stdout
