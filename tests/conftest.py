@@ -11,7 +11,9 @@ _SESSION_HOME = Path(tempfile.mkdtemp(prefix="zooens-test-home-"))
 os.environ["ZOOENS_HOME"] = str(_SESSION_HOME)
 os.environ.pop("ZOOENS_DATABASE_URL", None)
 
+import huggingface_hub.constants  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from zooens.settings import get_settings  # noqa: E402
 
@@ -28,6 +30,18 @@ def zooens_home(tmp_path, monkeypatch) -> Path:
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face hub cache and torch hub dir of our own."""
+    cache = tmp_path / "hf-hub"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "torch-hub"))
+    yield cache
+    torch.hub.set_dir(old)
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import huggingface_hub.constants
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -102,22 +100,10 @@ def test_k_above_the_smallest_class_warns_clearly(caplog):
     assert len(warned) == 1 and "k=10" in warned[0] and "'tiny'" in warned[0] and "4 training examples" in warned[0]
 
 
-@pytest.fixture
-def empty_weight_caches(tmp_path, monkeypatch):
-    """No weights anywhere zooens looks for catalogue models: an empty hub cache and torch hub dir."""
-    cache = tmp_path / "hf-hub"
-    cache.mkdir()
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "torch-hub"))
-    yield cache
-    torch.hub.set_dir(old)
-
-
-def test_a_zoo_without_weights_gets_one_short_message_once(zooens_home, empty_weight_caches):
+def test_a_zoo_without_weights_gets_one_short_message_once(zooens_home, hub_cache):
     message = _refused(["run", "--dataset", "digits", "--zoo", "convnext_tiny.*", "--quiet"])
     assert "matched" in message and "none has weights on this machine" in message
-    assert str(empty_weight_caches) in message and "zooens zoo add" in message
+    assert str(hub_cache) in message and "zooens zoo add" in message
     assert len(message) < 500 and message.count("no weights") + message.count("none has weights") == 1
     assert "convnext_tiny.fb_in1k" not in message  # a count, not the list
 

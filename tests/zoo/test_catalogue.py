@@ -5,7 +5,6 @@ import json
 import time
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 import timm
 import torch
@@ -15,18 +14,6 @@ from zooens import zoo
 from zooens.zoo import create_model, data_config, get_weight_set, list_weight_sets, resolve_zoo, weights_sha256
 from zooens.zoo._catalogue import upstream_data_from_tag
 from zooens.errors import MissingWeightsError, UnknownModelError
-
-
-@pytest.fixture
-def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face hub cache and torch hub dir of our own."""
-    cache = tmp_path / "hf-hub"
-    cache.mkdir()
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "torch-hub"))
-    yield cache
-    torch.hub.set_dir(old)
 
 
 def put_in_hub_cache(cache: Path, repo: str, filename: str, tensors: dict[str, torch.Tensor]) -> Path:
