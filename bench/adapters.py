@@ -2,13 +2,15 @@
 parameters and update size, for every strategy.
 
     .venv/bin/python bench/adapters.py [--resolution 64] [--steps 100] [--tasks fashion-mnist,offline-dsprites-location]
+    python bench/adapters.py --resolution 224 --steps 0 --film-max-target 0 --name adapters-gpu   # on a GPU
 
 Per task, one `zooens run` job (800 train / 200 val, up to 1,000 test images) with the strategies
 linear, full, patch, film, lora and aft on the kNN-top-1 model (aft distils the three embedded
 models' features), each with its own defaults (augmentation as the task declares it). The tasks:
 Fashion-MNIST 1k, and the offline stand-in of dSprites x-position, where a mirror changes the label.
-kron needs a ViT, and no pre-trained ViT weights ship here. Writes bench/results/adapters.csv and
-bench/results/adapters.png (matplotlib).
+kron needs a ViT, and no pre-trained ViT weights ship here. `--steps 0` and `--film-max-target 0` keep
+each strategy's own schedule (BiT's rule for full, FiT's episode size). Writes bench/results/<name>.csv
+and bench/results/<name>.png (matplotlib), `--name` defaulting to `adapters`.
 """
 from __future__ import annotations
 
@@ -43,8 +45,9 @@ def run_task(task: str, args, tmp: Path) -> tuple[list[dict], dict]:
     teachers = json.dumps(["tf_efficientnet_lite0.in1k", "tf_efficientnet_lite1.in1k", "tf_efficientnet_lite2.in1k"])
     cmd = [ZOOENS, "run", "--dataset", dataset_for(task, tmp), "--zoo", "embedded", "--top-k", "1", "--max-test", "1000",
            "--resolution", str(args.resolution), "--strategies", args.strategies,
-           *(["--lr", args.lr] if args.lr else []), "--steps", str(args.steps), "-o", f"aft.teachers={teachers}",
-           "-o", f"film.max_target_size={args.film_max_target}",
+           *(["--lr", args.lr] if args.lr else []), *(["--steps", str(args.steps)] if args.steps else []),
+           "-o", f"aft.teachers={teachers}",
+           *(["-o", f"film.max_target_size={args.film_max_target}"] if args.film_max_target else []),
            "--json", "--quiet"]
     report = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout)
     rows = [
@@ -68,12 +71,13 @@ def main() -> None:
     p.add_argument("--film-max-target", type=int, default=200,
                    help="film's targets per episodic task (FiT's 2000 costs ~2,000 forward passes a step on a CPU)")
     p.add_argument("--lr", default=None, help="one learning rate for all (default: each strategy's own grid)")
-    p.add_argument("--plot-only", action="store_true", help="redraw adapters.png from adapters.csv, run nothing")
+    p.add_argument("--name", default="adapters", help="output files bench/results/<name>.csv and .png")
+    p.add_argument("--plot-only", action="store_true", help="redraw <name>.png from <name>.csv, run nothing")
     args = p.parse_args()
     rows: list[dict] = []
     OUT.mkdir(exist_ok=True)
     if args.plot_only:
-        with (OUT / "adapters.csv").open(newline="") as f:
+        with (OUT / f"{args.name}.csv").open(newline="") as f:
             rows = [{k: (float(v) if k in ("test_acc", "updated_params") and v else v) for k, v in r.items()}
                     for r in csv.DictReader(f)]
         plot(rows, args)
@@ -82,7 +86,7 @@ def main() -> None:
         for task in args.tasks.split(","):
             task_rows, _ = run_task(task.strip(), args, Path(tmp))
             rows += task_rows
-            with (OUT / "adapters.csv").open("w", newline="") as f:  # after each task: a long run keeps what it did
+            with (OUT / f"{args.name}.csv").open("w", newline="") as f:  # after each task: a long run keeps what it did
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
                 w.writeheader()
                 w.writerows(rows)
@@ -92,7 +96,7 @@ def main() -> None:
 
 
 def plot(rows: list[dict], args) -> None:
-    """adapters.png: test accuracy against updated parameters, one panel per task."""
+    """<name>.png: test accuracy against updated parameters, one panel per task."""
     try:
         import matplotlib
 
@@ -113,10 +117,10 @@ def plot(rows: list[dict], args) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("updated parameters (log)")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{task}, {args.resolution} px, {args.steps} steps")
+        ax.set_title(f"{task}, {args.resolution} px, " + (f"{args.steps} steps" if args.steps else "own schedules"))
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(OUT / "adapters.png", dpi=110)
+    fig.savefig(OUT / f"{args.name}.png", dpi=110)
 
 
 if __name__ == "__main__":
