@@ -1,13 +1,24 @@
-"""Greedy ensemble selection with replacement (Caruana et al., ICML 2004).
+"""Greedy ensemble selection with replacement (Caruana et al., ICML 2004), optionally under a cost budget.
 
 Starting from an empty ensemble, each step adds the candidate (possibly one already in)
 whose addition gives the lowest validation cross-entropy of the averaged probabilities.
 The ensemble kept is the best prefix of that path, so it is never worse on validation
 than the best single candidate (the first step's choice).
+
+Beyond the paper: with `costs` (per candidate, the backbone key of its forward pass and that
+pass's cost, see `zooens.ensemble.cost`) and `max_cost`, a step may only add a candidate that
+keeps the ensemble's cost (the sum over its distinct backbone keys) within the budget. A
+candidate already in, or sharing a pass with one, adds nothing, so a step always has a choice
+after the first; the first step takes the best single candidate within the budget, so the kept
+ensemble is never worse on validation than it. With `costs`, the selector also traces the
+accuracy-against-cost front: every prefix of its path, and the greedy result under every budget.
 """
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -15,20 +26,160 @@ from zooens.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GreedyEnsembleSelector"]
+__all__ = ["FrontPoint", "GreedyEnsembleSelector"]
 
 _EPS = 1e-12
+_MAX_BUDGET_LEVELS = 1000
+"""The budget sweep stops after this many distinct results (`front_complete_` False); in practice
+a few dozen candidates give far fewer."""
+
+
+@dataclass(frozen=True)
+class FrontPoint:
+    """One ensemble on the accuracy-against-cost front.
+
+    members : candidate indices in the order the greedy added them (repeats allowed), the kept
+        prefix for a budget point, the prefix itself for a path point.
+    cost : the ensemble's cost (each distinct backbone key once), or None without `costs`.
+    val_loss : validation cross-entropy of the members' averaged probabilities.
+    test_accuracy : accuracy of that average on the test probabilities, when `fit` had them.
+    max_cost : for a budget point, the smallest budget under which the greedy gives this
+        result (it does for every budget up to the next point's `max_cost`); None for a path point.
+    """
+
+    members: tuple[int, ...]
+    cost: float | None
+    val_loss: float
+    test_accuracy: float | None
+    max_cost: float | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["members"] = list(self.members)
+        d["size"] = self.size
+        return d
+
+
+@dataclass(frozen=True)
+class _Path:
+    selected: list[int]
+    curve: list[float]
+    totals: list[float]  # the ensemble's cost after each step
+    level: float  # the largest cost threshold the path's decisions depended on
+
+
+class _Costs:
+    """Candidates' backbone keys as integers and each key's cost; sums are exact (`math.fsum`)."""
+
+    def __init__(self, costs: Sequence[tuple[str, float]], n_candidates: int) -> None:
+        if isinstance(costs, (str, bytes)) or not isinstance(costs, Sequence) or len(costs) != n_candidates:
+            raise ConfigError(f"costs must give one (backbone key, cost) per candidate ({n_candidates}), "
+                              f"got {costs!r:.200}.")
+        index: dict[str, int] = {}
+        key_cost: list[float] = []
+        key_ids = []
+        for i, item in enumerate(costs):
+            if not (isinstance(item, Sequence) and len(item) == 2 and isinstance(item[0], str)):
+                raise ConfigError(f"costs[{i}] must be a (backbone key, cost) pair, got {item!r}.")
+            key, value = item
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"costs[{i}] must have a finite, non-negative cost, got {value!r}.")
+            if key not in index:
+                index[key] = len(key_cost)
+                key_cost.append(float(value))
+            elif not math.isclose(key_cost[index[key]], float(value), rel_tol=1e-9, abs_tol=0.0):
+                raise ConfigError(f"Backbone key {key!r} has two costs ({key_cost[index[key]]} and {value}); "
+                                  "runs sharing a forward pass must share its cost.")
+            key_ids.append(index[key])
+        self.keys = list(index)
+        self.key_ids = np.asarray(key_ids, dtype=np.int64)
+        self.key_cost = key_cost
+        self.single = np.asarray([key_cost[k] for k in key_ids])
+
+    def total(self, keys: set[int]) -> float:
+        return math.fsum(self.key_cost[k] for k in sorted(keys))
+
+    def of(self, members: Sequence[int]) -> float:
+        return self.total({int(self.key_ids[m]) for m in members})
+
+
+def _greedy_path(true_proba: np.ndarray, max_size: int, tol: float, costs: _Costs | None,
+                 bound: float = math.inf, strict: bool = False) -> _Path | None:
+    """The greedy path under a budget (cost <= bound, or < bound when `strict`); None if nothing fits.
+
+    Ties within `tol` go to a candidate already chosen, then the lowest added cost, then the lowest
+    index. `level` is the largest cost of adding any candidate within `tol` of a step's best: under
+    any budget in [level, bound] every decision, hence the path, is the same.
+    """
+    n_candidates, n_samples = true_proba.shape
+    running = np.zeros(n_samples, dtype=np.float64)
+    counts = np.zeros(n_candidates, dtype=np.int64)
+    in_keys: set[int] = set()
+    total = 0.0
+    selected: list[int] = []
+    curve: list[float] = []
+    totals: list[float] = []
+    level = 0.0
+    for step in range(1, max_size + 1):
+        losses = -np.mean(np.log(np.clip((running + true_proba) / step, _EPS, None)), axis=1)
+        if costs is None:
+            new_total = np.zeros(n_candidates)
+            feasible = np.ones(n_candidates, dtype=bool)
+        else:
+            by_key = [total if k in in_keys else costs.total(in_keys | {k}) for k in range(len(costs.key_cost))]
+            new_total = np.asarray(by_key)[costs.key_ids]
+            feasible = new_total < bound if strict else new_total <= bound
+            if not feasible.any():
+                return None  # only at the first step: a member already in is always feasible
+        best = losses[feasible].min()
+        near = np.flatnonzero(feasible & (losses <= best + tol))
+        pick = int(min(near, key=lambda k: (counts[k] == 0, new_total[k], k)))
+        level = max(level, float(new_total[near].max()))
+        running += true_proba[pick]
+        counts[pick] += 1
+        if costs is not None:
+            in_keys.add(int(costs.key_ids[pick]))
+            total = float(new_total[pick])
+        selected.append(pick)
+        curve.append(float(losses[pick]))
+        totals.append(total)
+    return _Path(selected, curve, totals, level)
+
+
+def _best_prefix(curve: Sequence[float], tol: float) -> int:
+    """Length of the shortest prefix within `tol` of the lowest loss."""
+    c = np.asarray(curve)
+    return int(np.flatnonzero(c <= c.min() + tol)[0]) + 1
+
+
+def _pareto(points: list[FrontPoint]) -> list[FrontPoint]:
+    """The points no other beats on both cost and val loss (equal points: the lowest max_cost), by cost."""
+    front: list[FrontPoint] = []
+    for p in sorted(points, key=lambda p: (p.cost, p.val_loss, p.max_cost)):
+        if not front or p.val_loss < front[-1].val_loss:
+            front.append(p)
+    return front
 
 
 class GreedyEnsembleSelector:
-    """Forward selection with replacement over candidates' class probabilities.
+    """Forward selection with replacement over candidates' class probabilities, optionally budgeted.
 
     Parameters
     ----------
     max_size : number of greedy steps (members counted with repeats), at least 1.
     tol : two losses within `tol` count as equal. Equal candidates are resolved in favour
-        of one already in the ensemble, then the lowest index; among prefixes the
-        shortest within `tol` of the best is kept.
+        of one already in the ensemble, then the lowest added cost (with `costs`), then the lowest
+        index; among prefixes the shortest within `tol` of the best is kept.
+    costs : optional, per candidate a (backbone key, cost) pair (`ensemble.cost.cost_vector`):
+        candidates with one key share one forward pass, whose cost they must share. An
+        ensemble's cost is the sum over its distinct keys.
+    max_cost : optional budget on that cost (needs `costs`); None: no budget. A step only adds a
+        candidate that keeps the ensemble within it, so a candidate over it alone is never used.
 
     Attributes
     ----------
@@ -37,61 +188,76 @@ class GreedyEnsembleSelector:
     weights_ : ndarray of shape (n_candidates,), times chosen in the prefix / `best_size_`.
     loss_curve_ : ndarray of shape (max_size,), cross-entropy after each step.
     val_loss_ : float, cross-entropy of the kept ensemble (`loss_curve_[best_size_ - 1]`).
+    cost_ : float or None, the kept ensemble's cost (None without `costs`).
+    path_ : list[FrontPoint], every prefix of `selected_` (cost, val loss, test accuracy).
+    budget_levels_ : list[FrontPoint] or None (without `costs`): the greedy's kept result under every
+        budget, one point per distinct result by increasing `max_cost`, whatever `max_cost` this
+        selector has; a budget below the first point's `max_cost` fits no candidate.
+    front_ : list[FrontPoint] or None: the Pareto-optimal points of `budget_levels_` (no other has
+        both a lower-or-equal cost and val loss), by increasing cost and decreasing val loss.
+    front_complete_ : bool, False when the budget sweep stopped at its limit of distinct results.
     classes_ : ndarray of shape (n_classes,), the class indices 0..n_classes-1.
     n_candidates_ : int.
     """
 
-    def __init__(self, *, max_size: int = 10, tol: float = 1e-12) -> None:
+    def __init__(self, *, max_size: int = 10, tol: float = 1e-12,
+                 costs: Sequence[tuple[str, float]] | None = None, max_cost: float | None = None) -> None:
         self.max_size = max_size
         self.tol = tol
+        self.costs = costs
+        self.max_cost = max_cost
 
-    def fit(self, P: np.ndarray, y: np.ndarray) -> "GreedyEnsembleSelector":
+    def fit(self, P: np.ndarray, y: np.ndarray, *, P_test: np.ndarray | None = None,
+            y_test: np.ndarray | None = None) -> "GreedyEnsembleSelector":
         """Select members.
 
         P : array-like of shape (n_candidates, n_samples, n_classes), each candidate's
             validation probabilities; y : int labels of shape (n_samples,) in [0, n_classes).
+        P_test, y_test : optional, the same for a test split (n_test samples): only to report
+            the test accuracy of each point of the front, never to select.
         """
         if isinstance(self.max_size, bool) or not isinstance(self.max_size, (int, np.integer)) or self.max_size < 1:
             raise ConfigError(f"max_size must be a positive integer, got {self.max_size!r}; e.g. 10.")
         if not (self.tol >= 0 and np.isfinite(self.tol)):
             raise ConfigError(f"tol must be a non-negative number, got {self.tol!r}; e.g. 1e-12.")
         P = self._check_P(P)
-        y = np.asarray(y)
         n_candidates, n_samples, n_classes = P.shape
-        if y.shape != (n_samples,):
-            raise DatasetError(f"y must have shape ({n_samples},) to match P, got {y.shape}.")
+        y = self._check_y(y, n_samples, n_classes, "y", "P")
         if n_samples == 0:
             raise DatasetError("The validation set is empty; the ensemble needs at least one labelled sample.")
-        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
-            raise DatasetError(f"y must hold integer labels in [0, {n_classes}), got {y.dtype} in [{y.min()}, {y.max()}].")
+        costs = None if self.costs is None else _Costs(self.costs, n_candidates)
+        bound = self._check_max_cost(costs)
+        test = self._check_test(P_test, y_test, P.shape)
 
         true_proba = P[:, np.arange(n_samples), y].astype(np.float64)  # (n_candidates, n_samples)
-        running = np.zeros(n_samples, dtype=np.float64)
-        counts = np.zeros(n_candidates, dtype=np.int64)
-        selected: list[int] = []
-        curve: list[float] = []
-        for step in range(1, int(self.max_size) + 1):
-            losses = -np.mean(np.log(np.clip((running + true_proba) / step, _EPS, None)), axis=1)
-            near = np.flatnonzero(losses <= losses.min() + self.tol)
-            chosen_near = near[counts[near] > 0]
-            pick = int(chosen_near[0] if len(chosen_near) else near[0])
-            running += true_proba[pick]
-            counts[pick] += 1
-            selected.append(pick)
-            curve.append(float(losses[pick]))
-
-        loss_curve = np.asarray(curve)
-        best = int(np.flatnonzero(loss_curve <= loss_curve.min() + self.tol)[0]) + 1
+        path = _greedy_path(true_proba, int(self.max_size), self.tol, costs, bound)
+        if path is None:
+            assert costs is not None
+            cheapest = int(np.argmin(costs.single))
+            raise ConfigError(
+                f"No candidate fits the budget max_cost={self.max_cost}: the cheapest, candidate {cheapest} "
+                f"({costs.keys[costs.key_ids[cheapest]]}), costs {costs.single[cheapest]:.6g}. "
+                "Raise the budget to at least that, or leave it out."
+            )
+        selected, loss_curve = path.selected, np.asarray(path.curve)
+        best = _best_prefix(path.curve, self.tol)
         kept = np.bincount(np.asarray(selected[:best]), minlength=n_candidates)
         self.selected_ = selected
         self.best_size_ = best
         self.weights_ = kept / best
         self.loss_curve_ = loss_curve
         self.val_loss_ = float(loss_curve[best - 1])
+        self.cost_ = None if costs is None else path.totals[best - 1]
+        self.path_ = self._path_points(path, test, costs is not None)
+        self.budget_levels_, self.front_, self.front_complete_ = None, None, True
+        if costs is not None:
+            self.budget_levels_, self.front_complete_ = self._budget_levels(true_proba, costs, test)
+            self.front_ = _pareto(self.budget_levels_)
         self.classes_ = np.arange(n_classes)
         self.n_candidates_ = n_candidates
-        log.info("Greedy ensemble: %d members (%d distinct) of %d candidates, val CE %.4f (best single %.4f)",
-                 best, int(np.count_nonzero(kept)), n_candidates, self.val_loss_, loss_curve[0])
+        log.info("Greedy ensemble: %d members (%d distinct) of %d candidates, val CE %.4f (best single %.4f)%s",
+                 best, int(np.count_nonzero(kept)), n_candidates, self.val_loss_, loss_curve[0],
+                 "" if costs is None else f", cost {self.cost_:.6g} (budget {self.max_cost})")
         return self
 
     def predict_proba(self, P: np.ndarray) -> np.ndarray:
@@ -108,6 +274,93 @@ class GreedyEnsembleSelector:
                 f"P must have shape ({self.n_candidates_}, n_samples, {len(self.classes_)}) as in fit, got {P.shape}."
             )
         return np.tensordot(self.weights_, P.astype(np.float64), axes=1).astype(np.float32)
+
+    # ----------------------------------------------------------------------------------
+    # The front.
+
+    def _path_points(self, path: _Path, test: tuple[np.ndarray, np.ndarray] | None,
+                     with_cost: bool) -> list[FrontPoint]:
+        points = []
+        running = None
+        for i, pick in enumerate(path.selected):
+            acc = None
+            if test is not None:
+                running = test[0][pick] if running is None else running + test[0][pick]
+                acc = float(np.mean(running.argmax(1) == test[1]))
+            points.append(FrontPoint(members=tuple(path.selected[: i + 1]), cost=path.totals[i] if with_cost else None,
+                                     val_loss=path.curve[i], test_accuracy=acc))
+        return points
+
+    def _budget_levels(self, true_proba: np.ndarray, costs: _Costs,
+                       test: tuple[np.ndarray, np.ndarray] | None) -> tuple[list[FrontPoint], bool]:
+        """The greedy's result under every budget, from the largest down.
+
+        A run under budget b has one result for every budget in [level, b] (`_greedy_path`), so
+        the next distinct result is the run strictly below `level`; the sweep ends when no
+        candidate fits.
+        """
+        points: list[FrontPoint] = []
+        bound, strict = math.inf, False
+        complete = True
+        while True:
+            path = _greedy_path(true_proba, int(self.max_size), self.tol, costs, bound, strict)
+            if path is None:
+                break
+            if len(points) == _MAX_BUDGET_LEVELS:
+                log.warning("The budget sweep stopped after %d distinct results; the front is partial.", len(points))
+                complete = False
+                break
+            best = _best_prefix(path.curve, self.tol)
+            members = tuple(path.selected[:best])
+            acc = None
+            if test is not None:
+                avg = test[0][list(members)].mean(0)
+                acc = float(np.mean(avg.argmax(1) == test[1]))
+            points.append(FrontPoint(members=members, cost=path.totals[best - 1], val_loss=path.curve[best - 1],
+                                     test_accuracy=acc, max_cost=path.level))
+            bound, strict = path.level, True
+        return points[::-1], complete
+
+    # ----------------------------------------------------------------------------------
+    # Checks.
+
+    def _check_max_cost(self, costs: _Costs | None) -> float:
+        if self.max_cost is None:
+            return math.inf
+        if costs is None:
+            raise ConfigError("max_cost needs costs: give each candidate's (backbone key, cost), "
+                              "e.g. with zooens.ensemble.cost.cost_vector.")
+        m = self.max_cost
+        if isinstance(m, bool) or not isinstance(m, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(m) or m < 0:
+            raise ConfigError(f"max_cost must be a finite, non-negative number, got {m!r}; e.g. 2.0 (GFLOPs).")
+        return float(m)
+
+    @classmethod
+    def _check_test(cls, P_test: np.ndarray | None, y_test: np.ndarray | None,
+                    val_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+        if P_test is None and y_test is None:
+            return None
+        if P_test is None or y_test is None:
+            raise DatasetError("Give both P_test and y_test, or neither.")
+        P_test = cls._check_P(P_test)
+        if P_test.shape[0] != val_shape[0] or P_test.shape[2] != val_shape[2]:
+            raise DatasetError(f"P_test must have shape ({val_shape[0]}, n_test, {val_shape[2]}) to match P, "
+                               f"got {P_test.shape}.")
+        y_test = cls._check_y(y_test, P_test.shape[1], val_shape[2], "y_test", "P_test")
+        if P_test.shape[1] == 0:
+            raise DatasetError("The test set is empty; leave P_test and y_test out instead.")
+        return P_test.astype(np.float64), y_test
+
+    @staticmethod
+    def _check_y(y: np.ndarray, n_samples: int, n_classes: int, name: str, against: str) -> np.ndarray:
+        y = np.asarray(y)
+        if y.shape != (n_samples,):
+            raise DatasetError(f"{name} must have shape ({n_samples},) to match {against}, got {y.shape}.")
+        if n_samples and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes):
+            raise DatasetError(f"{name} must hold integer labels in [0, {n_classes}), "
+                               f"got {y.dtype} in [{y.min()}, {y.max()}].")
+        return y
 
     @staticmethod
     def _check_P(P: np.ndarray) -> np.ndarray:

@@ -1,4 +1,13 @@
-"""selection: datasets, embeddings through a disk cache, and ranking zoo models by kNN and LogME."""
+"""selection: datasets, embeddings through a disk cache, ranking zoo models by kNN and LogME, auditing the ranking."""
+from zooens.selection.audit import (
+    Correlation,
+    PredictorAudit,
+    RankingAudit,
+    audit_ranking,
+    best_accuracy_per_model,
+    kendall_tau_b,
+    spearman_rho,
+)
 from zooens.selection.cache import EmbeddingCache, cache_key
 from zooens.selection.datasets import (
     BUILTINS,
@@ -14,15 +23,21 @@ from zooens.selection.ranking import RANKING_COLUMNS, ModelScore, ranking_table,
 
 __all__ = [
     "BUILTINS",
+    "Correlation",
     "EmbeddingCache",
     "EmbeddingResult",
     "ImageDataset",
     "ModelScore",
+    "PredictorAudit",
     "RANKING_COLUMNS",
+    "RankingAudit",
     "Split",
+    "audit_ranking",
+    "best_accuracy_per_model",
     "cache_key",
     "embed_split",
     "embed_with_cache",
+    "kendall_tau_b",
     "knn_accuracy",
     "knn_loo_accuracy",
     "knn_predict",
@@ -31,6 +46,7 @@ __all__ = [
     "logme_score",
     "ranking_table",
     "score_model",
+    "spearman_rho",
     "validate",
     "vtab_split",
 ]

@@ -139,3 +139,223 @@ def test_bad_inputs_and_unfitted_use() -> None:
     sel = GreedyEnsembleSelector().fit(P, y)
     with pytest.raises(DatasetError):
         sel.predict_proba(P[:2])
+
+
+# --------------------------------------------------------------------------------------
+# Under a cost budget, against brute force.
+
+
+def random_costs(seed: int, n_candidates: int) -> list[tuple[str, float]]:
+    """Backbone keys with repeats (runs sharing a frozen pass) and small integer costs, so that
+    sums of distinct keys tie often (the hard case for budgets and tie-breaking)."""
+    rng = np.random.default_rng(seed + 1000)
+    n_keys = int(rng.integers(min(2, n_candidates), n_candidates + 1))
+    key_cost = rng.integers(1, 7, n_keys).astype(float)
+    keys = np.concatenate([np.arange(n_keys), rng.integers(0, n_keys, n_candidates - n_keys)])
+    rng.shuffle(keys)
+    return [(f"k{k}", float(key_cost[k])) for k in keys]
+
+
+def ref_cost(costs: list[tuple[str, float]], members) -> float:
+    """Independent reference: the sum of the costs of the distinct keys."""
+    return float(sum({costs[m][0]: costs[m][1] for m in members}.values()))
+
+
+def cached_ce(P: np.ndarray, y: np.ndarray):
+    """`ce` of a multiset (order does not matter), each computed once."""
+    seen: dict[tuple[int, ...], float] = {}
+
+    def of(members) -> float:
+        key = tuple(sorted(members))
+        if key not in seen:
+            seen[key] = ce(P, key, y)
+        return seen[key]
+
+    return of
+
+
+def reference_budgeted_greedy(P, y, max_size, costs, budget, loss=None) -> list[int] | None:
+    """The budgeted greedy path by enumeration: of the one-candidate extensions within budget, the
+    lowest loss; ties (1e-12) to one already chosen, then the lowest added cost, then the lowest index."""
+    loss = loss or cached_ce(P, y)
+    chosen: list[int] = []
+    for _ in range(max_size):
+        options = [(loss(chosen + [k]), k not in chosen, ref_cost(costs, chosen + [k]), k)
+                   for k in range(len(P)) if ref_cost(costs, chosen + [k]) <= budget]
+        if not options:
+            return None
+        best_loss = min(o[0] for o in options)
+        chosen.append(min(o[1:] for o in options if o[0] <= best_loss + 1e-12)[2])
+    return chosen
+
+
+def budget_grid(costs: list[tuple[str, float]]) -> list[float]:
+    """Every sum of distinct keys' costs, each midway point, and one below and above them all."""
+    key_cost = sorted(dict(costs).values())
+    sums = sorted({sum(c) for r in range(1, len(key_cost) + 1) for c in itertools.combinations(key_cost, r)})
+    return sorted({min(sums) - 0.5, *sums, *((a + b) / 2 for a, b in zip(sums, sums[1:])), max(sums) + 1})
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_budgeted_matches_brute_force(seed: int) -> None:
+    n = 4 + seed % 2
+    P, y = random_problem(seed, n_candidates=n)
+    costs = random_costs(seed, n)
+    loss = cached_ce(P, y)
+    multisets = [m for r in (1, 2, 3) for m in itertools.combinations_with_replacement(range(n), r)]
+    for budget in budget_grid(costs):
+        singles = [loss((k,)) for k in range(n) if costs[k][1] <= budget]
+        path = reference_budgeted_greedy(P, y, 3, costs, budget, loss)
+        selector = GreedyEnsembleSelector(max_size=3, costs=costs, max_cost=budget)
+        if not singles:
+            assert path is None
+            with pytest.raises(ConfigError, match="No candidate fits the budget"):
+                selector.fit(P, y)
+            continue
+        sel = selector.fit(P, y)
+        assert sel.selected_ == path
+        kept = sel.selected_[: sel.best_size_]
+        assert sel.cost_ == ref_cost(costs, kept) <= budget
+        assert all(costs[k][1] <= budget for k in sel.selected_)  # over budget alone: never used
+        assert sel.val_loss_ == pytest.approx(ce(P, tuple(kept), y), rel=1e-9)
+        assert sel.val_loss_ <= min(singles) + 1e-9  # never worse than the best single within budget
+        optimum = min(loss(m) for m in multisets if ref_cost(costs, m) <= budget)
+        assert sel.val_loss_ >= optimum - 1e-9
+        again = GreedyEnsembleSelector(max_size=3, costs=costs, max_cost=budget).fit(P.copy(), y.copy())
+        assert again.selected_ == sel.selected_ and again.cost_ == sel.cost_
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_front_over_budgets_against_brute_force(seed: int) -> None:
+    n = 4 + seed % 2
+    P, y = random_problem(seed, n_candidates=n)
+    Pt, yt = random_problem(seed + 50, n_candidates=n, n_samples=40)
+    costs = random_costs(seed, n)
+    sel = GreedyEnsembleSelector(max_size=3, costs=costs).fit(P, y, P_test=Pt, y_test=yt)
+    levels = sel.budget_levels_
+    assert sel.front_complete_ and levels
+    assert [p.max_cost for p in levels] == sorted({p.max_cost for p in levels})
+    # each point is what the selector gives under its budget
+    for p in levels:
+        under = GreedyEnsembleSelector(max_size=3, costs=costs, max_cost=p.max_cost).fit(P, y)
+        assert tuple(under.selected_[: under.best_size_]) == p.members
+        assert under.cost_ == p.cost == ref_cost(costs, p.members) <= p.max_cost
+        assert under.val_loss_ == p.val_loss
+        avg = Pt[list(p.members)].mean(0)
+        assert p.test_accuracy == pytest.approx(float(np.mean(avg.argmax(1) == yt)))
+    # and the points cover every budget: the last level at or below it gives the greedy's result
+    loss = cached_ce(P, y)
+    for budget in budget_grid(costs):
+        below = [p for p in levels if p.max_cost <= budget]
+        path = reference_budgeted_greedy(P, y, 3, costs, budget, loss)
+        if not below:
+            assert path is None
+            continue
+        curve = [loss(path[: i + 1]) for i in range(3)]
+        best = next(i for i, v in enumerate(curve) if v <= min(curve) + 1e-12) + 1
+        assert below[-1].members == tuple(path[:best])
+    # the front: non-dominated, and every level is matched or beaten by a front point
+    front = sel.front_
+    assert front and all(p in levels for p in front)
+    for a in front:
+        assert not any(b.cost <= a.cost and b.val_loss <= a.val_loss and (b.cost, b.val_loss) != (a.cost, a.val_loss)
+                       for b in levels)
+    for p in levels:
+        assert any(f.cost <= p.cost and f.val_loss <= p.val_loss for f in front)
+    assert [p.cost for p in front] == sorted(p.cost for p in front)
+
+
+def test_path_points_give_every_prefix() -> None:
+    P, y = random_problem(4, n_candidates=5)
+    Pt, yt = random_problem(5, n_candidates=5, n_samples=20)
+    costs = random_costs(4, 5)
+    sel = GreedyEnsembleSelector(max_size=6, costs=costs).fit(P, y, P_test=Pt, y_test=yt)
+    assert [p.members for p in sel.path_] == [tuple(sel.selected_[: i + 1]) for i in range(6)]
+    for p in sel.path_:
+        assert p.cost == ref_cost(costs, p.members) and p.max_cost is None
+        assert p.val_loss == pytest.approx(ce(P, p.members, y), rel=1e-9)
+        assert p.test_accuracy == pytest.approx(float(np.mean(Pt[list(p.members)].mean(0).argmax(1) == yt)))
+        assert p.to_dict()["size"] == len(p.members)
+    plain = GreedyEnsembleSelector(max_size=6).fit(P, y)
+    assert [p.cost for p in plain.path_] == [None] * 6 and plain.budget_levels_ is None and plain.front_ is None
+    assert plain.cost_ is None and plain.path_[0].test_accuracy is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n_candidates=st.integers(1, 6), max_size=st.integers(1, 6))
+def test_costs_without_a_binding_budget_change_nothing(seed, n_candidates, max_size) -> None:
+    # random problems have no exact ties, so the cheaper-first tie-break never acts
+    P, y = random_problem(seed, n_candidates)
+    costs = random_costs(seed, n_candidates)
+    plain = GreedyEnsembleSelector(max_size=max_size).fit(P, y)
+    for max_cost in (None, ref_cost(costs, range(n_candidates))):
+        sel = GreedyEnsembleSelector(max_size=max_size, costs=costs, max_cost=max_cost).fit(P, y)
+        assert sel.selected_ == plain.selected_ and sel.best_size_ == plain.best_size_
+        np.testing.assert_array_equal(sel.loss_curve_, plain.loss_curve_)
+        np.testing.assert_array_equal(sel.weights_, plain.weights_)
+        assert sel.budget_levels_[-1].members == tuple(plain.selected_[: plain.best_size_])
+
+
+def test_shared_pass_is_free_and_cheaper_wins_ties() -> None:
+    # two samples of class 0; true-class probabilities: B (0.95, 0.3) is the best single, Q (0.3, 0.9)
+    # complements it. Candidates 0 and 1 are both Q; 1 shares B's pass ("b"), so adding it is free.
+    true = np.array([[0.3, 0.9], [0.3, 0.9], [0.95, 0.3]])
+    P = np.stack([true, 1 - true], axis=-1)
+    y = np.zeros(2, dtype=int)
+    costs = [("a", 1.0), ("b", 2.0), ("b", 2.0)]
+    assert GreedyEnsembleSelector(max_size=2).fit(P, y).selected_ == [2, 0]  # without costs: lowest index
+    sel = GreedyEnsembleSelector(max_size=2, costs=costs).fit(P, y)
+    assert sel.selected_ == [2, 1] and sel.cost_ == 2.0  # with costs: the free one
+    assert GreedyEnsembleSelector(max_size=2, costs=costs, max_cost=2.0).fit(P, y).selected_ == [2, 1]
+    # identical new candidates: the cheaper wins although its index is higher
+    cheap = GreedyEnsembleSelector(max_size=1, costs=[("x", 2.0), ("y", 1.0)]).fit(P[[2, 2]], y)
+    assert cheap.selected_ == [1] and cheap.cost_ == 1.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"max_cost": 1.0}, "max_cost needs costs"),
+    ({"costs": [("a", 1.0)]}, "one \\(backbone key, cost\\) per candidate"),
+    ({"costs": [("a", 1.0), ("a", 2.0), ("b", 1.0), ("c", 1.0)]}, "two costs"),
+    ({"costs": [("a", -1.0), ("b", 1.0), ("c", 1.0), ("d", 1.0)]}, "non-negative cost"),
+    ({"costs": [("a", 1.0), ("b", 1.0), (3, 1.0), ("d", 1.0)]}, "pair"),
+    ({"costs": [("a", 1.0)] * 4, "max_cost": -1.0}, "max_cost must be"),
+    ({"costs": [("a", 1.0)] * 4, "max_cost": float("inf")}, "max_cost must be"),
+    ({"costs": [("a", 1.0), ("b", 3.0), ("c", 2.0), ("d", 5.0)], "max_cost": 0.5}, "at least that"),
+])
+def test_bad_budgets(kwargs, match) -> None:
+    P, y = random_problem(0)
+    with pytest.raises(ConfigError, match=match):
+        GreedyEnsembleSelector(**kwargs).fit(P, y)
+
+
+def test_bad_test_inputs() -> None:
+    P, y = random_problem(0)
+    with pytest.raises(DatasetError, match="both"):
+        GreedyEnsembleSelector().fit(P, y, P_test=P)
+    with pytest.raises(DatasetError):
+        GreedyEnsembleSelector().fit(P, y, P_test=P[:2], y_test=y)
+    with pytest.raises(DatasetError):
+        GreedyEnsembleSelector().fit(P, y, P_test=P, y_test=y[:-1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n_candidates=st.integers(1, 7), max_size=st.integers(1, 5))
+def test_budget_levels_are_exact_with_float_costs(seed, n_candidates, max_size) -> None:
+    # at each level's max_cost the selector gives that point; just below it, the previous point
+    P, y = random_problem(seed, n_candidates)
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, max(1, n_candidates - 1), n_candidates)
+    key_cost = rng.uniform(0.05, 3.0, n_candidates)
+    costs = [(f"k{k}", float(key_cost[k])) for k in keys]
+    levels = GreedyEnsembleSelector(max_size=max_size, costs=costs).fit(P, y).budget_levels_
+    for i, p in enumerate(levels):
+        at = GreedyEnsembleSelector(max_size=max_size, costs=costs, max_cost=p.max_cost).fit(P, y)
+        assert tuple(at.selected_[: at.best_size_]) == p.members
+        below = GreedyEnsembleSelector(max_size=max_size, costs=costs, max_cost=float(np.nextafter(p.max_cost, 0)))
+        if i == 0:
+            assert p.max_cost == min(c for _, c in costs)
+            with pytest.raises(ConfigError):
+                below.fit(P, y)
+        else:
+            below.fit(P, y)
+            assert tuple(below.selected_[: below.best_size_]) == levels[i - 1].members
