@@ -1,4 +1,8 @@
-"""Building models of weight sets through timm, with their weights and preprocessing."""
+"""Building models of weight sets through timm, with their weights and preprocessing.
+
+A layer tap (`model@layer`) builds its model as any weight set, then prunes it after the layer and
+wraps it (`zooens.zoo._taps.LayerTap`); its weights file, checksum and preprocessing are its model's.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +19,9 @@ from torch import nn
 
 from zooens.errors import ConfigError, MissingWeightsError
 from zooens.zoo._loading import cached_state_dict, file_sha256, load_into, pair_in_order, verify_sha256
+from zooens.zoo._names import split_tap
 from zooens.zoo._registry import get_weight_set
+from zooens.zoo._taps import base_weight_set, build_tap, tap_num_params
 from zooens.zoo._types import WeightSet
 from zooens.zoo._user import verify_user_file
 
@@ -91,8 +97,11 @@ def _create_provided(name: str, num_classes: int, pretrained: bool) -> nn.Module
     arch, state = _PROVIDED.get().get(name, (None, None))
     if arch is None or (pretrained and state is None):
         return None
+    _, layer = split_tap(name)  # a tap is given as its model's architecture and the tap's own state
     with torch.random.fork_rng(devices=[]):
-        model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+        model = timm.create_model(arch, pretrained=False, num_classes=0 if layer else num_classes)
+    if layer is not None:
+        model = build_tap(model, arch, layer, num_classes)
     if pretrained:
         load_into(model, dict(state), f"{name!r} (provided)")
     return model.eval()
@@ -100,7 +109,8 @@ def _create_provided(name: str, num_classes: int, pretrained: bool) -> nn.Module
 
 def create_model(name_or_ws: NameOrWeightSet, *, num_classes: int = 0, pretrained: bool = True) -> nn.Module:
     """A timm model of the weight set in eval mode on the CPU; `num_classes=0` gives an embedder
-    (or, inside `provided_models`, of the model given there)."""
+    (or, inside `provided_models`, of the model given there). A layer tap gives a `LayerTap`: its
+    model pruned after the layer, pooled, then a linear head of `num_classes` outputs when positive."""
     if num_classes < 0:
         raise ConfigError(f"num_classes must be 0 (an embedder) or positive, got {num_classes}.")
     if isinstance(name_or_ws, str):
@@ -108,6 +118,10 @@ def create_model(name_or_ws: NameOrWeightSet, *, num_classes: int = 0, pretraine
         if provided is not None:
             return provided
     ws = _ws(name_or_ws)
+    if ws.is_tap:
+        base = base_weight_set(ws)
+        model = create_model(base, num_classes=0, pretrained=pretrained)
+        return build_tap(model, base.arch, str(ws.layer), num_classes)
     if num_classes < 0:
         raise ConfigError(f"num_classes must be 0 (an embedder) or positive, got {num_classes}.")
     if not pretrained:
@@ -180,10 +194,13 @@ def data_config(
 
 
 def describe(name_or_ws: NameOrWeightSet) -> WeightSet:
-    """The weight set with `embed_dim` and `num_params` filled (built on the meta device)."""
+    """The weight set with `embed_dim` and `num_params` filled (built on the meta device; a layer tap's
+    are its stage's width and its pruned network's parameters)."""
     ws = _ws(name_or_ws)
     if ws.embed_dim is not None and ws.num_params is not None:
         return ws
+    if ws.is_tap:
+        return dataclasses.replace(ws, num_params=tap_num_params(ws.arch, str(ws.layer)))
     with torch.device("meta"):
         model = timm.create_model(ws.arch, pretrained=False, num_classes=0)
     embed_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)

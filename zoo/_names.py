@@ -6,15 +6,22 @@ names up in them, so neither needs the other's internals.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 from zooens.errors import UnknownModelError
 from zooens.registry import Registry
 from zooens.zoo._types import WeightSet
 
-__all__ = ["EMBEDDED", "SET_NAMES", "suggest_names", "unknown_model_error"]
+__all__ = ["EMBEDDED", "SET_NAMES", "TAP_SEPARATOR", "split_tap", "suggest_names", "unknown_model_error"]
 
 SET_NAMES: tuple[str, ...] = ("embedded", "user", "available")
+
+TAP_SEPARATOR = "@"
+"""Joins a model and one of its layers into a layer tap's name: `tf_efficientnet_lite2.in1k@blocks.4`.
+No model name holds it (timm's tags do not, and user model names are letters, digits, '.', '_', '-')."""
+
+_LAYER_RE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 
 EMBEDDED: Registry[WeightSet] = Registry("embedded weight set", error=UnknownModelError)
 """The embedded weight sets by name, filled when `zooens.zoo.embedded` is imported."""
@@ -39,3 +46,25 @@ def unknown_model_error(name: str, choices: Iterable[str], what: str = "model") 
         "(`--filter 'PATTERN*'` narrows it), or register your own with "
         "`zooens zoo add NAME --arch ARCH --weights FILE`."
     )
+
+
+def split_tap(name: str) -> tuple[str, str | None]:
+    """`(model, layer)` of a layer tap's name `model@layer`, `(name, None)` for any other name.
+
+    UnknownModelError for an empty side, a layer that is no module path ('blocks.4'), or a tap of a tap.
+    """
+    if TAP_SEPARATOR not in name:
+        return name, None
+    model, _, layer = name.partition(TAP_SEPARATOR)
+    model, layer = model.strip(), layer.strip()
+    if TAP_SEPARATOR in layer:
+        raise UnknownModelError(
+            f"{name!r} is a tap of a tap; a layer tap is taken of a model only: 'MODEL@LAYER', "
+            "e.g. 'tf_efficientnet_lite2.in1k@blocks.4'."
+        )
+    if not model or not _LAYER_RE.match(layer):
+        raise UnknownModelError(
+            f"{name!r} is not a layer tap name: write 'MODEL@LAYER' with a module name of that model, "
+            "e.g. 'tf_efficientnet_lite2.in1k@blocks.4' (`zooens zoo list --filter 'MODEL@*'` lists them)."
+        )
+    return model, layer

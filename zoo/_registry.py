@@ -2,6 +2,8 @@
 
 Precedence when names collide: embedded, then user, then timm's catalogue. The embedded sets
 register themselves when `zooens.zoo.embedded` is imported (the package `__init__` does that).
+A layer tap `model@layer` (`zooens.zoo._taps`) resolves here like any name; listings show taps
+only when asked (`taps=True`, or a pattern with '@').
 """
 from __future__ import annotations
 
@@ -9,13 +11,14 @@ import difflib
 import fnmatch
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from timm.models import get_pretrained_cfg
 
 from zooens.errors import UnknownModelError
 from zooens.zoo._catalogue import build_catalogue
-from zooens.zoo._names import EMBEDDED, SET_NAMES, suggest_names, unknown_model_error
+from zooens.zoo._names import EMBEDDED, SET_NAMES, TAP_SEPARATOR, split_tap, suggest_names, unknown_model_error
+from zooens.zoo._taps import DEFAULT_TAPS, tap_layers, tap_stages, tap_weight_set
 from zooens.zoo._types import WeightSet
 from zooens.zoo._user import user_weight_sets
 
@@ -26,7 +29,9 @@ __all__ = [
     "list_weight_sets",
     "register_weight_set",
     "resolve_zoo",
+    "taps_for",
     "unknown_model_error",
+    "with_taps",
     "zoo_sets",
 ]
 
@@ -64,10 +69,14 @@ def all_weight_sets() -> dict[str, WeightSet]:
 
 
 def get_weight_set(name: str) -> WeightSet:
-    """The weight set called `name`; a bare architecture picks its embedded or default tag."""
+    """The weight set called `name`; a bare architecture picks its embedded or default tag; `model@layer`
+    is a layer tap of `model` (UnknownModelError listing the model's tap layers for a wrong layer)."""
     if not isinstance(name, str) or not name.strip():
         raise UnknownModelError("A model name must be a non-empty string such as 'tf_efficientnet_lite0.in1k'.")
     name = name.strip()
+    base, layer = split_tap(name)
+    if layer is not None:
+        return tap_weight_set(get_weight_set(base), layer)
     if name in EMBEDDED:
         return EMBEDDED.get(name)
     user = user_weight_sets()
@@ -87,15 +96,49 @@ def get_weight_set(name: str) -> WeightSet:
     raise unknown_model_error(name, all_weight_sets())
 
 
-def list_weight_sets(pattern: str | None = None, available_only: bool = False) -> list[WeightSet]:
-    """Weight sets whose name matches the glob `pattern` (case-insensitive), sorted by name."""
-    sets = all_weight_sets().values()
-    if pattern:
-        pat = pattern.lower()
+def list_weight_sets(pattern: str | None = None, available_only: bool = False, taps: bool = False) -> list[WeightSet]:
+    """Weight sets whose name matches the glob `pattern` (case-insensitive), sorted by name.
+
+    Layer taps are listed only when asked: `taps=True` adds every tap layer of each model listed, and a
+    pattern 'MODELS@LAYERS' lists the taps whose layer matches LAYERS of the models matching MODELS
+    (`'tf_efficientnet_lite*@blocks.*'`). Each tapped architecture is built once on the meta device.
+    """
+    model_pat, _, layer_pat = (pattern or "").partition(TAP_SEPARATOR)
+    sets: Iterable[WeightSet] = all_weight_sets().values()
+    if model_pat:
+        pat = model_pat.lower()
         sets = [ws for ws in sets if fnmatch.fnmatchcase(ws.name.lower(), pat)]
     if available_only:
         sets = [ws for ws in sets if ws.weights_present]
+    if taps or layer_pat:
+        out: list[WeightSet] = []
+        for ws in sets:
+            if not layer_pat:
+                out.append(ws)
+            out += [tap_weight_set(ws, t.module) for t in tap_layers(ws.arch)
+                    if not layer_pat or fnmatch.fnmatchcase(t.module.lower(), layer_pat.lower())]
+        sets = out
     return sorted(sets, key=lambda ws: ws.name)
+
+
+def taps_for(model: str | WeightSet, last: int = DEFAULT_TAPS) -> list[str]:
+    """Names of the layer taps `--taps auto` adds for `model` (`zoo._taps.tap_stages`: its last `last`
+    stages before its final features, deepest last); empty when timm cannot tap its architecture."""
+    ws = get_weight_set(model) if isinstance(model, str) else model
+    return [f"{ws.name}{TAP_SEPARATOR}{t.module}" for t in tap_stages(ws, last)]
+
+
+def with_taps(weight_sets: Iterable[WeightSet], last: int = DEFAULT_TAPS) -> list[WeightSet]:
+    """Each weight set followed by its `taps_for` taps (`--taps auto`), without duplicates; a tap given
+    already stays where it is and gets no taps of its own."""
+    out: dict[str, WeightSet] = {}
+    for ws in weight_sets:
+        out.setdefault(ws.name, ws)
+        if not ws.is_tap:
+            for t in tap_stages(ws, last):
+                tap = tap_weight_set(ws, t.module)
+                out.setdefault(tap.name, tap)
+    return list(out.values())
 
 
 def zoo_sets() -> dict[str, list[str]]:
@@ -145,8 +188,9 @@ def _resolve_token(token: str) -> list[WeightSet]:
         ) from None
 
 
-def resolve_zoo(spec: str | Sequence[str]) -> list[WeightSet]:
-    """Weight sets of a zoo spec: a set name, a glob, comma-separated names, or a list of those."""
+def resolve_zoo(spec: str | Sequence[str], *, taps: int = 0) -> list[WeightSet]:
+    """Weight sets of a zoo spec: a set name, a glob, comma-separated names (layer taps `model@layer`
+    among them), or a list of those; `taps` > 0 adds each model's last `taps` stages (`with_taps`)."""
     if isinstance(spec, str):
         tokens = [t.strip() for t in spec.split(",")]
     else:
@@ -161,4 +205,4 @@ def resolve_zoo(spec: str | Sequence[str]) -> list[WeightSet]:
     for token in tokens:
         for ws in _resolve_token(token):
             out.setdefault(ws.name, ws)
-    return list(out.values())
+    return with_taps(out.values(), taps) if taps else list(out.values())

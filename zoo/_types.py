@@ -143,6 +143,13 @@ class WeightSet:
     license: str | None = None
     paper: str | None = None
     custom_load: bool = False  # timm loads it with the model's own loader (e.g. .npz)
+    tap_of: str | None = None  # a layer tap (`model@layer`): the weight set it is taken from
+    layer: str | None = None  # a layer tap: the module whose pooled output is the embedding
+
+    @property
+    def is_tap(self) -> bool:
+        """A layer tap (`model@layer`, see `zooens.zoo._taps`): same weights as `tap_of`, other features."""
+        return self.layer is not None
 
     @property
     def weights_present(self) -> bool:
