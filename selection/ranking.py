@@ -13,7 +13,7 @@ from zooens import zoo
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset
 from zooens.selection.embed import embed_with_cache
-from zooens.selection.knn import knn_accuracy, knn_loo_accuracy, logme_score
+from zooens.selection.knn import LOO_MAX_QUERIES, knn_accuracy, knn_loo, logme_score
 from zooens.zoo import WeightSet
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["ModelScore", "score_model", "ranking_table", "RANKING_COLUMNS"]
 
 RANKING_COLUMNS = ["model_name", "knn_accuracy", "val_accuracy", "logme", "embed_seconds", "images_per_s",
-                   "params", "embed_dim", "cached", "k"]
+                   "params", "embed_dim", "cached", "k", "knn_queries"]
 
 
 @dataclass
@@ -30,7 +30,10 @@ class ModelScore:
 
     `knn_accuracy`: leave-one-out kNN on train; `val_accuracy`: train-to-val kNN (NaN without a
     val split); `logme`: LogME on train; `embed_seconds`: wall time of getting the embeddings
-    (cache reads included); `images_per_s`: forward-pass throughput (None when all cached).
+    (cache reads included); `images_per_s`: forward-pass throughput (None when all cached);
+    `knn_queries`: how many training points the leave-one-out estimate held out, the number of
+    training examples unless that is over `knn.LOO_MAX_QUERIES` (then a seeded stratified
+    subsample; None: not recorded).
     """
 
     model_name: str
@@ -43,6 +46,7 @@ class ModelScore:
     embed_dim: int
     cached: bool
     k: int
+    knn_queries: int | None = None
 
 
 def score_model(
@@ -55,8 +59,12 @@ def score_model(
     preprocessing: str = "model",
     device: str = "cpu",
     progress: bool = True,
+    max_queries: int | None = LOO_MAX_QUERIES,
 ) -> ModelScore:
-    """Embed train and val (through the cache) and score: LOO kNN, train-to-val kNN, LogME."""
+    """Embed train and val (through the cache) and score: LOO kNN, train-to-val kNN, LogME.
+
+    The kNN search runs on `device` (torch on CUDA, FAISS on the CPU: `knn.resolve_backend`);
+    over `max_queries` training examples the LOO estimate uses that many stratified queries."""
     ws = zoo.describe(ws_or_name) if isinstance(ws_or_name, str) else ws_or_name
     started = time.perf_counter()
     results = {
@@ -72,10 +80,11 @@ def score_model(
     compute_seconds = sum(r.seconds for r in results.values() if not r.cached)
     val_acc = float("nan")
     if "val" in results:
-        val_acc = knn_accuracy(train, y, results["val"].embeddings, ds.split("val").labels, k)
+        val_acc = knn_accuracy(train, y, results["val"].embeddings, ds.split("val").labels, k, device=device)
+    loo = knn_loo(train, y, k, max_queries=max_queries, device=device)
     score = ModelScore(
         model_name=ws.name,
-        knn_accuracy=knn_loo_accuracy(train, y, k),
+        knn_accuracy=loo.accuracy,
         val_accuracy=val_acc,
         logme=logme_score(train, y),
         embed_seconds=embed_seconds,
@@ -84,6 +93,7 @@ def score_model(
         embed_dim=int(train.shape[1]),
         cached=all(r.cached for r in results.values()),
         k=k,
+        knn_queries=loo.n_queries,
     )
     logger.info("%s: kNN %.4f, val %.4f, LogME %.3f", ws.name, score.knn_accuracy, score.val_accuracy, score.logme)
     return score

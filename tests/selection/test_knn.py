@@ -1,4 +1,4 @@
-"""FAISS kNN against scikit-learn's KNeighborsClassifier on the same embeddings; LogME sanity."""
+"""kNN (the default backend; both backends in test_knn_backends.py) against scikit-learn's KNeighborsClassifier on the same embeddings; LogME sanity."""
 from __future__ import annotations
 
 import numpy as np
@@ -39,10 +39,11 @@ def test_train_to_val_accuracy_and_predictions_equal_scikit_learn(k):
     assert knn_accuracy(X[:300], y[:300], X[300:], y[300:], k) == pytest.approx(clf.score(X[300:], y[300:]))
 
 
-def test_duplicate_points_do_not_count_themselves():
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_duplicate_points_do_not_count_themselves(backend):
     X, y = _clustered(n=60, seed=3)
     X2, y2 = np.concatenate([X, X]), np.concatenate([y, (y + 1) % 6])  # each point has a twin of another class
-    acc = knn_loo_accuracy(X2, y2, k=1)
+    acc = knn_loo_accuracy(X2, y2, k=1, backend=backend)
     assert acc == 0.0  # the nearest *other* point is always the mislabelled twin
 
 
