@@ -38,7 +38,8 @@ from torch import nn
 
 from zooens import __version__
 from zooens.ensemble.artifacts import Artifact
-from zooens.errors import ConfigError
+from zooens.errors import ConfigError, WeightsMismatchError
+from zooens.zoo import create_model, provided_models
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +94,12 @@ class BaseModel:
         if self.state is None:
             raise BundleError(f"The file holds only a reference to the weights of {self.name!r}; build it from the "
                               "zoo (zooens.zoo.create_model) or export again with the weights embedded.")
-        with torch.random.fork_rng(devices=[]):
-            model = timm.create_model(self.arch, pretrained=False, num_classes=0)
-        try:
-            model.load_state_dict(self.state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
+        try:  # through the zoo's factory, so a layer tap (model@layer) is rebuilt as the cut-down network
+            with torch.random.fork_rng(devices=[]), provided_models({self.name: (self.arch, self.state)}):
+                model = create_model(self.name, num_classes=0)
+        except WeightsMismatchError as exc:
             raise BundleError(f"The bundled weights of {self.name!r} do not fit architecture {self.arch!r} "
-                              f"({first}); the file is damaged or was written by another timm.") from None
+                              f"({exc}); the file is damaged or was written by another timm.") from None
         return model.eval()
 
 

@@ -1,8 +1,34 @@
-"""Embedding a split with a zoo model: its own preprocessing, batched, cached on disk."""
+"""Embedding a split with a zoo model: decoded once per preprocessing, batched, cached on disk.
+
+The pipeline, and why:
+
+- **Decode once per geometry.** Images are decoded and resized to uint8 once per (dataset,
+  split, geometry of the eval transform) and shared by every model with that geometry
+  (`zooens.selection.decoded`); `ToTensor` and `Normalize` run on the device, per batch, giving
+  exactly timm's float inputs. A zoo of N models with one config decodes the data once.
+- **Decoding overlaps the forward pass.** A cold split is decoded in a DataLoader with
+  `resolve_num_workers` processes (`Settings.num_workers`, 'auto': all but one core on a CUDA
+  host; none on a CPU-only host, where a worker takes a core from the forward pass: measured with
+  bench/embed_throughput.py on the 2-core reference machine, decoding being paid once per zoo);
+  on CUDA batches are pinned and copied `non_blocking`, outputs stay on the device until the end,
+  so the host queues the next batch while the GPU runs.
+- **bf16 autocast on CUDA, channels-last, inference mode.** The batch size on CUDA comes from the
+  free GPU memory (`batch_size_for`); on the CPU it is `default_batch_size`.
+- **A built model is kept** for the next split of the same model (`built_model`: an LRU of
+  `Settings.embed_model_cache_size` models keyed by weight-set name, weights checksum and
+  `pretrained`), so embedding train, val and test builds the model once. These models are for
+  inference only: nobody may train them.
+- **Embeddings are cached on disk** (`EmbeddingCache`), keyed by model, weights checksum, dataset
+  fingerprint, split and the full data config (`embedding_key`): a hit builds no model.
+"""
 from __future__ import annotations
 
 import logging
+import math
+import os
+import threading
 import time
+from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +36,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from timm.data import create_transform
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -18,16 +43,29 @@ from zooens import zoo
 from zooens.cancel import check_cancelled
 from zooens.selection.cache import EmbeddingCache, cache_key
 from zooens.selection.datasets import ImageDataset, Split
+from zooens.selection.decoded import DecodedCache, DecodeKey, decoded_batches, decoded_cache, mean_std, normalize
 from zooens.settings import get_settings
 from zooens.zoo import WeightSet
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["embed_split", "embed_with_cache", "EmbeddingResult", "SplitDataset", "default_batch_size"]
+__all__ = [
+    "EmbeddingResult", "SplitDataset", "batch_size_for", "built_model", "clear_built_models", "default_batch_size",
+    "embed_split", "embed_with_cache", "embedding_key", "resolve_num_workers",
+]
+
+CPU_AUTO_WORKERS = 0
+"""`num_workers='auto'` on a CPU-only host: decoding in the main process. On the 2-core reference
+machine a worker process competes with the forward pass for the cores, and decoding is paid once
+per zoo (bench/embed_throughput.py --workers 0,1,2 measures it)."""
+
+CUDA_BYTES_PER_INPUT_VALUE = 256
+"""Budget of GPU memory per input value (3 x H x W) of one image in a bf16 inference forward:
+generous for convnets (their widest activations are ~16x the input) and ViTs (~10x)."""
 
 
 class SplitDataset(torch.utils.data.Dataset):
-    """A split's images through a transform, for a DataLoader."""
+    """A split's images through a transform, for a DataLoader (fine-tuning and other callers)."""
 
     def __init__(self, split: Split, transform: Callable[[Any], torch.Tensor]) -> None:
         self.split, self.transform = split, transform
@@ -39,9 +77,69 @@ class SplitDataset(torch.utils.data.Dataset):
         return self.transform(self.split.image(i))
 
 
+def _is_cuda(device: str | torch.device) -> bool:
+    return str(device).startswith("cuda")
+
+
 def default_batch_size(device: str) -> int:
     """Images per forward pass: larger on CUDA, where memory and parallelism allow it."""
-    return 256 if str(device).startswith("cuda") else 64
+    return 256 if _is_cuda(device) else 64
+
+
+def batch_size_for(device: str, data_cfg: dict[str, Any]) -> int:
+    """Embedding batch size: `default_batch_size` on the CPU; on CUDA the largest power of two whose
+    inputs' budget (`CUDA_BYTES_PER_INPUT_VALUE`) fits half the free GPU memory, within 16..1024."""
+    if not _is_cuda(device):
+        return default_batch_size(device)
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    per_image = math.prod(data_cfg["input_size"]) * CUDA_BYTES_PER_INPUT_VALUE
+    fits = max(1, int(free * 0.5 // per_image))
+    return int(min(1024, max(16, 2 ** int(math.log2(fits)))))
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_num_workers(setting: int | str, device: str) -> int:
+    """DataLoader decode workers: an int as given; 'auto' all but one core on CUDA, else CPU_AUTO_WORKERS."""
+    if setting == "auto":
+        return max(0, _cores() - 1) if _is_cuda(device) else CPU_AUTO_WORKERS
+    return max(0, int(setting))
+
+
+_MODELS: OrderedDict[tuple[str, str, bool], nn.Module] = OrderedDict()
+_MODELS_LOCK = threading.Lock()
+
+
+def built_model(ws: WeightSet, *, pretrained: bool = True) -> nn.Module:
+    """The embedder (`num_classes=0`) of `ws` in eval mode, kept for the next call (an LRU of
+    `Settings.embed_model_cache_size`, keyed by name, weights checksum and `pretrained`).
+
+    For inference only: the same module is returned to every caller."""
+    size = get_settings().embed_model_cache_size
+    key = (ws.name, zoo.weights_sha256(ws, pretrained=pretrained), pretrained)
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is not None:
+            _MODELS.move_to_end(key)
+            return model.eval()
+    model = zoo.create_model(ws, num_classes=0, pretrained=pretrained)
+    if size > 0:
+        with _MODELS_LOCK:
+            _MODELS[key] = model
+            while len(_MODELS) > size:
+                _MODELS.popitem(last=False)
+    return model.eval()
+
+
+def clear_built_models() -> None:
+    """Forget the kept models (tests, or to free their memory)."""
+    with _MODELS_LOCK:
+        _MODELS.clear()
 
 
 def embed_split(
@@ -54,35 +152,33 @@ def embed_split(
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "",
+    decode_key: DecodeKey | None = None,
+    decoded: DecodedCache | None = None,
 ) -> np.ndarray:
-    """float32 embeddings (N, D) of a split: eval transform, inference mode, channels-last."""
-    transform = create_transform(**data_cfg, is_training=False)
-    batch_size = batch_size or default_batch_size(device)
-    loader = torch.utils.data.DataLoader(
-        SplitDataset(split, transform),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=str(device).startswith("cuda"),
-        persistent_workers=False,
-    )
-    cuda = str(device).startswith("cuda")
+    """float32 embeddings (N, D) of a split: the eval transform of `data_cfg` (decoded to uint8,
+    normalised on the device), inference mode, channels-last, bf16 autocast on CUDA.
+
+    With `decode_key` and `decoded` the decoded split comes from, or goes to, that cache."""
+    cuda = _is_cuda(device)
+    batch_size = batch_size or batch_size_for(device, data_cfg)
     model = model.to(device).eval().to(memory_format=torch.channels_last)
+    mean, std = mean_std(data_cfg, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
-    chunks: list[np.ndarray] = []
+    outputs: list[torch.Tensor] = []
+    batches = decoded_batches(split, data_cfg, batch_size=batch_size, num_workers=num_workers, pin_memory=cuda,
+                              key=decode_key, cache=decoded)
     with torch.inference_mode(), autocast, tqdm(total=len(split), desc=desc or "embedding", unit="img",
                                                 disable=not progress, leave=False) as bar:
-        for batch in loader:
+        for batch in batches:
             check_cancelled()  # a cancelled job or a unit past its time limit stops within one batch
-            batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            out = model(batch)
+            out = model(normalize(batch.to(device, non_blocking=cuda), mean, std))
             if out.ndim > 2:  # models whose pooled output is not flat
                 out = out.flatten(1)
-            chunks.append(out.float().cpu().numpy())
+            outputs.append(out.float())  # stays on the device: no sync per batch
             bar.update(len(batch))
-    if not chunks:
+    if not outputs:
         return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+    return torch.cat(outputs).cpu().numpy().astype(np.float32, copy=False)
 
 
 @dataclass
@@ -95,6 +191,20 @@ class EmbeddingResult:
     images_per_s: float | None
     key: str
     path: Path
+
+
+def embedding_key(
+    ws_or_name: str | WeightSet,
+    ds: ImageDataset,
+    split: str,
+    *,
+    resolution: int | None = None,
+    preprocessing: str = "model",
+) -> str:
+    """The EmbeddingCache key of `ds[split]` embedded by a model (what `embed_with_cache` uses)."""
+    ws = zoo.get_weight_set(ws_or_name) if isinstance(ws_or_name, str) else ws_or_name
+    data_cfg = zoo.data_config(ws, resolution=resolution, preprocessing=preprocessing)
+    return cache_key(ws.name, zoo.weights_sha256(ws), ds.fingerprint, split, data_cfg)
 
 
 def embed_with_cache(
@@ -112,7 +222,8 @@ def embed_with_cache(
     """Embeddings of `ds[split]`, from the cache when the same inputs were embedded before.
 
     `preprocessing` as `zoo.PREPROCESSINGS` (the model's own eval transform, or VTAB's plain resize);
-    it is part of the data config, so of the cache key."""
+    it is part of the data config, so of the cache key. A miss uses the kept model (`built_model`)
+    and the decoded split shared by models of the same geometry (under `cache.root / 'decoded'`)."""
     started = time.perf_counter()
     ws = zoo.get_weight_set(ws_or_name) if isinstance(ws_or_name, str) else ws_or_name
     sp = ds.split(split)
@@ -123,11 +234,13 @@ def embed_with_cache(
         logger.info("%s / %s of %s: %d embeddings cached (%s), no forward pass",
                     ws.name, split, ds.name, len(hit), cache.path(key))
         return EmbeddingResult(hit, True, time.perf_counter() - started, None, key, cache.path(key))
-    model = zoo.create_model(ws, num_classes=0)
+    model = built_model(ws)
     t0 = time.perf_counter()
     emb = embed_split(
-        model, data_cfg, sp, batch_size=batch_size, device=device, num_workers=get_settings().num_workers,
+        model, data_cfg, sp, batch_size=batch_size, device=device,
+        num_workers=resolve_num_workers(get_settings().num_workers, device),
         progress=progress, desc=f"{ws.name} {split}",
+        decode_key=DecodeKey.of(ds.fingerprint, split, data_cfg), decoded=decoded_cache(cache.root / "decoded"),
     )
     seconds = time.perf_counter() - t0
     path = cache.put(key, emb, meta={"model": ws.name, "split": split, "dataset": ds.fingerprint,

@@ -34,6 +34,10 @@ class JobPublic(BaseModel):
     error: str | None
     worker_id: str | None
     cancel_requested: bool
+    ranking_audit: dict[str, Any] | None = Field(
+        default=None,
+        description="How well the kNN ranking and LogME predicted the fine-tuned order: per predictor, Spearman and "
+                    "Kendall correlations with the models' best fine-tuned val accuracy, and the regret of its top-K.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -66,6 +70,10 @@ class RunPublic(BaseModel):
     seconds: float
     updated_params: int
     update_bytes: int
+    gflops: float | None = Field(default=None, description="GFLOPs of one image's forward pass (multiply-add = 2).")
+    params_count: int | None = Field(default=None, description="Parameters of the inference network.")
+    latency_ms: float | None = Field(default=None, description="Batch-1 latency on the worker's device.")
+    backbone_key: str | None = Field(default=None, description="Runs with the same key share one forward pass.")
 
 
 class RankingRow(BaseModel):
@@ -84,6 +92,8 @@ class RankingRow(BaseModel):
     embed_dim: int | None
     embed_seconds: float | None
     images_per_s: float | None
+    knn_queries: int | None = Field(default=None, description="Leave-one-out queries behind knn_accuracy (fewer "
+                                                              "than the training examples when subsampled).")
 
 
 class EnsembleMemberPublic(BaseModel):
@@ -108,6 +118,15 @@ class EnsemblePublic(BaseModel):
     test_acc: float | None
     loss_curve: list[float]
     members: list[EnsembleMemberPublic]
+    max_gflops: float | None = None
+    max_latency_ms: float | None = None
+    gflops: float | None = Field(default=None, description="GFLOPs per image of the distinct forward passes.")
+    latency_ms: float | None = Field(default=None, description="Summed batch-1 latency of the distinct passes.")
+    front: dict[str, Any] | None = Field(
+        default=None,
+        description="Accuracy against cost: `path` (each prefix of the greedy path) and `front` (the best ensemble "
+                    "under each budget, Pareto-optimal), each point with its members (unit keys), cost, val "
+                    "cross-entropy and test accuracy; `metric` names the cost.")
 
 
 class JobReport(BaseModel):
@@ -116,8 +135,9 @@ class JobReport(BaseModel):
     runs: list[RunPublic]
     ensemble: EnsemblePublic | None
     best_single: RunPublic | None = Field(
-        description="The best single run by validation cross-entropy (ties: the earlier run), the run the ensemble "
-                    "is compared with everywhere (CLI, API, dashboard, VTAB tables).")
+        description="The best single run by validation cross-entropy (ties: the earlier run) among the ensemble's "
+                    "candidates (the top-K's runs, within the budget), the run the ensemble is compared with "
+                    "everywhere (CLI, API, dashboard, VTAB tables).")
 
 
 def job_public(job: Job) -> JobPublic:
@@ -149,7 +169,7 @@ def ranking_rows(s: Session, job_id: int) -> list[RankingRow]:
             updated_params=None if run is None else run.updated_params,
             update_bytes=None if run is None else run.update_bytes,
             params=score.params, embed_dim=score.embed_dim, embed_seconds=score.embed_seconds,
-            images_per_s=score.images_per_s,
+            images_per_s=score.images_per_s, knn_queries=score.knn_queries,
         ))
     return rows
 
@@ -172,7 +192,9 @@ def ensemble_view(s: Session, job_id: int) -> EnsemblePublic | None:
             update_bytes=run.update_bytes,
         ))
     return EnsemblePublic(id=ens.id, job_id=job_id, size=ens.size, val_ce=ens.val_ce, val_acc=ens.val_acc,
-                          test_acc=ens.test_acc, loss_curve=ens.loss_curve, members=members)
+                          test_acc=ens.test_acc, loss_curve=ens.loss_curve, members=members,
+                          max_gflops=ens.max_gflops, max_latency_ms=ens.max_latency_ms, gflops=ens.gflops,
+                          latency_ms=ens.latency_ms, front=ens.front)
 
 
 def best_single(runs: list[RunPublic]) -> RunPublic | None:
@@ -180,9 +202,22 @@ def best_single(runs: list[RunPublic]) -> RunPublic | None:
     return min(runs, key=lambda r: (r.val_ce, r.id), default=None)
 
 
+def ensemble_candidates(runs: list[RunPublic], ranking: list[RankingRow], params: dict[str, Any]) -> list[RunPublic]:
+    """The runs the ensemble chose from: those of the top-K models (not the ranking audit's extra models),
+    within the job's inference budget when it has one (a run whose cost is unknown is kept)."""
+    top_k = int(params.get("top_k", 3))
+    selected = {r.model_name for r in ranking[:top_k]}
+    out = [r for r in runs if r.model_name in selected] if ranking else list(runs)
+    for metric, limit in (("gflops", params.get("max_gflops")), ("latency_ms", params.get("max_latency_ms"))):
+        if limit is not None:
+            out = [r for r in out if getattr(r, metric) is None or getattr(r, metric) <= limit]
+    return out
+
+
 def job_report(s: Session, job_id: int) -> JobReport:
     """Everything about a job at once (`zooens run --json`, `zooens jobs show`)."""
     job = registry.get_job(s, job_id)
     runs = run_rows(s, job_id)
-    return JobReport(job=job_public(job), ranking=ranking_rows(s, job_id), runs=runs,
-                     ensemble=ensemble_view(s, job_id), best_single=best_single(runs))
+    ranking = ranking_rows(s, job_id)
+    return JobReport(job=job_public(job), ranking=ranking, runs=runs, ensemble=ensemble_view(s, job_id),
+                     best_single=best_single(ensemble_candidates(runs, ranking, job.params)))

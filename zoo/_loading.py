@@ -1,7 +1,19 @@
-"""Reading weight files: checksums, key pairing, classifier-tolerant loading, in-process cache."""
+"""Reading weight files: checksums, key pairing, classifier-tolerant loading, in-process cache.
+
+A weight file's sha256 is computed once per (resolved path, size, mtime_ns), not at every load
+(seconds for a 1 GB ViT): in this process a dict remembers it, and across processes a small JSON
+file under the cache dir (`SHA_CACHE_FILE` in `Settings.resolved_cache_dir`) does. That file is
+only a hint: it is read when a checksum is missing from the dict, merged and replaced atomically
+(temporary file, then rename) after each new checksum, bounded to `SHA_CACHE_ENTRIES` entries
+(oldest dropped), and ignored when unreadable, so a corrupt or half-written copy costs one
+recomputation, never a wrong answer for a file whose size or mtime changed.
+"""
 from __future__ import annotations
 
+import json
 import logging
+import os
+import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -11,6 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from zooens.errors import WeightsMismatchError
+from zooens.settings import get_settings
 from zooens.utils import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -18,6 +31,8 @@ logger = logging.getLogger(__name__)
 StateDict = dict[str, torch.Tensor]
 
 _CACHE_SIZE = 8
+SHA_CACHE_FILE = "weights_sha256.json"
+SHA_CACHE_ENTRIES = 1024
 _lock = threading.RLock()
 _sha_cache: dict[tuple[str, int, int], str] = {}
 _state_cache: OrderedDict[tuple, StateDict] = OrderedDict()
@@ -28,13 +43,67 @@ def _stat_key(path: Path) -> tuple[str, int, int]:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
+def sha_cache_path() -> Path:
+    """The JSON file that remembers weight checksums across processes."""
+    return get_settings().resolved_cache_dir / SHA_CACHE_FILE
+
+
+def _entry_name(key: tuple[str, int, int]) -> str:
+    return f"{key[1]}:{key[2]}:{key[0]}"  # size:mtime_ns:path (a path may hold ':')
+
+
+def _read_persisted(path: Path) -> dict[str, str]:
+    """The persisted checksums, or {} when the file is absent or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable checksum cache %s (%s); checksums are recomputed", path, exc)
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items()
+            if isinstance(k, str) and isinstance(v, str) and len(v) == 64}
+
+
+def _persist(key: tuple[str, int, int], digest: str) -> None:
+    """Merge one checksum into the JSON file atomically; a failure to write is only logged."""
+    path = sha_cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entries = _read_persisted(path)
+        entries.pop(_entry_name(key), None)
+        entries[_entry_name(key)] = digest  # newest last
+        while len(entries) > SHA_CACHE_ENTRIES:
+            entries.pop(next(iter(entries)))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(entries, f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        logger.warning("cannot record the checksum of %s in %s: %s", key[0], path, exc)
+
+
 def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, remembered while its size and mtime stay the same."""
+    """sha256 of a file, computed once per (path, size, mtime): remembered in this process and in
+    the cache dir's checksum file for the next one."""
     key = _stat_key(Path(path))
     with _lock:
-        if key not in _sha_cache:
-            _sha_cache[key] = sha256_file(path)
-        return _sha_cache[key]
+        if key in _sha_cache:
+            return _sha_cache[key]
+        known = _read_persisted(sha_cache_path()).get(_entry_name(key))
+        if known is not None:
+            _sha_cache[key] = known
+            return known
+        digest = sha256_file(path)
+        _sha_cache[key] = digest
+        _persist(key, digest)
+        return digest
 
 
 def verify_sha256(path: Path, expected: str | None, label: str) -> str:
@@ -170,7 +239,9 @@ def _short(keys: list[str], n: int = 8) -> str:
 
 
 def clear_cache() -> None:
-    """Forget cached state dicts and checksums (tests, or after replacing files)."""
+    """Forget this process's cached state dicts and checksums (tests, or after replacing files).
+
+    The persisted checksums stay: each is keyed by size and mtime, so a replaced file misses it."""
     with _lock:
         _state_cache.clear()
         _sha_cache.clear()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,7 +18,22 @@ class Settings(BaseSettings):
     )
     cache_dir: Path | None = Field(default=None, description="Embedding cache; default `home`/cache.")
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
-    num_workers: int = Field(default=0, description="DataLoader worker processes for embedding.")
+    num_workers: int | Literal["auto"] = Field(
+        default="auto",
+        description="DataLoader worker processes that decode images for embedding; 'auto': all but one "
+                    "core on a CUDA host, none on a CPU-only one (measured: bench/embed_throughput.py).",
+    )
+    embed_model_cache_size: int = Field(
+        default=2, ge=0, description="Built models an embedding process keeps for the next split of the same model.",
+    )
+    decoded_memory_bytes: int = Field(
+        default=2 * 1024**3, ge=0,
+        description="Most bytes of decoded (resized uint8) splits held in memory, shared by models of one preprocessing.",
+    )
+    decoded_disk_bytes: int = Field(
+        default=4 * 1024**3, ge=0,
+        description="Most bytes of decoded splits kept on disk under the cache dir (oldest evicted first).",
+    )
     executor: str = Field(default="local", description="'local' or 'ray'.")
     ray_address: str | None = Field(default=None, description="Ray cluster address; None starts a local one.")
     # inputs: every one bounded before it is decoded or stored (README, "Security limits")

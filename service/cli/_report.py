@@ -65,14 +65,16 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
     cols += [("test acc", False)] if has_test else [("val acc", False)]
     cols += [("updated", False)]
     if wide:
-        cols = [("run", False)] + cols + [("steps", False), ("val acc", False), ("update size", False), ("s", False)]
+        cols = [("run", False)] + cols + [("steps", False), ("val acc", False), ("update size", False), ("s", False),
+                                          ("GFLOPs", False), ("latency ms", False)]
     runs = _table("Fine-tune runs", cols)
     for r in report["runs"]:
         row = [escape(r["model_name"]), r["strategy"], f"{r['hparams'].get('lr', 0):g}", f"{r['val_ce']:.3f}",
                pct(r["test_acc"]) if has_test else pct(r["val_acc"]), _params(r["updated_params"])]
         if wide:
             row = [str(r["id"])] + row + [str(r["hparams"].get("steps", "-")), pct(r["val_acc"]),
-                                          f"{r['update_bytes'] / 1024:.1f} KiB", f"{r['seconds']:.1f}"]
+                                          f"{r['update_bytes'] / 1024:.1f} KiB", f"{r['seconds']:.1f}",
+                                          _number(r.get("gflops"), 3), _number(r.get("latency_ms"), 1)]
         runs.add_row(*row)
     if report["runs"] and wide:
         console.print(runs)
@@ -87,6 +89,9 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
             t.add_row(escape(m["model_name"]), m["strategy"], f"{m['hparams'].get('lr', 0):g}", f"{m['weight']:.3f}",
                       f"{m['val_ce']:.3f}", *([pct(m["test_acc"])] if has_test else []))
         console.print(t)
+        cost = _ensemble_cost(ens)
+        if cost:
+            console.print(cost)
     best = report.get("best_single")
     if ens and best:
         which = f"{escape(best['model_name'])} {best['strategy']}"
@@ -96,7 +101,40 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
         else:
             console.print(f"no test split: val accuracy ensemble {pct(ens['val_acc'])}, best single run "
                           f"{pct(best['val_acc'])} ({which}, lowest val CE)")
+    audit = job.get("ranking_audit")
+    if audit:
+        print_audit(audit, console)
     if job["error"]:
         console.print(f"[red]error:[/red] {escape(job['error'])}")
     duration = job.get("duration_seconds")
     console.print(f"status: {job['status']}" + (f" in {seconds_text(duration)}" if duration is not None else ""))
+
+
+def _number(x: float | None, digits: int) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _ensemble_cost(ens: dict) -> str:
+    """One line: the ensemble's inference cost, and its budget when it had one."""
+    if ens.get("gflops") is None:
+        return ""
+    text = f"inference cost: {ens['gflops']:.3f} GFLOPs per image"
+    if ens.get("latency_ms") is not None:
+        text += f", {ens['latency_ms']:.1f} ms batch-1 latency"
+    budget = [f"{v:g} {unit}" for v, unit in ((ens.get("max_gflops"), "GFLOPs"), (ens.get("max_latency_ms"), "ms"))
+              if v is not None]
+    return text + (f" (budget {budget[0]})" if budget else "")
+
+
+def print_audit(audit: dict, console: Console) -> None:
+    """How well each predictor (kNN, LogME) ranked the fine-tuned models."""
+    t = _table(f"How good was the ranking? ({audit.get('audited_models', '?')} fine-tuned models; "
+               f"{audit.get('basis', '')})", [("predictor", True), ("Spearman", False), ("Kendall", False),
+                                              ("regret", False), ("top-K", True)])
+    for name, p in (audit.get("predictors") or {}).items():
+        def corr(c: dict | None) -> str:
+            return "-" if not c or c.get("value") is None else f"{c['value']:+.3f}"
+        regret = "-" if p.get("regret") is None else f"{100 * p['regret']:.1f} pts"
+        t.add_row(name, corr(p.get("spearman")), corr(p.get("kendall")), regret,
+                  escape(", ".join(p.get("top_k_models") or [])))
+    console.print(t)

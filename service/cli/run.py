@@ -46,6 +46,17 @@ def run(
     max_test: Optional[int] = typer.Option(None, "--max-test", help="Evaluate on a seeded subsample of the test split."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size of the sweep (default: each strategy's)."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice."),
+    max_gflops: Optional[float] = typer.Option(None, "--max-gflops",
+                                               help="Inference budget: the ensemble's GFLOPs per image (distinct "
+                                                    "forward passes; a shared frozen backbone counts once)."),
+    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms",
+                                                   help="Inference budget: the ensemble's summed batch-1 latency "
+                                                        "(ms) on the worker's device."),
+    audit_ranking: int = typer.Option(0, "--audit-ranking",
+                                      help="Also fine-tune N models beyond the top-K with linear, to check the "
+                                           "ranking (Spearman, Kendall, regret); the ensemble stays top-K."),
+    taps: str = typer.Option("none", "--taps",
+                             help="none, or auto: add each model's last few stages (model@layer) as candidates."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o",
                                                help="A strategy option STRATEGY.KEY=VALUE (JSON value), e.g. film.head=\"lda\"; repeatable."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -77,6 +88,10 @@ def run(
         augmentation=augmentation,
         preprocessing=preprocessing,
         small_classes=small_classes,
+        max_gflops=max_gflops,
+        max_latency_ms=max_latency_ms,
+        audit_ranking=audit_ranking,
+        taps=taps,
         strategy_options=parse_strategy_options(option or []),
     )
     ds = load_dataset(source)

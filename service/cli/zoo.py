@@ -28,12 +28,13 @@ def _params(n: int | None) -> str:
 def list_(
     filter_: str = typer.Option(None, "--filter", "-f", help="Glob over names, e.g. 'convnext*'."),
     available: bool = typer.Option(False, "--available", help="Only models whose weights are on this machine."),
+    taps: bool = typer.Option(False, "--taps", help="Also each model's layer taps (model@layer), as --taps auto adds."),
     as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
 ) -> None:
     """List weight sets (name, origin, weights available, input size, parameters, licence)."""
     from zooens.zoo import list_weight_sets
 
-    sets = list_weight_sets(filter_, available_only=available)
+    sets = list_weight_sets(filter_, available_only=available, taps=taps)
     if as_json:
         typer.echo(json.dumps([ws.to_dict() for ws in sets], indent=2))
         return

@@ -4,7 +4,8 @@ Pages are Jinja2 templates from package data; most data comes from the `/api/v1`
 endpoints through a little vanilla JS, all of it in static files (the Content-Security-Policy
 allows no inline script or style). The zoo catalogue (~1,800 entries) is the API's cached one,
 filtered and paginated here. Dataset pages read only the registry row (classes, counts) and
-serve thumbnails made once, from disk: no image is decoded in a request. plotly.js is served
+serve thumbnails made once, from disk: no image is decoded in a request. The ranking-audit page
+reads each finished job's stored audit (`jobs.ranking_audit`) from the registry. plotly.js is served
 from the installed `plotly` package: no CDN.
 
 With ZOOENS_PROTECT_READS, browsers sign in once (`POST /dashboard/session`): the token goes
@@ -35,6 +36,7 @@ from zooens.errors import NotFoundError, ZooensError
 from zooens.service import registry
 from zooens.service.api.middleware import SESSION_COOKIE, token_is_valid
 from zooens.service.api.routes.zoo import catalogue
+from zooens.service.db.models import FINISHED
 from zooens.service.db.session import session_scope
 from zooens.service.thumbnails import THUMB_SIZE, ensure_thumbnails, sample_indices, thumbnail_file, thumbnails_dir
 from zooens.settings import get_settings
@@ -149,6 +151,96 @@ def strategy_default_sweep(name: str) -> dict[str, str]:
         return {"learning_rates": "", "steps": ""}
     return {"learning_rates": ", ".join(f"{v:g}" for v in sweep.learning_rates),
             "steps": ", ".join(str(v) for v in sweep.steps)}
+
+
+# --------------------------------------------------------------------------------------
+# Ranking audits across jobs: how well kNN and LogME predicted the fine-tuned order
+
+
+AUDIT_PREDICTORS = ("knn", "logme")
+AUDIT_FIGURES = ("spearman", "kendall", "regret")
+MAX_AUDITED_JOBS = 1000
+
+
+def _figure(predictor: dict[str, Any] | None, figure: str) -> tuple[float | None, str | None]:
+    """One figure of a predictor's audit (`selection.audit.PredictorAudit.to_dict`) and why it is missing."""
+    if predictor is None:
+        return None, "no audit for this predictor"
+    if figure == "regret":
+        return predictor.get("regret"), predictor.get("regret_reason")
+    corr = predictor.get(figure) or {}
+    return corr.get("value"), corr.get("reason")
+
+
+def better_predictor(predictors: dict[str, Any]) -> str | None:
+    """Which of kNN and LogME ordered the fine-tuned models better: the higher Spearman rho, then the higher
+    Kendall tau, then the lower regret (equal within 1e-9 or undefined: the next figure); None when no figure
+    tells them apart. The job page's `betterPredictor` applies the same rule."""
+    knn, logme = predictors.get("knn"), predictors.get("logme")
+    if knn is None or logme is None:
+        return None
+    for figure, sign in (("spearman", 1), ("kendall", 1), ("regret", -1)):
+        a, b = _figure(knn, figure)[0], _figure(logme, figure)[0]
+        if a is None or b is None or abs(a - b) <= 1e-9:
+            continue
+        return "knn" if (a - b) * sign > 0 else "logme"
+    return None
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One finished job's ranking audit as the summary page shows it."""
+
+    job_id: int
+    dataset_id: int
+    dataset: str | None
+    audited_models: int
+    figures: dict[str, dict[str, tuple[float | None, str | None]]]  # predictor -> figure -> (value, reason)
+    better: str | None
+
+
+def audit_row(job_id: int, dataset_id: int, dataset: str | None, audit: dict[str, Any]) -> AuditRow:
+    predictors = audit.get("predictors") or {}
+    audited = audit.get("audited_models")
+    if audited is None:
+        audited = len(audit.get("finetuned_accuracy") or {})
+    return AuditRow(job_id=job_id, dataset_id=dataset_id, dataset=dataset, audited_models=int(audited),
+                    figures={p: {f: _figure(predictors.get(p), f) for f in AUDIT_FIGURES} for p in AUDIT_PREDICTORS},
+                    better=better_predictor(predictors))
+
+
+def audit_means(rows: list[AuditRow]) -> dict[str, dict[str, tuple[float | None, int]]]:
+    """predictor -> figure -> (mean over the jobs where it is defined, how many jobs that is)."""
+    out: dict[str, dict[str, tuple[float | None, int]]] = {}
+    for p in AUDIT_PREDICTORS:
+        out[p] = {}
+        for f in AUDIT_FIGURES:
+            values = [r.figures[p][f][0] for r in rows if r.figures[p][f][0] is not None]
+            out[p][f] = (sum(values) / len(values) if values else None, len(values))
+    return out
+
+
+@router.get("/dashboard/audit", response_class=HTMLResponse)
+def audit_page(request: Request) -> HTMLResponse:
+    """Every finished job's ranking audit (the newest `MAX_AUDITED_JOBS` jobs), read from the registry, and the
+    mean of each figure over them."""
+    rows: list[AuditRow] = []
+    with session_scope() as s:
+        jobs, total = registry.list_jobs(s, limit=MAX_AUDITED_JOBS)
+        names: dict[int, str | None] = {}
+        for job in jobs:
+            if job.status not in FINISHED or not job.ranking_audit:
+                continue
+            if job.dataset_id not in names:
+                try:
+                    names[job.dataset_id] = registry.get_dataset(s, job.dataset_id).name
+                except NotFoundError:
+                    names[job.dataset_id] = None
+            rows.append(audit_row(job.id, job.dataset_id, names[job.dataset_id], job.ranking_audit))
+    wins = {p: sum(r.better == p for r in rows) for p in AUDIT_PREDICTORS}
+    return _page(request, "audit.html", "audit", rows=rows, means=audit_means(rows), wins=wins,
+                 predictors={"knn": "kNN", "logme": "LogME"}, figures=AUDIT_FIGURES,
+                 truncated=total > MAX_AUDITED_JOBS, limit=MAX_AUDITED_JOBS)
 
 
 # --------------------------------------------------------------------------------------

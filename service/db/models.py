@@ -155,6 +155,7 @@ class Job(Base):
     worker_id: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    ranking_audit: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -224,6 +225,7 @@ class KnnScore(Base):
     images_per_s: Mapped[float | None] = mapped_column(Float)
     params: Mapped[int | None] = mapped_column(BigInteger)
     embed_dim: Mapped[int | None] = mapped_column(Integer)
+    knn_queries: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -248,6 +250,10 @@ class FinetuneRun(Base):
     update_bytes: Mapped[int] = mapped_column(BigInteger)
     artifact_path: Mapped[str] = mapped_column(Text)
     probs_path: Mapped[str] = mapped_column(Text)
+    gflops: Mapped[float | None] = mapped_column(Float)
+    params_count: Mapped[int | None] = mapped_column(BigInteger)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    backbone_key: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -263,6 +269,11 @@ class Ensemble(Base):
     test_acc: Mapped[float | None] = mapped_column(Float)
     size: Mapped[int] = mapped_column(Integer)
     loss_curve: Mapped[list[Any]] = mapped_column(JSON)
+    max_gflops: Mapped[float | None] = mapped_column(Float)
+    max_latency_ms: Mapped[float | None] = mapped_column(Float)
+    gflops: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    front: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     members: Mapped[list["EnsembleMember"]] = relationship(

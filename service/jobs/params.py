@@ -70,6 +70,27 @@ class JobParams(BaseModel):
                     "be its own leave-one-out neighbour): refuse the job, run with a warning, or run silently "
                     "(VTAB-1k, whose 800 examples leave some classes with one or none).",
     )
+    max_gflops: float | None = Field(
+        default=None, gt=0, le=1e6,
+        description="Inference budget of the ensemble: GFLOPs of one image through all its distinct forward passes "
+                    "(members sharing a frozen backbone pay for it once). None: no budget.",
+    )
+    max_latency_ms: float | None = Field(
+        default=None, gt=0, le=1e7,
+        description="Inference budget of the ensemble: summed batch-1 latency (ms) of its distinct forward passes, "
+                    "as measured on the worker's device. None: no budget.",
+    )
+    audit_ranking: int = Field(
+        default=0, ge=0, le=100,
+        description="Also fine-tune this many models beyond the top-K with the cheapest strategy (linear), to "
+                    "measure how well the kNN ranking (and LogME) predicted the fine-tuned order. They are audit "
+                    "runs: the ensemble is still built from the top-K.",
+    )
+    taps: Literal["none", "auto"] = Field(
+        default="none",
+        description="Layer taps as extra candidates: 'auto' adds each model's last few stages as `model@layer` "
+                    "feature extractors, ranked like any model.",
+    )
     strategy_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per-strategy options, e.g. {\"lora\": {\"rank\": 8}, \"film\": {\"head\": \"lda\"}}.",
@@ -102,6 +123,22 @@ class JobParams(BaseModel):
                 raise ConfigError(f"Options given for an unknown strategy: {exc}") from None
             strategy.check_options(options)  # unknown keys and bad values fail now, not in a worker
         return self
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "JobParams":
+        if self.max_gflops is not None and self.max_latency_ms is not None:
+            raise ConfigError("Give one inference budget: max_gflops or max_latency_ms, not both "
+                              "(the greedy selection keeps one cost within its budget).")
+        return self
+
+    @property
+    def budget(self) -> tuple[str, float] | None:
+        """(cost metric, budget) of the ensemble, `ensemble.cost.COST_METRICS` naming the metric, or None."""
+        if self.max_gflops is not None:
+            return "gflops", self.max_gflops
+        if self.max_latency_ms is not None:
+            return "latency_ms", self.max_latency_ms
+        return None
 
     def sweep_for(self, strategy: str) -> SweepConfig:
         """The hyper-parameter grid of one strategy: the user's values or the strategy's defaults."""

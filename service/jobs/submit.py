@@ -24,7 +24,7 @@ from zooens.service import registry
 from zooens.service.db.models import Dataset, Job
 from zooens.service.jobs.params import JobParams
 from zooens.service.jobs.units import check_small_classes, drawn_split_sizes, no_train_split
-from zooens.zoo import WeightSet, resolve_zoo
+from zooens.zoo import DEFAULT_TAPS, WeightSet, resolve_zoo
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def submit_job(
     """
     dataset = registry.get_dataset(s, dataset_id)
     check_dataset(dataset, params)
-    weight_sets = resolve_zoo(zoo)
+    weight_sets = resolve_zoo(zoo, taps=DEFAULT_TAPS if params.taps == "auto" else 0)
     check_zoo(zoo, weight_sets)
     return _queue(s, dataset_id, zoo_text(zoo), weight_sets, params, claim_for)
 

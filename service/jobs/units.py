@@ -12,6 +12,7 @@ handler needs only the serialisable `JobSpec` and the shared file system.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -23,13 +24,16 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from zooens.ensemble import GreedyEnsembleSelector, RunSpec, get_strategy, run_finetune
+from zooens.ensemble.artifacts import load_artifact_model
+from zooens.ensemble.cost import ForwardCost, backbone_key, cost_vector, ensemble_cost, forward_cost
 from zooens.ensemble.specs import resolve_augmentation
 from zooens.ensemble.strategies.auto import AUTO, resolve_auto
 from zooens.ensemble.strategies.full import bit_rule_for
 from zooens.errors import DatasetError, JobError
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset, check_class_counts, load_dataset, validate, vtab_split
-from zooens.selection.embed import embed_with_cache
+from zooens.selection.embed import embedding_key
+from zooens.selection.audit import audit_ranking, best_accuracy_per_model
 from zooens.selection.ranking import score_model
 from zooens.service import registry
 from zooens.service.dataroots import allowed_roots
@@ -39,7 +43,7 @@ from zooens.utils import resolve_device
 
 __all__ = [
     "EMBED", "ENSEMBLE", "FINETUNE", "STAGES", "EmbedResult", "EnsembleResult", "FinetuneResult", "JobSpec",
-    "UnitKey", "drawn_split_sizes", "execute_unit", "job_dataset", "plan_finetune_units", "prepare_job_dataset",
+    "AUDIT_STRATEGY", "UnitKey", "drawn_split_sizes", "execute_unit", "job_dataset", "plan_finetune_units", "prepare_job_dataset",
     "prepare_splits", "rank_models", "record_unit", "result_from_json",
 ]
 
@@ -50,6 +54,9 @@ FINETUNE = "finetune"
 ENSEMBLE = "ensemble"
 STAGES = (EMBED, FINETUNE, ENSEMBLE)
 MIN_PER_CLASS = 2  # leave-one-out kNN needs a neighbour of the same class
+COST_FILE = "cost.json"  # a run's (backbone key, forward cost), beside its probabilities
+AUDIT_STRATEGY = "linear"
+"""The cheapest strategy (a head on cached embeddings): `audit_ranking` runs it on the models beyond the top-K."""
 
 
 @dataclass(frozen=True, order=True)
@@ -198,6 +205,10 @@ class FinetuneResult(UnitResult):
     update_bytes: int
     artifact_path: str
     probs_path: str
+    gflops: float | None = None
+    params_count: int | None = None
+    latency_ms: float | None = None
+    backbone_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -216,6 +227,11 @@ class EnsembleResult(UnitResult):
     test_acc: float | None
     size: int
     loss_curve: list[float]
+    max_gflops: float | None = None
+    max_latency_ms: float | None = None
+    gflops: float | None = None
+    latency_ms: float | None = None
+    front: dict[str, Any] | None = None
 
 
 _RESULT_TYPES: dict[str, type[UnitResult]] = {EMBED: EmbedResult, FINETUNE: FinetuneResult, ENSEMBLE: EnsembleResult}
@@ -344,14 +360,27 @@ def resolved_strategies(params: JobParams, device: str | None = None) -> list[st
     return out
 
 
-def plan_finetune_units(ranked_models: list[str], params: JobParams, device: str | None = None) -> list[UnitKey]:
-    """The sweep over the top-K models of a ranking, in a deterministic order (`auto` resolved)."""
+def plan_finetune_units(ranked_models: list[str], params: JobParams, device: str | None = None,
+                        *, audit: bool = True) -> list[UnitKey]:
+    """The sweep over the top-K models of a ranking, in a deterministic order (`auto` resolved).
+
+    With `params.audit_ranking` = N (and `audit`), the audit runs follow: `AUDIT_STRATEGY`'s sweep on the
+    N models ranked after the top-K, and on the top-K too when the job's own strategies do not include
+    it, so that every audited model is fine-tuned alike. The ensemble uses `audit=False`: it is built
+    from the top-K's runs only, as without an audit.
+    """
     keys: list[UnitKey] = []
     strategies = resolved_strategies(params, device)
     for model_name in ranked_models[: params.top_k]:
         for strategy in strategies:
             for hp in params.sweep_for(strategy).grid():
                 keys.append(UnitKey.finetune(model_name, strategy, hp["lr"], hp["steps"]))
+    if audit and params.audit_ranking:
+        for model_name in ranked_models[: params.top_k + params.audit_ranking]:
+            for hp in params.sweep_for(AUDIT_STRATEGY).grid():
+                key = UnitKey.finetune(model_name, AUDIT_STRATEGY, hp["lr"], hp["steps"])
+                if key not in keys:
+                    keys.append(key)
     return keys
 
 
@@ -368,12 +397,11 @@ def _execute_embed(spec: JobSpec, key: UnitKey, progress: bool) -> EmbedResult:
                         preprocessing=params.preprocessing,
                         device=_device(), progress=progress)
     embeddings = []
-    for split in ("train", "val"):
-        res = embed_with_cache(key.model_name, ds, split, cache=cache, resolution=params.resolution,
-                               preprocessing=params.preprocessing,
-                               device=_device(), progress=False)
-        embeddings.append(EmbeddingRecord(split=split, key=res.key, path=str(res.path),
-                                          n=int(res.embeddings.shape[0]), dim=int(res.embeddings.shape[1])))
+    for split in ("train", "val"):  # score_model stored them: name the entries, read nothing again
+        emb_key = embedding_key(key.model_name, ds, split, resolution=params.resolution,
+                                preprocessing=params.preprocessing)
+        embeddings.append(EmbeddingRecord(split=split, key=emb_key, path=str(cache.path(emb_key)),
+                                          n=len(ds.split(split)), dim=int(score.embed_dim)))
     return EmbedResult(
         model_name=score.model_name, k=score.k, knn_accuracy=float(score.knn_accuracy),
         val_accuracy=_finite(score.val_accuracy), logme=_finite(score.logme),
@@ -413,31 +441,79 @@ def _execute_finetune(spec: JobSpec, key: UnitKey, progress: bool) -> FinetuneRe
     if result.test_proba is not None:
         arrays["test"] = result.test_proba
     np.savez(probs_path, **arrays)
+    model, data_cfg = load_artifact_model(result.artifact, device=_device())
+    cost = forward_cost(model.eval(), tuple(int(v) for v in data_cfg["input_size"][1:]), device=_device())
+    del model
+    pass_key = backbone_key(key.model_name, key.strategy, resolution=params.resolution,
+                            preprocessing=params.preprocessing, run_key=str(key))
+    (run_dir / COST_FILE).write_text(json.dumps({"backbone_key": pass_key, "cost": cost.to_dict()}))
     return FinetuneResult(**result.summary(), seed=params.seed, artifact_path=str(run_dir / "artifact"),
-                          probs_path=str(probs_path))
+                          probs_path=str(probs_path), gflops=cost.gflops, params_count=cost.params,
+                          latency_ms=cost.latency_ms, backbone_key=pass_key)
+
+
+def _run_costs(spec: JobSpec, run_keys: list[UnitKey]) -> list[tuple[str, ForwardCost]] | None:
+    """(backbone key, forward cost) of each run, from the files its unit wrote; runs of one key get the
+    first one's cost (their latencies differ only by measurement noise). None when a run has no cost
+    (recorded before costs were measured)."""
+    out: list[tuple[str, ForwardCost]] = []
+    by_key: dict[str, ForwardCost] = {}
+    for k in run_keys:
+        path = spec.job_dir / "runs" / k.slug / COST_FILE
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        cost = by_key.setdefault(data["backbone_key"], ForwardCost.from_dict(data["cost"]))
+        out.append((data["backbone_key"], cost))
+    return out
 
 
 def _execute_ensemble(spec: JobSpec, key: UnitKey, progress: bool) -> EnsembleResult:
     """Greedy ensemble over the sweep's val probabilities, in planning order (deterministic)."""
-    run_keys = plan_finetune_units(spec.ranked_models, spec.params)
+    run_keys = plan_finetune_units(spec.ranked_models, spec.params, audit=False)
     if not run_keys:
         raise JobError("No fine-tune run finished, so there is nothing to ensemble.")
     ds = job_dataset(spec)
     probs = [np.load(spec.job_dir / "runs" / k.slug / "probs.npz") for k in run_keys]
     y_val = ds.split("val").labels
     P_val = np.stack([p["val"] for p in probs])
-    selector = GreedyEnsembleSelector(max_size=spec.params.ensemble_size).fit(P_val, y_val)
+    P_test = y_test = None
+    if "test" in ds.splits and all("test" in p for p in probs):
+        P_test, y_test = np.stack([p["test"] for p in probs]), ds.split("test").labels
+    runs = _run_costs(spec, run_keys)
+    budget = spec.params.budget
+    if budget is not None and runs is None:
+        raise JobError("The runs of this job have no measured cost, so its budget cannot be applied; "
+                       "run the job again (`zooens jobs retry`).")
+    metric = budget[0] if budget else "gflops"
+    costs = None if runs is None else cost_vector(runs, metric)
+    selector = GreedyEnsembleSelector(max_size=spec.params.ensemble_size, costs=costs,
+                                      max_cost=budget[1] if budget else None).fit(P_val, y_val, P_test=P_test,
+                                                                                  y_test=y_test)
     val_proba = selector.predict_proba(P_val)
     test_acc = None
-    if "test" in ds.splits and all("test" in p for p in probs):
-        P_test = np.stack([p["test"] for p in probs])
-        test_acc = float((selector.predict_proba(P_test).argmax(1) == ds.split("test").labels).mean())
+    if P_test is not None:
+        test_acc = float((selector.predict_proba(P_test).argmax(1) == y_test).mean())
+    chosen = [int(i) for i in selector.selected_[: selector.best_size_]]
+    spent = None if runs is None else ensemble_cost(chosen, dict(enumerate(runs)))
+    front = None
+    if runs is not None:
+        def point(p: Any) -> dict[str, Any]:
+            return {**p.to_dict(), "members": [str(run_keys[i]) for i in p.members]}
+
+        front = {"metric": metric, "budget": budget[1] if budget else None,
+                 "path": [point(p) for p in selector.path_],
+                 "front": [point(p) for p in selector.front_ or []],
+                 "complete": bool(selector.front_complete_)}
     return EnsembleResult(
         members=[EnsembleMemberRecord(unit_key=str(run_keys[i]), weight=float(w))
                  for i, w in enumerate(selector.weights_) if w > 0],
         selected=[str(run_keys[i]) for i in selector.selected_[: selector.best_size_]],
         val_ce=float(selector.val_loss_), val_acc=float((val_proba.argmax(1) == y_val).mean()),
         test_acc=test_acc, size=int(selector.best_size_), loss_curve=[float(v) for v in selector.loss_curve_],
+        max_gflops=spec.params.max_gflops, max_latency_ms=spec.params.max_latency_ms,
+        gflops=None if spent is None else spent.gflops, latency_ms=None if spent is None else spent.latency_ms,
+        front=front,
     )
 
 
@@ -480,7 +556,33 @@ def _record_ensemble(s: Session, job_id: int, key: str, result: UnitResult) -> N
         raise JobError(f"Job {job_id} has no recorded runs {missing}; its ensemble cannot be stored.")
     registry.create_ensemble(s, job_id, members=[(run_ids[m.unit_key], m.weight) for m in result.members],
                              val_ce=result.val_ce, val_acc=result.val_acc, test_acc=result.test_acc,
-                             size=result.size, loss_curve=result.loss_curve)
+                             size=result.size, loss_curve=result.loss_curve, max_gflops=result.max_gflops,
+                             max_latency_ms=result.max_latency_ms, gflops=result.gflops,
+                             latency_ms=result.latency_ms, front=result.front)
+    registry.set_ranking_audit(s, job_id, job_ranking_audit(s, job_id))
+
+
+def job_ranking_audit(s: Session, job_id: int) -> dict[str, Any] | None:
+    """How well the job's kNN ranking and LogME predicted the fine-tuned order (`selection.audit`).
+
+    The fine-tuned accuracy of a model is its best validation accuracy; with an audit
+    (`audit_ranking` > 0) only `AUDIT_STRATEGY`'s runs count, which every audited model has, so the
+    models are compared alike. None when no run finished.
+    """
+    job = registry.get_job(s, job_id)
+    params = JobParams.model_validate(job.params)
+    runs = registry.list_finetune_runs(s, job_id)
+    if params.audit_ranking:
+        runs = [r for r in runs if r.strategy == AUDIT_STRATEGY]
+    if not runs:
+        return None
+    accuracy = best_accuracy_per_model([(r.model_name, r.val_acc) for r in runs])
+    ranking = registry.get_ranking(s, job_id)
+    scores = {"knn": {r.model_name: r.knn_accuracy for r in ranking},
+              "logme": {r.model_name: r.logme for r in ranking if r.logme is not None}}
+    audit = audit_ranking(accuracy, scores, top_k=params.top_k).to_dict()
+    return {**audit, "basis": f"best val accuracy of {AUDIT_STRATEGY} runs" if params.audit_ranking
+            else "best val accuracy over each model's runs", "audited_models": len(accuracy)}
 
 
 RECORDERS: dict[str, Callable[[Session, int, str, UnitResult], None]] = {

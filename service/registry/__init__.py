@@ -37,6 +37,7 @@ from zooens.service.registry.jobs import (
     reopen_job,
     request_cancel,
     set_job_progress,
+    set_ranking_audit,
     set_job_status,
 )
 from zooens.service.registry.results import (
@@ -115,6 +116,7 @@ __all__ = [
     "requeue_running_units",
     "revoke_token",
     "set_job_progress",
+    "set_ranking_audit",
     "set_job_status",
     "upsert_zoo_model",
     "verify_token",

@@ -1,7 +1,7 @@
 """Ensembles: the weighted members a job's greedy selection chose among its own fine-tune runs."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,6 +23,11 @@ def create_ensemble(
     test_acc: float | None,
     size: int,
     loss_curve: list[float],
+    max_gflops: float | None = None,
+    max_latency_ms: float | None = None,
+    gflops: float | None = None,
+    latency_ms: float | None = None,
+    front: dict[str, Any] | None = None,
 ) -> Ensemble:
     """Record a job's ensemble: `members` are `(run_id, weight)` in selection order."""
     get_job(s, job_id)
@@ -32,7 +37,8 @@ def create_ensemble(
         raise NotFoundError(f"Job {job_id} has no fine-tune runs {sorted(run_ids - found)}; "
                             "an ensemble is built from its own job's runs.")
     ens = Ensemble(job_id=job_id, val_ce=val_ce, val_acc=val_acc, test_acc=test_acc, size=size,
-                   loss_curve=list(loss_curve))
+                   loss_curve=list(loss_curve), max_gflops=max_gflops, max_latency_ms=max_latency_ms,
+                   gflops=gflops, latency_ms=latency_ms, front=front)
     s.add(ens)
     s.flush()
     for position, (run_id, weight) in enumerate(members):

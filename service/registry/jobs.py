@@ -32,6 +32,7 @@ __all__ = [
     "reopen_job",
     "request_cancel",
     "set_job_progress",
+    "set_ranking_audit",
     "set_job_status",
 ]
 
@@ -104,6 +105,12 @@ def set_job_status(
 def set_job_progress(s: Session, job_id: int, *, stage: str, progress: dict[str, Any]) -> None:
     """Record a job's stage and its per-stage progress (`{stage: {done, total, current}}`)."""
     if s.execute(update(Job).where(Job.id == job_id).values(stage=stage, progress=progress)).rowcount != 1:
+        raise NotFoundError(f"No job with id {job_id}.")
+
+
+def set_ranking_audit(s: Session, job_id: int, audit: dict[str, Any] | None) -> None:
+    """Record how well the job's ranking predicted its fine-tuned order (`selection.audit`, as JSON)."""
+    if s.execute(update(Job).where(Job.id == job_id).values(ranking_audit=audit)).rowcount != 1:
         raise NotFoundError(f"No job with id {job_id}.")
 
 

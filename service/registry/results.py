@@ -62,6 +62,7 @@ def add_knn_score(
     images_per_s: float | None = None,
     params: int | None = None,
     embed_dim: int | None = None,
+    knn_queries: int | None = None,
 ) -> KnnScore:
     """Record (or replace) a model's ranking scores in a job, keyed by (job, model name)."""
     row = s.scalar(select(KnnScore).where(KnnScore.job_id == job_id, KnnScore.model_name == model_name))
@@ -76,6 +77,7 @@ def add_knn_score(
     row.images_per_s = images_per_s
     row.params = params
     row.embed_dim = embed_dim
+    row.knn_queries = knn_queries
     s.flush()
     return row
 
@@ -105,6 +107,10 @@ def add_finetune_run(
     update_bytes: int,
     artifact_path: str,
     probs_path: str,
+    gflops: float | None = None,
+    params_count: int | None = None,
+    latency_ms: float | None = None,
+    backbone_key: str | None = None,
 ) -> FinetuneRun:
     """Record (or replace) the fine-tune run of a unit, keyed by (job, unit key)."""
     row = s.scalar(select(FinetuneRun).where(FinetuneRun.job_id == job_id, FinetuneRun.unit_key == unit_key))
@@ -123,6 +129,10 @@ def add_finetune_run(
     row.update_bytes = update_bytes
     row.artifact_path = artifact_path
     row.probs_path = probs_path
+    row.gflops = gflops
+    row.params_count = params_count
+    row.latency_ms = latency_ms
+    row.backbone_key = backbone_key
     s.flush()
     return row
 

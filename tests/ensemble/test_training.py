@@ -9,6 +9,7 @@ from torch import nn
 
 from zooens.ensemble.strategies.linear import LinearProbeModule
 from zooens.ensemble.training import (
+    TrainImages,
     bit_schedule,
     eval_transform,
     fit_classifier,
@@ -172,3 +173,20 @@ def test_fit_classifier_stops_at_its_time_limit() -> None:
         with pytest.raises(Cancelled, match="time limit"):
             fit_classifier(model, model[1].parameters(), toy_split(8, seed=0), DATA_CFG, lr=0.1, steps=100_000,
                            batch_size=4, seed=0, progress=False)
+
+
+@pytest.mark.parametrize("cfg", [DATA_CFG, {**DATA_CFG, "input_size": (3, 48, 40), "crop_pct": 0.875,
+                                            "interpolation": "bilinear", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}])
+def test_train_images_equal_the_eval_transform_bit_for_bit_and_decode_each_image_once(cfg) -> None:
+    split = toy_split(12, seed=3, size=28)
+    calls: list[int] = []
+    image = split.image
+    split.image = lambda i: (calls.append(i), image(i))[1]  # count decodes
+    images = TrainImages(split, cfg)
+    transform = eval_transform(cfg)
+    for idx in (torch.tensor([3, 1, 3, 7]), torch.tensor([7, 0, 11, 1, 3]), torch.arange(12)):
+        got = images.batch(idx)
+        expected = torch.stack([transform(image(int(i))) for i in idx])
+        assert got.dtype == torch.float32 and got.shape == expected.shape
+        assert torch.equal(got, expected)
+    assert sorted(calls) == list(range(12))  # each image decoded once, however often it was drawn

@@ -1,41 +1,56 @@
-"""Embedding through the cache matches a bare timm forward pass; a cache hit builds no model."""
+"""Embedding through the cache matches a bare timm forward pass; a cache hit builds no model; a zoo
+sharing one preprocessing decodes the data once; a model is built once for all its splits."""
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
+from timm.data import create_transform
 
+from zooens import zoo
+from zooens.selection import decoded as decoded_module
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset, Split
-from zooens.selection.embed import embed_split, embed_with_cache
+from zooens.selection.embed import (
+    batch_size_for, clear_built_models, embed_split, embed_with_cache, embedding_key, resolve_num_workers,
+)
 from zooens.selection.ranking import ranking_table, score_model
+from zooens.zoo.testing import register_random_model
 
 
 @pytest.fixture
 def tiny(zooens_home):
-    from zooens.zoo.testing import register_random_model
-
     register_random_model("tiny-effnet", "test_efficientnet", zooens_home / "w")
     register_random_model("tiny-resnet", "test_resnet", zooens_home / "w")
+    clear_built_models()
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 12)
     imgs = rng.integers(0, 255, (36, 20, 20, 3), dtype=np.uint8)
     imgs[..., 0] = np.clip(imgs[..., 0] // 4 + 80 * y[:, None, None], 0, 255)  # class shows in red
     ds = ImageDataset("toy", ["a", "b", "c"], {"train": Split("train", imgs[::2], y[::2]),
-                                               "val": Split("val", imgs[1::2], y[1::2])})
-    return zooens_home, ds
+                                               "val": Split("val", imgs[1::2], y[1::2]),
+                                               "test": Split("test", imgs[:9], y[:9])})
+    yield zooens_home, ds
+    clear_built_models()
 
 
-def test_embed_split_matches_bare_timm_forward(tiny):
-    import timm
-    from timm.data import create_transform
+@pytest.fixture
+def counted_images(monkeypatch):
+    """How many images were decoded (Split.image calls in this process: the tests use no workers)."""
+    calls: list[int] = []
+    real = Split.image
+    monkeypatch.setattr(Split, "image", lambda self, i: calls.append(i) or real(self, i))
+    return calls
 
-    from zooens import zoo
 
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_embed_split_matches_bare_timm_forward(tiny, num_workers):
     _, ds = tiny
     model = zoo.create_model("tiny-effnet")
     cfg = zoo.data_config("tiny-effnet", resolution=48)
-    ours = embed_split(model, cfg, ds.split("train"), batch_size=7, progress=False)
+    ours = embed_split(model, cfg, ds.split("train"), batch_size=7, progress=False, num_workers=num_workers)
     tf = create_transform(**cfg, is_training=False)
     batch = torch.stack([tf(ds.split("train").image(i)) for i in range(len(ds.split("train")))])
     with torch.no_grad():
@@ -45,12 +60,12 @@ def test_embed_split_matches_bare_timm_forward(tiny):
 
 
 def test_second_call_is_a_cache_hit_without_a_model(tiny, monkeypatch):
-    from zooens import zoo
-
     home, ds = tiny
     cache = EmbeddingCache(home / "cache")
     first = embed_with_cache("tiny-resnet", ds, "train", cache=cache, resolution=32, progress=False)
     assert not first.cached and first.path.is_file()
+    assert first.key == embedding_key("tiny-resnet", ds, "train", resolution=32)
+    clear_built_models()
 
     def boom(*a, **k):
         raise AssertionError("a cache hit must not build a model")
@@ -61,6 +76,52 @@ def test_second_call_is_a_cache_hit_without_a_model(tiny, monkeypatch):
     np.testing.assert_array_equal(second.embeddings, first.embeddings)
     with pytest.raises(AssertionError, match="cache hit"):  # another resolution is another key
         embed_with_cache("tiny-resnet", ds, "train", cache=cache, resolution=40, progress=False)
+
+
+def test_a_model_is_built_once_for_all_its_splits(tiny, monkeypatch):
+    home, ds = tiny
+    cache = EmbeddingCache(home / "cache")
+    builds = []
+    real = zoo.create_model
+    monkeypatch.setattr(zoo, "create_model", lambda *a, **k: builds.append(a) or real(*a, **k))
+    for split in ("train", "val", "test"):
+        res = embed_with_cache("tiny-resnet", ds, split, cache=cache, resolution=32, progress=False)
+        assert not res.cached and len(res.embeddings) == len(ds.split(split))
+    assert len(builds) == 1
+    model = zoo.create_model("tiny-resnet")
+    cfg = zoo.data_config("tiny-resnet", resolution=32)
+    np.testing.assert_allclose(res.embeddings, embed_split(model, cfg, ds.split("test"), progress=False),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_three_models_of_one_geometry_decode_each_split_once(tiny, counted_images):
+    """Same geometry, one of them with another mean/std: train is decoded once, not three times;
+    after the memory copy is dropped the disk copy serves; another resolution decodes again."""
+    home, ds = tiny
+    cache = EmbeddingCache(home / "cache")
+    base = register_random_model("tiny-a", "test_resnet", home / "w", seed=1)
+    other = register_random_model("tiny-b", "test_resnet", home / "w", seed=2)
+    shifted = dataclasses.replace(other, input=dataclasses.replace(other.input, mean=(0.3, 0.4, 0.5), std=(0.2,) * 3))
+    n = len(ds.split("train"))
+    results = [embed_with_cache(ws, ds, "train", cache=cache, resolution=32, progress=False)
+               for ws in (base, "tiny-resnet", shifted)]
+    assert len(counted_images) == n  # 3 models, one decode
+    # each model's embeddings are its own timm pipeline's, mean/std included
+    ref_cfg = zoo.data_config(shifted, resolution=32)
+    assert ref_cfg["mean"] == (0.3, 0.4, 0.5)
+    tf = create_transform(**ref_cfg, is_training=False)
+    x = torch.stack([tf(ds.split("train").image(i)) for i in range(n)])
+    with torch.no_grad():
+        ref = zoo.create_model(shifted)(x).numpy()
+    np.testing.assert_allclose(results[2].embeddings, ref, rtol=1e-4, atol=1e-5)
+
+    counted_images.clear()
+    decoded_module.decoded_cache(cache.root / "decoded").clear_memory()
+    fourth = register_random_model("tiny-c", "test_resnet", home / "w", seed=3)
+    embed_with_cache(fourth, ds, "train", cache=cache, resolution=32, progress=False)
+    assert counted_images == []  # read back from disk
+    embed_with_cache(fourth, ds, "train", cache=cache, resolution=40, progress=False)
+    assert len(counted_images) == n
 
 
 def test_score_and_rank(tiny):
@@ -77,3 +138,9 @@ def test_score_and_rank(tiny):
     ref = KNeighborsClassifier(n_neighbors=3, metric="cosine", algorithm="brute").fit(tr, ds.split("train").labels)
     assert s.val_accuracy == pytest.approx(ref.score(va, ds.split("val").labels))
     assert s.embed_dim == tr.shape[1] and not s.cached
+
+
+def test_workers_and_batch_size_on_the_cpu():
+    assert resolve_num_workers(3, "cpu") == 3
+    assert resolve_num_workers("auto", "cpu") == 0  # measured: bench/embed_throughput.py
+    assert batch_size_for("cpu", {"input_size": (3, 224, 224)}) == 64

@@ -1,4 +1,5 @@
-// Job page: per-stage progress, ranking table, kNN-vs-fine-tuned scatter, ensemble curve and members.
+// Job page: per-stage progress, ranking table and its audit, kNN-vs-fine-tuned scatter, ensemble curve, accuracy
+// against cost, members and runs.
 "use strict";
 
 let JOB_ID = null;  // from <body data-job-id>, read once the DOM is ready
@@ -8,6 +9,8 @@ let timer = null;
 let lastRankingKey = null;
 let lastEnsembleKey = null;
 let lastRunsKey = null;
+let lastAuditKey = null;
+let lastFrontKey = null;
 
 /** Ranks with ties given their average rank (1-based). */
 function averageRanks(values) {
@@ -52,6 +55,10 @@ function renderHeader(job) {
   for (const k of ["top_k", "strategies", "learning_rates", "steps", "ensemble_size", "resolution", "seed"]) {
     if (params[k] !== undefined && params[k] !== null) pairs.push([k.replace("_", " "), Array.isArray(params[k]) ? params[k].join(", ") : String(params[k])]);
   }
+  if (params.max_gflops !== undefined && params.max_gflops !== null) pairs.push(["budget", "at most " + params.max_gflops + " GFLOPs per image"]);
+  if (params.max_latency_ms !== undefined && params.max_latency_ms !== null) pairs.push(["budget", "at most " + params.max_latency_ms + " ms per image"]);
+  if (params.audit_ranking) pairs.push(["ranking audit", params.audit_ranking + " model(s) beyond the top-K"]);
+  if (params.taps && params.taps !== "none") pairs.push(["layer taps", params.taps]);
   facts.replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
   const err = document.getElementById("job-error");
   if (job.status === "failed" || job.error) {
@@ -108,26 +115,203 @@ function renderRanking(rows) {
   container.replaceChildren(table);
 }
 
-function renderScatter(rows) {
-  const pts = rows.filter((r) => r.knn_accuracy !== null && r.finetuned_val_acc !== null && r.finetuned_val_acc !== undefined);
+/** kNN accuracy against fine-tuned accuracy. With the job's ranking audit, the points and ρ are the audit's (each
+ * audited model's best fine-tuned val accuracy); an older job without one gets ρ computed here over the ranking's
+ * best runs (lowest val CE). */
+function renderScatter(rows, audit) {
   const note = document.getElementById("spearman");
   const plot = document.getElementById("scatter-plot");
+  const knn = new Map(rows.map((r) => [r.model_name, r.knn_accuracy]));
+  let pts, rho, yTitle, source;
+  const knnAudit = audit && audit.predictors && audit.predictors.knn;
+  if (knnAudit && audit.finetuned_accuracy) {
+    pts = Object.entries(audit.finetuned_accuracy).filter(([m]) => knn.get(m) !== null && knn.get(m) !== undefined)
+      .map(([m, acc]) => ({ model_name: m, knn_accuracy: knn.get(m), finetuned: acc }));
+    rho = knnAudit.spearman.value === null ? NaN : knnAudit.spearman.value;
+    yTitle = "best fine-tuned val accuracy";
+    source = "audit";
+  } else {
+    pts = rows.filter((r) => r.knn_accuracy !== null && r.finetuned_val_acc !== null && r.finetuned_val_acc !== undefined)
+      .map((r) => ({ model_name: r.model_name, knn_accuracy: r.knn_accuracy, finetuned: r.finetuned_val_acc }));
+    rho = spearman(pts.map((p) => p.knn_accuracy), pts.map((p) => p.finetuned));
+    yTitle = "fine-tuned val accuracy";
+    source = "page";
+  }
   if (!pts.length) {
     note.textContent = "Appears when fine-tuned runs finish.";
     return;
   }
-  const x = pts.map((r) => r.knn_accuracy), y = pts.map((r) => r.finetuned_val_acc);
-  const rho = spearman(x, y);
+  const x = pts.map((p) => p.knn_accuracy), y = pts.map((p) => p.finetuned);
   note.dataset.value = Number.isNaN(rho) ? "nan" : String(rho);
-  note.textContent = "Spearman ρ = " + (Number.isNaN(rho) ? "undefined (fewer than two distinct values)" : rho.toFixed(3)) + " over " + pts.length + " models";
+  note.dataset.source = source;
+  const reason = knnAudit && knnAudit.spearman.reason ? knnAudit.spearman.reason : "fewer than two distinct values";
+  note.textContent = "Spearman ρ = " + (Number.isNaN(rho) ? "undefined (" + reason + ")" : rho.toFixed(3)) + " over " + pts.length
+    + " models" + (source === "audit" ? " (the job's ranking audit, below)" : " (computed here: this job has no stored audit)");
   Plotly.react(plot, [{
-    x, y, text: pts.map((r) => r.model_name), mode: "markers+text", type: "scatter", textposition: "top center",
+    x, y, text: pts.map((p) => p.model_name), mode: "markers+text", type: "scatter", textposition: "top center",
     marker: { size: 10, color: "#2b6cb0" }, hovertemplate: "%{text}<br>kNN %{x:.3f}<br>fine-tuned %{y:.3f}<extra></extra>",
   }], {
     margin: { l: 60, r: 20, t: 20, b: 50 },
     xaxis: accuracyAxis(x, "kNN accuracy (leave-one-out)"),
-    yaxis: accuracyAxis(y, "fine-tuned val accuracy"),
+    yaxis: accuracyAxis(y, yTitle),
   }, { displaylogo: false, displayModeBar: false, responsive: true });
+}
+
+const PREDICTORS = { knn: "kNN", logme: "LogME" };
+const COST_LABELS = { gflops: "GFLOPs per image", latency_ms: "latency per image (ms, batch 1)" };
+const COST_UNITS = { gflops: "GFLOPs", latency_ms: "ms" };
+
+function predictorLabel(name) { return PREDICTORS[name] || name; }
+
+/** Which predictor ordered the fine-tuned models better: the higher Spearman ρ, then the higher Kendall τ, then the
+ * lower regret; null when every figure is undefined or equal (within 1e-9) for the two. Mirrors
+ * `better_predictor` in the dashboard router. */
+function betterPredictor(predictors) {
+  const a = predictors.knn, b = predictors.logme;
+  if (!a || !b) return null;
+  const tests = [[a.spearman.value, b.spearman.value, 1], [a.kendall.value, b.kendall.value, 1], [a.regret, b.regret, -1]];
+  for (const [x, y, sign] of tests) {
+    if (x === null || y === null || x === undefined || y === undefined || Math.abs(x - y) <= 1e-9) continue;
+    return (x - y) * sign > 0 ? "knn" : "logme";
+  }
+  return null;
+}
+
+function figureCell(key, value, digits, undefinedText) {
+  const known = value !== null && value !== undefined;
+  return el("td", { class: "num", "data-key": key, "data-value": known ? String(value) : "", "data-sort": known ? value : "",
+    text: known ? (digits === "pct" ? fmt.pct(value) : fmt.num(value, digits)) : undefinedText });
+}
+
+/** The job's ranking audit: one row per predictor, reasons for every undefined figure, and the verdict. */
+function renderAudit(job) {
+  const box = document.getElementById("ranking-audit");
+  const audit = job.ranking_audit;
+  if (!audit || !audit.predictors) {
+    const text = FINISHED.has(job.status)
+      ? "No ranking audit is stored for this job: it ran before zooens audited rankings, or no fine-tuning run finished. Retry the job to get one."
+      : "Appears when the ensemble is built.";
+    box.replaceChildren(el("p", { class: "muted", id: "audit-absent", text }));
+    return;
+  }
+  const names = Object.keys(audit.predictors);
+  const table = el("table", { id: "audit-table" });
+  table.append(el("thead", {}, el("tr", {},
+    el("th", { text: "predictor" }), el("th", { class: "num", text: "models audited" }),
+    el("th", { class: "num", text: "Spearman ρ" }), el("th", { class: "num", text: "Kendall τ-b" }),
+    el("th", { class: "num", text: "K" }), el("th", { text: "its top-K" }),
+    el("th", { class: "num", text: "best in top-K" }), el("th", { class: "num", text: "best overall" }),
+    el("th", { class: "num", text: "regret" }))));
+  const body = el("tbody");
+  const reasons = [];
+  for (const name of names) {
+    const p = audit.predictors[name];
+    const label = predictorLabel(name);
+    if (p.spearman.reason) reasons.push(label + " Spearman ρ undefined: " + p.spearman.reason + ".");
+    if (p.kendall.reason) reasons.push(label + " Kendall τ-b undefined: " + p.kendall.reason + ".");
+    if (p.regret === null) reasons.push(label + " regret undefined: " + (p.regret_reason || "no model to compare") + ".");
+    const skipped = (audit.skipped || {})[name];
+    if (skipped && skipped.length) reasons.push(label + " has no score for " + skipped.join(", ") + ": left out of its audit.");
+    body.append(el("tr", { "data-predictor": name },
+      el("td", { "data-key": "predictor", text: label }),
+      el("td", { class: "num", "data-key": "n", "data-value": String(p.n), "data-sort": p.n, text: String(p.n) }),
+      figureCell("spearman", p.spearman.value, 3, "undefined"),
+      figureCell("kendall", p.kendall.value, 3, "undefined"),
+      el("td", { class: "num", "data-key": "top_k", "data-value": String(p.top_k), text: String(p.top_k) }),
+      el("td", { "data-key": "top_k_models", text: (p.top_k_models || []).join(", ") || "–" }),
+      figureCell("best_in_top_k", p.best_in_top_k, "pct", "–"),
+      figureCell("best_overall", p.best_overall, "pct", "–"),
+      figureCell("regret", p.regret, "pct", "undefined")));
+  }
+  table.append(body);
+  makeSortable(table);
+  const facts = el("p", { id: "audit-facts" },
+    String(audit.audited_models !== undefined ? audit.audited_models : Object.keys(audit.finetuned_accuracy || {}).length)
+    + " models audited; fine-tuned accuracy: " + (audit.basis || "best val accuracy over each model's runs") + ".");
+  const better = betterPredictor(audit.predictors);
+  let verdict;
+  if (names.length < 2) verdict = "Only " + names.map(predictorLabel).join(", ") + " scored these models: nothing to compare it with.";
+  else if (better) {
+    const other = better === "knn" ? "logme" : "knn";
+    verdict = predictorLabel(better) + " predicted the fine-tuned order better than " + predictorLabel(other) + " on this data.";
+  } else verdict = "Neither predictor did better on this data (equal or undefined figures).";
+  const children = [facts, table, el("p", { id: "audit-verdict", "data-better": better || "", class: "notice", text: verdict })];
+  if (reasons.length) children.push(el("ul", { id: "audit-reasons", class: "muted" }, ...reasons.map((r) => el("li", { text: r }))));
+  box.replaceChildren(...children);
+}
+
+/** The ensemble's accuracy-against-cost front: val CE (top) and test accuracy (bottom) of every prefix of the greedy
+ * path and of the best ensemble under each budget, the job's budget as a vertical line, the chosen ensemble a star. */
+function renderFront(ens) {
+  const note = document.getElementById("front-note");
+  const plot = document.getElementById("front-plot");
+  const front = ens && ens.front;
+  if (!front) {
+    note.textContent = ens ? "No cost front is stored for this ensemble: it was built before zooens measured inference cost."
+      : "Appears when the ensemble is built.";
+    plot.classList.add("empty");
+    return;
+  }
+  plot.classList.remove("empty");
+  const metric = front.metric || "gflops";
+  const unit = COST_UNITS[metric] || metric;
+  const path = front.path || [], best = front.front || [];
+  const hasTest = path.concat(best).some((p) => p.test_accuracy !== null && p.test_accuracy !== undefined);
+  const hover = (what) => what + "<br>%{customdata} member(s)<br>" + unit + " %{x:.4g}<br>%{y}<extra></extra>";
+  const traces = [];
+  const add = (points, name, color, dash, yaxis, field, extra) => {
+    traces.push({
+      x: points.map((p) => p.cost), y: points.map((p) => p[field]), customdata: points.map((p) => p.size),
+      name, type: "scatter", mode: "lines+markers", yaxis, line: { color, dash, shape: extra.shape || "linear" },
+      marker: { size: 7, color }, showlegend: extra.legend, legendgroup: name,
+      hovertemplate: hover(name).replace("%{y}", field === "val_loss" ? "val CE %{y:.4f}" : "test %{y:.1%}"),
+    });
+  };
+  add(path, "greedy path (each prefix)", "#2f855a", "solid", "y", "val_loss", { legend: true });
+  add(best, "best within each budget", "#2b6cb0", "dot", "y", "val_loss", { legend: true, shape: "hv" });
+  if (hasTest) {
+    add(path, "greedy path (each prefix)", "#2f855a", "solid", "y2", "test_accuracy", { legend: false });
+    add(best, "best within each budget", "#2b6cb0", "dot", "y2", "test_accuracy", { legend: false, shape: "hv" });
+  }
+  const chosenCost = ens[metric];
+  if (chosenCost !== null && chosenCost !== undefined) {
+    const star = { type: "scatter", mode: "markers", name: "chosen ensemble", legendgroup: "chosen",
+      marker: { symbol: "star", size: 15, color: "#c05621", line: { color: "#1d232b", width: 1 } } };
+    traces.push({ ...star, x: [chosenCost], y: [ens.val_ce], yaxis: "y",
+      hovertemplate: "chosen ensemble<br>" + unit + " %{x:.4g}<br>val CE %{y:.4f}<extra></extra>" });
+    if (hasTest && ens.test_acc !== null && ens.test_acc !== undefined) {
+      traces.push({ ...star, x: [chosenCost], y: [ens.test_acc], yaxis: "y2", showlegend: false,
+        hovertemplate: "chosen ensemble<br>" + unit + " %{x:.4g}<br>test %{y:.1%}<extra></extra>" });
+    }
+  }
+  const shapes = [], annotations = [];
+  if (front.budget !== null && front.budget !== undefined) {
+    shapes.push({ type: "line", xref: "x", yref: "paper", x0: front.budget, x1: front.budget, y0: 0, y1: 1,
+      line: { color: "#c53030", dash: "dash", width: 2 } });
+    annotations.push({ xref: "x", yref: "paper", x: front.budget, y: 1, yanchor: "bottom", showarrow: false,
+      text: "budget " + fmt.num(front.budget, 4) + " " + unit, font: { color: "#c53030" } });
+  }
+  const costs = path.concat(best).map((p) => p.cost).concat(chosenCost === null || chosenCost === undefined ? [] : [chosenCost]);
+  if (front.budget !== null && front.budget !== undefined) costs.push(front.budget);
+  const lo = Math.min(...costs), hi = Math.max(...costs), pad = Math.max((hi - lo) * 0.06, hi * 0.02, 1e-9);
+  const layout = {
+    height: hasTest ? 520 : 380, margin: { l: 70, r: 20, t: 50, b: 55 },
+    legend: { orientation: "h", x: 0, y: 1.14, yanchor: "bottom" },
+    xaxis: { title: { text: COST_LABELS[metric] || metric }, anchor: hasTest ? "y2" : "y", range: [Math.max(0, lo - pad), hi + pad], zeroline: false },
+    yaxis: { title: { text: "ensemble val CE" }, domain: hasTest ? [0.55, 1] : [0, 1], anchor: "x" },
+    shapes, annotations,
+  };
+  if (hasTest) {
+    const acc = path.concat(best).map((p) => p.test_accuracy).filter((v) => v !== null && v !== undefined);
+    if (ens.test_acc !== null && ens.test_acc !== undefined) acc.push(ens.test_acc);
+    layout.yaxis2 = { ...accuracyAxis(acc, "test accuracy"), domain: [0, 0.42], anchor: "x" };
+  }
+  const parts = [path.length + " prefixes of the greedy path", best.length + " budgets on the front"];
+  note.dataset.metric = metric;
+  note.textContent = "Cost: " + (COST_LABELS[metric] || metric) + "; forward passes shared by members are paid once. "
+    + parts.join(", ") + "." + (front.budget !== null && front.budget !== undefined ? " The job's budget: " + fmt.num(front.budget, 4) + " " + unit + "." : " No budget was set.")
+    + (front.complete === false ? " The budget sweep stopped at its limit: the front is partial." : "");
+  Plotly.react(plot, traces, layout, { displaylogo: false, displayModeBar: false, responsive: true });
 }
 
 /** Every fine-tuning run of the job, lowest val CE first; sortable by any column. */
@@ -143,6 +327,8 @@ function renderRuns(runs) {
     ["val_acc", "val acc.", "num", (r) => r.val_acc, (r) => fmt.pct(r.val_acc)],
     ["test_acc", "test acc.", "num", (r) => r.test_acc, (r) => fmt.pct(r.test_acc)],
     ["updated_params", "updated params", "num", (r) => r.updated_params, (r) => fmt.params(r.updated_params)],
+    ["gflops", "GFLOPs", "num", (r) => r.gflops, (r) => fmt.num(r.gflops, 4)],
+    ["latency_ms", "latency", "num", (r) => r.latency_ms, (r) => (r.latency_ms === null || r.latency_ms === undefined ? "–" : fmt.num(r.latency_ms, 2) + " ms")],
     ["seconds", "time", "num", (r) => r.seconds, (r) => fmt.duration(r.seconds)],
   ];
   const table = el("table", { id: "runs-table" });
@@ -159,6 +345,12 @@ function renderRuns(runs) {
   container.replaceChildren(table);
 }
 
+function budgetText(ens) {
+  if (ens.max_gflops !== null && ens.max_gflops !== undefined) return "at most " + fmt.num(ens.max_gflops, 4) + " GFLOPs";
+  if (ens.max_latency_ms !== null && ens.max_latency_ms !== undefined) return "at most " + fmt.num(ens.max_latency_ms, 2) + " ms";
+  return "none";
+}
+
 function renderEnsemble(ens, ranking) {
   const summary = document.getElementById("ensemble-summary");
   const members = document.getElementById("ensemble-members");
@@ -172,7 +364,10 @@ function renderEnsemble(ens, ranking) {
     el("dt", { text: "size" }), el("dd", { text: String(ens.size) }),
     el("dt", { text: "val CE" }), el("dd", { text: fmt.num(ens.val_ce, 4) }),
     el("dt", { text: "val accuracy" }), el("dd", { text: fmt.pct(ens.val_acc) }),
-    el("dt", { text: "test accuracy" }), el("dd", { id: "ensemble-test-acc", text: ens.test_acc === null || ens.test_acc === undefined ? "not known (no test split)" : fmt.pct(ens.test_acc) })),
+    el("dt", { text: "test accuracy" }), el("dd", { id: "ensemble-test-acc", text: ens.test_acc === null || ens.test_acc === undefined ? "not known (no test split)" : fmt.pct(ens.test_acc) }),
+    el("dt", { text: "GFLOPs" }), el("dd", { id: "ensemble-gflops", "data-value": ens.gflops === null || ens.gflops === undefined ? "" : String(ens.gflops), text: ens.gflops === null || ens.gflops === undefined ? "not measured" : fmt.num(ens.gflops, 4) + " per image" }),
+    el("dt", { text: "latency" }), el("dd", { id: "ensemble-latency", text: ens.latency_ms === null || ens.latency_ms === undefined ? "not measured" : fmt.num(ens.latency_ms, 2) + " ms per image (batch 1)" }),
+    el("dt", { text: "budget" }), el("dd", { id: "ensemble-budget", text: budgetText(ens) })),
     el("p", { id: "ensemble-export" }));
   apiOffers("get", "/api/v1/ensembles/{}/export").then((offered) => {
     if (offered) document.getElementById("ensemble-export").replaceChildren(el("a", { href: API + "/ensembles/" + ens.id + "/export", download: "", id: "export-link", text: "Download the ensemble (one .zooens file)" }));
@@ -223,7 +418,9 @@ async function refresh() {
   try {
     const ranking = items(await apiGetOptional("/jobs/" + JOB_ID + "/ranking") || []);
     const key = JSON.stringify(ranking);
-    if (key !== lastRankingKey) { lastRankingKey = key; renderRanking(ranking); renderScatter(ranking); }
+    if (key !== lastRankingKey) { lastRankingKey = key; renderRanking(ranking); }
+    const akey = JSON.stringify([job.status, job.ranking_audit]);
+    if (key + akey !== lastAuditKey) { lastAuditKey = key + akey; renderScatter(ranking, job.ranking_audit); renderAudit(job); }
     const runs = items(await apiGetOptional("/jobs/" + JOB_ID + "/runs") || []);
     const rkey = JSON.stringify(runs);
     if (rkey !== lastRunsKey) { lastRunsKey = rkey; renderRuns(runs); }
@@ -233,6 +430,8 @@ async function refresh() {
     const ens = built ? await apiGetOptional("/jobs/" + JOB_ID + "/ensemble") : null;
     const ekey = JSON.stringify(ens);
     if (ekey !== lastEnsembleKey) { lastEnsembleKey = ekey; renderEnsemble(ens, ranking); }
+    const fkey = JSON.stringify([job.status, ens && ens.front]);
+    if (fkey !== lastFrontKey) { lastFrontKey = fkey; renderFront(ens); }
   } catch (err) {
     showError(document.getElementById("ranking"), err);
   }

@@ -10,6 +10,7 @@ function numberList(text, parse) {
 }
 
 function optionalInt(value) { return value === "" ? null : parseInt(value, 10); }
+function optionalFloat(value) { return value.trim() === "" ? null : parseFloat(value); }
 
 async function loadChoices() {
   const select = document.getElementById("dataset-id");
@@ -37,6 +38,12 @@ function jobBody(form, datasetId) {
   if (lrs) body.learning_rates = lrs;
   if (steps) body.steps = steps;
   if (resolution !== null) body.resolution = resolution;
+  const maxGflops = optionalFloat(form.max_gflops.value), maxLatency = optionalFloat(form.max_latency_ms.value);
+  if (maxGflops !== null) body.max_gflops = maxGflops;
+  if (maxLatency !== null) body.max_latency_ms = maxLatency;
+  const audit = optionalInt(form.audit_ranking.value);
+  if (audit) body.audit_ranking = audit;
+  if (form.taps.value !== "none") body.taps = form.taps.value;
   return body;
 }
 
