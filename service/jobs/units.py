@@ -180,11 +180,13 @@ class EmbedResult(UnitResult):
     cached: bool
     dataset_fingerprint: str
     embeddings: list[EmbeddingRecord]
+    knn_queries: int | None = None
 
     def score_fields(self) -> dict[str, Any]:
         """The columns of a kNN score row."""
         return {f: getattr(self, f) for f in ("model_name", "k", "knn_accuracy", "val_accuracy", "logme",
-                                              "embed_seconds", "images_per_s", "params", "embed_dim")}
+                                              "embed_seconds", "images_per_s", "params", "embed_dim",
+                                              "knn_queries")}
 
 
 @dataclass(frozen=True)
@@ -408,7 +410,7 @@ def _execute_embed(spec: JobSpec, key: UnitKey, progress: bool) -> EmbedResult:
         embed_seconds=float(score.embed_seconds),
         images_per_s=None if score.images_per_s is None else float(score.images_per_s),
         params=score.params, embed_dim=int(score.embed_dim), cached=bool(score.cached),
-        dataset_fingerprint=ds.fingerprint, embeddings=embeddings,
+        dataset_fingerprint=ds.fingerprint, embeddings=embeddings, knn_queries=score.knn_queries,
     )
 
 

@@ -28,6 +28,7 @@ def _report(args: list[str]) -> dict:
 def test_budget_keeps_the_ensemble_within_it_and_the_audit_checks_the_ranking(tiny_home):
     free = _report(RUN_ARGS + ["--audit-ranking", "1"])
     ranking = [r["model_name"] for r in free["ranking"]]
+    assert all(r["knn_queries"] == 800 for r in free["ranking"])  # every training example held out once
     runs = free["runs"]
     assert all(r["gflops"] > 0 and r["params_count"] > 0 and r["latency_ms"] > 0 for r in runs)
     # linear runs leave the backbone frozen: one forward pass per model, shared by its runs
