@@ -34,7 +34,7 @@ MODELS = ("tf_efficientnet_lite0.in1k", "tf_efficientnet_lite1.in1k", "tf_effici
 
 
 def build(name: str) -> tuple[torch.nn.Module, dict]:
-    if name in zoo.all_weight_sets():
+    if name.startswith("tf_efficientnet_lite"):  # the embedded zoo: its ImageNet weights
         return zoo.create_model(name, num_classes=0), zoo.data_config(name)
     model = timm.create_model(name, pretrained=False, num_classes=0)
     cfg = resolve_data_config(model=model)

@@ -443,15 +443,23 @@ def _execute_finetune(spec: JobSpec, key: UnitKey, progress: bool) -> FinetuneRe
     if result.test_proba is not None:
         arrays["test"] = result.test_proba
     np.savez(probs_path, **arrays)
-    model, data_cfg = load_artifact_model(result.artifact, device=_device())
-    cost = forward_cost(model.eval(), tuple(int(v) for v in data_cfg["input_size"][1:]), device=_device())
-    del model
     pass_key = backbone_key(key.model_name, key.strategy, resolution=params.resolution,
                             preprocessing=params.preprocessing, run_key=str(key))
+    cost = _PASS_COSTS.get((pass_key, _device()))
+    if cost is None:  # runs sharing a frozen backbone (linear) share one pass: counted and timed once
+        model, data_cfg = load_artifact_model(result.artifact, device=_device())
+        cost = forward_cost(model.eval(), tuple(int(v) for v in data_cfg["input_size"][1:]), device=_device())
+        del model
+        if get_strategy(key.strategy).shares_backbone:
+            _PASS_COSTS[(pass_key, _device())] = cost
     (run_dir / COST_FILE).write_text(json.dumps({"backbone_key": pass_key, "cost": cost.to_dict()}))
     return FinetuneResult(**result.summary(), seed=params.seed, artifact_path=str(run_dir / "artifact"),
                           probs_path=str(probs_path), gflops=cost.gflops, params_count=cost.params,
                           latency_ms=cost.latency_ms, backbone_key=pass_key)
+
+
+_PASS_COSTS: dict[tuple[str, str], ForwardCost] = {}
+"""Forward costs of shared passes measured in this process, by (backbone key, device)."""
 
 
 def _run_costs(spec: JobSpec, run_keys: list[UnitKey]) -> list[tuple[str, ForwardCost]] | None:
