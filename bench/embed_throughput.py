@@ -13,10 +13,11 @@ For each model of the zoo (default the embedded three, at `make run`'s 112 px, F
 - **bare**: timm channels-last forwards in inference mode over tensors decoded and normalised
   beforehand by timm's own eval transform, same models, resolution, batch and split batching.
 
-Repeats alternate ours and bare; each takes its best repeat. Writes
+Each repeat times, model by model, ours then bare (bare then ours on odd repeats), so both see
+the machine alike; `ratio` = bare / ours time is taken per pair and its median over `--repeats`
+reported, with the spread (`ratio_min`, `ratio_max`) and the median throughputs. Writes
 bench/results/embed_throughput.csv: one row per model (the first model of a geometry pays its
-decode) and a `zoo` row with images x models per second of each and `ratio` = bare / ours time
-(target >= 0.95). `--workers 0,1,2` repeats ours for each DataLoader worker count (the rows say
+decode) and a `zoo` row (the whole zoo's time per repeat; target ratio >= 0.95). `--workers 0,1,2` repeats ours for each DataLoader worker count (the rows say
 which); that is how `num_workers='auto'` was chosen for CPU hosts.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -59,7 +61,7 @@ def main() -> None:
     p.add_argument("--n-val", type=int, default=200)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--workers", default="0", help="comma-separated DataLoader worker counts to time")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -89,60 +91,62 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - t
 
-    def ours(workers: int, data: ImageDataset = ds) -> dict[str, float]:
+    def ours(ws, cache: EmbeddingCache, workers: int, data: ImageDataset = ds) -> float:
         settings.num_workers = workers
-        root = Path(tempfile.mkdtemp(prefix="zooens-bench-cache-"))
-        try:
-            cache = EmbeddingCache(root)  # cold: embeddings and decoded splits
-            out = {}
-            for ws in models:
-                t = time.perf_counter()
-                for s in splits:
-                    embed_with_cache(ws, data, s, cache=cache, resolution=args.resolution, device=args.device,
-                                     batch_size=args.batch, progress=False)
-                out[ws.name] = time.perf_counter() - t
-            return out
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        t = time.perf_counter()
+        for s in splits:
+            embed_with_cache(ws, data, s, cache=cache, resolution=args.resolution, device=args.device,
+                             batch_size=args.batch, progress=False)
+        return time.perf_counter() - t
 
     workers_list = [int(w) for w in args.workers.split(",")]
     for ws in models:  # warm-up: first forwards allocate, first DataLoaders start
         bare(ws.name, limit=args.batch)
     warm = ImageDataset("warm-up", ds.classes, {s: ds.split(s).subset(np.arange(args.batch), s) for s in splits})
-    for w in workers_list:
-        ours(w, warm)
-    t_bare = {ws.name: float("inf") for ws in models}
-    t_ours = {w: {ws.name: float("inf") for ws in models} for w in workers_list}
-    best_total = {w: float("inf") for w in workers_list}
-    best_bare_total = float("inf")
-    for _ in range(args.repeats):
+    with tempfile.TemporaryDirectory(prefix="zooens-bench-cache-") as tmp:
         for w in workers_list:
-            run = ours(w)
-            best_total[w] = min(best_total[w], sum(run.values()))
-            t_ours[w] = {k: min(t_ours[w][k], v) for k, v in run.items()}
-        run_bare = {ws.name: bare(ws.name) for ws in models}
-        best_bare_total = min(best_bare_total, sum(run_bare.values()))
-        t_bare = {k: min(t_bare[k], v) for k, v in run_bare.items()}
+            for ws in models:
+                ours(ws, EmbeddingCache(Path(tmp) / f"warm-{w}"), w, warm)
+    # Paired and interleaved: in each repeat, each model's `ours` (a fresh cache per repeat and worker
+    # count: the first model of a geometry pays its decode) and its `bare` run back to back, their
+    # order alternating between repeats, so drift in the machine's speed hits both alike. A ratio is
+    # taken per pair; the figures are the medians over repeats.
+    t_ours = {w: {ws.name: [] for ws in models} for w in workers_list}
+    t_bare = {ws.name: [] for ws in models}
+    for r in range(args.repeats):
+        roots = {w: Path(tempfile.mkdtemp(prefix="zooens-bench-cache-")) for w in workers_list}
+        try:
+            for ws in models:
+                steps: list[int | None] = [*workers_list, None]  # None: bare
+                for w in (steps if r % 2 == 0 else steps[::-1]):
+                    if w is None:
+                        t_bare[ws.name].append(bare(ws.name))
+                    else:
+                        t_ours[w][ws.name].append(ours(ws, EmbeddingCache(roots[w]), w))
+        finally:
+            for root in roots.values():
+                shutil.rmtree(root, ignore_errors=True)
     load = os.getloadavg()[0]
     rows = []
+
+    def row(scope: str, n_models: int, w: int, ours_s: list[float], bare_s: list[float]) -> dict:
+        ratios = [b / o for b, o in zip(bare_s, ours_s)]
+        return {
+            "scope": scope, "workers": w, "resolution": args.resolution, "batch": args.batch,
+            "images": n_images, "models": n_models, "device": args.device, "repeats": len(ratios),
+            "ours_images_x_models_per_s": round(n_images * n_models / statistics.median(ours_s), 1),
+            "bare_images_x_models_per_s": round(n_images * n_models / statistics.median(bare_s), 1),
+            "ratio": round(statistics.median(ratios), 3),
+            "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
+            "threads": torch.get_num_threads(), "load_avg_1min": round(load, 2),
+        }
+
     for w in workers_list:
         for ws in models:
-            rows.append({
-                "scope": ws.name, "workers": w, "resolution": args.resolution, "batch": args.batch,
-                "images": n_images, "models": 1, "device": args.device,
-                "ours_images_x_models_per_s": round(n_images / t_ours[w][ws.name], 1),
-                "bare_images_x_models_per_s": round(n_images / t_bare[ws.name], 1),
-                "ratio": round(t_bare[ws.name] / t_ours[w][ws.name], 3),
-                "threads": torch.get_num_threads(), "load_avg_1min": round(load, 2),
-            })
-        rows.append({
-            "scope": "zoo", "workers": w, "resolution": args.resolution, "batch": args.batch,
-            "images": n_images, "models": len(models), "device": args.device,
-            "ours_images_x_models_per_s": round(n_images * len(models) / best_total[w], 1),
-            "bare_images_x_models_per_s": round(n_images * len(models) / best_bare_total, 1),
-            "ratio": round(best_bare_total / best_total[w], 3),
-            "threads": torch.get_num_threads(), "load_avg_1min": round(load, 2),
-        })
+            rows.append(row(ws.name, 1, w, t_ours[w][ws.name], t_bare[ws.name]))
+        zoo_ours = [sum(t_ours[w][ws.name][r] for ws in models) for r in range(args.repeats)]
+        zoo_bare = [sum(t_bare[ws.name][r] for ws in models) for r in range(args.repeats)]
+        rows.append(row("zoo", len(models), w, zoo_ours, zoo_bare))
     write_rows("embed_throughput", rows)
 
 

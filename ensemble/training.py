@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from zooens.cancel import check_cancelled
 from zooens.ensemble.specs import check_augmentation
 from zooens.errors import ConfigError, DatasetError
-from zooens.selection.decoded import decode_transform, mean_std, normalize
+from zooens.selection.decoded import Decoder, mean_std, normalize
 from zooens.selection.images import to_rgb
 from zooens.utils import resolve_device
 
@@ -140,7 +140,7 @@ class TrainImages:
 
     A schedule draws every image many times (BiT's 500 steps of 512 draw each of 1,000 images 256
     times); decoding and resizing each draw again would keep a GPU waiting on one CPU core. The
-    geometric part of the eval transform (`selection.decoded.decode_transform`) runs once per image,
+    geometric part of the eval transform (`selection.decoded.Decoder`) runs once per image,
     on first use, into a uint8 buffer; `batch` normalises the drawn rows exactly as timm's ToTensor +
     Normalize do (`selection.decoded.normalize`), so the tensors equal `eval_transform`'s bit for bit.
     Splits larger than `TRAIN_DECODE_MAX_BYTES` are decoded per draw, as before.
@@ -152,8 +152,8 @@ class TrainImages:
         _, h, w = kwargs["input_size"]
         self.pixels: torch.Tensor | None = None
         if len(split) * 3 * h * w <= TRAIN_DECODE_MAX_BYTES:
-            self.decode = decode_transform(kwargs)
-            self.pixels = torch.empty((len(split), 3, h, w), dtype=torch.uint8)
+            self.decoder = Decoder(kwargs)
+            self.pixels = torch.empty((len(split), h, w, 3), dtype=torch.uint8)  # PIL's layout: channels-last
             self.done = torch.zeros(len(split), dtype=torch.bool)
             self.mean, self.std = mean_std(kwargs, "cpu")
         else:
@@ -167,9 +167,9 @@ class TrainImages:
         if self.pixels is None:
             return torch.stack([self.transform(self.split.image(int(i))) for i in idx])
         for i in torch.unique(idx[~self.done[idx]]).tolist():
-            self.pixels[i] = self.decode(self.split.image(int(i)))
+            self.decoder.into(self.pixels[i].numpy(), self.decoder.image(self.split, int(i)))
             self.done[i] = True
-        return normalize(self.pixels[idx], self.mean, self.std).contiguous()
+        return normalize(self.pixels[idx].permute(0, 3, 1, 2), self.mean, self.std).contiguous()
 
 
 class ImageSplitDataset(torch.utils.data.Dataset):

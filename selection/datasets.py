@@ -103,9 +103,13 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def image(self, i: int) -> Image.Image:
-        """Image `i` as an RGB PIL image."""
+    def image(self, i: int, *, keep_grey: bool = False) -> Image.Image:
+        """Image `i` as an RGB PIL image; with `keep_grey`, a grey split's image as an 'L' image (the
+        same picture: its RGB conversion repeats the one channel; `selection.decoded.Decoder` resizes
+        that one channel and repeats it after, a third of the work)."""
         if isinstance(self.images, np.ndarray):
+            if keep_grey and (self.images.ndim == 3 or self.images.shape[-1] == 1):
+                return Image.fromarray(np.ascontiguousarray(self.images[i]).reshape(self.images.shape[1:3]))
             return image_from_array(self.images[i])  # 16-bit, float and grey arrays as files are decoded
         return open_image(self.images[i])
 

@@ -2,10 +2,17 @@
 
 A model's evaluation transform (timm's `create_transform(..., is_training=False)`) is a geometric
 part on PIL images (resize, centre crop) followed by `ToTensor` and `Normalize`. Only the geometric
-part is costly, and PIL works on uint8, so its result is exactly a uint8 tensor of shape
-(N, 3, H, W): the *decoded split*. `normalize` then does on the device what `ToTensor` and
-`Normalize` do (`x.float() / 255`, then `(x - mean) / std` in float32, the same operations in the
-same order), so the normalised batch is bit for bit timm's.
+part is costly, and PIL works on uint8, so its result is exactly a uint8 array of shape
+(N, H, W, 3), PIL's own pixel layout: the *decoded split*. Batches of it are handed out as
+(B, 3, H, W) views with channels-last strides, the layout the models run in, so no copy reorders
+them. `normalize` then does on the device what `ToTensor` and `Normalize` do (`x.float() / 255`,
+then `(x - mean) / std` in float32, the same operations in the same order), so the normalised batch
+is bit for bit timm's.
+
+A grey image (a split of (N, H, W) or (N, H, W, 1) arrays, as MNIST-like and most TFDS grey sets
+are stored) is resized as one channel and then repeated three times: PIL resamples each band of an
+8-bit image alone with the same coefficients, so this equals resizing its RGB conversion exactly,
+for a third of the work (`Decoder`).
 
 The geometric part (`geometry`: the resize and crop steps timm builds from input size,
 interpolation, crop_pct and crop_mode; `preprocessing` `resize` shows in these fields, since
@@ -22,14 +29,16 @@ bytes by `Settings.decoded_disk_bytes`, oldest read first evicted; writes atomic
 A split bigger than a bound is simply not held there.
 
 `decoded_batches` yields a split's uint8 batches: slices of the cached tensor when there is one,
-else straight from a DataLoader whose workers decode while the caller runs the forward pass; the
-batches are copied into the tensor that is then cached (only when the whole split was read).
+else decoded straight into the array that is then cached (in the caller's process, or in a
+DataLoader whose workers decode while the caller runs the forward pass; cached only when the whole
+split was read, and only when it fits one of the bounds).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -53,7 +62,8 @@ from zooens.settings import get_settings
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DecodeKey", "DecodedCache", "decode_transform", "decoded_batches", "decoded_cache", "geometry", "normalize",
+    "DecodeKey", "DecodedCache", "Decoder", "decode_transform", "decoded_batches", "decoded_cache", "geometry",
+    "normalize",
 ]
 
 _LAST_STEPS = ("ToTensor", "MaybeToTensor", "Normalize", "MaybeNormalize")
@@ -93,28 +103,65 @@ class DecodeKey:
     @property
     def digest(self) -> str:
         """sha256 hex of the key, the file name on disk."""
-        payload = json.dumps({"dataset": self.fingerprint, "split": self.split, "geometry": self.geometry},
-                             sort_keys=True)
+        payload = json.dumps({"dataset": self.fingerprint, "split": self.split, "geometry": self.geometry,
+                              "layout": LAYOUT}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
-class _PilToUint8:
-    """PIL RGB image -> uint8 tensor (3, H, W), the pixels `ToTensor` would divide by 255."""
+BAND_WISE_STEPS = frozenset({"Resize", "CenterCrop", "ResizeKeepRatio"})
+"""Geometric steps that resample or crop each band of an image alike, without fill colours."""
+
+LAYOUT = "NHWC"
+"""How decoded splits are stored (part of every `DecodeKey.digest`, so files of another layout are
+never read as this one)."""
+
+
+class Decoder:
+    """The geometric part of timm's eval transform for a config: PIL image -> uint8 pixels (H, W, 3).
+
+    `image(split, i)` reads image `i` of a split for it: a grey array split gives its 'L' image, which
+    `into` resizes as one channel and repeats three times (exactly the RGB conversion's result, see
+    the module's docstring); everything else is read as RGB."""
+
+    def __init__(self, data_cfg: dict[str, Any]) -> None:
+        steps = _geometric_steps(data_cfg)
+        self.steps = T.Compose(steps)
+        _, self.height, self.width = (int(v) for v in data_cfg["input_size"])
+        # Only steps known to treat each band alike may see one grey band; a pad with a colour fill
+        # (timm's 'border' crop mode) makes the result RGB, and an unknown step is not assumed safe.
+        self.grey = all(type(step).__name__ in BAND_WISE_STEPS for step in steps)
+
+    def image(self, split: Split, i: int) -> Image.Image:
+        """Image `i` of `split` as this decoder reads it ('L' for a grey array split when `grey`)."""
+        return split.image(i, keep_grey=True) if self.grey and isinstance(split, Split) else split.image(i)
+
+    def into(self, out: np.ndarray, img: Image.Image) -> None:
+        """Decode `img` into `out`, a uint8 (H, W, 3) array."""
+        if img.mode != "RGB" and not (img.mode == "L" and self.grey):
+            img = img.convert("RGB")
+        img = self.steps(img)
+        arr = np.asarray(img.convert("RGB") if img.mode != "RGB" else img)  # PIL repeats a band fastest
+        if arr.shape != out.shape:
+            raise ConfigError(f"The evaluation transform gave {arr.shape} pixels, not {out.shape}: {self.steps}")
+        out[...] = arr
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        arr = np.asarray(img.convert("RGB") if img.mode != "RGB" else img, dtype=np.uint8)
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+        """uint8 (3, H, W) (a channels-last view of the (H, W, 3) pixels)."""
+        out = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        self.into(out, img)
+        return torch.from_numpy(out).permute(2, 0, 1)
 
 
-def decode_transform(data_cfg: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
+def decode_transform(data_cfg: dict[str, Any]) -> Decoder:
     """timm's eval transform for `data_cfg` without ToTensor/Normalize: PIL image -> uint8 (3, H, W)."""
-    return T.Compose([*_geometric_steps(data_cfg), _PilToUint8()])
+    return Decoder(data_cfg)
 
 
 def normalize(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float32 as timm's ToTensor + Normalize, channels-last, on batch's device.
 
-    `mean` and `std` are float32 (3, 1, 1) tensors on the same device."""
+    `mean` and `std` are float32 (3, 1, 1) tensors on the same device. A batch with channels-last
+    strides (what `decoded_batches` yields) is converted in that layout, without reordering."""
     x = batch.to(torch.float32).div_(255).sub_(mean).div_(std)
     return x.contiguous(memory_format=torch.channels_last)
 
@@ -127,20 +174,23 @@ def mean_std(data_cfg: dict[str, Any], device: str | torch.device) -> tuple[torc
 
 
 class _SplitImages(torch.utils.data.Dataset):
-    """A split's images through the decode transform, for a DataLoader."""
+    """A split's images decoded to uint8 (H, W, 3), for a DataLoader."""
 
-    def __init__(self, split: Split, transform: Callable[[Image.Image], torch.Tensor]) -> None:
-        self.split, self.transform = split, transform
+    def __init__(self, split: Split, decoder: Decoder) -> None:
+        self.split, self.decoder = split, decoder
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(self.split.image(i))
+        out = np.empty((self.decoder.height, self.decoder.width, 3), dtype=np.uint8)
+        self.decoder.into(out, self.decoder.image(self.split, i))
+        return torch.from_numpy(out)
 
 
 class DecodedCache:
-    """Decoded splits in memory (LRU, bounded in bytes) and on disk under `root` (bounded in bytes).
+    """Decoded splits, uint8 (N, H, W, 3), in memory (LRU, bounded in bytes) and on disk under `root`
+    (bounded in bytes).
 
     `root=None` keeps them in memory only. Thread-safe; one instance per root per process
     (`decoded_cache`), so every model of a job shares it."""
@@ -156,7 +206,7 @@ class DecodedCache:
         return None if self.root is None else self.root / key.digest[:2] / f"{key.digest}.npy"
 
     def get(self, key: DecodeKey, n_images: int | None = None) -> torch.Tensor | None:
-        """The uint8 (N, 3, H, W) tensor of `key` from memory, else from disk (then held in memory)."""
+        """The uint8 (N, H, W, 3) tensor of `key` from memory, else from disk (then held in memory)."""
         with self._lock:
             hit = self._memory.get(key)
             if hit is not None:
@@ -170,7 +220,8 @@ class DecodedCache:
         except (OSError, ValueError, EOFError):
             logger.warning("unreadable decoded split %s; it will be decoded again", path)
             return None
-        if arr.dtype != np.uint8 or arr.ndim != 4 or (n_images is not None and len(arr) != n_images):
+        if (arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3
+                or (n_images is not None and len(arr) != n_images)):
             logger.warning("decoded split %s has shape %s %s; it will be decoded again", path, arr.shape, arr.dtype)
             return None
         _touch(path)  # eviction is by last use
@@ -179,7 +230,7 @@ class DecodedCache:
         return tensor
 
     def put(self, key: DecodeKey, tensor: torch.Tensor) -> None:
-        """Hold `tensor` (uint8 (N, 3, H, W), CPU) in memory and on disk, each within its bound."""
+        """Hold `tensor` (uint8 (N, H, W, 3), CPU) in memory and on disk, each within its bound."""
         self._hold(key, tensor)
         path = self.path(key)
         nbytes = tensor.numel() * tensor.element_size()
@@ -280,11 +331,12 @@ def decoded_batches(
     key: DecodeKey | None = None,
     cache: DecodedCache | None = None,
 ) -> Iterator[torch.Tensor]:
-    """uint8 (B, 3, H, W) batches of `split` decoded by `data_cfg`'s geometry, in order.
+    """uint8 (B, 3, H, W) batches (channels-last views) of `split` decoded by `data_cfg`'s geometry, in order.
 
-    With `key` and `cache`: from the cached tensor when held, else decoded in a DataLoader (with
-    `num_workers` processes, overlapping the caller's work on each batch) and cached once every
-    batch was read."""
+    With `key` and `cache`: from the cached tensor when held, else decoded (in this process, or with
+    `num_workers` DataLoader processes, overlapping the caller's work on each batch) into the array
+    that is cached once every batch was read; a split larger than both of the cache's bounds is
+    decoded batch by batch instead. Batches are read-only."""
     n = len(split)
     if key is not None and cache is not None:
         held = cache.get(key, n_images=n)
@@ -293,23 +345,33 @@ def decoded_batches(
                 held = held.pin_memory()  # once: the pinned copy replaces the held one
                 cache._hold(key, held)
             for start in range(0, n, batch_size):
-                yield held[start:start + batch_size]
+                yield held[start:start + batch_size].permute(0, 3, 1, 2)
             return
-    loader = torch.utils.data.DataLoader(
-        _SplitImages(split, decode_transform(data_cfg)), batch_size=batch_size, shuffle=False,
-        num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False,
-        prefetch_factor=4 if num_workers else None,
-    )
-    keep = key is not None and cache is not None
-    store: np.ndarray | None = None  # numpy: no inference-mode tensor leaks into the cache
+    decoder = Decoder(data_cfg)
+    shape = (decoder.height, decoder.width, 3)
+    keep = key is not None and cache is not None and n * math.prod(shape) <= max(cache.memory_bytes, cache.disk_bytes)
+    store = np.empty((n, *shape), dtype=np.uint8) if keep else None  # numpy: no inference-mode tensor is cached
     start = 0
-    for batch in loader:
-        if keep:
-            if store is None:
-                store = np.empty((n, *batch.shape[1:]), dtype=np.uint8)
-            store[start:start + len(batch)] = batch.numpy()
-        start += len(batch)
-        yield batch
-    if keep and store is not None and start == n:
+    if num_workers == 0:
+        for start in range(0, n, batch_size):
+            end = min(n, start + batch_size)
+            out = store[start:end] if store is not None else np.empty((end - start, *shape), dtype=np.uint8)
+            for i in range(start, end):
+                decoder.into(out[i - start], decoder.image(split, i))
+            batch = torch.from_numpy(out)
+            yield (batch.pin_memory() if pin_memory else batch).permute(0, 3, 1, 2)
+        start = n
+    else:
+        loader = torch.utils.data.DataLoader(
+            _SplitImages(split, decoder), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+            pin_memory=pin_memory, persistent_workers=False, prefetch_factor=4,
+        )
+        for batch in loader:
+            if store is not None:
+                store[start:start + len(batch)] = batch.numpy()
+            start += len(batch)
+            yield batch.permute(0, 3, 1, 2)
+    if store is not None and start == n:
         assert key is not None and cache is not None
-        cache.put(key, torch.from_numpy(store))
+        with torch.inference_mode(False):
+            cache.put(key, torch.from_numpy(store))

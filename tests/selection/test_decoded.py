@@ -11,7 +11,7 @@ from timm.data import create_transform
 from zooens import zoo
 from zooens.selection.datasets import Split
 from zooens.selection.decoded import (
-    DecodedCache, DecodeKey, decode_transform, decoded_batches, mean_std, normalize,
+    DecodedCache, DecodeKey, Decoder, decode_transform, decoded_batches, mean_std, normalize,
 )
 
 CONFIGS = [
@@ -64,7 +64,7 @@ def test_the_key_is_the_geometry_not_mean_or_std():
 
 
 def _tensor(n: int, value: int) -> torch.Tensor:
-    return torch.full((n, 3, 16, 16), value, dtype=torch.uint8)  # 768 bytes per image (+128 of .npy header)
+    return torch.full((n, 16, 16, 3), value, dtype=torch.uint8)  # 768 bytes per image (+128 of .npy header)
 
 
 def test_memory_and_disk_stay_within_their_bounds(tmp_path):
@@ -104,8 +104,56 @@ def test_batches_come_from_the_cache_once_a_split_was_read_through(tmp_path):
     partial.close()
     assert cache.get(key) is None  # a split read in part is not cached
     first = torch.cat(list(decoded_batches(split, cfg, batch_size=4, key=key, cache=cache)))
-    assert torch.equal(cache.get(key), first)
+    assert torch.equal(cache.get(key).permute(0, 3, 1, 2), first)
     again = list(decoded_batches(split, cfg, batch_size=3, key=key, cache=cache))
     assert [len(b) for b in again] == [3, 3, 3, 1] and torch.equal(torch.cat(again), first)
     tf = decode_transform(cfg)
     assert torch.equal(first, torch.stack([tf(split.image(i)) for i in range(10)]))
+
+
+INTERPOLATIONS = ["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+@pytest.mark.parametrize("crop_mode", ["center", "squash", "border"])
+def test_a_grey_split_decoded_as_one_channel_equals_timm_on_its_rgb_image(interpolation, crop_mode):
+    rng = np.random.default_rng(2)
+    for shape in ((9, 28, 28), (9, 23, 37, 1)):  # (N, H, W) and (N, H, W, 1)
+        split = Split("train", rng.integers(0, 256, shape, dtype=np.uint8), np.arange(9) % 3)
+        cfg = {"input_size": (3, 40, 40), "interpolation": interpolation, "crop_pct": 0.9, "crop_mode": crop_mode,
+               "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+        timm_tf = create_transform(**cfg, is_training=False)
+        mean, std = mean_std(cfg, "cpu")
+        assert split.image(0, keep_grey=True).mode == "L" and split.image(0).mode == "RGB"
+        assert Decoder(cfg).grey == (crop_mode != "border")  # border pads with the mean colour: RGB
+        batches = list(decoded_batches(split, cfg, batch_size=4))
+        assert [b.shape for b in batches] == [(4, 3, 40, 40), (4, 3, 40, 40), (1, 3, 40, 40)]
+        assert batches[0].is_contiguous(memory_format=torch.channels_last)  # no reordering copy
+        got = normalize(torch.cat(batches), mean, std)
+        want = torch.stack([timm_tf(split.image(i)) for i in range(9)])  # the RGB image, timm's transform
+        assert torch.equal(got, want)
+
+
+def test_workers_decode_the_same_batches_and_cache_them(tmp_path):
+    rng = np.random.default_rng(3)
+    split = Split("train", rng.integers(0, 256, (7, 30, 20, 3), dtype=np.uint8), np.arange(7) % 2)
+    cfg = zoo.data_config("tf_efficientnet_lite0.in1k", resolution=24)
+    here = torch.cat(list(decoded_batches(split, cfg, batch_size=3)))
+    cache = DecodedCache(tmp_path, memory_bytes=1 << 20, disk_bytes=1 << 20)
+    key = DecodeKey.of("fp", "train", cfg)
+    workers = torch.cat(list(decoded_batches(split, cfg, batch_size=3, num_workers=1, key=key, cache=cache)))
+    assert torch.equal(here, workers)
+    cache.clear_memory()
+    assert torch.equal(cache.get(key, n_images=7).permute(0, 3, 1, 2), here)  # from disk
+
+
+def test_a_split_larger_than_both_bounds_is_decoded_without_holding_it():
+    rng = np.random.default_rng(4)
+    split = Split("train", rng.integers(0, 256, (6, 12, 12), dtype=np.uint8), np.arange(6) % 2)
+    cfg = zoo.data_config("tf_efficientnet_lite0.in1k", resolution=16)
+    cache = DecodedCache(None, memory_bytes=16 * 16 * 3 * 5, disk_bytes=0)  # 5 of the 6 images
+    key = DecodeKey.of("fp", "train", cfg)
+    batches = list(decoded_batches(split, cfg, batch_size=2, key=key, cache=cache))
+    assert len(batches) == 3 and cache.get(key) is None
+    tf = decode_transform(cfg)
+    assert torch.equal(torch.cat(batches), torch.stack([tf(split.image(i)) for i in range(6)]))

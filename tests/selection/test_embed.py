@@ -41,7 +41,7 @@ def counted_images(monkeypatch):
     """How many images were decoded (Split.image calls in this process: the tests use no workers)."""
     calls: list[int] = []
     real = Split.image
-    monkeypatch.setattr(Split, "image", lambda self, i: calls.append(i) or real(self, i))
+    monkeypatch.setattr(Split, "image", lambda self, i, **kw: calls.append(i) or real(self, i, **kw))
     return calls
 
 
