@@ -49,7 +49,7 @@ bench: setup
 	$(PIP) install -q -e '.[bench]'
 	$(PY) bench/embed_throughput.py
 	$(PY) bench/knn_loo.py
-	$(PY) bench/make_run.py --fresh
+	$(PY) bench/make_run.py
 	$(PY) bench/api_load.py
 	$(PY) bench/adapters.py
 

@@ -1,7 +1,7 @@
 """Zoo-ranking throughput: our ranking embed path against bare timm forwards, in one run.
 
     .venv/bin/python bench/embed_throughput.py [--zoo embedded] [--resolution 112] [--n-train 800]
-        [--n-val 200] [--batch 64] [--workers 0] [--repeats 3]
+        [--n-val 200] [--batch N] [--workers 0] [--forward eager,frozen] [--repeats 5]
 
 For each model of the zoo (default the embedded three, at `make run`'s 112 px, Fashion-MNIST
 800 train + 200 val images) it times:
@@ -10,6 +10,9 @@ For each model of the zoo (default the embedded three, at `make run`'s 112 px, F
   with a cold decoded cache and a cold embedding cache (fresh directories each repeat), but warm
   Python and models (each model built and run once before timing; the kept-model LRU holds the
   whole zoo, so no build is timed);
+- `--forward eager` runs the timm model itself, so the ratio measures what the pipeline (decode,
+  normalise, caches) costs on top of the forwards; `frozen` runs the TorchScript copy the pipeline uses
+  on a CPU for datasets of `Settings.embed_freeze_min_images` images or more (traced in the warm-up);
 - **bare**: timm channels-last forwards in inference mode over tensors decoded and normalised
   beforehand by timm's own eval transform, same models, resolution, batch and split batching.
 
@@ -39,7 +42,7 @@ from timm.data import create_transform
 from zooens import zoo
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset, load_dataset
-from zooens.selection.embed import built_model, embed_with_cache
+from zooens.selection.embed import batch_size_for, built_model, embed_with_cache
 from zooens.settings import get_settings
 
 
@@ -59,8 +62,11 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=112)
     p.add_argument("--n-train", type=int, default=800)
     p.add_argument("--n-val", type=int, default=200)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=0, help="images per forward (default: `batch_size_for`)")
     p.add_argument("--workers", default="0", help="comma-separated DataLoader worker counts to time")
+    p.add_argument("--forward", default="eager,frozen",
+                   help="comma-separated: 'eager' (the timm model, as bare) and/or 'frozen' (the TorchScript copy "
+                        "a CPU embedding uses for datasets of Settings.embed_freeze_min_images or more)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
@@ -72,6 +78,7 @@ def main() -> None:
     splits = ("train", "val")
     n_images = sum(len(ds.split(s)) for s in splits)
     cfgs = {ws.name: zoo.data_config(ws, resolution=args.resolution) for ws in models}
+    batch = {ws.name: args.batch or batch_size_for(args.device, cfgs[ws.name]) for ws in models}
     built = {ws.name: built_model(ws) for ws in models}  # warm: the timed path finds them kept
     inputs = {}
     for ws in models:
@@ -85,54 +92,57 @@ def main() -> None:
         with torch.inference_mode():
             for s in splits:
                 x = inputs[name][s][:limit]
-                for i in range(0, len(x), args.batch):
-                    m(x[i:i + args.batch].to(args.device))
+                for i in range(0, len(x), batch[name]):
+                    m(x[i:i + batch[name]].to(args.device))
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - t
 
-    def ours(ws, cache: EmbeddingCache, workers: int, data: ImageDataset = ds) -> float:
-        settings.num_workers = workers
+    def ours(ws, cache: EmbeddingCache, variant: tuple[int, str], data: ImageDataset = ds) -> float:
+        settings.num_workers = variant[0]
+        settings.embed_freeze_min_images = 0 if variant[1] == "frozen" else 2**62
         t = time.perf_counter()
         for s in splits:
             embed_with_cache(ws, data, s, cache=cache, resolution=args.resolution, device=args.device,
-                             batch_size=args.batch, progress=False)
+                             batch_size=batch[ws.name], progress=False)
         return time.perf_counter() - t
 
-    workers_list = [int(w) for w in args.workers.split(",")]
-    for ws in models:  # warm-up: first forwards allocate, first DataLoaders start
-        bare(ws.name, limit=args.batch)
-    warm = ImageDataset("warm-up", ds.classes, {s: ds.split(s).subset(np.arange(args.batch), s) for s in splits})
+    variants = [(int(w), f) for f in args.forward.split(",") for w in args.workers.split(",")]
+    for ws in models:  # warm-up: first forwards allocate, first DataLoaders start, frozen copies are traced
+        bare(ws.name, limit=max(batch.values()))
+    warm = ImageDataset("warm-up", ds.classes,
+                        {s: ds.split(s).subset(np.arange(max(batch.values())), s) for s in splits})
     with tempfile.TemporaryDirectory(prefix="zooens-bench-cache-") as tmp:
-        for w in workers_list:
+        for v in variants:
             for ws in models:
-                ours(ws, EmbeddingCache(Path(tmp) / f"warm-{w}"), w, warm)
-    # Paired and interleaved: in each repeat, each model's `ours` (a fresh cache per repeat and worker
-    # count: the first model of a geometry pays its decode) and its `bare` run back to back, their
-    # order alternating between repeats, so drift in the machine's speed hits both alike. A ratio is
-    # taken per pair; the figures are the medians over repeats.
-    t_ours = {w: {ws.name: [] for ws in models} for w in workers_list}
+                ours(ws, EmbeddingCache(Path(tmp) / f"warm-{v[0]}-{v[1]}"), v, warm)
+    # Paired and interleaved: in each repeat, each model's `ours` (a fresh cache per repeat and variant:
+    # the first model of a geometry pays its decode) and its `bare` run back to back, their order
+    # alternating between repeats, so drift in the machine's speed hits both alike. A ratio is taken
+    # per pair; the figures are the medians over repeats.
+    t_ours = {v: {ws.name: [] for ws in models} for v in variants}
     t_bare = {ws.name: [] for ws in models}
     for r in range(args.repeats):
-        roots = {w: Path(tempfile.mkdtemp(prefix="zooens-bench-cache-")) for w in workers_list}
+        roots = {v: Path(tempfile.mkdtemp(prefix="zooens-bench-cache-")) for v in variants}
         try:
             for ws in models:
-                steps: list[int | None] = [*workers_list, None]  # None: bare
-                for w in (steps if r % 2 == 0 else steps[::-1]):
-                    if w is None:
+                steps: list[tuple[int, str] | None] = [*variants, None]  # None: bare
+                for v in (steps if r % 2 == 0 else steps[::-1]):
+                    if v is None:
                         t_bare[ws.name].append(bare(ws.name))
                     else:
-                        t_ours[w][ws.name].append(ours(ws, EmbeddingCache(roots[w]), w))
+                        t_ours[v][ws.name].append(ours(ws, EmbeddingCache(roots[v]), v))
         finally:
             for root in roots.values():
                 shutil.rmtree(root, ignore_errors=True)
     load = os.getloadavg()[0]
     rows = []
 
-    def row(scope: str, n_models: int, w: int, ours_s: list[float], bare_s: list[float]) -> dict:
+    def row(scope: str, n_models: int, v: tuple[int, str], ours_s: list[float], bare_s: list[float]) -> dict:
         ratios = [b / o for b, o in zip(bare_s, ours_s)]
         return {
-            "scope": scope, "workers": w, "resolution": args.resolution, "batch": args.batch,
+            "scope": scope, "forward": v[1], "workers": v[0], "resolution": args.resolution,
+            "batch": batch.get(scope, "/".join(str(batch[ws.name]) for ws in models)),
             "images": n_images, "models": n_models, "device": args.device, "repeats": len(ratios),
             "ours_images_x_models_per_s": round(n_images * n_models / statistics.median(ours_s), 1),
             "bare_images_x_models_per_s": round(n_images * n_models / statistics.median(bare_s), 1),
@@ -141,12 +151,12 @@ def main() -> None:
             "threads": torch.get_num_threads(), "load_avg_1min": round(load, 2),
         }
 
-    for w in workers_list:
+    for v in variants:
         for ws in models:
-            rows.append(row(ws.name, 1, w, t_ours[w][ws.name], t_bare[ws.name]))
-        zoo_ours = [sum(t_ours[w][ws.name][r] for ws in models) for r in range(args.repeats)]
+            rows.append(row(ws.name, 1, v, t_ours[v][ws.name], t_bare[ws.name]))
+        zoo_ours = [sum(t_ours[v][ws.name][r] for ws in models) for r in range(args.repeats)]
         zoo_bare = [sum(t_bare[ws.name][r] for ws in models) for r in range(args.repeats)]
-        rows.append(row("zoo", len(models), w, zoo_ours, zoo_bare))
+        rows.append(row("zoo", len(models), v, zoo_ours, zoo_bare))
     write_rows("embed_throughput", rows)
 
 

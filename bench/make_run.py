@@ -1,12 +1,14 @@
 """Time `make run`'s job end to end, stage by stage: the first run after set-up, then a repeat.
 
-    .venv/bin/python bench/make_run.py [--home DIR] [--repeat-only] [--profile]
+    .venv/bin/python bench/make_run.py [--runs N] [--home DIR] [--repeat-only] [--profile]
 
 The first run uses an empty ZOOENS_HOME (a temporary one unless `--home`): every model is built and
 every split decoded and embedded. The repeat runs the same command with the same ZOOENS_HOME, so
 its embeddings come from the cache; what is left is start-up (imports), the registry, the
 fine-tuning sweep and the ensemble. `--repeat-only` with `--home` times only a repeat;
-`--profile` runs the repeat under cProfile and prints where its time goes.
+`--profile` runs the repeat under cProfile and prints where its time goes. `--runs N` times N first
+runs, each with a fresh ZOOENS_HOME and followed by its repeat, and reports the totals' median,
+minimum and maximum (the machine's speed varies by 10-20 % from minute to minute).
 
 Writes bench/results/make_run.csv (run, stage, seconds) and prints it. Targets (issue 14): the
 first run under 90 s, a repeat under 30 s on the 2-core reference machine. `startup` is
@@ -20,6 +22,7 @@ import os
 import pstats
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,7 +53,8 @@ def timed_run(env: dict[str, str], run: str, profile_to: Path | None = None) -> 
     report = json.loads(out)
     rows = [(f"embed+score {r['model_name']}" + (" (cached)" if r.get("cached") else ""), r["embed_seconds"])
             for r in report["ranking"]]
-    rows += [(f"finetune {r['model_name']} {r['strategy']} {json.dumps(r['hparams'])}", r["seconds"])
+    rows += [(f"finetune {r['model_name']} {r['strategy']} "
+              + " ".join(f"{k}={r['hparams'][k]}" for k in ("lr", "steps") if k in r["hparams"]), r["seconds"])
              for r in report["runs"]]
     rows += [("total (process, incl. start-up and ensemble)", total)]
     ens = report["ensemble"]
@@ -71,26 +75,40 @@ def main() -> None:
     parser.add_argument("--home", help="ZOOENS_HOME to use (default: a fresh temporary one, removed after)")
     parser.add_argument("--repeat-only", action="store_true", help="time only a repeat (needs --home)")
     parser.add_argument("--profile", action="store_true", help="profile the repeat and print its top functions")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="first runs (each with a fresh ZOOENS_HOME) and repeats to time; with more than one, "
+                             "the totals' median, minimum and maximum are reported too")
     args = parser.parse_args()
     if args.repeat_only and not args.home:
         parser.error("--repeat-only needs --home (a ZOOENS_HOME that has run once)")
-    env = dict(os.environ)
-    env["ZOOENS_HOME"] = args.home or tempfile.mkdtemp(prefix="zooens-bench-")
-    rows: list[dict[str, object]] = [{"run": "both", "stage": "startup (zooens --version)",
-                                      "seconds": round(startup_seconds(env), 2)}]
-    try:
-        if not args.repeat_only:
-            rows += timed_run(env, "first")
-        profile_to = Path(env["ZOOENS_HOME"]) / "repeat.prof" if args.profile else None
-        rows += timed_run(env, "repeat", profile_to)
-        if profile_to is not None:
-            pstats.Stats(str(profile_to)).sort_stats("cumulative").print_stats(40)
-    finally:
-        if not args.home:
-            shutil.rmtree(env["ZOOENS_HOME"], ignore_errors=True)
+    if args.runs > 1 and (args.home or args.profile):
+        parser.error("--runs > 1 uses a fresh ZOOENS_HOME per run: without --home and --profile")
+    rows: list[dict[str, object]] = []
+    totals: dict[str, list[float]] = {"first": [], "repeat": []}
+    for i in range(args.runs):
+        env = dict(os.environ)
+        env["ZOOENS_HOME"] = args.home or tempfile.mkdtemp(prefix="zooens-bench-")
+        tag = "" if args.runs == 1 else f" #{i + 1}"
+        rows.append({"run": "both" + tag, "stage": "startup (zooens --version)",
+                     "seconds": round(startup_seconds(env), 2)})
+        try:
+            for run in ([] if args.repeat_only else ["first"]) + ["repeat"]:
+                profile_to = Path(env["ZOOENS_HOME"]) / "repeat.prof" if args.profile and run == "repeat" else None
+                got = timed_run(env, run, profile_to)
+                totals[run].append(float(got[-1]["seconds"]))
+                rows += [{**r, "run": f"{r['run']}{tag}"} for r in got]
+                if profile_to is not None:
+                    pstats.Stats(str(profile_to)).sort_stats("cumulative").print_stats(40)
+        finally:
+            if not args.home:
+                shutil.rmtree(env["ZOOENS_HOME"], ignore_errors=True)
+    if args.runs > 1:
+        for run, values in totals.items():
+            for stat, value in (("median", statistics.median(values)), ("min", min(values)), ("max", max(values))):
+                rows.append({"run": run, "stage": f"total, {stat} of {len(values)} runs", "seconds": round(value, 2)})
     write_rows("make_run", rows, echo=False)
     for row in rows:
-        print(f"{row['seconds']:8.1f} s  {row['run']:>6}  {row['stage']}")
+        print(f"{row['seconds']:8.1f} s  {row['run']:>9}  {row['stage']}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from zooens.ensemble import (
     register_strategy,
 )
 from zooens.ensemble.strategies.linear import LinearProbe
-from zooens.ensemble.training import eval_transform, predict_proba
+from zooens.ensemble.training import bit_schedule, default_warmup_steps, eval_transform, iterate_batches, predict_proba
 from tests.ensemble._toy import toy_split
 from tests.ensemble.test_training import DATA_CFG
 from zooens.errors import ConfigError, DatasetError, NotFoundError
@@ -87,6 +87,37 @@ def test_mean_cross_entropy_matches_sklearn() -> None:
     P = rng.dirichlet(np.ones(4), 50)
     y = rng.integers(0, 4, 50)
     assert mean_cross_entropy(P, y) == pytest.approx(log_loss(y, P, labels=range(4)), rel=1e-9)
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.9, 0.0), (0.9, 1e-3), (0.0, 1e-2)])
+def test_linear_probe_steps_equal_autograd_and_torch_sgd(momentum, weight_decay) -> None:
+    """The closed-form step against the textbook loop: nn.Linear + F.cross_entropy + backward +
+    torch.optim.SGD (weight decay on the weight only), same batches and BiT schedule."""
+    X, y = blobs(120, 3)
+    probe = LinearProbe(lr=0.3, steps=60, batch_size=32, momentum=momentum, weight_decay=weight_decay,
+                        random_state=5).fit(X, y)
+    Z = torch.from_numpy((X.astype(np.float32) - probe.mean_) / probe.scale_)
+    targets = torch.from_numpy(y.astype(np.int64))
+    head = torch.nn.Linear(X.shape[1], 3)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    opt = torch.optim.SGD([{"params": [head.weight], "weight_decay": weight_decay},
+                           {"params": [head.bias], "weight_decay": 0.0}], lr=0.3, momentum=momentum)
+    batches = iterate_batches(len(Z), 32, torch.Generator().manual_seed(5))
+    losses = []
+    for step in range(60):
+        idx = next(batches)
+        for group in opt.param_groups:
+            group["lr"] = bit_schedule(step, 60, 0.3, default_warmup_steps(60))
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(head(Z[idx]), targets[idx])
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    np.testing.assert_allclose(probe.coef_, head.weight.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(probe.intercept_, head.bias.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(probe.loss_curve_, losses, rtol=1e-4, atol=1e-6)
+    assert abs(probe.coef_).max() > 0.1  # it learned something
 
 
 def test_linear_probe_separates_blobs_like_logistic_regression() -> None:

@@ -3,6 +3,7 @@ sharing one preprocessing decodes the data once; a model is built once for all i
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -14,9 +15,11 @@ from zooens.selection import decoded as decoded_module
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset, Split
 from zooens.selection.embed import (
-    batch_size_for, clear_built_models, embed_split, embed_with_cache, embedding_key, resolve_num_workers,
+    batch_size_for, built_model, clear_built_models, embed_split, embed_with_cache, embedding_key, frozen_model,
+    resolve_num_workers,
 )
 from zooens.selection.ranking import ranking_table, score_model
+from zooens.settings import get_settings
 from zooens.zoo.testing import register_random_model
 
 
@@ -143,4 +146,46 @@ def test_score_and_rank(tiny):
 def test_workers_and_batch_size_on_the_cpu():
     assert resolve_num_workers(3, "cpu") == 3
     assert resolve_num_workers("auto", "cpu") == 0  # measured: bench/embed_throughput.py
-    assert batch_size_for("cpu", {"input_size": (3, 224, 224)}) == 64
+    sizes = {px: batch_size_for("cpu", {"input_size": (3, px, px)}) for px in (32, 64, 112, 160, 224, 384, 1024)}
+    assert sizes == {32: 64, 64: 32, 112: 16, 160: 8, 224: 4, 384: 1, 1024: 1}  # ~CPU_BATCH_PIXELS a batch
+
+
+class _Branchy(torch.nn.Module):
+    """Data-dependent control flow: a trace records one branch only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x).mean((2, 3))
+        return y * 2 if float(x.mean()) > 0 else y - 1
+
+
+def test_frozen_model_embeds_like_the_eager_model_and_falls_back_when_it_cannot(tiny, caplog):
+    home, ds = tiny
+    clear_built_models()
+    ws = register_random_model("tiny-frozen", "test_resnet", home / "w", seed=4)
+    cfg = zoo.data_config(ws, resolution=32)
+    eager = embed_split(zoo.create_model(ws, num_classes=0), cfg, ds.split("train"), batch_size=5, progress=False)
+    frozen = frozen_model(ws, built_model(ws), cfg, batch_size=5)
+    assert isinstance(frozen, torch.jit.ScriptModule)
+    assert frozen_model(ws, built_model(ws), cfg, batch_size=5) is frozen  # kept
+    got = embed_split(frozen, cfg, ds.split("train"), batch_size=5, progress=False)
+    np.testing.assert_allclose(got, eager, rtol=1e-4, atol=1e-5)
+    # embed_with_cache freezes only datasets of embed_freeze_min_images or more (the default: 1000)
+    settings = get_settings()
+    n = sum(len(s) for s in ds.splits.values())
+    for threshold, kind in ((n + 1, "eager"), (n, "frozen")):
+        settings.embed_freeze_min_images = threshold
+        clear_built_models()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="zooens.selection.embed"):
+            res = embed_with_cache(ws, ds, "train", cache=EmbeddingCache(home / f"c-{kind}"), resolution=32, progress=False)
+        assert ("frozen for inference" in caplog.text) == (kind == "frozen")
+        np.testing.assert_allclose(res.embeddings, eager, rtol=1e-4, atol=1e-5)
+    # a model whose trace would keep one branch is caught by the check and used eager
+    branchy = _Branchy().eval()
+    with caplog.at_level(logging.INFO, logger="zooens.selection.embed"):
+        assert frozen_model(dataclasses.replace(ws, name="branchy"), branchy, cfg, batch_size=4) is branchy
+    assert "eager model" in caplog.text

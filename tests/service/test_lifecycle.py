@@ -9,10 +9,12 @@ from typer.testing import CliRunner
 
 from zooens.errors import ConflictError, NotFoundError
 from zooens.service import lifecycle, registry
+from zooens.selection.embed import clear_built_models
 from zooens.service.cli import app
 from zooens.service.db.session import session_scope
 from zooens.service.jobs import JobParams, register_dataset, run_job, submit_job
 from zooens.settings import get_settings
+
 from tests.service._tiny import register_tiny_zoo
 
 TINY_PARAMS = dict(resolution=32, k=3, top_k=1, strategies=["linear"], steps=[20], learning_rates=[0.1],
@@ -95,6 +97,7 @@ def test_resume_retry_and_delete_a_real_job(zooens_home, db_url):
         dataset_id = register_dataset(s, "digits", ds).id
         job_id = submit_job(s, dataset_id, "user", JobParams(**TINY_PARAMS), claim_for="w-test").id
     shutil.move(weights, weights.with_suffix(".away"))
+    clear_built_models()  # a worker that has not built tiny-resnet already (earlier tests in this process did)
     assert run_job(job_id, worker_id="w-test", progress=False) == "failed"
     with session_scope() as s:
         before = {u.key: (u.status, u.finished_at) for u in registry.list_units(s, job_id)}
