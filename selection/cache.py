@@ -18,7 +18,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbeddingCache", "cache_key"]
+__all__ = ["EmbeddingCache", "cache_key", "read_npy", "write_npy"]
 
 
 def cache_key(
@@ -34,6 +34,32 @@ def cache_key(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def read_npy(path: Path, what: str, then: str) -> np.ndarray | None:
+    """The array in `path`, or None when there is no file or it cannot be read (a warning naming
+    `what` and saying it will be `then`)."""
+    if not path.is_file():
+        return None
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        logger.warning("unreadable %s %s; it will be %s", what, path, then)
+        return None
+
+
+def write_npy(path: Path, arr: np.ndarray) -> None:
+    """Save `arr` to `path` atomically (a temporary file in the same folder, then renamed): readers see
+    the old file or the whole new one, and a failed write leaves nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class EmbeddingCache:
     """A directory of `.npy` embeddings with a JSON sidecar each."""
 
@@ -47,12 +73,8 @@ class EmbeddingCache:
     def get(self, key: str, n_rows: int | None = None) -> np.ndarray | None:
         """The stored float32 (N, D) array, or None when absent, unreadable or not `n_rows` long."""
         path = self.path(key)
-        if not path.is_file():
-            return None
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError):
-            logger.warning("unreadable cache entry %s; it will be recomputed", path)
+        arr = read_npy(path, "cache entry", "recomputed")
+        if arr is None:
             return None
         if arr.ndim != 2 or arr.dtype != np.float32 or (n_rows is not None and len(arr) != n_rows):
             logger.warning("cache entry %s has shape %s %s, expected (%s, D) float32; it will be recomputed",
@@ -66,15 +88,7 @@ class EmbeddingCache:
     def put(self, key: str, embeddings: np.ndarray, meta: dict[str, Any] | None = None) -> Path:
         """Store `embeddings` (as float32) and an optional JSON sidecar atomically; the .npy path."""
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(embeddings, dtype=np.float32))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_npy(path, np.ascontiguousarray(embeddings, dtype=np.float32))
         if meta is not None:
             fd, tmp_meta = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
             with os.fdopen(fd, "w") as f:

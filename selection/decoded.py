@@ -40,7 +40,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -56,6 +55,7 @@ from timm.data import create_transform
 from torchvision import transforms as T
 
 from zooens.errors import ConfigError
+from zooens.selection.cache import read_npy, write_npy
 from zooens.selection.datasets import Split
 from zooens.settings import get_settings
 
@@ -213,12 +213,8 @@ class DecodedCache:
                 self._memory.move_to_end(key)
                 return hit
         path = self.path(key)
-        if path is None or not path.is_file():
-            return None
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError):
-            logger.warning("unreadable decoded split %s; it will be decoded again", path)
+        arr = None if path is None else read_npy(path, "decoded split", "decoded again")
+        if arr is None:
             return None
         if (arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3
                 or (n_images is not None and len(arr) != n_images)):
@@ -237,15 +233,7 @@ class DecodedCache:
         if path is None or nbytes > self.disk_bytes:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, tensor.numpy())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_npy(path, tensor.numpy())
         except OSError as exc:
             logger.warning("cannot store decoded split %s: %s", path, exc)
             return
