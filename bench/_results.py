@@ -1,4 +1,5 @@
 """Writing benchmark results: one CSV per benchmark under bench/results/."""
+
 from __future__ import annotations
 
 import csv

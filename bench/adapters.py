@@ -12,6 +12,7 @@ kron needs a ViT, and no pre-trained ViT weights ship here. `--steps 0` and `--f
 each strategy's own schedule (BiT's rule for full, FiT's episode size). Writes bench/results/<name>.csv
 and bench/results/<name>.png (matplotlib), `--name` defaulting to `adapters`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,22 +44,59 @@ def dataset_for(task: str, tmp: Path) -> str:
 
 def run_task(task: str, args, tmp: Path) -> tuple[list[dict], dict]:
     teachers = json.dumps(["tf_efficientnet_lite0.in1k", "tf_efficientnet_lite1.in1k", "tf_efficientnet_lite2.in1k"])
-    cmd = [ZOOENS, "run", "--dataset", dataset_for(task, tmp), "--zoo", "embedded", "--top-k", "1", "--max-test", "1000",
-           "--resolution", str(args.resolution), "--strategies", args.strategies,
-           *(["--lr", args.lr] if args.lr else []), *(["--steps", str(args.steps)] if args.steps else []),
-           "-o", f"aft.teachers={teachers}",
-           *(["-o", f"film.max_target_size={args.film_max_target}"] if args.film_max_target else []),
-           "--json", "--quiet"]
+    cmd = [
+        ZOOENS,
+        "run",
+        "--dataset",
+        dataset_for(task, tmp),
+        "--zoo",
+        "embedded",
+        "--top-k",
+        "1",
+        "--max-test",
+        "1000",
+        "--resolution",
+        str(args.resolution),
+        "--strategies",
+        args.strategies,
+        *(["--lr", args.lr] if args.lr else []),
+        *(["--steps", str(args.steps)] if args.steps else []),
+        "-o",
+        f"aft.teachers={teachers}",
+        *(["-o", f"film.max_target_size={args.film_max_target}"] if args.film_max_target else []),
+        "--json",
+        "--quiet",
+    ]
     report = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout)
     rows = [
-        {"task": task, "model_name": r["model_name"], "strategy": r["strategy"], "lr": r["hparams"]["lr"],
-         "augmentation": r["hparams"].get("augmentation", ""), "test_acc": r["test_acc"], "val_acc": r["val_acc"],
-         "updated_params": r["updated_params"], "update_bytes": r["update_bytes"], "seconds": round(r["seconds"], 1)}
+        {
+            "task": task,
+            "model_name": r["model_name"],
+            "strategy": r["strategy"],
+            "lr": r["hparams"]["lr"],
+            "augmentation": r["hparams"].get("augmentation", ""),
+            "test_acc": r["test_acc"],
+            "val_acc": r["val_acc"],
+            "updated_params": r["updated_params"],
+            "update_bytes": r["update_bytes"],
+            "seconds": round(r["seconds"], 1),
+        }
         for r in report["runs"]
     ]
-    rows.append({"task": task, "model_name": "ensemble", "strategy": "greedy", "lr": "", "augmentation": "",
-                 "test_acc": report["ensemble"]["test_acc"], "val_acc": report["ensemble"]["val_acc"],
-                 "updated_params": "", "update_bytes": "", "seconds": ""})
+    rows.append(
+        {
+            "task": task,
+            "model_name": "ensemble",
+            "strategy": "greedy",
+            "lr": "",
+            "augmentation": "",
+            "test_acc": report["ensemble"]["test_acc"],
+            "val_acc": report["ensemble"]["val_acc"],
+            "updated_params": "",
+            "update_bytes": "",
+            "seconds": "",
+        }
+    )
     return rows, report
 
 
@@ -68,8 +106,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--strategies", default="linear,full,patch,film,lora,aft")
     p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--film-max-target", type=int, default=200,
-                   help="film's targets per episodic task (FiT's 2000 costs ~2,000 forward passes a step on a CPU)")
+    p.add_argument(
+        "--film-max-target",
+        type=int,
+        default=200,
+        help="film's targets per episodic task (FiT's 2000 costs ~2,000 forward passes a step on a CPU)",
+    )
     p.add_argument("--lr", default=None, help="one learning rate for all (default: each strategy's own grid)")
     p.add_argument("--name", default="adapters", help="output files bench/results/<name>.csv and .png")
     p.add_argument("--plot-only", action="store_true", help="redraw <name>.png from <name>.csv, run nothing")
@@ -78,8 +120,10 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     if args.plot_only:
         with (OUT / f"{args.name}.csv").open(newline="") as f:
-            rows = [{k: (float(v) if k in ("test_acc", "updated_params") and v else v) for k, v in r.items()}
-                    for r in csv.DictReader(f)]
+            rows = [
+                {k: (float(v) if k in ("test_acc", "updated_params") and v else v) for k, v in r.items()}
+                for r in csv.DictReader(f)
+            ]
         plot(rows, args)
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +151,7 @@ def plot(rows: list[dict], args) -> None:
         return
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=False):
         runs = [r for r in rows if r["task"] == task and r["strategy"] != "greedy"]
         ensemble = next(r for r in rows if r["task"] == task and r["strategy"] == "greedy")
         for r in runs:

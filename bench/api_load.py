@@ -13,6 +13,7 @@ errors per phase, and the busy/quiet p99 ratio (how much a running job slows rea
 PostgreSQL is skipped, with a message, when the server at ZOOENS_TEST_POSTGRES (default the local
 `test` database's server) does not answer.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,10 +28,9 @@ import time
 import uuid
 from pathlib import Path
 
-from _results import write_rows
-
 import httpx
 import numpy as np
+from _results import write_rows
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -46,17 +46,42 @@ def prepare(env: dict[str, str], home: Path) -> tuple[int, int]:
     """A registry with one finished job; returns (job id, dataset id)."""
     zooens(env, "db", "upgrade")
     for name, arch in (("tiny-effnet", "test_efficientnet"), ("tiny-resnet", "test_resnet")):
-        subprocess.run([sys.executable, "-c", "import sys; from zooens.zoo.testing import register_random_model; "
-                        "register_random_model(sys.argv[1], sys.argv[2], sys.argv[3])", name, arch, str(home / "w")],
-                       env=env, check=True)
-    out = zooens(env, "run", "--dataset", "digits", "--zoo", "user", "--resolution", "32", "--steps", "50",
-                 "--lr", "0.1", "--json", "--quiet")
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from zooens.zoo.testing import register_random_model; "
+                "register_random_model(sys.argv[1], sys.argv[2], sys.argv[3])",
+                name,
+                arch,
+                str(home / "w"),
+            ],
+            env=env,
+            check=True,
+        )
+    out = zooens(
+        env,
+        "run",
+        "--dataset",
+        "digits",
+        "--zoo",
+        "user",
+        "--resolution",
+        "32",
+        "--steps",
+        "50",
+        "--lr",
+        "0.1",
+        "--json",
+        "--quiet",
+    )
     job = json.loads(out)["job"]
     return job["id"], job["dataset_id"]
 
 
-async def client_loop(c: httpx.AsyncClient, paths: list[str], stop: float, lat: list[float], errors: list[int],
-                      offset: int) -> None:
+async def client_loop(
+    c: httpx.AsyncClient, paths: list[str], stop: float, lat: list[float], errors: list[int], offset: int
+) -> None:
     i = offset
     while time.perf_counter() < stop:
         t = time.perf_counter()
@@ -80,9 +105,13 @@ async def load(url: str, paths: list[str], clients: int, seconds: float) -> dict
         await asyncio.gather(*(client_loop(c, paths, stop, lat, errors, k) for k in range(clients)))
         elapsed = time.perf_counter() - start
     ms = np.array(lat) * 1000
-    return {"requests": len(lat), "rps": round(len(lat) / elapsed, 1),
-            "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
-            "errors": len(errors)}
+    return {
+        "requests": len(lat),
+        "rps": round(len(lat) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "errors": len(errors),
+    }
 
 
 def postgres_database() -> tuple[str, callable] | None:
@@ -135,11 +164,21 @@ def bench_database(database: str, clients: int, seconds: float) -> list[dict]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        server = subprocess.Popen([ZOOENS, "serve", "--with-worker", "--port", str(port)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [ZOOENS, "serve", "--with-worker", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url = f"http://127.0.0.1:{port}"
-        paths = [f"/api/v1/jobs/{job_id}", f"/api/v1/jobs/{job_id}/ranking", "/api/v1/jobs?limit=20",
-                 "/api/v1/datasets", "/api/v1/zoo?limit=50", f"/dashboard/jobs/{job_id}"]
+        paths = [
+            f"/api/v1/jobs/{job_id}",
+            f"/api/v1/jobs/{job_id}/ranking",
+            "/api/v1/jobs?limit=20",
+            "/api/v1/datasets",
+            "/api/v1/zoo?limit=50",
+            f"/dashboard/jobs/{job_id}",
+        ]
         rows = []
         try:
             wait_ready(url, server)
@@ -148,9 +187,19 @@ def bench_database(database: str, clients: int, seconds: float) -> list[dict]:
             quiet = asyncio.run(load(url, paths, clients, seconds))
             rows.append({"database": database, "phase": "quiet", "clients": clients, **quiet})
             auth = {"Authorization": f"Bearer {token}"}
-            long_job = httpx.post(url + "/api/v1/jobs", headers=auth, timeout=60, json={
-                "dataset_id": dataset_id, "zoo": "user", "strategies": ["linear"], "steps": [50_000],
-                "learning_rates": [0.1], "resolution": 32}).json()
+            long_job = httpx.post(
+                url + "/api/v1/jobs",
+                headers=auth,
+                timeout=60,
+                json={
+                    "dataset_id": dataset_id,
+                    "zoo": "user",
+                    "strategies": ["linear"],
+                    "steps": [50_000],
+                    "learning_rates": [0.1],
+                    "resolution": 32,
+                },
+            ).json()
             deadline = time.monotonic() + 60
             while httpx.get(f"{url}/api/v1/jobs/{long_job['id']}").json()["status"] == "queued":
                 if time.monotonic() > deadline:
@@ -158,8 +207,14 @@ def bench_database(database: str, clients: int, seconds: float) -> list[dict]:
                 time.sleep(0.2)
             busy = asyncio.run(load(url, paths, clients, seconds))
             status = httpx.get(f"{url}/api/v1/jobs/{long_job['id']}").json()["status"]
-            rows.append({"database": database, "phase": "busy" if status == "running" else f"busy ({status})",
-                         "clients": clients, **busy})
+            rows.append(
+                {
+                    "database": database,
+                    "phase": "busy" if status == "running" else f"busy ({status})",
+                    "clients": clients,
+                    **busy,
+                }
+            )
             httpx.post(f"{url}/api/v1/jobs/{long_job['id']}/cancel", headers=auth, timeout=60)
             for row in rows:
                 row["p99_vs_quiet"] = round(row["p99_ms"] / quiet["p99_ms"], 2)

@@ -23,6 +23,7 @@ bench/results/embed_throughput.csv: one row per model (the first model of a geom
 decode) and a `zoo` row (the whole zoo's time per repeat; target ratio >= 0.95). `--workers 0,1,2` repeats ours for each DataLoader worker count (the rows say
 which); that is how `num_workers='auto'` was chosen for CPU hosts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import write_rows
-
 import numpy as np
 import torch
+from _results import write_rows
 from timm.data import create_transform
 
 from zooens import zoo
@@ -50,10 +50,14 @@ def bench_dataset(n_train: int, n_val: int) -> ImageDataset:
     """The first n_train + n_val Fashion-MNIST training images as train and val."""
     full = load_dataset("fashion-mnist")
     train = full.split("train")
-    return ImageDataset("fashion-mnist-bench", full.classes, {
-        "train": train.subset(np.arange(n_train), "train"),
-        "val": train.subset(np.arange(n_train, n_train + n_val), "val"),
-    })
+    return ImageDataset(
+        "fashion-mnist-bench",
+        full.classes,
+        {
+            "train": train.subset(np.arange(n_train), "train"),
+            "val": train.subset(np.arange(n_train, n_train + n_val), "val"),
+        },
+    )
 
 
 def main() -> None:
@@ -64,9 +68,12 @@ def main() -> None:
     p.add_argument("--n-val", type=int, default=200)
     p.add_argument("--batch", type=int, default=0, help="images per forward (default: `batch_size_for`)")
     p.add_argument("--workers", default="0", help="comma-separated DataLoader worker counts to time")
-    p.add_argument("--forward", default="eager,frozen",
-                   help="comma-separated: 'eager' (the timm model, as bare) and/or 'frozen' (the TorchScript copy "
-                        "a CPU embedding uses for datasets of Settings.embed_freeze_min_images or more)")
+    p.add_argument(
+        "--forward",
+        default="eager,frozen",
+        help="comma-separated: 'eager' (the timm model, as bare) and/or 'frozen' (the TorchScript copy "
+        "a CPU embedding uses for datasets of Settings.embed_freeze_min_images or more)",
+    )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
@@ -83,8 +90,12 @@ def main() -> None:
     inputs = {}
     for ws in models:
         tf = create_transform(**cfgs[ws.name], is_training=False)
-        inputs[ws.name] = {s: torch.stack([tf(ds.split(s).image(i)) for i in range(len(ds.split(s)))])
-                           .contiguous(memory_format=torch.channels_last) for s in splits}
+        inputs[ws.name] = {
+            s: torch.stack([tf(ds.split(s).image(i)) for i in range(len(ds.split(s)))]).contiguous(
+                memory_format=torch.channels_last
+            )
+            for s in splits
+        }
 
     def bare(name: str, limit: int | None = None) -> float:
         m = built[name].to(args.device).eval().to(memory_format=torch.channels_last)
@@ -93,7 +104,7 @@ def main() -> None:
             for s in splits:
                 x = inputs[name][s][:limit]
                 for i in range(0, len(x), batch[name]):
-                    m(x[i:i + batch[name]].to(args.device))
+                    m(x[i : i + batch[name]].to(args.device))
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - t
@@ -103,15 +114,24 @@ def main() -> None:
         settings.embed_freeze_min_images = 0 if variant[1] == "frozen" else 2**62
         t = time.perf_counter()
         for s in splits:
-            embed_with_cache(ws, data, s, cache=cache, resolution=args.resolution, device=args.device,
-                             batch_size=batch[ws.name], progress=False)
+            embed_with_cache(
+                ws,
+                data,
+                s,
+                cache=cache,
+                resolution=args.resolution,
+                device=args.device,
+                batch_size=batch[ws.name],
+                progress=False,
+            )
         return time.perf_counter() - t
 
     variants = [(int(w), f) for f in args.forward.split(",") for w in args.workers.split(",")]
     for ws in models:  # warm-up: first forwards allocate, first DataLoaders start, frozen copies are traced
         bare(ws.name, limit=max(batch.values()))
-    warm = ImageDataset("warm-up", ds.classes,
-                        {s: ds.split(s).subset(np.arange(max(batch.values())), s) for s in splits})
+    warm = ImageDataset(
+        "warm-up", ds.classes, {s: ds.split(s).subset(np.arange(max(batch.values())), s) for s in splits}
+    )
     with tempfile.TemporaryDirectory(prefix="zooens-bench-cache-") as tmp:
         for v in variants:
             for ws in models:
@@ -127,7 +147,7 @@ def main() -> None:
         try:
             for ws in models:
                 steps: list[tuple[int, str] | None] = [*variants, None]  # None: bare
-                for v in (steps if r % 2 == 0 else steps[::-1]):
+                for v in steps if r % 2 == 0 else steps[::-1]:
                     if v is None:
                         t_bare[ws.name].append(bare(ws.name))
                     else:
@@ -139,16 +159,24 @@ def main() -> None:
     rows = []
 
     def row(scope: str, n_models: int, v: tuple[int, str], ours_s: list[float], bare_s: list[float]) -> dict:
-        ratios = [b / o for b, o in zip(bare_s, ours_s)]
+        ratios = [b / o for b, o in zip(bare_s, ours_s, strict=False)]
         return {
-            "scope": scope, "forward": v[1], "workers": v[0], "resolution": args.resolution,
+            "scope": scope,
+            "forward": v[1],
+            "workers": v[0],
+            "resolution": args.resolution,
             "batch": batch.get(scope, "/".join(str(batch[ws.name]) for ws in models)),
-            "images": n_images, "models": n_models, "device": args.device, "repeats": len(ratios),
+            "images": n_images,
+            "models": n_models,
+            "device": args.device,
+            "repeats": len(ratios),
             "ours_images_x_models_per_s": round(n_images * n_models / statistics.median(ours_s), 1),
             "bare_images_x_models_per_s": round(n_images * n_models / statistics.median(bare_s), 1),
             "ratio": round(statistics.median(ratios), 3),
-            "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
-            "threads": torch.get_num_threads(), "load_avg_1min": round(load, 2),
+            "ratio_min": round(min(ratios), 3),
+            "ratio_max": round(max(ratios), 3),
+            "threads": torch.get_num_threads(),
+            "load_avg_1min": round(load, 2),
         }
 
     for v in variants:

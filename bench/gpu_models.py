@@ -12,6 +12,7 @@ split cached (`warm`: every further model of that geometry). Embedded models loa
 weights; the other architectures are random-weight timm models (throughput does not depend on the
 weights). Writes bench/results/<name>.csv with the ratios ours / bare (target 0.8).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,17 @@ from timm.data import resolve_data_config
 
 from zooens import zoo
 from zooens.selection.datasets import load_dataset
-from zooens.selection.decoded import DecodeKey, DecodedCache, geometry
+from zooens.selection.decoded import DecodedCache, DecodeKey, geometry
 from zooens.selection.embed import batch_size_for, embed_split, resolve_num_workers
 
-MODELS = ("tf_efficientnet_lite0.in1k", "tf_efficientnet_lite1.in1k", "tf_efficientnet_lite2.in1k",
-          "resnet50", "convnext_tiny", "vit_base_patch16_224")
+MODELS = (
+    "tf_efficientnet_lite0.in1k",
+    "tf_efficientnet_lite1.in1k",
+    "tf_efficientnet_lite2.in1k",
+    "resnet50",
+    "convnext_tiny",
+    "vit_base_patch16_224",
+)
 
 
 def build(name: str) -> tuple[torch.nn.Module, dict]:
@@ -38,8 +45,9 @@ def build(name: str) -> tuple[torch.nn.Module, dict]:
         return zoo.create_model(name, num_classes=0), zoo.data_config(name)
     model = timm.create_model(name, pretrained=False, num_classes=0)
     cfg = resolve_data_config(model=model)
-    return model, {k: cfg[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-                   if k in cfg}
+    return model, {
+        k: cfg[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode") if k in cfg
+    }
 
 
 def bare_images_per_s(model: torch.nn.Module, cfg: dict, batch: int, device: str, steps: int) -> float:
@@ -79,15 +87,35 @@ def main() -> None:
             for _ in range(2):  # cold: decode while embedding; warm: the decoded split from memory
                 torch.cuda.synchronize()
                 t = time.perf_counter()
-                embed_split(model, cfg, split, batch_size=batch, device=args.device, num_workers=workers,
-                            progress=False, decode_key=key, decoded=cache)
+                embed_split(
+                    model,
+                    cfg,
+                    split,
+                    batch_size=batch,
+                    device=args.device,
+                    num_workers=workers,
+                    progress=False,
+                    decode_key=key,
+                    decoded=cache,
+                )
                 torch.cuda.synchronize()
                 timings.append(time.perf_counter() - t)
         cold, warm = (args.n / s for s in timings)
-        rows.append({"model": name, "resolution": cfg["input_size"][-1], "batch": batch, "images": args.n,
-                     "workers": workers, "bare_images_per_s": round(bare, 1), "ours_cold_images_per_s": round(cold, 1),
-                     "ours_warm_images_per_s": round(warm, 1), "ratio_cold": round(cold / bare, 3),
-                     "ratio_warm": round(warm / bare, 3), "gpu": torch.cuda.get_device_name()})
+        rows.append(
+            {
+                "model": name,
+                "resolution": cfg["input_size"][-1],
+                "batch": batch,
+                "images": args.n,
+                "workers": workers,
+                "bare_images_per_s": round(bare, 1),
+                "ours_cold_images_per_s": round(cold, 1),
+                "ours_warm_images_per_s": round(warm, 1),
+                "ratio_cold": round(cold / bare, 3),
+                "ratio_warm": round(warm / bare, 3),
+                "gpu": torch.cuda.get_device_name(),
+            }
+        )
         write_rows(args.name, rows, echo=False)
         print(rows[-1], flush=True)
     write_rows(args.name, rows, echo=False)

@@ -13,16 +13,16 @@ LOO over every point there (n^2 work: minutes at 50k on 2 cores).
 
 Writes bench/results/knn_loo.csv.
 """
+
 from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
-
-from _results import write_rows
+from collections.abc import Callable
 
 import numpy as np
 import torch
+from _results import write_rows
 from sklearn.neighbors import KNeighborsClassifier
 
 from zooens.selection.knn import LOO_MAX_QUERIES, knn_loo, resolve_backend
@@ -70,8 +70,9 @@ def main() -> None:
     p.add_argument("--sklearn-max", type=int, default=10_000, help="largest n also timed with scikit-learn")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="cpu", help="where the torch backend runs (cpu, cuda)")
-    p.add_argument("--full", action="store_true", help="also time the exact LOO over every point above "
-                                                       f"{LOO_MAX_QUERIES:,} points")
+    p.add_argument(
+        "--full", action="store_true", help=f"also time the exact LOO over every point above {LOO_MAX_QUERIES:,} points"
+    )
     args = p.parse_args()
     X, y = clustered(100, 8)
     knn_loo(X, y, 3, backend="faiss")  # faiss' import out of the timings
@@ -81,8 +82,11 @@ def main() -> None:
         plans = [LOO_MAX_QUERIES] + ([None] if args.full and n > LOO_MAX_QUERIES else [])
         for max_queries in plans:
             fns: dict[str, Callable[[], float]] = {
-                backend: (lambda b=backend, m=max_queries: knn_loo(X, y, args.k, max_queries=m, backend=b,
-                                                                   device=args.device).accuracy)
+                backend: (
+                    lambda b=backend, m=max_queries: (
+                        knn_loo(X, y, args.k, max_queries=m, backend=b, device=args.device).accuracy
+                    )
+                )
                 for backend in ("faiss", "torch")
             }
             exact = max_queries is None or n <= max_queries
@@ -91,9 +95,14 @@ def main() -> None:
             seconds, acc = best_of(fns, args.repeats if n <= 10_000 or "sklearn" in fns else 1)
             sk = seconds.get("sklearn")
             row = {
-                "n": n, "dim": args.dim, "k": args.k, "queries": min(n, max_queries or n),
-                "device": args.device, "threads": torch.get_num_threads(),
-                "faiss_s": round(seconds["faiss"], 3), "torch_s": round(seconds["torch"], 3),
+                "n": n,
+                "dim": args.dim,
+                "k": args.k,
+                "queries": min(n, max_queries or n),
+                "device": args.device,
+                "threads": torch.get_num_threads(),
+                "faiss_s": round(seconds["faiss"], 3),
+                "torch_s": round(seconds["torch"], 3),
                 "sklearn_s": None if sk is None else round(sk, 3),
                 "torch_vs_faiss": round(seconds["faiss"] / seconds["torch"], 2),
                 "faiss_vs_sklearn": None if sk is None else round(sk / seconds["faiss"], 2),

@@ -14,6 +14,7 @@ Writes bench/results/make_run.csv (run, stage, seconds) and prints it. Targets (
 first run under 90 s, a repeat under 30 s on the 2-core reference machine. `startup` is
 `zooens --version` (the CLI's import cost, paid by every run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,15 +52,24 @@ def timed_run(env: dict[str, str], run: str, profile_to: Path | None = None) -> 
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     total = time.perf_counter() - started
     report = json.loads(out)
-    rows = [(f"embed+score {r['model_name']}" + (" (cached)" if r.get("cached") else ""), r["embed_seconds"])
-            for r in report["ranking"]]
-    rows += [(f"finetune {r['model_name']} {r['strategy']} "
-              + " ".join(f"{k}={r['hparams'][k]}" for k in ("lr", "steps") if k in r["hparams"]), r["seconds"])
-             for r in report["runs"]]
+    rows = [
+        (f"embed+score {r['model_name']}" + (" (cached)" if r.get("cached") else ""), r["embed_seconds"])
+        for r in report["ranking"]
+    ]
+    rows += [
+        (
+            f"finetune {r['model_name']} {r['strategy']} "
+            + " ".join(f"{k}={r['hparams'][k]}" for k in ("lr", "steps") if k in r["hparams"]),
+            r["seconds"],
+        )
+        for r in report["runs"]
+    ]
     rows += [("total (process, incl. start-up and ensemble)", total)]
     ens = report["ensemble"]
-    print(f"{run}: ensemble test accuracy {ens['test_acc']:.4f}; members' best "
-          f"{max(r['test_acc'] for r in report['runs']):.4f}")
+    print(
+        f"{run}: ensemble test accuracy {ens['test_acc']:.4f}; members' best "
+        f"{max(r['test_acc'] for r in report['runs']):.4f}"
+    )
     return [{"run": run, "stage": name, "seconds": round(float(secs), 2)} for name, secs in rows]
 
 
@@ -75,9 +85,13 @@ def main() -> None:
     parser.add_argument("--home", help="ZOOENS_HOME to use (default: a fresh temporary one, removed after)")
     parser.add_argument("--repeat-only", action="store_true", help="time only a repeat (needs --home)")
     parser.add_argument("--profile", action="store_true", help="profile the repeat and print its top functions")
-    parser.add_argument("--runs", type=int, default=1,
-                        help="first runs (each with a fresh ZOOENS_HOME) and repeats to time; with more than one, "
-                             "the totals' median, minimum and maximum are reported too")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="first runs (each with a fresh ZOOENS_HOME) and repeats to time; with more than one, "
+        "the totals' median, minimum and maximum are reported too",
+    )
     args = parser.parse_args()
     if args.repeat_only and not args.home:
         parser.error("--repeat-only needs --home (a ZOOENS_HOME that has run once)")
@@ -89,8 +103,9 @@ def main() -> None:
         env = dict(os.environ)
         env["ZOOENS_HOME"] = args.home or tempfile.mkdtemp(prefix="zooens-bench-")
         tag = "" if args.runs == 1 else f" #{i + 1}"
-        rows.append({"run": "both" + tag, "stage": "startup (zooens --version)",
-                     "seconds": round(startup_seconds(env), 2)})
+        rows.append(
+            {"run": "both" + tag, "stage": "startup (zooens --version)", "seconds": round(startup_seconds(env), 2)}
+        )
         try:
             for run in ([] if args.repeat_only else ["first"]) + ["repeat"]:
                 profile_to = Path(env["ZOOENS_HOME"]) / "repeat.prof" if args.profile and run == "repeat" else None

@@ -12,6 +12,7 @@ resolution, as measured by the first job). Writes bench/results/taps.csv: per ta
 ensemble's test accuracy, val cross-entropy, GFLOPs and members, and the best kNN score of a full model
 and of a tap (structured tasks are known to prefer earlier layers).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,26 @@ CHEAPEST = "tf_efficientnet_lite0.in1k"
 
 
 def run_job(dataset: Path, args, *, taps: bool, max_gflops: float | None) -> dict:
-    cmd = [ZOOENS, "run", "--dataset", str(dataset), "--zoo", "embedded", "--taps", "auto" if taps else "none",
-           "--top-k", "12", "--strategies", "linear", "--resolution", str(args.resolution), "--max-test",
-           str(args.max_test), "--json", "--quiet"]
+    cmd = [
+        ZOOENS,
+        "run",
+        "--dataset",
+        str(dataset),
+        "--zoo",
+        "embedded",
+        "--taps",
+        "auto" if taps else "none",
+        "--top-k",
+        "12",
+        "--strategies",
+        "linear",
+        "--resolution",
+        str(args.resolution),
+        "--max-test",
+        str(args.max_test),
+        "--json",
+        "--quiet",
+    ]
     if max_gflops is not None:
         cmd += ["--max-gflops", repr(max_gflops)]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout)
@@ -47,9 +65,13 @@ def row(task: str, report: dict, *, taps: bool, budget: float | None) -> dict:
     tapped = [r for r in ranking if "@" in r["model_name"]]
     best_tap = max(tapped, key=lambda r: r["knn_accuracy"], default=None)
     return {
-        "task": task, "taps": "auto" if taps else "none", "max_gflops": "" if budget is None else round(budget, 4),
-        "candidates": len(ranking), "ensemble_test_acc": round(ens["test_acc"], 4),
-        "ensemble_val_ce": round(ens["val_ce"], 4), "ensemble_gflops": round(ens["gflops"], 4),
+        "task": task,
+        "taps": "auto" if taps else "none",
+        "max_gflops": "" if budget is None else round(budget, 4),
+        "candidates": len(ranking),
+        "ensemble_test_acc": round(ens["test_acc"], 4),
+        "ensemble_val_ce": round(ens["val_ce"], 4),
+        "ensemble_gflops": round(ens["gflops"], 4),
         "members": " ".join(sorted({m["model_name"] for m in ens["members"]})),
         "best_single_test_acc": round(report["best_single"]["test_acc"], 4),
         "best_full_knn": round(max(r["knn_accuracy"] for r in full), 4),

@@ -18,6 +18,7 @@ seconds and LogME seconds (summed over the zoo), LOO queries.
 With matplotlib (the `bench` extra) also bench/results/zoo_scaling.png. `--quick`: zoo sizes 3
 and 12, data 1k and 5k, for a smoke run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _results import RESULTS, write_rows
-
 import numpy as np
 import torch
+from _results import RESULTS, write_rows
 
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset, load_dataset
@@ -74,23 +74,32 @@ def rank(names: list[str], ds: ImageDataset, cache_dir: Path, args: argparse.Nam
     clear_built_models()  # every point builds its models, as a fresh worker would
     y = ds.split("train").labels
     started = time.perf_counter()
-    scores = [score_model(name, ds, k=args.k, cache=cache, resolution=args.resolution, device=args.device,
-                          progress=False) for name in names]
+    scores = [
+        score_model(name, ds, k=args.k, cache=cache, resolution=args.resolution, device=args.device, progress=False)
+        for name in names
+    ]
     total = time.perf_counter() - started
     knn_s = logme_s = 0.0
     for name in names:
-        emb = embed_with_cache(name, ds, "train", cache=cache, resolution=args.resolution, device=args.device,
-                               progress=False).embeddings
+        emb = embed_with_cache(
+            name, ds, "train", cache=cache, resolution=args.resolution, device=args.device, progress=False
+        ).embeddings
         t = time.perf_counter()
         knn_loo(emb, y, args.k, device=args.device)
         knn_s += time.perf_counter() - t
         t = time.perf_counter()
         logme_score(emb, y)
         logme_s += time.perf_counter() - t
-    return {"zoo_size": len(names), "n_images": len(y), "total_s": round(total, 2),
-            "s_per_model": round(total / len(names), 3),
-            "ms_per_image_model": round(1000 * total / (len(names) * len(y)), 4), "knn_s": round(knn_s, 3), "logme_s": round(logme_s, 3),
-            "knn_queries": scores[0].knn_queries}
+    return {
+        "zoo_size": len(names),
+        "n_images": len(y),
+        "total_s": round(total, 2),
+        "s_per_model": round(total / len(names), 3),
+        "ms_per_image_model": round(1000 * total / (len(names) * len(y)), 4),
+        "knn_s": round(knn_s, 3),
+        "logme_s": round(logme_s, 3),
+        "knn_queries": scores[0].knn_queries,
+    }
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
@@ -143,8 +152,11 @@ def main() -> None:
     p.add_argument("--zoo-images", type=int, default=1_000)
     p.add_argument("--data-sizes", type=int, nargs="+", default=[1_000, 10_000, 50_000])
     p.add_argument("--archs", nargs="+", default=ARCHS)
-    p.add_argument("--name", default=None, help="CSV and PNG name under bench/results/ (default zoo_scaling, "
-                                                 "zoo_scaling_quick with --quick)")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="CSV and PNG name under bench/results/ (default zoo_scaling, zoo_scaling_quick with --quick)",
+    )
     args = p.parse_args()
     if args.quick:
         args.zoo_sizes, args.data_sizes = [3, 12], [1_000, 5_000]
@@ -154,8 +166,12 @@ def main() -> None:
     os.environ["ZOOENS_HOME"] = str(work / "home")  # user models and caches of this run only
     get_settings.cache_clear()
     names = register_zoo(max(args.zoo_sizes + [len(args.archs)]), args.archs, work / "weights")
-    common = {"device": args.device, "resolution": args.resolution, "threads": torch.get_num_threads(),
-              "gpu": torch.cuda.get_device_name() if str(args.device).startswith("cuda") else ""}
+    common = {
+        "device": args.device,
+        "resolution": args.resolution,
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if str(args.device).startswith("cuda") else "",
+    }
     rows: list[dict[str, Any]] = []
     ds = fashion_subset(args.zoo_images)
     rank(names[:1], ds, work / "warm-up", args)  # imports, first model build, allocator: out of the timings

@@ -8,9 +8,18 @@ optionally within a cost budget), `bundle` (one-file ensembles, `.zooens`) and `
 prediction). The parameter-efficient
 adapter methods live in `zooens.ensemble.adapters`, below the strategies that use them.
 """
+
 from zooens.ensemble._registry import STRATEGIES, get_strategy, register_strategy, strategy_names
 from zooens.ensemble.artifacts import Artifact, load_artifact_model
-from zooens.ensemble.bundle import BUNDLE_SUFFIX, BaseModel, Bundle, BundleError, BundleLimits, read_bundle, write_bundle
+from zooens.ensemble.bundle import (
+    BUNDLE_SUFFIX,
+    BaseModel,
+    Bundle,
+    BundleError,
+    BundleLimits,
+    read_bundle,
+    write_bundle,
+)
 from zooens.ensemble.cost import (
     COST_METRICS,
     EnsembleCost,

@@ -4,6 +4,7 @@ This module imports no strategy: `zooens.ensemble.strategies` imports the module
 register (the timm way). It sits beside, not inside, that package so that the run specs can
 check a strategy name without importing the strategies themselves.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -3,6 +3,7 @@
 An artifact is a JSON config plus only the tensors the run changed; `load_artifact_model`
 asks the run's strategy to rebuild a module mapping preprocessed images to logits.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,7 +58,7 @@ class Artifact:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Artifact":
+    def load(cls, directory: str | Path) -> Artifact:
         """Read an artifact written by `save`."""
         directory = Path(directory)
         config_path, tensors_path = directory / CONFIG_FILE, directory / TENSORS_FILE

@@ -17,6 +17,7 @@ shapes are checked when the members are rebuilt (`load_state_dict` with the stra
 A checksum detects corruption and edits of any part; it is not a signature (whoever can rewrite the
 manifest can rewrite its checksums).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -92,14 +93,18 @@ class BaseModel:
     def build(self) -> nn.Module:
         """The embedder (`num_classes=0`) with the bundled weights, in eval mode; no zoo look-up."""
         if self.state is None:
-            raise BundleError(f"The file holds only a reference to the weights of {self.name!r}; build it from the "
-                              "zoo (zooens.zoo.create_model) or export again with the weights embedded.")
+            raise BundleError(
+                f"The file holds only a reference to the weights of {self.name!r}; build it from the "
+                "zoo (zooens.zoo.create_model) or export again with the weights embedded."
+            )
         try:  # through the zoo's factory, so a layer tap (model@layer) is rebuilt as the cut-down network
             with torch.random.fork_rng(devices=[]), provided_models({self.name: (self.arch, self.state)}):
                 model = create_model(self.name, num_classes=0)
         except WeightsMismatchError as exc:
-            raise BundleError(f"The bundled weights of {self.name!r} do not fit architecture {self.arch!r} "
-                              f"({exc}); the file is damaged or was written by another timm.") from None
+            raise BundleError(
+                f"The bundled weights of {self.name!r} do not fit architecture {self.arch!r} "
+                f"({exc}); the file is damaged or was written by another timm."
+            ) from None
         return model.eval()
 
 
@@ -133,8 +138,12 @@ def _json_default(value: Any) -> Any:
 
 def versions() -> dict[str, str]:
     """The versions a file records (zooens, torch, timm, safetensors)."""
-    return {"zooens": __version__, "torch": torch.__version__, "timm": timm.__version__,
-            "safetensors": safetensors.__version__}
+    return {
+        "zooens": __version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "safetensors": safetensors.__version__,
+    }
 
 
 def write_bundle(
@@ -163,8 +172,15 @@ def write_bundle(
         config_name, tensors_name = f"members/{i}/config.json", f"members/{i}/model.safetensors"
         parts[config_name] = _dumps(artifact.config)
         parts[tensors_name] = save_tensors({k: v.detach().cpu().contiguous() for k, v in artifact.tensors.items()})
-        member_rows.append({"model": model, "strategy": artifact.config["strategy"], "weight": float(weight),
-                            "config": config_name, "tensors": tensors_name})
+        member_rows.append(
+            {
+                "model": model,
+                "strategy": artifact.config["strategy"],
+                "weight": float(weight),
+                "config": config_name,
+                "tensors": tensors_name,
+            }
+        )
     base_rows = {}
     for j, name in enumerate(sorted({a.config["model"] for a, _ in members})):
         base = base_models[name]
@@ -196,8 +212,10 @@ _PART_RE = re.compile(r"^(members/\d{1,4}/(config\.json|model\.safetensors)|base
 def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, shown: str) -> bytes:
     """The entry's bytes, never more than `limit` nor than its declared size."""
     if info.file_size > limit:
-        raise BundleError(f"{shown}: part {info.filename} declares {info.file_size} bytes, more than the "
-                          f"{limit} allowed; this is not a file zooens wrote.")
+        raise BundleError(
+            f"{shown}: part {info.filename} declares {info.file_size} bytes, more than the "
+            f"{limit} allowed; this is not a file zooens wrote."
+        )
     with zf.open(info) as f:
         data = f.read(info.file_size + 1)
     if len(data) != info.file_size:
@@ -221,8 +239,10 @@ def read_bundle(source: str | Path | IO[bytes], *, limits: BundleLimits = Bundle
             raise BundleError(f"{shown} has no single {MANIFEST}; it is not a zooens ensemble file.")
         total = sum(info.file_size for info in infos)
         if total > limits.max_total_bytes:
-            raise BundleError(f"{shown} declares {total} bytes in all, more than the {limits.max_total_bytes} "
-                              "allowed (BundleLimits.max_total_bytes).")
+            raise BundleError(
+                f"{shown} declares {total} bytes in all, more than the {limits.max_total_bytes} "
+                "allowed (BundleLimits.max_total_bytes)."
+            )
         try:
             manifest = json.loads(_read_entry(zf, by_name[MANIFEST], limits.max_json_bytes, shown))
             if not isinstance(manifest, dict):
@@ -232,24 +252,29 @@ def read_bundle(source: str | Path | IO[bytes], *, limits: BundleLimits = Bundle
         if manifest.get("format") != BUNDLE_FORMAT:
             raise BundleError(f"{shown} is not a zooens ensemble file (format {manifest.get('format')!r}).")
         if manifest.get("format_version") != BUNDLE_VERSION:
-            raise BundleError(f"{shown} has format version {manifest.get('format_version')!r}; this zooens reads "
-                              f"version {BUNDLE_VERSION}: upgrade zooens or export again.")
+            raise BundleError(
+                f"{shown} has format version {manifest.get('format_version')!r}; this zooens reads "
+                f"version {BUNDLE_VERSION}: upgrade zooens or export again."
+            )
         try:
             return _decode(zf, by_name, manifest, limits, shown)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, BundleError):
                 raise
-            raise BundleError(f"{shown}: the manifest is malformed ({type(exc).__name__}: {exc}); "
-                              "the file is damaged.") from None
+            raise BundleError(
+                f"{shown}: the manifest is malformed ({type(exc).__name__}: {exc}); the file is damaged."
+            ) from None
 
 
-def _decode(zf: zipfile.ZipFile, by_name: dict[str, zipfile.ZipInfo], manifest: dict[str, Any],
-            limits: BundleLimits, shown: str) -> Bundle:
+def _decode(
+    zf: zipfile.ZipFile, by_name: dict[str, zipfile.ZipInfo], manifest: dict[str, Any], limits: BundleLimits, shown: str
+) -> Bundle:
     parts: dict[str, dict[str, Any]] = manifest["parts"]
     unknown = set(by_name) - set(parts) - {MANIFEST}
     if unknown:
-        raise BundleError(f"{shown} holds parts the manifest does not list ({', '.join(sorted(unknown)[:3])}); "
-                          "the file was altered.")
+        raise BundleError(
+            f"{shown} holds parts the manifest does not list ({', '.join(sorted(unknown)[:3])}); the file was altered."
+        )
 
     def part(name: str) -> bytes:
         if not isinstance(name, str) or not _PART_RE.match(name) or name not in parts:
@@ -260,14 +285,18 @@ def _decode(zf: zipfile.ZipFile, by_name: dict[str, zipfile.ZipInfo], manifest: 
         data = _read_entry(zf, by_name[name], limit, shown)
         expected = parts[name]
         if len(data) != int(expected["size"]) or _sha256(data) != str(expected["sha256"]):
-            raise BundleError(f"{shown}: part {name} does not match its sha256 in the manifest; the file was "
-                              "altered or damaged since it was written. Export it again.")
+            raise BundleError(
+                f"{shown}: part {name} does not match its sha256 in the manifest; the file was "
+                "altered or damaged since it was written. Export it again."
+            )
         return data
 
     rows = manifest["members"]
     if not isinstance(rows, list) or not 1 <= len(rows) <= limits.max_members:
-        raise BundleError(f"{shown} lists {len(rows) if isinstance(rows, list) else 'no'} members; "
-                          f"an ensemble file holds 1 to {limits.max_members}.")
+        raise BundleError(
+            f"{shown} lists {len(rows) if isinstance(rows, list) else 'no'} members; "
+            f"an ensemble file holds 1 to {limits.max_members}."
+        )
     classes = [str(c) for c in manifest["classes"]]
     members: list[tuple[Artifact, float]] = []
     for i, row in enumerate(rows):
@@ -280,11 +309,16 @@ def _decode(zf: zipfile.ZipFile, by_name: dict[str, zipfile.ZipInfo], manifest: 
     base_models = {}
     for name, row in manifest["base_models"].items():
         state = load_tensors(part(row["tensors"])) if row.get("tensors") is not None else None
-        base_models[str(name)] = BaseModel(name=str(name), arch=str(row["arch"]),
-                                           weights_sha256=str(row["weights_sha256"]), state=state)
+        base_models[str(name)] = BaseModel(
+            name=str(name), arch=str(row["arch"]), weights_sha256=str(row["weights_sha256"]), state=state
+        )
     missing = {a.config.get("model") for a, _ in members} - set(base_models)
     if missing:
         raise BundleError(f"{shown}: no base model entry for {sorted(map(str, missing))}; the file was altered.")
-    return Bundle(members=members, base_models=base_models, classes=classes,
-                  versions={str(k): str(v) for k, v in manifest.get("versions", {}).items()},
-                  metadata=dict(manifest.get("metadata") or {}))
+    return Bundle(
+        members=members,
+        base_models=base_models,
+        classes=classes,
+        versions={str(k): str(v) for k, v in manifest.get("versions", {}).items()},
+        metadata=dict(manifest.get("metadata") or {}),
+    )

@@ -14,6 +14,7 @@ cost of the distinct passes, not of the members. Runs that change the backbone (
 `D x C` head is `2 D C` FLOPs (26 kFLOPs for 1,280 features and 10 classes), below a millionth of
 a backbone's pass.
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,9 +76,13 @@ class ForwardCost:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ForwardCost:
-        return cls(gflops=float(d["gflops"]), params=int(d["params"]),
-                   latency_ms=None if d.get("latency_ms") is None else float(d["latency_ms"]),
-                   device=d.get("device"), resolution=tuple(int(v) for v in d["resolution"]))  # type: ignore[arg-type]
+        return cls(
+            gflops=float(d["gflops"]),
+            params=int(d["params"]),
+            latency_ms=None if d.get("latency_ms") is None else float(d["latency_ms"]),
+            device=d.get("device"),
+            resolution=tuple(int(v) for v in d["resolution"]),
+        )  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -103,8 +108,11 @@ class EnsembleCost:
 def _check_resolution(resolution: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(resolution, (int,)) and not isinstance(resolution, bool):
         hw: tuple[int, ...] = (resolution, resolution)
-    elif isinstance(resolution, Sequence) and len(resolution) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in resolution):
+    elif (
+        isinstance(resolution, Sequence)
+        and len(resolution) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in resolution)
+    ):
         hw = tuple(resolution)
     else:
         raise ConfigError(f"resolution must be a pixel count or (height, width), got {resolution!r}; e.g. 224.")
@@ -148,8 +156,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_latency_ms(model: nn.Module, resolution: int | Sequence[int], *, device: str,
-                       repeats: int = 10, warmup: int = 3, seed: int = 0) -> float:
+def measure_latency_ms(
+    model: nn.Module, resolution: int | Sequence[int], *, device: str, repeats: int = 10, warmup: int = 3, seed: int = 0
+) -> float:
     """Median wall time in ms of `repeats` batch-1 forwards on `device`, after `warmup` untimed ones.
 
     Inference mode, eval mode, a seeded input; CUDA is synchronised around each timed pass. The
@@ -180,8 +189,16 @@ def measure_latency_ms(model: nn.Module, resolution: int | Sequence[int], *, dev
     return float(statistics.median(times))
 
 
-def forward_cost(model: nn.Module, resolution: int | Sequence[int], *, device: str,
-                 measure_latency: bool = True, repeats: int = 10, warmup: int = 3, seed: int = 0) -> ForwardCost:
+def forward_cost(
+    model: nn.Module,
+    resolution: int | Sequence[int],
+    *,
+    device: str,
+    measure_latency: bool = True,
+    repeats: int = 10,
+    warmup: int = 3,
+    seed: int = 0,
+) -> ForwardCost:
     """GFLOPs, parameters and latency of one batch-1 forward pass of `model` at `resolution`.
 
     model : images (B, 3, H, W) -> anything (an embedder from `zoo.create_model(name, num_classes=0)`
@@ -192,17 +209,30 @@ def forward_cost(model: nn.Module, resolution: int | Sequence[int], *, device: s
     hw = _check_resolution(resolution)
     model.to(device)
     flops = count_flops(model, hw, seed=seed)
-    latency = measure_latency_ms(model, hw, device=device, repeats=repeats, warmup=warmup,
-                                 seed=seed) if measure_latency else None
-    cost = ForwardCost(gflops=flops / 1e9, params=count_params(model), latency_ms=latency,
-                       device=device if measure_latency else None, resolution=hw)
-    log.info("Forward cost at %dx%d: %.3f GFLOPs, %d parameters, latency %s ms on %s", *hw, cost.gflops,
-             cost.params, "-" if latency is None else f"{latency:.2f}", device)
+    latency = (
+        measure_latency_ms(model, hw, device=device, repeats=repeats, warmup=warmup, seed=seed)
+        if measure_latency
+        else None
+    )
+    cost = ForwardCost(
+        gflops=flops / 1e9,
+        params=count_params(model),
+        latency_ms=latency,
+        device=device if measure_latency else None,
+        resolution=hw,
+    )
+    log.info(
+        "Forward cost at %dx%d: %.3f GFLOPs, %d parameters, latency %s ms on %s",
+        *hw,
+        cost.gflops,
+        cost.params,
+        "-" if latency is None else f"{latency:.2f}",
+        device,
+    )
     return cost
 
 
-def backbone_key(model_name: str, strategy: str, *, resolution: int | None, preprocessing: str,
-                 run_key: str) -> str:
+def backbone_key(model_name: str, strategy: str, *, resolution: int | None, preprocessing: str, run_key: str) -> str:
     """The name of the forward pass a run's predictions need; runs with equal keys share one pass.
 
     A strategy with `shares_backbone` (`linear`: a head on the frozen model's features) gets
@@ -213,13 +243,14 @@ def backbone_key(model_name: str, strategy: str, *, resolution: int | None, prep
     if not model_name or not run_key:
         raise ConfigError("backbone_key needs a model name and a run key (e.g. the run's unit key).")
     if get_strategy(strategy).shares_backbone:
-        return f"{model_name}|res={'model' if resolution is None else int(resolution)}|" \
-               f"prep={check_preprocessing(preprocessing)}"
+        return (
+            f"{model_name}|res={'model' if resolution is None else int(resolution)}|"
+            f"prep={check_preprocessing(preprocessing)}"
+        )
     return f"{model_name}|run={run_key}"
 
 
-def ensemble_cost(members: Iterable[Hashable],
-                  costs: Mapping[Hashable, tuple[str, ForwardCost]]) -> EnsembleCost:
+def ensemble_cost(members: Iterable[Hashable], costs: Mapping[Hashable, tuple[str, ForwardCost]]) -> EnsembleCost:
     """The cost of the ensemble of `members` (repeats allowed): each distinct backbone key once.
 
     costs : for each member, its (backbone key, forward cost). Two members with one key must
@@ -232,8 +263,10 @@ def ensemble_cost(members: Iterable[Hashable],
         key, cost = costs[member]
         seen = passes.setdefault(key, cost)
         if not (math.isclose(seen.gflops, cost.gflops, rel_tol=1e-9) and seen.params == cost.params):
-            raise ConfigError(f"Backbone key {key!r} has two different costs ({seen.gflops} and {cost.gflops} "
-                              "GFLOPs); runs sharing a forward pass must share its cost.")
+            raise ConfigError(
+                f"Backbone key {key!r} has two different costs ({seen.gflops} and {cost.gflops} "
+                "GFLOPs); runs sharing a forward pass must share its cost."
+            )
     keys = tuple(sorted(passes))
     latencies = [passes[k].latency_ms for k in keys]
     return EnsembleCost(
@@ -244,8 +277,9 @@ def ensemble_cost(members: Iterable[Hashable],
     )
 
 
-def cost_vector(candidates: Sequence[tuple[str, ForwardCost]],
-                metric: Literal["gflops", "latency_ms"]) -> list[tuple[str, float]]:
+def cost_vector(
+    candidates: Sequence[tuple[str, ForwardCost]], metric: Literal["gflops", "latency_ms"]
+) -> list[tuple[str, float]]:
     """Per candidate, (backbone key, its pass's `metric`): the `costs` of `GreedyEnsembleSelector`.
 
     `--max-gflops` maps to metric `gflops`, `--max-latency-ms` to `latency_ms`.
@@ -256,7 +290,9 @@ def cost_vector(candidates: Sequence[tuple[str, ForwardCost]],
     for key, cost in candidates:
         value = getattr(cost, metric)
         if value is None:
-            raise ConfigError(f"The pass {key!r} has no measured {metric}; measure it (forward_cost with "
-                              "measure_latency=True) or budget GFLOPs instead.")
+            raise ConfigError(
+                f"The pass {key!r} has no measured {metric}; measure it (forward_cost with "
+                "measure_latency=True) or budget GFLOPs instead."
+            )
         out.append((key, float(value)))
     return out

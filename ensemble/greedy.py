@@ -13,6 +13,7 @@ after the first; the first step takes the best single candidate within the budge
 ensemble is never worse on validation than it. With `costs`, the selector also traces the
 accuracy-against-cost front: every prefix of its path, and the greedy result under every budget.
 """
+
 from __future__ import annotations
 
 import logging
@@ -77,8 +78,9 @@ class _Costs:
 
     def __init__(self, costs: Sequence[tuple[str, float]], n_candidates: int) -> None:
         if isinstance(costs, (str, bytes)) or not isinstance(costs, Sequence) or len(costs) != n_candidates:
-            raise ConfigError(f"costs must give one (backbone key, cost) per candidate ({n_candidates}), "
-                              f"got {costs!r:.200}.")
+            raise ConfigError(
+                f"costs must give one (backbone key, cost) per candidate ({n_candidates}), got {costs!r:.200}."
+            )
         index: dict[str, int] = {}
         key_cost: list[float] = []
         key_ids = []
@@ -86,15 +88,21 @@ class _Costs:
             if not (isinstance(item, Sequence) and len(item) == 2 and isinstance(item[0], str)):
                 raise ConfigError(f"costs[{i}] must be a (backbone key, cost) pair, got {item!r}.")
             key, value = item
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                    or not math.isfinite(value) or value < 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float, np.integer, np.floating))
+                or not math.isfinite(value)
+                or value < 0
+            ):
                 raise ConfigError(f"costs[{i}] must have a finite, non-negative cost, got {value!r}.")
             if key not in index:
                 index[key] = len(key_cost)
                 key_cost.append(float(value))
             elif not math.isclose(key_cost[index[key]], float(value), rel_tol=1e-9, abs_tol=0.0):
-                raise ConfigError(f"Backbone key {key!r} has two costs ({key_cost[index[key]]} and {value}); "
-                                  "runs sharing a forward pass must share its cost.")
+                raise ConfigError(
+                    f"Backbone key {key!r} has two costs ({key_cost[index[key]]} and {value}); "
+                    "runs sharing a forward pass must share its cost."
+                )
             key_ids.append(index[key])
         self.keys = list(index)
         self.key_ids = np.asarray(key_ids, dtype=np.int64)
@@ -108,8 +116,14 @@ class _Costs:
         return self.total({int(self.key_ids[m]) for m in members})
 
 
-def _greedy_path(true_proba: np.ndarray, max_size: int, tol: float, costs: _Costs | None,
-                 bound: float = math.inf, strict: bool = False) -> _Path | None:
+def _greedy_path(
+    true_proba: np.ndarray,
+    max_size: int,
+    tol: float,
+    costs: _Costs | None,
+    bound: float = math.inf,
+    strict: bool = False,
+) -> _Path | None:
     """The greedy path under a budget (cost <= bound, or < bound when `strict`); None if nothing fits.
 
     Ties within `tol` go to a candidate already chosen, then the lowest added cost, then the lowest
@@ -200,15 +214,22 @@ class GreedyEnsembleSelector:
     n_candidates_ : int.
     """
 
-    def __init__(self, *, max_size: int = 10, tol: float = 1e-12,
-                 costs: Sequence[tuple[str, float]] | None = None, max_cost: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_size: int = 10,
+        tol: float = 1e-12,
+        costs: Sequence[tuple[str, float]] | None = None,
+        max_cost: float | None = None,
+    ) -> None:
         self.max_size = max_size
         self.tol = tol
         self.costs = costs
         self.max_cost = max_cost
 
-    def fit(self, P: np.ndarray, y: np.ndarray, *, P_test: np.ndarray | None = None,
-            y_test: np.ndarray | None = None) -> "GreedyEnsembleSelector":
+    def fit(
+        self, P: np.ndarray, y: np.ndarray, *, P_test: np.ndarray | None = None, y_test: np.ndarray | None = None
+    ) -> GreedyEnsembleSelector:
         """Select members.
 
         P : array-like of shape (n_candidates, n_samples, n_classes), each candidate's
@@ -255,9 +276,15 @@ class GreedyEnsembleSelector:
             self.front_ = _pareto(self.budget_levels_)
         self.classes_ = np.arange(n_classes)
         self.n_candidates_ = n_candidates
-        log.info("Greedy ensemble: %d members (%d distinct) of %d candidates, val CE %.4f (best single %.4f)%s",
-                 best, int(np.count_nonzero(kept)), n_candidates, self.val_loss_, loss_curve[0],
-                 "" if costs is None else f", cost {self.cost_:.6g} (budget {self.max_cost})")
+        log.info(
+            "Greedy ensemble: %d members (%d distinct) of %d candidates, val CE %.4f (best single %.4f)%s",
+            best,
+            int(np.count_nonzero(kept)),
+            n_candidates,
+            self.val_loss_,
+            loss_curve[0],
+            "" if costs is None else f", cost {self.cost_:.6g} (budget {self.max_cost})",
+        )
         return self
 
     def predict_proba(self, P: np.ndarray) -> np.ndarray:
@@ -278,8 +305,9 @@ class GreedyEnsembleSelector:
     # ----------------------------------------------------------------------------------
     # The front.
 
-    def _path_points(self, path: _Path, test: tuple[np.ndarray, np.ndarray] | None,
-                     with_cost: bool) -> list[FrontPoint]:
+    def _path_points(
+        self, path: _Path, test: tuple[np.ndarray, np.ndarray] | None, with_cost: bool
+    ) -> list[FrontPoint]:
         points = []
         running = None
         for i, pick in enumerate(path.selected):
@@ -287,12 +315,19 @@ class GreedyEnsembleSelector:
             if test is not None:
                 running = test[0][pick] if running is None else running + test[0][pick]
                 acc = float(np.mean(running.argmax(1) == test[1]))
-            points.append(FrontPoint(members=tuple(path.selected[: i + 1]), cost=path.totals[i] if with_cost else None,
-                                     val_loss=path.curve[i], test_accuracy=acc))
+            points.append(
+                FrontPoint(
+                    members=tuple(path.selected[: i + 1]),
+                    cost=path.totals[i] if with_cost else None,
+                    val_loss=path.curve[i],
+                    test_accuracy=acc,
+                )
+            )
         return points
 
-    def _budget_levels(self, true_proba: np.ndarray, costs: _Costs,
-                       test: tuple[np.ndarray, np.ndarray] | None) -> tuple[list[FrontPoint], bool]:
+    def _budget_levels(
+        self, true_proba: np.ndarray, costs: _Costs, test: tuple[np.ndarray, np.ndarray] | None
+    ) -> tuple[list[FrontPoint], bool]:
         """The greedy's result under every budget, from the largest down.
 
         A run under budget b has one result for every budget in [level, b] (`_greedy_path`), so
@@ -316,8 +351,15 @@ class GreedyEnsembleSelector:
             if test is not None:
                 avg = test[0][list(members)].mean(0)
                 acc = float(np.mean(avg.argmax(1) == test[1]))
-            points.append(FrontPoint(members=members, cost=path.totals[best - 1], val_loss=path.curve[best - 1],
-                                     test_accuracy=acc, max_cost=path.level))
+            points.append(
+                FrontPoint(
+                    members=members,
+                    cost=path.totals[best - 1],
+                    val_loss=path.curve[best - 1],
+                    test_accuracy=acc,
+                    max_cost=path.level,
+                )
+            )
             bound, strict = path.level, True
         return points[::-1], complete
 
@@ -328,25 +370,33 @@ class GreedyEnsembleSelector:
         if self.max_cost is None:
             return math.inf
         if costs is None:
-            raise ConfigError("max_cost needs costs: give each candidate's (backbone key, cost), "
-                              "e.g. with zooens.ensemble.cost.cost_vector.")
+            raise ConfigError(
+                "max_cost needs costs: give each candidate's (backbone key, cost), "
+                "e.g. with zooens.ensemble.cost.cost_vector."
+            )
         m = self.max_cost
-        if isinstance(m, bool) or not isinstance(m, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(m) or m < 0:
+        if (
+            isinstance(m, bool)
+            or not isinstance(m, (int, float, np.integer, np.floating))
+            or not math.isfinite(m)
+            or m < 0
+        ):
             raise ConfigError(f"max_cost must be a finite, non-negative number, got {m!r}; e.g. 2.0 (GFLOPs).")
         return float(m)
 
     @classmethod
-    def _check_test(cls, P_test: np.ndarray | None, y_test: np.ndarray | None,
-                    val_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    def _check_test(
+        cls, P_test: np.ndarray | None, y_test: np.ndarray | None, val_shape: tuple[int, int, int]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         if P_test is None and y_test is None:
             return None
         if P_test is None or y_test is None:
             raise DatasetError("Give both P_test and y_test, or neither.")
         P_test = cls._check_P(P_test)
         if P_test.shape[0] != val_shape[0] or P_test.shape[2] != val_shape[2]:
-            raise DatasetError(f"P_test must have shape ({val_shape[0]}, n_test, {val_shape[2]}) to match P, "
-                               f"got {P_test.shape}.")
+            raise DatasetError(
+                f"P_test must have shape ({val_shape[0]}, n_test, {val_shape[2]}) to match P, got {P_test.shape}."
+            )
         y_test = cls._check_y(y_test, P_test.shape[1], val_shape[2], "y_test", "P_test")
         if P_test.shape[1] == 0:
             raise DatasetError("The test set is empty; leave P_test and y_test out instead.")
@@ -358,8 +408,9 @@ class GreedyEnsembleSelector:
         if y.shape != (n_samples,):
             raise DatasetError(f"{name} must have shape ({n_samples},) to match {against}, got {y.shape}.")
         if n_samples and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes):
-            raise DatasetError(f"{name} must hold integer labels in [0, {n_classes}), "
-                               f"got {y.dtype} in [{y.min()}, {y.max()}].")
+            raise DatasetError(
+                f"{name} must hold integer labels in [0, {n_classes}), got {y.dtype} in [{y.min()}, {y.max()}]."
+            )
         return y
 
     @staticmethod

@@ -1,4 +1,5 @@
 """Class probabilities for new images from a weighted ensemble of saved fine-tune runs."""
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,9 @@ def as_images(images: ImageInputs) -> list[Image.Image]:
         elif images.ndim in (2, 3):
             images = [images]
         else:
-            raise ConfigError(f"An image array must have shape (H, W), (H, W, 3) or a batch of those, got {images.shape}.")
+            raise ConfigError(
+                f"An image array must have shape (H, W), (H, W, 3) or a batch of those, got {images.shape}."
+            )
     out = []
     for item in images:
         if isinstance(item, Image.Image):
@@ -54,8 +57,9 @@ def as_images(images: ImageInputs) -> list[Image.Image]:
         elif isinstance(item, (str, os.PathLike)):
             out.append(open_image(item))
         else:
-            raise ConfigError(f"Cannot read an image from a {type(item).__name__}; give a path, a PIL image or a "
-                              "uint8 array.")
+            raise ConfigError(
+                f"Cannot read an image from a {type(item).__name__}; give a path, a PIL image or a uint8 array."
+            )
     return out
 
 
@@ -79,8 +83,13 @@ class EnsemblePredictor:
     (list of (module, data config, weight)).
     """
 
-    def __init__(self, members: Sequence[tuple[Path | str | Artifact, float]], *, device: str = "cpu",
-                 backbones: Mapping[str, nn.Module] | None = None) -> None:
+    def __init__(
+        self,
+        members: Sequence[tuple[Path | str | Artifact, float]],
+        *,
+        device: str = "cpu",
+        backbones: Mapping[str, nn.Module] | None = None,
+    ) -> None:
         if not members:
             raise ConfigError("An ensemble needs at least one member: give [(artifact_dir, weight), ...].")
         weights = np.asarray([float(w) for _, w in members], dtype=np.float64)
@@ -93,7 +102,7 @@ class EnsemblePredictor:
         }
         self.members: list[tuple[nn.Module, dict[str, Any], float]] = []
         self.classes: list[str] | None = None
-        for (path, _), weight in zip(members, self.weights):
+        for (path, _), weight in zip(members, self.weights, strict=False):
             artifact = path if isinstance(path, Artifact) else Artifact.load(path)
             if self.classes is None:
                 self.classes = list(artifact.config["classes"])
@@ -115,12 +124,12 @@ class EnsemblePredictor:
         log.info("Loaded an ensemble of %d members (%d shared backbones)", len(self.members), len(self._backbones))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str = "cpu") -> "EnsemblePredictor":
+    def load(cls, path: str | os.PathLike, *, device: str = "cpu") -> EnsemblePredictor:
         """The predictor of a `.zooens` file, verified (`ensemble.bundle.read_bundle`) and rebuilt."""
         return cls.from_bundle(read_bundle(path), device=device)
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, *, device: str = "cpu") -> "EnsemblePredictor":
+    def from_bundle(cls, bundle: Bundle, *, device: str = "cpu") -> EnsemblePredictor:
         """The predictor of a `.zooens` file (`ensemble.bundle.read_bundle`): every member rebuilds its
         network from the file's own base weights and architectures (`zoo.provided_models`), so it needs
         no zoo; with base weights stored as references, the zoo's are used after their sha256 is checked
@@ -132,8 +141,10 @@ class EnsemblePredictor:
                 continue
             local = weights_sha256(name)
             if local != base.weights_sha256:
-                raise ConfigError(f"The zoo's weights of {name!r} have sha256 {local[:12]}, the file was written with "
-                                  f"{base.weights_sha256[:12]}; add the right weights or export with them embedded.")
+                raise ConfigError(
+                    f"The zoo's weights of {name!r} have sha256 {local[:12]}, the file was written with "
+                    f"{base.weights_sha256[:12]}; add the right weights or export with them embedded."
+                )
             backbones[name] = create_model(name, num_classes=0)
         provided = {name: (base.arch, base.state) for name, base in bundle.base_models.items()}
         with provided_models(provided):

@@ -1,4 +1,5 @@
 """The outcome of one fine-tune run and the metrics computed from its probabilities."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace

@@ -1,4 +1,5 @@
 """One fine-tuning run of the sweep: check the spec and the data, hand over to the strategy, time it."""
+
 from __future__ import annotations
 
 import logging
@@ -27,11 +28,25 @@ def run_finetune(spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", pro
             )
     strategy = get_strategy(spec.strategy)
     device = resolve_device(device)
-    log.info("Fine-tuning %s with %s: lr %g, %d steps, batch %d, seed %d, augmentation %s",
-             spec.model_name, spec.strategy, spec.lr, spec.steps, spec.batch_size, spec.seed, spec.augmentation)
+    log.info(
+        "Fine-tuning %s with %s: lr %g, %d steps, batch %d, seed %d, augmentation %s",
+        spec.model_name,
+        spec.strategy,
+        spec.lr,
+        spec.steps,
+        spec.batch_size,
+        spec.seed,
+        spec.augmentation,
+    )
     start = time.perf_counter()
     result = strategy.fit(spec, ds, cache=cache, device=device, progress=progress)
     result.seconds = time.perf_counter() - start
-    log.info("%s/%s: val CE %.4f, val acc %.4f, %.1f s", spec.model_name, spec.strategy,
-             result.val_ce, result.val_acc, result.seconds)
+    log.info(
+        "%s/%s: val CE %.4f, val acc %.4f, %.1f s",
+        spec.model_name,
+        spec.strategy,
+        result.val_ce,
+        result.val_acc,
+        result.seconds,
+    )
     return result

@@ -4,6 +4,7 @@ The `check_*` functions are the one set of hyper-parameter rules: `SweepConfig`,
 the service's job parameters all call them, so a limit or a message changes in one place.
 Each returns the value in its canonical type or raises ConfigError saying how to fix it.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -156,9 +157,7 @@ def check_resolution(px: int | None) -> int | None:
         return None
     value = _as_int("resolution", px, "224")
     if not MIN_RESOLUTION <= value <= MAX_RESOLUTION:
-        raise ConfigError(
-            f"resolution must be between {MIN_RESOLUTION} and {MAX_RESOLUTION} pixels, got {px}."
-        )
+        raise ConfigError(f"resolution must be between {MIN_RESOLUTION} and {MAX_RESOLUTION} pixels, got {px}.")
     return value
 
 
@@ -214,8 +213,10 @@ def bit_hyperrule(n_examples: int, image_size: tuple[int, int] | None, device: s
     """
     n = int(n_examples)
     if n < 1:
-        raise ConfigError(f"BiT's hyper-rule needs the number of training examples, got {n_examples}; "
-                          "give a dataset with at least one training image.")
+        raise ConfigError(
+            f"BiT's hyper-rule needs the number of training examples, got {n_examples}; "
+            "give a dataset with at least one training image."
+        )
     if n < 20_000:
         steps, warmup, decays = 500, 100, (200, 300, 400)
     elif n < 500_000:
@@ -227,8 +228,15 @@ def bit_hyperrule(n_examples: int, image_size: tuple[int, int] | None, device: s
         resize, resolution = 160, 128
     else:
         resize, resolution = 448, 384
-    return BitRule(steps=steps, warmup=warmup, decay_steps=decays, batch=BIT_BATCH,
-                   mixup=0.0 if n < 20_000 else 0.1, resize=resize, resolution=resolution)
+    return BitRule(
+        steps=steps,
+        warmup=warmup,
+        decay_steps=decays,
+        batch=BIT_BATCH,
+        mixup=0.0 if n < 20_000 else 0.1,
+        resize=resize,
+        resolution=resolution,
+    )
 
 
 def _check_each(values: Iterable[V], check: Callable[[V], Any], message: str) -> tuple[Any, ...]:
@@ -258,15 +266,25 @@ class SweepConfig:
     def __post_init__(self) -> None:
         learning_rates = tuple(self.learning_rates)
         steps = tuple(self.steps)
-        object.__setattr__(self, "learning_rates", _check_each(
-            learning_rates, check_learning_rate,
-            f"learning_rates must be a non-empty list of positive numbers, got {list(learning_rates)}; "
-            "e.g. [0.01, 0.1].",
-        ))
-        object.__setattr__(self, "steps", _check_each(
-            steps, check_steps,
-            f"steps must be a non-empty list of positive integers, got {list(steps)}; e.g. [300, 1000].",
-        ))
+        object.__setattr__(
+            self,
+            "learning_rates",
+            _check_each(
+                learning_rates,
+                check_learning_rate,
+                f"learning_rates must be a non-empty list of positive numbers, got {list(learning_rates)}; "
+                "e.g. [0.01, 0.1].",
+            ),
+        )
+        object.__setattr__(
+            self,
+            "steps",
+            _check_each(
+                steps,
+                check_steps,
+                f"steps must be a non-empty list of positive integers, got {list(steps)}; e.g. [300, 1000].",
+            ),
+        )
         object.__setattr__(self, "batch_size", check_batch_size(self.batch_size))
         object.__setattr__(self, "seed", check_seed(self.seed))
 
@@ -297,7 +315,7 @@ class RunSpec:
     augmentation: str = "none"
     preprocessing: str = "model"
 
-    def validate(self) -> "RunSpec":
+    def validate(self) -> RunSpec:
         """Check the strategy name and the hyper-parameters; raise ConfigError saying how to fix them."""
         strategy = get_strategy(self.strategy)
         check_learning_rate(self.lr)
@@ -315,6 +333,13 @@ class RunSpec:
     @property
     def hparams(self) -> dict[str, Any]:
         """The hyper-parameters as recorded with a run (options included)."""
-        return {"lr": self.lr, "steps": self.steps, "batch_size": self.batch_size, "seed": self.seed,
-                "resolution": self.resolution, "augmentation": self.augmentation,
-                "preprocessing": self.preprocessing, **self.options}
+        return {
+            "lr": self.lr,
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "resolution": self.resolution,
+            "augmentation": self.augmentation,
+            "preprocessing": self.preprocessing,
+            **self.options,
+        }

@@ -5,6 +5,7 @@ warm-up, then the learning rate divided by 10 at 30%, 60% and 90% of the steps. 
 source of randomness (sampling order, flips) comes from one generator seeded by `seed`,
 so two calls with the same arguments give bitwise-equal weights on the CPU.
 """
+
 from __future__ import annotations
 
 import logging
@@ -79,8 +80,9 @@ class ImageList:
         return to_rgb(self._images[i])  # EXIF orientation, 16-bit, transparency: as every other decode
 
 
-def bit_schedule(step: int, total_steps: int, base_lr: float, warmup_steps: int,
-                 decay_steps: Sequence[int] | None = None) -> float:
+def bit_schedule(
+    step: int, total_steps: int, base_lr: float, warmup_steps: int, decay_steps: Sequence[int] | None = None
+) -> float:
     """Learning rate at `step` (0-based) under BiT's hyper-rule.
 
     During warm-up the rate rises linearly, `base_lr * (step + 1) / warmup_steps`, so the
@@ -115,9 +117,7 @@ def default_warmup_steps(steps: int) -> int:
 def _transform_kwargs(data_cfg: dict[str, Any]) -> dict[str, Any]:
     missing = [k for k in ("input_size", "mean", "std") if k not in data_cfg]
     if missing:
-        raise ConfigError(
-            f"The data config lacks {', '.join(missing)}; build it with zoo.data_config(model)."
-        )
+        raise ConfigError(f"The data config lacks {', '.join(missing)}; build it with zoo.data_config(model).")
     kwargs = {k: data_cfg[k] for k in _TRANSFORM_KEYS if k in data_cfg and data_cfg[k] is not None}
     kwargs["input_size"] = tuple(kwargs["input_size"])
     kwargs["mean"] = tuple(kwargs["mean"])
@@ -206,8 +206,9 @@ CROP_ENLARGE = 1.143
 ImageNet ratio, used here since zooens's images arrive at the model's size)."""
 
 
-def augment_batch(images: torch.Tensor, augmentation: str, generator: torch.Generator,
-                  crop_enlarge: float = CROP_ENLARGE) -> torch.Tensor:
+def augment_batch(
+    images: torch.Tensor, augmentation: str, generator: torch.Generator, crop_enlarge: float = CROP_ENLARGE
+) -> torch.Tensor:
     """A randomly augmented copy of a preprocessed batch (B, 3, H, W), drawn from `generator`.
 
     `flip`: each image mirrored left-right with probability 1/2; `crop`: each image enlarged by
@@ -227,8 +228,9 @@ def augment_batch(images: torch.Tensor, augmentation: str, generator: torch.Gene
         enlarged = F.interpolate(images, size=(big_h, big_w), mode="bilinear", align_corners=False)
         tops = torch.randint(0, big_h - h + 1, (len(images),), generator=generator)
         lefts = torch.randint(0, big_w - w + 1, (len(images),), generator=generator)
-        out = torch.stack([enlarged[i, :, t:t + h, l:l + w] for i, (t, l) in enumerate(zip(tops.tolist(),
-                                                                                        lefts.tolist()))])
+        out = torch.stack(
+            [enlarged[i, :, t : t + h, l : l + w] for i, (t, l) in enumerate(zip(tops.tolist(), lefts.tolist(), strict=False))]
+        )
     if augmentation in ("flip", "crop_flip"):
         flip = torch.rand(len(images), generator=generator) < 0.5
         out = out.clone() if out is images else out
@@ -353,8 +355,16 @@ def fit_classifier(
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     _set_train_mode(model, freeze_norm_stats)
 
-    log.info("Training %d tensors (%d values) for %d steps, lr %g, batch %d, seed %d on %s",
-             len(params), sum(p.numel() for p in params), steps, lr, batch_size, seed, device)
+    log.info(
+        "Training %d tensors (%d values) for %d steps, lr %g, batch %d, seed %d on %s",
+        len(params),
+        sum(p.numel() for p in params),
+        steps,
+        lr,
+        batch_size,
+        seed,
+        device,
+    )
     start = time.perf_counter()
     bar = tqdm(range(steps), desc="fine-tune", disable=not progress, leave=False)
     for step in bar:

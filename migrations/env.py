@@ -5,6 +5,7 @@
 `alembic.ini`) connects to `-x url=...`, `sqlalchemy.url`, or zooens' configured database.
 SQLite gets batch mode, so table changes are rendered as copy-and-move.
 """
+
 from __future__ import annotations
 
 import logging.config
@@ -24,8 +25,11 @@ if config.config_file_name is not None and config.attributes.get("connection") i
 
 
 def _url() -> str:
-    return context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url") \
+    return (
+        context.get_x_argument(as_dictionary=True).get("url")
+        or config.get_main_option("sqlalchemy.url")
         or get_settings().resolved_database_url
+    )
 
 
 def _configure(connection: Connection) -> None:
@@ -42,8 +46,9 @@ def _configure(connection: Connection) -> None:
 def run_migrations_offline() -> None:
     """Emit SQL to stdout (`alembic upgrade head --sql`)."""
     url = _url()
-    context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
-                      render_as_batch=url.startswith("sqlite"))
+    context.configure(
+        url=url, target_metadata=target_metadata, literal_binds=True, render_as_batch=url.startswith("sqlite")
+    )
     with context.begin_transaction():
         context.run_migrations()
 

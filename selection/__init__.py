@@ -1,4 +1,5 @@
 """selection: datasets, embeddings through a disk cache, ranking zoo models by kNN and LogME, auditing the ranking."""
+
 from zooens.selection.audit import (
     Correlation,
     PredictorAudit,

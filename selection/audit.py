@@ -7,6 +7,7 @@ and `kendalltau` do), and the regret of trusting the predictor's top-K: the best
 accuracy over all audited models minus the best among the predictor's top-K of them. A figure
 that cannot be computed (fewer than two models, a constant ranking) is NaN with a reason.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,16 @@ import numpy as np
 
 from zooens.errors import ConfigError, DatasetError
 
-__all__ = ["Correlation", "PredictorAudit", "RankingAudit", "audit_ranking", "best_accuracy_per_model",
-           "kendall_tau_b", "rank_average", "spearman_rho"]
+__all__ = [
+    "Correlation",
+    "PredictorAudit",
+    "RankingAudit",
+    "audit_ranking",
+    "best_accuracy_per_model",
+    "kendall_tau_b",
+    "rank_average",
+    "spearman_rho",
+]
 
 
 @dataclass(frozen=True)
@@ -110,11 +119,19 @@ class PredictorAudit:
         def num(v: float) -> float | None:
             return None if math.isnan(v) else v
 
-        return {"predictor": self.predictor, "models": list(self.models), "n": self.n,
-                "spearman": self.spearman.to_dict(), "kendall": self.kendall.to_dict(), "top_k": self.top_k,
-                "top_k_models": list(self.top_k_models), "best_in_top_k": num(self.best_in_top_k),
-                "best_overall": num(self.best_overall), "regret": num(self.regret),
-                "regret_reason": self.regret_reason}
+        return {
+            "predictor": self.predictor,
+            "models": list(self.models),
+            "n": self.n,
+            "spearman": self.spearman.to_dict(),
+            "kendall": self.kendall.to_dict(),
+            "top_k": self.top_k,
+            "top_k_models": list(self.top_k_models),
+            "best_in_top_k": num(self.best_in_top_k),
+            "best_overall": num(self.best_overall),
+            "regret": num(self.regret),
+            "regret_reason": self.regret_reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -131,15 +148,20 @@ class RankingAudit:
     skipped: dict[str, tuple[str, ...]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"finetuned_accuracy": dict(self.finetuned_accuracy),
-                "predictors": {name: a.to_dict() for name, a in self.predictors.items()},
-                "skipped": {name: list(models) for name, models in self.skipped.items()}}
+        return {
+            "finetuned_accuracy": dict(self.finetuned_accuracy),
+            "predictors": {name: a.to_dict() for name, a in self.predictors.items()},
+            "skipped": {name: list(models) for name, models in self.skipped.items()},
+        }
 
 
 def _finite(value: Any) -> bool:
-    return value is not None and not isinstance(value, bool) and isinstance(value, (int, float, np.integer,
-                                                                                   np.floating)) \
+    return (
+        value is not None
+        and not isinstance(value, bool)
+        and isinstance(value, (int, float, np.integer, np.floating))
         and math.isfinite(value)
+    )
 
 
 def best_accuracy_per_model(runs: Iterable[tuple[str, float]]) -> dict[str, float]:
@@ -152,8 +174,9 @@ def best_accuracy_per_model(runs: Iterable[tuple[str, float]]) -> dict[str, floa
     return best
 
 
-def audit_ranking(finetuned_accuracy: Mapping[str, float], scores: Mapping[str, Mapping[str, float | None]],
-                  *, top_k: int) -> RankingAudit:
+def audit_ranking(
+    finetuned_accuracy: Mapping[str, float], scores: Mapping[str, Mapping[str, float | None]], *, top_k: int
+) -> RankingAudit:
     """Audit each predictor in `scores` against `finetuned_accuracy`.
 
     finetuned_accuracy : model -> best fine-tuned val accuracy (`best_accuracy_per_model`), for the
@@ -187,7 +210,16 @@ def audit_ranking(finetuned_accuracy: Mapping[str, float], scores: Mapping[str, 
         else:
             best_top, best_all, reason = math.nan, math.nan, "no fine-tuned model has a score from this predictor"
         audits[predictor] = PredictorAudit(
-            predictor=predictor, models=tuple(models), n=len(models), spearman=spearman_rho(pred, acc),
-            kendall=kendall_tau_b(pred, acc), top_k=int(top_k), top_k_models=top, best_in_top_k=best_top,
-            best_overall=best_all, regret=best_all - best_top, regret_reason=reason)
+            predictor=predictor,
+            models=tuple(models),
+            n=len(models),
+            spearman=spearman_rho(pred, acc),
+            kendall=kendall_tau_b(pred, acc),
+            top_k=int(top_k),
+            top_k_models=top,
+            best_in_top_k=best_top,
+            best_overall=best_all,
+            regret=best_all - best_top,
+            regret_reason=reason,
+        )
     return RankingAudit(finetuned_accuracy=accuracy, predictors=audits, skipped=skipped)

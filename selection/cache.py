@@ -4,6 +4,7 @@ The key is the sha256 of (model name, weights checksum, dataset fingerprint, spl
 preprocessing config). Writes are atomic (temporary file, then rename), so a killed run
 never leaves a half-written entry that a later run would trust.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,13 @@ def cache_key(
 ) -> str:
     """sha256 hex of the inputs that determine an embedding (JSON with sorted keys)."""
     payload = json.dumps(
-        {"model": model, "weights": weights_sha256, "dataset": dataset_fingerprint, "split": split,
-         "preprocessing": preprocessing},
+        {
+            "model": model,
+            "weights": weights_sha256,
+            "dataset": dataset_fingerprint,
+            "split": split,
+            "preprocessing": preprocessing,
+        },
         sort_keys=True,
         default=str,
     )
@@ -77,8 +83,13 @@ class EmbeddingCache:
         if arr is None:
             return None
         if arr.ndim != 2 or arr.dtype != np.float32 or (n_rows is not None and len(arr) != n_rows):
-            logger.warning("cache entry %s has shape %s %s, expected (%s, D) float32; it will be recomputed",
-                           path, arr.shape, arr.dtype, n_rows)
+            logger.warning(
+                "cache entry %s has shape %s %s, expected (%s, D) float32; it will be recomputed",
+                path,
+                arr.shape,
+                arr.dtype,
+                n_rows,
+            )
             return None
         return arr
 

@@ -6,6 +6,7 @@ Images are held either as a uint8 array (N, H, W) or (N, H, W, 3), or as file pa
 demand. Every dataset has a content fingerprint (sha256 over classes, labels and image bytes)
 that keys the embedding cache.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,15 +14,16 @@ import gzip
 import hashlib
 import json
 import logging
-import os
 import math
+import os
 import struct
 import zipfile
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -64,7 +66,16 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 SPLIT_NAMES = ("train", "val", "test")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
-    "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
 ]
 BUILTINS = ("fashion-mnist", "digits")
 _MAX_LISTED = 10
@@ -73,6 +84,7 @@ _CHECK_SIDE = 32  # `_check_images` decodes at most this size (JPEG: DCT scaling
 
 DIGEST_CHUNK = 1024
 """Images hashed at a time: the same bytes as hashing the whole array, never all of it in memory."""
+
 
 @dataclass
 class Split:
@@ -113,7 +125,7 @@ class Split:
             return image_from_array(self.images[i])  # 16-bit, float and grey arrays as files are decoded
         return open_image(self.images[i])
 
-    def subset(self, indices: np.ndarray, name: str | None = None) -> "Split":
+    def subset(self, indices: np.ndarray, name: str | None = None) -> Split:
         """The images and labels at `indices`, in that order."""
         indices = np.asarray(indices, dtype=np.int64)
         images = self.images[indices] if isinstance(self.images, np.ndarray) else [self.images[i] for i in indices]
@@ -127,7 +139,7 @@ class Split:
         if isinstance(self.images, np.ndarray):
             h.update(str(self.images.shape).encode())
             for start in range(0, len(self.images), DIGEST_CHUNK):  # bounded memory for a memory-mapped split
-                h.update(np.ascontiguousarray(self.images[start:start + DIGEST_CHUNK]).tobytes())
+                h.update(np.ascontiguousarray(self.images[start : start + DIGEST_CHUNK]).tobytes())
         else:
             for path in self.images:
                 h.update(Path(path).read_bytes())
@@ -162,9 +174,7 @@ class ImageDataset:
         try:
             return self.splits[name]
         except KeyError:
-            raise DatasetError(
-                f"Dataset {self.name!r} has no {name!r} split; it has {sorted(self.splits)}."
-            ) from None
+            raise DatasetError(f"Dataset {self.name!r} has no {name!r} split; it has {sorted(self.splits)}.") from None
 
     @cached_property
     def fingerprint(self) -> str:
@@ -211,8 +221,9 @@ def _real(path: Path, shown: str) -> Path:
     try:
         return Path(os.path.realpath(path))
     except (OSError, ValueError) as exc:
-        raise DatasetError(f"{shown!r} is not a valid path ({type(exc).__name__}); name files by plain relative "
-                           "paths.") from None
+        raise DatasetError(
+            f"{shown!r} is not a valid path ({type(exc).__name__}); name files by plain relative paths."
+        ) from None
 
 
 def confined(path: Path, roots: Sequence[Path], *, shown: str) -> Path:
@@ -297,8 +308,9 @@ def validate(ds: ImageDataset, min_per_class: int = 2, split: str = "train") -> 
                 "every label must name one of the classes."
             )
     counts = np.bincount(ds.split(split).labels, minlength=len(ds.classes))
-    check_class_counts(ds.name, dict(zip(ds.classes, (int(n) for n in counts))), min_per_class=min_per_class,
-                       split=split)
+    check_class_counts(
+        ds.name, dict(zip(ds.classes, (int(n) for n in counts), strict=False)), min_per_class=min_per_class, split=split
+    )
     return ds
 
 
@@ -332,9 +344,7 @@ def load_imagefolder(
     if confine_to is not None:
         confined(root, confine_to, shown=shown_root)
     if not root.is_dir():
-        raise DatasetError(
-            f"{shown_root} is not a directory; give an ImageFolder tree (one sub-folder per class)."
-        )
+        raise DatasetError(f"{shown_root} is not a directory; give an ImageFolder tree (one sub-folder per class).")
     split_dirs = {s: root / s for s in SPLIT_NAMES if (root / s).is_dir()}
     if not split_dirs:
         split_dirs = {"train": root}
@@ -402,20 +412,25 @@ def read_declarations(path: Path, confine_to: Sequence[Path] | None = None) -> d
     if confine_to is not None:
         confined(path, confine_to, shown=path.name)
     if path.stat().st_size > _MAX_DECLARATION_BYTES:
-        raise DatasetError(f"{path.name} is larger than {_MAX_DECLARATION_BYTES // 1024} KiB; it should hold only "
-                           '{"flip_preserves_label": true|false, "crop_preserves_label": true|false}.')
+        raise DatasetError(
+            f"{path.name} is larger than {_MAX_DECLARATION_BYTES // 1024} KiB; it should hold only "
+            '{"flip_preserves_label": true|false, "crop_preserves_label": true|false}.'
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path.name} is not valid JSON ({exc}); write e.g. "
-                           '{"flip_preserves_label": true}.') from None
+        raise DatasetError(
+            f'{path.name} is not valid JSON ({exc}); write e.g. {{"flip_preserves_label": true}}.'
+        ) from None
     if not isinstance(data, dict):
-        raise DatasetError(f"{path.name} must hold a JSON object such as {{\"flip_preserves_label\": true}}.")
+        raise DatasetError(f'{path.name} must hold a JSON object such as {{"flip_preserves_label": true}}.')
     unknown = sorted(set(data) - set(DECLARATION_KEYS))
     bad = sorted(k for k in DECLARATION_KEYS if k in data and not isinstance(data[k], bool))
     if unknown or bad:
-        raise DatasetError(f"{path.name}: unknown key(s) {unknown} or non-boolean value(s) for {bad}; it accepts "
-                           f"{', '.join(DECLARATION_KEYS)}, each true or false.")
+        raise DatasetError(
+            f"{path.name}: unknown key(s) {unknown} or non-boolean value(s) for {bad}; it accepts "
+            f"{', '.join(DECLARATION_KEYS)}, each true or false."
+        )
     return {k: data[k] for k in DECLARATION_KEYS if k in data}
 
 
@@ -459,9 +474,7 @@ def load_csv_manifest(
             raise DatasetError(f"{path.name}: row {lineno} has {len(row)} columns; expected path,label[,split].")
         split = row[2].strip() if len(row) == 3 and row[2].strip() else "train"
         if split not in SPLIT_NAMES:
-            raise DatasetError(
-                f"{path.name}: row {lineno} names split {split!r}; use one of {', '.join(SPLIT_NAMES)}."
-            )
+            raise DatasetError(f"{path.name}: row {lineno} names split {split!r}; use one of {', '.join(SPLIT_NAMES)}.")
         given = row[0].strip()
         shown = f"{path.name}: row {lineno} ({given!r})"
         if confine_to is not None:
@@ -469,9 +482,7 @@ def load_csv_manifest(
         else:
             file = _real(path.parent / given, shown)
         if not file.is_file():
-            raise DatasetError(
-                f"{path.name}: row {lineno} names {given!r}, which does not exist next to the manifest."
-            )
+            raise DatasetError(f"{path.name}: row {lineno} names {given!r}, which does not exist next to the manifest.")
         entries.append((file, row[1].strip(), split))
     names = {e[1] for e in entries}
     numeric = all(n.lstrip("-").isdigit() for n in names)
@@ -503,8 +514,18 @@ class NpyHeader:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
-               NotImplementedError, RuntimeError, struct.error)
+_NPZ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+    struct.error,
+)
 """What reading a forged or damaged `.npz` (a zip of `.npy` members) can raise."""
 
 
@@ -600,9 +621,7 @@ def _check_npz_images(path: Path, header: NpyHeader, max_pixels: int) -> None:
     """An images array: (N, H, W) or (N, H, W, C), each image within the pixel limit."""
     shape = header.shape
     if len(shape) not in (3, 4):
-        raise DatasetError(
-            f"{path.name}: {header.key} has shape {shape}; images must be (N, H, W) or (N, H, W, 3)."
-        )
+        raise DatasetError(f"{path.name}: {header.key} has shape {shape}; images must be (N, H, W) or (N, H, W, 3).")
     if header.dtype.kind not in "uifb":
         raise DatasetError(f"{path.name}: {header.key} has dtype {header.dtype}; images must be numbers (uint8).")
     height, width = shape[1], shape[2]
@@ -659,8 +678,10 @@ def load_npz(
                         images = (images * 255).round()
                     images = np.clip(images, 0, 255).astype(np.uint8)
                 labels = np.asarray(data[lk])
-                if labels.ndim != 1 or (labels.dtype.kind not in "iub" and not (
-                        labels.dtype.kind == "f" and np.all(labels == np.round(labels)))):
+                if labels.ndim != 1 or (
+                    labels.dtype.kind not in "iub"
+                    and not (labels.dtype.kind == "f" and np.all(labels == np.round(labels)))
+                ):
                     raise DatasetError(
                         f"{path.name}: {lk} has dtype {labels.dtype} and shape {labels.shape}; labels must be a 1-D "
                         "array of integer class indices 0..C-1 (put the class names in a `classes` array)."
@@ -708,8 +729,13 @@ def load_builtin(name: str, root: str | os.PathLike | None = None) -> ImageDatas
                 "`sudo apt-get install dataset-fashion-mnist` (or run `make setup`)."
             )
         splits = {s: Split(s, _read_idx(base / i), _read_idx(base / l)) for s, (i, l) in files.items()}
-        return ImageDataset("fashion-mnist", list(FASHION_MNIST_CLASSES), splits, source="fashion-mnist",
-                            extra={"flip_preserves_label": True})  # garments, shoes and bags keep their class
+        return ImageDataset(
+            "fashion-mnist",
+            list(FASHION_MNIST_CLASSES),
+            splits,
+            source="fashion-mnist",
+            extra={"flip_preserves_label": True},
+        )  # garments, shoes and bags keep their class
     if name == "digits":
         d = load_digits()
         images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
@@ -719,8 +745,9 @@ def load_builtin(name: str, root: str | os.PathLike | None = None) -> ImageDatas
             "train": Split("train", images[np.sort(train_idx)], d.target[np.sort(train_idx)]),
             "test": Split("test", images[np.sort(test_idx)], d.target[np.sort(test_idx)]),
         }
-        return ImageDataset("digits", [str(i) for i in range(10)], splits, source="digits",
-                            extra={"flip_preserves_label": False})  # a mirrored 2, 3, 7 is no digit
+        return ImageDataset(
+            "digits", [str(i) for i in range(10)], splits, source="digits", extra={"flip_preserves_label": False}
+        )  # a mirrored 2, 3, 7 is no digit
     raise DatasetError(f"Unknown built-in dataset {name!r}; choose from {', '.join(BUILTINS)} or give a path.")
 
 
@@ -769,8 +796,10 @@ def read_npy_header(path: Path, *, max_bytes: int | None = None) -> NpyHeader:
     except DatasetError:
         raise
     except _NPZ_ERRORS as exc:
-        raise DatasetError(f"{path.name} is not a readable .npy file ({type(exc).__name__}: {exc}); "
-                           "save it with numpy.save or re-export the task.") from None
+        raise DatasetError(
+            f"{path.name} is not a readable .npy file ({type(exc).__name__}: {exc}); "
+            "save it with numpy.save or re-export the task."
+        ) from None
     if dtype.hasobject:
         raise DatasetError(f"{path.name} holds Python objects (a pickle), which zooens never loads; store numbers.")
     header = NpyHeader(path.stem, tuple(int(n) for n in shape), dtype, bool(fortran))
@@ -805,14 +834,13 @@ def _load_npy_split(directory: Path, name: str, confine_to: Sequence[Path] | Non
         images = np.load(paths["images"], mmap_mode="r", allow_pickle=False)
         labels = np.asarray(np.load(paths["labels"], mmap_mode="r", allow_pickle=False), dtype=np.int64)
     except _NPZ_ERRORS as exc:
-        raise DatasetError(f"{directory.name}/ holds unreadable arrays ({type(exc).__name__}: {exc}); "
-                           "re-export the task.") from None
+        raise DatasetError(
+            f"{directory.name}/ holds unreadable arrays ({type(exc).__name__}: {exc}); re-export the task."
+        ) from None
     return Split(name, images, labels)
 
 
-def _load_split(
-    directory: Path, name: str, confine_to: Sequence[Path] | None = None
-) -> tuple[Split, list[str] | None]:
+def _load_split(directory: Path, name: str, confine_to: Sequence[Path] | None = None) -> tuple[Split, list[str] | None]:
     """A split folder: `images.npy` + `labels.npy`, `data.npz`, or class sub-folders (labels by class name).
 
     Returns the split and its own class list, or None for the `.npy` layout, whose labels index
@@ -827,8 +855,11 @@ def _load_split(
             read_npz_headers(npz)
         data = np.load(npz, allow_pickle=False)
         labels = data["labels"]
-        classes = ([str(c) for c in data["classes"]] if "classes" in data.files
-                   else [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)])
+        classes = (
+            [str(c) for c in data["classes"]]
+            if "classes" in data.files
+            else [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+        )
         return Split(name, data["images"], labels), classes
     ds = load_imagefolder(directory, confine_to=confine_to)
     return Split(name, ds.split("train").images, ds.split("train").labels), ds.classes
@@ -847,9 +878,13 @@ def _read_task_json(path: Path, shown: str) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise DatasetError(f"{shown} must hold a JSON object; re-export the task.")
     classes = meta.get("classes")
-    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
-                                or len(set(classes)) != len(classes) or not classes):
-        raise DatasetError(f"{shown}: \"classes\" must be a non-empty list of distinct names; re-export the task.")
+    if classes is not None and (
+        not isinstance(classes, list)
+        or not all(isinstance(c, str) for c in classes)
+        or len(set(classes)) != len(classes)
+        or not classes
+    ):
+        raise DatasetError(f'{shown}: "classes" must be a non-empty list of distinct names; re-export the task.')
     return meta
 
 
@@ -885,11 +920,12 @@ def load_exported_task(
     if extra.get("classes"):
         classes = list(extra["classes"])
     else:  # one class list for all splits: the union of names, in sorted order when they differ
-        lists = [cls if cls is not None else [str(i) for i in range(int(sp.labels.max()) + 1 if len(sp) else 0)]
-                 for sp, cls in loaded.values()]
+        lists = [
+            cls if cls is not None else [str(i) for i in range(int(sp.labels.max()) + 1 if len(sp) else 0)]
+            for sp, cls in loaded.values()
+        ]
         longest = max(lists, key=len)
-        classes = (longest if all(c == longest[: len(c)] for c in lists)
-                   else sorted({c for cls in lists for c in cls}))
+        classes = longest if all(c == longest[: len(c)] for c in lists) else sorted({c for cls in lists for c in cls})
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
     for split, (sp, cls) in loaded.items():
@@ -905,7 +941,7 @@ def load_exported_task(
             if unknown:
                 raise DatasetError(
                     f"{name}/{split} has classes {unknown[:_MAX_LISTED]} that task.json does not list; "
-                    "re-export the task or add them to its \"classes\"."
+                    're-export the task or add them to its "classes".'
                 )
             remap = np.array([index[c] for c in cls], dtype=np.int64)
             labels = remap[sp.labels] if len(sp) else sp.labels

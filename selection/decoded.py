@@ -33,6 +33,7 @@ else decoded straight into the array that is then cached (in the caller's proces
 DataLoader whose workers decode while the caller runs the forward pass; cached only when the whole
 split was read, and only when it fits one of the bounds).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,7 +63,13 @@ from zooens.settings import get_settings
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DecodeKey", "DecodedCache", "Decoder", "decode_transform", "decoded_batches", "decoded_cache", "geometry",
+    "DecodeKey",
+    "DecodedCache",
+    "Decoder",
+    "decode_transform",
+    "decoded_batches",
+    "decoded_cache",
+    "geometry",
     "normalize",
 ]
 
@@ -97,14 +104,16 @@ class DecodeKey:
     geometry: str
 
     @classmethod
-    def of(cls, fingerprint: str, split: str, data_cfg: dict[str, Any]) -> "DecodeKey":
+    def of(cls, fingerprint: str, split: str, data_cfg: dict[str, Any]) -> DecodeKey:
         return cls(fingerprint, split, geometry(data_cfg))
 
     @property
     def digest(self) -> str:
         """sha256 hex of the key, the file name on disk."""
-        payload = json.dumps({"dataset": self.fingerprint, "split": self.split, "geometry": self.geometry,
-                              "layout": LAYOUT}, sort_keys=True)
+        payload = json.dumps(
+            {"dataset": self.fingerprint, "split": self.split, "geometry": self.geometry, "layout": LAYOUT},
+            sort_keys=True,
+        )
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -216,8 +225,12 @@ class DecodedCache:
         arr = None if path is None else read_npy(path, "decoded split", "decoded again")
         if arr is None:
             return None
-        if (arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3
-                or (n_images is not None and len(arr) != n_images)):
+        if (
+            arr.dtype != np.uint8
+            or arr.ndim != 4
+            or arr.shape[-1] != 3
+            or (n_images is not None and len(arr) != n_images)
+        ):
             logger.warning("decoded split %s has shape %s %s; it will be decoded again", path, arr.shape, arr.dtype)
             return None
         _touch(path)  # eviction is by last use
@@ -302,10 +315,13 @@ def decoded_cache(root: str | os.PathLike | None) -> DecodedCache:
     name = None if root is None else str(Path(root).resolve())
     with _CACHES_LOCK:
         cache = _CACHES.get(name)
-        if cache is None or (cache.memory_bytes, cache.disk_bytes) != (settings.decoded_memory_bytes,
-                                                                       settings.decoded_disk_bytes):
-            cache = _CACHES[name] = DecodedCache(root, memory_bytes=settings.decoded_memory_bytes,
-                                                 disk_bytes=settings.decoded_disk_bytes)
+        if cache is None or (cache.memory_bytes, cache.disk_bytes) != (
+            settings.decoded_memory_bytes,
+            settings.decoded_disk_bytes,
+        ):
+            cache = _CACHES[name] = DecodedCache(
+                root, memory_bytes=settings.decoded_memory_bytes, disk_bytes=settings.decoded_disk_bytes
+            )
         return cache
 
 
@@ -333,7 +349,7 @@ def decoded_batches(
                 held = held.pin_memory()  # once: the pinned copy replaces the held one
                 cache._hold(key, held)
             for start in range(0, n, batch_size):
-                yield held[start:start + batch_size].permute(0, 3, 1, 2)
+                yield held[start : start + batch_size].permute(0, 3, 1, 2)
             return
     decoder = Decoder(data_cfg)
     shape = (decoder.height, decoder.width, 3)
@@ -351,12 +367,17 @@ def decoded_batches(
         start = n
     else:
         loader = torch.utils.data.DataLoader(
-            _SplitImages(split, decoder), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-            pin_memory=pin_memory, persistent_workers=False, prefetch_factor=4,
+            _SplitImages(split, decoder),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=False,
+            prefetch_factor=4,
         )
         for batch in loader:
             if store is not None:
-                store[start:start + len(batch)] = batch.numpy()
+                store[start : start + len(batch)] = batch.numpy()
             start += len(batch)
             yield batch.permute(0, 3, 1, 2)
     if store is not None and start == n:

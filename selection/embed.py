@@ -28,6 +28,7 @@ The pipeline, and why:
 - **Embeddings are cached on disk** (`EmbeddingCache`), keyed by model, weights checksum, dataset
   fingerprint, split and the full data config (`embedding_key`): a hit builds no model.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,10 +38,11 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,8 +60,17 @@ from zooens.zoo import WeightSet
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CPU_BATCH_PIXELS", "EmbeddingResult", "SplitDataset", "batch_size_for", "built_model", "clear_built_models",
-    "embed_split", "embed_with_cache", "embedding_key", "frozen_model", "resolve_num_workers",
+    "CPU_BATCH_PIXELS",
+    "EmbeddingResult",
+    "SplitDataset",
+    "batch_size_for",
+    "built_model",
+    "clear_built_models",
+    "embed_split",
+    "embed_with_cache",
+    "embedding_key",
+    "frozen_model",
+    "resolve_num_workers",
 ]
 
 CPU_AUTO_WORKERS = 0
@@ -185,20 +196,24 @@ def frozen_model(ws: WeightSet, model: nn.Module, data_cfg: dict[str, Any], batc
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about shapes read as Python numbers
             frozen = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
-            other = (torch.rand((1, *example.shape[1:]), generator=torch.Generator().manual_seed(1)) * 4 - 2)
+            other = torch.rand((1, *example.shape[1:]), generator=torch.Generator().manual_seed(1)) * 4 - 2
             # other values than traced (the negated batch: a branch on a statistic of the input flips),
             # and another batch size (the last batch of a split)
             for x in (-example, other.contiguous(memory_format=torch.channels_last)):
                 ref, got = model(x), frozen(x)
-                if not (isinstance(got, torch.Tensor) and got.shape == ref.shape
-                        and float((got - ref).abs().max()) <= FREEZE_RTOL * max(1.0, float(ref.abs().max()))):
+                if not (
+                    isinstance(got, torch.Tensor)
+                    and got.shape == ref.shape
+                    and float((got - ref).abs().max()) <= FREEZE_RTOL * max(1.0, float(ref.abs().max()))
+                ):
                     raise ValueError(f"its frozen copy gives other embeddings than the model at batch {len(x)}")
     except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to the eager model
         logger.info("%s: embedding with the eager model (%s: %s)", ws.name, type(exc).__name__, str(exc)[:200])
         frozen = model
     else:
-        logger.info("%s: frozen for inference at %s in %.1f s", ws.name, data_cfg["input_size"],
-                    time.perf_counter() - started)
+        logger.info(
+            "%s: frozen for inference at %s in %.1f s", ws.name, data_cfg["input_size"], time.perf_counter() - started
+        )
     size = get_settings().embed_model_cache_size
     if size > 0:
         with _MODELS_LOCK:
@@ -231,10 +246,14 @@ def embed_split(
     mean, std = mean_std(data_cfg, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     outputs: list[torch.Tensor] = []
-    batches = decoded_batches(split, data_cfg, batch_size=batch_size, num_workers=num_workers, pin_memory=cuda,
-                              key=decode_key, cache=decoded)
-    with torch.inference_mode(), autocast, tqdm(total=len(split), desc=desc or "embedding", unit="img",
-                                                disable=not progress, leave=False) as bar:
+    batches = decoded_batches(
+        split, data_cfg, batch_size=batch_size, num_workers=num_workers, pin_memory=cuda, key=decode_key, cache=decoded
+    )
+    with (
+        torch.inference_mode(),
+        autocast,
+        tqdm(total=len(split), desc=desc or "embedding", unit="img", disable=not progress, leave=False) as bar,
+    ):
         for batch in batches:
             check_cancelled()  # a cancelled job or a unit past its time limit stops within one batch
             out = model(normalize(batch.to(device, non_blocking=cuda), mean, std))
@@ -297,8 +316,14 @@ def embed_with_cache(
     key = cache_key(ws.name, zoo.weights_sha256(ws), ds.fingerprint, split, data_cfg)
     hit = cache.get(key, n_rows=len(sp))
     if hit is not None:
-        logger.info("%s / %s of %s: %d embeddings cached (%s), no forward pass",
-                    ws.name, split, ds.name, len(hit), cache.path(key))
+        logger.info(
+            "%s / %s of %s: %d embeddings cached (%s), no forward pass",
+            ws.name,
+            split,
+            ds.name,
+            len(hit),
+            cache.path(key),
+        )
         return EmbeddingResult(hit, True, time.perf_counter() - started, None, key, cache.path(key))
     model = built_model(ws)
     t0 = time.perf_counter()
@@ -306,14 +331,30 @@ def embed_with_cache(
     if not _is_cuda(device) and sum(len(s) for s in ds.splits.values()) >= settings.embed_freeze_min_images:
         model = frozen_model(ws, model, data_cfg, batch_size or batch_size_for(device, data_cfg))
     emb = embed_split(
-        model, data_cfg, sp, batch_size=batch_size, device=device,
+        model,
+        data_cfg,
+        sp,
+        batch_size=batch_size,
+        device=device,
         num_workers=resolve_num_workers(settings.num_workers, device),
-        progress=progress, desc=f"{ws.name} {split}",
-        decode_key=DecodeKey.of(ds.fingerprint, split, data_cfg), decoded=decoded_cache(cache.root / "decoded"),
+        progress=progress,
+        desc=f"{ws.name} {split}",
+        decode_key=DecodeKey.of(ds.fingerprint, split, data_cfg),
+        decoded=decoded_cache(cache.root / "decoded"),
     )
     seconds = time.perf_counter() - t0
-    path = cache.put(key, emb, meta={"model": ws.name, "split": split, "dataset": ds.fingerprint,
-                                     "data_config": data_cfg, "n": len(sp), "seconds": seconds})
+    path = cache.put(
+        key,
+        emb,
+        meta={
+            "model": ws.name,
+            "split": split,
+            "dataset": ds.fingerprint,
+            "data_config": data_cfg,
+            "n": len(sp),
+            "seconds": seconds,
+        },
+    )
     ips = len(sp) / seconds if seconds > 0 else None
     logger.info("%s / %s: embedded %d images in %.1f s (%.1f img/s)", ws.name, split, len(sp), seconds, ips or 0)
     return EmbeddingResult(emb, False, time.perf_counter() - started, ips, key, path)

@@ -17,6 +17,7 @@ each kind becomes 8-bit RGB):
 No colour management: embedded ICC profiles are not applied (timm's models were trained on
 images decoded the same way).
 """
+
 from __future__ import annotations
 
 import io
@@ -29,14 +30,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from zooens.errors import DatasetError, TooLargeError
 from zooens.settings import get_settings
 
-__all__ = ["open_image", "to_rgb", "image_from_array", "check_pixels", "ALPHA_BACKGROUND", "DECODE_ERRORS",
-           "UnreadableImageError"]
+__all__ = [
+    "open_image",
+    "to_rgb",
+    "image_from_array",
+    "check_pixels",
+    "ALPHA_BACKGROUND",
+    "DECODE_ERRORS",
+    "UnreadableImageError",
+]
 
 ALPHA_BACKGROUND = (255, 255, 255)
 """The colour transparent pixels are composited on (white, as a browser shows a transparent PNG on a page)."""
 
-DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-                 EOFError)
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError)
 """What PIL raises on a file that is not a readable image."""
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
@@ -189,5 +196,6 @@ def open_image(
         why = "not an image" if isinstance(exc, UnidentifiedImageError) else f"{type(exc).__name__}: {exc}"
         raise UnreadableImageError(
             f"{label} is not a readable image ({why}); send PNG, JPEG or another common format.",
-            label=label, reason=why,
+            label=label,
+            reason=why,
         ) from None

@@ -23,6 +23,7 @@ itself). This deviates from an exact LOO over all n points, whose cost grows as 
 paper's regime is 1,000 images, where the estimate stays exact. `knn_loo` says how many
 queries it used, and the ranking reports it (`ModelScore.knn_queries`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -322,7 +323,7 @@ def loo_queries(y: ArrayLike, max_queries: int | None = LOO_MAX_QUERIES, seed: i
     order = sorted(range(len(classes)), key=lambda c: (-(quotas[c] - take[c]), c))
     take[order[:rest]] += 1
     rng = np.random.default_rng(seed)
-    chosen = [rng.permutation(np.flatnonzero(y == c))[:t] for c, t in zip(classes, take)]
+    chosen = [rng.permutation(np.flatnonzero(y == c))[:t] for c, t in zip(classes, take, strict=False)]
     return np.sort(np.concatenate(chosen))
 
 
@@ -388,8 +389,9 @@ def knn_loo_accuracy(
     block_bytes: int = KNN_BLOCK_BYTES,
 ) -> float:
     """Leave-one-out kNN accuracy (`knn_loo(...).accuracy`)."""
-    return knn_loo(X, y, k, max_queries=max_queries, seed=seed, backend=backend, device=device,
-                   block_bytes=block_bytes).accuracy
+    return knn_loo(
+        X, y, k, max_queries=max_queries, seed=seed, backend=backend, device=device, block_bytes=block_bytes
+    ).accuracy
 
 
 def logme_score(X: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 1e-5) -> float:
@@ -428,8 +430,11 @@ def logme_score(X: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 
         mm = float(m @ m)
         res = float(np.sum((f - s * m) ** 2)) + max(outside, 0.0)
         evidence = (
-            n / 2 * np.log(beta) + d / 2 * np.log(alpha) - n / 2 * np.log(2 * np.pi)
-            - beta / 2 * res - alpha / 2 * mm
+            n / 2 * np.log(beta)
+            + d / 2 * np.log(alpha)
+            - n / 2 * np.log(2 * np.pi)
+            - beta / 2 * res
+            - alpha / 2 * mm
             - 0.5 * (np.sum(np.log(denom)) + (d - r) * np.log(alpha))
         )
         scores.append(evidence / n)

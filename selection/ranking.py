@@ -1,4 +1,5 @@
 """Scoring and ranking zoo models by how well their frozen embeddings separate the classes."""
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,19 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ModelScore", "score_model", "ranking_table", "RANKING_COLUMNS"]
 
-RANKING_COLUMNS = ["model_name", "knn_accuracy", "val_accuracy", "logme", "embed_seconds", "images_per_s",
-                   "params", "embed_dim", "cached", "k", "knn_queries"]
+RANKING_COLUMNS = [
+    "model_name",
+    "knn_accuracy",
+    "val_accuracy",
+    "logme",
+    "embed_seconds",
+    "images_per_s",
+    "params",
+    "embed_dim",
+    "cached",
+    "k",
+    "knn_queries",
+]
 
 
 @dataclass
@@ -68,8 +80,16 @@ def score_model(
     ws = zoo.describe(ws_or_name) if isinstance(ws_or_name, str) else ws_or_name
     started = time.perf_counter()
     results = {
-        split: embed_with_cache(ws, ds, split, cache=cache, resolution=resolution, preprocessing=preprocessing,
-                                device=device, progress=progress)
+        split: embed_with_cache(
+            ws,
+            ds,
+            split,
+            cache=cache,
+            resolution=resolution,
+            preprocessing=preprocessing,
+            device=device,
+            progress=progress,
+        )
         for split in ("train", "val")
         if split in ds.splits
     }

@@ -6,6 +6,7 @@ dataset again (thumbnails, the worker) passes `allowed_roots(...)` as the loader
 so a path that leads elsewhere (a manifest row, a symbolic link) is refused however the row got
 into the registry.
 """
+
 from __future__ import annotations
 
 import os

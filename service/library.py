@@ -7,6 +7,7 @@ datasets are first written to ZOOENS_HOME/arrays/<fingerprint>.npz, because a jo
 from its source (a worker may be another process) and checks it against the recorded fingerprint.
 `export_ensemble` writes what `zooens export`, `FittedEnsemble.save` and the API's download serve.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,13 +50,21 @@ ArrayPair = tuple[np.ndarray, Sequence[int] | np.ndarray]
 def _array_split(name: str, images: np.ndarray, labels: Sequence[int] | np.ndarray) -> Split:
     images = np.asarray(images)
     if images.dtype != np.uint8:
-        raise DatasetError(f"{name} images must be uint8 of shape (N, H, W) or (N, H, W, 3), got {images.dtype}; "
-                           "convert them with np.uint8 (scale floats to 0-255 first).")
+        raise DatasetError(
+            f"{name} images must be uint8 of shape (N, H, W) or (N, H, W, 3), got {images.dtype}; "
+            "convert them with np.uint8 (scale floats to 0-255 first)."
+        )
     return Split(name, images, np.asarray(labels))
 
 
-def _arrays_dataset(images: np.ndarray, labels: Any, val: ArrayPair | None, test: ArrayPair | None,
-                    classes: Sequence[str] | None, name: str) -> ImageDataset:
+def _arrays_dataset(
+    images: np.ndarray,
+    labels: Any,
+    val: ArrayPair | None,
+    test: ArrayPair | None,
+    classes: Sequence[str] | None,
+    name: str,
+) -> ImageDataset:
     if labels is None:
         raise DatasetError("Give the labels of the images: zooens.fit(images, labels) (one class index per image).")
     splits = {"train": _array_split("train", images, labels)}
@@ -72,8 +81,10 @@ def _arrays_dataset(images: np.ndarray, labels: Any, val: ArrayPair | None, test
 def _stored_arrays(ds: ImageDataset) -> str:
     """Write an in-memory dataset to ZOOENS_HOME/arrays/<fingerprint>.npz (once) and return the path."""
     if not all(isinstance(sp.images, np.ndarray) for sp in ds.splits.values()):
-        raise DatasetError(f"Dataset {ds.name!r} holds image files but its source {ds.source!r} does not load it "
-                           "again; give its folder, .npz or .csv to zooens.fit instead.")
+        raise DatasetError(
+            f"Dataset {ds.name!r} holds image files but its source {ds.source!r} does not load it "
+            "again; give its folder, .npz or .csv to zooens.fit instead."
+        )
     folder = get_settings().home / "arrays"
     folder.mkdir(parents=True, exist_ok=True)
     path = (folder / f"{ds.fingerprint[:32]}.npz").resolve()
@@ -87,8 +98,14 @@ def _stored_arrays(ds: ImageDataset) -> str:
     return str(path)
 
 
-def _dataset(data: Any, labels: Any, val: ArrayPair | None, test: ArrayPair | None,
-             classes: Sequence[str] | None, name: str | None) -> tuple[str, ImageDataset]:
+def _dataset(
+    data: Any,
+    labels: Any,
+    val: ArrayPair | None,
+    test: ArrayPair | None,
+    classes: Sequence[str] | None,
+    name: str | None,
+) -> tuple[str, ImageDataset]:
     """(source the job reloads, the dataset) of what `fit` was given."""
     if isinstance(data, np.ndarray):
         ds = _arrays_dataset(data, labels, val, test, classes, name or "arrays")
@@ -109,8 +126,10 @@ def _dataset(data: Any, labels: Any, val: ArrayPair | None, test: ArrayPair | No
         if Path(source).expanduser().exists():
             source = str(Path(source).expanduser().resolve())
         return source, load_dataset(source)
-    raise DatasetError(f"zooens.fit takes a path, a built-in name, image arrays with labels or an ImageDataset, "
-                       f"not a {type(data).__name__}.")
+    raise DatasetError(
+        f"zooens.fit takes a path, a built-in name, image arrays with labels or an ImageDataset, "
+        f"not a {type(data).__name__}."
+    )
 
 
 def fit(
@@ -124,7 +143,7 @@ def fit(
     name: str | None = None,
     progress: bool = True,
     **params: Any,
-) -> "FittedEnsemble":
+) -> FittedEnsemble:
     """Rank the zoo on `data`, fine-tune the best models and build the greedy ensemble, in this process.
 
     data : an ImageFolder directory, a `.npz` or `.csv` file, a built-in name ("digits",
@@ -159,8 +178,10 @@ def job_ensemble_id(s: Session, job_id: int) -> int:
     job = registry.get_job(s, job_id)
     ens = registry.get_job_ensemble(s, job_id)
     if ens is None:
-        raise JobError(f"Job {job_id} has no ensemble (it is {job.status}); wait for it to succeed, or "
-                       f"`zooens jobs show {job_id}` for why not.")
+        raise JobError(
+            f"Job {job_id} has no ensemble (it is {job.status}); wait for it to succeed, or "
+            f"`zooens jobs show {job_id}` for why not."
+        )
     return ens.id
 
 
@@ -170,8 +191,9 @@ def ensemble_members(s: Session, ensemble_id: int) -> list[tuple[str, float]]:
     return [(registry.get_finetune_run(s, m.run_id).artifact_path, m.weight) for m in ens.members]
 
 
-def export_ensemble(s: Session, ensemble_id: int, target: str | Path | IO[bytes], *,
-                    base_weights: BaseWeights = "embed") -> None:
+def export_ensemble(
+    s: Session, ensemble_id: int, target: str | Path | IO[bytes], *, base_weights: BaseWeights = "embed"
+) -> None:
     """Write ensemble `ensemble_id` as one `.zooens` file (`zooens.ensemble.bundle`): each member's saved
     run, and per base model its weights (`embed`) or only its name, architecture and sha256 (`reference`)."""
     if base_weights not in ("embed", "reference"):
@@ -183,11 +205,21 @@ def export_ensemble(s: Session, ensemble_id: int, target: str | Path | IO[bytes]
         state = None
         if base_weights == "embed":
             state = {k: v.detach().contiguous() for k, v in create_model(model, num_classes=0).state_dict().items()}
-        bases[model] = BaseModel(name=model, arch=get_weight_set(model).arch, weights_sha256=weights_sha256(model),
-                                 state=state)
-    write_bundle(target, members, bases, metadata={"job_id": ens.job_id, "ensemble_id": ens.id,
-                                                   "val_ce": ens.val_ce, "val_acc": ens.val_acc,
-                                                   "test_acc": ens.test_acc})
+        bases[model] = BaseModel(
+            name=model, arch=get_weight_set(model).arch, weights_sha256=weights_sha256(model), state=state
+        )
+    write_bundle(
+        target,
+        members,
+        bases,
+        metadata={
+            "job_id": ens.job_id,
+            "ensemble_id": ens.id,
+            "val_ce": ens.val_ce,
+            "val_acc": ens.val_acc,
+            "test_acc": ens.test_acc,
+        },
+    )
 
 
 @dataclass
@@ -205,7 +237,7 @@ class FittedEnsemble:
     _predictor: EnsemblePredictor | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_job(cls, job_id: int) -> "FittedEnsemble":
+    def from_job(cls, job_id: int) -> FittedEnsemble:
         """The ensemble of a finished job in the registry (also one fitted earlier, or by `zooens run`)."""
         with session_scope() as s:
             ensemble_id = job_ensemble_id(s, job_id)
@@ -220,15 +252,39 @@ class FittedEnsemble:
         updated parameters and hyper-parameters."""
         ens = self.report_.ensemble
         weights = {m.run_id: m.weight for m in ens.members} if ens else {}
-        rows = [{"model": "ensemble", "strategy": "greedy", "val_ce": ens.val_ce, "val_acc": ens.val_acc,
-                 "test_acc": ens.test_acc, "weight": 1.0, "seconds": np.nan,
-                 "updated_params": sum(m.updated_params for m in ens.members), "run_id": pd.NA,
-                 "hparams": {"size": ens.size}}] if ens else []
+        rows = (
+            [
+                {
+                    "model": "ensemble",
+                    "strategy": "greedy",
+                    "val_ce": ens.val_ce,
+                    "val_acc": ens.val_acc,
+                    "test_acc": ens.test_acc,
+                    "weight": 1.0,
+                    "seconds": np.nan,
+                    "updated_params": sum(m.updated_params for m in ens.members),
+                    "run_id": pd.NA,
+                    "hparams": {"size": ens.size},
+                }
+            ]
+            if ens
+            else []
+        )
         for run in sorted(self.report_.runs, key=lambda r: (r.val_ce, r.id)):
-            rows.append({"model": run.model_name, "strategy": run.strategy, "val_ce": run.val_ce,
-                         "val_acc": run.val_acc, "test_acc": run.test_acc, "weight": weights.get(run.id, 0.0),
-                         "seconds": run.seconds, "updated_params": run.updated_params, "run_id": run.id,
-                         "hparams": run.hparams})
+            rows.append(
+                {
+                    "model": run.model_name,
+                    "strategy": run.strategy,
+                    "val_ce": run.val_ce,
+                    "val_acc": run.val_acc,
+                    "test_acc": run.test_acc,
+                    "weight": weights.get(run.id, 0.0),
+                    "seconds": run.seconds,
+                    "updated_params": run.updated_params,
+                    "run_id": run.id,
+                    "hparams": run.hparams,
+                }
+            )
         frame = pd.DataFrame(rows)
         return frame.astype({"test_acc": float, "val_acc": float}) if len(frame) else frame
 
@@ -269,5 +325,7 @@ class FittedEnsemble:
     def __repr__(self) -> str:
         ens = self.report_.ensemble
         score = f", val_acc={ens.val_acc:.3f}" if ens and ens.val_acc is not None else ""
-        return (f"FittedEnsemble(job_id={self.job_id}, ensemble_id={self.ensemble_id}, "
-                f"members={ens.size if ens else 0}, classes={len(self.classes_)}{score})")
+        return (
+            f"FittedEnsemble(job_id={self.job_id}, ensemble_id={self.ensemble_id}, "
+            f"members={ens.size if ens else 0}, classes={len(self.classes_)}{score})"
+        )

@@ -7,6 +7,7 @@ by every dataset with the same content, so removed with the last of them). The r
 committed before any file is removed: a delete that fails leaves everything in place, and
 files left behind by a failure after the commit are only disk space.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,12 @@ def delete_dataset(s: Session, dataset_id: int, settings: Settings, *, with_jobs
         if stored != uploads and stored.is_relative_to(uploads):
             _remove(stored)
         else:
-            logger.warning("dataset %s: its files at %s are not under the uploads folder %s; left in place",
-                           dataset_id, stored, uploads)
+            logger.warning(
+                "dataset %s: its files at %s are not under the uploads folder %s; left in place",
+                dataset_id,
+                stored,
+                uploads,
+            )
     if not shared:
         _remove(thumbnails_dir(settings, row.fingerprint))
     return job_ids

@@ -5,6 +5,7 @@ Each view is a typed record (the API answers with these very models): `JobPublic
 `EnsemblePublic`, and `JobReport`, all four at once. Rows are read from the ORM objects by
 attribute (`from_attributes`), never copied key by key.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -16,8 +17,20 @@ from sqlalchemy.orm import Session
 from zooens.service import registry
 from zooens.service.db.models import FinetuneRun, Job
 
-__all__ = ["EnsembleMemberPublic", "EnsemblePublic", "JobPublic", "JobReport", "RankingRow", "RunPublic",
-           "best_single", "ensemble_view", "job_public", "job_report", "ranking_rows", "run_rows"]
+__all__ = [
+    "EnsembleMemberPublic",
+    "EnsemblePublic",
+    "JobPublic",
+    "JobReport",
+    "RankingRow",
+    "RunPublic",
+    "best_single",
+    "ensemble_view",
+    "job_public",
+    "job_report",
+    "ranking_rows",
+    "run_rows",
+]
 
 
 class JobPublic(BaseModel):
@@ -37,7 +50,8 @@ class JobPublic(BaseModel):
     ranking_audit: dict[str, Any] | None = Field(
         default=None,
         description="How well the kNN ranking and LogME predicted the fine-tuned order: per predictor, Spearman and "
-                    "Kendall correlations with the models' best fine-tuned val accuracy, and the regret of its top-K.")
+        "Kendall correlations with the models' best fine-tuned val accuracy, and the regret of its top-K.",
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -92,8 +106,10 @@ class RankingRow(BaseModel):
     embed_dim: int | None
     embed_seconds: float | None
     images_per_s: float | None
-    knn_queries: int | None = Field(default=None, description="Leave-one-out queries behind knn_accuracy (fewer "
-                                                              "than the training examples when subsampled).")
+    knn_queries: int | None = Field(
+        default=None,
+        description="Leave-one-out queries behind knn_accuracy (fewer than the training examples when subsampled).",
+    )
 
 
 class EnsembleMemberPublic(BaseModel):
@@ -125,8 +141,9 @@ class EnsemblePublic(BaseModel):
     front: dict[str, Any] | None = Field(
         default=None,
         description="Accuracy against cost: `path` (each prefix of the greedy path) and `front` (the best ensemble "
-                    "under each budget, Pareto-optimal), each point with its members (unit keys), cost, val "
-                    "cross-entropy and test accuracy; `metric` names the cost.")
+        "under each budget, Pareto-optimal), each point with its members (unit keys), cost, val "
+        "cross-entropy and test accuracy; `metric` names the cost.",
+    )
 
 
 class JobReport(BaseModel):
@@ -136,8 +153,9 @@ class JobReport(BaseModel):
     ensemble: EnsemblePublic | None
     best_single: RunPublic | None = Field(
         description="The best single run by validation cross-entropy (ties: the earlier run) among the ensemble's "
-                    "candidates (the top-K's runs, within the budget), the run the ensemble is compared with "
-                    "everywhere (CLI, API, dashboard, VTAB tables).")
+        "candidates (the top-K's runs, within the budget), the run the ensemble is compared with "
+        "everywhere (CLI, API, dashboard, VTAB tables)."
+    )
 
 
 def job_public(job: Job) -> JobPublic:
@@ -159,18 +177,26 @@ def ranking_rows(s: Session, job_id: int) -> list[RankingRow]:
     rows = []
     for rank, score in enumerate(registry.get_ranking(s, job_id), start=1):
         run = best.get(score.model_name)
-        rows.append(RankingRow(
-            rank=rank, model_name=score.model_name, knn_accuracy=score.knn_accuracy,
-            val_accuracy=score.val_accuracy, logme=score.logme,
-            finetuned_val_acc=None if run is None else run.val_acc,
-            finetuned_val_ce=None if run is None else run.val_ce,
-            finetuned_test_acc=None if run is None else run.test_acc,
-            best_strategy=None if run is None else run.strategy,
-            updated_params=None if run is None else run.updated_params,
-            update_bytes=None if run is None else run.update_bytes,
-            params=score.params, embed_dim=score.embed_dim, embed_seconds=score.embed_seconds,
-            images_per_s=score.images_per_s, knn_queries=score.knn_queries,
-        ))
+        rows.append(
+            RankingRow(
+                rank=rank,
+                model_name=score.model_name,
+                knn_accuracy=score.knn_accuracy,
+                val_accuracy=score.val_accuracy,
+                logme=score.logme,
+                finetuned_val_acc=None if run is None else run.val_acc,
+                finetuned_val_ce=None if run is None else run.val_ce,
+                finetuned_test_acc=None if run is None else run.test_acc,
+                best_strategy=None if run is None else run.strategy,
+                updated_params=None if run is None else run.updated_params,
+                update_bytes=None if run is None else run.update_bytes,
+                params=score.params,
+                embed_dim=score.embed_dim,
+                embed_seconds=score.embed_seconds,
+                images_per_s=score.images_per_s,
+                knn_queries=score.knn_queries,
+            )
+        )
     return rows
 
 
@@ -186,15 +212,35 @@ def ensemble_view(s: Session, job_id: int) -> EnsemblePublic | None:
     members = []
     for m in sorted(ens.members, key=lambda m: m.position):
         run = runs[m.run_id]
-        members.append(EnsembleMemberPublic(
-            run_id=run.id, model_name=run.model_name, strategy=run.strategy, hparams=run.hparams, weight=m.weight,
-            val_ce=run.val_ce, val_acc=run.val_acc, test_acc=run.test_acc, updated_params=run.updated_params,
-            update_bytes=run.update_bytes,
-        ))
-    return EnsemblePublic(id=ens.id, job_id=job_id, size=ens.size, val_ce=ens.val_ce, val_acc=ens.val_acc,
-                          test_acc=ens.test_acc, loss_curve=ens.loss_curve, members=members,
-                          max_gflops=ens.max_gflops, max_latency_ms=ens.max_latency_ms, gflops=ens.gflops,
-                          latency_ms=ens.latency_ms, front=ens.front)
+        members.append(
+            EnsembleMemberPublic(
+                run_id=run.id,
+                model_name=run.model_name,
+                strategy=run.strategy,
+                hparams=run.hparams,
+                weight=m.weight,
+                val_ce=run.val_ce,
+                val_acc=run.val_acc,
+                test_acc=run.test_acc,
+                updated_params=run.updated_params,
+                update_bytes=run.update_bytes,
+            )
+        )
+    return EnsemblePublic(
+        id=ens.id,
+        job_id=job_id,
+        size=ens.size,
+        val_ce=ens.val_ce,
+        val_acc=ens.val_acc,
+        test_acc=ens.test_acc,
+        loss_curve=ens.loss_curve,
+        members=members,
+        max_gflops=ens.max_gflops,
+        max_latency_ms=ens.max_latency_ms,
+        gflops=ens.gflops,
+        latency_ms=ens.latency_ms,
+        front=ens.front,
+    )
 
 
 def best_single(runs: list[RunPublic]) -> RunPublic | None:
@@ -219,5 +265,10 @@ def job_report(s: Session, job_id: int) -> JobReport:
     job = registry.get_job(s, job_id)
     runs = run_rows(s, job_id)
     ranking = ranking_rows(s, job_id)
-    return JobReport(job=job_public(job), ranking=ranking, runs=runs, ensemble=ensemble_view(s, job_id),
-                     best_single=best_single(ensemble_candidates(runs, ranking, job.params)))
+    return JobReport(
+        job=job_public(job),
+        ranking=ranking,
+        runs=runs,
+        ensemble=ensemble_view(s, job_id),
+        best_single=best_single(ensemble_candidates(runs, ranking, job.params)),
+    )

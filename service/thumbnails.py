@@ -8,6 +8,7 @@ dashboard serves only files listed there. The folder is keyed by content fingerp
 the same content registered twice shares it, and `index.json` is written last: a folder
 without it is unfinished and is made again.
 """
+
 from __future__ import annotations
 
 import json
@@ -153,8 +154,9 @@ def thumbnail_file(dest: Path, split: str, index: int) -> Path:
         )
     path = dest / listed / f"{int(found)}.png"
     if not path.is_file():
-        raise NotFoundError(f"The thumbnail of image {found} of split {listed!r} is missing; register the dataset "
-                            "again to make it.")
+        raise NotFoundError(
+            f"The thumbnail of image {found} of split {listed!r} is missing; register the dataset again to make it."
+        )
     return path
 
 

@@ -9,6 +9,7 @@ and its row inserted. Whatever fails, the staging directory is removed and no ro
 written. Content uploaded before (the same fingerprint) is not stored twice: the earlier
 dataset is returned and the staged copy removed. Messages name archive entries relative to the archive, never a server path.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,9 +22,10 @@ import unicodedata
 import uuid
 import zipfile
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
@@ -64,8 +66,18 @@ MAX_RATIO = 100
 RATIO_FLOOR = 2 * 1024 * 1024
 """Expanded bytes below which the ratio is not checked (small, very compressible files are fine)."""
 _ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, ValueError,
-               NotImplementedError, RuntimeError, KeyError, IndexError)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    OSError,
+    EOFError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    KeyError,
+    IndexError,
+)
 """What reading a forged or damaged zip can raise (bad CRC, truncation, bad headers, bad methods)."""
 _MAX_COMPONENT = 255
 _MAX_ENTRY_NAME = 1024
@@ -120,8 +132,9 @@ def _safe_member(info: zipfile.ZipInfo) -> PurePosixPath | None:
     if ".." in path.parts:
         raise DatasetError(f"The archive entry {raw!r} points outside the archive ('..'); remove it.")
     if any(len(part.encode()) > _MAX_COMPONENT for part in path.parts):
-        raise DatasetError(f"The archive entry {raw[:60]!r}... has a file or folder name over {_MAX_COMPONENT} bytes; "
-                           "shorten it.")
+        raise DatasetError(
+            f"The archive entry {raw[:60]!r}... has a file or folder name over {_MAX_COMPONENT} bytes; shorten it."
+        )
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         raise DatasetError(f"The archive entry {raw!r} is a symbolic link; archive plain files only.")
@@ -153,9 +166,7 @@ def _plan(infos: list[zipfile.ZipInfo]) -> list[tuple[zipfile.ZipInfo, PurePosix
         folders.update(rel.parents)
     clash = sorted(str(p) for p in files if p in folders)
     if clash:
-        raise DatasetError(
-            f"The archive holds {clash[0]!r} both as a file and as a folder; rename one of them."
-        )
+        raise DatasetError(f"The archive holds {clash[0]!r} both as a file and as a folder; rename one of them.")
     return [(info, rel) for rel, info in files.items()]
 
 

@@ -21,6 +21,7 @@ Stand-ins (the offline suite, `offline-*`, or any task.json with `stand_in`) are
 group names are `offline-<group>`, they go to their own tables (`results-offline.*`) and never into
 the VTAB group means or the 19-task mean. Only the 19 task names of `tasks.TASKS` can be VTAB rows.
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,9 +30,10 @@ import json
 import logging
 import textwrap
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -64,8 +66,22 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DONE", "FAILED", "MISSING", "TaskResult", "plot_results", "refit_dataset", "refit_runs", "run_task",
-           "run_vtab", "select_tasks", "spec_from_run", "task_kind", "vtab_params", "write_tables"]
+__all__ = [
+    "DONE",
+    "FAILED",
+    "MISSING",
+    "TaskResult",
+    "plot_results",
+    "refit_dataset",
+    "refit_runs",
+    "run_task",
+    "run_vtab",
+    "select_tasks",
+    "spec_from_run",
+    "task_kind",
+    "vtab_params",
+    "write_tables",
+]
 
 DONE, FAILED, MISSING = "done", "failed", "missing"
 OFFLINE_PREFIX = "offline-"
@@ -96,7 +112,7 @@ class TaskResult:
     seconds: float = 0.0
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "TaskResult":
+    def from_json(cls, data: dict[str, Any]) -> TaskResult:
         """A row written by this or an earlier version (unknown keys dropped, missing ones defaulted)."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -142,8 +158,9 @@ def select_tasks(data_root: str | Path, spec: str) -> list[str]:
     if spec == "offline":
         names = [n for n in _present(root) if task_kind(root, n)[1]]
         if not names:
-            raise ConfigError(f"No offline stand-in tasks in {root}; write them with "
-                              f"`zooens vtab make-offline-suite {root}`.")
+            raise ConfigError(
+                f"No offline stand-in tasks in {root}; write them with `zooens vtab make-offline-suite {root}`."
+            )
         return names
     names = list(dict.fromkeys(s.strip() for s in spec.split(",") if s.strip()))
     if not names:
@@ -192,10 +209,15 @@ def refit_dataset(ds: ImageDataset) -> ImageDataset:
     """train800+val200 as the training split; val kept only because a run needs one (its numbers, on
     training data, mean nothing); test unchanged."""
     return ImageDataset(
-        ds.name + "+refit", ds.classes,
-        {"train": _concat(ds.split("train"), ds.split("val"), "train"), "val": ds.split("val"),
-         "test": ds.split("test")},
-        source=ds.source, extra=dict(ds.extra or {}),
+        ds.name + "+refit",
+        ds.classes,
+        {
+            "train": _concat(ds.split("train"), ds.split("val"), "train"),
+            "val": ds.split("val"),
+            "test": ds.split("test"),
+        },
+        source=ds.source,
+        extra=dict(ds.extra or {}),
     )
 
 
@@ -232,8 +254,16 @@ def refit_runs(runs: Iterable[dict[str, Any]], ds: ImageDataset) -> tuple[dict[s
     return out, n_train
 
 
-def run_task(data_root: str | Path, task_name: str, *, zoo: str, params: JobParams, refit: bool, progress: bool,
-             job_ids: list[int] | None = None) -> TaskResult:
+def run_task(
+    data_root: str | Path,
+    task_name: str,
+    *,
+    zoo: str,
+    params: JobParams,
+    refit: bool,
+    progress: bool,
+    job_ids: list[int] | None = None,
+) -> TaskResult:
     """One task end to end (raises on any failure; `run_vtab` records it). `job_ids` receives the job's id."""
     started = time.perf_counter()
     root = Path(data_root)
@@ -274,11 +304,22 @@ def run_task(data_root: str | Path, task_name: str, *, zoo: str, params: JobPara
         ens_acc, best_acc, top1_acc = ens["test_acc"], best["test_acc"], top1_best["test_acc"]
         updated = sum(m["updated_params"] for m in members)
     return TaskResult(
-        task=task_name, group=group, stand_in=stand_in, status=DONE, job_id=job_id,
-        ensemble_test_acc=ens_acc, best_single_test_acc=best_acc, knn_top1_test_acc=top1_acc,
-        ensemble_size=ens["size"], updated_params=int(updated),
-        best_single=f"{best['model_name']} {best['strategy']}", knn_top1=top1, refit=refit, n_train=n_train,
-        preprocessing=params.preprocessing, seconds=round(time.perf_counter() - started, 2),
+        task=task_name,
+        group=group,
+        stand_in=stand_in,
+        status=DONE,
+        job_id=job_id,
+        ensemble_test_acc=ens_acc,
+        best_single_test_acc=best_acc,
+        knn_top1_test_acc=top1_acc,
+        ensemble_size=ens["size"],
+        updated_params=int(updated),
+        best_single=f"{best['model_name']} {best['strategy']}",
+        knn_top1=top1,
+        refit=refit,
+        n_train=n_train,
+        preprocessing=params.preprocessing,
+        seconds=round(time.perf_counter() - started, 2),
     )
 
 
@@ -316,8 +357,16 @@ def run_vtab(
         group, stand_in = task_kind(root, name)
         if not stand_in and not (root / name).is_dir():
             logger.info("%s: not in %s; export it with `zooens vtab export --tasks %s`", name, root, name)
-            results.append(TaskResult(task=name, group=group, stand_in=False, status=MISSING, refit=refit,
-                                      reason=f"not in {root}: `zooens vtab export --tasks {name}` writes it"))
+            results.append(
+                TaskResult(
+                    task=name,
+                    group=group,
+                    stand_in=False,
+                    status=MISSING,
+                    refit=refit,
+                    reason=f"not in {root}: `zooens vtab export --tasks {name}` writes it",
+                )
+            )
             if on_task:
                 on_task(name, MISSING)
             continue
@@ -344,9 +393,17 @@ def run_vtab(
             logger.debug("%s failed", name, exc_info=True)
             reason = _one_line(exc)
             logger.warning("%s failed: %s", name, reason)
-            result = TaskResult(task=name, group=group, stand_in=stand_in, status=FAILED, reason=reason,
-                                job_id=job_ids[-1] if job_ids else None, refit=refit,
-                                preprocessing=params.preprocessing, seconds=round(time.perf_counter() - started, 2))
+            result = TaskResult(
+                task=name,
+                group=group,
+                stand_in=stand_in,
+                status=FAILED,
+                reason=reason,
+                job_id=job_ids[-1] if job_ids else None,
+                refit=refit,
+                preprocessing=params.preprocessing,
+                seconds=round(time.perf_counter() - started, 2),
+            )
         _write_json(done_file, result)
         results.append(result)
         if on_task:
@@ -362,11 +419,28 @@ def run_vtab(
 # Tables
 
 METRICS = ("ensemble_test_acc", "best_single_test_acc", "knn_top1_test_acc")
-CSV_FIELDS = ["task", "group", "stand_in", "status", "reason", "tasks", *METRICS, "reference", "ensemble_size",
-              "updated_params", "best_single", "knn_top1", "refit", "n_train", "preprocessing", "seconds", "job_id"]
+CSV_FIELDS = [
+    "task",
+    "group",
+    "stand_in",
+    "status",
+    "reason",
+    "tasks",
+    *METRICS,
+    "reference",
+    "ensemble_size",
+    "updated_params",
+    "best_single",
+    "knn_top1",
+    "refit",
+    "n_train",
+    "preprocessing",
+    "seconds",
+    "job_id",
+]
 PREPROCESSING_NOTES = {
     "resize": "every image resized straight to the model's input size, no crop, bilinear, the model's "
-              "mean/std (VTAB's reference)",
+    "mean/std (VTAB's reference)",
     "model": "each model's own evaluation transform (resize and centre crop), not VTAB's reference",
 }
 
@@ -392,9 +466,13 @@ def group_means(results: list[TaskResult], *, stand_in: bool) -> list[dict[str, 
         for m in METRICS:
             row[m] = _mean([getattr(r, m) for r in done if getattr(r, m) is not None])
         refs = [None if stand_in else reference_for(r.task) for r in members]
-        row["reference"] = (float(np.mean(refs)) if refs and all(v is not None for v in refs) else None)
-        if (row["reference"] is None and label == "mean" and not stand_in
-                and {r.task for r in done} == {t.name for t in TASKS}):
+        row["reference"] = float(np.mean(refs)) if refs and all(v is not None for v in refs) else None
+        if (
+            row["reference"] is None
+            and label == "mean"
+            and not stand_in
+            and {r.task for r in done} == {t.name for t in TASKS}
+        ):
             row["reference"] = REFERENCE_MEAN
         rows.append(row)
     return rows
@@ -425,28 +503,41 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.rjust(w) if i in right else c.ljust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+        return (
+            "| "
+            + " | ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=False)))
+            + " |"
+        )
 
     sep = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
     return [line(header), sep, *(line(r) for r in rows)]
 
 
 def _wrap(text: str, prefix: str = "") -> list[str]:
-    return textwrap.wrap(text, width=80, initial_indent=prefix, subsequent_indent=" " * len(prefix),
-                         break_long_words=False, break_on_hyphens=False) or [prefix.rstrip()]
+    return textwrap.wrap(
+        text,
+        width=80,
+        initial_indent=prefix,
+        subsequent_indent=" " * len(prefix),
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [prefix.rstrip()]
 
 
 def _refit_note(results: list[TaskResult]) -> str:
     modes = {r.refit for r in results if r.status == DONE}
     if modes == {True}:
-        return ("Refit: on. Models were selected on train800/val200 (kNN ranking, sweep, greedy ensemble); every "
-                "reported model (the ensemble's members, the best single run, the kNN top-1's best run) was then "
-                "trained again on train800+val200 (1,000 examples) with the same hyper-parameters and strategy "
-                "options, and tested on the full test split, as the papers do.")
+        return (
+            "Refit: on. Models were selected on train800/val200 (kNN ranking, sweep, greedy ensemble); every "
+            "reported model (the ensemble's members, the best single run, the kNN top-1's best run) was then "
+            "trained again on train800+val200 (1,000 examples) with the same hyper-parameters and strategy "
+            "options, and tested on the full test split, as the papers do."
+        )
     if modes == {False}:
-        return ("Refit: off (--no-refit). The numbers are those of models trained on train800 only (800 "
-                "examples); the papers train the reported models on train800+val200 (1,000).")
+        return (
+            "Refit: off (--no-refit). The numbers are those of models trained on train800 only (800 "
+            "examples); the papers train the reported models on train800+val200 (1,000)."
+        )
     if not modes:
         return "Refit: no task finished."
     return "Refit: mixed across tasks; see the refit column of the CSV."
@@ -455,38 +546,64 @@ def _refit_note(results: list[TaskResult]) -> str:
 def _markdown(results: list[TaskResult], means: list[dict[str, Any]], *, stand_in: bool) -> str:
     lines = ["# Offline stand-in results (generated data, NOT VTAB)" if stand_in else "# VTAB-1k results", ""]
     if stand_in:
-        lines += _wrap("Stand-ins (offline-*) are generated data, not VTAB: never compare these numbers with "
-                       "VTAB's, and never average them with VTAB tasks.") + [""]
+        lines += _wrap(
+            "Stand-ins (offline-*) are generated data, not VTAB: never compare these numbers with "
+            "VTAB's, and never average them with VTAB tasks."
+        ) + [""]
     preprocessing = sorted({r.preprocessing for r in results if r.status == DONE and r.preprocessing})
     text = "; ".join(f"{p}: {PREPROCESSING_NOTES.get(p, p)}" for p in preprocessing) or "no task finished"
     lines += _wrap(f"Preprocessing: {text}.") + [""] + _wrap(_refit_note(results)) + [""]
     if not stand_in:
-        mean = ("" if REFERENCE_MEAN is None else
-                f" Its 19-task mean ({REFERENCE_MEAN:.1f}) shows only when all 19 tasks are done.")
-        lines += _wrap(f"Reference (ref): {REFERENCE_NAME} ({REFERENCE_CITATION}); per-task numbers only where a "
-                       f"source could be read (selection/vtab/reference.py), else '-'.{mean}") + [""]
-    lines += _wrap("Columns: test accuracy (%) of the greedy ensemble (ens), the best single run by val "
-                   "cross-entropy (best) and the kNN-top-1 model's best run (kNN1); n: ensemble size; "
-                   "params: parameters updated, summed over the ensemble's members; time: wall time.") + [""]
+        mean = (
+            ""
+            if REFERENCE_MEAN is None
+            else f" Its 19-task mean ({REFERENCE_MEAN:.1f}) shows only when all 19 tasks are done."
+        )
+        lines += _wrap(
+            f"Reference (ref): {REFERENCE_NAME} ({REFERENCE_CITATION}); per-task numbers only where a "
+            f"source could be read (selection/vtab/reference.py), else '-'.{mean}"
+        ) + [""]
+    lines += _wrap(
+        "Columns: test accuracy (%) of the greedy ensemble (ens), the best single run by val "
+        "cross-entropy (best) and the kNN-top-1 model's best run (kNN1); n: ensemble size; "
+        "params: parameters updated, summed over the ensemble's members; time: wall time."
+    ) + [""]
     rows = []
     for r in results:
         first = _pct(r.ensemble_test_acc) if r.status == DONE else r.status
         ref = None if r.stand_in else reference_for(r.task)
-        rows.append([r.task, first, _pct(r.best_single_test_acc), _pct(r.knn_top1_test_acc),
-                     "-" if ref is None else f"{ref:.1f}", "-" if r.ensemble_size is None else str(r.ensemble_size),
-                     _count(r.updated_params), _duration(r.seconds) if r.status != MISSING else "-"])
+        rows.append(
+            [
+                r.task,
+                first,
+                _pct(r.best_single_test_acc),
+                _pct(r.knn_top1_test_acc),
+                "-" if ref is None else f"{ref:.1f}",
+                "-" if r.ensemble_size is None else str(r.ensemble_size),
+                _count(r.updated_params),
+                _duration(r.seconds) if r.status != MISSING else "-",
+            ]
+        )
     lines += _table(["task", "ens", "best", "kNN1", "ref", "n", "params", "time"], rows, right={1, 2, 3, 4, 5, 6, 7})
     lines += [""]
-    mean_rows = [[f"{'all' if m['group'] == 'mean' else m['group']} ({m['done']}/{m['total']})",
-                  _pct(m["ensemble_test_acc"]),
-                  _pct(m["best_single_test_acc"]), _pct(m["knn_top1_test_acc"]),
-                  "-" if m["reference"] is None else f"{m['reference']:.1f}"] for m in means]
+    mean_rows = [
+        [
+            f"{'all' if m['group'] == 'mean' else m['group']} ({m['done']}/{m['total']})",
+            _pct(m["ensemble_test_acc"]),
+            _pct(m["best_single_test_acc"]),
+            _pct(m["knn_top1_test_acc"]),
+            "-" if m["reference"] is None else f"{m['reference']:.1f}",
+        ]
+        for m in means
+    ]
     lines += _table(["mean over done tasks (done/all)", "ens", "best", "kNN1", "ref"], mean_rows, right={1, 2, 3, 4})
     n_vtab = len(TASKS)
     n_done = len({r.task for r in results if r.status == DONE})
     if not stand_in and n_done < n_vtab:
-        lines += [""] + _wrap(f"The mean covers {n_done} of the {n_vtab} VTAB-1k tasks: it is not the "
-                              f"VTAB-1k score, which is the mean over all {n_vtab}.")
+        lines += [""] + _wrap(
+            f"The mean covers {n_done} of the {n_vtab} VTAB-1k tasks: it is not the "
+            f"VTAB-1k score, which is the mean over all {n_vtab}."
+        )
     failed = [r for r in results if r.status == FAILED]
     missing = [r for r in results if r.status == MISSING]
     if failed:
@@ -494,8 +611,11 @@ def _markdown(results: list[TaskResult], means: list[dict[str, Any]], *, stand_i
         for r in failed:
             lines += _wrap(r.reason, prefix=f"- {r.task}: ")
     if missing:
-        lines += [""] + _wrap("Missing (no data; not run, not in the means): " + ", ".join(r.task for r in missing)
-                              + ". Export them with `zooens vtab export --tasks NAMES --out DATA_ROOT`.")
+        lines += [""] + _wrap(
+            "Missing (no data; not run, not in the means): "
+            + ", ".join(r.task for r in missing)
+            + ". Export them with `zooens vtab export --tasks NAMES --out DATA_ROOT`."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -508,9 +628,17 @@ def _csv(path: Path, results: list[TaskResult], means: list[dict[str, Any]], *, 
             row["reference"] = None if r.stand_in else reference_for(r.task)
             w.writerow(row)
         for m in means:
-            w.writerow({"task": f"mean:{m['group']}", "group": m["group"], "stand_in": stand_in, "status": "mean",
-                        "tasks": f"{m['done']}/{m['total']}", "reference": m["reference"],
-                        **{k: None if m[k] is None else round(m[k], 4) for k in METRICS}})
+            w.writerow(
+                {
+                    "task": f"mean:{m['group']}",
+                    "group": m["group"],
+                    "stand_in": stand_in,
+                    "status": "mean",
+                    "tasks": f"{m['done']}/{m['total']}",
+                    "reference": m["reference"],
+                    **{k: None if m[k] is None else round(m[k], 4) for k in METRICS},
+                }
+            )
 
 
 def plot_results(results: list[TaskResult], path: Path, *, title: str) -> Path | None:
@@ -519,8 +647,11 @@ def plot_results(results: list[TaskResult], path: Path, *, title: str) -> Path |
     if Figure is None:
         logger.warning("matplotlib is not installed: no plot (pip install matplotlib)")
         return None
-    series = [("ensemble", "ensemble_test_acc"), ("best single", "best_single_test_acc"),
-              ("kNN top-1", "knn_top1_test_acc")]
+    series = [
+        ("ensemble", "ensemble_test_acc"),
+        ("best single", "best_single_test_acc"),
+        ("kNN top-1", "knn_top1_test_acc"),
+    ]
     refs = [None if r.stand_in else reference_for(r.task) for r in results]
     with_ref = any(v is not None for v in refs)
     n_bars = len(series) + int(with_ref)
@@ -534,8 +665,12 @@ def plot_results(results: list[TaskResult], path: Path, *, title: str) -> Path |
     if with_ref:
         ax.bar(x + (n_bars - 1) / 2 * width, [v or 0.0 for v in refs], width, label=REFERENCE_NAME, color="grey")
     ax.set_xticks(x)
-    ax.set_xticklabels([r.task if r.status == DONE else f"{r.task}\n({r.status})" for r in results],
-                       rotation=60, ha="right", fontsize=8)
+    ax.set_xticklabels(
+        [r.task if r.status == DONE else f"{r.task}\n({r.status})" for r in results],
+        rotation=60,
+        ha="right",
+        fontsize=8,
+    )
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title(title)
@@ -559,8 +694,7 @@ def write_tables(results: list[TaskResult], out: str | Path) -> list[Path]:
         _csv(csv_path, rows, means, stand_in=stand_in)
         md_path.write_text(_markdown(rows, means, stand_in=stand_in))
         written += [csv_path, md_path]
-        png = plot_results(rows, out / f"{stem}.png",
-                           title="Offline stand-ins (not VTAB)" if stand_in else "VTAB-1k")
+        png = plot_results(rows, out / f"{stem}.png", title="Offline stand-ins (not VTAB)" if stand_in else "VTAB-1k")
         if png is not None:
             written.append(png)
     return written

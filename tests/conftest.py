@@ -1,4 +1,5 @@
 """Shared test set-up: offline, a private ZOOENS_HOME, seeded, quiet progress bars."""
+
 from __future__ import annotations
 
 import os

@@ -14,6 +14,7 @@ folders to module names through pyproject's `package-dir`, and also reads the pr
 layout (bare `import zoo`), so `git worktree add /tmp/old <commit>` and running it there
 draws the old graph for comparison.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,7 +99,8 @@ def is_ours(name: str) -> bool:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _resolve(name: str, modules: dict[str, Path]) -> str:
@@ -285,8 +287,8 @@ def test_no_import_cycles() -> None:
 def test_the_checker_catches_what_it_should(tmp_path: Path) -> None:
     """The rules fire on a planted cycle, an upward import, a local import and a bare import."""
     (tmp_path / "pyproject.toml").write_text(
-        '[tool.setuptools]\npackage-dir = { "zooens" = "zooens", "zooens.zoo" = "zoo", '
-        '"zooens.service" = "service" }\n')
+        '[tool.setuptools]\npackage-dir = { "zooens" = "zooens", "zooens.zoo" = "zoo", "zooens.service" = "service" }\n'
+    )
     for folder in ("zooens", "zoo", "service"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "__init__.py").write_text("")
@@ -314,8 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     modules, edges = all_imports(root)
     ours = [e for e in edges if e.target in modules]
     local = [e for e in ours if e.local]
-    print(f"{len(modules)} modules; {len(ours)} imports of our own modules, {len(local)} inside functions; "
-          f"{sum(1 for e in edges if e.local)} function-local imports in all")
+    print(
+        f"{len(modules)} modules; {len(ours)} imports of our own modules, {len(local)} inside functions; "
+        f"{sum(1 for e in edges if e.local)} function-local imports in all"
+    )
     depth = 2 if not args.modules else 99
     counts: Counter[tuple[str, str]] = Counter()
     for e in ours:

@@ -1,4 +1,5 @@
 """zoo: the model catalogue (embedded, user and timm weight sets) and model construction."""
+
 from zooens.zoo import embedded as _embedded  # noqa: F401  registers the embedded zoo
 from zooens.zoo._factory import (
     PREPROCESSINGS,

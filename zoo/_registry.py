@@ -5,6 +5,7 @@ register themselves when `zooens.zoo.embedded` is imported (the package `__init_
 A layer tap `model@layer` (`zooens.zoo._taps`) resolves here like any name; listings show taps
 only when asked (`taps=True`, or a pattern with '@').
 """
+
 from __future__ import annotations
 
 import difflib
@@ -115,8 +116,11 @@ def list_weight_sets(pattern: str | None = None, available_only: bool = False, t
         for ws in sets:
             if not layer_pat:
                 out.append(ws)
-            out += [tap_weight_set(ws, t.module) for t in tap_layers(ws.arch)
-                    if not layer_pat or fnmatch.fnmatchcase(t.module.lower(), layer_pat.lower())]
+            out += [
+                tap_weight_set(ws, t.module)
+                for t in tap_layers(ws.arch)
+                if not layer_pat or fnmatch.fnmatchcase(t.module.lower(), layer_pat.lower())
+            ]
         sets = out
     return sorted(sets, key=lambda ws: ws.name)
 

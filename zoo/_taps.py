@@ -13,6 +13,7 @@ The stages a model offers are timm's `feature_info` entries, named by their `mod
 that stage (`prune_intermediate_layers`): a tap runs, stores and fine-tunes only the blocks it
 needs. It loads the same weights file, with the same checksum, as its model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,8 +67,12 @@ def _arch_facts(arch: str) -> tuple[tuple[TapLayer, ...], int]:
     info = getattr(info, "info", info)  # timm's FeatureInfo wraps the list of dicts
     if not callable(getattr(model, "forward_intermediates", None)) or not info:
         return (), num_features
-    layers = tuple(TapLayer(module=str(entry["module"]), index=index, num_chs=int(entry["num_chs"]),
-                            reduction=int(entry["reduction"])) for index, entry in enumerate(info))
+    layers = tuple(
+        TapLayer(
+            module=str(entry["module"]), index=index, num_chs=int(entry["num_chs"]), reduction=int(entry["reduction"])
+        )
+        for index, entry in enumerate(info)
+    )
     return layers, num_features
 
 
@@ -110,8 +115,14 @@ def tap_weight_set(base: WeightSet, layer: str) -> WeightSet:
             f"{base.name}{TAP_SEPARATOR}{layer} is a tap of a tap; tap the model {base.tap_of!r} instead."
         )
     found = _find_layer(base, layer)
-    return dataclasses.replace(base, name=f"{base.name}{TAP_SEPARATOR}{found.module}", embed_dim=found.num_chs,
-                               num_params=None, tap_of=base.name, layer=found.module)
+    return dataclasses.replace(
+        base,
+        name=f"{base.name}{TAP_SEPARATOR}{found.module}",
+        embed_dim=found.num_chs,
+        num_params=None,
+        tap_of=base.name,
+        layer=found.module,
+    )
 
 
 def base_weight_set(ws: WeightSet) -> WeightSet:

@@ -1,4 +1,5 @@
 """The facts of one weight set: where its weights live, how inputs are prepared, metadata."""
+
 from __future__ import annotations
 
 import importlib.resources

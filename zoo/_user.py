@@ -1,4 +1,5 @@
 """The user's own models, persisted as JSON in `settings.user_zoo_file`."""
+
 from __future__ import annotations
 
 import json
@@ -150,8 +151,10 @@ def add_user_model(
         "arch": arch,
         "path": str(path),
         "sha256": file_sha256(path),
-        "input": {k: list(v) if isinstance(v, tuple) else v
-                  for k, v in InputConfig.from_timm(resolve_model_data_config(model)).to_dict().items()},
+        "input": {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in InputConfig.from_timm(resolve_model_data_config(model)).to_dict().items()
+        },
         "num_classes": num_classes,
         "embed_dim": _embed_dim(model),
         "num_params": int(sum(p.numel() for p in model.parameters())),
@@ -195,4 +198,3 @@ def verify_user_file(ws: WeightSet) -> Path:
             "--weights FILE --overwrite`."
         )
     return path
-

@@ -1,4 +1,5 @@
 """Helpers for tests across zooens: tiny timm models with seeded random weights as user models."""
+
 from __future__ import annotations
 
 import logging

@@ -8,19 +8,20 @@
 
 The functions below are imported on first use, so `import zooens` stays light (no torch).
 """
+
 from typing import Any
 
 from zooens.errors import (
-    ZooensError,
-    UnknownModelError,
-    MissingWeightsError,
-    WeightsMismatchError,
-    DatasetError,
     ConfigError,
-    JobError,
-    NotFoundError,
     ConflictError,
+    DatasetError,
+    JobError,
+    MissingWeightsError,
+    NotFoundError,
     TooLargeError,
+    UnknownModelError,
+    WeightsMismatchError,
+    ZooensError,
 )
 
 __version__ = "0.1.0"
@@ -60,6 +61,7 @@ def __getattr__(name: str) -> Any:
 
         return FittedEnsemble
     raise AttributeError(f"module 'zooens' has no attribute {name!r}")
+
 
 __all__ = [
     "ZooensError",

@@ -5,13 +5,14 @@ or its time limit passed.
 The scope lives in a context variable, so library code needs no extra parameter and runs
 unchanged outside a scope (the check is then a no-op).
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator
 
 from zooens.errors import Cancelled
 

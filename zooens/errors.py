@@ -2,6 +2,7 @@
 
 Every message says what was wrong and how to fix it.
 """
+
 from __future__ import annotations
 
 

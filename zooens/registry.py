@@ -11,6 +11,7 @@ methods, VTAB tasks.
 Plugins register themselves when their module is imported (the timm way: a package's
 `__init__` imports the modules that register); the registry imports none of them.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -54,6 +55,7 @@ class Registry(Generic[T]):
     def register(self, name: str, entry: object = _MISSING) -> object:
         """Add `entry` under `name`, directly or as a decorator; ConflictError if the name is taken."""
         if entry is _MISSING:
+
             def decorator(obj: T) -> T:
                 self.register(name, obj)
                 return obj

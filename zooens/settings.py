@@ -1,4 +1,5 @@
 """One settings class for every part of zooens, read from `ZOOENS_*` environment variables."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -13,51 +14,58 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZOOENS_", env_file=".env", extra="ignore")
 
     home: Path = Field(default=Path(".zooens"), description="Where zooens keeps its files.")
-    database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default a SQLite file in `home`."
-    )
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default a SQLite file in `home`.")
     cache_dir: Path | None = Field(default=None, description="Embedding cache; default `home`/cache.")
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     num_workers: int | Literal["auto"] = Field(
         default="auto",
         description="DataLoader worker processes that decode images for embedding; 'auto': all but one "
-                    "core on a CUDA host, none on a CPU-only one (measured: bench/embed_throughput.py).",
+        "core on a CUDA host, none on a CPU-only one (measured: bench/embed_throughput.py).",
     )
     embed_model_cache_size: int = Field(
-        default=3, ge=0, description="Built models an embedding process keeps for the next split of the same model.",
+        default=3,
+        ge=0,
+        description="Built models an embedding process keeps for the next split of the same model.",
     )
     embed_freeze_min_images: int = Field(
-        default=1000, ge=0,
+        default=1000,
+        ge=0,
         description="On a CPU, datasets of at least this many images (all splits) are embedded by a TorchScript-"
-                    "traced, frozen copy of each model (batch norm folded, ops fused: 1.3-1.8x faster, measured by "
-                    "bench/embed_throughput.py); smaller ones by the eager model, as tracing costs 0.2-3 s a model. "
-                    "0: always; set it above your dataset size to never freeze.",
+        "traced, frozen copy of each model (batch norm folded, ops fused: 1.3-1.8x faster, measured by "
+        "bench/embed_throughput.py); smaller ones by the eager model, as tracing costs 0.2-3 s a model. "
+        "0: always; set it above your dataset size to never freeze.",
     )
     decoded_memory_bytes: int = Field(
-        default=2 * 1024**3, ge=0,
+        default=2 * 1024**3,
+        ge=0,
         description="Most bytes of decoded (resized uint8) splits held in memory, shared by models of one preprocessing.",
     )
     decoded_disk_bytes: int = Field(
-        default=4 * 1024**3, ge=0,
+        default=4 * 1024**3,
+        ge=0,
         description="Most bytes of decoded splits kept on disk under the cache dir (oldest evicted first).",
     )
     executor: str = Field(default="local", description="'local' or 'ray'.")
     ray_address: str | None = Field(default=None, description="Ray cluster address; None starts a local one.")
     # inputs: every one bounded before it is decoded or stored (README, "Security limits")
     max_image_pixels: int = Field(
-        default=40_000_000, ge=1,
+        default=40_000_000,
+        ge=1,
         description="Most pixels (width x height, read from the header before decoding) of one image.",
     )
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="Largest dataset upload.")
     max_archive_files: int = Field(default=50_000, ge=1, description="Most entries in an uploaded archive.")
     max_archive_uncompressed_bytes: int = Field(
-        default=4 * 1024 * 1024 * 1024, ge=1,
+        default=4 * 1024 * 1024 * 1024,
+        ge=1,
         description="Most bytes an archive (or the arrays of an .npz) may expand to.",
     )
     max_request_bytes: int = Field(default=1024 * 1024, ge=1, description="Largest JSON or form body.")
     max_predict_files: int = Field(default=16, ge=1, description="Most images in one predict request.")
     max_predict_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest predict request body.")
-    data_roots: list[Path] = Field(default_factory=list, description="Server-side dirs a dataset may be registered from.")
+    data_roots: list[Path] = Field(
+        default_factory=list, description="Server-side dirs a dataset may be registered from."
+    )
     protect_reads: bool = Field(default=False, description="Require a token for reads too.")
     # jobs
     heartbeat_seconds: float = Field(default=5.0, gt=0)

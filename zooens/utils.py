@@ -1,4 +1,5 @@
 """Small shared helpers: seeding, devices, hashing."""
+
 from __future__ import annotations
 
 import hashlib

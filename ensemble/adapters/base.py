@@ -6,6 +6,7 @@ returns the only parameters that train. A saved adapter is `adapter.json` (metho
 plus `adapter.safetensors` holding only the updated tensors; `load_adapter` re-applies it to a
 fresh base model.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,21 @@ from torch import nn
 from zooens.errors import ConfigError
 from zooens.registry import Registry
 
-__all__ = ["AdapterConfig", "AdapterMethod", "ADAPTERS", "register_adapter", "get_adapter",
-           "make_config", "inject", "adapter_state_dict", "save_adapter", "load_adapter", "tensor_bytes",
-           "apply_tensors", "replace_module"]
+__all__ = [
+    "AdapterConfig",
+    "AdapterMethod",
+    "ADAPTERS",
+    "register_adapter",
+    "get_adapter",
+    "make_config",
+    "inject",
+    "adapter_state_dict",
+    "save_adapter",
+    "load_adapter",
+    "tensor_bytes",
+    "apply_tensors",
+    "replace_module",
+]
 
 CONFIG_FILE = "adapter.json"
 TENSORS_FILE = "adapter.safetensors"
@@ -150,8 +163,10 @@ def apply_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Load the update into a model that has the adapter injected; every key must exist."""
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if unexpected:
-        raise ConfigError(f"The adapter holds tensors the model does not have: {unexpected[:5]}; "
-                          "was it trained on another architecture?")
+        raise ConfigError(
+            f"The adapter holds tensors the model does not have: {unexpected[:5]}; "
+            "was it trained on another architecture?"
+        )
 
 
 def replace_module(root: nn.Module, dotted: str, new: nn.Module) -> None:

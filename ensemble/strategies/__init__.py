@@ -4,6 +4,7 @@
 Importing this package registers them (the timm way): the registry,
 `zooens.ensemble._registry`, imports none of them.
 """
+
 from zooens.ensemble._registry import STRATEGIES, get_strategy, register_strategy, strategy_names
 from zooens.ensemble.strategies import adapters, aft, auto, film, full, linear  # noqa: F401  (registration)
 from zooens.ensemble.strategies.adapters import AdapterStrategy

@@ -4,6 +4,7 @@ and `kron` (`film`, FiT, is in `strategies/film.py`).
 Each run saves only the updated tensors (adapter parameters and the head) and reports their
 count and size; `load` builds the pre-trained backbone again and re-applies the update.
 """
+
 from __future__ import annotations
 
 import logging

@@ -55,6 +55,7 @@ Deviations, and why:
   * `updated_params` counts the student's parameters; s is discarded after training (it is not
     needed to predict), so the artifact holds the student only and `load` rebuilds it alone.
 """
+
 from __future__ import annotations
 
 import math
@@ -120,8 +121,10 @@ class AftConfig(AdapterConfig):
                 "top_k or name a smaller 'student')."
             )
         if self.student in self.teachers:
-            raise ConfigError(f"aft's student {self.student!r} cannot be one of its own teachers {self.teachers}; "
-                              "drop it from 'teachers' or name another 'student'.")
+            raise ConfigError(
+                f"aft's student {self.student!r} cannot be one of its own teachers {self.teachers}; "
+                "drop it from 'teachers' or name another 'student'."
+            )
         if not (self.beta >= 0 and math.isfinite(self.beta)):
             raise ConfigError(f"beta must be a non-negative number, got {self.beta}; the authors use 10.")
         if not (self.scale_lr > 0 and math.isfinite(self.scale_lr)):
@@ -152,11 +155,14 @@ def aft_penalty(student: torch.Tensor, teacher: torch.Tensor, logits: torch.Tens
     logits : (D_t,) the learned s, the teacher's features weighted by sigma(s) before the kernel.
     """
     if student.ndim != 2 or teacher.ndim != 2 or student.shape[0] != teacher.shape[0]:
-        raise ConfigError(f"aft needs student and teacher features of shape (B, D) for the same B, got "
-                          f"{tuple(student.shape)} and {tuple(teacher.shape)}.")
+        raise ConfigError(
+            f"aft needs student and teacher features of shape (B, D) for the same B, got "
+            f"{tuple(student.shape)} and {tuple(teacher.shape)}."
+        )
     if logits.shape != (teacher.shape[1],):
-        raise ConfigError(f"aft needs one weight logit per teacher feature ({teacher.shape[1]}), got "
-                          f"{tuple(logits.shape)}.")
+        raise ConfigError(
+            f"aft needs one weight logit per teacher feature ({teacher.shape[1]}), got {tuple(logits.shape)}."
+        )
     diff = linear_kernel(student) - linear_kernel(teacher * feature_weights(logits))
     return torch.sqrt(diff.pow(2).mean() + KERNEL_EPS)
 
@@ -226,8 +232,9 @@ class AftStrategy(Strategy):
                 kind = "non-negative" if name == "beta" else "positive"
                 raise ConfigError(f"{name} must be a {kind} number, got {value!r}; the authors use {default}.")
 
-    def job_options(self, options: dict[str, Any], *, selected_models: list[str],
-                    zoo_models: list[str] | None = None) -> dict[str, Any]:
+    def job_options(
+        self, options: dict[str, Any], *, selected_models: list[str], zoo_models: list[str] | None = None
+    ) -> dict[str, Any]:
         """Teachers: the job's selected (top-K) models unless the user named some. Student: unless
         named, and when the job's zoo is given, its smallest model (by parameters) that is not a teacher."""
         out = dict(options)
@@ -243,30 +250,53 @@ class AftStrategy(Strategy):
         """The run's config: the student (option or the run's model) and its teachers, never itself."""
         student = str(spec.options.get("student") or spec.model_name)
         teachers = [t for t in dict.fromkeys(spec.options.get("teachers", [])) if t != student]
-        return AftConfig(teachers=teachers, student=student,
-                         beta=float(spec.options.get("beta", DEFAULT_BETA)),
-                         scale_lr=float(spec.options.get("scale_lr", DEFAULT_SCALE_LR)))
+        return AftConfig(
+            teachers=teachers,
+            student=student,
+            beta=float(spec.options.get("beta", DEFAULT_BETA)),
+            scale_lr=float(spec.options.get("scale_lr", DEFAULT_SCALE_LR)),
+        )
 
-    def teacher_features(self, config: AftConfig, spec: RunSpec, ds: Any, *, cache: Any, device: str,
-                         progress: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def teacher_features(
+        self, config: AftConfig, spec: RunSpec, ds: Any, *, cache: Any, device: str, progress: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The teachers' concatenated features of the training images (N, D_t), and of their mirror
         images when the run flips (else None)."""
         plain, mirrored = [], []
         train = ds.split("train")
         for name in config.teachers:
-            plain.append(embed_with_cache(name, ds, "train", cache=cache, resolution=spec.resolution,
-                                          preprocessing=spec.preprocessing, device=device,
-                                          progress=progress).embeddings)
+            plain.append(
+                embed_with_cache(
+                    name,
+                    ds,
+                    "train",
+                    cache=cache,
+                    resolution=spec.resolution,
+                    preprocessing=spec.preprocessing,
+                    device=device,
+                    progress=progress,
+                ).embeddings
+            )
             if spec.augmentation == "flip":
                 model = create_model(name, num_classes=0)
                 cfg = dict(data_config(name, resolution=spec.resolution, preprocessing=spec.preprocessing))
-                mirrored.append(embed_split(model, cfg,
-                                            _MirroredSplit(train), device=device, progress=progress,
-                                            desc=f"{name} mirrored"))
+                mirrored.append(
+                    embed_split(
+                        model, cfg, _MirroredSplit(train), device=device, progress=progress, desc=f"{name} mirrored"
+                    )
+                )
         return _concatenated(plain), (_concatenated(mirrored) if mirrored else None)
 
-    def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True,
-            on_step: Callable[[int, float, float], None] | None = None) -> RunResult:
+    def fit(
+        self,
+        spec: RunSpec,
+        ds: Any,
+        *,
+        cache: Any,
+        device: str = "cpu",
+        progress: bool = True,
+        on_step: Callable[[int, float, float], None] | None = None,
+    ) -> RunResult:
         """Train the student on `ds.split("train")`, score it on val (and test when present).
 
         `on_step(step, cross_entropy, penalty)` is called after each step (logging, tests).
@@ -280,11 +310,11 @@ class AftStrategy(Strategy):
         config = self.config_for(spec)
         device = resolve_device(device)
         spec = replace(spec, model_name=config.student)
-        data_cfg = dict(data_config(config.student, resolution=spec.resolution,
-                                        preprocessing=spec.preprocessing))
+        data_cfg = dict(data_config(config.student, resolution=spec.resolution, preprocessing=spec.preprocessing))
         train = ds.split("train")
-        teacher, teacher_mirrored = self.teacher_features(config, spec, ds, cache=cache, device=device,
-                                                          progress=progress)
+        teacher, teacher_mirrored = self.teacher_features(
+            config, spec, ds, cache=cache, device=device, progress=progress
+        )
         backbone = create_model(config.student, num_classes=0)
         head = nn.Linear(embedding_dim(backbone, data_cfg), len(ds.classes))
         nn.init.zeros_(head.weight)
@@ -292,8 +322,9 @@ class AftStrategy(Strategy):
         model = ImageClassifier(backbone, head).to(device)
         logits = nn.Parameter(torch.zeros(teacher.shape[1], device=device))
         params = list(model.parameters())
-        optimizer = torch.optim.Adam([{"params": params, "lr": spec.lr, "weight_decay": 0.0},
-                                      {"params": [logits], "lr": config.scale_lr}])
+        optimizer = torch.optim.Adam(
+            [{"params": params, "lr": spec.lr, "weight_decay": 0.0}, {"params": [logits], "lr": config.scale_lr}]
+        )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=spec.steps)
         generator = torch.Generator().manual_seed(spec.seed)
         torch.manual_seed(spec.seed)
@@ -333,8 +364,14 @@ class AftStrategy(Strategy):
         tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         cfg = base_config(spec, ds, data_cfg) | {"adapter": {"method": "aft", "config": config.to_dict()}}
         artifact = Artifact(config=cfg, tensors=tensors)
-        return build_run_result(spec, ds, val_proba=val_proba, test_proba=test_proba, artifact=artifact,
-                                updated_params=sum(p.numel() for p in params))
+        return build_run_result(
+            spec,
+            ds,
+            val_proba=val_proba,
+            test_proba=test_proba,
+            artifact=artifact,
+            updated_params=sum(p.numel() for p in params),
+        )
 
     def load(self, artifact: Artifact, *, device: str = "cpu", backbone: nn.Module | None = None) -> nn.Module:
         """The student with its head, rebuilt from the saved tensors alone (no zoo weights read)."""

@@ -7,6 +7,7 @@ take hours). The choice is made where the work runs (`resolve_auto`): the job pl
 resolved strategy in each unit key and run, and a run asked for directly with `auto` runs and
 records the resolved one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,9 +58,12 @@ class AutoStrategy(Strategy):
     def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
         resolved = resolve_auto(device)
         log.info("strategy auto -> %s on %s", resolved, resolve_device(device))
-        return get_strategy(resolved).fit(dataclasses.replace(spec, strategy=resolved), ds, cache=cache,
-                                          device=device, progress=progress)
+        return get_strategy(resolved).fit(
+            dataclasses.replace(spec, strategy=resolved), ds, cache=cache, device=device, progress=progress
+        )
 
     def load(self, artifact: Artifact, *, device: str = "cpu", backbone: nn.Module | None = None) -> nn.Module:
-        raise ConfigError("An artifact records the strategy 'auto' resolved to ('full' or 'linear'); load it with "
-                          "that strategy (zooens.ensemble.load_artifact_model reads it from the artifact).")
+        raise ConfigError(
+            "An artifact records the strategy 'auto' resolved to ('full' or 'linear'); load it with "
+            "that strategy (zooens.ensemble.load_artifact_model reads it from the artifact)."
+        )

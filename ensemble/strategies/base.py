@@ -5,6 +5,7 @@ with `@register_strategy("name")` (see `zooens.ensemble._registry`); its run ret
 `RunResult` whose `Artifact` holds only the tensors the run changed, from which `load`
 rebuilds a module mapping preprocessed images to logits.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -166,8 +167,9 @@ class ImageStrategy(Strategy):
     def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
         device = resolve_device(device)
         spec, extra_kwargs = self.training_plan(spec, ds, device)
-        data_cfg = self.adjust_data_config(dict(data_config(spec.model_name, resolution=spec.resolution,
-                                                                 preprocessing=spec.preprocessing)), spec)
+        data_cfg = self.adjust_data_config(
+            dict(data_config(spec.model_name, resolution=spec.resolution, preprocessing=spec.preprocessing)), spec
+        )
         n_classes = len(ds.classes)
         model, params = self.build(spec, n_classes, data_cfg)
         options = dict(spec.options)
@@ -199,5 +201,6 @@ class ImageStrategy(Strategy):
         config = base_config(spec, ds, data_cfg) | self.artifact_config(model, spec)
         artifact = Artifact(config=config, tensors=tensors)
         updated = sum(p.numel() for p in params)
-        return build_run_result(spec, ds, val_proba=val_proba, test_proba=test_proba, artifact=artifact,
-                                updated_params=updated)
+        return build_run_result(
+            spec, ds, val_proba=val_proba, test_proba=test_proba, artifact=artifact, updated_params=updated
+        )

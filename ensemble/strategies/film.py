@@ -8,6 +8,7 @@ The defaults are the authors' (`run_fit.py`): Adam at a constant 0.0035, 400 ite
 head's mixing weights; the artifact holds those, and the training features and labels the head is
 configured from (the head's statistics are recomputed from them on load).
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -57,20 +58,39 @@ class FilmStrategy(AdapterStrategy):
         model, params = self.build(spec, len(ds.classes), data_cfg)
         options = dict(spec.options)
         config = model._adapter[0]
-        train_episodic(model, params, ds.split("train"), data_cfg, lr=spec.lr, steps=spec.steps,
-                       task_size=spec.batch_size, seed=spec.seed, max_target_size=config.max_target_size,
-                       weight_decay=float(options.get("weight_decay", 0.0)), augmentation=spec.augmentation,
-                       device=device, progress=progress)
+        train_episodic(
+            model,
+            params,
+            ds.split("train"),
+            data_cfg,
+            lr=spec.lr,
+            steps=spec.steps,
+            task_size=spec.batch_size,
+            seed=spec.seed,
+            max_target_size=config.max_target_size,
+            weight_decay=float(options.get("weight_decay", 0.0)),
+            augmentation=spec.augmentation,
+            device=device,
+            progress=progress,
+        )
         self.after_training(model, spec, ds, data_cfg, device)
         eval_batch = int(options.get("eval_batch_size", 64))
         val_proba = predict_proba(model, ds.split("val"), data_cfg, batch_size=eval_batch, device=device)
         test_proba = None
         if "test" in ds.splits:
             test_proba = predict_proba(model, ds.split("test"), data_cfg, batch_size=eval_batch, device=device)
-        artifact = Artifact(config=base_config(spec, ds, data_cfg) | self.artifact_config(model, spec),
-                            tensors=self.artifact_tensors(model, spec))
-        return build_run_result(spec, ds, val_proba=val_proba, test_proba=test_proba, artifact=artifact,
-                                updated_params=sum(p.numel() for p in params))
+        artifact = Artifact(
+            config=base_config(spec, ds, data_cfg) | self.artifact_config(model, spec),
+            tensors=self.artifact_tensors(model, spec),
+        )
+        return build_run_result(
+            spec,
+            ds,
+            val_proba=val_proba,
+            test_proba=test_proba,
+            artifact=artifact,
+            updated_params=sum(p.numel() for p in params),
+        )
 
     def after_training(self, model: nn.Module, spec: RunSpec, ds: Any, data_cfg: dict[str, Any], device: str) -> None:
         """The head's context at test time: every training example's features (unaugmented), as FiT."""

@@ -7,6 +7,7 @@ and a resolution rule. `specs.bit_hyperrule` holds the numbers; this module appl
 run does not say otherwise. Meant for GPUs; on a CPU it is practical only for tiny models. The
 artifact holds the complete state dict (every parameter and buffer), so it is as large as the model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,8 +67,9 @@ class FullStrategy(ImageStrategy):
     plus `momentum`, `weight_decay`, `freeze_norm_stats`, `eval_batch_size`.
     """
 
-    default_sweep: ClassVar[SweepConfig] = SweepConfig(learning_rates=(BIT_BASE_LR,), steps=(500,),
-                                                       batch_size=BIT_BATCH)
+    default_sweep: ClassVar[SweepConfig] = SweepConfig(
+        learning_rates=(BIT_BASE_LR,), steps=(500,), batch_size=BIT_BATCH
+    )
     accepted_options: ClassVar[frozenset[str]] = IMAGE_TRAINING_OPTIONS | _FULL_OPTIONS
 
     def check_options(self, options: dict[str, Any]) -> None:
@@ -76,16 +78,18 @@ class FullStrategy(ImageStrategy):
         if micro is not None and (isinstance(micro, bool) or not isinstance(micro, int) or micro < 1):
             raise ConfigError(f"full.micro_batch_size must be a positive integer, got {micro!r}; e.g. 32.")
         mixup = options.get("mixup")
-        if mixup is not None and (isinstance(mixup, bool) or not isinstance(mixup, (int, float))
-                                  or not math.isfinite(mixup) or mixup < 0):
+        if mixup is not None and (
+            isinstance(mixup, bool) or not isinstance(mixup, (int, float)) or not math.isfinite(mixup) or mixup < 0
+        ):
             raise ConfigError(f"full.mixup is MixUp's alpha, a non-negative number, got {mixup!r}; BiT uses 0.1.")
         warmup = options.get("warmup_steps")
         if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
             raise ConfigError(f"full.warmup_steps must be a non-negative integer, got {warmup!r}; e.g. 100.")
         decays = options.get("decay_steps")
-        if decays is not None and (not isinstance(decays, (list, tuple))
-                                   or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in decays)):
+        if decays is not None and (
+            not isinstance(decays, (list, tuple))
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in decays)
+        ):
             raise ConfigError(f"full.decay_steps must be a list of step numbers, got {decays!r}; e.g. [200, 300, 400].")
 
     def training_plan(self, spec: RunSpec, ds: Any, device: str) -> tuple[RunSpec, dict[str, Any]]:
@@ -98,13 +102,20 @@ class FullStrategy(ImageStrategy):
         options.setdefault("mixup", rule.mixup)
         options.setdefault("micro_batch_size", min(DEFAULT_MICRO_BATCH, spec.batch_size))
         if options["warmup_steps"] > spec.steps:
-            raise ConfigError(f"full.warmup_steps is {options['warmup_steps']} but the run has {spec.steps} steps; "
-                              "give fewer warm-up steps.")
+            raise ConfigError(
+                f"full.warmup_steps is {options['warmup_steps']} but the run has {spec.steps} steps; "
+                "give fewer warm-up steps."
+            )
         resolution = spec.resolution if spec.resolution is not None else rule.resolution
         planned = dataclasses.replace(spec, resolution=resolution, options=options)
         if spec.resolution is None:
-            log.info("full: BiT's resolution rule gives %d px on %s (images resized to %d, cropped to %d)",
-                     resolution, device, rule.resize, rule.resolution)
+            log.info(
+                "full: BiT's resolution rule gives %d px on %s (images resized to %d, cropped to %d)",
+                resolution,
+                device,
+                rule.resize,
+                rule.resolution,
+            )
         kwargs = {
             "warmup_steps": int(options["warmup_steps"]),
             "decay_steps": [int(d) for d in options["decay_steps"]],

@@ -5,6 +5,7 @@ costs no forward pass. Features are standardised with the training statistics an
 head (zero-initialised, as in BiT) trains with SGD momentum under the BiT schedule on
 seeded mini-batches. A few hundred steps take about a second on a CPU.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,13 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from zooens.cancel import check_cancelled
 from zooens.ensemble._registry import register_strategy
 from zooens.ensemble.artifacts import Artifact
 from zooens.ensemble.results import RunResult, build_run_result
 from zooens.ensemble.specs import RunSpec, SweepConfig
 from zooens.ensemble.strategies.base import Strategy, base_config
 from zooens.ensemble.training import bit_schedule, default_warmup_steps, iterate_batches
-from zooens.cancel import check_cancelled
 from zooens.errors import ConfigError, DatasetError
 from zooens.selection.embed import embed_with_cache
 from zooens.zoo import create_model, data_config
@@ -113,7 +114,7 @@ class LinearProbe:
         self.warmup_steps = warmup_steps
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None) -> "LinearProbe":
+    def fit(self, X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None) -> LinearProbe:
         """Learn the head.
 
         X : array-like of shape (n_samples, n_features); y : int labels of shape (n_samples,)
@@ -151,8 +152,13 @@ class LinearProbe:
         seed = 0 if self.random_state is None else int(self.random_state)
         generator = torch.Generator().manual_seed(seed)
         weight, bias, losses = _sgd_softmax_regression(
-            Z, targets, n_classes, steps=self.steps, batches=iterate_batches(len(Z), self.batch_size, generator),
-            lr=lambda step: bit_schedule(step, self.steps, self.lr, warmup), momentum=self.momentum,
+            Z,
+            targets,
+            n_classes,
+            steps=self.steps,
+            batches=iterate_batches(len(Z), self.batch_size, generator),
+            lr=lambda step: bit_schedule(step, self.steps, self.lr, warmup),
+            momentum=self.momentum,
             weight_decay=self.weight_decay,
         )
         self.coef_ = weight.numpy()
@@ -181,7 +187,7 @@ class LinearProbe:
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.classes_[self.decision_function(X).argmax(1)]
 
-    def to_module(self) -> "LinearProbeModule":
+    def to_module(self) -> LinearProbeModule:
         """The fitted head as a torch module on embeddings (normalisation + linear)."""
         self._check_fitted()
         module = LinearProbeModule(None, len(self.mean_), len(self.classes_))
@@ -268,9 +274,16 @@ class LinearStrategy(Strategy):
         splits = ["train", "val"] + (["test"] if "test" in ds.splits else [])
         X = {
             s: np.asarray(
-                embed_with_cache(spec.model_name, ds, s, cache=cache, resolution=spec.resolution,
-                                 preprocessing=spec.preprocessing, device=device,
-                                 progress=progress).embeddings,
+                embed_with_cache(
+                    spec.model_name,
+                    ds,
+                    s,
+                    cache=cache,
+                    resolution=spec.resolution,
+                    preprocessing=spec.preprocessing,
+                    device=device,
+                    progress=progress,
+                ).embeddings,
                 dtype=np.float32,
             )
             for s in splits

@@ -14,23 +14,26 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-29
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0002'
-down_revision = '0001'
+revision = "0002"
+down_revision = "0001"
 branch_labels = None
 depends_on = None
 
 ZOO_MODELS_KEY = "_zoo_models"
 
 # A frozen view of the columns this revision reads and writes.
-_jobs = sa.table("jobs", sa.column("id", sa.Integer()), sa.column("params", sa.JSON()),
-                 sa.column("zoo_models", sa.JSON()))
+_jobs = sa.table(
+    "jobs", sa.column("id", sa.Integer()), sa.column("params", sa.JSON()), sa.column("zoo_models", sa.JSON())
+)
 
 
 def _rewrite_rows(change: Callable[[dict[str, Any], list[str]], tuple[dict[str, Any], list[str]] | None]) -> None:
@@ -40,8 +43,9 @@ def _rewrite_rows(change: Callable[[dict[str, Any], list[str]], tuple[dict[str, 
         changed = change(dict(params or {}), list(zoo_models or []))
         if changed is not None:
             new_params, new_zoo_models = changed
-            conn.execute(sa.update(_jobs).where(_jobs.c.id == job_id)
-                         .values(params=new_params, zoo_models=new_zoo_models))
+            conn.execute(
+                sa.update(_jobs).where(_jobs.c.id == job_id).values(params=new_params, zoo_models=new_zoo_models)
+            )
 
 
 def _out_of_params(params: dict[str, Any], zoo_models: list[str]) -> tuple[dict[str, Any], list[str]] | None:

@@ -8,33 +8,34 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-23
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0003'
-down_revision = '0002'
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
     op.create_table(
-        'workers',
-        sa.Column('id', sa.String(length=255), nullable=False),
-        sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
-        sa.Column('last_seen', sa.DateTime(timezone=True), nullable=False),
-        sa.Column('job_id', sa.Integer(), nullable=True),
-        sa.Column('host', sa.String(length=255), nullable=True),
-        sa.Column('pid', sa.Integer(), nullable=True),
-        sa.PrimaryKeyConstraint('id'),
+        "workers",
+        sa.Column("id", sa.String(length=255), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("job_id", sa.Integer(), nullable=True),
+        sa.Column("host", sa.String(length=255), nullable=True),
+        sa.Column("pid", sa.Integer(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
     )
-    with op.batch_alter_table('workers') as b:
-        b.create_index(b.f('ix_workers_last_seen'), ['last_seen'], unique=False)
+    with op.batch_alter_table("workers") as b:
+        b.create_index(b.f("ix_workers_last_seen"), ["last_seen"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('workers') as b:
-        b.drop_index(b.f('ix_workers_last_seen'))
-    op.drop_table('workers')
+    with op.batch_alter_table("workers") as b:
+        b.drop_index(b.f("ix_workers_last_seen"))
+    op.drop_table("workers")

@@ -9,12 +9,22 @@ Definitions follow google-research/task_adaptation:
 - dSprites location: x position (32 values) into 16 bins; orientation (40 values) into 16 bins.
 - sNORB azimuth (18 classes) and elevation (9), DMLab (6) and the natural/specialized tasks: as given.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["clevr_count", "clevr_distance", "kitti_distance", "dsprites_location", "dsprites_orientation",
-           "bin_by_thresholds", "CLEVR_DISTANCE_THRESHOLDS", "KITTI_DISTANCE_THRESHOLDS", "KITTI_VEHICLE_TYPES"]
+__all__ = [
+    "clevr_count",
+    "clevr_distance",
+    "kitti_distance",
+    "dsprites_location",
+    "dsprites_orientation",
+    "bin_by_thresholds",
+    "CLEVR_DISTANCE_THRESHOLDS",
+    "KITTI_DISTANCE_THRESHOLDS",
+    "KITTI_VEHICLE_TYPES",
+]
 
 CLEVR_DISTANCE_THRESHOLDS = np.array([0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0])
 KITTI_DISTANCE_THRESHOLDS = np.array([-100.0, 8.0, 20.0, 999.0])

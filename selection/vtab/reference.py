@@ -22,24 +22,41 @@ A later change that reads the per-task table in a source it can cite fills `PER_
 task names of `tasks.TASKS`) and names the source here; the results table then shows each task's
 reference and the group means of those references.
 """
+
 from __future__ import annotations
 
 __all__ = ["REFERENCE_NAME", "REFERENCE_CITATION", "REFERENCE_SOURCE", "REFERENCE_MEAN", "PER_TASK", "reference_for"]
 
 REFERENCE_NAME = "Mustafa et al. 2020"
 REFERENCE_CITATION = "arXiv 2010.06866; its mean as Papers with Code lists it"
-REFERENCE_SOURCE = ("https://www.paperswithcode.com/paper/deep-ensembles-for-low-data-transfer-learning-1 "
-                    "(arXiv 2010.06866)")
+REFERENCE_SOURCE = (
+    "https://www.paperswithcode.com/paper/deep-ensembles-for-low-data-transfer-learning-1 (arXiv 2010.06866)"
+)
 REFERENCE_MEAN: float | None = 77.6
 """The 19-task mean top-1 accuracy (%) of the paper's ensembles (ExpertEnsembles, R101)."""
 
 PER_TASK: dict[str, float | None] = {
     name: None
     for name in (
-        "caltech101", "cifar100", "dtd", "oxford_flowers102", "oxford_iiit_pet", "sun397", "svhn",
-        "patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy",
-        "clevr_count", "clevr_distance", "dmlab", "kitti_distance", "dsprites_location", "dsprites_orientation",
-        "smallnorb_azimuth", "smallnorb_elevation",
+        "caltech101",
+        "cifar100",
+        "dtd",
+        "oxford_flowers102",
+        "oxford_iiit_pet",
+        "sun397",
+        "svhn",
+        "patch_camelyon",
+        "eurosat",
+        "resisc45",
+        "diabetic_retinopathy",
+        "clevr_count",
+        "clevr_distance",
+        "dmlab",
+        "kitti_distance",
+        "dsprites_location",
+        "dsprites_orientation",
+        "smallnorb_azimuth",
+        "smallnorb_elevation",
     )
 }
 """Per-task top-1 accuracy (%) of the reference; None where no source could be read (all, for now)."""

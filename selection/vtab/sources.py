@@ -30,6 +30,7 @@ Export, and where it follows or leaves google-research/task_adaptation:
   to do. The reference's Pets `3.*.*` is such a pin: tensorflow-datasets 4.9 builds only 4.0.0
   (same images and splits, corrupt images fixed, new download URL), which `version=` selects.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -39,22 +40,37 @@ import os
 import shutil
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from zooens.errors import ConfigError, DatasetError
 from zooens.selection.datasets import (
-    EXPORTED_SPLITS, SPLIT_IMAGES, SPLIT_LABELS, ImageDataset, Split, load_exported_task, write_split_npz,
+    EXPORTED_SPLITS,
+    SPLIT_IMAGES,
+    SPLIT_LABELS,
+    ImageDataset,
+    Split,
+    load_exported_task,
+    write_split_npz,
 )
 from zooens.selection.vtab import labels as label_fns
 from zooens.selection.vtab.tasks import VtabTask
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXPORTED_SPLITS", "load_exported_task", "load_tfds_task", "export_task", "write_split_npz",
-           "task_classes", "export_size", "EXPORT_SIZE"]
+__all__ = [
+    "EXPORTED_SPLITS",
+    "load_exported_task",
+    "load_tfds_task",
+    "export_task",
+    "write_split_npz",
+    "task_classes",
+    "export_size",
+    "EXPORT_SIZE",
+]
 
 EXPORT_SIZE = 224
 """The reference's evaluation resolution: images larger than this, or of varying size, are resized to it."""
@@ -120,8 +136,9 @@ def _prepared_on_disk(tfds, task: VtabTask, data_dir: str | None, version: str):
     folder = root.joinpath(*task.builder.split("/"))
     if not folder.is_dir():
         return None
-    found = sorted((d for d in folder.iterdir() if (d / "dataset_info.json").is_file()),
-                   key=lambda d: d.name, reverse=True)
+    found = sorted(
+        (d for d in folder.iterdir() if (d / "dataset_info.json").is_file()), key=lambda d: d.name, reverse=True
+    )
     for d in found:
         try:
             if tfds.core.Version(d.name).match(version):
@@ -137,8 +154,12 @@ def _buildable_versions(tfds, task: VtabTask) -> list[str]:
     cls = tfds.builder_cls(name)
     if config:
         versions = [getattr(c, "version", None) for c in getattr(cls, "BUILDER_CONFIGS", []) if c.name == config]
-        versions += [v for c in getattr(cls, "BUILDER_CONFIGS", []) if c.name == config
-                     for v in (getattr(c, "supported_versions", None) or [])]
+        versions += [
+            v
+            for c in getattr(cls, "BUILDER_CONFIGS", [])
+            if c.name == config
+            for v in (getattr(c, "supported_versions", None) or [])
+        ]
     else:
         versions = [cls.VERSION, *(getattr(cls, "SUPPORTED_VERSIONS", None) or [])]
     return list(dict.fromkeys(str(v) for v in versions if v is not None))
@@ -152,8 +173,10 @@ def _builder(task: VtabTask, data_dir: str | None, version: str | None = None):
     try:
         return tfds.builder(spec, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as exc:
-        raise ConfigError(f"Task {task.name}: the installed tensorflow-datasets has no builder {task.builder} "
-                          f"({_first_line(exc)}); upgrade it with `pip install -U 'zooens[vtab]'`.") from None
+        raise ConfigError(
+            f"Task {task.name}: the installed tensorflow-datasets has no builder {task.builder} "
+            f"({_first_line(exc)}); upgrade it with `pip install -U 'zooens[vtab]'`."
+        ) from None
     except (AssertionError, ValueError) as exc:
         if "version" not in str(exc).lower():
             raise ConfigError(f"Task {task.name}: TFDS cannot open {spec} ({_first_line(exc)}).") from None
@@ -243,6 +266,7 @@ def _export_split(task: VtabTask, builder, split: str, folder: Path, data_dir: s
     image_shape = tuple(builder.info.features["image"].shape)
     size = export_size(image_shape)
     if size is not None:  # the reference's resize: bilinear, straight to the square, no crop
+
         def resize(ex: dict) -> dict:
             img = tf.image.resize(ex["image"], size, method="bilinear")
             return {**ex, "image": tf.cast(tf.round(tf.clip_by_value(img, 0, 255)), tf.uint8)}
@@ -261,26 +285,35 @@ def _export_split(task: VtabTask, builder, split: str, folder: Path, data_dir: s
     try:
         for ex in tfds.as_numpy(ds):
             if i >= n:
-                raise DatasetError(f"Task {task.name}: split {split!r} yields more than the {n} examples TFDS "
-                                   "declares; re-prepare the data.")
+                raise DatasetError(
+                    f"Task {task.name}: split {split!r} yields more than the {n} examples TFDS "
+                    "declares; re-prepare the data."
+                )
             img = convert(ex["image"])
             if img.shape != tuple(shape):
-                raise DatasetError(f"Task {task.name}: example {i} of {split!r} has shape {img.shape}, "
-                                   f"expected {tuple(shape)}; re-prepare the data.")
+                raise DatasetError(
+                    f"Task {task.name}: example {i} of {split!r} has shape {img.shape}, "
+                    f"expected {tuple(shape)}; re-prepare the data."
+                )
             try:
                 label = _derive_label(task, ex)
             except (ValueError, IndexError, KeyError) as exc:
-                raise DatasetError(f"Task {task.name}: example {i} of {split!r} has no valid label ({exc}); "
-                                   f"is this real {task.builder} data?") from None
+                raise DatasetError(
+                    f"Task {task.name}: example {i} of {split!r} has no valid label ({exc}); "
+                    f"is this real {task.builder} data?"
+                ) from None
             if not 0 <= label < task.num_classes:
-                raise DatasetError(f"Task {task.name}: example {i} of {split!r} has label {label}, outside "
-                                   f"0..{task.num_classes - 1}; is this real {task.builder} data?")
+                raise DatasetError(
+                    f"Task {task.name}: example {i} of {split!r} has label {label}, outside "
+                    f"0..{task.num_classes - 1}; is this real {task.builder} data?"
+                )
             images[i] = img
             labels[i] = label
             i += 1
         if i != n:
-            raise DatasetError(f"Task {task.name}: split {split!r} yields {i} examples where TFDS declares {n}; "
-                               "re-prepare the data.")
+            raise DatasetError(
+                f"Task {task.name}: split {split!r} yields {i} examples where TFDS declares {n}; re-prepare the data."
+            )
         images.flush()
         labels.flush()
     finally:
@@ -288,8 +321,9 @@ def _export_split(task: VtabTask, builder, split: str, folder: Path, data_dir: s
     return n
 
 
-def export_task(task: VtabTask, out_dir: str | Path, data_dir: str | None = None, *,
-                version: str | None = None) -> Path:
+def export_task(
+    task: VtabTask, out_dir: str | Path, data_dir: str | None = None, *, version: str | None = None
+) -> Path:
     """Write the exported layout of one task from prepared TFDS data; returns `OUT_DIR/<task>`.
 
     Streams each split to disk (bounded memory) and renames the finished task into place, so
@@ -308,10 +342,15 @@ def export_task(task: VtabTask, out_dir: str | Path, data_dir: str | None = None
             split = getattr(task, attr)
             counts[folder] = _export_split(task, builder, split, tmp / folder, data_dir)
         meta: dict[str, Any] = {
-            "task": task.name, "group": task.group, "stand_in": False,
-            "source": f"{task.builder}:{builder.info.version}", "pinned": task.tfds_name,
-            "splits": {folder: getattr(task, attr) for folder, attr in _SPLIT_EXPRS}, "counts": counts,
-            "classes": task_classes(task, builder.info.features), **task.declarations,
+            "task": task.name,
+            "group": task.group,
+            "stand_in": False,
+            "source": f"{task.builder}:{builder.info.version}",
+            "pinned": task.tfds_name,
+            "splits": {folder: getattr(task, attr) for folder, attr in _SPLIT_EXPRS},
+            "counts": counts,
+            "classes": task_classes(task, builder.info.features),
+            **task.declarations,
         }
         (tmp / "task.json").write_text(json.dumps(meta, indent=2))
         old = None
@@ -338,7 +377,7 @@ def load_tfds_task(task: VtabTask, data_dir: str | None = None, *, version: str 
     convert = _image_fn(task)
     size = export_size(tuple(builder.info.features["image"].shape))
     splits = {}
-    for (folder, attr) in _SPLIT_EXPRS:
+    for folder, attr in _SPLIT_EXPRS:
         images, labels = [], []
         for ex in tfds.as_numpy(_as_dataset(task, builder, getattr(task, attr), data_dir)):
             img = convert(ex["image"])
@@ -350,5 +389,10 @@ def load_tfds_task(task: VtabTask, data_dir: str | None = None, *, version: str 
             images.append(img)
             labels.append(_derive_label(task, ex))
         splits[EXPORTED_SPLITS[folder]] = Split(EXPORTED_SPLITS[folder], np.stack(images), np.array(labels))
-    return ImageDataset(f"vtab/{task.name}", task_classes(task, builder.info.features), splits,
-                        source=f"tfds:{task.builder}:{builder.info.version}", extra=dict(task.declarations))
+    return ImageDataset(
+        f"vtab/{task.name}",
+        task_classes(task, builder.info.features),
+        splits,
+        source=f"tfds:{task.builder}:{builder.info.version}",
+        extra=dict(task.declarations),
+    )

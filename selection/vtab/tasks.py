@@ -6,17 +6,28 @@ whole test split. Split expressions are TFDS slicing strings, with the reference
 bounds (`train[:589824]` is dSprites' 80 %); `VtabTask.scaled` rescales them to other split
 sizes (the tests' mock data) and is never used for real data.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from zooens.errors import ConfigError
 from zooens.registry import Registry
 
-__all__ = ["VtabTask", "TASKS", "SPLIT_SIZES", "FLIP_SAFE", "CROP_UNSAFE", "TASK_REGISTRY", "GROUPS", "resolve_tasks", "get_task"]
+__all__ = [
+    "VtabTask",
+    "TASKS",
+    "SPLIT_SIZES",
+    "FLIP_SAFE",
+    "CROP_UNSAFE",
+    "TASK_REGISTRY",
+    "GROUPS",
+    "resolve_tasks",
+    "get_task",
+]
 
 GROUPS = ("natural", "specialized", "structured")
 
@@ -61,7 +72,7 @@ class VtabTask:
     def val200(self) -> str:
         return _first(self.val_split, self.val_size)
 
-    def scaled(self, split_sizes: Mapping[str, int], *, train: int = 8, val: int = 4) -> "VtabTask":
+    def scaled(self, split_sizes: Mapping[str, int], *, train: int = 8, val: int = 4) -> VtabTask:
         """This task on splits of `split_sizes` examples (TFDS split name -> size) instead of the real ones.
 
         For tests on TFDS mock data only: each absolute slice bound is moved in proportion to its
@@ -83,8 +94,14 @@ class VtabTask:
             bound = [str(round(int(b) * split_sizes[split] / real[split])) if b else "" for b in (start, stop)]
             return f"{split}[{bound[0]}:{bound[1]}]"
 
-        return dataclasses.replace(self, train_split=scale(self.train_split), val_split=scale(self.val_split),
-                                   test_split=scale(self.test_split), train_size=train, val_size=val)
+        return dataclasses.replace(
+            self,
+            train_split=scale(self.train_split),
+            val_split=scale(self.val_split),
+            test_split=scale(self.test_split),
+            train_size=train,
+            val_size=val,
+        )
 
 
 def _first(split: str, n: int) -> str:
@@ -123,35 +140,111 @@ TASKS: tuple[VtabTask, ...] = (
     _T("svhn", "natural", "svhn_cropped:3.*.*", 10, "train[:65931]", "train[65931:]", "test", "given"),
     # specialized
     _T("patch_camelyon", "specialized", "patch_camelyon:2.*.*", 2, "train", "validation", "test", "given"),
-    _T("eurosat", "specialized", "eurosat/rgb:2.*.*", 10, "train[:16200]", "train[16200:21600]", "train[21600:]", "given"),
-    _T("resisc45", "specialized", "resisc45:3.*.*", 45, "train[:18900]", "train[18900:25200]", "train[25200:]", "given"),
-    _T("diabetic_retinopathy", "specialized", "diabetic_retinopathy_detection/btgraham-300:3.*.*", 5, "train",
-       "validation", "test", "given"),
+    _T(
+        "eurosat",
+        "specialized",
+        "eurosat/rgb:2.*.*",
+        10,
+        "train[:16200]",
+        "train[16200:21600]",
+        "train[21600:]",
+        "given",
+    ),
+    _T(
+        "resisc45", "specialized", "resisc45:3.*.*", 45, "train[:18900]", "train[18900:25200]", "train[25200:]", "given"
+    ),
+    _T(
+        "diabetic_retinopathy",
+        "specialized",
+        "diabetic_retinopathy_detection/btgraham-300:3.*.*",
+        5,
+        "train",
+        "validation",
+        "test",
+        "given",
+    ),
     # structured
     _T("clevr_count", "structured", "clevr:3.*.*", 8, "train[:63000]", "train[63000:]", "validation", "clevr_count"),
-    _T("clevr_distance", "structured", "clevr:3.*.*", 6, "train[:63000]", "train[63000:]", "validation",
-       "clevr_distance"),
+    _T(
+        "clevr_distance",
+        "structured",
+        "clevr:3.*.*",
+        6,
+        "train[:63000]",
+        "train[63000:]",
+        "validation",
+        "clevr_distance",
+    ),
     _T("dmlab", "structured", "dmlab:2.0.1", 6, "train", "validation", "test", "given"),
     _T("kitti_distance", "structured", "kitti:3.1.0", 4, "train", "validation", "test", "kitti_distance"),
-    _T("dsprites_location", "structured", "dsprites:2.*.*", 16, "train[:589824]", "train[589824:663552]",
-       "train[663552:]", "dsprites_location", label_feature="label_x_position"),
-    _T("dsprites_orientation", "structured", "dsprites:2.*.*", 16, "train[:589824]", "train[589824:663552]",
-       "train[663552:]", "dsprites_orientation", label_feature="label_orientation"),
-    _T("smallnorb_azimuth", "structured", "smallnorb:2.*.*", 18, "train", "test[:12150]", "test[12150:]", "given",
-       label_feature="label_azimuth"),
-    _T("smallnorb_elevation", "structured", "smallnorb:2.*.*", 9, "train", "test[:12150]", "test[12150:]", "given",
-       label_feature="label_elevation"),
+    _T(
+        "dsprites_location",
+        "structured",
+        "dsprites:2.*.*",
+        16,
+        "train[:589824]",
+        "train[589824:663552]",
+        "train[663552:]",
+        "dsprites_location",
+        label_feature="label_x_position",
+    ),
+    _T(
+        "dsprites_orientation",
+        "structured",
+        "dsprites:2.*.*",
+        16,
+        "train[:589824]",
+        "train[589824:663552]",
+        "train[663552:]",
+        "dsprites_orientation",
+        label_feature="label_orientation",
+    ),
+    _T(
+        "smallnorb_azimuth",
+        "structured",
+        "smallnorb:2.*.*",
+        18,
+        "train",
+        "test[:12150]",
+        "test[12150:]",
+        "given",
+        label_feature="label_azimuth",
+    ),
+    _T(
+        "smallnorb_elevation",
+        "structured",
+        "smallnorb:2.*.*",
+        9,
+        "train",
+        "test[:12150]",
+        "test[12150:]",
+        "given",
+        label_feature="label_elevation",
+    ),
 )
 
-FLIP_SAFE = frozenset({
-    # natural: object and scene categories are mirror-symmetric classes
-    "caltech101", "cifar100", "dtd", "oxford_flowers102", "oxford_iiit_pet", "sun397",
-    # specialized: tissue patches, satellite and aerial scenes have no handedness; retinopathy is graded
-    # the same for left and right eyes (a mirror turns one into the other)
-    "patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy",
-    # structured: a count, a depth, the nearest car's distance and an elevation survive a mirror
-    "clevr_count", "clevr_distance", "kitti_distance", "smallnorb_elevation",
-})
+FLIP_SAFE = frozenset(
+    {
+        # natural: object and scene categories are mirror-symmetric classes
+        "caltech101",
+        "cifar100",
+        "dtd",
+        "oxford_flowers102",
+        "oxford_iiit_pet",
+        "sun397",
+        # specialized: tissue patches, satellite and aerial scenes have no handedness; retinopathy is graded
+        # the same for left and right eyes (a mirror turns one into the other)
+        "patch_camelyon",
+        "eurosat",
+        "resisc45",
+        "diabetic_retinopathy",
+        # structured: a count, a depth, the nearest car's distance and an elevation survive a mirror
+        "clevr_count",
+        "clevr_distance",
+        "kitti_distance",
+        "smallnorb_elevation",
+    }
+)
 """Tasks whose labels survive a left-right mirror. Not: svhn (digits: a mirrored 2 or 7 is no digit),
 dsprites_location (the label is the x position), dsprites_orientation (a mirror maps angle a to -a),
 smallnorb_azimuth (a mirror maps azimuth a to -a), dmlab (its 6 classes mix reward and distance of
@@ -161,8 +254,10 @@ CROP_UNSAFE = frozenset({"dsprites_location", "clevr_count", "clevr_distance", "
 """Tasks whose labels a small random crop can change: a position in 16 bins (a crop shifts content by
 more than a bin), a count or a nearest object that the crop may cut off."""
 
-TASKS = tuple(dataclasses.replace(t, flip_preserves_label=t.name in FLIP_SAFE,
-                                  crop_preserves_label=t.name not in CROP_UNSAFE) for t in TASKS)
+TASKS = tuple(
+    dataclasses.replace(t, flip_preserves_label=t.name in FLIP_SAFE, crop_preserves_label=t.name not in CROP_UNSAFE)
+    for t in TASKS
+)
 
 TASK_REGISTRY: Registry[VtabTask] = Registry("VTAB task", error=ConfigError)
 for _task in TASKS:

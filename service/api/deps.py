@@ -1,7 +1,9 @@
 """Dependencies: settings, a database session, token checks."""
+
 from __future__ import annotations
 
-from typing import Annotated, Iterator
+from collections.abc import Iterator
+from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Path, Request
 from sqlalchemy.orm import Session

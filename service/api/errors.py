@@ -1,4 +1,5 @@
 """Domain errors to HTTP answers, in one place: JSON `{"detail": message}`."""
+
 from __future__ import annotations
 
 import logging

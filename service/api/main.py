@@ -1,9 +1,9 @@
 """The FastAPI application: REST API under /api/v1, the dashboard at /."""
+
 from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-
 from pathlib import Path
 
 import fastapi_offline
@@ -27,8 +27,11 @@ API_PREFIX = "/api/v1"
 DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
 """Swagger UI's and ReDoc's files as the installed `fastapi-offline` package ships them: /docs and /redoc need no
 CDN (and no network)."""
-DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
-               "redoc.standalone.js": "text/javascript"}
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "redoc.standalone.js": "text/javascript",
+}
 
 
 def api_router() -> APIRouter:
@@ -63,8 +66,9 @@ def docs_router(title: str, openapi_url: str) -> APIRouter:
     def docs_asset(name: str) -> FileResponse:
         if name not in DOCS_ASSETS:
             raise HTTPException(404, f"No API documentation file {name[:100]!r}.")
-        return FileResponse(DOCS_ASSETS_DIR / name, media_type=DOCS_ASSETS[name],
-                            headers={"Cache-Control": "public, max-age=86400"})
+        return FileResponse(
+            DOCS_ASSETS_DIR / name, media_type=DOCS_ASSETS[name], headers={"Cache-Control": "public, max-age=86400"}
+        )
 
     return router
 

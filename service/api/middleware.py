@@ -14,13 +14,15 @@ Who may do what:
   for GET/HEAD only, the dashboard's session cookie (so the cookie can never be used for a cross-site write);
 - always public: the dashboard's static JS/CSS, `/healthz`, `/readyz` and the OpenAPI document (no data in them).
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from http.cookies import SimpleCookie
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -60,8 +62,9 @@ CONTENT_SECURITY_POLICY = (
 )
 """Every page of ours: scripts and styles only from our own files (no inline code), no framing."""
 
-DOCS_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'") \
-    .replace("object-src", "worker-src 'self' blob:; object-src")
+DOCS_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
+    "style-src 'self'", "style-src 'self' 'unsafe-inline'"
+).replace("object-src", "worker-src 'self' blob:; object-src")
 """/docs and /redoc: Swagger UI and ReDoc come from our own server (files of the installed `fastapi-offline`
 package, under /docs/static/) and start from script files, so scripts stay 'self' only. Both apply inline styles
 as they render (ReDoc injects its stylesheet; Swagger UI sets style attributes), and ReDoc runs its search index
@@ -86,12 +89,17 @@ def body_limit(method: str, path: str, settings: Settings) -> tuple[int, str]:
     """The most bytes the body of this request may have, and the sentence naming the setting behind it: a dataset
     upload (plus room for the multipart framing), a predict, or anything else."""
     if method == "POST" and path.rstrip("/") == f"{API_PREFIX}/datasets":
-        return (settings.max_upload_bytes + MULTIPART_OVERHEAD,
-                f"the upload limit of {settings.max_upload_bytes:,} bytes (ZOOENS_MAX_UPLOAD_BYTES) plus "
-                f"{MULTIPART_OVERHEAD:,} for the form")
+        return (
+            settings.max_upload_bytes + MULTIPART_OVERHEAD,
+            f"the upload limit of {settings.max_upload_bytes:,} bytes (ZOOENS_MAX_UPLOAD_BYTES) plus "
+            f"{MULTIPART_OVERHEAD:,} for the form",
+        )
     if method == "POST" and _PREDICT.match(path):
-        return settings.max_predict_bytes, f"the limit of {settings.max_predict_bytes:,} bytes " \
-                                           "(ZOOENS_MAX_PREDICT_BYTES): send fewer or smaller images per request"
+        return (
+            settings.max_predict_bytes,
+            f"the limit of {settings.max_predict_bytes:,} bytes "
+            "(ZOOENS_MAX_PREDICT_BYTES): send fewer or smaller images per request",
+        )
     return settings.max_request_bytes, f"the limit of {settings.max_request_bytes:,} bytes (ZOOENS_MAX_REQUEST_BYTES)"
 
 
@@ -225,9 +233,14 @@ class GuardMiddleware:
             bearer = bearer_token(headers)
             if needs_write_token(method, path):
                 if bearer is None:
-                    return 401, ("This request changes state and needs an API token: send 'Authorization: Bearer "
-                                 "<token>'. Create one with `zooens tokens create NAME`."), \
-                        {"www-authenticate": "Bearer"}
+                    return (
+                        401,
+                        (
+                            "This request changes state and needs an API token: send 'Authorization: Bearer "
+                            "<token>'. Create one with `zooens tokens create NAME`."
+                        ),
+                        {"www-authenticate": "Bearer"},
+                    )
                 name = await run_in_threadpool(token_name, bearer)
                 if name is None:
                     return 401, _UNKNOWN_TOKEN, {"www-authenticate": "Bearer"}
@@ -236,8 +249,14 @@ class GuardMiddleware:
                 # GET/HEAD may use the dashboard's cookie; a POST that reads (predict) needs the bearer header
                 candidate = bearer or (cookie_token(headers) if method in ("GET", "HEAD") else None)
                 if candidate is None:
-                    return 401, ("Reads need an API token here (ZOOENS_PROTECT_READS is set): send 'Authorization: "
-                                 "Bearer <token>', or sign in on the dashboard."), {"www-authenticate": "Bearer"}
+                    return (
+                        401,
+                        (
+                            "Reads need an API token here (ZOOENS_PROTECT_READS is set): send 'Authorization: "
+                            "Bearer <token>', or sign in on the dashboard."
+                        ),
+                        {"www-authenticate": "Bearer"},
+                    )
                 name = await run_in_threadpool(token_name, candidate)
                 if name is None:
                     return 401, _UNKNOWN_TOKEN, {"www-authenticate": "Bearer"}
@@ -254,8 +273,12 @@ class GuardMiddleware:
 
     async def _answer(self, scope: Scope, send: Send, status: int, message: str, headers: dict[str, str]) -> None:
         path: str = scope.get("path", "")
-        if status == 401 and self.unauthorised_page is not None and not path.startswith("/api/") \
-                and path not in _PUBLIC_PATHS:
+        if (
+            status == 401
+            and self.unauthorised_page is not None
+            and not path.startswith("/api/")
+            and path not in _PUBLIC_PATHS
+        ):
             response = await self.unauthorised_page(scope, message)
             await response(scope, _no_body, send)
             return
@@ -264,8 +287,11 @@ class GuardMiddleware:
     @staticmethod
     async def _json(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
         body = json.dumps({"detail": detail}).encode()
-        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close")]
+        raw = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
         raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})

@@ -1,4 +1,5 @@
 """Request and response schemas of the REST API (families: XCreate, XPublic, XsPublic)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -16,9 +17,24 @@ from zooens.service.reports import (
     RunPublic,
 )
 
-__all__ = ["DatasetPublic", "DatasetRegister", "EnsembleMemberPublic", "EnsemblePublic", "Health", "JobCreate",
-           "JobPublic", "JobReport", "Message", "Page", "Prediction", "PredictionsPublic", "RankingRow", "RunPublic",
-           "WeightSetPublic", "ZooSetsPublic"]
+__all__ = [
+    "DatasetPublic",
+    "DatasetRegister",
+    "EnsembleMemberPublic",
+    "EnsemblePublic",
+    "Health",
+    "JobCreate",
+    "JobPublic",
+    "JobReport",
+    "Message",
+    "Page",
+    "Prediction",
+    "PredictionsPublic",
+    "RankingRow",
+    "RunPublic",
+    "WeightSetPublic",
+    "ZooSetsPublic",
+]
 
 T = TypeVar("T")
 
@@ -76,8 +92,9 @@ class DatasetPublic(BaseModel):
 
 
 class DatasetRegister(BaseModel):
-    path: CleanStr = Field(min_length=1, max_length=4096,
-                           description="A server-side dataset path under one of ZOOENS_DATA_ROOTS.")
+    path: CleanStr = Field(
+        min_length=1, max_length=4096, description="A server-side dataset path under one of ZOOENS_DATA_ROOTS."
+    )
     name: CleanStr | None = Field(default=None, min_length=1, max_length=200)
 
 

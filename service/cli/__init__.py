@@ -1,4 +1,5 @@
 """The `zooens` command line (Typer). Sub-apps live beside this file."""
+
 from __future__ import annotations
 
 import logging
@@ -32,11 +33,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True,
-                                help="-v: what each stage does (INFO); -vv: everything (DEBUG)."),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="-v: what each stage does (INFO); -vv: everything (DEBUG)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors and results only: no warnings, no progress."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """Warnings only by default."""
     level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
@@ -47,8 +50,14 @@ def _main(
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 2 else max(level, logging.WARNING))
 
 
-for _module, _name in [(zoo, "zoo"), (datasets, "datasets"), (jobs, "jobs"), (tokens, "tokens"), (db, "db"),
-                       (vtab, "vtab")]:
+for _module, _name in [
+    (zoo, "zoo"),
+    (datasets, "datasets"),
+    (jobs, "jobs"),
+    (tokens, "tokens"),
+    (db, "db"),
+    (vtab, "vtab"),
+]:
     _module.app.rich_markup_mode = None
     app.add_typer(_module.app, name=_name)
 app.command("run")(run.run)

@@ -1,10 +1,12 @@
 """Helpers shared by the CLI commands."""
+
 from __future__ import annotations
 
 import functools
 import os
 import sys
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import typer
 from rich.console import Console
@@ -41,8 +43,18 @@ def set_quiet(quiet: bool) -> None:
 def is_quiet() -> bool:
     return _STATE["quiet"]
 
-__all__ = ["escape", "err_console", "fail_on_error", "is_quiet", "make_console", "parse_floats", "parse_ints",
-           "parse_strategy_options", "set_quiet"]
+
+__all__ = [
+    "escape",
+    "err_console",
+    "fail_on_error",
+    "is_quiet",
+    "make_console",
+    "parse_floats",
+    "parse_ints",
+    "parse_strategy_options",
+    "set_quiet",
+]
 
 
 def fail_on_error(fn: F) -> F:

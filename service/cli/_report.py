@@ -3,6 +3,7 @@
 At a terminal's width the tables keep the columns a reader needs (model names fold instead of
 being cut); `--wide` adds every other column; piped output is never cut (see `make_console`).
 """
+
 from __future__ import annotations
 
 from rich.console import Console
@@ -46,18 +47,28 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
     job = report["job"]
     cols = [("#", False), ("model", True), ("kNN acc", False), ("fine-tuned val", False)]
     if wide:
-        cols += [("kNN val acc", False), ("val CE", False), ("LogME", False), ("params", False), ("dim", False),
-                 ("embed s", False), ("img/s", False)]
+        cols += [
+            ("kNN val acc", False),
+            ("val CE", False),
+            ("LogME", False),
+            ("params", False),
+            ("dim", False),
+            ("embed s", False),
+            ("img/s", False),
+        ]
     table = _table(f"Ranking (job {job['id']})", cols)
     for r in report["ranking"]:
         row = [str(r["rank"]), escape(r["model_name"]), pct(r["knn_accuracy"]), pct(r["finetuned_val_acc"])]
         if wide:
-            row += [pct(r["val_accuracy"]),
-                    "-" if r["finetuned_val_ce"] is None else f"{r['finetuned_val_ce']:.3f}",
-                    "-" if r.get("logme") is None else f"{r['logme']:.3f}",
-                    _params(r["params"]), str(r["embed_dim"] or "-"),
-                    "-" if r["embed_seconds"] is None else f"{r['embed_seconds']:.1f}",
-                    f"{r['images_per_s']:.0f}" if r["images_per_s"] else "cached"]
+            row += [
+                pct(r["val_accuracy"]),
+                "-" if r["finetuned_val_ce"] is None else f"{r['finetuned_val_ce']:.3f}",
+                "-" if r.get("logme") is None else f"{r['logme']:.3f}",
+                _params(r["params"]),
+                str(r["embed_dim"] or "-"),
+                "-" if r["embed_seconds"] is None else f"{r['embed_seconds']:.1f}",
+                f"{r['images_per_s']:.0f}" if r["images_per_s"] else "cached",
+            ]
         table.add_row(*row)
     console.print(table)
     has_test = any(r["test_acc"] is not None for r in report["runs"])
@@ -65,16 +76,41 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
     cols += [("test acc", False)] if has_test else [("val acc", False)]
     cols += [("updated", False)]
     if wide:
-        cols = [("run", False)] + cols + [("steps", False), ("val acc", False), ("update size", False), ("s", False),
-                                          ("GFLOPs", False), ("latency ms", False)]
+        cols = (
+            [("run", False)]
+            + cols
+            + [
+                ("steps", False),
+                ("val acc", False),
+                ("update size", False),
+                ("s", False),
+                ("GFLOPs", False),
+                ("latency ms", False),
+            ]
+        )
     runs = _table("Fine-tune runs", cols)
     for r in report["runs"]:
-        row = [escape(r["model_name"]), r["strategy"], f"{r['hparams'].get('lr', 0):g}", f"{r['val_ce']:.3f}",
-               pct(r["test_acc"]) if has_test else pct(r["val_acc"]), _params(r["updated_params"])]
+        row = [
+            escape(r["model_name"]),
+            r["strategy"],
+            f"{r['hparams'].get('lr', 0):g}",
+            f"{r['val_ce']:.3f}",
+            pct(r["test_acc"]) if has_test else pct(r["val_acc"]),
+            _params(r["updated_params"]),
+        ]
         if wide:
-            row = [str(r["id"])] + row + [str(r["hparams"].get("steps", "-")), pct(r["val_acc"]),
-                                          f"{r['update_bytes'] / 1024:.1f} KiB", f"{r['seconds']:.1f}",
-                                          _number(r.get("gflops"), 3), _number(r.get("latency_ms"), 1)]
+            row = (
+                [str(r["id"])]
+                + row
+                + [
+                    str(r["hparams"].get("steps", "-")),
+                    pct(r["val_acc"]),
+                    f"{r['update_bytes'] / 1024:.1f} KiB",
+                    f"{r['seconds']:.1f}",
+                    _number(r.get("gflops"), 3),
+                    _number(r.get("latency_ms"), 1),
+                ]
+            )
         runs.add_row(*row)
     if report["runs"] and wide:
         console.print(runs)
@@ -82,12 +118,20 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
         console.print(f"{len(report['runs'])} fine-tune runs: `zooens jobs show {job['id']} --wide` lists them all.")
     ens = report["ensemble"]
     if ens:
-        t = _table(f"Greedy ensemble ({ens['size']} picks, val CE {ens['val_ce']:.4f})",
-                   [("model", True), ("strategy", True), ("lr", False), ("weight", False), ("val CE", False)]
-                   + ([("test acc", False)] if has_test else []))
+        t = _table(
+            f"Greedy ensemble ({ens['size']} picks, val CE {ens['val_ce']:.4f})",
+            [("model", True), ("strategy", True), ("lr", False), ("weight", False), ("val CE", False)]
+            + ([("test acc", False)] if has_test else []),
+        )
         for m in ens["members"]:
-            t.add_row(escape(m["model_name"]), m["strategy"], f"{m['hparams'].get('lr', 0):g}", f"{m['weight']:.3f}",
-                      f"{m['val_ce']:.3f}", *([pct(m["test_acc"])] if has_test else []))
+            t.add_row(
+                escape(m["model_name"]),
+                m["strategy"],
+                f"{m['hparams'].get('lr', 0):g}",
+                f"{m['weight']:.3f}",
+                f"{m['val_ce']:.3f}",
+                *([pct(m["test_acc"])] if has_test else []),
+            )
         console.print(t)
         cost = _ensemble_cost(ens)
         if cost:
@@ -96,11 +140,15 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
     if ens and best:
         which = f"{escape(best['model_name'])} {best['strategy']}"
         if ens["test_acc"] is not None and best["test_acc"] is not None:
-            console.print(f"test accuracy: ensemble {pct(ens['test_acc'])}, best single run {pct(best['test_acc'])} "
-                          f"({which}, lowest val CE)")
+            console.print(
+                f"test accuracy: ensemble {pct(ens['test_acc'])}, best single run {pct(best['test_acc'])} "
+                f"({which}, lowest val CE)"
+            )
         else:
-            console.print(f"no test split: val accuracy ensemble {pct(ens['val_acc'])}, best single run "
-                          f"{pct(best['val_acc'])} ({which}, lowest val CE)")
+            console.print(
+                f"no test split: val accuracy ensemble {pct(ens['val_acc'])}, best single run "
+                f"{pct(best['val_acc'])} ({which}, lowest val CE)"
+            )
     audit = job.get("ranking_audit")
     if audit:
         print_audit(audit, console)
@@ -121,20 +169,31 @@ def _ensemble_cost(ens: dict) -> str:
     text = f"inference cost: {ens['gflops']:.3f} GFLOPs per image"
     if ens.get("latency_ms") is not None:
         text += f", {ens['latency_ms']:.1f} ms batch-1 latency"
-    budget = [f"{v:g} {unit}" for v, unit in ((ens.get("max_gflops"), "GFLOPs"), (ens.get("max_latency_ms"), "ms"))
-              if v is not None]
+    budget = [
+        f"{v:g} {unit}"
+        for v, unit in ((ens.get("max_gflops"), "GFLOPs"), (ens.get("max_latency_ms"), "ms"))
+        if v is not None
+    ]
     return text + (f" (budget {budget[0]})" if budget else "")
 
 
 def print_audit(audit: dict, console: Console) -> None:
     """How well each predictor (kNN, LogME) ranked the fine-tuned models."""
-    t = _table(f"How good was the ranking? ({audit.get('audited_models', '?')} fine-tuned models; "
-               f"{audit.get('basis', '')})", [("predictor", True), ("Spearman", False), ("Kendall", False),
-                                              ("regret", False), ("top-K", True)])
+    t = _table(
+        f"How good was the ranking? ({audit.get('audited_models', '?')} fine-tuned models; {audit.get('basis', '')})",
+        [("predictor", True), ("Spearman", False), ("Kendall", False), ("regret", False), ("top-K", True)],
+    )
     for name, p in (audit.get("predictors") or {}).items():
+
         def corr(c: dict | None) -> str:
             return "-" if not c or c.get("value") is None else f"{c['value']:+.3f}"
+
         regret = "-" if p.get("regret") is None else f"{100 * p['regret']:.1f} pts"
-        t.add_row(name, corr(p.get("spearman")), corr(p.get("kendall")), regret,
-                  escape(", ".join(p.get("top_k_models") or [])))
+        t.add_row(
+            name,
+            corr(p.get("spearman")),
+            corr(p.get("kendall")),
+            regret,
+            escape(", ".join(p.get("top_k_models") or [])),
+        )
     console.print(t)

@@ -1,4 +1,5 @@
 """`zooens datasets`: built-in and registered datasets."""
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,17 @@ def registered_datasets() -> list[dict[str, Any]]:
     upgrade_to_head()
     with session_scope() as s:
         rows, _ = registry.list_datasets(s, limit=1000)
-        return [{"id": r.id, "name": r.name, "source": r.source, "classes": len(r.classes),
-                 "images": sum(sum(c.values()) for c in r.counts.values()), "fingerprint": r.fingerprint[:12]}
-                for r in rows]
+        return [
+            {
+                "id": r.id,
+                "name": r.name,
+                "source": r.source,
+                "classes": len(r.classes),
+                "images": sum(sum(c.values()) for c in r.counts.values()),
+                "fingerprint": r.fingerprint[:12],
+            }
+            for r in rows
+        ]
 
 
 def dataset_summary(spec: str, data: str | None = None) -> dict[str, Any]:
@@ -63,8 +72,9 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     for col in ["id", "name", "classes", "images", "fingerprint", "source"]:
         table.add_column(col)
     for r in recorded:
-        table.add_row(str(r["id"]), escape(r["name"]), str(r["classes"]), str(r["images"]), r["fingerprint"],
-                      escape(r["source"]))
+        table.add_row(
+            str(r["id"]), escape(r["name"]), str(r["classes"]), str(r["images"]), r["fingerprint"], escape(r["source"])
+        )
     console.print(table)
 
 
@@ -80,8 +90,9 @@ def show(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    console.print(f"[bold]{escape(summary['name'])}[/bold] ({escape(summary['source'])}), "
-                  f"fingerprint {summary['fingerprint']}")
+    console.print(
+        f"[bold]{escape(summary['name'])}[/bold] ({escape(summary['source'])}), fingerprint {summary['fingerprint']}"
+    )
     splits = list(summary["counts"])
     table = Table()
     table.add_column("class")

@@ -1,4 +1,5 @@
 """`zooens db`: the registry's schema."""
+
 from __future__ import annotations
 
 import typer

@@ -1,4 +1,5 @@
 """`zooens jobs`: what the registry knows about jobs, and their later lives (resume, retry, delete)."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,15 @@ def list_(
     with session_scope() as s:
         jobs, _ = registry.list_jobs(s, status=status, limit=limit)
         rows = [
-            {"id": j.id, "dataset_id": j.dataset_id, "zoo": j.zoo, "status": j.status, "stage": j.stage,
-             "created_at": j.created_at.isoformat(), "error": j.error}
+            {
+                "id": j.id,
+                "dataset_id": j.dataset_id,
+                "zoo": j.zoo,
+                "status": j.status,
+                "stage": j.stage,
+                "created_at": j.created_at.isoformat(),
+                "error": j.error,
+            }
             for j in jobs
         ]
     if as_json:
@@ -40,15 +48,25 @@ def list_(
     for col in ["id", "dataset", "zoo", "status", "stage", "created", "error"]:
         table.add_column(col)
     for r in rows:
-        table.add_row(str(r["id"]), str(r["dataset_id"]), escape(r["zoo"]), r["status"], r["stage"] or "-",
-                      r["created_at"][:19], escape((r["error"] or "")[:60]))
+        table.add_row(
+            str(r["id"]),
+            str(r["dataset_id"]),
+            escape(r["zoo"]),
+            r["status"],
+            r["stage"] or "-",
+            r["created_at"][:19],
+            escape((r["error"] or "")[:60]),
+        )
     console.print(table)
 
 
 @app.command()
 @fail_on_error
-def show(job_id: int, as_json: bool = typer.Option(False, "--json"),
-         wide: bool = typer.Option(False, "--wide", help="Every column of every table.")) -> None:
+def show(
+    job_id: int,
+    as_json: bool = typer.Option(False, "--json"),
+    wide: bool = typer.Option(False, "--wide", help="Every column of every table."),
+) -> None:
     """A job's status, ranking, runs and ensemble."""
     from zooens.service.cli._report import print_report
     from zooens.service.db.session import session_scope, upgrade_to_head
@@ -79,8 +97,9 @@ def cancel(job_id: int) -> None:
 QUEUE_HELP = "Leave the job in the queue for `zooens worker` instead of running it here."
 
 
-def run_here(job_id: int, worker_id: str, *, quiet: bool, as_json: bool, wide: bool,
-             started: float | None = None) -> None:
+def run_here(
+    job_id: int, worker_id: str, *, quiet: bool, as_json: bool, wide: bool, started: float | None = None
+) -> None:
     """Run a job claimed for `worker_id` in the foreground, as `zooens run` does, and print its report.
 
     Ctrl-C ends the job `cancelled` (`run_job` records it) with a message saying how to go on.
@@ -99,8 +118,9 @@ def run_here(job_id: int, worker_id: str, *, quiet: bool, as_json: bool, wide: b
     try:
         status = run_job(job_id, worker_id=worker_id, progress=not quiet and not as_json)
     except KeyboardInterrupt:
-        err_console.print(f"job {job_id} cancelled (Ctrl-C); `zooens jobs resume {job_id}` continues it from its "
-                          "last finished unit.")
+        err_console.print(
+            f"job {job_id} cancelled (Ctrl-C); `zooens jobs resume {job_id}` continues it from its last finished unit."
+        )
         raise typer.Exit(130) from None
     with session_scope() as s:
         report = job_report(s, job_id).model_dump(mode="json")
@@ -118,8 +138,17 @@ WideFlag = Annotated[bool, typer.Option("--wide", help="Every column of every ta
 QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
-def _run_again(job_id: int, again: Callable[..., Any], *, queue: bool, as_json: bool, wide: bool, quiet: bool,
-               queued: str, started: str) -> None:
+def _run_again(
+    job_id: int,
+    again: Callable[..., Any],
+    *,
+    queue: bool,
+    as_json: bool,
+    wide: bool,
+    quiet: bool,
+    queued: str,
+    started: str,
+) -> None:
     """`again(session, job_id, claim_for=...)` (resume_job or retry_job) gives the job to run; it is left to
     the workers with `queue`, else claimed and run here. `queued`/`started` are printed with {job} filled."""
     from zooens.service.db.session import session_scope, upgrade_to_head
@@ -139,26 +168,42 @@ def _run_again(job_id: int, again: Callable[..., Any], *, queue: bool, as_json: 
 
 @app.command()
 @fail_on_error
-def resume(job_id: int, queue: QueueFlag = False, as_json: JsonFlag = False, wide: WideFlag = False,
-           quiet: QuietFlag = False) -> None:
+def resume(
+    job_id: int, queue: QueueFlag = False, as_json: JsonFlag = False, wide: WideFlag = False, quiet: QuietFlag = False
+) -> None:
     """Run a failed or cancelled job again from its last finished unit (here, unless --queue)."""
     from zooens.service.jobs.submit import resume_job
 
-    _run_again(job_id, resume_job, queue=queue, as_json=as_json, wide=wide, quiet=quiet,
-               queued="job {job} queued again; `zooens worker` runs it from its last finished unit",
-               started="[bold]job {job}[/bold]: resumed from its last finished unit")
+    _run_again(
+        job_id,
+        resume_job,
+        queue=queue,
+        as_json=as_json,
+        wide=wide,
+        quiet=quiet,
+        queued="job {job} queued again; `zooens worker` runs it from its last finished unit",
+        started="[bold]job {job}[/bold]: resumed from its last finished unit",
+    )
 
 
 @app.command()
 @fail_on_error
-def retry(job_id: int, queue: QueueFlag = False, as_json: JsonFlag = False, wide: WideFlag = False,
-          quiet: QuietFlag = False) -> None:
+def retry(
+    job_id: int, queue: QueueFlag = False, as_json: JsonFlag = False, wide: WideFlag = False, quiet: QuietFlag = False
+) -> None:
     """Run a finished job again as a new job (same dataset, models and parameters; the old one is kept)."""
     from zooens.service.jobs.submit import retry_job
 
-    _run_again(job_id, retry_job, queue=queue, as_json=as_json, wide=wide, quiet=quiet,
-               queued="job {job} queued (a retry of job " + str(job_id) + "); `zooens worker` runs it",
-               started="[bold]job {job}[/bold]: a retry of job " + str(job_id))
+    _run_again(
+        job_id,
+        retry_job,
+        queue=queue,
+        as_json=as_json,
+        wide=wide,
+        quiet=quiet,
+        queued="job {job} queued (a retry of job " + str(job_id) + "); `zooens worker` runs it",
+        started="[bold]job {job}[/bold]: a retry of job " + str(job_id),
+    )
 
 
 @app.command()

@@ -1,12 +1,12 @@
 """`zooens export` (an ensemble to one `.zooens` file) and `zooens predict` (images through a file or a
 registered ensemble)."""
+
 from __future__ import annotations
 
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -19,12 +19,17 @@ console = make_console()
 
 @fail_on_error
 def export(
-    job: Optional[int] = typer.Argument(None, help="The job whose ensemble to export (the id `zooens run` prints)."),
-    ensemble: Optional[int] = typer.Option(None, "--ensemble", "-e", help="Export this ensemble id instead of a job's."),
+    job: int | None = typer.Argument(None, help="The job whose ensemble to export (the id `zooens run` prints)."),
+    ensemble: int | None = typer.Option(
+        None, "--ensemble", "-e", help="Export this ensemble id instead of a job's."
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="The file to write, e.g. model.zooens."),
-    weights: str = typer.Option("embed", "--weights",
-                                help="embed: the base models' weights go into the file (it needs nothing else); "
-                                     "reference: only their names and sha256 (a smaller file; the zoo must have them)."),
+    weights: str = typer.Option(
+        "embed",
+        "--weights",
+        help="embed: the base models' weights go into the file (it needs nothing else); "
+        "reference: only their names and sha256 (a smaller file; the zoo must have them).",
+    ),
 ) -> None:
     """Write an ensemble as one self-contained file: members, base weights, preprocessing, class names,
     versions and checksums. `zooens predict FILE IMAGES...` and `zooens.load(FILE)` read it."""
@@ -50,9 +55,10 @@ def export(
 
 @fail_on_error
 def predict(
-    items: list[str] = typer.Argument(..., metavar="[MODEL.zooens] IMAGES...",
-                                      help="A .zooens file then images; with --ensemble, images only."),
-    ensemble: Optional[int] = typer.Option(None, "--ensemble", "-e", help="Predict with this registered ensemble."),
+    items: list[str] = typer.Argument(
+        ..., metavar="[MODEL.zooens] IMAGES...", help="A .zooens file then images; with --ensemble, images only."
+    ),
+    ensemble: int | None = typer.Option(None, "--ensemble", "-e", help="Predict with this registered ensemble."),
     as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
     top: int = typer.Option(3, "--top", min=1, help="Classes shown per image (the most probable first)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
@@ -66,8 +72,10 @@ def predict(
 
     if ensemble is None:
         if len(items) < 2:
-            raise ConfigError("Give a .zooens file and at least one image (`zooens predict model.zooens a.jpg`), "
-                              "or --ensemble ID and images.")
+            raise ConfigError(
+                "Give a .zooens file and at least one image (`zooens predict model.zooens a.jpg`), "
+                "or --ensemble ID and images."
+            )
         model, images = items[0], items[1:]
         predictor = EnsemblePredictor.load(model)
     else:
@@ -77,13 +85,18 @@ def predict(
     classes = list(predictor.classes or [])
     rows = []
     for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
+        chunk = images[start : start + batch_size]
         proba = predictor.predict_proba([open_image(p) for p in chunk], batch_size=batch_size)
-        for path, p in zip(chunk, proba):
+        for path, p in zip(chunk, proba, strict=False):
             order = p.argsort()[::-1][:top]
-            rows.append({"filename": path, "label": classes[int(order[0])],
-                         "probabilities": {c: float(v) for c, v in zip(classes, p)},
-                         "top": [{"label": classes[int(i)], "probability": float(p[i])} for i in order]})
+            rows.append(
+                {
+                    "filename": path,
+                    "label": classes[int(order[0])],
+                    "probabilities": {c: float(v) for c, v in zip(classes, p, strict=False)},
+                    "top": [{"label": classes[int(i)], "probability": float(p[i])} for i in order],
+                }
+            )
     if as_json:
         sys.stdout.write(json.dumps({"classes": classes, "predictions": rows}, indent=2) + "\n")
         return

@@ -1,7 +1,6 @@
 """`zooens serve` and `zooens worker` (registered on the root app by `zooens.service.cli`)."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import typer
 
@@ -26,10 +25,10 @@ def serve(
 
 @fail_on_error
 def worker(
-    worker_id: Optional[str] = typer.Option(None, "--id", help="Worker name (default host-pid-random)."),
+    worker_id: str | None = typer.Option(None, "--id", help="Worker name (default host-pid-random)."),
     once: bool = typer.Option(False, "--once", help="Exit when the queue is empty."),
     poll: float = typer.Option(1.0, help="Seconds between looks at an empty queue."),
-    executor: Optional[str] = typer.Option(None, help="'local' or 'ray' (default ZOOENS_EXECUTOR)."),
+    executor: str | None = typer.Option(None, help="'local' or 'ray' (default ZOOENS_EXECUTOR)."),
 ) -> None:
     """Take queued jobs from the registry and run them."""
     from zooens.service.db.session import upgrade_to_head

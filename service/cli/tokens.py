@@ -1,4 +1,5 @@
 """`zooens tokens`: API tokens (stored hashed; the plain token is shown once)."""
+
 from __future__ import annotations
 
 import typer

@@ -1,9 +1,9 @@
 """`zooens vtab`: the VTAB-1k benchmark in batch."""
+
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -23,8 +23,16 @@ def tasks() -> None:
     for col in ["task", "group", "tfds", "classes", "train800", "val200", "test", "label"]:
         table.add_column(col)
     for t in TASKS:
-        table.add_row(t.name, t.group, t.tfds_name, str(t.num_classes), t.train800, t.val200, t.test_split,
-                      t.label if t.label != "given" else t.label_feature)
+        table.add_row(
+            t.name,
+            t.group,
+            t.tfds_name,
+            str(t.num_classes),
+            t.train800,
+            t.val200,
+            t.test_split,
+            t.label if t.label != "given" else t.label_feature,
+        )
     console.print(table)
 
 
@@ -47,10 +55,12 @@ def make_offline_suite_cmd(
 def export(
     tasks_spec: str = typer.Option("all", "--tasks", help="all, a group, or comma-separated task names."),
     out: Path = typer.Option(..., "--out", help="Folder of the exported layout."),
-    tfds_dir: Optional[str] = typer.Option(None, "--tfds-dir", help="TFDS data_dir holding prepared data."),
-    tfds_version: Optional[list[str]] = typer.Option(
-        None, "--tfds-version", help="TASK=VERSION: read a TFDS version other than the table's pin "
-                                     "(e.g. oxford_iiit_pet=4.0.0); repeatable."),
+    tfds_dir: str | None = typer.Option(None, "--tfds-dir", help="TFDS data_dir holding prepared data."),
+    tfds_version: list[str] | None = typer.Option(
+        None,
+        "--tfds-version",
+        help="TASK=VERSION: read a TFDS version other than the table's pin (e.g. oxford_iiit_pet=4.0.0); repeatable.",
+    ),
 ) -> None:
     """Write the exported layout from prepared TFDS data (needs `pip install 'zooens[vtab]'`)."""
     from zooens.errors import ConfigError
@@ -74,27 +84,40 @@ def export(
 @app.command()
 @fail_on_error
 def run(
-    data_root: Path = typer.Option(..., "--data-root",
-                                   help="Folder of the exported layout: DIR/<task>/{train800,val200,test}."),
-    tasks_spec: str = typer.Option("all", "--tasks", help="all (the 19 VTAB tasks; absent ones are listed as missing), "
-                                   "natural, specialized, structured, offline (every stand-in of DIR), or "
-                                   "comma-separated names. Stand-ins run only when named or with 'offline'."),
+    data_root: Path = typer.Option(
+        ..., "--data-root", help="Folder of the exported layout: DIR/<task>/{train800,val200,test}."
+    ),
+    tasks_spec: str = typer.Option(
+        "all",
+        "--tasks",
+        help="all (the 19 VTAB tasks; absent ones are listed as missing), "
+        "natural, specialized, structured, offline (every stand-in of DIR), or "
+        "comma-separated names. Stand-ins run only when named or with 'offline'.",
+    ),
     zoo: str = typer.Option("embedded", "--zoo"),
     top_k: int = typer.Option(3, "--top-k"),
     strategies: str = typer.Option("auto", "--strategies", help="'auto' is 'full' on a GPU, 'linear' on a CPU."),
-    augmentation: str = typer.Option("auto", "--augmentation",
-                                     help="auto (flips only where the task table marks them safe), none, flip, crop, "
-                                          "crop_flip."),
-    preprocessing: str = typer.Option("resize", "--preprocessing",
-                                      help="resize (VTAB's reference: straight to the input size, no crop) or model "
-                                           "(each model's own resize and centre crop)."),
-    lr: Optional[str] = typer.Option(None, "--lr"),
-    steps: Optional[str] = typer.Option(None, "--steps"),
-    resolution: Optional[int] = typer.Option(None, "--resolution"),
+    augmentation: str = typer.Option(
+        "auto",
+        "--augmentation",
+        help="auto (flips only where the task table marks them safe), none, flip, crop, crop_flip.",
+    ),
+    preprocessing: str = typer.Option(
+        "resize",
+        "--preprocessing",
+        help="resize (VTAB's reference: straight to the input size, no crop) or model "
+        "(each model's own resize and centre crop).",
+    ),
+    lr: str | None = typer.Option(None, "--lr"),
+    steps: str | None = typer.Option(None, "--steps"),
+    resolution: int | None = typer.Option(None, "--resolution"),
     seed: int = typer.Option(0, "--seed"),
-    refit: bool = typer.Option(True, "--refit/--no-refit",
-                               help="Train every reported model again on train800+val200 before testing, as the "
-                                    "papers do (default); --no-refit reports the train800 models."),
+    refit: bool = typer.Option(
+        True,
+        "--refit/--no-refit",
+        help="Train every reported model again on train800+val200 before testing, as the "
+        "papers do (default); --no-refit reports the train800 models.",
+    ),
     force: bool = typer.Option(False, "--force", help="Redo tasks already done."),
     out: Path = typer.Option(Path("vtab-results"), "--out"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -105,14 +128,22 @@ def run(
 
     from zooens.errors import ConfigError
     from zooens.service.jobs import parse_params
-    from zooens.service.vtab import FAILED, MISSING, select_tasks, run_vtab
+    from zooens.service.vtab import FAILED, MISSING, run_vtab, select_tasks
 
     if not data_root.is_dir():
         raise ConfigError(f"--data-root {data_root} is not a folder; give the folder `zooens vtab export` wrote.")
     names = select_tasks(data_root, tasks_spec)
-    params = parse_params(top_k=top_k, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
-                          learning_rates=parse_floats(lr), steps=parse_ints(steps), resolution=resolution,
-                          seed=seed, augmentation=augmentation, preprocessing=preprocessing, small_classes="allow")
+    params = parse_params(
+        top_k=top_k,
+        strategies=[s.strip() for s in strategies.split(",") if s.strip()],
+        learning_rates=parse_floats(lr),
+        steps=parse_ints(steps),
+        resolution=resolution,
+        seed=seed,
+        augmentation=augmentation,
+        preprocessing=preprocessing,
+        small_classes="allow",
+    )
     bar = tqdm(total=len(names), desc="VTAB tasks", unit="task", disable=quiet)
 
     def on_task(name: str, state: str) -> None:
@@ -120,8 +151,9 @@ def run(
         if state != "running":
             bar.update(1)
 
-    results = run_vtab(data_root, names, out, zoo=zoo, params=params, refit=refit, force=force,
-                       progress=not quiet, on_task=on_task)
+    results = run_vtab(
+        data_root, names, out, zoo=zoo, params=params, refit=refit, force=force, progress=not quiet, on_task=on_task
+    )
     bar.close()
     for stem in ("results", "results-offline"):
         if any(r.stand_in == (stem != "results") for r in results):

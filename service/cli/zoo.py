@@ -1,4 +1,5 @@
 """`zooens zoo`: browse the model catalogue and register your own checkpoints."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,14 @@ def list_(
     table.add_column("licence", overflow="fold")
     for ws in sets:
         has = ws.weights_present
-        table.add_row(escape(ws.name), ws.origin, "[green]yes[/green]" if has else "no", _size(ws),
-                      _params(ws.num_params), escape(ws.license or "-"))
+        table.add_row(
+            escape(ws.name),
+            ws.origin,
+            "[green]yes[/green]" if has else "no",
+            _size(ws),
+            _params(ws.num_params),
+            escape(ws.license or "-"),
+        )
     console.print(table)
     if not sets:
         console.print("No weight set matches; try a broader --filter.")
@@ -92,8 +99,11 @@ def add(
     from zooens.zoo import add_user_model
 
     ws = add_user_model(name, arch, weights, overwrite=overwrite)
-    console.print(f"Added [bold]{escape(ws.name)}[/bold] ({ws.arch}, {_params(ws.num_params)}, "
-                  f"{ws.embed_dim}-d embedding, sha256 {(ws.source.sha256 or '')[:12]}...)", highlight=False)
+    console.print(
+        f"Added [bold]{escape(ws.name)}[/bold] ({ws.arch}, {_params(ws.num_params)}, "
+        f"{ws.embed_dim}-d embedding, sha256 {(ws.source.sha256 or '')[:12]}...)",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -12,6 +12,7 @@ With ZOOENS_PROTECT_READS, browsers sign in once (`POST /dashboard/session`): th
 into an HttpOnly, SameSite=Strict cookie that authorises reads (GET/HEAD) only; writes still
 need the `Authorization: Bearer` header (the guard middleware, `zooens.service.api.middleware`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -115,28 +116,38 @@ def compare_page(request: Request, jobs: Annotated[str, Query(max_length=200)] =
     ids = [int(p) for p in parts if p.isdigit() and 1 <= int(p) <= MAX_ID]
     ids = list(dict.fromkeys(ids))
     if len(ids) != len(parts) or not 2 <= len(ids) <= MAX_COMPARED:
-        return _page(request, "error.html", "jobs", status_code=400, title="Nothing to compare",
-                     message=f"Compare takes 2 to {MAX_COMPARED} job ids, e.g. /dashboard/compare?jobs=1,2; "
-                             f"got {jobs[:80]!r}. Tick the jobs on the Jobs page.")
+        return _page(
+            request,
+            "error.html",
+            "jobs",
+            status_code=400,
+            title="Nothing to compare",
+            message=f"Compare takes 2 to {MAX_COMPARED} job ids, e.g. /dashboard/compare?jobs=1,2; "
+            f"got {jobs[:80]!r}. Tick the jobs on the Jobs page.",
+        )
     return _page(request, "compare.html", "jobs", job_ids=ids)
 
 
 @router.get("/dashboard/submit", response_class=HTMLResponse)
 def submit_page(request: Request) -> HTMLResponse:
     try:
-
         strategies = strategy_names()
     except Exception:  # the form still works with the basic strategies
         logger.warning("could not list fine-tuning strategies", exc_info=True)
         strategies = ["full", "linear"]
     try:
-
         sets = list(zoo_sets())
     except Exception:
         logger.warning("could not list zoo sets", exc_info=True)
         sets = ["embedded", "user"]
-    return _page(request, "submit.html", "submit", strategies=strategies, zoo_sets=sets + ["available"],
-                 sweeps={name: strategy_default_sweep(name) for name in strategies})
+    return _page(
+        request,
+        "submit.html",
+        "submit",
+        strategies=strategies,
+        zoo_sets=sets + ["available"],
+        sweeps={name: strategy_default_sweep(name) for name in strategies},
+    )
 
 
 def strategy_default_sweep(name: str) -> dict[str, str]:
@@ -149,8 +160,10 @@ def strategy_default_sweep(name: str) -> dict[str, str]:
     except Exception:  # the form still works; the placeholder says "strategy default"
         logger.warning("could not read the default sweep of strategy %r", name, exc_info=True)
         return {"learning_rates": "", "steps": ""}
-    return {"learning_rates": ", ".join(f"{v:g}" for v in sweep.learning_rates),
-            "steps": ", ".join(str(v) for v in sweep.steps)}
+    return {
+        "learning_rates": ", ".join(f"{v:g}" for v in sweep.learning_rates),
+        "steps": ", ".join(str(v) for v in sweep.steps),
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -204,9 +217,14 @@ def audit_row(job_id: int, dataset_id: int, dataset: str | None, audit: dict[str
     audited = audit.get("audited_models")
     if audited is None:
         audited = len(audit.get("finetuned_accuracy") or {})
-    return AuditRow(job_id=job_id, dataset_id=dataset_id, dataset=dataset, audited_models=int(audited),
-                    figures={p: {f: _figure(predictors.get(p), f) for f in AUDIT_FIGURES} for p in AUDIT_PREDICTORS},
-                    better=better_predictor(predictors))
+    return AuditRow(
+        job_id=job_id,
+        dataset_id=dataset_id,
+        dataset=dataset,
+        audited_models=int(audited),
+        figures={p: {f: _figure(predictors.get(p), f) for f in AUDIT_FIGURES} for p in AUDIT_PREDICTORS},
+        better=better_predictor(predictors),
+    )
 
 
 def audit_means(rows: list[AuditRow]) -> dict[str, dict[str, tuple[float | None, int]]]:
@@ -238,9 +256,18 @@ def audit_page(request: Request) -> HTMLResponse:
                     names[job.dataset_id] = None
             rows.append(audit_row(job.id, job.dataset_id, names[job.dataset_id], job.ranking_audit))
     wins = {p: sum(r.better == p for r in rows) for p in AUDIT_PREDICTORS}
-    return _page(request, "audit.html", "audit", rows=rows, means=audit_means(rows), wins=wins,
-                 predictors={"knn": "kNN", "logme": "LogME"}, figures=AUDIT_FIGURES,
-                 truncated=total > MAX_AUDITED_JOBS, limit=MAX_AUDITED_JOBS)
+    return _page(
+        request,
+        "audit.html",
+        "audit",
+        rows=rows,
+        means=audit_means(rows),
+        wins=wins,
+        predictors={"knn": "kNN", "logme": "LogME"},
+        figures=AUDIT_FIGURES,
+        truncated=total > MAX_AUDITED_JOBS,
+        limit=MAX_AUDITED_JOBS,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -255,7 +282,7 @@ def architecture_family(arch: str) -> str:
     name = arch.lower()
     for prefix in _FAMILY_PREFIXES:
         if name.startswith(prefix) and len(name) > len(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
             break
     head = re.split(r"[_\-.]", name, maxsplit=1)[0]
     match = re.match(r"([a-z]+?(?:v\d+)?)(?:\d.*)?$", head)
@@ -366,20 +393,38 @@ def zoo_page(
     per_page = per_page if per_page in PAGE_SIZES else 50
     size = _optional_number(input_size, int)
     lo, hi = _optional_number(min_params), _optional_number(max_params)
-    matched = filter_zoo(rows, q=q, family=family, origin=origin, input_size=size,
-                         min_params_m=lo, max_params_m=hi, weights=weights)
+    matched = filter_zoo(
+        rows, q=q, family=family, origin=origin, input_size=size, min_params_m=lo, max_params_m=hi, weights=weights
+    )
     pages = max(1, math.ceil(len(matched) / per_page))
     page = min(page, pages)
-    shown = matched[(page - 1) * per_page: page * per_page]
-    filters = {"q": q, "family": family, "origin": origin, "input_size": input_size or "",
-               "min_params": min_params or "", "max_params": max_params or "", "weights": weights,
-               "per_page": per_page}
+    shown = matched[(page - 1) * per_page : page * per_page]
+    filters = {
+        "q": q,
+        "family": family,
+        "origin": origin,
+        "input_size": input_size or "",
+        "min_params": min_params or "",
+        "max_params": max_params or "",
+        "weights": weights,
+        "per_page": per_page,
+    }
     return _page(
-        request, "zoo.html", "zoo",
-        rows=shown, total=len(rows), matched=len(matched), page=page, pages=pages, filters=filters,
-        families=sorted({r.family for r in rows}), origins=sorted({r.origin for r in rows}),
-        input_sizes=sorted({r.input_size for r in rows if r.input_size}), page_sizes=PAGE_SIZES,
-        available=sum(r.weights_present for r in rows), sized=sum(r.num_params is not None for r in rows),
+        request,
+        "zoo.html",
+        "zoo",
+        rows=shown,
+        total=len(rows),
+        matched=len(matched),
+        page=page,
+        pages=pages,
+        filters=filters,
+        families=sorted({r.family for r in rows}),
+        origins=sorted({r.origin for r in rows}),
+        input_sizes=sorted({r.input_size for r in rows if r.input_size}),
+        page_sizes=PAGE_SIZES,
+        available=sum(r.weights_present for r in rows),
+        sized=sum(r.num_params is not None for r in rows),
     )
 
 
@@ -397,9 +442,15 @@ def _dataset_row(dataset_id: int) -> dict[str, Any]:
     from and is never rendered)."""
     with session_scope() as s:
         row = registry.get_dataset(s, dataset_id)
-        return {"id": row.id, "name": row.name, "fingerprint": row.fingerprint, "classes": list(row.classes or []),
-                "counts": dict(row.counts or {}), "created_at": getattr(row, "created_at", None),
-                "_source": row.source}
+        return {
+            "id": row.id,
+            "name": row.name,
+            "fingerprint": row.fingerprint,
+            "classes": list(row.classes or []),
+            "counts": dict(row.counts or {}),
+            "created_at": getattr(row, "created_at", None),
+            "_source": row.source,
+        }
 
 
 def _split_names(counts: dict[str, Any]) -> list[str]:
@@ -432,13 +483,23 @@ def dataset_page(
         samples = found or {}
     except ZooensError as exc:  # the page still shows the counts; the thumbnails say why they are missing
         logger.warning("no thumbnails for dataset %d: %s", dataset_id, exc)
-    sample_split = split if split in split_names else ("train" if "train" in split_names else
-                                                       (split_names[0] if split_names else ""))
+    sample_split = (
+        split
+        if split in split_names
+        else ("train" if "train" in split_names else (split_names[0] if split_names else ""))
+    )
     shown = samples.get(sample_split) or [[] for _ in classes]
     return _page(
-        request, "dataset.html", "datasets",
-        dataset=row, classes=classes, splits=split_names, counts=counts,
-        totals={s: sum(c) for s, c in counts.items()}, sample_split=sample_split, samples=shown,
+        request,
+        "dataset.html",
+        "datasets",
+        dataset=row,
+        classes=classes,
+        splits=split_names,
+        counts=counts,
+        totals={s: sum(c) for s, c in counts.items()},
+        sample_split=sample_split,
+        samples=shown,
         thumb_size=THUMB_SIZE,
     )
 
@@ -477,8 +538,15 @@ def _safe_next(target: str | None) -> str:
 
 
 def _signin_response(request: Request, message: str, status_code: int, next_url: str) -> HTMLResponse:
-    return _page(request, "signin.html", "", status_code=status_code, title="Sign in", message=message,
-                 next_url=_safe_next(next_url))
+    return _page(
+        request,
+        "signin.html",
+        "",
+        status_code=status_code,
+        title="Sign in",
+        message=message,
+        next_url=_safe_next(next_url),
+    )
 
 
 async def unauthorised_page(scope: dict[str, Any], message: str) -> HTMLResponse:
@@ -505,11 +573,13 @@ async def sign_in(
     page and image reads only; the guard never accepts the cookie for a write."""
     plain = token.strip()
     if not plain or not await run_in_threadpool(token_is_valid, plain):
-        return _signin_response(request, "The API token is unknown or revoked; create one with "
-                                         "`zooens tokens create NAME`.", 401, next)
+        return _signin_response(
+            request, "The API token is unknown or revoked; create one with `zooens tokens create NAME`.", 401, next
+        )
     response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(SESSION_COOKIE, plain, httponly=True, samesite="strict", path="/",
-                        secure=request.url.scheme == "https")
+    response.set_cookie(
+        SESSION_COOKIE, plain, httponly=True, samesite="strict", path="/", secure=request.url.scheme == "https"
+    )
     return response
 
 
@@ -517,6 +587,7 @@ async def sign_in(
 def sign_out(request: Request) -> Response:
     """Forget the session cookie."""
     response = RedirectResponse("/dashboard/session", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
-                           secure=request.url.scheme == "https")
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https"
+    )
     return response

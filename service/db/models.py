@@ -1,4 +1,5 @@
 """The registry's tables (SQLAlchemy 2). Tables are created only by the Alembic migrations."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -89,8 +90,7 @@ UNIT_STATUSES = ("pending", "running", "done", "failed")
 
 def _status_enum(values: tuple[str, ...], name: str) -> Enum:
     """A string enum stored as VARCHAR with a CHECK constraint (same DDL on SQLite and PostgreSQL)."""
-    return Enum(*values, name=name, native_enum=False, create_constraint=True, length=16,
-                validate_strings=True)
+    return Enum(*values, name=name, native_enum=False, create_constraint=True, length=16, validate_strings=True)
 
 
 class ZooModel(Base):
@@ -130,7 +130,9 @@ class Dataset(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    jobs: Mapped[list["Job"]] = relationship(back_populates="dataset", cascade="all, delete-orphan", passive_deletes=True)
+    jobs: Mapped[list[Job]] = relationship(
+        back_populates="dataset", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class Job(Base):
@@ -162,7 +164,7 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     dataset: Mapped[Dataset] = relationship(back_populates="jobs")
-    units: Mapped[list["JobUnit"]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+    units: Mapped[list[JobUnit]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
 
 
 class JobUnit(Base):
@@ -276,7 +278,7 @@ class Ensemble(Base):
     front: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    members: Mapped[list["EnsembleMember"]] = relationship(
+    members: Mapped[list[EnsembleMember]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, order_by="EnsembleMember.position"
     )
 

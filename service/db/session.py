@@ -7,15 +7,17 @@ so it works from a source checkout and from an installed wheel alike. Tables com
 from those migrations. Upgrades of one database are serialised across processes (containers
 starting together all run `zooens db upgrade`): see `migration_lock`.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -78,9 +80,7 @@ def get_engine(url: str | None = None) -> Engine:
             path = make_url(url).database
             if path and path != ":memory:" and not path.startswith("file:"):
                 Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(
-                url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
-            )
+            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
             event.listen(engine, "connect", _set_sqlite_pragmas)
         else:
             engine = create_engine(url, pool_pre_ping=True)
@@ -194,8 +194,7 @@ def upgrade_to_head(url: str | None = None) -> None:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     _upgraded.add(url)
-    logger.debug("registry at %s is at head %s", make_url(url).render_as_string(hide_password=True),
-                 head_revision())
+    logger.debug("registry at %s is at head %s", make_url(url).render_as_string(hide_password=True), head_revision())
 
 
 def downgrade_to_base(url: str | None = None) -> None:

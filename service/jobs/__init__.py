@@ -6,6 +6,7 @@
 - `submit`: the one way a job is created (API, `zooens run`, `zooens vtab run`);
 - `run`: drive a claimed job through its stages; `worker`: claim jobs and run them.
 """
+
 from zooens.service.jobs.executors import LocalExecutor, RayExecutor, get_executor
 from zooens.service.jobs.params import JobParams, domain_error, parse_params
 from zooens.service.jobs.run import job_spec, require_success, run_job
@@ -25,9 +26,31 @@ from zooens.service.jobs.units import (
 from zooens.service.jobs.worker import default_worker_id, start_background_worker, work
 
 __all__ = [
-    "EMBED", "ENSEMBLE", "FINETUNE", "STAGES", "JobParams", "JobSpec", "LocalExecutor", "RayExecutor", "UnitKey",
-    "check_dataset", "default_worker_id", "domain_error", "execute_unit", "get_executor", "job_dataset", "job_spec",
-    "parse_params", "prepare_job_dataset", "prepare_splits", "register_dataset", "require_success", "resume_job",
-    "retry_job", "run_job",
-    "start_background_worker", "submit_job", "work",
+    "EMBED",
+    "ENSEMBLE",
+    "FINETUNE",
+    "STAGES",
+    "JobParams",
+    "JobSpec",
+    "LocalExecutor",
+    "RayExecutor",
+    "UnitKey",
+    "check_dataset",
+    "default_worker_id",
+    "domain_error",
+    "execute_unit",
+    "get_executor",
+    "job_dataset",
+    "job_spec",
+    "parse_params",
+    "prepare_job_dataset",
+    "prepare_splits",
+    "register_dataset",
+    "require_success",
+    "resume_job",
+    "retry_job",
+    "run_job",
+    "start_background_worker",
+    "submit_job",
+    "work",
 ]

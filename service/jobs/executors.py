@@ -10,6 +10,7 @@ Both honour `zooens.cancel`: each unit runs in its own scope with the per-unit t
 caller's thread, so the context variable carries the job's scope to them; the Ray driver
 checks the job's scope while it waits and cancels its remote tasks when it is cancelled.
 """
+
 from __future__ import annotations
 
 import logging

@@ -6,6 +6,7 @@ strategy's options through the strategy's own `check_options`. The API's `JobCre
 `dataset_id` and `zoo`. A job row stores `JobParams.model_dump()`; reading it back is
 `JobParams.model_validate(row.params)`.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,65 +36,81 @@ class JobParams(BaseModel):
 
     top_k: int = Field(default=3, ge=1, le=100, description="How many of the best-ranked models to fine-tune.")
     k: int = Field(default=10, ge=1, le=1000, description="Neighbours of the kNN score.")
-    strategies: list[str] = Field(default_factory=lambda: ["auto"], min_length=1, max_length=10,
-                                  description="Fine-tuning strategies of the sweep; 'auto' is 'full' on a GPU "
-                                              "worker and 'linear' on a CPU-only one.")
+    strategies: list[str] = Field(
+        default_factory=lambda: ["auto"],
+        min_length=1,
+        max_length=10,
+        description="Fine-tuning strategies of the sweep; 'auto' is 'full' on a GPU "
+        "worker and 'linear' on a CPU-only one.",
+    )
     augmentation: Literal["auto", "none", "flip", "crop", "crop_flip"] = Field(
         default="auto",
         description="Training-time augmentation; 'auto' flips only data that declares flips label-preserving "
-                    "(and random-crops for 'full', as BiT, where crops keep labels). Recorded with every run.",
+        "(and random-crops for 'full', as BiT, where crops keep labels). Recorded with every run.",
     )
-    learning_rates: list[float] | None = Field(default=None, min_length=1, max_length=20,
-                                               description="Learning rates of the sweep (default: each strategy's).")
-    steps: list[int] | None = Field(default=None, min_length=1, max_length=20,
-                                    description="Step counts of the sweep (default: each strategy's).")
-    batch_size: int | None = Field(default=None, ge=1, le=4096,
-                                   description="Batch size of the sweep (default: each strategy's).")
+    learning_rates: list[float] | None = Field(
+        default=None, min_length=1, max_length=20, description="Learning rates of the sweep (default: each strategy's)."
+    )
+    steps: list[int] | None = Field(
+        default=None, min_length=1, max_length=20, description="Step counts of the sweep (default: each strategy's)."
+    )
+    batch_size: int | None = Field(
+        default=None, ge=1, le=4096, description="Batch size of the sweep (default: each strategy's)."
+    )
     ensemble_size: int = Field(default=10, ge=1, le=100, description="Most members of the greedy ensemble.")
     seed: int = Field(default=0, ge=0, le=INT32_MAX, description="Seed of every random choice.")
     resolution: int | None = Field(default=None, ge=16, le=1024, description="Input resolution override (pixels).")
-    n_train: int = Field(default=800, ge=2, le=1_000_000,
-                         description="Training examples drawn from train when there is no val split.")
-    n_val: int = Field(default=200, ge=1, le=1_000_000,
-                       description="Validation examples drawn from train when there is no val split.")
-    max_test: int | None = Field(default=None, ge=1, le=10_000_000,
-                                 description="Evaluate on a seeded subsample of the test split.")
+    n_train: int = Field(
+        default=800, ge=2, le=1_000_000, description="Training examples drawn from train when there is no val split."
+    )
+    n_val: int = Field(
+        default=200, ge=1, le=1_000_000, description="Validation examples drawn from train when there is no val split."
+    )
+    max_test: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Evaluate on a seeded subsample of the test split."
+    )
     preprocessing: Literal["model", "resize"] = Field(
         default="model",
         description="How images reach each model: 'model' is the model's own evaluation transform (resize and "
-                    "centre crop as its pretrained config); 'resize' goes straight to the input size, no crop, "
-                    "bilinear (VTAB's reference). The model's mean/std either way.",
+        "centre crop as its pretrained config); 'resize' goes straight to the input size, no crop, "
+        "bilinear (VTAB's reference). The model's mean/std either way.",
     )
     small_classes: Literal["error", "warn", "allow"] = Field(
         default="error",
         description="What the job does when a class has fewer than two training examples (such a class can never "
-                    "be its own leave-one-out neighbour): refuse the job, run with a warning, or run silently "
-                    "(VTAB-1k, whose 800 examples leave some classes with one or none).",
+        "be its own leave-one-out neighbour): refuse the job, run with a warning, or run silently "
+        "(VTAB-1k, whose 800 examples leave some classes with one or none).",
     )
     max_gflops: float | None = Field(
-        default=None, gt=0, le=1e6,
+        default=None,
+        gt=0,
+        le=1e6,
         description="Inference budget of the ensemble: GFLOPs of one image through all its distinct forward passes "
-                    "(members sharing a frozen backbone pay for it once). None: no budget.",
+        "(members sharing a frozen backbone pay for it once). None: no budget.",
     )
     max_latency_ms: float | None = Field(
-        default=None, gt=0, le=1e7,
+        default=None,
+        gt=0,
+        le=1e7,
         description="Inference budget of the ensemble: summed batch-1 latency (ms) of its distinct forward passes, "
-                    "as measured on the worker's device. None: no budget.",
+        "as measured on the worker's device. None: no budget.",
     )
     audit_ranking: int = Field(
-        default=0, ge=0, le=100,
+        default=0,
+        ge=0,
+        le=100,
         description="Also fine-tune this many models beyond the top-K with the cheapest strategy (linear), to "
-                    "measure how well the kNN ranking (and LogME) predicted the fine-tuned order. They are audit "
-                    "runs: the ensemble is still built from the top-K.",
+        "measure how well the kNN ranking (and LogME) predicted the fine-tuned order. They are audit "
+        "runs: the ensemble is still built from the top-K.",
     )
     taps: Literal["none", "auto"] = Field(
         default="none",
         description="Layer taps as extra candidates: 'auto' adds each model's last few stages as `model@layer` "
-                    "feature extractors, ranked like any model.",
+        "feature extractors, ranked like any model.",
     )
     strategy_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="Per-strategy options, e.g. {\"lora\": {\"rank\": 8}, \"film\": {\"head\": \"lda\"}}.",
+        description='Per-strategy options, e.g. {"lora": {"rank": 8}, "film": {"head": "lda"}}.',
     )
 
     @field_validator("strategies")
@@ -114,7 +131,7 @@ class JobParams(BaseModel):
         return None if value is None else [check_steps(v) for v in value]
 
     @model_validator(mode="after")
-    def _strategy_options(self) -> "JobParams":
+    def _strategy_options(self) -> JobParams:
         _refuse_non_finite("strategy_options", self.strategy_options)
         for name, options in self.strategy_options.items():
             try:
@@ -125,10 +142,12 @@ class JobParams(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _one_budget(self) -> "JobParams":
+    def _one_budget(self) -> JobParams:
         if self.max_gflops is not None and self.max_latency_ms is not None:
-            raise ConfigError("Give one inference budget: max_gflops or max_latency_ms, not both "
-                              "(the greedy selection keeps one cost within its budget).")
+            raise ConfigError(
+                "Give one inference budget: max_gflops or max_latency_ms, not both "
+                "(the greedy selection keeps one cost within its budget)."
+            )
         return self
 
     @property

@@ -15,6 +15,7 @@ training and embedding loops check them every step or batch. A cancel ends the j
 `cancelled`; the time limit fails the unit and its job with the limit's message. A unit
 claimed more than `unit_max_attempts` times (its workers kept vanishing) fails its job.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -96,8 +97,9 @@ class _Ownership(threading.Thread):
                 logger.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
                 continue
             if not owned:
-                logger.warning("job %s is no longer owned by %s; stopping its running unit",
-                               self.job_id, self.worker_id)
+                logger.warning(
+                    "job %s is no longer owned by %s; stopping its running unit", self.job_id, self.worker_id
+                )
                 self.lost.set()
                 self.scope.cancel("the job was taken over by another worker")
                 return
@@ -110,8 +112,7 @@ class _Ownership(threading.Thread):
 class _Run:
     """One attempt at a job by one worker."""
 
-    def __init__(self, job_id: int, worker_id: str, executor: Executor, progress: bool,
-                 ownership: _Ownership) -> None:
+    def __init__(self, job_id: int, worker_id: str, executor: Executor, progress: bool, ownership: _Ownership) -> None:
         self.job_id, self.worker_id, self.executor, self.progress = job_id, worker_id, executor, progress
         self.ownership = ownership
         self.remaining: list[str] = []
@@ -143,13 +144,25 @@ class _Run:
             done = registry.done_units(s, self.job_id)
         todo = [k for k in names if k not in done]
         if todo and len(todo) < len(names):
-            logger.info("job %s: %d of %d %s units already done, skipping them",
-                        self.job_id, len(names) - len(todo), len(names), stage)
+            logger.info(
+                "job %s: %d of %d %s units already done, skipping them",
+                self.job_id,
+                len(names) - len(todo),
+                len(names),
+                stage,
+            )
         self.report_progress(stage, len(names) - len(todo), len(names), todo[0] if todo else None)
         if self.overall is not None:
             self.overall.update(len(names) - len(todo))
-        bar = tqdm(total=len(names), initial=len(names) - len(todo), desc=stage, unit="unit", leave=False,
-                   disable=not self.progress or not todo, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(names),
+            initial=len(names) - len(todo),
+            desc=stage,
+            unit="unit",
+            leave=False,
+            disable=not self.progress or not todo,
+            dynamic_ncols=True,
+        )
         if todo:
             self.check()
             self.claim(todo)
@@ -164,8 +177,9 @@ class _Run:
                         raise JobLost from None
                     record_unit(s, self.job_id, key, result)
                 self.remaining.remove(key)
-                self.report_progress(stage, len(names) - len(self.remaining), len(names),
-                                     self.remaining[0] if self.remaining else None)
+                self.report_progress(
+                    stage, len(names) - len(self.remaining), len(names), self.remaining[0] if self.remaining else None
+                )
                 bar.update(1)
                 if self.overall is not None:
                     self.overall.update(1)
@@ -198,9 +212,11 @@ class _Run:
                 raise JobLost
             worn = next((u for u in units if u.status == "running" and u.attempts > max_attempts), None)
             if worn is not None:
-                error = (f"Unit {worn.key!r} was started {worn.attempts - 1} times without finishing (its worker "
-                         f"stopped each time), the most ZOOENS_UNIT_MAX_ATTEMPTS={max_attempts} allows; find why "
-                         "the worker dies on it (memory, time limits, a crash in the logs) before submitting again.")
+                error = (
+                    f"Unit {worn.key!r} was started {worn.attempts - 1} times without finishing (its worker "
+                    f"stopped each time), the most ZOOENS_UNIT_MAX_ATTEMPTS={max_attempts} allows; find why "
+                    "the worker dies on it (memory, time limits, a crash in the logs) before submitting again."
+                )
                 registry.fail_unit(s, worn.id, error, worker_id=self.worker_id)
         if worn is not None:
             raise JobError(error)
@@ -243,8 +259,10 @@ def run_job(job_id: int, *, worker_id: str, executor: Executor | None = None, pr
     with session_scope() as s:
         job = registry.get_job(s, job_id)
         if job.status != "running" or job.worker_id != worker_id:
-            raise JobError(f"Job {job_id} is {job.status} for worker {job.worker_id!r}, not claimed by "
-                           f"{worker_id!r}; claim it first (registry.claim_job, or submit_job(claim_for=...)).")
+            raise JobError(
+                f"Job {job_id} is {job.status} for worker {job.worker_id!r}, not claimed by "
+                f"{worker_id!r}; claim it first (registry.claim_job, or submit_job(claim_for=...))."
+            )
     with cancel_scope() as scope:
         ownership = _Ownership(job_id, worker_id, settings.heartbeat_seconds, scope)
         ownership.start()
@@ -262,8 +280,9 @@ def run_job(job_id: int, *, worker_id: str, executor: Executor | None = None, pr
     with session_scope() as s:
         job = registry.get_job(s, job_id)
         if job.worker_id != worker_id:
-            logger.warning("job %s: taken over by %s before %s could record %s", job_id, job.worker_id,
-                           worker_id, status)
+            logger.warning(
+                "job %s: taken over by %s before %s could record %s", job_id, job.worker_id, worker_id, status
+            )
             return "lost"
         if status == "cancelled":  # the units it had claimed did not run to their end
             registry.requeue_running_units(s, job_id)

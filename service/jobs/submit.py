@@ -9,6 +9,7 @@ classes too small for leave-one-out, `k` against the training set, `n_train`/`n_
 the images). The full image check runs in the worker (`units.job_dataset`), which also
 refuses data whose fingerprint changed since registration.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,16 +29,32 @@ from zooens.zoo import DEFAULT_TAPS, WeightSet, resolve_zoo
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_ZOO_MODELS", "check_dataset", "check_split_sizes", "check_zoo", "record_zoo", "register_dataset",
-           "resume_job", "retry_job", "submit_job", "weight_places", "zoo_text"]
+__all__ = [
+    "MAX_ZOO_MODELS",
+    "check_dataset",
+    "check_split_sizes",
+    "check_zoo",
+    "record_zoo",
+    "register_dataset",
+    "resume_job",
+    "retry_job",
+    "submit_job",
+    "weight_places",
+    "zoo_text",
+]
 
 MAX_ZOO_MODELS = 256
 """Most models one job may rank: each is a unit of embedding work that holds the worker."""
 
+
 def register_dataset(s: Session, source: str, ds: ImageDataset, *, name: str | None = None) -> Dataset:
     """Record a loaded dataset (get-or-create by fingerprint and source)."""
     return registry.get_or_create_dataset(
-        s, name=name or ds.name, source=source, fingerprint=ds.fingerprint, classes=list(ds.classes),
+        s,
+        name=name or ds.name,
+        source=source,
+        fingerprint=ds.fingerprint,
+        classes=list(ds.classes),
         counts=ds.summary().get("counts", {}),
     )
 
@@ -66,11 +83,16 @@ def check_split_sizes(name: str, train: dict[str, int], *, has_val: bool, params
     a val split, sizes changed from the defaults are ignored, with a warning.
     """
     fields = JobParams.model_fields
-    explicit = (params.n_train != fields["n_train"].default or params.n_val != fields["n_val"].default)
+    explicit = params.n_train != fields["n_train"].default or params.n_val != fields["n_val"].default
     if has_val:
         if explicit:
-            logger.warning("dataset %r has a val split: n_train=%d and n_val=%d are not used (they size the split "
-                           "drawn from train when there is no val split)", name, params.n_train, params.n_val)
+            logger.warning(
+                "dataset %r has a val split: n_train=%d and n_val=%d are not used (they size the split "
+                "drawn from train when there is no val split)",
+                name,
+                params.n_train,
+                params.n_val,
+            )
         return
     n_available = sum(int(v) for v in train.values())
     wanted = params.n_train + params.n_val
@@ -83,9 +105,16 @@ def check_split_sizes(name: str, train: dict[str, int], *, has_val: bool, params
             f"{n_available}), or leave both at their defaults to draw in proportion."
         )
     n_train, n_val = drawn_split_sizes(n_available, params)
-    logger.warning("dataset %r has %d training images and no val split: the job draws n_train=%d and n_val=%d "
-                   "from them (the defaults %d + %d do not fit)", name, n_available, n_train, n_val,
-                   params.n_train, params.n_val)
+    logger.warning(
+        "dataset %r has %d training images and no val split: the job draws n_train=%d and n_val=%d "
+        "from them (the defaults %d + %d do not fit)",
+        name,
+        n_available,
+        n_train,
+        n_val,
+        params.n_train,
+        params.n_val,
+    )
 
 
 def check_k(name: str, train: dict[str, int], *, has_val: bool, params: JobParams) -> None:
@@ -110,9 +139,16 @@ def check_k(name: str, train: dict[str, int], *, has_val: bool, params: JobParam
     expected = int(smallest) if has_val else int(smallest) * n_train // max(1, n_available)  # drawn at random
     if params.k > expected:
         about = "" if has_val else "about "
-        logger.warning("k=%d is more than the %s%d training examples of class %r, the smallest of dataset %r: that "
-                       "class cannot win a kNN majority vote; lower k to at most %d for a fair ranking", params.k,
-                       about, expected, smallest_class, name, max(1, expected))
+        logger.warning(
+            "k=%d is more than the %s%d training examples of class %r, the smallest of dataset %r: that "
+            "class cannot win a kNN majority vote; lower k to at most %d for a fair ranking",
+            params.k,
+            about,
+            expected,
+            smallest_class,
+            name,
+            max(1, expected),
+        )
 
 
 def zoo_text(zoo: str | list[str]) -> str:
@@ -138,8 +174,10 @@ def check_zoo(zoo: str | list[str], weight_sets: list[WeightSet]) -> None:
         head = f"The zoo {zoo_text(zoo)!r} matched {n} model{'s' if n > 1 else ''}; {which} weights on this machine"
     else:
         shown = ", ".join(ws.name for ws in missing[:3]) + (", ..." if len(missing) > 3 else "")
-        head = (f"The zoo {zoo_text(zoo)!r} matched {n} models; {len(missing)} of them "
-                f"{'has' if len(missing) == 1 else 'have'} no weights on this machine ({shown})")
+        head = (
+            f"The zoo {zoo_text(zoo)!r} matched {n} models; {len(missing)} of them "
+            f"{'has' if len(missing) == 1 else 'have'} no weights on this machine ({shown})"
+        )
     raise MissingWeightsError(
         f"{head}. zooens looks in {weight_places(missing)}. Add a weights file with "
         "`zooens zoo add NAME --arch ARCH --weights FILE`, or use the zoo 'available' (models with weights here)."
@@ -159,8 +197,11 @@ def weight_places(weight_sets: list[WeightSet], most: int = 3) -> str:
         elif source.kind == "package":
             places.append(f"the Python package {source.package!r}")
         elif source.kind == "file":
-            places.append(f"the file {source.path}" if len(weight_sets) == 1 else
-                          "the files of the user zoo (`zooens zoo show NAME`)")
+            places.append(
+                f"the file {source.path}"
+                if len(weight_sets) == 1
+                else "the files of the user zoo (`zooens zoo show NAME`)"
+            )
         else:
             places.append("nowhere (no weights are named)")
     distinct = list(dict.fromkeys(places))
@@ -191,8 +232,9 @@ def submit_job(
     return _queue(s, dataset_id, zoo_text(zoo), weight_sets, params, claim_for)
 
 
-def _queue(s: Session, dataset_id: int, zoo: str, weight_sets: list[WeightSet], params: JobParams,
-           claim_for: str | None) -> Job:
+def _queue(
+    s: Session, dataset_id: int, zoo: str, weight_sets: list[WeightSet], params: JobParams, claim_for: str | None
+) -> Job:
     zoo_models = record_zoo(s, weight_sets)
     data: dict[str, Any] = params.model_dump()
     job = registry.create_job(s, dataset_id=dataset_id, zoo=zoo, zoo_models=zoo_models, params=data)

@@ -9,6 +9,7 @@ work (`execute_unit` runs it: in this process, or in a Ray task) and `RECORDERS`
 that writes its typed result to the registry (always in the process that owns the job). A
 handler needs only the serialisable `JobSpec` and the shared file system.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,10 +31,10 @@ from zooens.ensemble.specs import resolve_augmentation
 from zooens.ensemble.strategies.auto import AUTO, resolve_auto
 from zooens.ensemble.strategies.full import bit_rule_for
 from zooens.errors import DatasetError, JobError
+from zooens.selection.audit import audit_ranking, best_accuracy_per_model
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset, check_class_counts, load_dataset, validate, vtab_split
 from zooens.selection.embed import embedding_key
-from zooens.selection.audit import audit_ranking, best_accuracy_per_model
 from zooens.selection.ranking import score_model
 from zooens.service import registry
 from zooens.service.dataroots import allowed_roots
@@ -42,9 +43,25 @@ from zooens.settings import get_settings
 from zooens.utils import resolve_device
 
 __all__ = [
-    "EMBED", "ENSEMBLE", "FINETUNE", "STAGES", "EmbedResult", "EnsembleResult", "FinetuneResult", "JobSpec",
-    "AUDIT_STRATEGY", "UnitKey", "drawn_split_sizes", "execute_unit", "job_dataset", "plan_finetune_units", "prepare_job_dataset",
-    "prepare_splits", "rank_models", "record_unit", "result_from_json",
+    "EMBED",
+    "ENSEMBLE",
+    "FINETUNE",
+    "STAGES",
+    "EmbedResult",
+    "EnsembleResult",
+    "FinetuneResult",
+    "JobSpec",
+    "AUDIT_STRATEGY",
+    "UnitKey",
+    "drawn_split_sizes",
+    "execute_unit",
+    "job_dataset",
+    "plan_finetune_units",
+    "prepare_job_dataset",
+    "prepare_splits",
+    "rank_models",
+    "record_unit",
+    "result_from_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,15 +87,15 @@ class UnitKey:
     steps: int | None = None
 
     @classmethod
-    def embed(cls, model_name: str) -> "UnitKey":
+    def embed(cls, model_name: str) -> UnitKey:
         return cls(EMBED, model_name)
 
     @classmethod
-    def finetune(cls, model_name: str, strategy: str, lr: float, steps: int) -> "UnitKey":
+    def finetune(cls, model_name: str, strategy: str, lr: float, steps: int) -> UnitKey:
         return cls(FINETUNE, model_name, strategy, float(lr), int(steps))
 
     @classmethod
-    def ensemble(cls) -> "UnitKey":
+    def ensemble(cls) -> UnitKey:
         return cls(ENSEMBLE)
 
     def __str__(self) -> str:
@@ -89,7 +106,7 @@ class UnitKey:
         return ENSEMBLE
 
     @classmethod
-    def parse(cls, text: str) -> "UnitKey":
+    def parse(cls, text: str) -> UnitKey:
         """The key a string spells; JobError if it is not a unit key."""
         kind, _, rest = text.partition(":")
         try:
@@ -104,8 +121,10 @@ class UnitKey:
                 return cls.ensemble()
         except ValueError:
             pass
-        raise JobError(f"{text!r} is not a unit key; keys look like 'embed:<model>', "
-                       "'finetune:<model>:<strategy>:lr=<lr>:steps=<steps>' or 'ensemble'.")
+        raise JobError(
+            f"{text!r} is not a unit key; keys look like 'embed:<model>', "
+            "'finetune:<model>:<strategy>:lr=<lr>:steps=<steps>' or 'ensemble'."
+        )
 
     @property
     def slug(self) -> str:
@@ -184,9 +203,21 @@ class EmbedResult(UnitResult):
 
     def score_fields(self) -> dict[str, Any]:
         """The columns of a kNN score row."""
-        return {f: getattr(self, f) for f in ("model_name", "k", "knn_accuracy", "val_accuracy", "logme",
-                                              "embed_seconds", "images_per_s", "params", "embed_dim",
-                                              "knn_queries")}
+        return {
+            f: getattr(self, f)
+            for f in (
+                "model_name",
+                "k",
+                "knn_accuracy",
+                "val_accuracy",
+                "logme",
+                "embed_seconds",
+                "images_per_s",
+                "params",
+                "embed_dim",
+                "knn_queries",
+            )
+        }
 
 
 @dataclass(frozen=True)
@@ -256,8 +287,10 @@ def result_from_json(kind: str, data: dict[str, Any]) -> UnitResult:
 
 
 def no_train_split(name: str, splits: Iterable[str]) -> DatasetError:
-    return DatasetError(f"Dataset {name!r} has no 'train' split (it has {sorted(splits)}); "
-                        "put the training images under train/ or give them without split folders.")
+    return DatasetError(
+        f"Dataset {name!r} has no 'train' split (it has {sorted(splits)}); "
+        "put the training images under train/ or give them without split folders."
+    )
 
 
 def prepare_splits(ds: ImageDataset, params: JobParams) -> ImageDataset:
@@ -299,8 +332,9 @@ def check_small_classes(name: str, train_counts: dict[str, int], params: JobPara
         check_class_counts(name, train_counts, min_per_class=MIN_PER_CLASS)
     except DatasetError as exc:
         if params.small_classes == "error":
-            raise DatasetError(f"{exc} Or run the job with them: small_classes 'warn' or 'allow' "
-                               "(`--small-classes allow`).") from None
+            raise DatasetError(
+                f"{exc} Or run the job with them: small_classes 'warn' or 'allow' (`--small-classes allow`)."
+            ) from None
         logger.warning("%s The job runs with them (small_classes=warn).", exc)
 
 
@@ -309,7 +343,7 @@ def prepare_job_dataset(ds: ImageDataset, params: JobParams) -> ImageDataset:
     training examples as `params.small_classes` says (`check_small_classes`)."""
     prepared = validate(prepare_splits(ds, params), min_per_class=0)
     counts = np.bincount(prepared.split("train").labels, minlength=len(prepared.classes))
-    check_small_classes(prepared.name, dict(zip(prepared.classes, (int(n) for n in counts))), params)
+    check_small_classes(prepared.name, dict(zip(prepared.classes, (int(n) for n in counts), strict=False)), params)
     return prepared
 
 
@@ -317,8 +351,10 @@ def prepare_job_dataset(ds: ImageDataset, params: JobParams) -> ImageDataset:
 def _load_job_dataset(source: str, fingerprint: str, params_json: str) -> ImageDataset:
     ds = load_dataset(source, confine_to=allowed_roots(get_settings(), source))
     if fingerprint and ds.fingerprint != fingerprint:
-        raise DatasetError(f"The data at {source} changed after it was registered (fingerprint "
-                           f"{ds.fingerprint[:12]} instead of {fingerprint[:12]}); register it again.")
+        raise DatasetError(
+            f"The data at {source} changed after it was registered (fingerprint "
+            f"{ds.fingerprint[:12]} instead of {fingerprint[:12]}); register it again."
+        )
     return prepare_job_dataset(ds, JobParams.model_validate_json(params_json))
 
 
@@ -362,8 +398,9 @@ def resolved_strategies(params: JobParams, device: str | None = None) -> list[st
     return out
 
 
-def plan_finetune_units(ranked_models: list[str], params: JobParams, device: str | None = None,
-                        *, audit: bool = True) -> list[UnitKey]:
+def plan_finetune_units(
+    ranked_models: list[str], params: JobParams, device: str | None = None, *, audit: bool = True
+) -> list[UnitKey]:
     """The sweep over the top-K models of a ranking, in a deterministic order (`auto` resolved).
 
     With `params.audit_ranking` = N (and `audit`), the audit runs follow: `AUDIT_STRATEGY`'s sweep on the
@@ -395,22 +432,44 @@ def _execute_embed(spec: JobSpec, key: UnitKey, progress: bool) -> EmbedResult:
     ds = job_dataset(spec)
     cache = _cache(spec)
     assert key.model_name is not None
-    score = score_model(key.model_name, ds, k=params.k, cache=cache, resolution=params.resolution,
-                        preprocessing=params.preprocessing,
-                        device=_device(), progress=progress)
+    score = score_model(
+        key.model_name,
+        ds,
+        k=params.k,
+        cache=cache,
+        resolution=params.resolution,
+        preprocessing=params.preprocessing,
+        device=_device(),
+        progress=progress,
+    )
     embeddings = []
     for split in ("train", "val"):  # score_model stored them: name the entries, read nothing again
-        emb_key = embedding_key(key.model_name, ds, split, resolution=params.resolution,
-                                preprocessing=params.preprocessing)
-        embeddings.append(EmbeddingRecord(split=split, key=emb_key, path=str(cache.path(emb_key)),
-                                          n=len(ds.split(split)), dim=int(score.embed_dim)))
+        emb_key = embedding_key(
+            key.model_name, ds, split, resolution=params.resolution, preprocessing=params.preprocessing
+        )
+        embeddings.append(
+            EmbeddingRecord(
+                split=split,
+                key=emb_key,
+                path=str(cache.path(emb_key)),
+                n=len(ds.split(split)),
+                dim=int(score.embed_dim),
+            )
+        )
     return EmbedResult(
-        model_name=score.model_name, k=score.k, knn_accuracy=float(score.knn_accuracy),
-        val_accuracy=_finite(score.val_accuracy), logme=_finite(score.logme),
+        model_name=score.model_name,
+        k=score.k,
+        knn_accuracy=float(score.knn_accuracy),
+        val_accuracy=_finite(score.val_accuracy),
+        logme=_finite(score.logme),
         embed_seconds=float(score.embed_seconds),
         images_per_s=None if score.images_per_s is None else float(score.images_per_s),
-        params=score.params, embed_dim=int(score.embed_dim), cached=bool(score.cached),
-        dataset_fingerprint=ds.fingerprint, embeddings=embeddings, knn_queries=score.knn_queries,
+        params=score.params,
+        embed_dim=int(score.embed_dim),
+        cached=bool(score.cached),
+        dataset_fingerprint=ds.fingerprint,
+        embeddings=embeddings,
+        knn_queries=score.knn_queries,
     )
 
 
@@ -428,10 +487,18 @@ def _execute_finetune(spec: JobSpec, key: UnitKey, progress: bool) -> FinetuneRe
     if key.strategy == "full" and params.steps is None:
         steps = bit_rule_for(ds, _device()).steps  # BiT's schedule length for this dataset's size
     augmentation = resolve_augmentation(params.augmentation, key.strategy, ds.extra)
-    run_spec = RunSpec(model_name=key.model_name, strategy=key.strategy, lr=key.lr, steps=steps,
-                       seed=params.seed, resolution=params.resolution,
-                       batch_size=params.sweep_for(key.strategy).batch_size, options=options,
-                       augmentation=augmentation, preprocessing=params.preprocessing)
+    run_spec = RunSpec(
+        model_name=key.model_name,
+        strategy=key.strategy,
+        lr=key.lr,
+        steps=steps,
+        seed=params.seed,
+        resolution=params.resolution,
+        batch_size=params.sweep_for(key.strategy).batch_size,
+        options=options,
+        augmentation=augmentation,
+        preprocessing=params.preprocessing,
+    )
     result = run_finetune(run_spec, ds, cache=_cache(spec), device=_device(), progress=progress)
     if AUTO in params.strategies and key.strategy == resolve_auto(_device()) and key.strategy not in params.strategies:
         result.hparams = {**result.hparams, "strategy_requested": AUTO}
@@ -443,8 +510,9 @@ def _execute_finetune(spec: JobSpec, key: UnitKey, progress: bool) -> FinetuneRe
     if result.test_proba is not None:
         arrays["test"] = result.test_proba
     np.savez(probs_path, **arrays)
-    pass_key = backbone_key(key.model_name, key.strategy, resolution=params.resolution,
-                            preprocessing=params.preprocessing, run_key=str(key))
+    pass_key = backbone_key(
+        key.model_name, key.strategy, resolution=params.resolution, preprocessing=params.preprocessing, run_key=str(key)
+    )
     cost = _PASS_COSTS.get((pass_key, _device()))
     if cost is None:  # runs sharing a frozen backbone (linear) share one pass: counted and timed once
         model, data_cfg = load_artifact_model(result.artifact, device=_device())
@@ -453,9 +521,16 @@ def _execute_finetune(spec: JobSpec, key: UnitKey, progress: bool) -> FinetuneRe
         if get_strategy(key.strategy).shares_backbone:
             _PASS_COSTS[(pass_key, _device())] = cost
     (run_dir / COST_FILE).write_text(json.dumps({"backbone_key": pass_key, "cost": cost.to_dict()}))
-    return FinetuneResult(**result.summary(), seed=params.seed, artifact_path=str(run_dir / "artifact"),
-                          probs_path=str(probs_path), gflops=cost.gflops, params_count=cost.params,
-                          latency_ms=cost.latency_ms, backbone_key=pass_key)
+    return FinetuneResult(
+        **result.summary(),
+        seed=params.seed,
+        artifact_path=str(run_dir / "artifact"),
+        probs_path=str(probs_path),
+        gflops=cost.gflops,
+        params_count=cost.params,
+        latency_ms=cost.latency_ms,
+        backbone_key=pass_key,
+    )
 
 
 _PASS_COSTS: dict[tuple[str, str], ForwardCost] = {}
@@ -493,13 +568,15 @@ def _execute_ensemble(spec: JobSpec, key: UnitKey, progress: bool) -> EnsembleRe
     runs = _run_costs(spec, run_keys)
     budget = spec.params.budget
     if budget is not None and runs is None:
-        raise JobError("The runs of this job have no measured cost, so its budget cannot be applied; "
-                       "run the job again (`zooens jobs retry`).")
+        raise JobError(
+            "The runs of this job have no measured cost, so its budget cannot be applied; "
+            "run the job again (`zooens jobs retry`)."
+        )
     metric = budget[0] if budget else "gflops"
     costs = None if runs is None else cost_vector(runs, metric)
-    selector = GreedyEnsembleSelector(max_size=spec.params.ensemble_size, costs=costs,
-                                      max_cost=budget[1] if budget else None).fit(P_val, y_val, P_test=P_test,
-                                                                                  y_test=y_test)
+    selector = GreedyEnsembleSelector(
+        max_size=spec.params.ensemble_size, costs=costs, max_cost=budget[1] if budget else None
+    ).fit(P_val, y_val, P_test=P_test, y_test=y_test)
     val_proba = selector.predict_proba(P_val)
     test_acc = None
     if P_test is not None:
@@ -508,21 +585,33 @@ def _execute_ensemble(spec: JobSpec, key: UnitKey, progress: bool) -> EnsembleRe
     spent = None if runs is None else ensemble_cost(chosen, dict(enumerate(runs)))
     front = None
     if runs is not None:
+
         def point(p: Any) -> dict[str, Any]:
             return {**p.to_dict(), "members": [str(run_keys[i]) for i in p.members]}
 
-        front = {"metric": metric, "budget": budget[1] if budget else None,
-                 "path": [point(p) for p in selector.path_],
-                 "front": [point(p) for p in selector.front_ or []],
-                 "complete": bool(selector.front_complete_)}
+        front = {
+            "metric": metric,
+            "budget": budget[1] if budget else None,
+            "path": [point(p) for p in selector.path_],
+            "front": [point(p) for p in selector.front_ or []],
+            "complete": bool(selector.front_complete_),
+        }
     return EnsembleResult(
-        members=[EnsembleMemberRecord(unit_key=str(run_keys[i]), weight=float(w))
-                 for i, w in enumerate(selector.weights_) if w > 0],
+        members=[
+            EnsembleMemberRecord(unit_key=str(run_keys[i]), weight=float(w))
+            for i, w in enumerate(selector.weights_)
+            if w > 0
+        ],
         selected=[str(run_keys[i]) for i in selector.selected_[: selector.best_size_]],
-        val_ce=float(selector.val_loss_), val_acc=float((val_proba.argmax(1) == y_val).mean()),
-        test_acc=test_acc, size=int(selector.best_size_), loss_curve=[float(v) for v in selector.loss_curve_],
-        max_gflops=spec.params.max_gflops, max_latency_ms=spec.params.max_latency_ms,
-        gflops=None if spent is None else spent.gflops, latency_ms=None if spent is None else spent.latency_ms,
+        val_ce=float(selector.val_loss_),
+        val_acc=float((val_proba.argmax(1) == y_val).mean()),
+        test_acc=test_acc,
+        size=int(selector.best_size_),
+        loss_curve=[float(v) for v in selector.loss_curve_],
+        max_gflops=spec.params.max_gflops,
+        max_latency_ms=spec.params.max_latency_ms,
+        gflops=None if spent is None else spent.gflops,
+        latency_ms=None if spent is None else spent.latency_ms,
         front=front,
     )
 
@@ -547,9 +636,16 @@ def execute_unit(spec: JobSpec, key: str, progress: bool = True) -> UnitResult:
 def _record_embed(s: Session, job_id: int, key: str, result: UnitResult) -> None:
     assert isinstance(result, EmbedResult)
     for emb in result.embeddings:
-        registry.record_embedding(s, cache_key=emb.key, model_name=result.model_name,
-                                  dataset_fingerprint=result.dataset_fingerprint, split=emb.split,
-                                  path=emb.path, n=emb.n, dim=emb.dim)
+        registry.record_embedding(
+            s,
+            cache_key=emb.key,
+            model_name=result.model_name,
+            dataset_fingerprint=result.dataset_fingerprint,
+            split=emb.split,
+            path=emb.path,
+            n=emb.n,
+            dim=emb.dim,
+        )
     registry.add_knn_score(s, job_id, **result.score_fields())
 
 
@@ -564,11 +660,21 @@ def _record_ensemble(s: Session, job_id: int, key: str, result: UnitResult) -> N
     missing = [m.unit_key for m in result.members if m.unit_key not in run_ids]
     if missing:
         raise JobError(f"Job {job_id} has no recorded runs {missing}; its ensemble cannot be stored.")
-    registry.create_ensemble(s, job_id, members=[(run_ids[m.unit_key], m.weight) for m in result.members],
-                             val_ce=result.val_ce, val_acc=result.val_acc, test_acc=result.test_acc,
-                             size=result.size, loss_curve=result.loss_curve, max_gflops=result.max_gflops,
-                             max_latency_ms=result.max_latency_ms, gflops=result.gflops,
-                             latency_ms=result.latency_ms, front=result.front)
+    registry.create_ensemble(
+        s,
+        job_id,
+        members=[(run_ids[m.unit_key], m.weight) for m in result.members],
+        val_ce=result.val_ce,
+        val_acc=result.val_acc,
+        test_acc=result.test_acc,
+        size=result.size,
+        loss_curve=result.loss_curve,
+        max_gflops=result.max_gflops,
+        max_latency_ms=result.max_latency_ms,
+        gflops=result.gflops,
+        latency_ms=result.latency_ms,
+        front=result.front,
+    )
     registry.set_ranking_audit(s, job_id, job_ranking_audit(s, job_id))
 
 
@@ -588,11 +694,18 @@ def job_ranking_audit(s: Session, job_id: int) -> dict[str, Any] | None:
         return None
     accuracy = best_accuracy_per_model([(r.model_name, r.val_acc) for r in runs])
     ranking = registry.get_ranking(s, job_id)
-    scores = {"knn": {r.model_name: r.knn_accuracy for r in ranking},
-              "logme": {r.model_name: r.logme for r in ranking if r.logme is not None}}
+    scores = {
+        "knn": {r.model_name: r.knn_accuracy for r in ranking},
+        "logme": {r.model_name: r.logme for r in ranking if r.logme is not None},
+    }
     audit = audit_ranking(accuracy, scores, top_k=params.top_k).to_dict()
-    return {**audit, "basis": f"best val accuracy of {AUDIT_STRATEGY} runs" if params.audit_ranking
-            else "best val accuracy over each model's runs", "audited_models": len(accuracy)}
+    return {
+        **audit,
+        "basis": f"best val accuracy of {AUDIT_STRATEGY} runs"
+        if params.audit_ranking
+        else "best val accuracy over each model's runs",
+        "audited_models": len(accuracy),
+    }
 
 
 RECORDERS: dict[str, Callable[[Session, int, str, UnitResult], None]] = {

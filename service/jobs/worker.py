@@ -6,6 +6,7 @@ any unexpected error in its loop is logged and retried with exponential back-off
 ends it. It records its liveness in the registry's `workers` table (from this loop and from
 its job's heartbeat thread), which `/readyz` reads.
 """
+
 from __future__ import annotations
 
 import logging

@@ -13,6 +13,7 @@ The job runner, CLI and API all go through these; none of them commits (the call
 - `tokens`: API tokens;
 - `workers`: workers' liveness (last seen, current job) and the queue's age.
 """
+
 from __future__ import annotations
 
 from zooens.service.registry.datasets import (
@@ -37,8 +38,8 @@ from zooens.service.registry.jobs import (
     reopen_job,
     request_cancel,
     set_job_progress,
-    set_ranking_audit,
     set_job_status,
+    set_ranking_audit,
 )
 from zooens.service.registry.results import (
     add_finetune_run,

@@ -10,6 +10,7 @@ Claiming work is safe with many workers on both backends:
 - on both, the row is taken with a compare-and-set `UPDATE ... WHERE <still claimable>`
   and the claim counts only if it changed exactly one row.
 """
+
 from __future__ import annotations
 
 from sqlalchemy.orm import Session

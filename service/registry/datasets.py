@@ -1,9 +1,9 @@
 """Datasets: registered once per (content fingerprint, source)."""
+
 from __future__ import annotations
 
-from typing import Any
-
 import unicodedata
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -12,8 +12,16 @@ from zooens.errors import ConflictError, DatasetError, NotFoundError
 from zooens.service.db.models import FINISHED, Dataset, Job
 from zooens.service.registry._claims import begin_write, skip_locked
 
-__all__ = ["MAX_NAME_LENGTH", "check_dataset_name", "create_dataset", "delete_dataset", "find_uploaded_dataset",
-           "get_dataset", "get_or_create_dataset", "list_datasets"]
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "check_dataset_name",
+    "create_dataset",
+    "delete_dataset",
+    "find_uploaded_dataset",
+    "get_dataset",
+    "get_or_create_dataset",
+    "list_datasets",
+]
 
 MAX_NAME_LENGTH = 200
 """Longest dataset name (the column holds 255; PostgreSQL refuses longer ones with an error)."""
@@ -47,9 +55,7 @@ def _check_row_text(source: str, classes: list[str]) -> None:
         raise DatasetError("The dataset's path holds a NUL byte; give a plain path.")
     bad = [c for c in classes if _control_characters(str(c))]
     if bad:
-        raise DatasetError(
-            f"Class name(s) {[str(c) for c in bad[:10]]} hold control characters; rename those classes."
-        )
+        raise DatasetError(f"Class name(s) {[str(c) for c in bad[:10]]} hold control characters; rename those classes.")
 
 
 def _find_dataset(s: Session, fingerprint: str, source: str) -> Dataset | None:
@@ -78,8 +84,9 @@ def create_dataset(
             f"Dataset {existing.name!r} (id {existing.id}) already holds this content from {source!r}; "
             "use it instead of registering it again."
         )
-    row = Dataset(name=name, source=source, fingerprint=fingerprint, classes=classes, counts=counts,
-                  storage_path=storage_path)
+    row = Dataset(
+        name=name, source=source, fingerprint=fingerprint, classes=classes, counts=counts, storage_path=storage_path
+    )
     s.add(row)
     s.flush()
     return row
@@ -98,8 +105,15 @@ def get_or_create_dataset(
     """The dataset with this fingerprint and source, registered first if new."""
     row = _find_dataset(s, fingerprint, source)
     if row is None:
-        row = create_dataset(s, name=name, source=source, fingerprint=fingerprint, classes=classes,
-                             counts=counts, storage_path=storage_path)
+        row = create_dataset(
+            s,
+            name=name,
+            source=source,
+            fingerprint=fingerprint,
+            classes=classes,
+            counts=counts,
+            storage_path=storage_path,
+        )
     return row
 
 
@@ -121,8 +135,10 @@ def list_datasets(s: Session, *, limit: int = 100, offset: int = 0) -> tuple[lis
 def find_uploaded_dataset(s: Session, fingerprint: str) -> Dataset | None:
     """The first uploaded dataset (one with stored files) holding content with this fingerprint, if any."""
     return s.scalar(
-        select(Dataset).where(Dataset.fingerprint == fingerprint, Dataset.storage_path.is_not(None))
-        .order_by(Dataset.id).limit(1)
+        select(Dataset)
+        .where(Dataset.fingerprint == fingerprint, Dataset.storage_path.is_not(None))
+        .order_by(Dataset.id)
+        .limit(1)
     )
 
 
@@ -139,17 +155,22 @@ def delete_dataset(s: Session, dataset_id: int, *, with_jobs: bool = False) -> t
         query = query.with_for_update()
     row = s.scalar(query)
     if row is None:
-        raise NotFoundError(f"No dataset with id {dataset_id}; list them with `zooens datasets list` or "
-                            "GET /api/v1/datasets.")
+        raise NotFoundError(
+            f"No dataset with id {dataset_id}; list them with `zooens datasets list` or GET /api/v1/datasets."
+        )
     jobs = list(s.execute(select(Job.id, Job.status).where(Job.dataset_id == dataset_id).order_by(Job.id)))
     busy = [job_id for job_id, status in jobs if status not in FINISHED]
     if busy:
-        raise ConflictError(f"Dataset {dataset_id} is used by unfinished job(s) {_ids(busy)}; cancel them first "
-                            "(`zooens jobs cancel JOB`), then delete the dataset.")
+        raise ConflictError(
+            f"Dataset {dataset_id} is used by unfinished job(s) {_ids(busy)}; cancel them first "
+            "(`zooens jobs cancel JOB`), then delete the dataset."
+        )
     finished = [job_id for job_id, _ in jobs]
     if finished and not with_jobs:
-        raise ConflictError(f"Dataset {dataset_id} has {len(finished)} finished job(s) ({_ids(finished)}); delete "
-                            "them with it: `zooens datasets delete {dataset_id} --with-jobs` (API: ?with_jobs=true).")
+        raise ConflictError(
+            f"Dataset {dataset_id} has {len(finished)} finished job(s) ({_ids(finished)}); delete "
+            "them with it: `zooens datasets delete {dataset_id} --with-jobs` (API: ?with_jobs=true)."
+        )
     s.execute(delete(Job).where(Job.dataset_id == dataset_id).execution_options(synchronize_session=False))
     s.execute(delete(Dataset).where(Dataset.id == dataset_id).execution_options(synchronize_session=False))
     s.expunge(row)

@@ -1,7 +1,9 @@
 """Ensembles: the weighted members a job's greedy selection chose among its own fine-tune runs."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -34,11 +36,23 @@ def create_ensemble(
     run_ids = {run_id for run_id, _ in members}
     found = set(s.scalars(select(FinetuneRun.id).where(FinetuneRun.id.in_(run_ids), FinetuneRun.job_id == job_id)))
     if found != run_ids:
-        raise NotFoundError(f"Job {job_id} has no fine-tune runs {sorted(run_ids - found)}; "
-                            "an ensemble is built from its own job's runs.")
-    ens = Ensemble(job_id=job_id, val_ce=val_ce, val_acc=val_acc, test_acc=test_acc, size=size,
-                   loss_curve=list(loss_curve), max_gflops=max_gflops, max_latency_ms=max_latency_ms,
-                   gflops=gflops, latency_ms=latency_ms, front=front)
+        raise NotFoundError(
+            f"Job {job_id} has no fine-tune runs {sorted(run_ids - found)}; "
+            "an ensemble is built from its own job's runs."
+        )
+    ens = Ensemble(
+        job_id=job_id,
+        val_ce=val_ce,
+        val_acc=val_acc,
+        test_acc=test_acc,
+        size=size,
+        loss_curve=list(loss_curve),
+        max_gflops=max_gflops,
+        max_latency_ms=max_latency_ms,
+        gflops=gflops,
+        latency_ms=latency_ms,
+        front=front,
+    )
     s.add(ens)
     s.flush()
     for position, (run_id, weight) in enumerate(members):
@@ -52,8 +66,9 @@ def get_ensemble(s: Session, ensemble_id: int) -> Ensemble:
     """An ensemble with its members; NotFoundError if there is none."""
     ens = s.get(Ensemble, ensemble_id)
     if ens is None:
-        raise NotFoundError(f"No ensemble with id {ensemble_id}; a finished job's ensemble is at "
-                            "GET /api/v1/jobs/{id}/ensemble.")
+        raise NotFoundError(
+            f"No ensemble with id {ensemble_id}; a finished job's ensemble is at GET /api/v1/jobs/{{id}}/ensemble."
+        )
     return ens
 
 

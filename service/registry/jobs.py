@@ -3,6 +3,7 @@
 A job whose worker goes silent (no heartbeat for `stale_after_seconds`) is claimed again
 by another worker, which redoes only the units that were running.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,8 +46,7 @@ def create_job(s: Session, *, dataset_id: int, zoo: str, zoo_models: list[str], 
     `zoo` is the zoo as the user gave it; `zoo_models` the weight-set names it resolved to.
     """
     get_dataset(s, dataset_id)
-    job = Job(dataset_id=dataset_id, zoo=zoo, zoo_models=list(zoo_models), params=params, status="queued",
-              progress={})
+    job = Job(dataset_id=dataset_id, zoo=zoo, zoo_models=list(zoo_models), params=params, status="queued", progress={})
     s.add(job)
     s.flush()
     return job
@@ -66,9 +66,7 @@ def _check_status(status: str) -> None:
         raise ConfigError(f"Unknown job status {status!r}; use one of {', '.join(JOB_STATUSES)}.")
 
 
-def list_jobs(
-    s: Session, *, status: str | None = None, limit: int = 50, offset: int = 0
-) -> tuple[list[Job], int]:
+def list_jobs(s: Session, *, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
     """A page of jobs, newest first, optionally of one status, and the total count."""
     query = select(Job)
     count_query = select(func.count(Job.id))
@@ -154,8 +152,11 @@ def claim_job(s: Session, worker_id: str) -> Job | None:
     cutoff = _stale_cutoff()
     s.execute(
         update(Job)
-        .where(Job.status == "running", Job.cancel_requested.is_(True),
-               or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))
+        .where(
+            Job.status == "running",
+            Job.cancel_requested.is_(True),
+            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff),
+        )
         .values(status="cancelled", finished_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -167,16 +168,23 @@ def claim_job(s: Session, worker_id: str) -> Job | None:
         taken = s.execute(
             update(Job)
             .where(Job.id == job_id, claimable)
-            .values(status="running", worker_id=worker_id, heartbeat_at=now, attempts=Job.attempts + 1,
-                    started_at=func.coalesce(Job.started_at, now), finished_at=None)
+            .values(
+                status="running",
+                worker_id=worker_id,
+                heartbeat_at=now,
+                attempts=Job.attempts + 1,
+                started_at=func.coalesce(Job.started_at, now),
+                finished_at=None,
+            )
             .execution_options(synchronize_session=False)
         )
         if taken.rowcount != 1:
             continue
         if status == "running":
             n = requeue_running_units(s, job_id)
-            logger.warning("job %s: its worker went silent; %s takes it over (%d units re-queued)",
-                           job_id, worker_id, n)
+            logger.warning(
+                "job %s: its worker went silent; %s takes it over (%d units re-queued)", job_id, worker_id, n
+            )
         return get_job(s, job_id)
     return None
 
@@ -184,7 +192,8 @@ def claim_job(s: Session, worker_id: str) -> Job | None:
 def heartbeat(s: Session, job_id: int, worker_id: str) -> bool:
     """Refresh a running job's heartbeat; False if this worker no longer owns the job."""
     result = s.execute(
-        update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+        update(Job)
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
         .values(heartbeat_at=utcnow())
         .execution_options(synchronize_session=False)
     )
@@ -205,15 +214,20 @@ def release_job(s: Session, job_id: int, worker_id: str) -> bool:
     begin_write(s)
     owned = and_(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
     closed = s.execute(
-        update(Job).where(owned, Job.cancel_requested.is_(True))
+        update(Job)
+        .where(owned, Job.cancel_requested.is_(True))
         .values(status="cancelled", finished_at=utcnow())
         .execution_options(synchronize_session=False)
     ).rowcount
-    released = closed or s.execute(
-        update(Job).where(owned)
-        .values(status="queued", worker_id=None, heartbeat_at=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    released = (
+        closed
+        or s.execute(
+            update(Job)
+            .where(owned)
+            .values(status="queued", worker_id=None, heartbeat_at=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    )
     if released != 1:
         return False
     requeue_running_units(s, job_id)
@@ -226,8 +240,10 @@ RESUMABLE = ("failed", "cancelled")
 
 def _unfinished(job: Job, action: str) -> ConflictError:
     """Why a queued or running job cannot be deleted or retried: one line, with what to do."""
-    return ConflictError(f"Job {job.id} is {job.status}; cancel it first (`zooens jobs cancel {job.id}` or "
-                         f"POST /api/v1/jobs/{job.id}/cancel), then {action} it.")
+    return ConflictError(
+        f"Job {job.id} is {job.status}; cancel it first (`zooens jobs cancel {job.id}` or "
+        f"POST /api/v1/jobs/{job.id}/cancel), then {action} it."
+    )
 
 
 def reopen_job(s: Session, job_id: int) -> Job:
@@ -239,19 +255,24 @@ def reopen_job(s: Session, job_id: int) -> Job:
     """
     begin_write(s)
     reopened = s.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_(RESUMABLE))
-        .values(status="queued", cancel_requested=False, error=None, finished_at=None, worker_id=None,
-                heartbeat_at=None)
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(RESUMABLE))
+        .values(
+            status="queued", cancel_requested=False, error=None, finished_at=None, worker_id=None, heartbeat_at=None
+        )
         .execution_options(synchronize_session=False)
     ).rowcount
     if reopened != 1:
         job = get_job(s, job_id)
         if job.status == "succeeded":
-            raise ConflictError(f"Job {job_id} has succeeded; there is nothing to resume. Run it again as a new job "
-                                f"with `zooens jobs retry {job_id}` (POST /api/v1/jobs/{job_id}/retry).")
+            raise ConflictError(
+                f"Job {job_id} has succeeded; there is nothing to resume. Run it again as a new job "
+                f"with `zooens jobs retry {job_id}` (POST /api/v1/jobs/{job_id}/retry)."
+            )
         raise ConflictError(f"Job {job_id} is {job.status}; only a failed or cancelled job can be resumed.")
     s.execute(
-        update(JobUnit).where(JobUnit.job_id == job_id, JobUnit.status.in_(("failed", "running")))
+        update(JobUnit)
+        .where(JobUnit.job_id == job_id, JobUnit.status.in_(("failed", "running")))
         .values(status="pending", error=None, worker_id=None, attempts=0, started_at=None, finished_at=None)
         .execution_options(synchronize_session=False)
     )

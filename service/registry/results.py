@@ -3,6 +3,7 @@
 Each write names every column as a keyword, so a renamed or missing field is a TypeError
 instead of a silent NULL.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,9 +42,19 @@ def record_embedding(
     """Index one embedding-cache entry; recording the same cache key again returns the first row."""
     row = s.scalar(select(Embedding).where(Embedding.cache_key == cache_key))
     if row is None:
-        row = Embedding(cache_key=cache_key, model_name=model_name, dataset_fingerprint=dataset_fingerprint,
-                        split=split, path=path, n=n, dim=dim, weights_sha256=weights_sha256,
-                        preprocessing=preprocessing, seconds=seconds, images_per_s=images_per_s)
+        row = Embedding(
+            cache_key=cache_key,
+            model_name=model_name,
+            dataset_fingerprint=dataset_fingerprint,
+            split=split,
+            path=path,
+            n=n,
+            dim=dim,
+            weights_sha256=weights_sha256,
+            preprocessing=preprocessing,
+            seconds=seconds,
+            images_per_s=images_per_s,
+        )
         s.add(row)
         s.flush()
     return row
@@ -84,10 +95,15 @@ def add_knn_score(
 
 def get_ranking(s: Session, job_id: int) -> list[KnnScore]:
     """A job's kNN scores best first: kNN accuracy, then val accuracy, then model name."""
-    return list(s.scalars(
-        select(KnnScore).where(KnnScore.job_id == job_id).order_by(
-            KnnScore.knn_accuracy.desc(), func.coalesce(KnnScore.val_accuracy, 0.0).desc(), KnnScore.model_name)
-    ))
+    return list(
+        s.scalars(
+            select(KnnScore)
+            .where(KnnScore.job_id == job_id)
+            .order_by(
+                KnnScore.knn_accuracy.desc(), func.coalesce(KnnScore.val_accuracy, 0.0).desc(), KnnScore.model_name
+            )
+        )
+    )
 
 
 def add_finetune_run(

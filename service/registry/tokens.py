@@ -1,4 +1,5 @@
 """API tokens: only a token's sha256 is stored; the plain token is shown once, at creation."""
+
 from __future__ import annotations
 
 import hashlib

@@ -3,9 +3,11 @@
 A unit's result is recorded only by the worker that still owns it, so a unit taken over
 from a silent worker is never recorded twice.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -55,9 +57,11 @@ def get_unit(s: Session, job_id: int, key: str) -> JobUnit:
 
 def pending_units(s: Session, job_id: int) -> list[JobUnit]:
     """A job's units still to do (pending), in planning order."""
-    return list(s.scalars(
-        select(JobUnit).where(JobUnit.job_id == job_id, JobUnit.status == "pending").order_by(JobUnit.position)
-    ))
+    return list(
+        s.scalars(
+            select(JobUnit).where(JobUnit.job_id == job_id, JobUnit.status == "pending").order_by(JobUnit.position)
+        )
+    )
 
 
 def done_units(s: Session, job_id: int) -> dict[str, dict[str, Any]]:
@@ -72,16 +76,24 @@ def claim_unit(s: Session, job_id: int, worker_id: str) -> JobUnit | None:
     """The next pending unit of a job, marked `running` for this worker; None if none is left."""
     begin_write(s)
     candidates = (
-        select(JobUnit.id).where(JobUnit.job_id == job_id, JobUnit.status == "pending")
-        .order_by(JobUnit.position).limit(CLAIM_BATCH)
+        select(JobUnit.id)
+        .where(JobUnit.job_id == job_id, JobUnit.status == "pending")
+        .order_by(JobUnit.position)
+        .limit(CLAIM_BATCH)
     )
     if skip_locked(s):
         candidates = candidates.with_for_update(skip_locked=True)
     for unit_id in list(s.scalars(candidates)):
         taken = s.execute(
-            update(JobUnit).where(JobUnit.id == unit_id, JobUnit.status == "pending")
-            .values(status="running", worker_id=worker_id, started_at=utcnow(), finished_at=None,
-                    attempts=JobUnit.attempts + 1)
+            update(JobUnit)
+            .where(JobUnit.id == unit_id, JobUnit.status == "pending")
+            .values(
+                status="running",
+                worker_id=worker_id,
+                started_at=utcnow(),
+                finished_at=None,
+                attempts=JobUnit.attempts + 1,
+            )
             .execution_options(synchronize_session=False)
         )
         if taken.rowcount == 1:
@@ -95,7 +107,8 @@ def claim_unit(s: Session, job_id: int, worker_id: str) -> JobUnit | None:
 def requeue_running_units(s: Session, job_id: int) -> int:
     """Put a job's `running` units back to `pending` (their worker is gone); returns how many."""
     result = s.execute(
-        update(JobUnit).where(JobUnit.job_id == job_id, JobUnit.status == "running")
+        update(JobUnit)
+        .where(JobUnit.job_id == job_id, JobUnit.status == "running")
         .values(status="pending", worker_id=None, started_at=None)
         .execution_options(synchronize_session=False)
     )
@@ -111,8 +124,10 @@ def _end_unit(s: Session, unit_id: int, worker_id: str | None, values: dict[str,
     unit = s.get(JobUnit, unit_id)
     if unit is None:
         raise NotFoundError(f"No job unit with id {unit_id}.")
-    raise ConflictError(f"Unit {unit.key!r} of job {unit.job_id} belongs to worker {unit.worker_id!r} "
-                        f"({unit.status}), not to {worker_id!r}; its result was not recorded.")
+    raise ConflictError(
+        f"Unit {unit.key!r} of job {unit.job_id} belongs to worker {unit.worker_id!r} "
+        f"({unit.status}), not to {worker_id!r}; its result was not recorded."
+    )
 
 
 def finish_unit(s: Session, unit_id: int, result: dict[str, Any], *, worker_id: str | None = None) -> None:

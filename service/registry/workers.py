@@ -1,6 +1,7 @@
 """Workers' liveness: each worker process beats its row (from its loop and its job's heartbeat
 thread), so `/readyz` can say how many workers are alive and what they run.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -16,7 +17,11 @@ _UNSET = object()
 
 
 def beat_worker(
-    s: Session, worker_id: str, *, job_id: int | None | object = _UNSET, host: str | None = None,
+    s: Session,
+    worker_id: str,
+    *,
+    job_id: int | None | object = _UNSET,
+    host: str | None = None,
     pid: int | None = None,
 ) -> None:
     """Record that `worker_id` is alive now (creating its row on the first beat); `job_id`, when
@@ -24,11 +29,23 @@ def beat_worker(
     values: dict[str, object] = {"last_seen": utcnow()}
     if job_id is not _UNSET:
         values["job_id"] = job_id
-    if s.execute(update(Worker).where(Worker.id == worker_id).values(**values)
-                 .execution_options(synchronize_session=False)).rowcount == 1:
+    if (
+        s.execute(
+            update(Worker).where(Worker.id == worker_id).values(**values).execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    ):
         return
-    s.add(Worker(id=worker_id, host=host, pid=pid, job_id=None if job_id is _UNSET else job_id,
-                 started_at=values["last_seen"], last_seen=values["last_seen"]))
+    s.add(
+        Worker(
+            id=worker_id,
+            host=host,
+            pid=pid,
+            job_id=None if job_id is _UNSET else job_id,
+            started_at=values["last_seen"],
+            last_seen=values["last_seen"],
+        )
+    )
     s.flush()
 
 

@@ -1,4 +1,5 @@
 """Zoo models: the facts of each weight set a job or command has seen, keyed by name."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,6 +29,8 @@ def upsert_zoo_model(s: Session, facts: dict[str, Any]) -> ZooModel:
     row.input_config = facts.get("input")
     row.embed_dim = facts.get("embed_dim")
     row.num_params = facts.get("num_params")
-    row.meta = {k: facts.get(k) for k in ("upstream_data", "license", "paper", "tap_of", "layer") if facts.get(k) is not None}
+    row.meta = {
+        k: facts.get(k) for k in ("upstream_data", "license", "paper", "tap_of", "layer") if facts.get(k) is not None
+    }
     s.flush()
     return row

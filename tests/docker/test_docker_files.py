@@ -1,5 +1,6 @@
 """What can be tested of docker/ without a Docker engine (images cannot be pulled here): the entrypoint, the
 settings passed, migrations once, restart policies, the GPU reservation, the torch build guard, the HF cache."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,12 @@ def dockerfile_arg(name: str) -> str:
 
 
 def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "ZOOENS_HOME": str(home),
-            "ZOOENS_DATABASE_URL": f"sqlite:///{home / 'db.sqlite'}"}
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "ZOOENS_HOME": str(home),
+        "ZOOENS_DATABASE_URL": f"sqlite:///{home / 'db.sqlite'}",
+    }
 
 
 def test_migrate_role_brings_the_database_to_head(tmp_path):
@@ -64,7 +69,7 @@ def test_compose_passes_only_real_settings_and_runs_migrations_first():
         unknown = {k for k in env if k.startswith("ZOOENS_")} - known
         assert not unknown, f"{name} sets unknown settings {unknown}"
     env = services["api"]["environment"]
-    settings = Settings(**{k[len("ZOOENS_"):].lower(): v for k, v in env.items() if k.startswith("ZOOENS_")})
+    settings = Settings(**{k[len("ZOOENS_") :].lower(): v for k, v in env.items() if k.startswith("ZOOENS_")})
     assert settings.resolved_database_url.startswith("postgresql+psycopg2://")
     assert settings.executor == "ray" and settings.ray_address
     assert services["api"]["command"] == ["api"] and services["worker"]["command"] == ["worker"]
@@ -101,7 +106,7 @@ def test_a_gpu_worker_reserves_an_nvidia_gpu_and_runs_cuda_torch_on_it():
     assert re.fullmatch(r"cu\d{3}", gpu["build"]["args"]["TORCH"])
     assert gpu["build"]["dockerfile"] == "docker/Dockerfile" and gpu["image"] != compose_services()["api"]["image"]
     env = gpu["environment"]
-    settings = Settings(**{k[len("ZOOENS_"):].lower(): v for k, v in env.items() if k.startswith("ZOOENS_")})
+    settings = Settings(**{k[len("ZOOENS_") :].lower(): v for k, v in env.items() if k.startswith("ZOOENS_")})
     assert settings.device == "cuda" and settings.executor == "local"  # units run on its own GPU
     cpu_args = [compose_services()[name]["build"]["args"]["TORCH"] for name in ("api", "worker")]
     assert cpu_args == ["cpu", "cpu"] and dockerfile_arg("TORCH") == "cpu"
@@ -118,7 +123,7 @@ def torch_guard(variant: str) -> subprocess.CompletedProcess:
     """The Dockerfile's own check that the installed torch is the build TORCH names, run on this venv's torch."""
     instructions = DOCKERFILE.read_text().replace("\\\n", "")  # joined as Docker joins continued lines
     command = re.search(r'^RUN (python -c ".*")$', instructions, re.M)
-    assert command, "the Dockerfile has no `RUN python -c \"...\"` torch check"
+    assert command, 'the Dockerfile has no `RUN python -c "..."` torch check'
     env = {**os.environ, "TORCH": variant, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     return subprocess.run(["sh", "-c", command.group(1)], env=env, capture_output=True, text=True)
 

@@ -1,4 +1,5 @@
 """Small labelled image sets for the ensemble tests (colour-coded classes, flip invariant)."""
+
 from __future__ import annotations
 
 import numpy as np

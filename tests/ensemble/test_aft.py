@@ -1,6 +1,7 @@
 """`aft` against Qiu et al. 2024: the kernel regulariser written again here from the paper's
 definition (numpy, float64), its behaviour on students that do or do not carry the teacher's
 features, and real runs on tiny timm models (CPU, seconds)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,9 +21,10 @@ from zooens.errors import ConfigError
 def reference_penalty(student: np.ndarray, teacher: np.ndarray, s: np.ndarray) -> float:
     """R = sqrt(mean((K_s - K_t)^2) + 1e-8), K(Z) = Zbar Zbar^T, Zbar: Z centred over the batch and
     each row divided by (its norm + 1e-8); the teacher's features weighted by sigmoid(s) first."""
+
     def kernel(z: np.ndarray) -> np.ndarray:
         z = z - z.mean(axis=0, keepdims=True)
-        z = z / (np.sqrt((z ** 2).sum(axis=1, keepdims=True)) + 1e-8)
+        z = z / (np.sqrt((z**2).sum(axis=1, keepdims=True)) + 1e-8)
         return z @ z.T
 
     weighted = teacher * (1.0 / (1.0 + np.exp(-s)))[None, :]
@@ -98,7 +100,7 @@ def toy(zooens_home: Path, tmp_path: Path):
     root = tmp_path / "data"
     for split, n, seed in (("train", 12, 0), ("val", 6, 1), ("test", 6, 2)):
         x, y = toy_arrays(n, seed)
-        for i, (img, label) in enumerate(zip(x, y)):
+        for i, (img, label) in enumerate(zip(x, y, strict=False)):
             folder = root / split / ["red", "green", "blue"][label]
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(folder / f"{i}.png")
@@ -118,8 +120,9 @@ def test_the_default_student_is_the_smallest_zoo_model_and_never_its_own_teacher
     config = aft.config_for(RunSpec(model_name="aft-effnet", strategy="aft", lr=1e-3, steps=1, options=options))
     assert config.student == "aft-effnet" and config.teachers == ["aft-resnet"]
     with pytest.raises(ConfigError, match="at least one teacher other than the student"):
-        aft.config_for(RunSpec(model_name="aft-effnet", strategy="aft", lr=1e-3, steps=1,
-                               options={"teachers": ["aft-effnet"]}))
+        aft.config_for(
+            RunSpec(model_name="aft-effnet", strategy="aft", lr=1e-3, steps=1, options={"teachers": ["aft-effnet"]})
+        )
     with pytest.raises(ConfigError, match="own teachers"):
         aft.check_options({"student": "a", "teachers": ["a", "b"]})
     for bad in ({"beta": -1.0}, {"beta": "10"}, {"scale_lr": 0.0}, {"scale_lr": float("nan")}, {"student": 3}):
@@ -129,11 +132,20 @@ def test_the_default_student_is_the_smallest_zoo_model_and_never_its_own_teacher
 
 def test_a_short_run_lowers_the_loss_and_its_artifact_rebuilds_the_student(toy, tmp_path: Path) -> None:
     ds, cache = toy
-    spec = RunSpec(model_name="aft-resnet", strategy="aft", lr=3e-3, steps=16, seed=0, resolution=32, batch_size=6,
-                   options={"teachers": ["aft-resnet"], "student": "aft-effnet", "beta": 10.0})
+    spec = RunSpec(
+        model_name="aft-resnet",
+        strategy="aft",
+        lr=3e-3,
+        steps=16,
+        seed=0,
+        resolution=32,
+        batch_size=6,
+        options={"teachers": ["aft-resnet"], "student": "aft-effnet", "beta": 10.0},
+    )
     curve: list[tuple[float, float]] = []
-    result = AftStrategy().fit(spec, ds, cache=cache, progress=False,
-                               on_step=lambda step, ce, pen: curve.append((ce, pen)))
+    result = AftStrategy().fit(
+        spec, ds, cache=cache, progress=False, on_step=lambda step, ce, pen: curve.append((ce, pen))
+    )
     assert len(curve) == 16 and all(np.isfinite(v) for pair in curve for v in pair)
     total = [ce + 10.0 * pen for ce, pen in curve]
     assert np.mean(total[-4:]) < np.mean(total[:4])
@@ -142,8 +154,11 @@ def test_a_short_run_lowers_the_loss_and_its_artifact_rebuilds_the_student(toy, 
     assert result.model_name == "aft-effnet" and result.artifact.config["model"] == "aft-effnet"
     assert result.artifact.config["adapter"]["config"]["teachers"] == ["aft-resnet"]
     assert result.hparams["augmentation"] == "none"
-    assert result.updated_params == sum(v.numel() for k, v in result.artifact.tensors.items()
-                                         if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert result.updated_params == sum(
+        v.numel()
+        for k, v in result.artifact.tensors.items()
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     result.artifact.save(tmp_path / "aft")
     artifact = Artifact.load(tmp_path / "aft")
     strategy = AftStrategy()
@@ -160,11 +175,20 @@ def test_flips_give_the_teacher_features_of_the_view_the_student_sees(toy) -> No
     from zooens.zoo import create_model, data_config
 
     ds, cache = toy
-    spec = RunSpec(model_name="aft-vit-b", strategy="aft", lr=1e-4, steps=1, seed=0, batch_size=12,
-                   augmentation="flip", options={"teachers": ["aft-vit-a"]})
+    spec = RunSpec(
+        model_name="aft-vit-b",
+        strategy="aft",
+        lr=1e-4,
+        steps=1,
+        seed=0,
+        batch_size=12,
+        augmentation="flip",
+        options={"teachers": ["aft-vit-a"]},
+    )
     strategy = AftStrategy()
-    plain, mirrored = strategy.teacher_features(strategy.config_for(spec), spec, ds, cache=cache, device="cpu",
-                                                progress=False)
+    plain, mirrored = strategy.teacher_features(
+        strategy.config_for(spec), spec, ds, cache=cache, device="cpu", progress=False
+    )
     assert mirrored is not None and mirrored.shape == plain.shape == (12, 64)
     model = create_model("aft-vit-a", num_classes=0)
     transform = eval_transform(dict(data_config("aft-vit-a")))
@@ -184,7 +208,13 @@ def test_flips_give_the_teacher_features_of_the_view_the_student_sees(toy) -> No
 
 def test_crops_are_refused_before_any_work(toy) -> None:
     ds, cache = toy
-    spec = RunSpec(model_name="aft-effnet", strategy="aft", lr=1e-3, steps=1, augmentation="crop",
-                   options={"teachers": ["aft-resnet"]})
+    spec = RunSpec(
+        model_name="aft-effnet",
+        strategy="aft",
+        lr=1e-3,
+        steps=1,
+        augmentation="crop",
+        options={"teachers": ["aft-resnet"]},
+    )
     with pytest.raises(ConfigError, match="'none' or 'flip'"):
         AftStrategy().fit(spec, ds, cache=cache, progress=False)

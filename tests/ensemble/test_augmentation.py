@@ -1,5 +1,6 @@
 """Augmentation is declared by the data: flips never reach a task that declares them unsafe, and a
 left/right task is learned with the defaults."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,13 @@ from zooens.selection.datasets import load_builtin, load_imagefolder
 from zooens.selection.vtab.tasks import get_task
 
 SIZE = 32
-DATA_CFG = {"input_size": (3, SIZE, SIZE), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-            "interpolation": "bilinear", "crop_pct": 1.0}
+DATA_CFG = {
+    "input_size": (3, SIZE, SIZE),
+    "mean": (0.5, 0.5, 0.5),
+    "std": (0.5, 0.5, 0.5),
+    "interpolation": "bilinear",
+    "crop_pct": 1.0,
+}
 
 
 def bar_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +37,7 @@ def bar_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     x = rng.integers(0, 40, (n, SIZE, SIZE, 3)).astype(np.uint8)
     for i, label in enumerate(y):
         col = int(rng.integers(2, SIZE // 2 - 4)) + (SIZE // 2 if label else 0)
-        x[i, :, col:col + 3] = 255
+        x[i, :, col : col + 3] = 255
     return x, y.astype(np.int64)
 
 
@@ -76,8 +82,19 @@ def test_no_mirrored_image_reaches_a_flip_unsafe_task() -> None:
     augmentation = resolve_augmentation("auto", "patch", get_task("dsprites_location").declarations)
     seen: list[torch.Tensor] = []
     model = timm.create_model("test_resnet", pretrained=False, num_classes=2)
-    fit_classifier(model, list(model.parameters()), split, DATA_CFG, lr=0.01, steps=6, batch_size=8, seed=0,
-                   augmentation=augmentation, progress=False, on_batch=lambda b: seen.append(b.clone()))
+    fit_classifier(
+        model,
+        list(model.parameters()),
+        split,
+        DATA_CFG,
+        lr=0.01,
+        steps=6,
+        batch_size=8,
+        seed=0,
+        augmentation=augmentation,
+        progress=False,
+        on_batch=lambda b: seen.append(b.clone()),
+    )
     assert augmentation == "none" and len(seen) == 6
     for batch in seen:
         for image in batch:
@@ -85,8 +102,19 @@ def test_no_mirrored_image_reaches_a_flip_unsafe_task() -> None:
             assert not any(torch.equal(image, o.flip(-1)) for o in originals)
     # and with flips on (a flip-safe task), mirrored images do arrive
     mirrored: list[torch.Tensor] = []
-    fit_classifier(model, list(model.parameters()), split, DATA_CFG, lr=0.01, steps=3, batch_size=8, seed=0,
-                   augmentation="flip", progress=False, on_batch=lambda b: mirrored.append(b.clone()))
+    fit_classifier(
+        model,
+        list(model.parameters()),
+        split,
+        DATA_CFG,
+        lr=0.01,
+        steps=3,
+        batch_size=8,
+        seed=0,
+        augmentation="flip",
+        progress=False,
+        on_batch=lambda b: mirrored.append(b.clone()),
+    )
     assert any(torch.equal(im, o.flip(-1)) for b in mirrored for im in b for o in originals)
 
 
@@ -97,8 +125,18 @@ def test_left_right_task_is_learned_with_the_default_augmentation() -> None:
     torch.manual_seed(0)
     model = timm.create_model("test_resnet", pretrained=False, num_classes=2)
     train, test = ToySplit(*bar_arrays(64, 0)), ToySplit(*bar_arrays(48, 1))
-    fit_classifier(model, list(model.parameters()), train, DATA_CFG, lr=0.05, steps=20, batch_size=16, seed=0,
-                   augmentation=augmentation, progress=False)
+    fit_classifier(
+        model,
+        list(model.parameters()),
+        train,
+        DATA_CFG,
+        lr=0.05,
+        steps=20,
+        batch_size=16,
+        seed=0,
+        augmentation=augmentation,
+        progress=False,
+    )
     acc = np.mean(predict_proba(model, test, DATA_CFG).argmax(1) == test.labels)
     assert acc >= 0.85, acc
 
@@ -109,21 +147,32 @@ def test_auto_strategy_resolves_by_device() -> None:
 
 
 @pytest.mark.parametrize("strategy, lr, steps", [("linear", 0.1, 300), ("full", 0.05, 20)])
-def test_full_and_linear_learn_left_from_right_through_the_job_defaults(zooens_home, tmp_path, strategy, lr,
-                                                                        steps) -> None:
+def test_full_and_linear_learn_left_from_right_through_the_job_defaults(
+    zooens_home, tmp_path, strategy, lr, steps
+) -> None:
     """The strategies end to end on the bar task with `augmentation="auto"` resolved as a job does it."""
     from zooens.ensemble import RunSpec, run_finetune
     from zooens.selection.cache import EmbeddingCache
-    from zooens.selection.datasets import ImageDataset, Split as DataSplit
+    from zooens.selection.datasets import ImageDataset
+    from zooens.selection.datasets import Split as DataSplit
     from zooens.zoo.testing import register_random_model
 
     register_random_model("tiny-bar", "test_efficientnet", tmp_path / "weights")
-    splits = {name: DataSplit(name, *bar_arrays(n, seed)) for name, n, seed in
-              (("train", 64, 0), ("val", 16, 1), ("test", 48, 2))}
+    splits = {
+        name: DataSplit(name, *bar_arrays(n, seed))
+        for name, n, seed in (("train", 64, 0), ("val", 16, 1), ("test", 48, 2))
+    }
     ds = ImageDataset("bars", ["left", "right"], splits, extra={"flip_preserves_label": False})
     augmentation = resolve_augmentation("auto", strategy, ds.extra)
-    spec = RunSpec(model_name="tiny-bar", strategy=strategy, lr=lr, steps=steps, batch_size=16, resolution=SIZE,
-                   augmentation=augmentation)
+    spec = RunSpec(
+        model_name="tiny-bar",
+        strategy=strategy,
+        lr=lr,
+        steps=steps,
+        batch_size=16,
+        resolution=SIZE,
+        augmentation=augmentation,
+    )
     result = run_finetune(spec, ds, cache=EmbeddingCache(tmp_path / "cache"), progress=False)
     assert "flip" not in result.hparams["augmentation"]
     assert result.test_acc is not None and result.test_acc >= 0.85, result.test_acc
@@ -133,10 +182,12 @@ def test_full_and_linear_learn_left_from_right_through_the_job_defaults(zooens_h
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy, lr, steps", [("patch", 0.5, 100), ("lora", 0.5, 100), ("film", 0.01, 100),
-                                                 ("aft", 0.01, 60)])
-def test_every_adapter_learns_left_from_right_through_the_job_defaults(zooens_home, tmp_path, strategy, lr,
-                                                                       steps) -> None:
+@pytest.mark.parametrize(
+    "strategy, lr, steps", [("patch", 0.5, 100), ("lora", 0.5, 100), ("film", 0.01, 100), ("aft", 0.01, 60)]
+)
+def test_every_adapter_learns_left_from_right_through_the_job_defaults(
+    zooens_home, tmp_path, strategy, lr, steps
+) -> None:
     """No collapse to chance: patch, lora, film and aft learn the bar task (a mirror swaps its labels) with
     `augmentation="auto"`, on a random-weight backbone (so the update itself must do the learning). kron
     needs a ViT, and no pre-trained ViT ships here. A random-weight timm ViT is no test bed for this task:
@@ -147,17 +198,27 @@ def test_every_adapter_learns_left_from_right_through_the_job_defaults(zooens_ho
     (0.521 at lr 0.05 and 0.3), so kron (0.44-0.56 there) is not claimed."""
     from zooens.ensemble import RunSpec, run_finetune
     from zooens.selection.cache import EmbeddingCache
-    from zooens.selection.datasets import ImageDataset, Split as DataSplit
+    from zooens.selection.datasets import ImageDataset
+    from zooens.selection.datasets import Split as DataSplit
     from zooens.zoo.testing import register_random_model
 
     register_random_model("tiny-bar", "test_efficientnet", tmp_path / "weights")
     register_random_model("tiny-teacher", "test_resnet", tmp_path / "weights")
-    splits = {name: DataSplit(name, *bar_arrays(n, seed)) for name, n, seed in
-              (("train", 64, 0), ("val", 16, 1), ("test", 48, 2))}
+    splits = {
+        name: DataSplit(name, *bar_arrays(n, seed))
+        for name, n, seed in (("train", 64, 0), ("val", 16, 1), ("test", 48, 2))
+    }
     ds = ImageDataset("bars", ["left", "right"], splits, extra={"flip_preserves_label": False})
-    spec = RunSpec(model_name="tiny-bar", strategy=strategy, lr=lr, steps=steps, batch_size=16, resolution=SIZE,
-                   augmentation=resolve_augmentation("auto", strategy, ds.extra),
-                   options={"teachers": ["tiny-teacher"]} if strategy == "aft" else {})
+    spec = RunSpec(
+        model_name="tiny-bar",
+        strategy=strategy,
+        lr=lr,
+        steps=steps,
+        batch_size=16,
+        resolution=SIZE,
+        augmentation=resolve_augmentation("auto", strategy, ds.extra),
+        options={"teachers": ["tiny-teacher"]} if strategy == "aft" else {},
+    )
     result = run_finetune(spec, ds, cache=EmbeddingCache(tmp_path / "cache"), progress=False)
     assert result.hparams["augmentation"] == "none"
     assert result.test_acc is not None and result.test_acc >= 0.85, result.test_acc

@@ -1,5 +1,6 @@
 """BiT's hyper-rule against the numbers of the paper (Kolesnikov et al. 2020, section 3.3) and of the
 authors' `bit_hyperrule.py`, written here from those sources, not from the code under test."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,23 +8,31 @@ import pytest
 import torch
 from torch import nn
 
+from tests.ensemble._toy import toy_split
 from zooens.ensemble.specs import bit_hyperrule
 from zooens.ensemble.training import bit_schedule, fit_classifier
 from zooens.errors import ConfigError
-from tests.ensemble._toy import toy_split
 
-DATA_CFG = {"input_size": (3, 16, 16), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bilinear",
-            "crop_pct": 1.0}
+DATA_CFG = {
+    "input_size": (3, 16, 16),
+    "mean": (0.5, 0.5, 0.5),
+    "std": (0.5, 0.5, 0.5),
+    "interpolation": "bilinear",
+    "crop_pct": 1.0,
+}
 
 
-@pytest.mark.parametrize(("n", "steps", "warmup", "decays", "mixup"), [
-    (1, 500, 100, (200, 300, 400), 0.0),
-    (800, 500, 100, (200, 300, 400), 0.0),
-    (19_999, 500, 100, (200, 300, 400), 0.0),
-    (20_000, 10_000, 500, (3_000, 6_000, 9_000), 0.1),
-    (499_999, 10_000, 500, (3_000, 6_000, 9_000), 0.1),
-    (500_000, 20_000, 500, (6_000, 12_000, 18_000), 0.1),
-])
+@pytest.mark.parametrize(
+    ("n", "steps", "warmup", "decays", "mixup"),
+    [
+        (1, 500, 100, (200, 300, 400), 0.0),
+        (800, 500, 100, (200, 300, 400), 0.0),
+        (19_999, 500, 100, (200, 300, 400), 0.0),
+        (20_000, 10_000, 500, (3_000, 6_000, 9_000), 0.1),
+        (499_999, 10_000, 500, (3_000, 6_000, 9_000), 0.1),
+        (500_000, 20_000, 500, (6_000, 12_000, 18_000), 0.1),
+    ],
+)
 def test_schedule_and_mixup_follow_the_dataset_size(n, steps, warmup, decays, mixup) -> None:
     rule = bit_hyperrule(n, (224, 224), "cuda")
     assert (rule.steps, rule.warmup, rule.decay_steps, rule.mixup) == (steps, warmup, decays, mixup)
@@ -63,8 +72,20 @@ class _Linear(nn.Module):
 def _one_step(micro: int | None) -> torch.Tensor:
     torch.manual_seed(0)
     model = _Linear()
-    fit_classifier(model, list(model.parameters()), toy_split(24, seed=0, size=16), DATA_CFG, lr=0.1, steps=1,
-                   batch_size=24, seed=0, momentum=0.0, warmup_steps=0, micro_batch_size=micro, progress=False)
+    fit_classifier(
+        model,
+        list(model.parameters()),
+        toy_split(24, seed=0, size=16),
+        DATA_CFG,
+        lr=0.1,
+        steps=1,
+        batch_size=24,
+        seed=0,
+        momentum=0.0,
+        warmup_steps=0,
+        micro_batch_size=micro,
+        progress=False,
+    )
     return model.fc.weight.detach().clone()
 
 
@@ -77,10 +98,32 @@ def test_mixup_mixes_pairs_with_one_ratio_and_trains() -> None:
     seen: list[torch.Tensor] = []
     losses: list[float] = []
     model = _Linear()
-    fit_classifier(model, list(model.parameters()), toy_split(32, seed=0, size=16), DATA_CFG, lr=0.1, steps=5,
-                   batch_size=16, seed=0, mixup_alpha=0.1, progress=False, on_step=lambda s, v: losses.append(v),
-                   on_batch=seen.append)
+    fit_classifier(
+        model,
+        list(model.parameters()),
+        toy_split(32, seed=0, size=16),
+        DATA_CFG,
+        lr=0.1,
+        steps=5,
+        batch_size=16,
+        seed=0,
+        mixup_alpha=0.1,
+        progress=False,
+        on_step=lambda s, v: losses.append(v),
+        on_batch=seen.append,
+    )
     assert len(seen) == 5 and all(np.isfinite(losses))
     with pytest.raises(ConfigError, match="MixUp"):
-        fit_classifier(model, list(model.parameters()), toy_split(8, seed=0, size=16), DATA_CFG, lr=0.1, steps=1,
-                       batch_size=8, seed=0, mixup_alpha=0.1, loss_fn=lambda m, x, y: m(x).sum(), progress=False)
+        fit_classifier(
+            model,
+            list(model.parameters()),
+            toy_split(8, seed=0, size=16),
+            DATA_CFG,
+            lr=0.1,
+            steps=1,
+            batch_size=8,
+            seed=0,
+            mixup_alpha=0.1,
+            loss_fn=lambda m, x, y: m(x).sum(),
+            progress=False,
+        )

@@ -1,4 +1,5 @@
 """One-file ensembles: a round trip that needs no zoo, and every refusal of a file that is not what it says."""
+
 from __future__ import annotations
 
 import io
@@ -22,16 +23,32 @@ from zooens.ensemble import (
 )
 
 CLASSES = ["cat", "dog", "owl"]
-DATA_CONFIG = {"input_size": [3, 32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
-               "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center"}
+DATA_CONFIG = {
+    "input_size": [3, 32, 32],
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.25, 0.25, 0.25],
+    "interpolation": "bilinear",
+    "crop_pct": 1.0,
+    "crop_mode": "center",
+}
 
 
 def _linear_member(model: str, dim: int, seed: int) -> Artifact:
     g = torch.Generator().manual_seed(seed)
-    tensors = {"norm.mean": torch.randn(dim, generator=g), "norm.scale": torch.rand(dim, generator=g) + 0.5,
-               "head.weight": torch.randn(len(CLASSES), dim, generator=g), "head.bias": torch.randn(len(CLASSES))}
-    config = {"model": model, "strategy": "linear", "resolution": 32, "classes": CLASSES, "hparams": {"seed": seed},
-              "data_config": DATA_CONFIG}
+    tensors = {
+        "norm.mean": torch.randn(dim, generator=g),
+        "norm.scale": torch.rand(dim, generator=g) + 0.5,
+        "head.weight": torch.randn(len(CLASSES), dim, generator=g),
+        "head.bias": torch.randn(len(CLASSES)),
+    }
+    config = {
+        "model": model,
+        "strategy": "linear",
+        "resolution": 32,
+        "classes": CLASSES,
+        "hparams": {"seed": seed},
+        "data_config": DATA_CONFIG,
+    }
     return Artifact(config=config, tensors=tensors)
 
 
@@ -66,8 +83,7 @@ def test_round_trip_without_the_zoo(bundle_file):
     assert {"zooens", "torch", "timm", "safetensors"} <= set(bundle.versions)
     assert bundle.metadata == {"note": "test"}
     loaded = EnsemblePredictor.load(bundle_file)
-    direct = EnsemblePredictor(bundle.members,
-                               backbones={n: b.build() for n, b in bundle.base_models.items()})
+    direct = EnsemblePredictor(bundle.members, backbones={n: b.build() for n, b in bundle.base_models.items()})
     images = _images()
     p = loaded.predict_proba(images)
     assert p.shape == (4, 3) and np.allclose(p.sum(axis=1), 1, atol=1e-5)
@@ -98,18 +114,22 @@ def _edit_manifest(edit):
         manifest = json.loads(data)
         edit(manifest)
         return json.dumps(manifest).encode()
+
     return change
 
 
-@pytest.mark.parametrize("change, message", [
-    (_flip_tensor_byte, "members/1/model.safetensors does not match its sha256"),
-    (lambda name, data: None if name == "base/0.safetensors" else data, "part base/0.safetensors is missing"),
-    (_edit_manifest(lambda m: m.update(format_version=99)), "format version 99"),
-    (_edit_manifest(lambda m: m.update(format="something-else")), "not a zooens ensemble file"),
-    (_edit_manifest(lambda m: m["members"][0].update(config="../../etc/passwd")), "invalid part"),
-    (_edit_manifest(lambda m: m["parts"].pop("members/0/config.json")), "does not list"),
-    (lambda name, data: b"[1, 2" if name == "manifest.json" else data, "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_flip_tensor_byte, "members/1/model.safetensors does not match its sha256"),
+        (lambda name, data: None if name == "base/0.safetensors" else data, "part base/0.safetensors is missing"),
+        (_edit_manifest(lambda m: m.update(format_version=99)), "format version 99"),
+        (_edit_manifest(lambda m: m.update(format="something-else")), "not a zooens ensemble file"),
+        (_edit_manifest(lambda m: m["members"][0].update(config="../../etc/passwd")), "invalid part"),
+        (_edit_manifest(lambda m: m["parts"].pop("members/0/config.json")), "does not list"),
+        (lambda name, data: b"[1, 2" if name == "manifest.json" else data, "not valid JSON"),
+    ],
+)
 def test_an_altered_file_is_refused(bundle_file, tmp_path, change, message):
     bad = tmp_path / "bad.zooens"
     _rewrite(bundle_file, bad, change)

@@ -1,4 +1,5 @@
 """Forward-pass cost (FlopCounterMode) against hand formulas and timm's figure; shared passes counted once."""
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,16 @@ def test_forward_cost_measures_latency_and_is_deterministic() -> None:
     assert ForwardCost.from_dict(a.to_dict()) == a
 
 
-@pytest.mark.parametrize("kwargs", [{"resolution": 0}, {"resolution": (8,)}, {"resolution": 8.5},
-                                    {"resolution": 8, "repeats": 0}, {"resolution": 8, "warmup": -1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"resolution": 0},
+        {"resolution": (8,)},
+        {"resolution": 8.5},
+        {"resolution": 8, "repeats": 0},
+        {"resolution": 8, "warmup": -1},
+    ],
+)
 def test_bad_arguments(kwargs) -> None:
     with pytest.raises(ConfigError):
         forward_cost(nn.Flatten(), device="cpu", **kwargs)
@@ -73,8 +82,11 @@ def test_backbone_keys_share_frozen_passes_only() -> None:
     assert lin_a != backbone_key("m.a", "linear", resolution=128, preprocessing="model", run_key="x")
     assert lin_a != backbone_key("m.a", "linear", resolution=224, preprocessing="resize", run_key="x")
     assert lin_a != backbone_key("m.b", "linear", resolution=224, preprocessing="model", run_key="x")
-    full = [backbone_key("m.a", s, resolution=224, preprocessing="model", run_key=f"run-{s}-{i}")
-            for s in ("full", "lora", "patch", "film", "kron") for i in range(2)]
+    full = [
+        backbone_key("m.a", s, resolution=224, preprocessing="model", run_key=f"run-{s}-{i}")
+        for s in ("full", "lora", "patch", "film", "kron")
+        for i in range(2)
+    ]
     assert len(set(full)) == len(full) and lin_a not in full
     with pytest.raises(ConfigError):
         backbone_key("m.a", "nonsense", resolution=224, preprocessing="model", run_key="x")
@@ -85,8 +97,12 @@ def fc(gflops: float, params: int, latency: float | None = 1.0) -> ForwardCost:
 
 
 def test_ensemble_cost_counts_each_pass_once() -> None:
-    costs = {"lin1": ("A|shared", fc(1.5, 10, 2.0)), "lin2": ("A|shared", fc(1.5, 10, 2.0)),
-             "full": ("A|run=full", fc(1.5, 10, 3.0)), "other": ("B|shared", fc(0.25, 4, 0.5))}
+    costs = {
+        "lin1": ("A|shared", fc(1.5, 10, 2.0)),
+        "lin2": ("A|shared", fc(1.5, 10, 2.0)),
+        "full": ("A|run=full", fc(1.5, 10, 3.0)),
+        "other": ("B|shared", fc(0.25, 4, 0.5)),
+    }
     got = ensemble_cost(["lin1", "lin2", "full", "lin1"], costs)
     assert got == EnsembleCost(gflops=3.0, params=20, latency_ms=5.0, backbone_keys=("A|run=full", "A|shared"))
     assert ensemble_cost(["lin2"], costs).gflops == 1.5

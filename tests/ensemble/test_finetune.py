@@ -1,4 +1,5 @@
 """Sweep config, strategy registry, artifacts and the linear head (without zoo/selection)."""
+
 from __future__ import annotations
 
 import json
@@ -9,6 +10,8 @@ import timm
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from tests.ensemble._toy import toy_split
+from tests.ensemble.test_training import DATA_CFG
 from zooens.ensemble import (
     STRATEGIES,
     Artifact,
@@ -22,8 +25,6 @@ from zooens.ensemble import (
 )
 from zooens.ensemble.strategies.linear import LinearProbe
 from zooens.ensemble.training import bit_schedule, default_warmup_steps, eval_transform, iterate_batches, predict_proba
-from tests.ensemble._toy import toy_split
-from tests.ensemble.test_training import DATA_CFG
 from zooens.errors import ConfigError, DatasetError, NotFoundError
 
 
@@ -39,7 +40,13 @@ def test_sweep_grid_and_validation() -> None:
     grid = SweepConfig(learning_rates=(0.01, 0.1), steps=(300, 1000), batch_size=32, seed=4).grid()
     assert [(g["lr"], g["steps"]) for g in grid] == [(0.01, 300), (0.01, 1000), (0.1, 300), (0.1, 1000)]
     assert all(g["batch_size"] == 32 and g["seed"] == 4 for g in grid)
-    for bad in ({"learning_rates": ()}, {"learning_rates": (0.1, -1)}, {"steps": (0,)}, {"batch_size": 0}, {"seed": -1}):
+    for bad in (
+        {"learning_rates": ()},
+        {"learning_rates": (0.1, -1)},
+        {"steps": (0,)},
+        {"batch_size": 0},
+        {"seed": -1},
+    ):
         with pytest.raises(ConfigError):
             SweepConfig(**bad)
 
@@ -66,8 +73,13 @@ def test_registry_has_builtins_rejects_duplicates_and_names_choices() -> None:
 
 def test_artifact_round_trip(tmp_path) -> None:
     tensors = {"head.weight": torch.randn(3, 5), "head.bias": torch.arange(3, dtype=torch.float64)}
-    config = {"model": "m", "strategy": "linear", "classes": ["a", "b", "c"], "hparams": {"lr": 0.1},
-              "data_config": {"input_size": (3, 8, 8)}}
+    config = {
+        "model": "m",
+        "strategy": "linear",
+        "classes": ["a", "b", "c"],
+        "hparams": {"lr": 0.1},
+        "data_config": {"input_size": (3, 8, 8)},
+    }
     art = Artifact(config=config, tensors=tensors)
     assert art.nbytes == 15 * 4 + 3 * 8
     art.save(tmp_path / "a")
@@ -94,15 +106,19 @@ def test_linear_probe_steps_equal_autograd_and_torch_sgd(momentum, weight_decay)
     """The closed-form step against the textbook loop: nn.Linear + F.cross_entropy + backward +
     torch.optim.SGD (weight decay on the weight only), same batches and BiT schedule."""
     X, y = blobs(120, 3)
-    probe = LinearProbe(lr=0.3, steps=60, batch_size=32, momentum=momentum, weight_decay=weight_decay,
-                        random_state=5).fit(X, y)
+    probe = LinearProbe(
+        lr=0.3, steps=60, batch_size=32, momentum=momentum, weight_decay=weight_decay, random_state=5
+    ).fit(X, y)
     Z = torch.from_numpy((X.astype(np.float32) - probe.mean_) / probe.scale_)
     targets = torch.from_numpy(y.astype(np.int64))
     head = torch.nn.Linear(X.shape[1], 3)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
-    opt = torch.optim.SGD([{"params": [head.weight], "weight_decay": weight_decay},
-                           {"params": [head.bias], "weight_decay": 0.0}], lr=0.3, momentum=momentum)
+    opt = torch.optim.SGD(
+        [{"params": [head.weight], "weight_decay": weight_decay}, {"params": [head.bias], "weight_decay": 0.0}],
+        lr=0.3,
+        momentum=momentum,
+    )
     batches = iterate_batches(len(Z), 32, torch.Generator().manual_seed(5))
     losses = []
     for step in range(60):
@@ -173,8 +189,14 @@ def test_linear_head_on_tiny_timm_embeddings_and_artifact_reload(tmp_path) -> No
     val_proba = probe.predict_proba(embed(val))
     assert np.mean(val_proba.argmax(1) == val.labels) >= 0.9
 
-    config = {"model": "tiny", "strategy": "linear", "classes": ["r", "g", "b"], "resolution": None,
-              "hparams": {}, "data_config": dict(DATA_CFG)}
+    config = {
+        "model": "tiny",
+        "strategy": "linear",
+        "classes": ["r", "g", "b"],
+        "resolution": None,
+        "hparams": {},
+        "data_config": dict(DATA_CFG),
+    }
     Artifact(config=config, tensors=probe.tensors()).save(tmp_path / "run")
     module, data_cfg = load_artifact_model(tmp_path / "run", backbone=backbone)
     assert data_cfg == DATA_CFG

@@ -1,4 +1,5 @@
 """GreedyEnsembleSelector against an independent brute-force reference."""
+
 from __future__ import annotations
 
 import itertools
@@ -180,8 +181,11 @@ def reference_budgeted_greedy(P, y, max_size, costs, budget, loss=None) -> list[
     loss = loss or cached_ce(P, y)
     chosen: list[int] = []
     for _ in range(max_size):
-        options = [(loss(chosen + [k]), k not in chosen, ref_cost(costs, chosen + [k]), k)
-                   for k in range(len(P)) if ref_cost(costs, chosen + [k]) <= budget]
+        options = [
+            (loss(chosen + [k]), k not in chosen, ref_cost(costs, chosen + [k]), k)
+            for k in range(len(P))
+            if ref_cost(costs, chosen + [k]) <= budget
+        ]
         if not options:
             return None
         best_loss = min(o[0] for o in options)
@@ -193,7 +197,7 @@ def budget_grid(costs: list[tuple[str, float]]) -> list[float]:
     """Every sum of distinct keys' costs, each midway point, and one below and above them all."""
     key_cost = sorted(dict(costs).values())
     sums = sorted({sum(c) for r in range(1, len(key_cost) + 1) for c in itertools.combinations(key_cost, r)})
-    return sorted({min(sums) - 0.5, *sums, *((a + b) / 2 for a, b in zip(sums, sums[1:])), max(sums) + 1})
+    return sorted({min(sums) - 0.5, *sums, *((a + b) / 2 for a, b in zip(sums, sums[1:], strict=False)), max(sums) + 1})
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -258,8 +262,10 @@ def test_front_over_budgets_against_brute_force(seed: int) -> None:
     front = sel.front_
     assert front and all(p in levels for p in front)
     for a in front:
-        assert not any(b.cost <= a.cost and b.val_loss <= a.val_loss and (b.cost, b.val_loss) != (a.cost, a.val_loss)
-                       for b in levels)
+        assert not any(
+            b.cost <= a.cost and b.val_loss <= a.val_loss and (b.cost, b.val_loss) != (a.cost, a.val_loss)
+            for b in levels
+        )
     for p in levels:
         assert any(f.cost <= p.cost and f.val_loss <= p.val_loss for f in front)
     assert [p.cost for p in front] == sorted(p.cost for p in front)
@@ -312,16 +318,19 @@ def test_shared_pass_is_free_and_cheaper_wins_ties() -> None:
     assert cheap.selected_ == [1] and cheap.cost_ == 1.0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"max_cost": 1.0}, "max_cost needs costs"),
-    ({"costs": [("a", 1.0)]}, "one \\(backbone key, cost\\) per candidate"),
-    ({"costs": [("a", 1.0), ("a", 2.0), ("b", 1.0), ("c", 1.0)]}, "two costs"),
-    ({"costs": [("a", -1.0), ("b", 1.0), ("c", 1.0), ("d", 1.0)]}, "non-negative cost"),
-    ({"costs": [("a", 1.0), ("b", 1.0), (3, 1.0), ("d", 1.0)]}, "pair"),
-    ({"costs": [("a", 1.0)] * 4, "max_cost": -1.0}, "max_cost must be"),
-    ({"costs": [("a", 1.0)] * 4, "max_cost": float("inf")}, "max_cost must be"),
-    ({"costs": [("a", 1.0), ("b", 3.0), ("c", 2.0), ("d", 5.0)], "max_cost": 0.5}, "at least that"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_cost": 1.0}, "max_cost needs costs"),
+        ({"costs": [("a", 1.0)]}, "one \\(backbone key, cost\\) per candidate"),
+        ({"costs": [("a", 1.0), ("a", 2.0), ("b", 1.0), ("c", 1.0)]}, "two costs"),
+        ({"costs": [("a", -1.0), ("b", 1.0), ("c", 1.0), ("d", 1.0)]}, "non-negative cost"),
+        ({"costs": [("a", 1.0), ("b", 1.0), (3, 1.0), ("d", 1.0)]}, "pair"),
+        ({"costs": [("a", 1.0)] * 4, "max_cost": -1.0}, "max_cost must be"),
+        ({"costs": [("a", 1.0)] * 4, "max_cost": float("inf")}, "max_cost must be"),
+        ({"costs": [("a", 1.0), ("b", 3.0), ("c", 2.0), ("d", 5.0)], "max_cost": 0.5}, "at least that"),
+    ],
+)
 def test_bad_budgets(kwargs, match) -> None:
     P, y = random_problem(0)
     with pytest.raises(ConfigError, match=match):

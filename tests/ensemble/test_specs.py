@@ -1,4 +1,5 @@
 """The hyper-parameter checks and the strategies' option hooks (no zoo, no data)."""
+
 from __future__ import annotations
 
 import pytest
@@ -45,17 +46,20 @@ def test_every_strategy_is_registered() -> None:
     assert strategy_names() == ["aft", "auto", "film", "full", "kron", "linear", "lora", "patch"]
 
 
-@pytest.mark.parametrize("name, good, bad", [
-    ("linear", {"momentum": 0.9}, {"augment": True}),
-    ("full", {"momentum": 0.9, "weight_decay": 0.0}, {"rank": 2}),
-    ("patch", {"depthwise": True, "momentum": 0.9}, {"rank": 2}),
-    ("lora", {"rank": 2}, {"rank": 0}),
-    ("film", {"head": "lda"}, {"head": "svm"}),
-    ("kron", {"n_kron": 2}, {"a_size": 0}),
-    ("aft", {"beta": 0.5}, {"beta": -1.0}),
-    ("aft", {"teachers": ["a"]}, {"teachers": "a"}),
-    ("aft", {}, {"rank": 2}),
-])
+@pytest.mark.parametrize(
+    "name, good, bad",
+    [
+        ("linear", {"momentum": 0.9}, {"augment": True}),
+        ("full", {"momentum": 0.9, "weight_decay": 0.0}, {"rank": 2}),
+        ("patch", {"depthwise": True, "momentum": 0.9}, {"rank": 2}),
+        ("lora", {"rank": 2}, {"rank": 0}),
+        ("film", {"head": "lda"}, {"head": "svm"}),
+        ("kron", {"n_kron": 2}, {"a_size": 0}),
+        ("aft", {"beta": 0.5}, {"beta": -1.0}),
+        ("aft", {"teachers": ["a"]}, {"teachers": "a"}),
+        ("aft", {}, {"rank": 2}),
+    ],
+)
 def test_check_options(name, good, bad) -> None:
     strategy = get_strategy(name)
     strategy.check_options(good)

@@ -3,6 +3,7 @@
 Tiny timm models with random weights are registered as user models; the dataset is an
 ImageFolder of colour-coded toy images with train/val/test splits.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,8 @@ pytest.importorskip("zooens.selection.cache", reason="selection/ is not written 
 
 from PIL import Image  # noqa: E402
 
-from zooens.ensemble import Artifact, EnsemblePredictor, GreedyEnsembleSelector, RunSpec, run_finetune  # noqa: E402
 from tests.ensemble._toy import toy_arrays  # noqa: E402
+from zooens.ensemble import Artifact, EnsemblePredictor, GreedyEnsembleSelector, RunSpec, run_finetune  # noqa: E402
 
 MODEL = "tiny-effnet-ens"
 CLASSES = ["blue", "green", "red"]  # toy label 0 red, 1 green, 2 blue; folders sort alphabetically
@@ -35,7 +36,7 @@ def setup(zooens_home: Path, tmp_path: Path):
     root = tmp_path / "data"
     for split, n, seed in (("train", 36, 0), ("val", 18, 1), ("test", 18, 2)):
         x, y = toy_arrays(n, seed)
-        for i, (img, label) in enumerate(zip(x, y)):
+        for i, (img, label) in enumerate(zip(x, y, strict=False)):
             folder = root / split / ["red", "green", "blue"][label]
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(folder / f"{i}.png")
@@ -94,8 +95,9 @@ def test_predictor_weights_members_like_the_greedy_ensemble(setup, tmp_path: Pat
     ds, cache = setup
     runs = []
     for i, (lr, steps) in enumerate(((0.01, 20), (0.1, 100))):
-        spec = RunSpec(model_name=MODEL, strategy="linear", lr=lr, steps=steps, seed=i, resolution=RESOLUTION,
-                       batch_size=16)
+        spec = RunSpec(
+            model_name=MODEL, strategy="linear", lr=lr, steps=steps, seed=i, resolution=RESOLUTION, batch_size=16
+        )
         runs.append(run_finetune(spec, ds, cache=cache, progress=False))
         runs[-1].artifact.save(tmp_path / f"run{i}")
     P = np.stack([r.val_proba for r in runs])

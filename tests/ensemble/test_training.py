@@ -1,4 +1,5 @@
 """The shared training loop on a real tiny timm network (random weights) and toy images."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +8,8 @@ import timm
 import torch
 from torch import nn
 
+from tests.ensemble._toy import toy_split
+from zooens.cancel import cancel_scope
 from zooens.ensemble.strategies.linear import LinearProbeModule
 from zooens.ensemble.training import (
     TrainImages,
@@ -16,8 +19,6 @@ from zooens.ensemble.training import (
     iterate_batches,
     predict_proba,
 )
-from tests.ensemble._toy import toy_split
-from zooens.cancel import cancel_scope
 from zooens.errors import Cancelled, ConfigError
 
 DATA_CFG = {
@@ -103,8 +104,17 @@ def test_fit_classifier_head_only_lowers_loss_and_touches_nothing_else() -> None
     loss0 = eval_loss(model, train)
     losses: list[float] = []
     fit_classifier(
-        model, model.head.parameters(), train, DATA_CFG, lr=0.05, steps=15, batch_size=16, seed=0,
-        progress=False, freeze_norm_stats=True, on_step=lambda step, loss: losses.append(loss),
+        model,
+        model.head.parameters(),
+        train,
+        DATA_CFG,
+        lr=0.05,
+        steps=15,
+        batch_size=16,
+        seed=0,
+        progress=False,
+        freeze_norm_stats=True,
+        on_step=lambda step, loss: losses.append(loss),
     )
     assert len(losses) == 15
     assert eval_loss(model, train) < loss0 - 0.05
@@ -120,8 +130,9 @@ def test_fit_classifier_all_params_change_and_is_reproducible() -> None:
     for seed in (0, 0, 1):
         model = tiny_classifier()
         before = {k: v.clone() for k, v in model.named_parameters()}
-        fit_classifier(model, model.parameters(), train, DATA_CFG, lr=0.01, steps=4, batch_size=8, seed=seed,
-                       progress=False)
+        fit_classifier(
+            model, model.parameters(), train, DATA_CFG, lr=0.01, steps=4, batch_size=8, seed=seed, progress=False
+        )
         assert all(not torch.equal(before[k], v) for k, v in model.named_parameters())
         runs.append(model.state_dict())
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
@@ -137,8 +148,18 @@ def test_fit_classifier_uses_the_given_loss() -> None:
         calls.append(tuple(images.shape))
         return m(images).pow(2).mean()  # drives the logits to zero
 
-    fit_classifier(model, model[1].parameters(), train, DATA_CFG, lr=0.1, steps=3, batch_size=4, seed=0,
-                   loss_fn=loss_fn, progress=False)
+    fit_classifier(
+        model,
+        model[1].parameters(),
+        train,
+        DATA_CFG,
+        lr=0.1,
+        steps=3,
+        batch_size=4,
+        seed=0,
+        loss_fn=loss_fn,
+        progress=False,
+    )
     assert calls == [(4, 3, 64, 64)] * 3
 
 
@@ -162,8 +183,18 @@ def test_fit_classifier_stops_at_the_step_its_scope_is_cancelled() -> None:
                 scope.cancel("a cancel was requested")
 
         with pytest.raises(Cancelled, match="a cancel was requested"):
-            fit_classifier(model, model[1].parameters(), toy_split(8, seed=0), DATA_CFG, lr=0.1, steps=100_000,
-                           batch_size=4, seed=0, progress=False, on_step=on_step)
+            fit_classifier(
+                model,
+                model[1].parameters(),
+                toy_split(8, seed=0),
+                DATA_CFG,
+                lr=0.1,
+                steps=100_000,
+                batch_size=4,
+                seed=0,
+                progress=False,
+                on_step=on_step,
+            )
     assert seen == [0, 1, 2]
 
 
@@ -171,12 +202,33 @@ def test_fit_classifier_stops_at_its_time_limit() -> None:
     model = tiny_classifier()
     with cancel_scope(time_limit=0.0):
         with pytest.raises(Cancelled, match="time limit"):
-            fit_classifier(model, model[1].parameters(), toy_split(8, seed=0), DATA_CFG, lr=0.1, steps=100_000,
-                           batch_size=4, seed=0, progress=False)
+            fit_classifier(
+                model,
+                model[1].parameters(),
+                toy_split(8, seed=0),
+                DATA_CFG,
+                lr=0.1,
+                steps=100_000,
+                batch_size=4,
+                seed=0,
+                progress=False,
+            )
 
 
-@pytest.mark.parametrize("cfg", [DATA_CFG, {**DATA_CFG, "input_size": (3, 48, 40), "crop_pct": 0.875,
-                                            "interpolation": "bilinear", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        DATA_CFG,
+        {
+            **DATA_CFG,
+            "input_size": (3, 48, 40),
+            "crop_pct": 0.875,
+            "interpolation": "bilinear",
+            "mean": (0.5, 0.5, 0.5),
+            "std": (0.5, 0.5, 0.5),
+        },
+    ],
+)
 def test_train_images_equal_the_eval_transform_bit_for_bit_and_decode_each_image_once(cfg) -> None:
     split = toy_split(12, seed=3, size=28)
     calls: list[int] = []

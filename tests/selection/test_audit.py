@@ -1,4 +1,5 @@
 """The ranking audit: correlations against scipy, regret by hand, undefined cases as NaN with a reason."""
+
 from __future__ import annotations
 
 import json
@@ -42,12 +43,15 @@ def test_ranks_and_perfect_orders() -> None:
     assert kendall_tau_b(x, -x).value == pytest.approx(-1.0)
 
 
-@pytest.mark.parametrize("x, y, reason", [
-    ([], [], "only 0 model"),
-    ([0.4], [0.8], "only 1 model"),
-    ([0.5, 0.5, 0.5], [0.1, 0.2, 0.3], "predictor is the same"),
-    ([0.1, 0.2, 0.3], [0.7, 0.7, 0.7], "fine-tuned accuracy is the same"),
-])
+@pytest.mark.parametrize(
+    "x, y, reason",
+    [
+        ([], [], "only 0 model"),
+        ([0.4], [0.8], "only 1 model"),
+        ([0.5, 0.5, 0.5], [0.1, 0.2, 0.3], "predictor is the same"),
+        ([0.1, 0.2, 0.3], [0.7, 0.7, 0.7], "fine-tuned accuracy is the same"),
+    ],
+)
 def test_undefined_correlations_are_nan_with_a_reason(x, y, reason) -> None:
     for corr in (spearman_rho(x, y), kendall_tau_b(x, y)):
         assert math.isnan(corr.value) and reason in corr.reason
@@ -65,7 +69,7 @@ def test_audit_by_hand() -> None:
     acc = best_accuracy_per_model([("a", 0.70), ("b", 0.80), ("a", 0.75), ("c", 0.90), ("d", 0.60)])
     assert acc == {"a": 0.75, "b": 0.80, "c": 0.90, "d": 0.60}
     scores = {
-        "knn": {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.1},     # puts the best model (c) third
+        "knn": {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.1},  # puts the best model (c) third
         "logme": {"a": 1.0, "b": 2.0, "c": 3.0, "d": None},  # right order; no score for d
     }
     audit = audit_ranking(acc, scores, top_k=2)

@@ -1,12 +1,13 @@
 """Dataset loaders and the bad-input errors."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from zooens.selection.datasets import load_dataset, load_npz, validate, vtab_split
 from zooens.errors import DatasetError
+from zooens.selection.datasets import load_dataset, load_npz, validate, vtab_split
 
 
 def _tree(root, spec, size=12, seed=0):
@@ -34,8 +35,13 @@ def test_imagefolder_flat_and_with_splits(tmp_path):
 
 def test_csv_manifest(tmp_path):
     _tree(tmp_path / "img", {"a": 2, "b": 2})
-    lines = ["path,label,split", "img/a/0.png,a,train", "img/a/1.png,a,test", "img/b/0.png,b,train",
-             "img/b/1.png,b,train"]
+    lines = [
+        "path,label,split",
+        "img/a/0.png,a,train",
+        "img/a/1.png,a,test",
+        "img/b/0.png,b,train",
+        "img/b/1.png,b,train",
+    ]
     (tmp_path / "m.csv").write_text("\n".join(lines))
     ds = load_dataset(tmp_path / "m.csv")
     assert ds.classes == ["a", "b"] and len(ds.split("train")) == 3 and len(ds.split("test")) == 1
@@ -46,8 +52,12 @@ def test_csv_manifest(tmp_path):
 
 def test_npz_and_its_errors(tmp_path):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", train_images=rng.integers(0, 255, (6, 8, 8), dtype=np.uint8),
-             train_labels=np.array([0, 0, 1, 1, 2, 2]), classes=np.array(["x", "y", "z"]))
+    np.savez(
+        tmp_path / "d.npz",
+        train_images=rng.integers(0, 255, (6, 8, 8), dtype=np.uint8),
+        train_labels=np.array([0, 0, 1, 1, 2, 2]),
+        classes=np.array(["x", "y", "z"]),
+    )
     ds = load_npz(tmp_path / "d.npz")
     assert ds.classes == ["x", "y", "z"] and ds.split("train").image(0).size == (8, 8)
     np.savez(tmp_path / "bad.npz", train_images=np.zeros((3, 8, 8), np.uint8), train_labels=np.zeros(2))

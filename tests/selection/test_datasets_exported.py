@@ -1,4 +1,5 @@
 """The exported VTAB layout: streamed `images.npy`/`labels.npy` splits, task.json's class list, old layouts."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,12 @@ from PIL import Image
 
 from zooens.errors import DatasetError, TooLargeError
 from zooens.selection.datasets import (
-    SPLIT_IMAGES, SPLIT_LABELS, load_dataset, load_exported_task, read_npy_header, write_split_npz,
+    SPLIT_IMAGES,
+    SPLIT_LABELS,
+    load_dataset,
+    load_exported_task,
+    read_npy_header,
+    write_split_npz,
 )
 
 FOLDERS = ("train800", "val200", "test")
@@ -19,7 +25,7 @@ def write_npy_task(root, name="sun397", *, n_classes=397, sizes=(6, 3, 4), shape
     """A task in the streamed layout; train800 holds only a few of the classes."""
     rng = np.random.default_rng(seed)
     base = root / name
-    for folder, n in zip(FOLDERS, sizes):
+    for folder, n in zip(FOLDERS, sizes, strict=False):
         (base / folder).mkdir(parents=True)
         np.save(base / folder / SPLIT_IMAGES, rng.integers(0, 256, (n, *shape)).astype(np.uint8))
         np.save(base / folder / SPLIT_LABELS, rng.integers(0, n_classes, n).astype(np.int64))
@@ -34,7 +40,7 @@ def test_npy_splits_are_memory_mapped_and_task_classes_are_the_label_space(tmp_p
     base = write_npy_task(tmp_path)
     ds = load_exported_task(tmp_path, "sun397")
     assert len(ds.classes) == 397 and ds.classes[5] == "/c/class_5"  # classes without examples kept
-    for split, folder in zip(("train", "val", "test"), FOLDERS):
+    for split, folder in zip(("train", "val", "test"), FOLDERS, strict=False):
         sp = ds.split(split)
         assert isinstance(sp.images, np.memmap) and sp.images.dtype == np.uint8
         assert np.array_equal(sp.images, np.load(base / folder / SPLIT_IMAGES))
@@ -92,8 +98,12 @@ def test_old_layouts_map_into_task_json_classes(tmp_path):
     base = tmp_path / "dtd"
     classes = ["banded", "dotted", "striped"]
     rng = np.random.default_rng(0)
-    write_split_npz(base / "train800", rng.integers(0, 256, (4, 8, 8, 3)).astype(np.uint8), np.array([0, 0, 1, 1]),
-                    ["banded", "dotted"])  # a split that lists only its own classes
+    write_split_npz(
+        base / "train800",
+        rng.integers(0, 256, (4, 8, 8, 3)).astype(np.uint8),
+        np.array([0, 0, 1, 1]),
+        ["banded", "dotted"],
+    )  # a split that lists only its own classes
     write_split_npz(base / "val200", rng.integers(0, 256, (2, 8, 8, 3)).astype(np.uint8), np.array([0, 2]), classes)
     for name in ("striped", "dotted"):  # an ImageFolder test split
         (base / "test" / name).mkdir(parents=True)

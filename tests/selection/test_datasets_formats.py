@@ -1,12 +1,13 @@
 """More loaders and bad input: JPEG trees, truncated files, CSV/npz edge cases, built-ins, vtab_split."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from zooens.selection.datasets import ImageDataset, Split, load_builtin, load_dataset, load_npz, validate, vtab_split
 from zooens.errors import DatasetError
+from zooens.selection.datasets import ImageDataset, Split, load_builtin, load_dataset, load_npz, validate, vtab_split
 
 
 def _tree(root, spec, size=12, seed=0):
@@ -117,8 +118,8 @@ def test_builtin_contents_against_their_sources():
     tr, te = digits.split("train"), digits.split("test")
     assert tr.images.max() == 255 and len(te) == 599
     assert np.bincount(te.labels).min() >= 58  # stratified: each class about a third
-    pool = {(lab, img.tobytes()) for lab, img in zip(ref.target, np.round(ref.images * 255 / 16).astype(np.uint8))}
-    assert all((int(lab), img.tobytes()) in pool for lab, img in zip(te.labels, te.images))
+    pool = {(lab, img.tobytes()) for lab, img in zip(ref.target, np.round(ref.images * 255 / 16).astype(np.uint8), strict=False)}
+    assert all((int(lab), img.tobytes()) in pool for lab, img in zip(te.labels, te.images, strict=False))
     assert load_dataset("digits").fingerprint == digits.fingerprint  # the seeded split is stable
 
 
@@ -126,8 +127,13 @@ def test_vtab_split_draws_disjoint_seeded_subsets(tmp_path):
     n = 60
     imgs = np.zeros((n, 4, 4), np.uint8)
     imgs[:, 0, 0] = np.arange(n)  # the image says which index it is
-    np.savez(tmp_path / "v.npz", train_images=imgs, train_labels=np.arange(n) % 3,
-             test_images=imgs[:30], test_labels=np.arange(30) % 3)
+    np.savez(
+        tmp_path / "v.npz",
+        train_images=imgs,
+        train_labels=np.arange(n) % 3,
+        test_images=imgs[:30],
+        test_labels=np.arange(30) % 3,
+    )
     ds = load_npz(tmp_path / "v.npz")
     a = vtab_split(ds, n_train=20, n_val=10, seed=7)
     ids = {s: a.split(s).images[:, 0, 0].tolist() for s in ("train", "val")}

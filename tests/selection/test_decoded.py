@@ -1,5 +1,6 @@
 """Decoded splits: uint8 + on-device normalisation equals timm's float transform bit for bit; the key
 ignores mean/std; the memory and disk copies stay within their byte bounds."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,13 @@ from timm.data import create_transform
 from zooens import zoo
 from zooens.selection.datasets import Split
 from zooens.selection.decoded import (
-    DecodedCache, DecodeKey, Decoder, decode_transform, decoded_batches, mean_std, normalize,
+    DecodedCache,
+    DecodeKey,
+    Decoder,
+    decode_transform,
+    decoded_batches,
+    mean_std,
+    normalize,
 )
 
 CONFIGS = [
@@ -32,8 +39,14 @@ def images():
 @pytest.mark.parametrize("geometry", CONFIGS)
 def test_decoded_then_normalised_is_timms_transform_exactly(images, geometry):
     size, interpolation, crop_pct, crop_mode = geometry
-    cfg = {"input_size": size, "interpolation": interpolation, "crop_pct": crop_pct, "crop_mode": crop_mode,
-           "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    cfg = {
+        "input_size": size,
+        "interpolation": interpolation,
+        "crop_pct": crop_pct,
+        "crop_mode": crop_mode,
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+    }
     timm_tf = create_transform(**cfg, is_training=False)
     ours = decode_transform(cfg)
     mean, std = mean_std(cfg, "cpu")
@@ -47,17 +60,28 @@ def test_resize_preprocessing_is_exact_too(images):
     cfg = zoo.data_config("tf_efficientnet_lite0.in1k", resolution=40, preprocessing="resize")
     mean, std = mean_std(cfg, "cpu")
     for img in images:
-        assert torch.equal(normalize(decode_transform(cfg)(img)[None], mean, std)[0],
-                           create_transform(**cfg, is_training=False)(img))
+        assert torch.equal(
+            normalize(decode_transform(cfg)(img)[None], mean, std)[0], create_transform(**cfg, is_training=False)(img)
+        )
 
 
 def test_the_key_is_the_geometry_not_mean_or_std():
-    cfg = {"input_size": (3, 32, 32), "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center",
-           "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    cfg = {
+        "input_size": (3, 32, 32),
+        "interpolation": "bicubic",
+        "crop_pct": 0.875,
+        "crop_mode": "center",
+        "mean": (0.5,) * 3,
+        "std": (0.5,) * 3,
+    }
     same = DecodeKey.of("fp", "train", {**cfg, "mean": (0.1,) * 3, "std": (0.2,) * 3})
     assert DecodeKey.of("fp", "train", cfg) == same and DecodeKey.of("fp", "train", cfg).digest == same.digest
-    for other in ({**cfg, "crop_pct": 1.0}, {**cfg, "interpolation": "bilinear"}, {**cfg, "input_size": (3, 32, 40)},
-                  {**cfg, "crop_mode": "squash"}):
+    for other in (
+        {**cfg, "crop_pct": 1.0},
+        {**cfg, "interpolation": "bilinear"},
+        {**cfg, "input_size": (3, 32, 40)},
+        {**cfg, "crop_mode": "squash"},
+    ):
         assert DecodeKey.of("fp", "train", other) != same
     assert DecodeKey.of("fp2", "train", cfg) != same and DecodeKey.of("fp", "val", cfg) != same
     assert DecodeKey.of("fp", "train", {**cfg, "crop_pct": 0.88}) == same  # 32 / 0.88 and 32 / 0.875: 36 px
@@ -120,8 +144,14 @@ def test_a_grey_split_decoded_as_one_channel_equals_timm_on_its_rgb_image(interp
     rng = np.random.default_rng(2)
     for shape in ((9, 28, 28), (9, 23, 37, 1)):  # (N, H, W) and (N, H, W, 1)
         split = Split("train", rng.integers(0, 256, shape, dtype=np.uint8), np.arange(9) % 3)
-        cfg = {"input_size": (3, 40, 40), "interpolation": interpolation, "crop_pct": 0.9, "crop_mode": crop_mode,
-               "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+        cfg = {
+            "input_size": (3, 40, 40),
+            "interpolation": interpolation,
+            "crop_pct": 0.9,
+            "crop_mode": crop_mode,
+            "mean": (0.485, 0.456, 0.406),
+            "std": (0.229, 0.224, 0.225),
+        }
         timm_tf = create_transform(**cfg, is_training=False)
         mean, std = mean_std(cfg, "cpu")
         assert split.image(0, keep_grey=True).mode == "L" and split.image(0).mode == "RGB"

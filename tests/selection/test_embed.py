@@ -1,5 +1,6 @@
 """Embedding through the cache matches a bare timm forward pass; a cache hit builds no model; a zoo
 sharing one preprocessing decodes the data once; a model is built once for all its splits."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,13 @@ from zooens.selection import decoded as decoded_module
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset, Split
 from zooens.selection.embed import (
-    batch_size_for, built_model, clear_built_models, embed_split, embed_with_cache, embedding_key, frozen_model,
+    batch_size_for,
+    built_model,
+    clear_built_models,
+    embed_split,
+    embed_with_cache,
+    embedding_key,
+    frozen_model,
     resolve_num_workers,
 )
 from zooens.selection.ranking import ranking_table, score_model
@@ -32,9 +39,15 @@ def tiny(zooens_home):
     y = np.repeat(np.arange(3), 12)
     imgs = rng.integers(0, 255, (36, 20, 20, 3), dtype=np.uint8)
     imgs[..., 0] = np.clip(imgs[..., 0] // 4 + 80 * y[:, None, None], 0, 255)  # class shows in red
-    ds = ImageDataset("toy", ["a", "b", "c"], {"train": Split("train", imgs[::2], y[::2]),
-                                               "val": Split("val", imgs[1::2], y[1::2]),
-                                               "test": Split("test", imgs[:9], y[:9])})
+    ds = ImageDataset(
+        "toy",
+        ["a", "b", "c"],
+        {
+            "train": Split("train", imgs[::2], y[::2]),
+            "val": Split("val", imgs[1::2], y[1::2]),
+            "test": Split("test", imgs[:9], y[:9]),
+        },
+    )
     yield zooens_home, ds
     clear_built_models()
 
@@ -93,8 +106,9 @@ def test_a_model_is_built_once_for_all_its_splits(tiny, monkeypatch):
     assert len(builds) == 1
     model = zoo.create_model("tiny-resnet")
     cfg = zoo.data_config("tiny-resnet", resolution=32)
-    np.testing.assert_allclose(res.embeddings, embed_split(model, cfg, ds.split("test"), progress=False),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        res.embeddings, embed_split(model, cfg, ds.split("test"), progress=False), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_three_models_of_one_geometry_decode_each_split_once(tiny, counted_images):
@@ -106,8 +120,10 @@ def test_three_models_of_one_geometry_decode_each_split_once(tiny, counted_image
     other = register_random_model("tiny-b", "test_resnet", home / "w", seed=2)
     shifted = dataclasses.replace(other, input=dataclasses.replace(other.input, mean=(0.3, 0.4, 0.5), std=(0.2,) * 3))
     n = len(ds.split("train"))
-    results = [embed_with_cache(ws, ds, "train", cache=cache, resolution=32, progress=False)
-               for ws in (base, "tiny-resnet", shifted)]
+    results = [
+        embed_with_cache(ws, ds, "train", cache=cache, resolution=32, progress=False)
+        for ws in (base, "tiny-resnet", shifted)
+    ]
     assert len(counted_images) == n  # 3 models, one decode
     # each model's embeddings are its own timm pipeline's, mean/std included
     ref_cfg = zoo.data_config(shifted, resolution=32)
@@ -132,7 +148,9 @@ def test_score_and_rank(tiny):
 
     home, ds = tiny
     cache = EmbeddingCache(home / "cache")
-    scores = [score_model(m, ds, k=3, cache=cache, resolution=32, progress=False) for m in ("tiny-effnet", "tiny-resnet")]
+    scores = [
+        score_model(m, ds, k=3, cache=cache, resolution=32, progress=False) for m in ("tiny-effnet", "tiny-resnet")
+    ]
     table = ranking_table(scores)
     assert list(table["knn_accuracy"]) == sorted(table["knn_accuracy"], reverse=True)
     s = scores[0]
@@ -181,7 +199,9 @@ def test_frozen_model_embeds_like_the_eager_model_and_falls_back_when_it_cannot(
         clear_built_models()
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="zooens.selection.embed"):
-            res = embed_with_cache(ws, ds, "train", cache=EmbeddingCache(home / f"c-{kind}"), resolution=32, progress=False)
+            res = embed_with_cache(
+                ws, ds, "train", cache=EmbeddingCache(home / f"c-{kind}"), resolution=32, progress=False
+            )
         assert ("frozen for inference" in caplog.text) == (kind == "frozen")
         np.testing.assert_allclose(res.embeddings, eager, rtol=1e-4, atol=1e-5)
     # a model whose trace would keep one branch is caught by the check and used eager

@@ -1,5 +1,6 @@
 """Bounded decoding (the pixel count read from the header before decoding; reduced decodes) and correct decoding:
 EXIF orientation, 16-bit, transparency, palette, CMYK, greyscale, bilevel, float, LAB, each from a real file."""
+
 from __future__ import annotations
 
 import io
@@ -82,6 +83,7 @@ def test_not_an_image_is_a_dataset_error_naming_it(tmp_path: Path):
 
 # --- Every kind of file becomes the right 8-bit RGB picture (each checked against numpy on the source) ---
 
+
 def png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
@@ -91,16 +93,29 @@ def png16_rgb(pixels: np.ndarray) -> bytes:
     PIL cannot write one."""
     height, width, _ = pixels.shape
     rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
-            + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+        + png_chunk(b"IDAT", zlib.compress(rows))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def tiff16_big_endian(pixels: np.ndarray) -> bytes:
     """A real big-endian ("MM") uncompressed 16-bit greyscale TIFF of `pixels`, uint16 (height, width)."""
     height, width = pixels.shape
     data = pixels.astype(">u2").tobytes()
-    entries = [(256, 3, width), (257, 3, height), (258, 3, 16), (259, 3, 1), (262, 3, 1),  # 1 = black is zero
-               (273, 4, 8), (277, 3, 1), (278, 3, height), (279, 4, len(data))]
+    entries = [
+        (256, 3, width),
+        (257, 3, height),
+        (258, 3, 16),
+        (259, 3, 1),
+        (262, 3, 1),  # 1 = black is zero
+        (273, 4, 8),
+        (277, 3, 1),
+        (278, 3, height),
+        (279, 4, len(data)),
+    ]
     ifd = struct.pack(">H", len(entries))
     for tag, kind, value in entries:
         packed = struct.pack(">HH", value, 0) if kind == 3 else struct.pack(">I", value)  # SHORT or LONG
@@ -167,13 +182,13 @@ def test_a_10_bit_pgm_spans_the_whole_8_bit_range(tmp_path: Path):
 # EXIF orientation -> how the stored pixels S become the upright picture, per the EXIF 2.3 table.
 UPRIGHT_FROM_STORED = {
     1: lambda s: s,
-    2: np.fliplr,                                  # mirror horizontal
-    3: lambda s: np.rot90(s, 2),                   # rotate 180
-    4: np.flipud,                                  # mirror vertical
-    5: lambda s: np.rot90(np.fliplr(s), 1),        # mirror horizontal, rotate 270 CW
-    6: lambda s: np.rot90(s, -1),                  # rotate 90 CW
-    7: lambda s: np.rot90(np.fliplr(s), -1),       # mirror horizontal, rotate 90 CW
-    8: lambda s: np.rot90(s, 1),                   # rotate 270 CW
+    2: np.fliplr,  # mirror horizontal
+    3: lambda s: np.rot90(s, 2),  # rotate 180
+    4: np.flipud,  # mirror vertical
+    5: lambda s: np.rot90(np.fliplr(s), 1),  # mirror horizontal, rotate 270 CW
+    6: lambda s: np.rot90(s, -1),  # rotate 90 CW
+    7: lambda s: np.rot90(np.fliplr(s), -1),  # mirror horizontal, rotate 90 CW
+    8: lambda s: np.rot90(s, 1),  # rotate 270 CW
 }
 
 

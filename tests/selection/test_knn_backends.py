@@ -1,5 +1,6 @@
 """Both kNN backends (FAISS, blocked torch) against scikit-learn brute force and each other, the
 block budget, and the stratified leave-one-out subsample against a brute-force reference."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,8 +34,11 @@ def _random(n=300, d=16, classes=5, seed=0):
 def _sklearn_loo_predictions(X, y, k):
     """k+1 brute-force cosine neighbours of every point by scikit-learn, the point itself (always
     first: no duplicates) dropped, then scipy's mode of the rest (ties: the smallest label)."""
-    idx = KNeighborsClassifier(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(X, y).kneighbors(
-        X, return_distance=False)
+    idx = (
+        KNeighborsClassifier(n_neighbors=k + 1, metric="cosine", algorithm="brute")
+        .fit(X, y)
+        .kneighbors(X, return_distance=False)
+    )
     assert (idx[:, 0] == np.arange(len(X))).all()
     return stats.mode(y[idx[:, 1:]], axis=1, keepdims=False).mode
 
@@ -64,7 +68,8 @@ def test_predict_and_accuracy_equal_scikit_learn(backend, k):
     clf = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(X[:300], y[:300])
     np.testing.assert_array_equal(knn_predict(X[:300], y[:300], X[300:], k, backend=backend), clf.predict(X[300:]))
     assert knn_accuracy(X[:300], y[:300], X[300:], y[300:], k, backend=backend) == pytest.approx(
-        clf.score(X[300:], y[300:]), abs=1e-12)
+        clf.score(X[300:], y[300:]), abs=1e-12
+    )
 
 
 def test_backends_find_the_same_neighbours_whatever_the_block():

@@ -1,4 +1,5 @@
 """The ranking says how many leave-one-out queries each kNN accuracy used."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """kNN tie-breaks and LogME against independent references; ranking order; cache robustness."""
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,12 @@ def test_two_class_even_k_many_ties_equals_scikit_learn(k):
     clf = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(X[:200], y[:200])
     np.testing.assert_array_equal(knn_predict(X[:200], y[:200], X[200:], k), clf.predict(X[200:]))
     # LOO reference: for each i, a classifier fitted without i
-    pred = [KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
-            .fit(np.delete(X, i, 0), np.delete(y, i)).predict(X[i : i + 1])[0] for i in range(len(X))]
+    pred = [
+        KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
+        .fit(np.delete(X, i, 0), np.delete(y, i))
+        .predict(X[i : i + 1])[0]
+        for i in range(len(X))
+    ]
     assert knn_loo_accuracy(X, y, k) == pytest.approx(np.mean(np.array(pred) == y), abs=1e-12)
 
 
@@ -52,8 +57,16 @@ def _bayesian_ridge_logme(F: np.ndarray, y: np.ndarray) -> float:
     per_class = []
     for c in np.unique(y):
         t = (y == c).astype(np.float64)
-        br = BayesianRidge(max_iter=5000, tol=1e-12, alpha_1=0, alpha_2=0, lambda_1=0, lambda_2=0,
-                           fit_intercept=False, compute_score=True).fit(F, t)
+        br = BayesianRidge(
+            max_iter=5000,
+            tol=1e-12,
+            alpha_1=0,
+            alpha_2=0,
+            lambda_1=0,
+            lambda_2=0,
+            fit_intercept=False,
+            compute_score=True,
+        ).fit(F, t)
         per_class.append(br.scores_[-1] / len(F))
     return float(np.mean(per_class))
 
@@ -78,11 +91,27 @@ def _score(name: str, knn: float, val: float) -> ModelScore:
 
 
 def test_ranking_table_order_columns_and_nan_last():
-    table = ranking_table([_score("c", 0.8, math.nan), _score("b", 0.9, 0.5), _score("a", 0.9, 0.5),
-                           _score("d", 0.9, 0.7), _score("e", 0.8, 0.1)])
+    table = ranking_table(
+        [
+            _score("c", 0.8, math.nan),
+            _score("b", 0.9, 0.5),
+            _score("a", 0.9, 0.5),
+            _score("d", 0.9, 0.7),
+            _score("e", 0.8, 0.1),
+        ]
+    )
     assert table["model_name"].tolist() == ["d", "a", "b", "e", "c"]
-    assert table.columns[:9].tolist() == ["model_name", "knn_accuracy", "val_accuracy", "logme", "embed_seconds",
-                                          "images_per_s", "params", "embed_dim", "cached"]
+    assert table.columns[:9].tolist() == [
+        "model_name",
+        "knn_accuracy",
+        "val_accuracy",
+        "logme",
+        "embed_seconds",
+        "images_per_s",
+        "params",
+        "embed_dim",
+        "cached",
+    ]
 
 
 def test_cache_round_trip_and_bad_entries_are_misses(tmp_path):

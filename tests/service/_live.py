@@ -1,4 +1,5 @@
 """A real `zooens serve` process on a free local port, for end-to-end and load-bound tests."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, db_url: str, *, with_worker: bool = False,
-                 ready_path: str = "/api/v1/readyz") -> tuple[subprocess.Popen, str]:
+def start_server(
+    home: Path, db_url: str, *, with_worker: bool = False, ready_path: str = "/api/v1/readyz"
+) -> tuple[subprocess.Popen, str]:
     """`zooens serve` on `home` and `db_url`; returns once `ready_path` answers 200 (fails the test otherwise)."""
     port = free_port()
     env = {**os.environ, "ZOOENS_HOME": str(home), "ZOOENS_DATABASE_URL": db_url}

@@ -1,4 +1,5 @@
 """Tiny real timm models with random weights, registered as user models, for pipeline tests."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -11,10 +11,11 @@ Use `db_url` in any test that touches the registry; it runs the test twice:
 `ZOOENS_DATABASE_URL` points at the database for the duration of the test, so code that
 calls `session_scope()` without a URL uses it too.
 """
+
 from __future__ import annotations
 
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -49,8 +50,10 @@ def postgres_url() -> Iterator[str]:
 
     error = _postgres_error()
     if error is not None:
-        pytest.skip(f"PostgreSQL is not reachable at {make_url(POSTGRES_ADMIN_URL).render_as_string()} "
-                    f"({error}); set ZOOENS_TEST_POSTGRES to a server's admin URL to run these tests")
+        pytest.skip(
+            f"PostgreSQL is not reachable at {make_url(POSTGRES_ADMIN_URL).render_as_string()} "
+            f"({error}); set ZOOENS_TEST_POSTGRES to a server's admin URL to run these tests"
+        )
     name = f"zooens_test_{uuid.uuid4().hex[:12]}"
     admin: Engine = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -1,4 +1,5 @@
 """Checks before work: every one refuses (or warns) before a job exists, in one short line, recording nothing."""
+
 from __future__ import annotations
 
 import logging
@@ -9,13 +10,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from tests.service._tiny import register_tiny_zoo
 from zooens.ensemble._registry import STRATEGIES
 from zooens.errors import ConfigError
 from zooens.service.cli import app
 from zooens.service.db.models import Dataset
 from zooens.service.jobs import JobParams, check_dataset
 from zooens.service.jobs.params import parse_params
-from tests.service._tiny import register_tiny_zoo
 
 SUBMIT_LOGGER = "zooens.service.jobs.submit"
 

@@ -1,4 +1,5 @@
 """The smaller CLI commands: datasets, jobs, tokens, db."""
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,33 @@ def test_run_with_strategy_auto_takes_linear_on_a_cpu_and_records_it(zooens_home
     from tests.service._tiny import register_tiny_zoo
 
     register_tiny_zoo(zooens_home / "weights", ["tiny-effnet"])
-    report = json.loads(_ok(["run", "--dataset", "digits", "--zoo", "user", "--top-k", "1", "--resolution", "32",
-                             "--n-train", "150", "--n-val", "50", "--max-test", "50", "--steps", "20",
-                             "--strategies", "auto", "--json", "--quiet"]))
+    report = json.loads(
+        _ok(
+            [
+                "run",
+                "--dataset",
+                "digits",
+                "--zoo",
+                "user",
+                "--top-k",
+                "1",
+                "--resolution",
+                "32",
+                "--n-train",
+                "150",
+                "--n-val",
+                "50",
+                "--max-test",
+                "50",
+                "--steps",
+                "20",
+                "--strategies",
+                "auto",
+                "--json",
+                "--quiet",
+            ]
+        )
+    )
     assert report["runs"] and all(r["strategy"] == "linear" for r in report["runs"])
     assert all(r["hparams"]["strategy_requested"] == "auto" for r in report["runs"])
     assert all(r["hparams"]["augmentation"] == "none" for r in report["runs"])

@@ -1,5 +1,6 @@
 """What a person reads in the terminal: a screenful at 80 columns, complete tables when piped,
 messages printed as written (no Rich markup eaten), warnings only by default, true numbers."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,29 @@ import logging
 import pytest
 from typer.testing import CliRunner
 
+from tests.service._tiny import register_tiny_zoo
 from zooens import __version__
 from zooens.service.cli import app
-from tests.service._tiny import register_tiny_zoo
 
-ARGS = ["run", "--dataset", "digits", "--zoo", "user", "--resolution", "32", "--steps", "30", "--lr", "0.1",
-        "--strategies", "linear", "--top-k", "2", "--max-test", "200"]
+ARGS = [
+    "run",
+    "--dataset",
+    "digits",
+    "--zoo",
+    "user",
+    "--resolution",
+    "32",
+    "--steps",
+    "30",
+    "--lr",
+    "0.1",
+    "--strategies",
+    "linear",
+    "--top-k",
+    "2",
+    "--max-test",
+    "200",
+]
 
 
 @pytest.fixture
@@ -64,8 +82,28 @@ def test_without_a_test_split_the_summary_says_so(tiny_home, tmp_path):
     images = rng.integers(0, 255, (60, 16, 16, 3), dtype=np.uint8)
     labels = np.repeat(np.arange(3), 20)
     np.savez(tmp_path / "notest.npz", train_images=images, train_labels=labels)
-    result = _invoke(["run", "--dataset", str(tmp_path / "notest.npz"), "--zoo", "user", "--resolution", "32",
-                      "--strategies", "linear", "--steps", "20", "--lr", "0.1", "--top-k", "1", "--k", "3", "-q"])
+    result = _invoke(
+        [
+            "run",
+            "--dataset",
+            str(tmp_path / "notest.npz"),
+            "--zoo",
+            "user",
+            "--resolution",
+            "32",
+            "--strategies",
+            "linear",
+            "--steps",
+            "20",
+            "--lr",
+            "0.1",
+            "--top-k",
+            "1",
+            "--k",
+            "3",
+            "-q",
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert "no test split" in result.stdout and "0.0%" not in result.stdout
 

@@ -1,5 +1,6 @@
 """The Python API: fit in-process on the embedded registry, read the leaderboard, save one file, load it in a
 fresh process (no registry) and get the probabilities of the server's predictor."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,18 @@ from tests.service._tiny import register_tiny_zoo
 from zooens.selection.datasets import load_dataset
 from zooens.selection.images import open_image
 
-FIT = dict(zoo="user", top_k=2, strategies="linear,patch", steps=[3], resolution=32, n_train=120, n_val=40,
-           max_test=40, ensemble_size=4, progress=False)
+FIT = dict(
+    zoo="user",
+    top_k=2,
+    strategies="linear,patch",
+    steps=[3],
+    resolution=32,
+    n_train=120,
+    n_val=40,
+    max_test=40,
+    ensemble_size=4,
+    progress=False,
+)
 
 
 def _write_images(ds, folder: Path, n: int = 5) -> list[str]:
@@ -59,10 +70,17 @@ def test_fit_save_load_in_a_fresh_process_matches_the_servers_predictor(zooens_h
     path = fitted.save(tmp_path / "digits.zooens")
     os.replace(zooens_home / "zooens.db", tmp_path / "moved-away.db")  # no registry from here on
     empty_home = tmp_path / "elsewhere"  # and no zoo: the tiny user models exist only in the file
-    script = ("import json, sys, zooens; p = zooens.load(sys.argv[1]); "
-              "print(json.dumps({'classes': p.classes, 'proba': p.predict_proba(sys.argv[2:]).tolist()}))")
-    out = subprocess.run([sys.executable, "-c", script, str(path), *images], capture_output=True, text=True,
-                         env=os.environ | {"HF_HUB_OFFLINE": "1", "ZOOENS_HOME": str(empty_home)}, check=False)
+    script = (
+        "import json, sys, zooens; p = zooens.load(sys.argv[1]); "
+        "print(json.dumps({'classes': p.classes, 'proba': p.predict_proba(sys.argv[2:]).tolist()}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(path), *images],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"HF_HUB_OFFLINE": "1", "ZOOENS_HOME": str(empty_home)},
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded["classes"] == fitted.classes_
@@ -73,9 +91,20 @@ def test_fit_takes_arrays_and_refuses_what_it_cannot_use(zooens_home):
     register_tiny_zoo(zooens_home / "weights", ["tiny-resnet"])
     ds = load_dataset("digits")
     train, test = ds.split("train"), ds.split("test")
-    fitted = zooens.fit(train.images[:150], train.labels[:150], test=(test.images[:30], test.labels[:30]),
-                        classes=ds.classes, zoo="user", top_k=1, strategies="linear", steps=[5],
-                        resolution=32, n_train=100, n_val=40, progress=False)
+    fitted = zooens.fit(
+        train.images[:150],
+        train.labels[:150],
+        test=(test.images[:30], test.labels[:30]),
+        classes=ds.classes,
+        zoo="user",
+        top_k=1,
+        strategies="linear",
+        steps=[5],
+        resolution=32,
+        n_train=100,
+        n_val=40,
+        progress=False,
+    )
     assert fitted.classes_ == ds.classes
     assert len(fitted.predict(test.images[:3])) == 3
     assert fitted.predict_proba(test.images[0]).shape == (1, len(ds.classes))
@@ -91,6 +120,10 @@ def test_top_level_api_is_light_and_timm_like():
     assert {"fit", "load", "list_models", "load_dataset", "__version__"} <= set(zooens.__all__)
     assert "tf_efficientnet_lite0.in1k" in zooens.list_models("tf_efficientnet_lite*")
     assert zooens.load_dataset("digits").classes
-    out = subprocess.run([sys.executable, "-c", "import sys, zooens; print('torch' in sys.modules)"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, zooens; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "False"

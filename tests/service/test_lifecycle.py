@@ -1,4 +1,5 @@
 """A job's and a dataset's later lives through the registry and the CLI: resume, retry, delete (SQLite and PostgreSQL)."""
+
 from __future__ import annotations
 
 import json
@@ -7,18 +8,26 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
+from tests.service._tiny import register_tiny_zoo
 from zooens.errors import ConflictError, NotFoundError
-from zooens.service import lifecycle, registry
 from zooens.selection.embed import clear_built_models
+from zooens.service import lifecycle, registry
 from zooens.service.cli import app
 from zooens.service.db.session import session_scope
 from zooens.service.jobs import JobParams, register_dataset, run_job, submit_job
 from zooens.settings import get_settings
 
-from tests.service._tiny import register_tiny_zoo
-
-TINY_PARAMS = dict(resolution=32, k=3, top_k=1, strategies=["linear"], steps=[20], learning_rates=[0.1],
-                   n_train=150, n_val=50, max_test=50)
+TINY_PARAMS = dict(
+    resolution=32,
+    k=3,
+    top_k=1,
+    strategies=["linear"],
+    steps=[20],
+    learning_rates=[0.1],
+    n_train=150,
+    n_val=50,
+    max_test=50,
+)
 
 
 def _cli(args: list[str], code: int = 0):
@@ -28,8 +37,9 @@ def _cli(args: list[str], code: int = 0):
 
 
 def _toy_job(s, status: str = "queued") -> int:
-    ds = registry.create_dataset(s, name="toy", source="/toy", fingerprint="ab" * 32, classes=["a", "b"],
-                                 counts={"train": {"a": 20, "b": 20}})
+    ds = registry.create_dataset(
+        s, name="toy", source="/toy", fingerprint="ab" * 32, classes=["a", "b"], counts={"train": {"a": 20, "b": 20}}
+    )
     job = registry.create_job(s, dataset_id=ds.id, zoo="user", zoo_models=["m"], params=JobParams().model_dump())
     if status != "queued":
         registry.set_job_status(s, job.id, status, error="boom" if status == "failed" else None)
@@ -40,8 +50,9 @@ def test_reopen_keeps_done_units_and_puts_the_rest_back(db_url):
     with session_scope() as s:
         job_id = _toy_job(s)
         registry.set_job_status(s, job_id, "running", worker_id="w1")
-        registry.ensure_units(s, job_id, [("embed:a", "embed"), ("embed:b", "embed"), ("embed:c", "embed"),
-                                          ("embed:d", "embed")])
+        registry.ensure_units(
+            s, job_id, [("embed:a", "embed"), ("embed:b", "embed"), ("embed:c", "embed"), ("embed:d", "embed")]
+        )
     with session_scope() as s:
         done = registry.claim_unit(s, job_id, "w1")
         registry.finish_unit(s, done.id, {"x": 1}, worker_id="w1")
@@ -53,7 +64,12 @@ def test_reopen_keeps_done_units_and_puts_the_rest_back(db_url):
     with session_scope() as s:
         job = registry.reopen_job(s, job_id)
         assert (job.status, job.cancel_requested, job.error, job.finished_at, job.worker_id) == (
-            "queued", False, None, None, None)
+            "queued",
+            False,
+            None,
+            None,
+            None,
+        )
         units = {u.key: u for u in registry.list_units(s, job_id)}
     assert units["embed:a"].status == "done" and units["embed:a"].result == {"x": 1}
     for key in ("embed:b", "embed:c", "embed:d"):
@@ -63,23 +79,30 @@ def test_reopen_keeps_done_units_and_puts_the_rest_back(db_url):
         registry.reopen_job(s, job_id)  # queued now
 
 
-@pytest.mark.parametrize("status, message", [("queued", "is queued; cancel it first"),
-                                             ("running", "is running; cancel it first")])
+@pytest.mark.parametrize(
+    "status, message", [("queued", "is queued; cancel it first"), ("running", "is running; cancel it first")]
+)
 def test_unfinished_jobs_cannot_be_deleted_retried_or_resumed(db_url, status, message):
     with session_scope() as s:
         job_id = _toy_job(s, status)
     for args in (["jobs", "delete", str(job_id)], ["jobs", "retry", str(job_id), "--queue"]):
         result = _cli(args, code=2)
         assert message in result.stderr and result.stderr.count("\n") == 1
-    assert f"Job {job_id} is {status}; only a failed or cancelled" in _cli(
-        ["jobs", "resume", str(job_id), "--queue"], code=2).stderr
+    assert (
+        f"Job {job_id} is {status}; only a failed or cancelled"
+        in _cli(["jobs", "resume", str(job_id), "--queue"], code=2).stderr
+    )
     with session_scope() as s:
         assert registry.get_job(s, job_id).status == status and registry.list_jobs(s)[1] == 1
 
 
 def test_unknown_ids_are_not_found(db_url):
-    for args in (["jobs", "delete", "41"], ["jobs", "resume", "41"], ["jobs", "retry", "41"],
-                 ["datasets", "delete", "41"]):
+    for args in (
+        ["jobs", "delete", "41"],
+        ["jobs", "resume", "41"],
+        ["jobs", "retry", "41"],
+        ["datasets", "delete", "41"],
+    ):
         assert "No " in _cli(args, code=2).stderr
     with session_scope() as s, pytest.raises(NotFoundError):
         lifecycle.delete_dataset(s, 41, get_settings())
@@ -119,9 +142,16 @@ def test_resume_retry_and_delete_a_real_job(zooens_home, db_url):
     with session_scope() as s:
         old, new = registry.get_job(s, job_id), registry.get_job(s, retry_id)
         assert (new.status, new.dataset_id, new.zoo, new.zoo_models, new.params) == (
-            "queued", old.dataset_id, old.zoo, old.zoo_models, old.params)
-    assert "unfinished job(s) " + str(retry_id) + "; cancel them first" in _cli(
-        ["datasets", "delete", str(dataset_id)], code=2).stderr
+            "queued",
+            old.dataset_id,
+            old.zoo,
+            old.zoo_models,
+            old.params,
+        )
+    assert (
+        "unfinished job(s) " + str(retry_id) + "; cancel them first"
+        in _cli(["datasets", "delete", str(dataset_id)], code=2).stderr
+    )
     _cli(["jobs", "cancel", str(retry_id)])
     rerun = json.loads(_cli(["jobs", "retry", str(job_id), "--json", "--quiet"]).stdout)
     assert rerun["job"]["status"] == "succeeded" and rerun["job"]["id"] not in (job_id, retry_id)

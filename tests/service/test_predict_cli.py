@@ -1,5 +1,6 @@
 """`zooens export` and `zooens predict`: a readable table, valid JSON, the registry's ensemble and the
 file's give the same answer, and a tampered file is refused with one clear line."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,18 @@ from zooens.service.cli import app
 @pytest.mark.slow
 def test_export_then_predict_from_the_file_and_from_the_registry(zooens_home, tmp_path):
     register_tiny_zoo(zooens_home / "weights", ["tiny-effnet"])
-    fitted = zooens.fit("digits", zoo="user", top_k=1, strategies="linear", steps=[5], resolution=32,
-                        n_train=100, n_val=40, max_test=20, progress=False)
+    fitted = zooens.fit(
+        "digits",
+        zoo="user",
+        top_k=1,
+        strategies="linear",
+        steps=[5],
+        resolution=32,
+        n_train=100,
+        n_val=40,
+        max_test=20,
+        progress=False,
+    )
     ds = load_dataset("digits")
     images = []
     for i in range(3):
@@ -37,10 +48,11 @@ def test_export_then_predict_from_the_file_and_from_the_registry(zooens_home, tm
     assert "image" in table.output and "next 1" in table.output and "digit-0.png" in table.output
 
     from_file = json.loads(runner.invoke(app, ["predict", str(model), *images, "--json"]).output)
-    from_registry = json.loads(runner.invoke(app, ["predict", "--ensemble", str(fitted.ensemble_id), *images,
-                                                   "--json", "--top", "1"]).output)
+    from_registry = json.loads(
+        runner.invoke(app, ["predict", "--ensemble", str(fitted.ensemble_id), *images, "--json", "--top", "1"]).output
+    )
     assert from_file["classes"] == ds.classes and len(from_file["predictions"]) == 3
-    for a, b in zip(from_file["predictions"], from_registry["predictions"]):
+    for a, b in zip(from_file["predictions"], from_registry["predictions"], strict=False):
         assert a["label"] == b["label"] and len(a["top"]) == 3 and len(b["top"]) == 1
         assert all(abs(a["probabilities"][c] - b["probabilities"][c]) < 1e-5 for c in ds.classes)
 
@@ -68,10 +80,12 @@ def test_export_then_predict_from_the_file_and_from_the_registry(zooens_home, tm
     Image.fromarray(np.rot90(grey, 1)).save(tmp_path / "sideways.png")  # what ignoring EXIF would show
     names = ["plain.png", "deep.png", "upright.jpg", "rotated.jpg", "sideways.png"]
     out = json.loads(runner.invoke(app, ["predict", str(model), *[str(tmp_path / n) for n in names], "--json"]).output)
-    proba = {n: np.array([p["probabilities"][c] for c in ds.classes]) for n, p in zip(names, out["predictions"])}
+    proba = {n: np.array([p["probabilities"][c] for c in ds.classes]) for n, p in zip(names, out["predictions"], strict=False)}
     np.testing.assert_allclose(proba["deep.png"], proba["plain.png"], atol=1e-6)
-    assert np.abs(proba["rotated.jpg"] - proba["upright.jpg"]).max() < 0.5 * np.abs(
-        proba["sideways.png"] - proba["plain.png"]).max()
+    assert (
+        np.abs(proba["rotated.jpg"] - proba["upright.jpg"]).max()
+        < 0.5 * np.abs(proba["sideways.png"] - proba["plain.png"]).max()
+    )
 
     assert runner.invoke(app, ["export", "-o", str(model)]).exit_code == 2
     missing = runner.invoke(app, ["predict", str(model)])

@@ -1,4 +1,5 @@
 """The registry on SQLite and PostgreSQL: migrations, round trips, claiming, tokens."""
+
 from __future__ import annotations
 
 import threading
@@ -7,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from zooens.errors import ConflictError, NotFoundError
 from zooens.service import registry
 from zooens.service.db import models
 from zooens.service.db.session import (
@@ -18,15 +20,30 @@ from zooens.service.db.session import (
     table_names,
     upgrade_to_head,
 )
-from zooens.errors import ConflictError, NotFoundError
 
-TABLES = {"zoo_models", "datasets", "jobs", "job_units", "embeddings", "knn_scores", "finetune_runs",
-          "ensembles", "ensemble_members", "api_tokens"}
+TABLES = {
+    "zoo_models",
+    "datasets",
+    "jobs",
+    "job_units",
+    "embeddings",
+    "knn_scores",
+    "finetune_runs",
+    "ensembles",
+    "ensemble_members",
+    "api_tokens",
+}
 
 
 def _dataset(s, name="d"):
-    return registry.get_or_create_dataset(s, name=name, source=f"/data/{name}", fingerprint="f" * 64,
-                                          classes=["a", "b"], counts={"train": {"a": 2, "b": 2}})
+    return registry.get_or_create_dataset(
+        s,
+        name=name,
+        source=f"/data/{name}",
+        fingerprint="f" * 64,
+        classes=["a", "b"],
+        counts={"train": {"a": 2, "b": 2}},
+    )
 
 
 def _job(s, ds_id):
@@ -51,19 +68,37 @@ def test_migrations_create_every_table_and_match_the_models(db_url):
 def test_round_trip_and_cascade(db_url):
     with session_scope() as s:
         ds = _dataset(s)
-        assert registry.get_or_create_dataset(s, name="d", source="/data/d", fingerprint="f" * 64,
-                                              classes=[], counts={}).id == ds.id
+        assert (
+            registry.get_or_create_dataset(
+                s, name="d", source="/data/d", fingerprint="f" * 64, classes=[], counts={}
+            ).id
+            == ds.id
+        )
         job = _job(s, ds.id)
         registry.ensure_units(s, job.id, [("embed:a", "embed"), ("embed:b", "embed")])
         registry.ensure_units(s, job.id, [("embed:a", "embed")])
         registry.add_knn_score(s, job.id, model_name="a", knn_accuracy=0.5, val_accuracy=0.4, k=3)
         registry.add_knn_score(s, job.id, model_name="b", knn_accuracy=0.7, val_accuracy=0.1, k=3)
         run = registry.add_finetune_run(
-            s, job.id, unit_key="finetune:a", model_name="a", strategy="linear", hparams={"lr": 0.1}, seed=0,
-            val_ce=0.3, val_acc=0.9, test_acc=0.8, seconds=1.0, updated_params=10, update_bytes=40,
-            artifact_path="/x", probs_path="/y")
-        ens = registry.create_ensemble(s, job.id, members=[(run.id, 1.0)], val_ce=0.3, val_acc=0.9, test_acc=0.8,
-                                       size=1, loss_curve=[0.3])
+            s,
+            job.id,
+            unit_key="finetune:a",
+            model_name="a",
+            strategy="linear",
+            hparams={"lr": 0.1},
+            seed=0,
+            val_ce=0.3,
+            val_acc=0.9,
+            test_acc=0.8,
+            seconds=1.0,
+            updated_params=10,
+            update_bytes=40,
+            artifact_path="/x",
+            probs_path="/y",
+        )
+        ens = registry.create_ensemble(
+            s, job.id, members=[(run.id, 1.0)], val_ce=0.3, val_acc=0.9, test_acc=0.8, size=1, loss_curve=[0.3]
+        )
         job_id, ens_id = job.id, ens.id
     with session_scope() as s:
         assert [u.key for u in registry.list_units(s, job_id)] == ["embed:a", "embed:b"]
@@ -73,8 +108,14 @@ def test_round_trip_and_cascade(db_url):
         assert registry.get_job(s, job_id).created_at.tzinfo is not None
         s.delete(registry.get_dataset(s, ds.id))
     with session_scope() as s:
-        for model in (models.Job, models.JobUnit, models.KnnScore, models.FinetuneRun, models.Ensemble,
-                      models.EnsembleMember):
+        for model in (
+            models.Job,
+            models.JobUnit,
+            models.KnnScore,
+            models.FinetuneRun,
+            models.Ensemble,
+            models.EnsembleMember,
+        ):
             assert s.scalars(select(model)).all() == [], model.__tablename__
         with pytest.raises(NotFoundError):
             registry.get_job(s, job_id)
@@ -185,8 +226,15 @@ def test_datasets_create_conflict_list_and_page(db_url):
         a = _dataset(s, "a")
         with pytest.raises(ConflictError):
             registry.create_dataset(s, name="again", source="/data/a", fingerprint="f" * 64, classes=[], counts={})
-        b = registry.create_dataset(s, name="b", source="/data/b", fingerprint="e" * 64, classes=["x"],
-                                    counts={"train": {"x": 3}}, storage_path="/store/b")
+        b = registry.create_dataset(
+            s,
+            name="b",
+            source="/data/b",
+            fingerprint="e" * 64,
+            classes=["x"],
+            counts={"train": {"x": 3}},
+            storage_path="/store/b",
+        )
     with session_scope() as s:
         rows, count = registry.list_datasets(s, limit=1)
         assert count == 2 and [r.id for r in rows] == [b.id]
@@ -234,23 +282,43 @@ def _embedding(s, cache_key):
 
 
 def test_zoo_models_and_embeddings_are_idempotent(db_url):
-    facts = {"name": "tf_efficientnet_lite0.in1k", "arch": "tf_efficientnet_lite0", "tag": "in1k",
-             "origin": "embedded", "source": {"kind": "package", "path": "/w.pth", "sha256": "a" * 64},
-             "input": {"input_size": [3, 224, 224]}, "embed_dim": 1280, "num_params": 4_652_008,
-             "license": "apache-2.0"}
+    facts = {
+        "name": "tf_efficientnet_lite0.in1k",
+        "arch": "tf_efficientnet_lite0",
+        "tag": "in1k",
+        "origin": "embedded",
+        "source": {"kind": "package", "path": "/w.pth", "sha256": "a" * 64},
+        "input": {"input_size": [3, 224, 224]},
+        "embed_dim": 1280,
+        "num_params": 4_652_008,
+        "license": "apache-2.0",
+    }
     with session_scope() as s:
         first = registry.upsert_zoo_model(s, facts)
         again = registry.upsert_zoo_model(s, {**facts, "embed_dim": 1281})
         assert first.id == again.id
-        kwargs = dict(cache_key="k" * 64, model_name=facts["name"], dataset_fingerprint="f" * 64, split="train",
-                      path="/cache/k.npy", n=10, dim=1280, preprocessing={"resolution": 224}, seconds=1.5)
+        kwargs = dict(
+            cache_key="k" * 64,
+            model_name=facts["name"],
+            dataset_fingerprint="f" * 64,
+            split="train",
+            path="/cache/k.npy",
+            n=10,
+            dim=1280,
+            preprocessing={"resolution": 224},
+            seconds=1.5,
+        )
         e1 = registry.record_embedding(s, **kwargs)
         e2 = registry.record_embedding(s, **{**kwargs, "n": 99})
         assert e1.id == e2.id and e2.n == 10
     with session_scope() as s:
         (row,) = s.scalars(select(models.ZooModel)).all()
-        assert (row.embed_dim, row.source_kind, row.sha256, row.meta) == (1281, "package", "a" * 64,
-                                                                           {"license": "apache-2.0"})
+        assert (row.embed_dim, row.source_kind, row.sha256, row.meta) == (
+            1281,
+            "package",
+            "a" * 64,
+            {"license": "apache-2.0"},
+        )
         assert _zoo_model(s, facts["name"]).input_config == {"input_size": [3, 224, 224]}
         assert _embedding(s, "k" * 64).preprocessing == {"resolution": 224}
         assert _embedding(s, "nope") is None
@@ -258,9 +326,20 @@ def test_zoo_models_and_embeddings_are_idempotent(db_url):
 
 
 def _run(s, job_id, key="finetune:a", **over):
-    fields = dict(model_name="a", strategy="linear", hparams={"lr": 0.1}, seed=0, val_ce=0.3, val_acc=0.9,
-                  test_acc=0.8, seconds=1.0, updated_params=10, update_bytes=40, artifact_path="/x",
-                  probs_path="/y")
+    fields = dict(
+        model_name="a",
+        strategy="linear",
+        hparams={"lr": 0.1},
+        seed=0,
+        val_ce=0.3,
+        val_acc=0.9,
+        test_acc=0.8,
+        seconds=1.0,
+        updated_params=10,
+        update_bytes=40,
+        artifact_path="/x",
+        probs_path="/y",
+    )
     return registry.add_finetune_run(s, job_id, unit_key=key, **{**fields, **over})
 
 
@@ -272,10 +351,19 @@ def test_ensemble_members_follow_their_runs(db_url):
         assert _run(s, job.id, "finetune:a", val_acc=0.95).id == r1.id  # same unit: replaced
         foreign = _run(s, other.id)
         with pytest.raises(NotFoundError):
-            registry.create_ensemble(s, job.id, members=[(foreign.id, 1.0)], val_ce=0.1, val_acc=1.0,
-                                     test_acc=1.0, size=1, loss_curve=[0.1])
-        ens = registry.create_ensemble(s, job.id, members=[(r2.id, 0.75), (r1.id, 0.25)], val_ce=0.2,
-                                       val_acc=0.95, test_acc=0.9, size=2, loss_curve=[0.3, 0.2])
+            registry.create_ensemble(
+                s, job.id, members=[(foreign.id, 1.0)], val_ce=0.1, val_acc=1.0, test_acc=1.0, size=1, loss_curve=[0.1]
+            )
+        ens = registry.create_ensemble(
+            s,
+            job.id,
+            members=[(r2.id, 0.75), (r1.id, 0.25)],
+            val_ce=0.2,
+            val_acc=0.95,
+            test_acc=0.9,
+            size=2,
+            loss_curve=[0.3, 0.2],
+        )
         ens_id = ens.id
     with session_scope() as s:
         ens = registry.get_job_ensemble(s, job.id)
@@ -330,8 +418,9 @@ def test_token_use_is_stamped_and_revocation_by_id(db_url):
 
 def test_a_job_keeps_its_zoo_as_given_and_as_resolved(db_url):
     with session_scope() as s:
-        job_id = registry.create_job(s, dataset_id=_dataset(s).id, zoo="a.in1k,b.in1k", zoo_models=["a.in1k", "b.in1k"],
-                                     params={"top_k": 1}).id
+        job_id = registry.create_job(
+            s, dataset_id=_dataset(s).id, zoo="a.in1k,b.in1k", zoo_models=["a.in1k", "b.in1k"], params={"top_k": 1}
+        ).id
     with session_scope() as s:
         job = registry.get_job(s, job_id)
         assert (job.zoo, job.zoo_models, job.params) == ("a.in1k,b.in1k", ["a.in1k", "b.in1k"], {"top_k": 1})
@@ -350,8 +439,19 @@ def test_result_writes_refuse_unknown_and_missing_fields(db_url):
             registry.add_knn_score(s, job_id, model_name="a", knn_accuracy=0.5, accuracy=0.4)
         with pytest.raises(TypeError):
             registry.add_knn_score(s, job_id, model_name="a")
-        first = registry.add_knn_score(s, job_id, model_name="a", k=3, knn_accuracy=0.5, val_accuracy=0.4,
-                                       logme=1.5, embed_seconds=2.0, images_per_s=100.0, params=10, embed_dim=8)
+        first = registry.add_knn_score(
+            s,
+            job_id,
+            model_name="a",
+            k=3,
+            knn_accuracy=0.5,
+            val_accuracy=0.4,
+            logme=1.5,
+            embed_seconds=2.0,
+            images_per_s=100.0,
+            params=10,
+            embed_dim=8,
+        )
         again = registry.add_knn_score(s, job_id, model_name="a", knn_accuracy=0.6)
         assert again.id == first.id
         assert (again.knn_accuracy, again.val_accuracy, again.logme, again.embed_dim) == (0.6, None, None, None)

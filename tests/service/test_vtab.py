@@ -3,6 +3,7 @@
 The runs use tiny real timm models (random weights) at 32 px with the linear strategy and few
 steps; VTAB-shaped tasks are written in the exported layout (data.npz per split, task.json).
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,12 +34,35 @@ from zooens.service.vtab import (
 )
 
 OFFLINE = "offline-digits,offline-dsprites-location"
-FAST = ["--zoo", "user", "--top-k", "1", "--resolution", "32", "--strategies", "linear", "--steps", "20",
-        "--lr", "0.1", "--quiet"]
+FAST = [
+    "--zoo",
+    "user",
+    "--top-k",
+    "1",
+    "--resolution",
+    "32",
+    "--strategies",
+    "linear",
+    "--steps",
+    "20",
+    "--lr",
+    "0.1",
+    "--quiet",
+]
 
 
-def write_task(root: Path, name: str, *, n_classes: int, n_train: int = 800, n_val: int = 200, n_test: int = 60,
-               group: str = "natural", stand_in: bool = False, seed: int = 0) -> Path:
+def write_task(
+    root: Path,
+    name: str,
+    *,
+    n_classes: int,
+    n_train: int = 800,
+    n_val: int = 200,
+    n_test: int = 60,
+    group: str = "natural",
+    stand_in: bool = False,
+    seed: int = 0,
+) -> Path:
     """A task in the exported layout: 16x16 RGB images whose mean colour depends on the class; labels
     cycle through every class in test, and train800 may leave classes out (as SUN397's does)."""
     rng = np.random.default_rng(seed)
@@ -48,15 +72,26 @@ def write_task(root: Path, name: str, *, n_classes: int, n_train: int = 800, n_v
         labels = rng.integers(0, n_classes, n) if folder != "test" else np.arange(n) % n_classes
         images = rng.integers(0, 60, (n, 16, 16, 3)) + (labels * 190 // max(n_classes - 1, 1))[:, None, None, None]
         write_split_npz(base / folder, images.clip(0, 255).astype(np.uint8), labels, classes)
-    (base / "task.json").write_text(json.dumps({"task": name, "group": group, "stand_in": stand_in,
-                                                "source": "test", "classes": classes,
-                                                "flip_preserves_label": False, "crop_preserves_label": True}))
+    (base / "task.json").write_text(
+        json.dumps(
+            {
+                "task": name,
+                "group": group,
+                "stand_in": stand_in,
+                "source": "test",
+                "classes": classes,
+                "flip_preserves_label": False,
+                "crop_preserves_label": True,
+            }
+        )
+    )
     return base
 
 
 def _run(root, out, tasks, *extra, ok=True):
-    result = CliRunner().invoke(app, ["vtab", "run", "--data-root", str(root), "--tasks", tasks, "--out", str(out),
-                                      *FAST, *extra])
+    result = CliRunner().invoke(
+        app, ["vtab", "run", "--data-root", str(root), "--tasks", tasks, "--out", str(out), *FAST, *extra]
+    )
     if ok:
         assert result.exit_code == 0, result.output
     return result
@@ -64,8 +99,10 @@ def _run(root, out, tasks, *extra, ok=True):
 
 def _rows(path: Path) -> tuple[dict[str, dict], dict[str, dict]]:
     rows = list(csv.DictReader(path.open()))
-    return ({r["task"]: r for r in rows if not r["task"].startswith("mean:")},
-            {r["task"]: r for r in rows if r["task"].startswith("mean:")})
+    return (
+        {r["task"]: r for r in rows if not r["task"].startswith("mean:")},
+        {r["task"]: r for r in rows if r["task"].startswith("mean:")},
+    )
 
 
 def _jobs() -> int:
@@ -111,26 +148,49 @@ def test_vtab_params_resize_and_allow_unless_chosen():
 
 
 def test_spec_from_run_keeps_strategy_options():
-    spec = RunSpec(model_name="m", strategy="lora", lr=0.01, steps=7, seed=3, resolution=32, batch_size=16,
-                   options={"rank": 4}, augmentation="flip", preprocessing="resize").validate()
+    spec = RunSpec(
+        model_name="m",
+        strategy="lora",
+        lr=0.01,
+        steps=7,
+        seed=3,
+        resolution=32,
+        batch_size=16,
+        options={"rank": 4},
+        augmentation="flip",
+        preprocessing="resize",
+    ).validate()
     hparams = {**spec.hparams, "strategy_requested": "auto"}
     assert spec_from_run("m", "lora", hparams) == spec
 
 
 def _result(task, group, acc, *, stand_in=False, status=DONE):
     done = status == DONE
-    return TaskResult(task=task, group=group, stand_in=stand_in, status=status,
-                      reason="" if done else "DatasetError: broken", ensemble_test_acc=acc if done else None,
-                      best_single_test_acc=acc if done else None, knn_top1_test_acc=acc if done else None,
-                      ensemble_size=1 if done else None, updated_params=10 if done else None,
-                      preprocessing="resize", seconds=1.0)
+    return TaskResult(
+        task=task,
+        group=group,
+        stand_in=stand_in,
+        status=status,
+        reason="" if done else "DatasetError: broken",
+        ensemble_test_acc=acc if done else None,
+        best_single_test_acc=acc if done else None,
+        knn_top1_test_acc=acc if done else None,
+        ensemble_size=1 if done else None,
+        updated_params=10 if done else None,
+        preprocessing="resize",
+        seconds=1.0,
+    )
 
 
 def test_tables_keep_stand_ins_out_of_vtab_means_and_count_tasks(tmp_path):
-    results = [_result("dtd", "natural", 0.5), _result("svhn", "natural", None, status=FAILED),
-               _result("eurosat", "specialized", 0.9), _result("dmlab", "structured", None, status=MISSING),
-               _result("offline-digits", "offline-natural", 0.0, stand_in=True),
-               _result("offline-dsprites-location", "offline-structured", 0.1, stand_in=True)]
+    results = [
+        _result("dtd", "natural", 0.5),
+        _result("svhn", "natural", None, status=FAILED),
+        _result("eurosat", "specialized", 0.9),
+        _result("dmlab", "structured", None, status=MISSING),
+        _result("offline-digits", "offline-natural", 0.0, stand_in=True),
+        _result("offline-dsprites-location", "offline-structured", 0.1, stand_in=True),
+    ]
     written = write_tables(results, tmp_path)
     assert tmp_path / "results.csv" in written and tmp_path / "results-offline.csv" in written
     tasks, means = _rows(tmp_path / "results.csv")
@@ -206,7 +266,8 @@ def test_broken_task_is_recorded_others_finish_rerun_retries(tiny_zoo, tmp_path)
     assert means["mean:natural"]["tasks"] == "0/1" and means["mean:natural"]["ensemble_test_acc"] == ""
     assert means["mean:mean"]["tasks"] == "1/2"
     assert float(means["mean:mean"]["ensemble_test_acc"]) == pytest.approx(
-        float(tasks["eurosat"]["ensemble_test_acc"]), abs=1e-4)
+        float(tasks["eurosat"]["ensemble_test_acc"]), abs=1e-4
+    )
     assert "Refit: off" in (out / "results.md").read_text()
     jobs = _jobs()
     (root / "svhn" / "train800" / "data.npz").write_bytes(good)  # fixed

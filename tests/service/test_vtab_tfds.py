@@ -6,6 +6,7 @@ images at their native size or 224 px), then run as one batch with a tiny real t
 px, the linear strategy and few steps. Most classes have no training example at all, as in
 VTAB-1k's SUN397; every task must finish and both tables must be written.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,8 +24,21 @@ if importlib.util.find_spec("tensorflow_datasets") is None:
 
 from tests.selection.vtab.test_tfds import export_all  # noqa: E402  (imports TensorFlow)
 
-FAST = ["--zoo", "user", "--top-k", "1", "--resolution", "32", "--strategies", "linear", "--steps", "5",
-        "--lr", "0.1", "--quiet"]
+FAST = [
+    "--zoo",
+    "user",
+    "--top-k",
+    "1",
+    "--resolution",
+    "32",
+    "--strategies",
+    "linear",
+    "--steps",
+    "5",
+    "--lr",
+    "0.1",
+    "--quiet",
+]
 
 
 @pytest.mark.slow
@@ -33,8 +47,9 @@ def test_all_19_tasks_exported_from_tfds_mock_data_run_and_are_tabled(zooens_hom
     root, out = tmp_path / "vtab", tmp_path / "results"
     exported = export_all(root, train=16)
     assert sorted(exported) == sorted(t.name for t in TASKS)
-    result = CliRunner().invoke(app, ["vtab", "run", "--data-root", str(root), "--tasks", "all", "--out", str(out),
-                                      *FAST])
+    result = CliRunner().invoke(
+        app, ["vtab", "run", "--data-root", str(root), "--tasks", "all", "--out", str(out), *FAST]
+    )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((out / "results.csv").open()))
     tasks = {r["task"]: r for r in rows if not r["task"].startswith("mean:")}

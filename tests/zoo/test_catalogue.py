@@ -1,4 +1,5 @@
 """timm's catalogue: offline listing, filtering, suggestions, missing and found weights, zoo specs."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from zooens import zoo
+from zooens.errors import MissingWeightsError, UnknownModelError
 from zooens.zoo import create_model, data_config, get_weight_set, list_weight_sets, resolve_zoo, weights_sha256
 from zooens.zoo._catalogue import upstream_data_from_tag
-from zooens.errors import MissingWeightsError, UnknownModelError
 
 
 def put_in_hub_cache(cache: Path, repo: str, filename: str, tensors: dict[str, torch.Tensor]) -> Path:
@@ -101,12 +102,17 @@ def test_random_init_needs_no_weights() -> None:
     assert not model.training
     with torch.inference_mode():
         assert model(torch.zeros(1, 3, 160, 160)).shape == (1, 64)
-    assert create_model("test_vit.r160_in1k", num_classes=7, pretrained=False)(torch.zeros(1, 3, 160, 160)).shape == (1, 7)
+    assert create_model("test_vit.r160_in1k", num_classes=7, pretrained=False)(torch.zeros(1, 3, 160, 160)).shape == (
+        1,
+        7,
+    )
 
 
 def test_weights_in_the_hub_cache_are_found_and_used(hub_cache: Path) -> None:
     ws = get_weight_set("test_resnet.r160_in1k")
-    assert not ws.weights_present and "test_resnet.r160_in1k" not in {w.name for w in list_weight_sets(available_only=True)}
+    assert not ws.weights_present and "test_resnet.r160_in1k" not in {
+        w.name for w in list_weight_sets(available_only=True)
+    }
     torch.manual_seed(1)
     reference = timm.create_model("test_resnet", num_classes=1000)
     path = put_in_hub_cache(hub_cache, "timm/test_resnet.r160_in1k", "model.safetensors", reference.state_dict())
@@ -117,8 +123,9 @@ def test_weights_in_the_hub_cache_are_found_and_used(hub_cache: Path) -> None:
     x = torch.randn(2, 3, 160, 160)
     with torch.inference_mode():
         assert torch.allclose(classifier(x), reference.eval()(x), atol=1e-5)
-        assert torch.allclose(embedder(x), reference.forward_head(reference.forward_features(x), pre_logits=True),
-                              atol=1e-5)
+        assert torch.allclose(
+            embedder(x), reference.forward_head(reference.forward_features(x), pre_logits=True), atol=1e-5
+        )
     import hashlib
 
     assert weights_sha256(ws) == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -149,9 +156,12 @@ def test_resolve_zoo_specs(zooens_home: Path) -> None:
     embedded = ["tf_efficientnet_lite0.in1k", "tf_efficientnet_lite1.in1k", "tf_efficientnet_lite2.in1k"]
     assert [ws.name for ws in resolve_zoo("embedded")] == embedded
     assert [ws.name for ws in resolve_zoo("convnext_tiny.fb_in1k, tf_efficientnet_lite0.in1k")] == [
-        "convnext_tiny.fb_in1k", "tf_efficientnet_lite0.in1k"]
+        "convnext_tiny.fb_in1k",
+        "tf_efficientnet_lite0.in1k",
+    ]
     assert [ws.name for ws in resolve_zoo(["tf_efficientnet_lite2.in1k", "tf_efficientnet_lite2.in1k"])] == [
-        "tf_efficientnet_lite2.in1k"]
+        "tf_efficientnet_lite2.in1k"
+    ]
     globbed = resolve_zoo("convnext_tiny.*")
     assert {ws.name for ws in globbed} == set(timm.list_pretrained("convnext_tiny.*"))
     assert {ws.name for ws in resolve_zoo("available")} >= set(embedded)
@@ -167,8 +177,9 @@ def test_resolve_zoo_specs(zooens_home: Path) -> None:
         resolve_zoo("embedded,tf_efficientnet_lite1.in1kk")
 
 
-@pytest.mark.parametrize("typo, meant", [("embeded", "embedded"), ("Embedded", "embedded"), ("usr", "user"),
-                                         ("availble", "available")])
+@pytest.mark.parametrize(
+    "typo, meant", [("embeded", "embedded"), ("Embedded", "embedded"), ("usr", "user"), ("availble", "available")]
+)
 def test_a_zoo_set_typo_suggests_the_set(typo: str, meant: str) -> None:
     with pytest.raises(UnknownModelError, match=f"did you mean '{meant}'") as caught:
         resolve_zoo(f"tf_efficientnet_lite0.in1k, {typo}")
@@ -180,8 +191,14 @@ def test_a_zoo_set_typo_suggests_the_set(typo: str, meant: str) -> None:
 
 def test_data_config_resolution_override() -> None:
     cfg = data_config("tf_efficientnet_lite2.in1k")
-    assert cfg == {"input_size": (3, 260, 260), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-                   "interpolation": "bicubic", "crop_pct": 0.89, "crop_mode": "center"}
+    assert cfg == {
+        "input_size": (3, 260, 260),
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "interpolation": "bicubic",
+        "crop_pct": 0.89,
+        "crop_mode": "center",
+    }
     assert data_config("tf_efficientnet_lite2.in1k", resolution=128)["input_size"] == (3, 128, 128)
     assert data_config("tf_efficientnet_lite2.in1k", resolution=(96, 128))["input_size"] == (3, 96, 128)
     reference = timm.data.resolve_model_data_config(timm.create_model("convnext_tiny.fb_in1k", pretrained=False))

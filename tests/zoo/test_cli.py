@@ -1,4 +1,5 @@
 """`zooens zoo list|show|add|remove` through Typer's CliRunner on the real app."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,20 @@ runner = CliRunner(env={"COLUMNS": "160"})
 def test_list_filters_and_shows_the_columns(zooens_home: Path) -> None:
     result = runner.invoke(app, ["zoo", "list", "--filter", "tf_efficientnet_lite*"])
     assert result.exit_code == 0, result.output
-    for text in ("name", "origin", "weights", "input", "params", "licence", "tf_efficientnet_lite0.in1k",
-                 "embedded", "yes", "224", "3.37 M", "apache-2.0"):
+    for text in (
+        "name",
+        "origin",
+        "weights",
+        "input",
+        "params",
+        "licence",
+        "tf_efficientnet_lite0.in1k",
+        "embedded",
+        "yes",
+        "224",
+        "3.37 M",
+        "apache-2.0",
+    ):
         assert text in result.stdout
     assert "convnext" not in result.stdout
 
@@ -50,14 +63,16 @@ def test_add_then_remove(zooens_home: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     state = timm.create_model("test_resnet", num_classes=0).state_dict()
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "w.safetensors"))
-    result = runner.invoke(app, ["zoo", "add", "cli_resnet", "--arch", "test_resnet",
-                                 "--weights", str(tmp_path / "w.safetensors")])
+    result = runner.invoke(
+        app, ["zoo", "add", "cli_resnet", "--arch", "test_resnet", "--weights", str(tmp_path / "w.safetensors")]
+    )
     assert result.exit_code == 0, result.output
     assert "Added cli_resnet" in result.stdout and "96-d" in result.stdout
     listed = json.loads(runner.invoke(app, ["zoo", "list", "--filter", "cli_*", "--json"]).stdout)
     assert [(r["name"], r["origin"], r["weights_present"]) for r in listed] == [("cli_resnet", "user", True)]
-    again = runner.invoke(app, ["zoo", "add", "cli_resnet", "--arch", "test_resnet",
-                                "--weights", str(tmp_path / "w.safetensors")])
+    again = runner.invoke(
+        app, ["zoo", "add", "cli_resnet", "--arch", "test_resnet", "--weights", str(tmp_path / "w.safetensors")]
+    )
     assert again.exit_code == 2 and "exists already" in again.stderr
     result = runner.invoke(app, ["zoo", "remove", "cli_resnet"])
     assert result.exit_code == 0 and "Removed cli_resnet" in result.stdout

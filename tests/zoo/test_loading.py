@@ -1,4 +1,5 @@
 """A weight file's sha256 is computed once per (path, size, mtime), also across processes."""
+
 from __future__ import annotations
 
 import hashlib

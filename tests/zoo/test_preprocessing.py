@@ -1,4 +1,5 @@
 """`zoo.data_config(..., preprocessing=...)`: the model's own transform, or VTAB's plain resize."""
+
 from __future__ import annotations
 
 import numpy as np

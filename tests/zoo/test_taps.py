@@ -5,6 +5,7 @@ The reference for a tap's embedding is independent of how taps are built (timm's
 base model, built separately with the same weights, averaged over space (over the patch tokens
 for a ViT).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,7 +47,7 @@ def hooked_pooled(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor
         handle.remove()
     out = seen["out"]
     if out.ndim == 3:  # (B, tokens, C)
-        return out[:, getattr(model, "num_prefix_tokens", 0):].mean(dim=1)
+        return out[:, getattr(model, "num_prefix_tokens", 0) :].mean(dim=1)
     return out.mean(dim=(2, 3))
 
 
@@ -54,13 +55,17 @@ def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("arch, layer, size", [
-    ("test_efficientnet", "blocks.3", 64),
-    ("test_resnet", "layer2", 64),
-    ("test_vit", "blocks.2", 160),  # a ViT at its own size
-])
-def test_user_model_tap_is_the_pooled_stage(zooens_home: Path, tmp_path: Path, arch: str, layer: str,
-                                            size: int) -> None:
+@pytest.mark.parametrize(
+    "arch, layer, size",
+    [
+        ("test_efficientnet", "blocks.3", 64),
+        ("test_resnet", "layer2", 64),
+        ("test_vit", "blocks.2", 160),  # a ViT at its own size
+    ],
+)
+def test_user_model_tap_is_the_pooled_stage(
+    zooens_home: Path, tmp_path: Path, arch: str, layer: str, size: int
+) -> None:
     register_random_model("mine.rand", arch, tmp_path / "w", seed=3)
     tap_name = f"mine.rand@{layer}"
     x = images(2, size)
@@ -136,14 +141,17 @@ def test_head_and_random_and_provided_builds(zooens_home: Path, tmp_path: Path) 
         assert isinstance(rebuilt, LayerTap) and torch.equal(rebuilt(x), features)
 
 
-@pytest.mark.parametrize("name, match", [
-    (f"{LITE}@blocks.3", r"no tap layer 'blocks.3'.*blocks.0, blocks.1, blocks.2, blocks.4, blocks.6"),
-    (f"{LITE}@blocks.4@blocks.1", "tap of a tap"),
-    (f"{LITE}@", "not a layer tap name"),
-    ("@blocks.4", "not a layer tap name"),
-    (f"{LITE}@blocks/4", "not a layer tap name"),
-    ("no_such_model.x@blocks.4", "Unknown model 'no_such_model.x'"),
-])
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        (f"{LITE}@blocks.3", r"no tap layer 'blocks.3'.*blocks.0, blocks.1, blocks.2, blocks.4, blocks.6"),
+        (f"{LITE}@blocks.4@blocks.1", "tap of a tap"),
+        (f"{LITE}@", "not a layer tap name"),
+        ("@blocks.4", "not a layer tap name"),
+        (f"{LITE}@blocks/4", "not a layer tap name"),
+        ("no_such_model.x@blocks.4", "Unknown model 'no_such_model.x'"),
+    ],
+)
 def test_bad_tap_names_are_refused(name: str, match: str) -> None:
     with pytest.raises(UnknownModelError, match=match):
         get_weight_set(name)
@@ -155,8 +163,11 @@ def test_taps_for() -> None:
     assert taps_for(LITE) == [f"{LITE}@blocks.2", f"{LITE}@blocks.4", f"{LITE}@blocks.6"]
     assert taps_for("tf_efficientnet_lite2.in1k", last=1) == ["tf_efficientnet_lite2.in1k@blocks.6"]
     # a ResNet's last stage is its embedding: left out
-    assert taps_for("resnet18.a1_in1k") == ["resnet18.a1_in1k@layer1", "resnet18.a1_in1k@layer2",
-                                            "resnet18.a1_in1k@layer3"]
+    assert taps_for("resnet18.a1_in1k") == [
+        "resnet18.a1_in1k@layer1",
+        "resnet18.a1_in1k@layer2",
+        "resnet18.a1_in1k@layer3",
+    ]
     assert taps_for("resnet18.a1_in1k", last=10)[0] == "resnet18.a1_in1k@act1"
     # one stride throughout: evenly spaced blocks, never the last
     vit = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
@@ -177,6 +188,9 @@ def test_taps_listed_only_when_asked() -> None:
     auto = [ws.name for ws in resolve_zoo("embedded", taps=3)]
     assert auto[:4] == [LITE, *taps_for(LITE)] and len(auto) == 12
     given = get_weight_set(f"{LITE}@blocks.4")
-    assert [ws.name for ws in with_taps([given, get_weight_set(LITE)], last=2)] == \
-        [given.name, LITE, f"{LITE}@blocks.6"]
+    assert [ws.name for ws in with_taps([given, get_weight_set(LITE)], last=2)] == [
+        given.name,
+        LITE,
+        f"{LITE}@blocks.6",
+    ]
     assert zoo.DEFAULT_TAPS == 3

@@ -1,4 +1,5 @@
 """User models: register local checkpoints, load them back, refuse wrong or changed files."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,10 +12,10 @@ import torch
 from safetensors.torch import save_file
 
 from zooens import zoo
-from zooens.zoo import add_user_model, create_model, get_weight_set, remove_user_model, resolve_zoo, weights_sha256
-from zooens.zoo.testing import register_random_model
 from zooens.errors import ConfigError, ConflictError, MissingWeightsError, UnknownModelError, WeightsMismatchError
 from zooens.settings import get_settings
+from zooens.zoo import add_user_model, create_model, get_weight_set, remove_user_model, resolve_zoo, weights_sha256
+from zooens.zoo.testing import register_random_model
 
 
 def random_resnet(seed: int = 0, num_classes: int = 0) -> torch.nn.Module:
@@ -143,8 +144,9 @@ def test_corrupt_user_zoo_file(zooens_home: Path) -> None:
         zoo.zoo_sets()
 
 
-@pytest.mark.parametrize("arch,dim", [("test_efficientnet", 256), ("test_resnet", 96), ("test_vit", 64),
-                                      ("test_convnext", 64)])
+@pytest.mark.parametrize(
+    "arch,dim", [("test_efficientnet", 256), ("test_resnet", 96), ("test_vit", 64), ("test_convnext", 64)]
+)
 def test_register_random_model_is_seeded_and_usable(zooens_home: Path, tmp_path: Path, arch: str, dim: int) -> None:
     before = torch.random.get_rng_state()
     ws = register_random_model(f"tiny-{arch}", arch, tmp_path / "w")

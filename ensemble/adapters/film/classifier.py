@@ -1,6 +1,7 @@
 """FiT's classifier: a FiLM-adapted backbone whose logits come from the Naive Bayes head configured
 on stored context features (Shysheya et al. 2022, Eq. 2). FiT feeds the head the backbone's raw
 pooled features (no normalisation), and so does this module."""
+
 from __future__ import annotations
 
 import torch

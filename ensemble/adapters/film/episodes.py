@@ -21,6 +21,7 @@ Where this differs from the authors' code, and why:
   recomputes them per chunk); the gradient is the same.
 - The sampled images go through the run's declared `augmentation` (none by default).
 """
+
 from __future__ import annotations
 
 import logging
@@ -76,8 +77,9 @@ class EpisodeSampler:
     generator : the only source of randomness (the fixed split and every task).
     """
 
-    def __init__(self, labels: Iterable[int], *, task_size: int = 100, max_target_size: int = 2000,
-                 generator: torch.Generator) -> None:
+    def __init__(
+        self, labels: Iterable[int], *, task_size: int = 100, max_target_size: int = 2000, generator: torch.Generator
+    ) -> None:
         if task_size < 2:
             raise ConfigError(f"FiT's task size (the batch size) must be at least 2, got {task_size}; FiT uses 100.")
         if max_target_size < 1:
@@ -119,12 +121,17 @@ class EpisodeSampler:
             context_labels.append(np.full(len(ctx), k))
             target.append(tgt)
             target_labels.append(np.full(len(tgt), k))
-        return Episode(np.concatenate(context), np.concatenate(context_labels),
-                       np.concatenate(target), np.concatenate(target_labels))
+        return Episode(
+            np.concatenate(context),
+            np.concatenate(context_labels),
+            np.concatenate(target),
+            np.concatenate(target_labels),
+        )
 
 
-def _load(dataset: ImageSplitDataset, indices: np.ndarray, augmentation: str, generator: torch.Generator,
-          device: str) -> torch.Tensor:
+def _load(
+    dataset: ImageSplitDataset, indices: np.ndarray, augmentation: str, generator: torch.Generator, device: str
+) -> torch.Tensor:
     images = torch.stack([dataset[int(i)][0] for i in indices])
     images = augment_batch(images, augmentation, generator).to(device, non_blocking=True)
     return images.contiguous(memory_format=torch.channels_last) if device.startswith("cuda") else images
@@ -167,16 +174,24 @@ def train_episodic(
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
     generator = torch.Generator().manual_seed(int(seed))
-    sampler = EpisodeSampler(train_split.labels, task_size=task_size, max_target_size=max_target_size,
-                             generator=generator)
+    sampler = EpisodeSampler(
+        train_split.labels, task_size=task_size, max_target_size=max_target_size, generator=generator
+    )
     dataset = ImageSplitDataset(train_split, eval_transform(data_cfg))
     model.to(device).eval()  # FiT keeps the backbone in eval mode: normalisation statistics stay frozen
     on_cuda = device.startswith("cuda")
     if on_cuda:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    log.info("FiT: training %d values for %d steps, Adam lr %g, task size %d, seed %d on %s",
-             sum(p.numel() for p in params), steps, lr, task_size, seed, device)
+    log.info(
+        "FiT: training %d values for %d steps, Adam lr %g, task size %d, seed %d on %s",
+        sum(p.numel() for p in params),
+        steps,
+        lr,
+        task_size,
+        seed,
+        device,
+    )
     start = time.perf_counter()
     bar = tqdm(range(steps), desc="fit-episodes", disable=not progress, leave=False)
     for step in bar:
@@ -200,8 +215,9 @@ def train_episodic(
                 logits = model.head.logits(features.float(), stats)
             loss = F.cross_entropy(logits, labels) * (len(labels) / n_targets)
             if not torch.isfinite(loss):
-                raise ConfigError(f"The FiT loss became {loss.item()} at step {step}; lower the learning rate "
-                                  f"(now {lr}).")
+                raise ConfigError(
+                    f"The FiT loss became {loss.item()} at step {step}; lower the learning rate (now {lr})."
+                )
             loss.backward(retain_graph=chunk_start + task_size < n_targets)
             total += float(loss.detach())
         grads = [p.grad for p in params if p.grad is not None]

@@ -21,6 +21,7 @@ the paper's generative classifier; the authors' code scores ``log N`` alone, i.e
 which agree when the context is balanced). A jitter of ``1e-6 I`` keeps the Cholesky factor defined
 should training drive e3 to zero (the ReLU allows it).
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,9 @@ class NaiveBayesHead(nn.Module):
     def __init__(self, mode: str = "lda", *, learn: bool = True) -> None:
         super().__init__()
         if mode not in HEAD_MODES:
-            raise ConfigError(f"The FiT head must be one of {', '.join(HEAD_MODES)}, got {mode!r}; "
-                              "FiT's default is 'lda'.")
+            raise ConfigError(
+                f"The FiT head must be one of {', '.join(HEAD_MODES)}, got {mode!r}; FiT's default is 'lda'."
+            )
         self.mode = mode
         if mode in INITIAL_WEIGHTS:
             self.cov_weights = nn.Parameter(torch.tensor(INITIAL_WEIGHTS[mode]), requires_grad=learn)
@@ -109,7 +111,7 @@ class NaiveBayesHead(nn.Module):
         features = features.float()
         means = stats["means"]
         if self.mode == "prototype":
-            return -torch.cdist(features, means) ** 2  # ProtoNets, as the authors' code: no prior
+            return -(torch.cdist(features, means) ** 2)  # ProtoNets, as the authors' code: no prior
         log_prior = torch.log(stats["priors"].clamp(min=1e-12))
         d = features.shape[1]
         e1, e2, e3 = self.mixing.to(features.device)

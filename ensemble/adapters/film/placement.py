@@ -36,14 +36,15 @@ activation (`FiLMNorm`). The placement per timm family:
 
 Any other family is refused with a ConfigError: FiT defines no placement for it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 from timm.layers import BatchNormAct2d, GroupNormAct
-from timm.models import efficientnet, mobilenetv3, resnet, resnetv2, vision_transformer
 from timm.models import _efficientnet_blocks as eff_blocks
+from timm.models import efficientnet, mobilenetv3, resnet, resnetv2, vision_transformer
 from torch import nn
 
 from zooens.errors import ConfigError
@@ -130,8 +131,9 @@ def _channels(norm: nn.Module) -> int:
         return int(norm.num_channels)
     if isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) == 1:
         return int(norm.normalized_shape[0])
-    raise ConfigError(f"FiLM cannot modulate a {type(norm).__name__}: FiT places FiLM on BatchNorm, "
-                      "GroupNorm or LayerNorm outputs.")
+    raise ConfigError(
+        f"FiLM cannot modulate a {type(norm).__name__}: FiT places FiLM on BatchNorm, GroupNorm or LayerNorm outputs."
+    )
 
 
 def _is_norm(module: nn.Module | None) -> bool:
@@ -157,8 +159,10 @@ _RESNETV2_BLOCKS: tuple[tuple[type[nn.Module], str], ...] = (
 
 
 def _unknown_block(arch: str, path: str, block: nn.Module) -> ConfigError:
-    return ConfigError(f"FiT's FiLM placement is not defined for the {type(block).__name__} block at {path!r} of "
-                       f"{arch}; use another strategy (patch, lora, full) for this model.")
+    return ConfigError(
+        f"FiT's FiLM placement is not defined for the {type(block).__name__} block at {path!r} of "
+        f"{arch}; use another strategy (patch, lora, full) for this model."
+    )
 
 
 def _efficientnet_sites(model: nn.Module) -> list[FilmSite]:

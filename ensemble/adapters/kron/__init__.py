@@ -41,6 +41,7 @@ What we build, and where it departs from the paper or from the authors' code (er
 
 Works on timm ViTs whose attention has a fused `qkv` linear (q, k, v stacked on the output axis).
 """
+
 from __future__ import annotations
 
 import math
@@ -58,20 +59,31 @@ __all__ = ["KronConfig", "KronQKV", "Kron", "kron_sum"]
 
 @dataclass
 class KronConfig(AdapterConfig):
-    n_kron: int = field(default=32, metadata={
-        "help": "n, the number of Kronecker products; each shared A_i is n x n and n must divide the model width "
-                "(the paper's n; the authors' code uses 32). Even, for the antithetic initialisation."})
-    rank: int = field(default=1, metadata={
-        "help": "r, the rank of each B_i = u_i v_i^T (the paper's r; the authors' code uses 1)."})
-    alpha: float = field(default=0.5, metadata={
-        "help": "Scale: the update is multiplied by alpha / r (LoRA's convention; the authors' code uses 160 "
-                "with all-zero factors). 0.5 makes an SGD step move the adapted weights about as far as a "
-                "full fine-tuning step at the same learning rate."})
+    n_kron: int = field(
+        default=32,
+        metadata={
+            "help": "n, the number of Kronecker products; each shared A_i is n x n and n must divide the model width "
+            "(the paper's n; the authors' code uses 32). Even, for the antithetic initialisation."
+        },
+    )
+    rank: int = field(
+        default=1, metadata={"help": "r, the rank of each B_i = u_i v_i^T (the paper's r; the authors' code uses 1)."}
+    )
+    alpha: float = field(
+        default=0.5,
+        metadata={
+            "help": "Scale: the update is multiplied by alpha / r (LoRA's convention; the authors' code uses 160 "
+            "with all-zero factors). 0.5 makes an SGD step move the adapted weights about as far as a "
+            "full fine-tuning step at the same learning rate."
+        },
+    )
 
     def validate(self) -> None:
         if self.n_kron < 2 or self.n_kron % 2:
-            raise ConfigError(f"kron n_kron must be an even number of at least 2 (terms start in cancelling pairs), "
-                              f"got {self.n_kron}; e.g. 32, which must also divide the model width.")
+            raise ConfigError(
+                f"kron n_kron must be an even number of at least 2 (terms start in cancelling pairs), "
+                f"got {self.n_kron}; e.g. 32, which must also divide the model width."
+            )
         if self.rank < 1:
             raise ConfigError(f"kron rank must be at least 1, got {self.rank}; the paper uses 1.")
         if not (math.isfinite(self.alpha) and self.alpha > 0):
@@ -117,11 +129,15 @@ class KronQKV(nn.Module):
         d = qkv.in_features
         n, r = config.n_kron, config.rank
         if qkv.out_features != 3 * d:
-            raise ConfigError(f"kron needs a fused qkv linear of width 3*{d}, got {qkv.out_features}; "
-                              "use lora for attention layers with separate projections.")
+            raise ConfigError(
+                f"kron needs a fused qkv linear of width 3*{d}, got {qkv.out_features}; "
+                "use lora for attention layers with separate projections."
+            )
         if d % n:
-            raise ConfigError(f"kron n_kron={n} must divide the model width {d}; choose a divisor such as "
-                              f"{max(k for k in range(2, n + 1, 2) if d % k == 0) if d % 2 == 0 else 'none'}.")
+            raise ConfigError(
+                f"kron n_kron={n} must divide the model width {d}; choose a divisor such as "
+                f"{max(k for k in range(2, n + 1, 2) if d % k == 0) if d % 2 == 0 else 'none'}."
+            )
         self.scale = config.alpha / r
         p = q = d // n
         half = n // 2
@@ -171,8 +187,10 @@ class Kron(AdapterMethod):
     def inject(self, model: nn.Module, config: KronConfig) -> list[nn.Parameter]:
         names = [n for n, m in model.named_modules() if n.endswith("attn.qkv") and isinstance(m, nn.Linear)]
         if not names:
-            raise ConfigError("kron adapts Vision Transformers: this model has no attention `qkv` layer; "
-                              "use patch or lora for other architectures.")
+            raise ConfigError(
+                "kron adapts Vision Transformers: this model has no attention `qkv` layer; "
+                "use patch or lora for other architectures."
+            )
         # a fixed generator: the initial factors are the same on every run and every worker
         generator = torch.Generator().manual_seed(0)
         shared = _SharedA(config, generator)

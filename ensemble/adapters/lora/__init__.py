@@ -1,4 +1,5 @@
 """`lora`: low-rank updates W + (alpha / r) B A of linear layers (and 1x1 convolutions); B starts at 0."""
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,9 @@ from zooens.errors import ConfigError
 class LoraConfig(AdapterConfig):
     rank: int = field(default=4, metadata={"help": "Rank r of each update."})
     alpha: float = field(default=8.0, metadata={"help": "Scale: the update is multiplied by alpha / r."})
-    include_conv1x1: bool = field(default=True, metadata={"help": "Also adapt 1x1 convolutions (CNNs have few linears)."})
+    include_conv1x1: bool = field(
+        default=True, metadata={"help": "Also adapt 1x1 convolutions (CNNs have few linears)."}
+    )
     target: str = field(default="", metadata={"help": "Only layers whose name contains this text (empty: all)."})
 
     def validate(self) -> None:
@@ -51,7 +54,10 @@ def _targets(model: nn.Module, config: LoraConfig) -> list[str]:
         if config.target and config.target not in name:
             continue
         if isinstance(m, nn.Linear) or (
-            config.include_conv1x1 and isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1
+            config.include_conv1x1
+            and isinstance(m, nn.Conv2d)
+            and m.kernel_size == (1, 1)
+            and m.groups == 1
             and m.padding in ((0, 0), "valid")
         ):
             names.append(name)

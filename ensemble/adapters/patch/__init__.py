@@ -17,6 +17,7 @@ Training every bias of every convolution and linear layer is BitFit (Ben Zaken e
 different method: it is the opt-in option `biases=True`, off by default (it was on before, and
 on ViT-B/16 it made 84k of 122k trained parameters).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,11 +38,19 @@ _NORM_NAME_ENDINGS = ("Norm", "Norm2d", "NormAct", "NormAct2d")
 
 @dataclass
 class PatchConfig(AdapterConfig):
-    depthwise: bool = field(default=False, metadata={
-        "help": "Also train depthwise convolutions (the paper's depthwise patch, for MobileNet-like networks)."})
-    biases: bool = field(default=False, metadata={
-        "help": "Also train every bias of convolution and linear layers: BitFit (Ben Zaken et al. 2021), "
-                "not the paper's model patch."})
+    depthwise: bool = field(
+        default=False,
+        metadata={
+            "help": "Also train depthwise convolutions (the paper's depthwise patch, for MobileNet-like networks)."
+        },
+    )
+    biases: bool = field(
+        default=False,
+        metadata={
+            "help": "Also train every bias of convolution and linear layers: BitFit (Ben Zaken et al. 2021), "
+            "not the paper's model patch."
+        },
+    )
 
 
 def is_norm(m: nn.Module) -> bool:
@@ -67,6 +76,8 @@ class Patch(AdapterMethod):
             if config.biases and isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and m.bias is not None:
                 params[id(m.bias)] = m.bias
         if not params:
-            raise ConfigError("patch found no normalisation layer with a scale or bias in this model; "
-                              "use patch with depthwise=True or biases=True, or the lora strategy.")
+            raise ConfigError(
+                "patch found no normalisation layer with a scale or bias in this model; "
+                "use patch with depthwise=True or biases=True, or the lora strategy."
+            )
         return list(params.values())

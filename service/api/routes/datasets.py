@@ -1,4 +1,5 @@
 """Datasets: upload, register a server-side path, list, show (ids, names, counts; never server paths) and delete."""
+
 from __future__ import annotations
 
 import unicodedata
@@ -40,16 +41,22 @@ def client_file_name(filename: str | None, fallback: str = "upload") -> str:
     return text
 
 
-@router.post("", response_model=DatasetPublic, status_code=201,
-             responses={200: {"model": DatasetPublic, "description": "The same content was uploaded before: its "
-                                                                      "dataset, unchanged"}})
+@router.post(
+    "",
+    response_model=DatasetPublic,
+    status_code=201,
+    responses={
+        200: {"model": DatasetPublic, "description": "The same content was uploaded before: its dataset, unchanged"}
+    },
+)
 def upload_dataset(
     session: SessionDep,
     settings: SettingsDep,
     _: TokenDep,
     response: Response,
-    file: Annotated[UploadFile, File(description="A .zip of an ImageFolder tree (or of a CSV manifest and its "
-                                                 "images), or an .npz.")],
+    file: Annotated[
+        UploadFile, File(description="A .zip of an ImageFolder tree (or of a CSV manifest and its images), or an .npz.")
+    ],
     name: Annotated[str | None, Form(min_length=1, max_length=MAX_NAME)] = None,
 ) -> DatasetPublic:
     """Upload a dataset. It is checked whole before anything is stored; the body is bounded by
@@ -62,8 +69,9 @@ def upload_dataset(
         except ValueError as exc:
             raise DatasetError(f"The dataset name {exc}.") from None
     filename = client_file_name(file.filename)
-    row, created = store_upload(session, file.file, filename, settings,
-                                name=name or PurePosixPath(filename).stem[:MAX_NAME])
+    row, created = store_upload(
+        session, file.file, filename, settings, name=name or PurePosixPath(filename).stem[:MAX_NAME]
+    )
     if not created:
         response.status_code = 200
     return dataset_public(row)
@@ -94,9 +102,15 @@ def show_dataset(dataset_id: DatasetId, session: SessionDep) -> DatasetPublic:
     return dataset_public(registry.get_dataset(session, dataset_id))
 
 
-@router.delete("/{dataset_id}", status_code=204, response_class=Response,
-               responses={404: {"description": "No such dataset"},
-                          409: {"description": "A job uses it (unfinished, or finished without with_jobs)"}})
+@router.delete(
+    "/{dataset_id}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        404: {"description": "No such dataset"},
+        409: {"description": "A job uses it (unfinished, or finished without with_jobs)"},
+    },
+)
 def delete_dataset(
     dataset_id: DatasetId,
     session: SessionDep,

@@ -25,7 +25,7 @@ from zooens.service.reports import ensemble_view
 
 router = APIRouter(prefix="/ensembles", tags=["ensembles"], dependencies=[Depends(read_access)])
 
-_CACHE: "OrderedDict[tuple, object]" = OrderedDict()
+_CACHE: OrderedDict[tuple, object] = OrderedDict()
 _CACHE_SIZE = 4
 _LOCK = threading.Lock()
 PREDICT_MAX_SIDE = 1024
@@ -85,8 +85,12 @@ def show_ensemble(ensemble_id: EnsembleId, session: SessionDep) -> EnsemblePubli
     response_class=FileResponse,
     responses={200: {"content": {"application/zip": {}}, "description": "The ensemble as one .zooens file."}},
 )
-def export(ensemble_id: EnsembleId, session: SessionDep, settings: SettingsDep,
-           weights: Literal["embed", "reference"] = "embed") -> FileResponse:
+def export(
+    ensemble_id: EnsembleId,
+    session: SessionDep,
+    settings: SettingsDep,
+    weights: Literal["embed", "reference"] = "embed",
+) -> FileResponse:
     """The ensemble as one `.zooens` file, the same `zooens export` writes: every member, the base weights
     (`weights=embed`, the default) or only their names and sha256 (`weights=reference`), preprocessing, class
     names, versions and checksums. Load it with `zooens.load(path)` or `zooens predict FILE IMAGES...`."""
@@ -101,8 +105,12 @@ def export(ensemble_id: EnsembleId, session: SessionDep, settings: SettingsDep,
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return FileResponse(path, media_type="application/zip", filename=f"ensemble-{ensemble_id}{BUNDLE_SUFFIX}",
-                        background=BackgroundTask(path.unlink, missing_ok=True))
+    return FileResponse(
+        path,
+        media_type="application/zip",
+        filename=f"ensemble-{ensemble_id}{BUNDLE_SUFFIX}",
+        background=BackgroundTask(path.unlink, missing_ok=True),
+    )
 
 
 @router.post("/{ensemble_id}/predict", response_model=PredictionsPublic)
@@ -125,22 +133,27 @@ def predict(
     if not files:
         raise DatasetError("Send at least one image as multipart field 'files'.")
     if len(files) > settings.max_predict_files:
-        raise TooLargeError(f"{len(files)} images in one request; at most {settings.max_predict_files} are allowed "
-                            "(ZOOENS_MAX_PREDICT_FILES): split the request.")
+        raise TooLargeError(
+            f"{len(files)} images in one request; at most {settings.max_predict_files} are allowed "
+            "(ZOOENS_MAX_PREDICT_FILES): split the request."
+        )
     names = [client_file_name(f.filename, fallback=f"image-{i}") for i, f in enumerate(files)]
-    for f, name in zip(files, names):  # headers only: a too large or unreadable image is refused before any work
+    for f, name in zip(files, names, strict=False):  # headers only: a too large or unreadable image is refused before any work
         check_image_header(f.file, name)
     ens = registry.get_ensemble(session, ensemble_id)
     job = registry.get_job(session, ens.job_id)
     classes = list(registry.get_dataset(session, job.dataset_id).classes)
     predictor = predictor_for(session, ensemble_id)
     out = []
-    for f, name in zip(files, names):
+    for f, name in zip(files, names, strict=False):
         f.file.seek(0)
         data = f.file.read(settings.max_predict_bytes + 1)
         image = open_image(data, max_side=PREDICT_MAX_SIDE, name=name)
         p = predictor.predict_proba([image])[0]
         del image, data
-        out.append(Prediction(filename=name, label=classes[int(p.argmax())],
-                              probabilities={c: float(v) for c, v in zip(classes, p)}))
+        out.append(
+            Prediction(
+                filename=name, label=classes[int(p.argmax())], probabilities={c: float(v) for c, v in zip(classes, p, strict=False)}
+            )
+        )
     return PredictionsPublic(ensemble_id=ensemble_id, classes=classes, data=out)

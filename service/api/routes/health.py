@@ -3,6 +3,7 @@
 `/readyz` says ok or not ok and why in a word, never how the database is reached (host, port,
 database name, driver text): the exception goes to the server's log only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,11 +30,14 @@ class Readiness(BaseModel):
     database: str = Field(description="'ok', 'unreachable', or 'not at head' (run `zooens db upgrade`).")
     revision: str | None = Field(default=None, description="The schema's migration revision, when reachable.")
     workers_alive: int | None = Field(
-        default=None, description="Workers seen within `stale_after_seconds` (every process sharing this database).")
+        default=None, description="Workers seen within `stale_after_seconds` (every process sharing this database)."
+    )
     worker_thread: bool | None = Field(
-        default=None, description="Whether this server's in-process worker thread is alive; null if it has none.")
+        default=None, description="Whether this server's in-process worker thread is alive; null if it has none."
+    )
     oldest_queued_seconds: float | None = Field(
-        default=None, description="Age of the oldest queued job in seconds; null when none is queued.")
+        default=None, description="Age of the oldest queued job in seconds; null when none is queued."
+    )
 
 
 @router.get("/healthz", response_model=Health)
@@ -64,10 +68,17 @@ def readyz():
         logger.warning("readyz: the database is unreachable", exc_info=True)
         return _unavailable(Readiness(status="unavailable", database="unreachable", worker_thread=thread))
     if not at_head:
-        return _unavailable(Readiness(status="unavailable", database="not at head", revision=revision,
-                                      worker_thread=thread))
-    body = Readiness(status="ok", database="ok", revision=revision, workers_alive=workers, worker_thread=thread,
-                     oldest_queued_seconds=None if oldest is None else round(oldest, 3))
+        return _unavailable(
+            Readiness(status="unavailable", database="not at head", revision=revision, worker_thread=thread)
+        )
+    body = Readiness(
+        status="ok",
+        database="ok",
+        revision=revision,
+        workers_alive=workers,
+        worker_thread=thread,
+        oldest_queued_seconds=None if oldest is None else round(oldest, 3),
+    )
     if thread is False:
         logger.warning("readyz: the in-process worker thread is dead")
         return _unavailable(body.model_copy(update={"status": "unavailable"}))

@@ -33,8 +33,10 @@ def create_job(body: JobCreate, session: SessionDep, _: TokenDep) -> JobPublic:
 @router.get("", response_model=Page[JobPublic], dependencies=[Depends(read_access)])
 def list_jobs(
     session: SessionDep,
-    status: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
-                      Query(description="queued, running, succeeded, failed or cancelled")] = None,
+    status: Annotated[
+        Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
+        Query(description="queued, running, succeeded, failed or cancelled"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[JobPublic]:
@@ -54,24 +56,36 @@ def cancel_job(job_id: JobId, session: SessionDep, _: TokenDep) -> JobPublic:
     return job_public(registry.request_cancel(session, job_id))
 
 
-@router.post("/{job_id}/resume", response_model=JobPublic, status_code=202,
-             responses={409: {"description": "The job is queued, running or succeeded"}})
+@router.post(
+    "/{job_id}/resume",
+    response_model=JobPublic,
+    status_code=202,
+    responses={409: {"description": "The job is queued, running or succeeded"}},
+)
 def resume_job(job_id: JobId, session: SessionDep, _: TokenDep) -> JobPublic:
     """Put a failed or cancelled job back in the queue; a worker runs its unfinished units (finished ones
     are kept). 409 for a queued, running or succeeded job."""
     return job_public(submit.resume_job(session, job_id))
 
 
-@router.post("/{job_id}/retry", response_model=JobPublic, status_code=201,
-             responses={409: {"description": "The job has not finished"}})
+@router.post(
+    "/{job_id}/retry",
+    response_model=JobPublic,
+    status_code=201,
+    responses={409: {"description": "The job has not finished"}},
+)
 def retry_job(job_id: JobId, session: SessionDep, _: TokenDep) -> JobPublic:
     """A new queued job with this job's dataset, models and parameters (this one is kept). 201 with the new
     job; 409 while this one is queued or running."""
     return job_public(submit.retry_job(session, job_id))
 
 
-@router.delete("/{job_id}", status_code=204, response_class=Response,
-               responses={404: {"description": "No such job"}, 409: {"description": "The job is queued or running"}})
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    response_class=Response,
+    responses={404: {"description": "No such job"}, 409: {"description": "The job is queued or running"}},
+)
 def delete_job(job_id: JobId, session: SessionDep, settings: SettingsDep, _: TokenDep) -> Response:
     """Delete a finished job, its results and its files. 409 while it is queued or running (cancel it first)."""
     lifecycle.delete_job(session, job_id, settings)
@@ -91,12 +105,19 @@ def job_runs(job_id: JobId, session: SessionDep) -> list[RunPublic]:
     return reports.run_rows(session, job_id)
 
 
-@router.get("/{job_id}/ensemble", response_model=EnsemblePublic, dependencies=[Depends(read_access)],
-            responses={404: {"description": "No ensemble yet"}})
+@router.get(
+    "/{job_id}/ensemble",
+    response_model=EnsemblePublic,
+    dependencies=[Depends(read_access)],
+    responses={404: {"description": "No ensemble yet"}},
+)
 def job_ensemble(job_id: JobId, session: SessionDep) -> EnsemblePublic:
     job = registry.get_job(session, job_id)
     view = reports.ensemble_view(session, job_id)
     if view is None:
-        raise HTTPException(404, f"Job {job_id} has no ensemble yet (status {job.status}, stage {job.stage}); "
-                                 "it is built after the fine-tuning sweep.")
+        raise HTTPException(
+            404,
+            f"Job {job_id} has no ensemble yet (status {job.status}, stage {job.stage}); "
+            "it is built after the fine-tuning sweep.",
+        )
     return view

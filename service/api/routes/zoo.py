@@ -3,6 +3,7 @@
 The catalogue's public rows are built once per process and kept (`catalogue()`), shared with the dashboard's Zoo
 page; `warm_catalogue()` builds them in a background thread at start-up so that no request pays for it.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -44,9 +45,17 @@ def weight_set_public(ws) -> WeightSetPublic:
     facts = public_facts(ws.to_dict())  # computes weights_present (file-system look-ups) once
     size = getattr(ws.input, "input_size", None)
     return WeightSetPublic(
-        name=ws.name, arch=ws.arch, tag=ws.tag, origin=ws.origin, weights_present=bool(facts["weights_present"]),
-        input_size=list(size) if size else None, embed_dim=ws.embed_dim, num_params=ws.num_params,
-        license=ws.license, upstream_data=ws.upstream_data, facts=facts,
+        name=ws.name,
+        arch=ws.arch,
+        tag=ws.tag,
+        origin=ws.origin,
+        weights_present=bool(facts["weights_present"]),
+        input_size=list(size) if size else None,
+        embed_dim=ws.embed_dim,
+        num_params=ws.num_params,
+        license=ws.license,
+        upstream_data=ws.upstream_data,
+        facts=facts,
     )
 
 

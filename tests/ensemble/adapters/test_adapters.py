@@ -1,5 +1,6 @@
 """One table over every adapter and model kind: identity at init, only adapter parameters change,
 finite outputs, save/load round trip; and the Naive Bayes head against scikit-learn."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -64,7 +65,7 @@ def test_adapter_contract(method, arch, options, tmp_path):
     for n, p in model.named_parameters():
         if n in frozen:
             assert torch.equal(p, frozen[n]), f"{n} changed but is not an adapter parameter"
-    assert any(not torch.equal(a, p) for a, p in zip(adapter_before, params)), "nothing trained"
+    assert any(not torch.equal(a, p) for a, p in zip(adapter_before, params, strict=False)), "nothing trained"
     with torch.no_grad():
         after = model(x)
     assert torch.isfinite(after).all() and not torch.allclose(after, before)

@@ -1,6 +1,7 @@
 """FiT's episodic training: tasks with >= 1 context and >= 1 target per sampled class at 10 or 397
 classes, a non-zero gradient at every step at 100 classes, training that lowers the loss, and the
 strategy end to end (artifact round trip)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,13 @@ from zooens.ensemble.adapters import inject, make_config
 from zooens.ensemble.adapters.film import EpisodeSampler, FiTClassifier, NaiveBayesHead, train_episodic
 from zooens.errors import DatasetError
 
-DATA_CFG = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bilinear",
-            "crop_pct": 1.0}
+DATA_CFG = {
+    "input_size": (3, 32, 32),
+    "mean": (0.5, 0.5, 0.5),
+    "std": (0.5, 0.5, 0.5),
+    "interpolation": "bilinear",
+    "crop_pct": 1.0,
+}
 
 
 class NoiseSplit:
@@ -77,8 +83,19 @@ def test_every_step_has_a_non_zero_gradient_at_100_classes():
     model, params = _classifier("test_resnet", 100)
     seen = []
     # tasks of 5 to 12 of the 100 classes (kept small for a CPU test; FiT's 100 behaves the same)
-    train_episodic(model, params, split, DATA_CFG, lr=0.0035, steps=5, task_size=12, max_target_size=12,
-                   seed=0, progress=False, on_step=lambda step, loss, grad: seen.append((loss, grad)))
+    train_episodic(
+        model,
+        params,
+        split,
+        DATA_CFG,
+        lr=0.0035,
+        steps=5,
+        task_size=12,
+        max_target_size=12,
+        seed=0,
+        progress=False,
+        on_step=lambda step, loss, grad: seen.append((loss, grad)),
+    )
     assert len(seen) == 5
     for loss, grad in seen:
         assert loss > 0 and np.isfinite(loss) and grad > 0
@@ -91,16 +108,21 @@ def test_a_short_run_lowers_the_loss_and_trains_only_film_and_head():
 
     def loss_on_split() -> float:
         with torch.no_grad():
-            images = torch.stack([torch.from_numpy(np.asarray(split.image(i), dtype=np.float32) / 127.5 - 1)
-                                  .permute(2, 0, 1) for i in range(len(split))])
+            images = torch.stack(
+                [
+                    torch.from_numpy(np.asarray(split.image(i), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+                    for i in range(len(split))
+                ]
+            )
             feats = model.backbone(images)
             labels = torch.as_tensor(split.labels)
             stats = model.head.fit_stats(feats[:30], labels[:30], 3)
             return float(torch.nn.functional.cross_entropy(model.head.logits(feats[30:], stats), labels[30:]))
 
     before = loss_on_split()
-    train_episodic(model, params, split, DATA_CFG, lr=0.02, steps=10, task_size=9, max_target_size=9, seed=0,
-                   progress=False)
+    train_episodic(
+        model, params, split, DATA_CFG, lr=0.02, steps=10, task_size=9, max_target_size=9, seed=0, progress=False
+    )
     after = loss_on_split()
     assert after < before
     for n, p in model.named_parameters():

@@ -1,6 +1,7 @@
 """FiT's Naive Bayes head against a Gaussian classifier written here from the paper's equations
 (Shysheya et al. 2022, Eq. 2 and Sec. 3): class means, Sigma_c = e1 Sigma_class + e2 Sigma_task + e3 I
 with Sigma_task the covariance of *all* context features, and Bayes' rule with the class frequencies."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,9 +50,15 @@ def _ours(x, y, xq, mode, mixing):
     return torch.log_softmax(logits.double(), 1).detach().numpy(), logits.detach().numpy()
 
 
-@pytest.mark.parametrize("mode, mixing", [
-    ("lda", (0.0, 1.0, 1.0)), ("lda", (0.0, 0.7, 0.2)), ("qda", (0.5, 0.5, 1.0)), ("qda", (0.9, 0.3, 0.05)),
-])
+@pytest.mark.parametrize(
+    "mode, mixing",
+    [
+        ("lda", (0.0, 1.0, 1.0)),
+        ("lda", (0.0, 0.7, 0.2)),
+        ("qda", (0.5, 0.5, 1.0)),
+        ("qda", (0.9, 0.3, 0.05)),
+    ],
+)
 def test_head_with_fixed_mixing_equals_the_gaussian_classifier(mode, mixing):
     x, y = _features(0)
     xq, _ = _features(1, n=40)

@@ -1,5 +1,6 @@
 """FiT's FiLM placement: one layer per block before its activation, the identity at initialisation,
 FiT's parameter count on ResNet-50, and a clear refusal for families FiT does not define."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,10 +22,17 @@ def _films(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (FiLMNorm, FiLMAct))]
 
 
-@pytest.mark.parametrize("arch, kwargs, size", [
-    ("test_efficientnet", {}, 64), ("test_resnet", {}, 64), ("test_vit", {"img_size": 64}, 64),
-    ("resnet18", {}, 64), ("mobilenetv3_small_050", {}, 64), ("resnetv2_18", {}, 64),
-])
+@pytest.mark.parametrize(
+    "arch, kwargs, size",
+    [
+        ("test_efficientnet", {}, 64),
+        ("test_resnet", {}, 64),
+        ("test_vit", {"img_size": 64}, 64),
+        ("resnet18", {}, 64),
+        ("mobilenetv3_small_050", {}, 64),
+        ("resnetv2_18", {}, 64),
+    ],
+)
 def test_film_is_the_identity_at_initialisation(arch, kwargs, size):
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     base = _model(arch, **kwargs)
@@ -71,8 +79,11 @@ def test_efficientnet_b0_places_film_as_fits_efficientnet():
     assert sites[0].path == "bn1" and sites[-1].path == "bn2"
     assert sites[1].path == "blocks.0.0.bn1"  # DepthwiseSeparableConv: after conv_dw
     assert all(s.path.endswith(".bn2") for s in sites[2:-1])  # InvertedResidual: after conv_dw
-    expected = model.bn1.num_features + model.bn2.num_features + sum(
-        b.conv_dw.out_channels for stage in model.blocks for b in stage)
+    expected = (
+        model.bn1.num_features
+        + model.bn2.num_features
+        + sum(b.conv_dw.out_channels for stage in model.blocks for b in stage)
+    )
     assert sum(s.channels for s in sites) == expected
     assert sum(p.numel() for p in inject(model, "film", make_config("film", {}))) == 2 * expected == 20_544
 

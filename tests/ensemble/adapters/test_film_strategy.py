@@ -1,5 +1,6 @@
 """`film` end to end: episodic training through `run_finetune`, FiT's defaults, the head configured
 on every training example, the FiLM and head update reported, and the artifact reloading."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,7 @@ def setup(zooens_home: Path, tmp_path: Path):
     root = tmp_path / "data"
     for split, n, seed in (("train", 24, 0), ("val", 9, 1)):
         x, y = toy_arrays(n, seed)
-        for i, (img, label) in enumerate(zip(x, y)):
+        for i, (img, label) in enumerate(zip(x, y, strict=False)):
             folder = root / split / ["red", "green", "blue"][label]
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(folder / f"{i}.png")

@@ -6,6 +6,7 @@ with A_i (n x n) shared by all blocks (one set for the queries, one for the valu
 rank r per block, applied to the query and value parts of each fused qkv projection. The
 reference update is computed here with `torch.kron`, term by term, from the raw factors.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -56,7 +57,7 @@ def test_update_is_the_shared_kronecker_sum_of_the_paper():
     x = torch.randn(2, 5, d, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     a_q, a_v = model.kron_shared.kron_a_q, model.kron_shared.kron_a_v
     assert a_q.shape == a_v.shape == (N, N, N)
-    for block, base_block in zip(blocks, base.blocks):
+    for block, base_block in zip(blocks, base.blocks, strict=False):
         wrapped = block.attn.qkv
         # the slow weights are the same tensors in every block, the fast weights are each block's own
         assert wrapped.shared[0].kron_a_q is a_q and wrapped.shared[0].kron_a_v is a_v
@@ -111,8 +112,10 @@ def test_zero_at_init_and_every_factor_has_a_gradient_at_step_one():
     x = torch.randn(4, 3, RES, RES, generator=torch.Generator().manual_seed(1))
     for block in model.blocks:
         wrapped = block.attn.qkv
-        for a, u, v in ((model.kron_shared.kron_a_q, wrapped.kron_uq, wrapped.kron_vq),
-                        (model.kron_shared.kron_a_v, wrapped.kron_uv, wrapped.kron_vv)):
+        for a, u, v in (
+            (model.kron_shared.kron_a_q, wrapped.kron_uq, wrapped.kron_vq),
+            (model.kron_shared.kron_a_v, wrapped.kron_uv, wrapped.kron_vv),
+        ):
             ref = _reference_delta(a.detach(), u.detach(), v.detach(), ALPHA, R)
             assert ref.abs().max().item() < 1e-6  # dW = 0: the model starts unchanged
             assert torch.count_nonzero(wrapped.delta_q()) == torch.count_nonzero(wrapped.delta_v()) == 0
@@ -157,13 +160,16 @@ def test_kron_trains_a_tiny_vit():
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"n_kron": 3}, "even"),
-    ({"n_kron": 0}, "even"),
-    ({"rank": 0}, "rank"),
-    ({"alpha": -1.0}, "alpha"),
-    ({"a_size": 4}, "Unknown kron option"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"n_kron": 3}, "even"),
+        ({"n_kron": 0}, "even"),
+        ({"rank": 0}, "rank"),
+        ({"alpha": -1.0}, "alpha"),
+        ({"a_size": 4}, "Unknown kron option"),
+    ],
+)
 def test_bad_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):
         make_config("kron", options)

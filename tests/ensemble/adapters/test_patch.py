@@ -4,6 +4,7 @@ scale-and-bias patch), the depthwise patch is an option, and BitFit's biases are
 The expected parameter names are written out per architecture from the paper's definition, not
 derived from the code under test.
 """
+
 from __future__ import annotations
 
 import re
@@ -65,14 +66,20 @@ def test_biases_option_is_bitfit_and_off_by_default():
     model, base = _trainable("test_vit", {})
     assert not any(n.endswith(("qkv.bias", "proj.bias", "fc1.bias", "fc2.bias")) for n in base)
     _, with_biases = _trainable("test_vit", {"biases": True})
-    linear_conv_biases = {n for n, _ in model.named_parameters()
-                          if re.match(r"^(patch_embed\.proj|blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12]))\.bias$", n)}
+    linear_conv_biases = {
+        n
+        for n, _ in model.named_parameters()
+        if re.match(r"^(patch_embed\.proj|blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12]))\.bias$", n)
+    }
     assert with_biases - base == linear_conv_biases
     # on the CNN the squeeze-excitation convolutions are the only biased layers besides the norms
     _, eff = _trainable("test_efficientnet", {"biases": True})
     assert eff - _trainable("test_efficientnet", {})[1] == {
-        "blocks.3.0.se.conv_reduce.bias", "blocks.3.0.se.conv_expand.bias",
-        "blocks.4.0.se.conv_reduce.bias", "blocks.4.0.se.conv_expand.bias"}
+        "blocks.3.0.se.conv_reduce.bias",
+        "blocks.3.0.se.conv_expand.bias",
+        "blocks.4.0.se.conv_reduce.bias",
+        "blocks.4.0.se.conv_expand.bias",
+    }
 
 
 def test_old_option_names_are_refused_with_the_new_ones_listed():

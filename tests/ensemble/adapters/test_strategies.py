@@ -1,4 +1,5 @@
 """Every adapter as a strategy of a real job: runs, reports update sizes, predicts from its artifact."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,23 @@ def tiny_zoo(zooens_home):
 
 
 def _run(args):
-    result = CliRunner().invoke(app, ["run", "--dataset", "digits", "--json", "--quiet", "--n-train", "200",
-                                      "--n-val", "100", "--max-test", "100", *args])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--dataset",
+            "digits",
+            "--json",
+            "--quiet",
+            "--n-train",
+            "200",
+            "--n-val",
+            "100",
+            "--max-test",
+            "100",
+            *args,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -33,8 +49,22 @@ def test_cnn_job_with_every_strategy(tiny_zoo):
     from zooens.service import registry
     from zooens.service.db.session import session_scope
 
-    report = _run(["--zoo", "tiny-effnet,tiny-resnet", "--top-k", "2", "--resolution", "32",
-                   "--strategies", "linear,patch,film,lora,aft", "--lr", "0.05", "--steps", "15"])
+    report = _run(
+        [
+            "--zoo",
+            "tiny-effnet,tiny-resnet",
+            "--top-k",
+            "2",
+            "--resolution",
+            "32",
+            "--strategies",
+            "linear,patch,film,lora,aft",
+            "--lr",
+            "0.05",
+            "--steps",
+            "15",
+        ]
+    )
     runs = report["runs"]
     assert sorted({r["strategy"] for r in runs}) == ["aft", "film", "linear", "lora", "patch"]
     assert len(runs) == 10

@@ -1,4 +1,5 @@
 """The offline suite: deterministic, loadable in the exported layout, labels true to the pictures."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
+from zooens.errors import DatasetError
 from zooens.selection.datasets import load_dataset
 from zooens.selection.vtab.offline import OFFLINE_TASKS, make_offline_suite, render_sprite, sprite_centre_x
 from zooens.selection.vtab.sources import load_exported_task
-from zooens.errors import DatasetError
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,10 @@ def test_deterministic_for_a_seed(suite, tmp_path):
     for task in ("offline-dsprites-location", "offline-clevr-count"):
         assert load_exported_task(tmp_path / "a", task).fingerprint == load_exported_task(suite, task).fingerprint
     make_offline_suite(tmp_path / "b", seed=2, n_test=60, tasks=["offline-dsprites-location"])
-    assert (load_exported_task(tmp_path / "b", "offline-dsprites-location").fingerprint
-            != load_exported_task(suite, "offline-dsprites-location").fingerprint)
+    assert (
+        load_exported_task(tmp_path / "b", "offline-dsprites-location").fingerprint
+        != load_exported_task(suite, "offline-dsprites-location").fingerprint
+    )
 
 
 def test_dsprites_location_labels_match_the_rendered_position(suite):
@@ -83,5 +86,4 @@ def test_exported_tasks_carry_their_flip_declarations(tmp_path):
     make_offline_suite(tmp_path, n_test=20, tasks=["offline-dsprites-location"])
     extra = load_exported_task(tmp_path, "offline-dsprites-location").extra
     assert extra["flip_preserves_label"] is False and extra["crop_preserves_label"] is False
-    assert get_task("dsprites_location").declarations == {"flip_preserves_label": False,
-                                                           "crop_preserves_label": False}
+    assert get_task("dsprites_location").declarations == {"flip_preserves_label": False, "crop_preserves_label": False}

@@ -1,4 +1,5 @@
 """The task table and the structured tasks' label derivations, against their definitions."""
+
 from __future__ import annotations
 
 import math
@@ -6,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from zooens.errors import ConfigError
 from zooens.selection.vtab import labels as L
 from zooens.selection.vtab.tasks import TASKS, get_task, resolve_tasks
-from zooens.errors import ConfigError
 
 
 def test_table_has_the_19_tasks_in_their_groups():
@@ -34,8 +35,23 @@ def test_clevr_count():
         L.clevr_count(2)
 
 
-@pytest.mark.parametrize("depth, label", [(0.1, 0), (7.99, 0), (8.0, 0), (8.01, 1), (8.5, 1), (8.7, 2), (9.2, 3),
-                                          (9.7, 4), (10.0, 4), (10.5, 5), (99.0, 5), (150.0, 5)])
+@pytest.mark.parametrize(
+    "depth, label",
+    [
+        (0.1, 0),
+        (7.99, 0),
+        (8.0, 0),
+        (8.01, 1),
+        (8.5, 1),
+        (8.7, 2),
+        (9.2, 3),
+        (9.7, 4),
+        (10.0, 4),
+        (10.5, 5),
+        (99.0, 5),
+        (150.0, 5),
+    ],
+)
 def test_clevr_distance_bins(depth, label):
     coords = np.array([[10.0, 20.0, depth + 3.0], [5.0, 5.0, depth]])  # the closest object decides
     assert L.clevr_distance(coords) == label
@@ -43,9 +59,17 @@ def test_clevr_distance_bins(depth, label):
 
 @pytest.mark.parametrize(
     "types, depths, label",
-    [([0], [5.0], 0), ([1], [8.0], 0), ([2], [8.1], 1), ([0, 0], [30.0, 19.9], 1), ([0], [20.5], 2),
-     ([3, 0], [2.0, 25.0], 2),  # a pedestrian close by does not count
-     ([3, 5], [2.0, 3.0], 3), ([], [], 3), ([0], [999.5], 3)],  # no vehicle or beyond 999 m: class 3
+    [
+        ([0], [5.0], 0),
+        ([1], [8.0], 0),
+        ([2], [8.1], 1),
+        ([0, 0], [30.0, 19.9], 1),
+        ([0], [20.5], 2),
+        ([3, 0], [2.0, 25.0], 2),  # a pedestrian close by does not count
+        ([3, 5], [2.0, 3.0], 3),
+        ([], [], 3),
+        ([0], [999.5], 3),
+    ],  # no vehicle or beyond 999 m: class 3
 )
 def test_kitti_distance(types, depths, label):
     locations = np.array([[0.0, 0.0, d] for d in depths]).reshape(-1, 3)

@@ -13,6 +13,7 @@ TFDS's `mock_data` generates random examples from each builder's own feature spe
 Expected labels are recomputed here from those examples, by the pure functions of
 `selection.vtab.labels`, independently of the exporter.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -38,8 +39,16 @@ from tensorflow_datasets.testing.mocking import RandomFakeGenerator  # noqa: E40
 MOCK_SIZES = {"train": 40, "validation": 16, "test": 24}
 N_TRAIN, N_VAL = 8, 4
 PETS_VERSION = "4.0.0"  # the only oxford_iiit_pet tensorflow-datasets 4.9 builds (see test_pets_3x_is_refused)
-NATIVE = {"cifar100": 32, "svhn": 32, "eurosat": 64, "patch_camelyon": 96, "dsprites_location": 64,
-          "dsprites_orientation": 64, "smallnorb_azimuth": 96, "smallnorb_elevation": 96}
+NATIVE = {
+    "cifar100": 32,
+    "svhn": 32,
+    "eurosat": 64,
+    "patch_camelyon": 96,
+    "dsprites_location": 64,
+    "dsprites_orientation": 64,
+    "smallnorb_azimuth": 96,
+    "smallnorb_elevation": 96,
+}
 GREY = {"dsprites_location", "dsprites_orientation", "smallnorb_azimuth", "smallnorb_elevation"}
 
 
@@ -70,8 +79,11 @@ def mock_example(builder, index: int) -> dict:
 def _slice_indices(expr: str) -> list[int]:
     """The example indices of a split expression over `MOCK_SIZES`, by TFDS's own slicing rules."""
     infos = {k: tfds.core.SplitInfo(name=k, shard_lengths=[v], num_bytes=0) for k, v in MOCK_SIZES.items()}
-    return [i for a in tfds.core.ReadInstruction.from_spec(expr).to_absolute(infos)
-            for i in range(a.from_ or 0, MOCK_SIZES[a.splitname] if a.to is None else a.to)]
+    return [
+        i
+        for a in tfds.core.ReadInstruction.from_spec(expr).to_absolute(infos)
+        for i in range(a.from_ or 0, MOCK_SIZES[a.splitname] if a.to is None else a.to)
+    ]
 
 
 def _mock_as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **kwargs):
@@ -98,11 +110,12 @@ def export_all(out: Path, tasks=TASKS, *, train: int = N_TRAIN, val: int = N_VAL
     """Every task exported under mock data, `train` and `val` examples for the 1k splits (Pets at the
     version TFDS builds)."""
     with mock_tfds():
-        return {t.name: export_task(scaled(t, train, val), out,
-                                    version=PETS_VERSION if t.name == "oxford_iiit_pet" else None)
-                for t in tasks}
-
-
+        return {
+            t.name: export_task(
+                scaled(t, train, val), out, version=PETS_VERSION if t.name == "oxford_iiit_pet" else None
+            )
+            for t in tasks
+        }
 
 
 def expected_label(task: VtabTask, ex: dict) -> int:
@@ -141,8 +154,11 @@ def test_export_under_mock_data(exported, task):
     side = NATIVE.get(task.name, EXPORT_SIZE)
     ds = load_exported_task(exported, task.name)
     assert ds.classes == meta["classes"]
-    for folder, split, expr in (("train800", "train", small.train800), ("val200", "val", small.val200),
-                                ("test", "test", small.test_split)):
+    for folder, split, expr in (
+        ("train800", "train", small.train800),
+        ("val200", "val", small.val200),
+        ("test", "test", small.test_split),
+    ):
         sp = ds.split(split)
         indices = _slice_indices(expr)
         assert len(sp) == len(indices) > 0
@@ -191,7 +207,9 @@ def test_reexport_replaces_and_a_failed_export_leaves_nothing(tmp_path):
         export_task(task, tmp_path)
         assert not (base / "stale.txt").exists()
         broken = task.__class__(**{**task.__dict__, "name": "svhn_broken", "num_classes": 3})  # labels up to 9
-        with pytest.raises(DatasetError, match=r"svhn_broken: example \d+ of 'train\[0:8\]' has label \d, outside 0..2"):
+        with pytest.raises(
+            DatasetError, match=r"svhn_broken: example \d+ of 'train\[0:8\]' has label \d, outside 0..2"
+        ):
             export_task(broken, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["svhn"]
 
@@ -222,20 +240,39 @@ def test_unprepared_data_is_a_one_line_error_with_the_build_command(tmp_path):
 def test_a_pin_tfds_cannot_build_is_read_from_data_prepared_on_disk(tmp_path):
     """Pets 3.x prepared by another tensorflow-datasets (here written for real by TFDS's ad-hoc
     builder, no mock) is found in the data dir and exported, resized to 224 px."""
-    features = tfds.features.FeaturesDict({"image": tfds.features.Image(), "label": tfds.features.ClassLabel(
-        names=[f"breed_{i}" for i in range(37)]), "file_name": tfds.features.Text()})
+    features = tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Image(),
+            "label": tfds.features.ClassLabel(names=[f"breed_{i}" for i in range(37)]),
+            "file_name": tfds.features.Text(),
+        }
+    )
 
     def split(n: int):
         rng = np.random.default_rng(n)
         return tf.data.Dataset.from_generator(
-            lambda: ({"image": rng.integers(0, 256, (30 + i, 20, 3)).astype(np.uint8), "label": i % 37,
-                      "file_name": f"f{i}.jpg"} for i in range(n)),
-            output_signature={"image": tf.TensorSpec((None, None, 3), tf.uint8), "label": tf.TensorSpec((), tf.int64),
-                              "file_name": tf.TensorSpec((), tf.string)})
+            lambda: (
+                {
+                    "image": rng.integers(0, 256, (30 + i, 20, 3)).astype(np.uint8),
+                    "label": i % 37,
+                    "file_name": f"f{i}.jpg",
+                }
+                for i in range(n)
+            ),
+            output_signature={
+                "image": tf.TensorSpec((None, None, 3), tf.uint8),
+                "label": tf.TensorSpec((), tf.int64),
+                "file_name": tf.TensorSpec((), tf.string),
+            },
+        )
 
-    tfds.dataset_builders.store_as_tfds_dataset(name="oxford_iiit_pet", version="3.2.0", features=features,
-                                                split_datasets={"train": split(12), "test": split(5)},
-                                                data_dir=str(tmp_path / "tfds"))
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="oxford_iiit_pet",
+        version="3.2.0",
+        features=features,
+        split_datasets={"train": split(12), "test": split(5)},
+        data_dir=str(tmp_path / "tfds"),
+    )
     pets = next(t for t in TASKS if t.name == "oxford_iiit_pet").scaled({"train": 12}, train=4, val=2)
     base = export_task(pets, tmp_path / "out", str(tmp_path / "tfds"))
     meta = json.loads((base / "task.json").read_text())

@@ -1,4 +1,5 @@
 """An API client on a fresh registry (SQLite and PostgreSQL), a token, and zip builders."""
+
 from __future__ import annotations
 
 import io
@@ -62,7 +63,7 @@ def digits_zip(per_class: int = 40, test_per_class: int = 10) -> bytes:
     buf = io.BytesIO()
     counts: dict[tuple[str, int], int] = {}
     with zipfile.ZipFile(buf, "w") as zf:
-        for img, y in zip(d.images, d.target):
+        for img, y in zip(d.images, d.target, strict=False):
             n_train = counts.get(("train", y), 0)
             split = "train" if n_train < per_class else "test"
             if counts.get((split, y), 0) >= (per_class if split == "train" else test_per_class):

@@ -1,5 +1,6 @@
 """End to end through a real `zooens serve --with-worker` process on a local port (SQLite and PostgreSQL):
 upload digits as a zip, create a job, poll it to the end, read ranking and ensemble, predict."""
+
 from __future__ import annotations
 
 import time
@@ -27,17 +28,30 @@ def test_submit_follow_and_predict_over_http(server, token):
         ds = c.post("/datasets", files={"file": ("digits.zip", digits_zip(), "application/zip")}, headers=h)
         assert ds.status_code == 201, ds.text
         assert ds.json()["counts"]["train"]["3"] == 40
-        job = c.post("/jobs", headers=h, json={
-            "dataset_id": ds.json()["id"], "zoo": "user", "top_k": 2, "strategies": ["linear"],
-            "learning_rates": [0.1, 1.0], "steps": [60], "resolution": 32, "n_train": 300, "n_val": 100,
-        })
+        job = c.post(
+            "/jobs",
+            headers=h,
+            json={
+                "dataset_id": ds.json()["id"],
+                "zoo": "user",
+                "top_k": 2,
+                "strategies": ["linear"],
+                "learning_rates": [0.1, 1.0],
+                "steps": [60],
+                "resolution": 32,
+                "n_train": 300,
+                "n_val": 100,
+            },
+        )
         assert job.status_code == 202, job.text
         job_id = job.json()["id"]
         seen_stages = set()
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             answer = c.get(f"/jobs/{job_id}")
-            assert answer.status_code == 200, f"GET /jobs/{job_id} while the job runs: {answer.status_code} {answer.text}"
+            assert answer.status_code == 200, (
+                f"GET /jobs/{job_id} while the job runs: {answer.status_code} {answer.text}"
+            )
             state = answer.json()
             if state["stage"]:
                 seen_stages.add(state["stage"])

@@ -1,5 +1,6 @@
 """GET /api/v1/ensembles/{id}/export: the same one-file ensemble `zooens export` writes, loadable and
 predicting what POST /ensembles/{id}/predict answers."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,20 +17,32 @@ def test_export_downloads_a_file_that_predicts_as_the_api(client, tmp_path):
     from zooens.settings import get_settings
 
     register_tiny_zoo(get_settings().home / "weights", ["tiny-resnet"])
-    fitted = zooens.fit("digits", zoo="user", top_k=1, strategies="linear", steps=[5], resolution=32,
-                        n_train=100, n_val=40, max_test=20, progress=False)
+    fitted = zooens.fit(
+        "digits",
+        zoo="user",
+        top_k=1,
+        strategies="linear",
+        steps=[5],
+        resolution=32,
+        n_train=100,
+        n_val=40,
+        max_test=20,
+        progress=False,
+    )
     response = client.get(f"/api/v1/ensembles/{fitted.ensemble_id}/export")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/zip"
-    assert f'ensemble-{fitted.ensemble_id}.zooens' in response.headers["content-disposition"]
+    assert f"ensemble-{fitted.ensemble_id}.zooens" in response.headers["content-disposition"]
     path = tmp_path / "download.zooens"
     path.write_bytes(response.content)
     assert read_bundle(path).metadata["ensemble_id"] == fitted.ensemble_id
     assert not list((get_settings().home / "exports").iterdir())  # the temporary file is gone
 
     images = [png_bytes(i, size=24) for i in range(3)]
-    answer = client.post(f"/api/v1/ensembles/{fitted.ensemble_id}/predict",
-                         files=[("files", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]).json()
+    answer = client.post(
+        f"/api/v1/ensembles/{fitted.ensemble_id}/predict",
+        files=[("files", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)],
+    ).json()
     api = np.array([[row["probabilities"][c] for c in answer["classes"]] for row in answer["data"]])
     for i, data in enumerate(images):
         (tmp_path / f"{i}.png").write_bytes(data)

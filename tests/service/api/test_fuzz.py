@@ -5,6 +5,7 @@ The registry is seeded first (a dataset, a queued job, a token) so that generate
 real rows as well as missing ones. Generation is derandomised (the same examples every run)
 and needs no network: the app runs in-process through its ASGI interface.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,11 @@ EXAMPLES_PER_OPERATION = 200
 
 
 def _seed(client, auth) -> None:
-    ds = client.post("/api/v1/datasets", headers=auth,
-                     files={"file": ("seed.zip", imagefolder_zip({"a": 3, "b": 3}), "application/zip")})
+    ds = client.post(
+        "/api/v1/datasets",
+        headers=auth,
+        files={"file": ("seed.zip", imagefolder_zip({"a": 3, "b": 3}), "application/zip")},
+    )
     assert ds.status_code == 201, ds.text
     job = client.post("/api/v1/jobs", headers=auth, json={"dataset_id": ds.json()["id"], "zoo": "embedded"})
     assert job.status_code in (202, 422), job.text
@@ -53,8 +57,14 @@ def test_no_server_errors_for_any_generated_request(client, auth):
         operation = result.ok()
         operations += 1
 
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck),
-                  database=None, derandomize=True, print_blob=False)
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+            derandomize=True,
+            print_blob=False,
+        )
         @given(case=operation.as_strategy())
         def run(case) -> None:
             case.headers = {**(case.headers or {}), **auth}

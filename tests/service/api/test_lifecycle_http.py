@@ -1,8 +1,9 @@
 """Resume, retry and delete over HTTP, and uploads that repeat content (SQLite and PostgreSQL)."""
+
 from __future__ import annotations
 
-from tests.service.api.conftest import imagefolder_zip
 from tests.service._tiny import register_tiny_zoo
+from tests.service.api.conftest import imagefolder_zip
 
 JOBS = "/api/v1/jobs"
 DATASETS = "/api/v1/datasets"
@@ -37,11 +38,19 @@ def test_resume_retry_and_delete_over_http(client, auth, zooens_home):
     ds = _upload(client, auth, imagefolder_zip({"a": 8, "b": 8})).json()
     job = client.post(JOBS, json={"dataset_id": ds["id"], "zoo": "user", "k": 3}, headers=auth).json()
     job_id = job["id"]
-    for method, path in [("post", f"{JOBS}/{job_id}/resume"), ("post", f"{JOBS}/{job_id}/retry"),
-                         ("delete", f"{JOBS}/{job_id}"), ("delete", f"{DATASETS}/{ds['id']}")]:
+    for method, path in [
+        ("post", f"{JOBS}/{job_id}/resume"),
+        ("post", f"{JOBS}/{job_id}/retry"),
+        ("delete", f"{JOBS}/{job_id}"),
+        ("delete", f"{DATASETS}/{ds['id']}"),
+    ]:
         assert getattr(client, method)(path).status_code == 401  # writes need a token
-    for method, path in [("post", f"{JOBS}/4242/resume"), ("post", f"{JOBS}/4242/retry"),
-                         ("delete", f"{JOBS}/4242"), ("delete", f"{DATASETS}/4242")]:
+    for method, path in [
+        ("post", f"{JOBS}/4242/resume"),
+        ("post", f"{JOBS}/4242/retry"),
+        ("delete", f"{JOBS}/4242"),
+        ("delete", f"{DATASETS}/4242"),
+    ]:
         assert getattr(client, method)(path, headers=auth).status_code == 404
 
     queued = client.post(f"{JOBS}/{job_id}/resume", headers=auth)
@@ -61,8 +70,11 @@ def test_resume_retry_and_delete_over_http(client, auth, zooens_home):
     assert retried.status_code == 201, retried.text
     new = retried.json()
     assert new["id"] != job_id and new["status"] == "queued"
-    assert (new["dataset_id"], new["zoo"], new["params"]) == (ds["id"], "user", client.get(
-        f"{JOBS}/{job_id}").json()["params"])
+    assert (new["dataset_id"], new["zoo"], new["params"]) == (
+        ds["id"],
+        "user",
+        client.get(f"{JOBS}/{job_id}").json()["params"],
+    )
     assert client.post(f"{JOBS}/{new['id']}/cancel", headers=auth).status_code == 202
 
     deleted = client.delete(f"{JOBS}/{job_id}", headers=auth)

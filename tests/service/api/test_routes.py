@@ -1,4 +1,5 @@
 """Every route and every error code, through FastAPI's TestClient on SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 import io
@@ -58,15 +59,20 @@ def test_npz_upload(client, auth):
     import numpy as np
 
     buf = io.BytesIO()
-    np.savez(buf, train_images=np.random.default_rng(0).integers(0, 255, (6, 8, 8), dtype=np.uint8),
-             train_labels=np.array([0, 0, 1, 1, 2, 2]))
+    np.savez(
+        buf,
+        train_images=np.random.default_rng(0).integers(0, 255, (6, 8, 8), dtype=np.uint8),
+        train_labels=np.array([0, 0, 1, 1, 2, 2]),
+    )
     r = client.post("/api/v1/datasets", files={"file": ("x.npz", buf.getvalue())}, headers=auth)
     assert r.status_code == 201, r.text and r.json()["classes"] == ["0", "1", "2"]
 
 
 def _state(client, home):
     datasets_dir = home / "datasets"
-    return client.get("/api/v1/datasets").json()["count"], sorted(p.name for p in datasets_dir.glob("*")) if datasets_dir.exists() else []
+    return client.get("/api/v1/datasets").json()["count"], sorted(
+        p.name for p in datasets_dir.glob("*")
+    ) if datasets_dir.exists() else []
 
 
 def _zip_with(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
@@ -79,7 +85,7 @@ def _zip_with(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
 
 def _symlink_entry() -> zipfile.ZipInfo:
     info = zipfile.ZipInfo("a/link.png")
-    info.external_attr = (0o120777 << 16)
+    info.external_attr = 0o120777 << 16
     return info
 
 

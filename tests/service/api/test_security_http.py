@@ -1,5 +1,6 @@
 """The HTTP surface under attack (issue 10): refusals before the body, protected reads, headers, no internals, 4xx
 for every malformed input. On SQLite and PostgreSQL (`db_url`); hostile inputs are made here."""
+
 from __future__ import annotations
 
 import asyncio
@@ -48,10 +49,18 @@ def _asgi_call(app, method: str, path: str, headers: dict[str, str], body_chunks
             out["body"] += message.get("body", b"")
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
     }
     asyncio.run(app(scope, receive, send))
     return out["status"], dict(out["headers"]), out["body"], pulled
@@ -71,6 +80,7 @@ MULTIPART_HEAD = b'--x\r\nContent-Disposition: form-data; name="file"; filename=
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header declares width x height (its pixel data is never reached: the header is refused)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -87,8 +97,7 @@ def _set_env(monkeypatch, **values: str) -> None:
 
 
 def _upload(client, auth, data: bytes, filename: str = "data.zip", **form):
-    return client.post("/api/v1/datasets", files={"file": (filename, data, "application/zip")}, data=form,
-                       headers=auth)
+    return client.post("/api/v1/datasets", files={"file": (filename, data, "application/zip")}, data=form, headers=auth)
 
 
 # --------------------------------------------------------------------------------------
@@ -101,7 +110,8 @@ def test_write_without_token_is_refused_before_the_body(db_url):
     app = create_app()
     for path, ctype in (("/api/v1/datasets", "multipart/form-data; boundary=x"), ("/api/v1/jobs", "application/json")):
         status, headers, body, pulled = _asgi_call(
-            app, "POST", path, {"content-type": ctype, "content-length": str(HOSTILE_SIZE)}, _endless())
+            app, "POST", path, {"content-type": ctype, "content-length": str(HOSTILE_SIZE)}, _endless()
+        )
         assert status == 401 and b"Authorization: Bearer" in body, body
         assert pulled == {"bytes": 0, "calls": 0}
         assert headers[b"content-type"] == b"application/json"
@@ -119,18 +129,28 @@ def test_too_large_is_refused_before_the_body_and_chunked_is_cut(db_url, token, 
     app = create_app()
     auth = {"authorization": f"Bearer {token}"}
     for path, limit in (("/api/v1/datasets", 100000), ("/api/v1/jobs", 5000), ("/api/v1/ensembles/1/predict", 20000)):
-        status, _, body, pulled = _asgi_call(app, "POST", path, {**auth, "content-length": str(HOSTILE_SIZE)},
-                                             _endless())
+        status, _, body, pulled = _asgi_call(
+            app, "POST", path, {**auth, "content-length": str(HOSTILE_SIZE)}, _endless()
+        )
         assert status == 413 and f"{limit:,}".encode() in body.replace(b"\\u202f", b""), (path, body)
         assert pulled["calls"] == 0
     # a chunked body is counted as it streams and cut at the limit: at most one chunk past it is ever pulled
     status, _, body, pulled = _asgi_call(
-        app, "POST", "/api/v1/datasets", {**auth, "content-type": "multipart/form-data; boundary=x",
-                                          "transfer-encoding": "chunked"}, _endless(16 * 1024, MULTIPART_HEAD))
+        app,
+        "POST",
+        "/api/v1/datasets",
+        {**auth, "content-type": "multipart/form-data; boundary=x", "transfer-encoding": "chunked"},
+        _endless(16 * 1024, MULTIPART_HEAD),
+    )
     assert status == 413 and b"limit" in body
     assert 100000 + 64 * 1024 < pulled["bytes"] <= 100000 + 64 * 1024 + 16 * 1024 + len(MULTIPART_HEAD)
-    status, _, _, pulled = _asgi_call(app, "POST", "/api/v1/jobs", {**auth, "content-type": "application/json",
-                                                                    "transfer-encoding": "chunked"}, _endless(1024))
+    status, _, _, pulled = _asgi_call(
+        app,
+        "POST",
+        "/api/v1/jobs",
+        {**auth, "content-type": "application/json", "transfer-encoding": "chunked"},
+        _endless(1024),
+    )
     assert status == 413 and pulled["bytes"] <= 5000 + 1024
     assert _asgi_call(app, "POST", "/api/v1/jobs", {**auth, "content-length": "12abc"})[0] == 400
 
@@ -153,8 +173,12 @@ def test_real_server_answers_401_without_reading_the_body(db_url):
             assert time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.05)
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-            sock.sendall((f"POST /api/v1/datasets HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
-                          f"boundary=x\r\nContent-Length: {HOSTILE_SIZE}\r\n\r\n").encode())
+            sock.sendall(
+                (
+                    f"POST /api/v1/datasets HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                    f"boundary=x\r\nContent-Length: {HOSTILE_SIZE}\r\n\r\n"
+                ).encode()
+            )
             answer = b""
             while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
                 part = sock.recv(65536)
@@ -182,8 +206,16 @@ def _dataset_with_thumbnails(client, auth) -> int:
 
 
 def _pages(dataset_id: int) -> list[str]:
-    return ["/", "/dashboard", "/dashboard/jobs", "/dashboard/jobs/1", "/dashboard/submit", "/dashboard/datasets",
-            f"/dashboard/datasets/{dataset_id}", "/dashboard/zoo"]
+    return [
+        "/",
+        "/dashboard",
+        "/dashboard/jobs",
+        "/dashboard/jobs/1",
+        "/dashboard/submit",
+        "/dashboard/datasets",
+        f"/dashboard/datasets/{dataset_id}",
+        "/dashboard/zoo",
+    ]
 
 
 def _thumbnail_url(client, auth, dataset_id: int) -> str:
@@ -198,8 +230,15 @@ def test_protect_reads_covers_pages_thumbnails_and_api_with_a_cookie_for_reads_o
     thumb = _thumbnail_url(client, auth, dataset_id)
     assert client.get(thumb).status_code == 200  # reads are public by default
     _set_env(monkeypatch, protect_reads="true")
-    api_reads = ["/api/v1/jobs", "/api/v1/datasets", f"/api/v1/datasets/{dataset_id}", "/api/v1/zoo",
-                 "/api/v1/zoo/sets", "/api/v1/ensembles/1", "/api/v1/jobs/1/ranking"]
+    api_reads = [
+        "/api/v1/jobs",
+        "/api/v1/datasets",
+        f"/api/v1/datasets/{dataset_id}",
+        "/api/v1/zoo",
+        "/api/v1/zoo/sets",
+        "/api/v1/ensembles/1",
+        "/api/v1/jobs/1/ranking",
+    ]
 
     for path in _pages(dataset_id) + [thumb]:
         r = client.get(path)
@@ -218,8 +257,9 @@ def test_protect_reads_covers_pages_thumbnails_and_api_with_a_cookie_for_reads_o
     refused = client.post("/dashboard/session", data={"token": "nope"}, follow_redirects=False)
     assert refused.status_code == 401 and "set-cookie" not in refused.headers
     # sign in: an HttpOnly, SameSite=Strict cookie on /, then every page, image and API read works
-    signed = client.post("/dashboard/session", data={"token": token, "next": f"/dashboard/datasets/{dataset_id}"},
-                         follow_redirects=False)
+    signed = client.post(
+        "/dashboard/session", data={"token": token, "next": f"/dashboard/datasets/{dataset_id}"}, follow_redirects=False
+    )
     assert signed.status_code == 303 and signed.headers["location"] == f"/dashboard/datasets/{dataset_id}"
     cookie = signed.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict") and "Path=/" in cookie
@@ -252,8 +292,10 @@ def test_https_sign_in_sets_a_secure_cookie(db_url, token, monkeypatch):
 # --------------------------------------------------------------------------------------
 # 3. headers on every answer, no inline script or style (case 13)
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
-       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 def _assert_security_headers(r) -> None:
@@ -279,8 +321,16 @@ def test_security_headers_and_no_inline_code_on_every_page(client, auth):
         assert not re.search(r"\son[a-z]+\s*=", html, re.I), f"inline event handler on {path}"
         assert not re.search(r"\sstyle\s*=", html, re.I), f"inline style on {path}"
         assert "javascript:" not in html.lower()
-    for path in ("/api/v1/jobs", "/api/v1/healthz", "/dashboard/static/common.js", "/dashboard/static/dashboard.css",
-                 "/dashboard/static/plotly.min.js", thumb, "/api/v1/jobs/999999", "/dashboard/datasets/999999"):
+    for path in (
+        "/api/v1/jobs",
+        "/api/v1/healthz",
+        "/dashboard/static/common.js",
+        "/dashboard/static/dashboard.css",
+        "/dashboard/static/plotly.min.js",
+        thumb,
+        "/api/v1/jobs/999999",
+        "/dashboard/datasets/999999",
+    ):
         _assert_security_headers(client.get(path))
     _assert_security_headers(client.post("/api/v1/jobs", json={}))  # 401
     docs = client.get("/docs")
@@ -297,8 +347,12 @@ def test_dataset_answers_carry_no_server_paths(client, auth, zooens_home):
     body = r.json()
     assert set(body) == {"id", "name", "classes", "counts", "fingerprint", "created_at"}
     home = str(zooens_home.resolve())
-    for text in (r.text, client.get("/api/v1/datasets").text, client.get(f"/api/v1/datasets/{body['id']}").text,
-                 client.get(f"/dashboard/datasets/{body['id']}").text):
+    for text in (
+        r.text,
+        client.get("/api/v1/datasets").text,
+        client.get(f"/api/v1/datasets/{body['id']}").text,
+        client.get(f"/dashboard/datasets/{body['id']}").text,
+    ):
         assert home not in text and str(zooens_home) not in text and '"source"' not in text
     refused = _upload(client, auth, b"not a zip")
     assert refused.status_code == 422 and home not in refused.text and "/tmp" not in refused.text
@@ -349,8 +403,11 @@ def test_predict_limits_files_bytes_and_pixels(client, monkeypatch):
 def test_malformed_inputs_answer_4xx_json(client, auth):
     long_name = "n" * 300
     cases = [
-        client.post("/api/v1/datasets", content=b"--x\r\nnonsense", headers={
-            **auth, "content-type": "multipart/form-data; boundary=x"}),
+        client.post(
+            "/api/v1/datasets",
+            content=b"--x\r\nnonsense",
+            headers={**auth, "content-type": "multipart/form-data; boundary=x"},
+        ),
         client.post("/api/v1/datasets", content=b"whatever", headers={**auth, "content-type": "multipart/form-data"}),
         client.post("/api/v1/datasets", data={"name": "x"}, headers=auth),  # no file
         _upload(client, auth, imagefolder_zip({"a": 2, "b": 2}), name="bad\0name"),
@@ -369,8 +426,9 @@ def test_malformed_inputs_answer_4xx_json(client, auth):
         client.get("/dashboard/zoo", params={"page": str(10**30)}),
         client.get("/dashboard/datasets/1/images/train/" + "9" * 30 + ".png"),
         client.get("/dashboard/datasets/1/images/tr%00ain/1.png"),
-        client.post("/api/v1/ensembles/1/predict", content=b"--x--", headers={
-            "content-type": "multipart/form-data; boundary=x"}),
+        client.post(
+            "/api/v1/ensembles/1/predict", content=b"--x--", headers={"content-type": "multipart/form-data; boundary=x"}
+        ),
     ]
     for r in cases:
         assert 400 <= r.status_code < 500, (r.request.method, r.request.url, r.status_code, r.text[:300])

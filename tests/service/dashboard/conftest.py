@@ -1,4 +1,5 @@
 """A live zooens server (API, worker and dashboard) and a headless Chromium for the browser tests."""
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,9 @@ from tests.service._tiny import register_tiny_zoo
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SCREENSHOTS = Path(os.environ.get("ZOOENS_TEST_ARTIFACTS") or Path(__file__).resolve().parents[3] / "artifacts") \
-    / "screenshots"
+SCREENSHOTS = (
+    Path(os.environ.get("ZOOENS_TEST_ARTIFACTS") or Path(__file__).resolve().parents[3] / "artifacts") / "screenshots"
+)
 """Where the browser tests save their screenshots: $ZOOENS_TEST_ARTIFACTS/screenshots when that is set, else the
 repository's artifacts/screenshots (git-ignored)."""
 
@@ -46,7 +48,7 @@ class LiveServer:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True, name="live-uvicorn")
 
-    def start(self, timeout: float = 60.0) -> "LiveServer":
+    def start(self, timeout: float = 60.0) -> LiveServer:
         self.thread.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -109,7 +111,7 @@ def digits_zip(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("upload") / "digits-small.zip"
     taken: dict[tuple[str, int], int] = {}
     with zipfile.ZipFile(path, "w") as zf:
-        for i, (img, label) in enumerate(zip(digits.images, digits.target)):
+        for i, (img, label) in enumerate(zip(digits.images, digits.target, strict=False)):
             n_train = taken.get(("train", label), 0)
             n_test = taken.get(("test", label), 0)
             if n_train < 60:
@@ -129,16 +131,27 @@ def digits_zip(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM) or not os.path.exists(CHROMEDRIVER):
-        pytest.skip(f"headless Chromium needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver; `make setup` installs them)")
+        pytest.skip(
+            f"headless Chromium needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver; `make setup` installs them)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     profile = tempfile.mkdtemp(prefix="zooens-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1400,1000", f"--user-data-dir={profile}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))

@@ -1,4 +1,5 @@
 """/docs and /redoc in headless Chromium: Swagger UI and ReDoc come from this server's files, never from a CDN."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,8 @@ def foreign_requests(driver, base: str) -> list[str]:
     host = urlsplit(base).netloc
     urls = driver.execute_script(
         "return performance.getEntriesByType('resource').map((e) => e.name)"
-        ".concat([performance.getEntriesByType('navigation')[0].name]);")
+        ".concat([performance.getEntriesByType('navigation')[0].name]);"
+    )
     return [u for u in urls if urlsplit(u).scheme in ("http", "https", "ws", "wss") and urlsplit(u).netloc != host]
 
 
@@ -41,8 +43,11 @@ def test_redoc_renders_its_menu_offline(browser, live_server, screenshots):
 
     driver = browser
     open_page(driver, live_server.url + "/redoc", "redoc .menu-content li")
-    wait_for(driver, lambda d: any("jobs" in e.text.lower() for e in d.find_elements(By.CSS_SELECTOR, ".menu-content li")),
-             what="the jobs tag in ReDoc's menu")
+    wait_for(
+        driver,
+        lambda d: any("jobs" in e.text.lower() for e in d.find_elements(By.CSS_SELECTOR, ".menu-content li")),
+        what="the jobs tag in ReDoc's menu",
+    )
     assert "zooens" in driver.find_element(By.CSS_SELECTOR, "redoc h1").text
     driver.save_screenshot(str(screenshots / "redoc.png"))
     # ReDoc's footer always asks for Redocly's logo from its CDN; the CSP (img-src 'self' data:) refuses it in the

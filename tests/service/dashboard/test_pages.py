@@ -1,4 +1,5 @@
 """The dashboard in headless Chromium against a live server: submit a job, follow it, read every page."""
+
 from __future__ import annotations
 
 import time
@@ -31,7 +32,10 @@ def open_page(driver, url: str, ready_css: str) -> None:
 def column(driver, table_id: str, key: str) -> list[str]:
     return driver.execute_script(
         "return Array.from(document.querySelectorAll(`#${arguments[0]} tbody td[data-key='${arguments[1]}']`))"
-        ".map((td) => td.dataset.sort);", table_id, key)
+        ".map((td) => td.dataset.sort);",
+        table_id,
+        key,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +53,13 @@ def finished_job(browser, live_server, digits_zip, screenshots):
     zoo = form.find_element(By.NAME, "zoo")
     zoo.clear()
     zoo.send_keys("user")
-    for name, value in (("top_k", "3"), ("learning_rates", "0.1, 1.0"), ("steps", "60"),
-                        ("ensemble_size", "5"), ("resolution", "32")):
+    for name, value in (
+        ("top_k", "3"),
+        ("learning_rates", "0.1, 1.0"),
+        ("steps", "60"),
+        ("ensemble_size", "5"),
+        ("resolution", "32"),
+    ):
         field = form.find_element(By.NAME, name)
         field.clear()
         field.send_keys(value)
@@ -93,7 +102,9 @@ def test_job_page_shows_progress_and_sortable_ranking(browser, live_server, fini
 
     driver = browser
     open_page(driver, live_server.url + f"/dashboard/jobs/{finished_job}", "#ranking-table tbody tr")
-    stages = {e.get_attribute("data-stage"): e.text for e in driver.find_elements(By.CSS_SELECTOR, "#stages [data-stage]")}
+    stages = {
+        e.get_attribute("data-stage"): e.text for e in driver.find_elements(By.CSS_SELECTOR, "#stages [data-stage]")
+    }
     assert stages["embed"].startswith("model 3 of 3")
     assert stages["finetune"].startswith("6 of 6 runs")
     assert stages["ensemble"] == "built"
@@ -144,9 +155,14 @@ def test_job_page_plots_spearman_and_ensemble(browser, live_server, finished_job
     else:
         assert float(shown) == pytest.approx(expected, abs=1e-12)
     # The page's Spearman agrees with scipy on ties and reversed orders too.
-    for x, y in (([1, 2, 2, 3, 5], [2, 1, 3, 3, 9]), ([0.1, 0.5, 0.3, 0.9], [4, 3, 2, 1]), ([1, 1, 2, 3, 3, 3], [6, 5, 5, 1, 2, 0])):
+    for x, y in (
+        ([1, 2, 2, 3, 5], [2, 1, 3, 3, 9]),
+        ([0.1, 0.5, 0.3, 0.9], [4, 3, 2, 1]),
+        ([1, 1, 2, 3, 3, 3], [6, 5, 5, 1, 2, 0]),
+    ):
         assert driver.execute_script("return spearman(arguments[0], arguments[1])", x, y) == pytest.approx(
-            spearmanr(x, y).statistic, abs=1e-12)
+            spearmanr(x, y).statistic, abs=1e-12
+        )
 
     ensemble = live_server.get_json(f"/api/v1/jobs/{finished_job}/ensemble")
     n_points = len(driver.find_elements(By.CSS_SELECTOR, "#curve-plot .scatterlayer .point"))
@@ -188,10 +204,15 @@ def test_dataset_page_counts_and_thumbnails(browser, live_server, finished_job, 
         assert r.find_element(By.CSS_SELECTOR, "td[data-split='test']").text == "15"
     from zooens.service.thumbnails import THUMB_SIZE
 
-    wait_for(driver, lambda d: d.execute_script(
-        "const imgs = Array.from(document.querySelectorAll('#thumbs img'));"
-        "return imgs.length === 120 && imgs.every((i) => i.complete && i.naturalWidth === arguments[0]);", THUMB_SIZE),
-        what=f"120 thumbnails of {THUMB_SIZE} px (32 px digits enlarged by a whole factor)")
+    wait_for(
+        driver,
+        lambda d: d.execute_script(
+            "const imgs = Array.from(document.querySelectorAll('#thumbs img'));"
+            "return imgs.length === 120 && imgs.every((i) => i.complete && i.naturalWidth === arguments[0]);",
+            THUMB_SIZE,
+        ),
+        what=f"120 thumbnails of {THUMB_SIZE} px (32 px digits enlarged by a whole factor)",
+    )
     driver.save_screenshot(str(screenshots / "dataset.png"))
     open_page(driver, live_server.url + "/dashboard/datasets", "#datasets-table tbody tr")
     assert console_errors(driver) == []
@@ -215,16 +236,22 @@ def test_zoo_page_filters_and_paginates(browser, live_server, screenshots):
     open_page(driver, live_server.url + "/dashboard/zoo", "#zoo-table")
     Select(driver.find_element(By.ID, "zoo-weights")).select_by_value("yes")  # submits the form
     wait_for(driver, lambda d: "weights=yes" in d.current_url, what="the weights filter")
-    available = [r.get_attribute("data-name") for r in driver.find_elements(By.CSS_SELECTOR, "#zoo-table tbody tr[data-name]")]
+    available = [
+        r.get_attribute("data-name") for r in driver.find_elements(By.CSS_SELECTOR, "#zoo-table tbody tr[data-name]")
+    ]
     assert {"tiny-effnet", "tiny-resnet", "tiny-convnext"} <= set(available)
-    assert all(td.get_attribute("data-weights") == "yes" for td in driver.find_elements(By.CSS_SELECTOR, "td[data-weights]"))
+    assert all(
+        td.get_attribute("data-weights") == "yes" for td in driver.find_elements(By.CSS_SELECTOR, "td[data-weights]")
+    )
 
     search = driver.find_element(By.ID, "zoo-q")
     search.clear()
     search.send_keys("convnext")
     driver.find_element(By.ID, "zoo-apply").click()
     wait_for(driver, lambda d: "q=convnext" in d.current_url, what="the search")
-    names = [r.get_attribute("data-name") for r in driver.find_elements(By.CSS_SELECTOR, "#zoo-table tbody tr[data-name]")]
+    names = [
+        r.get_attribute("data-name") for r in driver.find_elements(By.CSS_SELECTOR, "#zoo-table tbody tr[data-name]")
+    ]
     assert names == ["tiny-convnext"]
 
     open_page(driver, live_server.url + "/dashboard/zoo?family=resnet&input_size=224", "#zoo-table")
@@ -232,11 +259,12 @@ def test_zoo_page_filters_and_paginates(browser, live_server, screenshots):
     assert rows and all(r.find_elements(By.TAG_NAME, "td")[1].text == "resnet" for r in rows)
     assert all(r.find_elements(By.TAG_NAME, "td")[3].text == "224 px" for r in rows)
     open_page(driver, live_server.url + "/dashboard/zoo?max_params=0.3&origin=user", "#zoo-table")
-    names = {r.get_attribute("data-name") for r in driver.find_elements(By.CSS_SELECTOR, "#zoo-table tbody tr[data-name]")}
+    names = {
+        r.get_attribute("data-name") for r in driver.find_elements(By.CSS_SELECTOR, "#zoo-table tbody tr[data-name]")
+    }
     assert names == {"tiny-effnet", "tiny-convnext"}  # 0.10 M and 0.21 M; tiny-resnet has 0.37 M
     driver.save_screenshot(str(screenshots / "zoo-filtered.png"))
     assert console_errors(driver) == []
-
 
 
 LAYOUT_WIDTHS = (1280, 1920)
@@ -268,8 +296,16 @@ def test_every_page_fits_at_1280_and_1920(browser, live_server, finished_job, sc
     import json
     import urllib.request
 
-    body = json.dumps({"dataset_id": job["dataset_id"], "zoo": "user", "top_k": 1, "strategies": ["linear"],
-                       "steps": [5], "ensemble_size": 1}).encode()
+    body = json.dumps(
+        {
+            "dataset_id": job["dataset_id"],
+            "zoo": "user",
+            "top_k": 1,
+            "strategies": ["linear"],
+            "steps": [5],
+            "ensemble_size": 1,
+        }
+    ).encode()
     with urllib.request.urlopen(urllib.request.Request(base + "/api/v1/jobs", body, headers), timeout=30) as resp:
         other = json.loads(resp.read())["id"]
     urllib.request.urlopen(urllib.request.Request(base + f"/api/v1/jobs/{other}/cancel", b"{}", headers), timeout=30)
@@ -284,13 +320,21 @@ def test_every_page_fits_at_1280_and_1920(browser, live_server, finished_job, sc
     ]
     try:
         for width in LAYOUT_WIDTHS:
-            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                                   {"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": False})
+            driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
+            )
             for name, path, ready in pages:
                 open_page(driver, base + path, ready)
                 if name == "job":
-                    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#scatter-plot svg.main-svg")
-                             and d.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr"), what="the scatter and runs")
+                    wait_for(
+                        driver,
+                        lambda d: (
+                            d.find_elements(By.CSS_SELECTOR, "#scatter-plot svg.main-svg")
+                            and d.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr")
+                        ),
+                        what="the scatter and runs",
+                    )
                     driver.execute_script("window.dispatchEvent(new Event('resize'))")
                 assert driver.execute_script("return window.innerWidth") == width
                 driver.save_screenshot(str(screenshots / f"{name}-{width}.png"))
@@ -341,7 +385,9 @@ def test_job_page_lists_every_run_sortably(browser, live_server, finished_job):
     assert seconds == sorted(seconds, reverse=True) and header.get_attribute("aria-sort") == "descending"
     # delete and download appear only once the API offers them (the OpenAPI document lists the routes)
     paths = live_server.get_json("/openapi.json")["paths"]
-    offers_delete = any(p.startswith("/api/v1/jobs/{") and p.count("/") == 4 and "delete" in ops for p, ops in paths.items())
+    offers_delete = any(
+        p.startswith("/api/v1/jobs/{") and p.count("/") == 4 and "delete" in ops for p, ops in paths.items()
+    )
     assert bool(driver.find_elements(By.ID, "delete-button")) == offers_delete
     offers_export = any(p.startswith("/api/v1/ensembles/{") and p.endswith("/export") for p in paths)
     assert bool(driver.find_elements(By.ID, "export-link")) == offers_export
@@ -353,7 +399,11 @@ def test_jobs_page_shows_metric_and_true_duration(browser, live_server, finished
     from selenium.webdriver.common.by import By
 
     driver = browser
-    open_page(driver, live_server.url + "/dashboard/jobs", f"tr[data-job-id='{finished_job}'] td[data-key='metric'][data-sort]")
+    open_page(
+        driver,
+        live_server.url + "/dashboard/jobs",
+        f"tr[data-job-id='{finished_job}'] td[data-key='metric'][data-sort]",
+    )
     row = driver.find_element(By.CSS_SELECTOR, f"tr[data-job-id='{finished_job}']")
     job = live_server.get_json(f"/api/v1/jobs/{finished_job}")
     ensemble = live_server.get_json(f"/api/v1/jobs/{finished_job}/ensemble")
@@ -368,8 +418,11 @@ def test_jobs_page_shows_metric_and_true_duration(browser, live_server, finished
         boxes[0].click()
         boxes[1].click()
         ids = sorted(int(b.get_attribute("value")) for b in boxes[:2])
-        assert driver.find_element(By.ID, "compare-link").get_attribute("href").endswith(
-            "/dashboard/compare?jobs=" + ",".join(map(str, ids)))
+        assert (
+            driver.find_element(By.ID, "compare-link")
+            .get_attribute("href")
+            .endswith("/dashboard/compare?jobs=" + ",".join(map(str, ids)))
+        )
 
 
 def test_submit_steps_placeholder_names_each_strategys_default(browser, live_server):
@@ -384,6 +437,7 @@ def test_submit_steps_placeholder_names_each_strategys_default(browser, live_ser
     assert steps.get_attribute("placeholder") == ", ".join(map(str, linear))
     driver.find_element(By.CSS_SELECTOR, "input[name=strategy][value=full]").click()
     full = get_strategy("full").default_sweep.steps
-    assert steps.get_attribute("placeholder") == (f"full: {', '.join(map(str, full))}; "
-                                                  f"linear: {', '.join(map(str, linear))}")
+    assert steps.get_attribute("placeholder") == (
+        f"full: {', '.join(map(str, full))}; linear: {', '.join(map(str, linear))}"
+    )
     assert "500" not in steps.get_attribute("placeholder") or 500 in full or 500 in linear

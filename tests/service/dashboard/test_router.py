@@ -1,4 +1,5 @@
 """Dashboard routes without a browser: pages render, plotly.js is served from the package, zoo filters."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,7 +17,9 @@ def client(zooens_home) -> TestClient:
     return TestClient(app)
 
 
-@pytest.mark.parametrize("page", ["/", "/dashboard/jobs", "/dashboard/jobs/7", "/dashboard/submit", "/dashboard/datasets"])
+@pytest.mark.parametrize(
+    "page", ["/", "/dashboard/jobs", "/dashboard/jobs/7", "/dashboard/submit", "/dashboard/datasets"]
+)
 def test_pages_render(client, page):
     resp = client.get(page)
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
@@ -45,11 +48,18 @@ def test_dashboard_routes_stay_out_of_the_openapi_document(client):
     assert not any(p == "/" or p.startswith("/dashboard") for p in client.app.openapi()["paths"])
 
 
-@pytest.mark.parametrize("arch, family", [
-    ("tf_efficientnet_lite0", "efficientnet"), ("resnet50d", "resnet"), ("mobilenetv3_small_100", "mobilenetv3"),
-    ("convnextv2_atto", "convnextv2"), ("vit_base_patch16_224", "vit"), ("test_convnext", "convnext"),
-    ("regnety_040", "regnety"),
-])
+@pytest.mark.parametrize(
+    "arch, family",
+    [
+        ("tf_efficientnet_lite0", "efficientnet"),
+        ("resnet50d", "resnet"),
+        ("mobilenetv3_small_100", "mobilenetv3"),
+        ("convnextv2_atto", "convnextv2"),
+        ("vit_base_patch16_224", "vit"),
+        ("test_convnext", "convnext"),
+        ("regnety_040", "regnety"),
+    ],
+)
 def test_architecture_family(arch, family):
     assert architecture_family(arch) == family
 

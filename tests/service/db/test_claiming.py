@@ -1,4 +1,5 @@
 """Claiming jobs and units from several threads and processes at once, on SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -9,19 +10,20 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
+from zooens.errors import ConflictError
 from zooens.service import registry
 from zooens.service.db import models
 from zooens.service.db.session import dispose_engines, session_scope
-from zooens.errors import ConflictError
 
 N_PROCS = 3
 
 
 def _queue_jobs(n: int) -> set[int]:
     with session_scope() as s:
-        ds = registry.get_or_create_dataset(s, name="d", source="/d", fingerprint="f" * 64, classes=["a"],
-                                            counts={})
-        return {registry.create_job(s, dataset_id=ds.id, zoo="embedded", zoo_models=["a"], params={}).id for _ in range(n)}
+        ds = registry.get_or_create_dataset(s, name="d", source="/d", fingerprint="f" * 64, classes=["a"], counts={})
+        return {
+            registry.create_job(s, dataset_id=ds.id, zoo="embedded", zoo_models=["a"], params={}).id for _ in range(n)
+        }
 
 
 def _claim_jobs_until_empty(url: str, worker_id: str, start: mp.synchronize.Barrier, out: mp.Queue) -> None:
@@ -40,8 +42,9 @@ def _claim_jobs_until_empty(url: str, worker_id: str, start: mp.synchronize.Barr
         dispose_engines()
 
 
-def _claim_units_until_empty(url: str, job_id: int, worker_id: str, start: mp.synchronize.Barrier,
-                             out: mp.Queue) -> None:
+def _claim_units_until_empty(
+    url: str, job_id: int, worker_id: str, start: mp.synchronize.Barrier, out: mp.Queue
+) -> None:
     """Child process: claim and finish units of one job until none is pending; report each key."""
     try:
         start.wait(timeout=60)
@@ -146,8 +149,9 @@ def test_claims_take_the_oldest_queued_job_first(db_url):
 
 def _make_stale(job_id: int) -> None:
     with session_scope() as s:
-        s.execute(update(models.Job).where(models.Job.id == job_id)
-                  .values(heartbeat_at=models.utcnow() - timedelta(hours=1)))
+        s.execute(
+            update(models.Job).where(models.Job.id == job_id).values(heartbeat_at=models.utcnow() - timedelta(hours=1))
+        )
 
 
 def test_a_silent_workers_job_is_taken_over_with_its_running_units_requeued(db_url):

@@ -1,4 +1,5 @@
 """The migrations build exactly the models' schema, on SQLite and PostgreSQL, both ways, keeping the data."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,19 @@ from zooens.service.db.session import (
 )
 
 REPO = Path(__file__).resolve().parents[3]
-TABLES = {"zoo_models", "datasets", "jobs", "job_units", "embeddings", "knn_scores", "finetune_runs",
-          "ensembles", "ensemble_members", "api_tokens", "workers"}
+TABLES = {
+    "zoo_models",
+    "datasets",
+    "jobs",
+    "job_units",
+    "embeddings",
+    "knn_scores",
+    "finetune_runs",
+    "ensembles",
+    "ensemble_members",
+    "api_tokens",
+    "workers",
+}
 
 
 def _diff(url: str) -> list:
@@ -63,8 +75,11 @@ def test_upgrade_is_idempotent(db_url):
 
 
 def test_foreign_keys_cascade_as_declared(db_url):
-    fks = {(t, fk["referred_table"]): fk["options"].get("ondelete")
-           for t in TABLES for fk in inspect(get_engine(db_url)).get_foreign_keys(t)}
+    fks = {
+        (t, fk["referred_table"]): fk["options"].get("ondelete")
+        for t in TABLES
+        for fk in inspect(get_engine(db_url)).get_foreign_keys(t)
+    }
     assert fks == {
         ("jobs", "datasets"): "CASCADE",
         ("job_units", "jobs"): "CASCADE",
@@ -79,14 +94,22 @@ def test_foreign_keys_cascade_as_declared(db_url):
 @pytest.mark.parametrize("table, status", [("jobs", "exploded"), ("job_units", "finished")])
 def test_status_columns_refuse_unknown_values(db_url, table, status):
     with get_engine(db_url).begin() as conn:
-        conn.execute(text("INSERT INTO datasets (name, source, fingerprint, classes, counts, created_at) "
-                          "VALUES ('d', 's', 'f', '[]', '{}', CURRENT_TIMESTAMP)"))
-        conn.execute(text("INSERT INTO jobs (dataset_id, zoo, params, status, cancel_requested, attempts, "
-                          "created_at) VALUES (1, 'z', '{}', 'queued', false, 0, CURRENT_TIMESTAMP)"))
+        conn.execute(
+            text(
+                "INSERT INTO datasets (name, source, fingerprint, classes, counts, created_at) "
+                "VALUES ('d', 's', 'f', '[]', '{}', CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO jobs (dataset_id, zoo, params, status, cancel_requested, attempts, "
+                "created_at) VALUES (1, 'z', '{}', 'queued', false, 0, CURRENT_TIMESTAMP)"
+            )
+        )
     sql = {
         "jobs": "UPDATE jobs SET status = :s",
         "job_units": "INSERT INTO job_units (job_id, key, kind, position, status, attempts) "
-                     "VALUES (1, 'k', 'embed', 0, :s, 0)",
+        "VALUES (1, 'k', 'embed', 0, :s, 0)",
     }[table]
     with pytest.raises(IntegrityError):
         with get_engine(db_url).begin() as conn:
@@ -101,8 +124,14 @@ def test_migrations_are_found_through_the_package():
 def test_alembic_command_line_uses_the_repository_ini(tmp_path):
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     env = {**os.environ, "ZOOENS_DATABASE_URL": url}
-    out = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert current_revision(url) == head_revision()
     assert TABLES <= set(table_names(url))
@@ -121,15 +150,29 @@ def test_0002_moves_the_resolved_zoo_out_of_params_and_back(db_url):
     downgrade_to_base(db_url)
     _migrate(db_url, command.upgrade, "0001")
     with get_engine(db_url).begin() as conn:
-        conn.execute(text("INSERT INTO datasets (name, source, fingerprint, classes, counts, created_at) "
-                          "VALUES ('d', 's', 'f', '[]', '{}', CURRENT_TIMESTAMP)"))
-        for zoo_spec, params in (("embedded", '{"top_k": 2, "_zoo_models": ["a.in1k", "b.in1k"]}'),
-                                 ("c.in1k", '{"top_k": 1}')):
-            conn.execute(text("INSERT INTO jobs (dataset_id, zoo_spec, params, status, cancel_requested, "
-                              "attempts, created_at) VALUES (1, :z, :p, 'queued', false, 0, CURRENT_TIMESTAMP)"),
-                         {"z": zoo_spec, "p": params})
-        conn.execute(text("INSERT INTO job_units (job_id, key, kind, position, status, attempts) "
-                          "VALUES (1, 'embed:a.in1k', 'embed', 0, 'pending', 0)"))
+        conn.execute(
+            text(
+                "INSERT INTO datasets (name, source, fingerprint, classes, counts, created_at) "
+                "VALUES ('d', 's', 'f', '[]', '{}', CURRENT_TIMESTAMP)"
+            )
+        )
+        for zoo_spec, params in (
+            ("embedded", '{"top_k": 2, "_zoo_models": ["a.in1k", "b.in1k"]}'),
+            ("c.in1k", '{"top_k": 1}'),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (dataset_id, zoo_spec, params, status, cancel_requested, "
+                    "attempts, created_at) VALUES (1, :z, :p, 'queued', false, 0, CURRENT_TIMESTAMP)"
+                ),
+                {"z": zoo_spec, "p": params},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO job_units (job_id, key, kind, position, status, attempts) "
+                "VALUES (1, 'embed:a.in1k', 'embed', 0, 'pending', 0)"
+            )
+        )
     upgrade_to_head(db_url)
     assert _diff(db_url) == []
     with session_scope(db_url) as s:
@@ -143,6 +186,8 @@ def test_0002_moves_the_resolved_zoo_out_of_params_and_back(db_url):
         assert "zoo_models" not in {c["name"] for c in inspect(conn).get_columns("jobs")}
         assert conn.execute(text("SELECT count(*) FROM job_units")).scalar() == 1
     assert [(z, json.loads(p) if isinstance(p, str) else p) for z, p in rows] == [
-        ("embedded", {"top_k": 2, "_zoo_models": ["a.in1k", "b.in1k"]}), ("c.in1k", {"top_k": 1})]
+        ("embedded", {"top_k": 2, "_zoo_models": ["a.in1k", "b.in1k"]}),
+        ("c.in1k", {"top_k": 1}),
+    ]
     dispose_engines()
     upgrade_to_head(db_url)

@@ -1,4 +1,5 @@
 """Engines and sessions: SQLite settings, caching, commit and rollback, UTC timestamps."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone

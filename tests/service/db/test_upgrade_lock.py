@@ -1,5 +1,6 @@
 """`zooens db upgrade` run by several processes at once (containers starting together): one migrates under the
 migration lock, the others wait for it and find the database at head. Real processes, real PostgreSQL and SQLite."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from filelock import FileLock
@@ -28,8 +29,10 @@ WAIT_S = 120.0  # bound on waits for the processes (they take a few seconds each
 def fresh_postgres_url(postgres_available: bool) -> Iterator[str]:
     """The URL of a new, empty PostgreSQL database (no migration applied), dropped after the test."""
     if not postgres_available:
-        pytest.skip(f"PostgreSQL is not reachable at {make_url(POSTGRES_ADMIN_URL).render_as_string()}; "
-                    "set ZOOENS_TEST_POSTGRES to a server's admin URL to run this test")
+        pytest.skip(
+            f"PostgreSQL is not reachable at {make_url(POSTGRES_ADMIN_URL).render_as_string()}; "
+            "set ZOOENS_TEST_POSTGRES to a server's admin URL to run this test"
+        )
     name = f"zooens_test_upgrade_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -49,8 +52,13 @@ def start_upgrades(url: str, home: Path) -> list[tuple[subprocess.Popen, Path, P
     for i in range(N_PROCESSES):
         out, err = home / f"upgrade-{i}.out", home / f"upgrade-{i}.err"
         with out.open("w") as stdout, err.open("w") as stderr:
-            started.append((subprocess.Popen([str(ZOOENS), "-v", "db", "upgrade"], env=env, stdout=stdout,
-                                             stderr=stderr), out, err))
+            started.append(
+                (
+                    subprocess.Popen([str(ZOOENS), "-v", "db", "upgrade"], env=env, stdout=stdout, stderr=stderr),
+                    out,
+                    err,
+                )
+            )
     return started
 
 
@@ -104,8 +112,11 @@ def test_upgrades_wait_for_the_advisory_lock_then_all_succeed(fresh_postgres_url
         with engine.connect() as holder:
             holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             started = start_upgrades(fresh_postgres_url, tmp_path)
-            wait_until(lambda: holder.execute(waiting, {"key": MIGRATION_LOCK_KEY}).scalar() == N_PROCESSES,
-                       started, "waited for the advisory lock")
+            wait_until(
+                lambda: holder.execute(waiting, {"key": MIGRATION_LOCK_KEY}).scalar() == N_PROCESSES,
+                started,
+                "waited for the advisory lock",
+            )
             assert holder.execute(text("SELECT to_regclass('alembic_version')")).scalar() is None
             assert all("another process is migrating" in err.read_text() for _, _, err in started)
             holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
@@ -128,7 +139,10 @@ def test_sqlite_upgrades_wait_for_the_lock_file(tmp_path):
     url = f"sqlite:///{db}"
     with FileLock(tmp_path / "registry.db.upgrade.lock"):
         started = start_upgrades(url, tmp_path)
-        wait_until(lambda: all("another process is migrating" in err.read_text() for _, _, err in started),
-                   started, "said they wait for the lock file")
+        wait_until(
+            lambda: all("another process is migrating" in err.read_text() for _, _, err in started),
+            started,
+            "said they wait for the lock file",
+        )
         assert not db.exists()
     assert_all_succeeded_at_head(finish(started), url)

@@ -1,4 +1,5 @@
 """Issue 15 through a real job: inference cost per run, the budgeted ensemble and its front, the ranking audit."""
+
 from __future__ import annotations
 
 import json
@@ -6,11 +7,28 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from zooens.service.cli import app
 from tests.service._tiny import register_tiny_zoo
+from zooens.service.cli import app
 
-RUN_ARGS = ["run", "--dataset", "digits", "--zoo", "user", "--resolution", "32", "--steps", "60",
-            "--lr", "0.05,0.5", "--top-k", "2", "--strategies", "linear", "--json", "--quiet"]
+RUN_ARGS = [
+    "run",
+    "--dataset",
+    "digits",
+    "--zoo",
+    "user",
+    "--resolution",
+    "32",
+    "--steps",
+    "60",
+    "--lr",
+    "0.05,0.5",
+    "--top-k",
+    "2",
+    "--strategies",
+    "linear",
+    "--json",
+    "--quiet",
+]
 
 
 @pytest.fixture
@@ -33,7 +51,8 @@ def test_budget_keeps_the_ensemble_within_it_and_the_audit_checks_the_ranking(ti
     assert all(r["gflops"] > 0 and r["params_count"] > 0 and r["latency_ms"] > 0 for r in runs)
     # linear runs leave the backbone frozen: one forward pass per model, shared by its runs
     assert {r["model_name"]: r["backbone_key"] for r in runs} == {
-        m: next(r["backbone_key"] for r in runs if r["model_name"] == m) for m in ranking}
+        m: next(r["backbone_key"] for r in runs if r["model_name"] == m) for m in ranking
+    }
     assert len({r["backbone_key"] for r in runs}) == 3
     # the audit fine-tuned the third model too, but the ensemble is built from the top-2 only
     assert {r["model_name"] for r in runs} == set(ranking)
@@ -86,8 +105,29 @@ def test_two_budgets_at_once_are_refused(tiny_home):
 def test_taps_auto_ranks_each_models_last_stages_as_candidates(tiny_home):
     from zooens.zoo import taps_for
 
-    report = _report(["run", "--dataset", "digits", "--zoo", "tiny-effnet", "--taps", "auto", "--resolution", "32",
-                      "--steps", "40", "--lr", "0.5", "--top-k", "2", "--strategies", "linear", "--json", "--quiet"])
+    report = _report(
+        [
+            "run",
+            "--dataset",
+            "digits",
+            "--zoo",
+            "tiny-effnet",
+            "--taps",
+            "auto",
+            "--resolution",
+            "32",
+            "--steps",
+            "40",
+            "--lr",
+            "0.5",
+            "--top-k",
+            "2",
+            "--strategies",
+            "linear",
+            "--json",
+            "--quiet",
+        ]
+    )
     taps = taps_for("tiny-effnet")
     assert taps and all(t.startswith("tiny-effnet@") for t in taps)
     assert report["job"]["zoo_models"] == ["tiny-effnet", *taps]
@@ -99,4 +139,6 @@ def test_taps_auto_ranks_each_models_last_stages_as_candidates(tiny_home):
     # a tap is a cut-down network: its forward pass costs less than the whole model's
     for run in report["runs"]:
         if "@" in run["model_name"]:
-            assert run["params_count"] < next(r["params"] for r in report["ranking"] if r["model_name"] == "tiny-effnet")
+            assert run["params_count"] < next(
+                r["params"] for r in report["ranking"] if r["model_name"] == "tiny-effnet"
+            )

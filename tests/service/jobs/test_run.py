@@ -1,4 +1,5 @@
 """`zooens run` end to end on tiny real models and the real digits data, stored in SQLite."""
+
 from __future__ import annotations
 
 import json
@@ -7,11 +8,26 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from zooens.service.cli import app
 from tests.service._tiny import register_tiny_zoo
+from zooens.service.cli import app
 
-RUN_ARGS = ["run", "--dataset", "digits", "--zoo", "user", "--resolution", "32", "--steps", "60",
-            "--lr", "0.05,0.5", "--top-k", "2", "--json", "--quiet"]
+RUN_ARGS = [
+    "run",
+    "--dataset",
+    "digits",
+    "--zoo",
+    "user",
+    "--resolution",
+    "32",
+    "--steps",
+    "60",
+    "--lr",
+    "0.05,0.5",
+    "--top-k",
+    "2",
+    "--json",
+    "--quiet",
+]
 
 
 def _run(args: list[str]):
@@ -82,7 +98,7 @@ def test_ensemble_predictor_reproduces_stored_probabilities(tiny_home):
     val = ds.split("val")
     images = [val.image(i) for i in range(16)]
     predicted = EnsemblePredictor(members=members).predict_proba(images)
-    expected = sum(w * probs[m["run_id"]]["val"][:16] for m, (_, w) in zip(report["ensemble"]["members"], members))
+    expected = sum(w * probs[m["run_id"]]["val"][:16] for m, (_, w) in zip(report["ensemble"]["members"], members, strict=False))
     np.testing.assert_allclose(predicted, expected, atol=1e-4)
 
 
@@ -94,7 +110,7 @@ def test_ensemble_predictor_reproduces_stored_probabilities(tiny_home):
         (["--top-k", "0"], "top_k"),
         (["-o", "lora.bogus=1"], "Unknown lora option"),
         (["-o", "nope.x=1"], "unknown strategy"),
-        (["-o", "film.head=\"svm\""], "FiLM head"),
+        (["-o", 'film.head="svm"'], "FiLM head"),
         (["-o", "lora"], "STRATEGY.KEY=VALUE"),
     ],
 )
@@ -138,9 +154,31 @@ def test_single_example_class_is_refused_before_anything_is_recorded(tiny_home, 
 
 @pytest.mark.parametrize("policy", ["warn", "allow"])
 def test_single_example_class_runs_when_the_caller_says_so(tiny_home, tmp_path, caplog, policy):
-    result = _run(["run", "--data", _one_dog(tmp_path), "--zoo", "user", "--small-classes", policy, "--k", "3",
-                   "--top-k", "1", "--strategies", "linear", "--steps", "20", "--lr", "0.1", "--resolution", "32",
-                   "--json", "--quiet"])
+    result = _run(
+        [
+            "run",
+            "--data",
+            _one_dog(tmp_path),
+            "--zoo",
+            "user",
+            "--small-classes",
+            policy,
+            "--k",
+            "3",
+            "--top-k",
+            "1",
+            "--strategies",
+            "linear",
+            "--steps",
+            "20",
+            "--lr",
+            "0.1",
+            "--resolution",
+            "32",
+            "--json",
+            "--quiet",
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["job"]["status"] == "succeeded"
     warned = [r for r in caplog.records if r.levelname == "WARNING" and "'dog' (1)" in r.getMessage()]

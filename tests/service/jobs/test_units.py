@@ -1,4 +1,5 @@
 """Unit keys format and parse themselves; typed results round-trip; params are validated once."""
+
 from __future__ import annotations
 
 import pytest
@@ -39,25 +40,64 @@ def test_key_spellings():
     assert "/" not in UnitKey.finetune("x/y", "linear", 0.1, 1).slug
 
 
-@pytest.mark.parametrize("text", ["", "embed", "embed:", "finetune:a:b", "finetune:m:s:0.1:300", "ensemble:x",
-                                  "finetune:m:s:lr=x:steps=1", "bogus:m"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "embed",
+        "embed:",
+        "finetune:a:b",
+        "finetune:m:s:0.1:300",
+        "ensemble:x",
+        "finetune:m:s:lr=x:steps=1",
+        "bogus:m",
+    ],
+)
 def test_bad_keys_are_refused(text):
     with pytest.raises(JobError, match="not a unit key"):
         UnitKey.parse(text)
 
 
 def test_typed_results_round_trip_and_refuse_missing_fields():
-    embed = EmbedResult(model_name="m.a", k=10, knn_accuracy=0.5, val_accuracy=None, logme=1.0, embed_seconds=1.0,
-                        images_per_s=None, params=10, embed_dim=4, cached=True, dataset_fingerprint="f",
-                        embeddings=[EmbeddingRecord(split="train", key="k", path="p", n=3, dim=4)])
+    embed = EmbedResult(
+        model_name="m.a",
+        k=10,
+        knn_accuracy=0.5,
+        val_accuracy=None,
+        logme=1.0,
+        embed_seconds=1.0,
+        images_per_s=None,
+        params=10,
+        embed_dim=4,
+        cached=True,
+        dataset_fingerprint="f",
+        embeddings=[EmbeddingRecord(split="train", key="k", path="p", n=3, dim=4)],
+    )
     assert result_from_json("embed", embed.to_json()) == embed
-    run = FinetuneResult(model_name="m.a", strategy="linear", hparams={"lr": 0.1}, seed=0, val_ce=1.0, val_acc=0.5,
-                         test_acc=None, seconds=1.0, updated_params=3, update_bytes=12, artifact_path="a",
-                         probs_path="p")
+    run = FinetuneResult(
+        model_name="m.a",
+        strategy="linear",
+        hparams={"lr": 0.1},
+        seed=0,
+        val_ce=1.0,
+        val_acc=0.5,
+        test_acc=None,
+        seconds=1.0,
+        updated_params=3,
+        update_bytes=12,
+        artifact_path="a",
+        probs_path="p",
+    )
     assert result_from_json("finetune", run.to_json()) == run
-    ens = EnsembleResult(members=[EnsembleMemberRecord(unit_key="finetune:m.a:linear:lr=0.1:steps=1", weight=1.0)],
-                         selected=["finetune:m.a:linear:lr=0.1:steps=1"], val_ce=1.0, val_acc=0.5, test_acc=None,
-                         size=1, loss_curve=[1.0])
+    ens = EnsembleResult(
+        members=[EnsembleMemberRecord(unit_key="finetune:m.a:linear:lr=0.1:steps=1", weight=1.0)],
+        selected=["finetune:m.a:linear:lr=0.1:steps=1"],
+        val_ce=1.0,
+        val_acc=0.5,
+        test_acc=None,
+        size=1,
+        loss_curve=[1.0],
+    )
     assert result_from_json("ensemble", ens.to_json()) == ens
     broken = run.to_json()
     del broken["val_ce"]
@@ -67,28 +107,45 @@ def test_typed_results_round_trip_and_refuse_missing_fields():
 
 def test_ranking_and_plan_are_deterministic():
     def score(name, knn, val):
-        return EmbedResult(model_name=name, k=1, knn_accuracy=knn, val_accuracy=val, logme=None, embed_seconds=0.0,
-                           images_per_s=None, params=None, embed_dim=1, cached=False, dataset_fingerprint="f",
-                           embeddings=[])
+        return EmbedResult(
+            model_name=name,
+            k=1,
+            knn_accuracy=knn,
+            val_accuracy=val,
+            logme=None,
+            embed_seconds=0.0,
+            images_per_s=None,
+            params=None,
+            embed_dim=1,
+            cached=False,
+            dataset_fingerprint="f",
+            embeddings=[],
+        )
 
     ranked = rank_models([score("c", 0.5, 0.1), score("a", 0.9, 0.2), score("b", 0.5, 0.3), score("d", 0.5, 0.3)])
     assert ranked == ["a", "b", "d", "c"]
     params = JobParams(top_k=2, strategies=["linear"], learning_rates=[0.1, 0.01], steps=[5])
     assert [str(k) for k in plan_finetune_units(ranked, params)] == [
-        "finetune:a:linear:lr=0.1:steps=5", "finetune:a:linear:lr=0.01:steps=5",
-        "finetune:b:linear:lr=0.1:steps=5", "finetune:b:linear:lr=0.01:steps=5"]
+        "finetune:a:linear:lr=0.1:steps=5",
+        "finetune:a:linear:lr=0.01:steps=5",
+        "finetune:b:linear:lr=0.1:steps=5",
+        "finetune:b:linear:lr=0.01:steps=5",
+    ]
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"strategies": ["bogus"]}, "Unknown strategy"),
-    ({"top_k": 0}, "top_k"),
-    ({"learning_rates": [-1.0]}, "lr"),
-    ({"steps": [0]}, "steps"),
-    ({"strategy_options": {"nope": {"x": 1}}}, "unknown strategy"),
-    ({"strategy_options": {"lora": {"bogus": 1}}}, "lora"),
-    ({"no_such_field": 1}, "no_such_field"),
-    ({"batch_size": 0}, "batch_size"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"strategies": ["bogus"]}, "Unknown strategy"),
+        ({"top_k": 0}, "top_k"),
+        ({"learning_rates": [-1.0]}, "lr"),
+        ({"steps": [0]}, "steps"),
+        ({"strategy_options": {"nope": {"x": 1}}}, "unknown strategy"),
+        ({"strategy_options": {"lora": {"bogus": 1}}}, "lora"),
+        ({"no_such_field": 1}, "no_such_field"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
 def test_params_refuse_bad_values_with_a_domain_error(fields, message):
     with pytest.raises(ConfigError, match=message):
         parse_params(**fields)
@@ -107,8 +164,12 @@ def test_auto_resolves_where_units_are_planned():
     on_gpu = [str(k) for k in plan_finetune_units(["m"], params, device="cuda")]
     assert on_gpu == ["finetune:m:full:lr=0.003:steps=500"]
     on_cpu = [str(k) for k in plan_finetune_units(["m"], params, device="cpu")]
-    assert on_cpu == ["finetune:m:linear:lr=0.01:steps=300", "finetune:m:linear:lr=0.01:steps=1000",
-                      "finetune:m:linear:lr=0.1:steps=300", "finetune:m:linear:lr=0.1:steps=1000"]
+    assert on_cpu == [
+        "finetune:m:linear:lr=0.01:steps=300",
+        "finetune:m:linear:lr=0.01:steps=1000",
+        "finetune:m:linear:lr=0.1:steps=300",
+        "finetune:m:linear:lr=0.1:steps=1000",
+    ]
     both = JobParams(top_k=1, strategies=["auto", "linear"], learning_rates=[0.1], steps=[5])
     assert [str(k) for k in plan_finetune_units(["m"], both, device="cpu")] == ["finetune:m:linear:lr=0.1:steps=5"]
 

@@ -1,4 +1,5 @@
 """Workers: a killed worker's job is finished by another without redoing finished units; Ray."""
+
 from __future__ import annotations
 
 import os
@@ -15,16 +16,17 @@ from tests.service._tiny import register_tiny_zoo
 ZOOENS = str(Path(sys.executable).parent / "zooens")
 
 
-def _submit(strategies=("linear",), lrs=(0.01, 0.03, 0.1, 0.3, 1.0), steps=(400,), top_k=2,
-            claim_for: str | None = None) -> int:
+def _submit(
+    strategies=("linear",), lrs=(0.01, 0.03, 0.1, 0.3, 1.0), steps=(400,), top_k=2, claim_for: str | None = None
+) -> int:
     from zooens.selection.datasets import load_dataset
     from zooens.service.db.session import session_scope, upgrade_to_head
-    from zooens.service.jobs import register_dataset, submit_job
-    from zooens.service.jobs import JobParams
+    from zooens.service.jobs import JobParams, register_dataset, submit_job
 
     upgrade_to_head()
-    params = JobParams(top_k=top_k, strategies=list(strategies), learning_rates=list(lrs), steps=list(steps),
-                       resolution=32, seed=0)
+    params = JobParams(
+        top_k=top_k, strategies=list(strategies), learning_rates=list(lrs), steps=list(steps), resolution=32, seed=0
+    )
     with session_scope() as s:
         ds_row = register_dataset(s, "digits", load_dataset("digits"))
         return submit_job(s, ds_row.id, "user", params, claim_for=claim_for).id
@@ -49,8 +51,12 @@ def test_killed_worker_job_resumes_in_another_without_redoing_units(zooens_home)
 
     register_tiny_zoo(zooens_home / "weights")
     job_id = _submit()
-    env = {**os.environ, "ZOOENS_HOME": str(zooens_home), "ZOOENS_HEARTBEAT_SECONDS": "0.3",
-           "ZOOENS_STALE_AFTER_SECONDS": "2"}
+    env = {
+        **os.environ,
+        "ZOOENS_HOME": str(zooens_home),
+        "ZOOENS_HEARTBEAT_SECONDS": "0.3",
+        "ZOOENS_STALE_AFTER_SECONDS": "2",
+    }
     first = _worker(env, "--id", "first")
     try:
         deadline = time.monotonic() + 300
@@ -126,7 +132,8 @@ def test_cancel_is_honoured_between_units(zooens_home):
     job_id = _submit(lrs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), steps=(300,), top_k=1, claim_for="test")
     outcome = {}
     thread = threading.Thread(
-        target=lambda: outcome.setdefault("status", run_job(job_id, worker_id="test", progress=False)))
+        target=lambda: outcome.setdefault("status", run_job(job_id, worker_id="test", progress=False))
+    )
     thread.start()
     while not any(k.startswith("finetune:") and st == "done" for k, (st, _) in _units(job_id).items()):
         assert thread.is_alive()
@@ -149,9 +156,7 @@ def test_a_failure_is_recorded_with_its_reason(zooens_home, tmp_path):
     from zooens.selection.datasets import load_dataset
     from zooens.service import registry
     from zooens.service.db.session import session_scope, upgrade_to_head
-    from zooens.service.jobs import register_dataset, submit_job
-    from zooens.service.jobs import JobParams
-    from zooens.service.jobs import work
+    from zooens.service.jobs import JobParams, register_dataset, submit_job, work
 
     register_tiny_zoo(zooens_home / "weights", ["tiny-effnet"])
     data = tmp_path / "data"
@@ -184,9 +189,31 @@ def test_zooens_run_and_a_polling_worker_never_run_the_same_job(zooens_home):
     try:
         for seed in (0, 1, 2):
             cli = subprocess.run(
-                [ZOOENS, "run", "--dataset", "digits", "--zoo", "user", "--resolution", "32", "--steps", "20",
-                 "--lr", "0.1,0.5", "--top-k", "2", "--seed", str(seed), "--json", "--quiet"],
-                env=env, capture_output=True, text=True, timeout=600)
+                [
+                    ZOOENS,
+                    "run",
+                    "--dataset",
+                    "digits",
+                    "--zoo",
+                    "user",
+                    "--resolution",
+                    "32",
+                    "--steps",
+                    "20",
+                    "--lr",
+                    "0.1,0.5",
+                    "--top-k",
+                    "2",
+                    "--seed",
+                    str(seed),
+                    "--json",
+                    "--quiet",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             assert cli.returncode == 0, cli.stderr[-2000:]
         assert poller.poll() is None, poller.stderr.read().decode()
     finally:
@@ -216,7 +243,8 @@ def test_a_worker_that_lost_its_job_stops_at_the_next_unit(zooens_home):
     job_id = _submit(lrs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), steps=(300,), top_k=1, claim_for="first")
     outcome = {}
     thread = threading.Thread(
-        target=lambda: outcome.setdefault("status", run_job(job_id, worker_id="first", progress=False)))
+        target=lambda: outcome.setdefault("status", run_job(job_id, worker_id="first", progress=False))
+    )
     thread.start()
     while not any(k.startswith("finetune:") and st == "done" for k, (st, _) in _units(job_id).items()):
         assert thread.is_alive()

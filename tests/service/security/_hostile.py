@@ -1,4 +1,5 @@
 """Hostile files for the security tests, generated here (nothing hostile is checked in)."""
+
 from __future__ import annotations
 
 import io
@@ -61,8 +62,9 @@ def npy_header(shape: tuple[int, ...], dtype: str = "|u1") -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
 
 
-def patch_entry(archive: bytes, *, flag_bits: int | None = None, method: int | None = None,
-                file_size: int | None = None) -> bytes:
+def patch_entry(
+    archive: bytes, *, flag_bits: int | None = None, method: int | None = None, file_size: int | None = None
+) -> bytes:
     """Rewrite the first entry's general-purpose flags, method or declared size, in both headers."""
     data = bytearray(archive)
     local = data.find(b"PK\x03\x04")

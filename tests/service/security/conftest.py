@@ -1,5 +1,6 @@
 """A registry (SQLite and PostgreSQL), the settings pointing at the test's ZOOENS_HOME, and checks
 that a refused input left nothing behind."""
+
 from __future__ import annotations
 
 import io

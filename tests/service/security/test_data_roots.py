@@ -1,6 +1,7 @@
 """Data never leaves its root (issue 10, cases 1 and 11): manifest rows, symlinked files and
 folders, and odd paths are refused with a DatasetError naming the entry, for uploads (confined
 to their own folder) and registered paths (confined to ZOOENS_DATA_ROOTS)."""
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,9 @@ def test_a_manifest_inside_the_upload_is_accepted(settings):
 
 
 def test_a_manifest_that_is_not_utf8_is_a_dataset_error(settings):
-    archive = zip_of([("data/labels.csv", "a/0.png,caf\xe9\n".encode("latin1"))] +
-                     [(f"data/{n}", d) for n, d in good_entries()])
+    archive = zip_of(
+        [("data/labels.csv", "a/0.png,caf\xe9\n".encode("latin1"))] + [(f"data/{n}", d) for n, d in good_entries()]
+    )
     with pytest.raises(DatasetError, match="UTF-8"):
         ingest(settings, archive)
     assert_nothing_left(settings)

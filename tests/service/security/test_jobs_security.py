@@ -4,6 +4,7 @@ Each test is one numbered case of the issue, on SQLite and PostgreSQL (`db_url`)
 real timm models and real SQL; nothing is mocked. Timing assertions are one-sided and
 generous: a job must stop long before it could possibly have finished.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,8 +55,15 @@ def _submit(ds_id: int, *, claim_for: str | None = None, **params) -> int:
     from zooens.service.db.session import session_scope
     from zooens.service.jobs import JobParams, submit_job
 
-    fields = {"k": 3, "resolution": 32, "top_k": 1, "strategies": ["linear"], "learning_rates": [0.1],
-              "steps": [5], **params}
+    fields = {
+        "k": 3,
+        "resolution": 32,
+        "top_k": 1,
+        "strategies": ["linear"],
+        "learning_rates": [0.1],
+        "steps": [5],
+        **params,
+    }
     with session_scope() as s:
         return submit_job(s, ds_id, "user", JobParams(**fields), claim_for=claim_for).id
 
@@ -117,16 +125,19 @@ def auth(db_url) -> dict[str, str]:
 # case 10 and 4: parameters are bounded and checked at submission
 
 
-@pytest.mark.parametrize("body, message", [
-    ('"learning_rates": [NaN]', "lr must be a positive number"),
-    ('"learning_rates": [Infinity]', "lr must be a positive number"),
-    ('"learning_rates": [-Infinity]', "lr must be a positive number"),
-    ('"strategy_options": {"lora": {"alpha": NaN}}', "finite"),
-    ('"steps": [1000000000]', "at most 100,000"),
-    ('"top_k": 101', "top_k"),
-    ('"ensemble_size": 1000', "ensemble_size"),
-    ('"k": 12', "k < 10"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('"learning_rates": [NaN]', "lr must be a positive number"),
+        ('"learning_rates": [Infinity]', "lr must be a positive number"),
+        ('"learning_rates": [-Infinity]', "lr must be a positive number"),
+        ('"strategy_options": {"lora": {"alpha": NaN}}', "finite"),
+        ('"steps": [1000000000]', "at most 100,000"),
+        ('"top_k": 101', "top_k"),
+        ('"ensemble_size": 1000', "ensemble_size"),
+        ('"k": 12', "k < 10"),
+    ],
+)
 def test_unbounded_or_non_finite_parameters_are_refused_at_submission(client, auth, tiny, body, message):
     """JSON's NaN/Infinity literals included (PostgreSQL's JSON cannot store them: a 500 before)."""
     raw = '{"dataset_id": %d, "zoo": "user", "k": 3, %s}' % (tiny, body)
@@ -191,7 +202,8 @@ def _start(job_id: int, worker_id: str) -> tuple[threading.Thread, dict]:
 
     outcome: dict = {}
     thread = threading.Thread(
-        target=lambda: outcome.setdefault("status", run_job(job_id, worker_id=worker_id, progress=False)))
+        target=lambda: outcome.setdefault("status", run_job(job_id, worker_id=worker_id, progress=False))
+    )
     thread.start()
     return thread, outcome
 
@@ -284,8 +296,9 @@ def test_a_worker_survives_a_database_outage_and_runs_the_next_job(tiny, db_url,
         first = _submit(tiny)
         _wait(lambda: _job(first).status == "succeeded", 120, "the first job")
         _settings(monkeypatch, database_url=_broken_url(db_url, tmp_path))  # the database goes away
-        _wait(lambda: sum("error in its loop" in r.getMessage() for r in caplog.records) >= 2, 60,
-              "the worker to retry")
+        _wait(
+            lambda: sum("error in its loop" in r.getMessage() for r in caplog.records) >= 2, 60, "the worker to retry"
+        )
         assert worker.is_alive()
         _settings(monkeypatch, database_url=db_url)  # and comes back
         second = _submit(tiny, seed=1)

@@ -5,6 +5,7 @@ The bound is measured on the server process itself (`VmHWM` in /proc: the high-w
 its resident set), after a warm-up upload has loaded every library the upload path needs, so
 what the bombs add is what they cost.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -73,8 +74,9 @@ def test_bombs_are_refused_within_a_memory_bound(server, token, zooens_home, tmp
     zip_bomb = deflate_bomb(tmp_path / "bomb.zip", "a/0.png", 1 << 30).read_bytes()
     npz_bomb = _npz_bomb(tmp_path / "bomb.npz").read_bytes()
     assert len(zip_bomb) < 4 << 20 and len(npz_bomb) < 4 << 20  # small on the wire
-    pixel_bomb = zip_of([("a/0.png", forged_png(13000, 13000)), ("a/1.png", forged_png(13000, 13000)),
-                         *good_entries(("b",))])
+    pixel_bomb = zip_of(
+        [("a/0.png", forged_png(13000, 13000)), ("a/1.png", forged_png(13000, 13000)), *good_entries(("b",))]
+    )
     answers = [upload("bomb.zip", zip_bomb), upload("bomb.npz", npz_bomb)]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:  # four at once, as an attacker would
         answers += list(pool.map(lambda i: upload(f"pixels{i}.zip", pixel_bomb), range(4)))

@@ -1,6 +1,7 @@
 """`.npz` uploads bounded from their headers (issue 10, cases 3 and 11): a compressed 1 GiB
 array, pickled objects, empty and huge-shape files, and not-a-zip are refused before any
 array is loaded."""
+
 from __future__ import annotations
 
 import io
@@ -95,20 +96,39 @@ def test_a_pickled_object_array_is_refused(settings):
     assert_nothing_left(settings)
 
 
-@pytest.mark.parametrize("kind, make, message", [pytest.param(*case, id=case[0]) for case in [
-    ("empty-zip", lambda: _npz(), "holds no arrays"),
-    ("zero-bytes", lambda: b"", "not a readable .npz"),
-    ("not-a-zip", lambda: b"\x93NUMPY definitely not a zip", "not a readable .npz"),
-    ("raw-member", lambda: _zip({"train_images": b"raw bytes"}), "not a .npy array"),
-    ("truncated-data", lambda: _zip({"train_images.npy": npy_header((4, 8, 8)) + bytes(10),
-                                      "train_labels.npy": npy_header((4,), "<i8") + bytes(32)}),
-     "not a readable .npz"),
-    ("empty-arrays", lambda: _npz(train_images=np.zeros((0, 4, 4), np.uint8), train_labels=_labels(0)),
-     "holds no images"),
-    ("labels-2d", lambda: _npz(train_images=np.zeros((2, 4, 4), np.uint8), train_labels=np.zeros((2, 2), int)),
-     "1-D array"),
-    ("images-1d", lambda: _npz(train_images=np.zeros(4, np.uint8), train_labels=_labels(4)), "must be"),
-]])
+@pytest.mark.parametrize(
+    "kind, make, message",
+    [
+        pytest.param(*case, id=case[0])
+        for case in [
+            ("empty-zip", lambda: _npz(), "holds no arrays"),
+            ("zero-bytes", lambda: b"", "not a readable .npz"),
+            ("not-a-zip", lambda: b"\x93NUMPY definitely not a zip", "not a readable .npz"),
+            ("raw-member", lambda: _zip({"train_images": b"raw bytes"}), "not a .npy array"),
+            (
+                "truncated-data",
+                lambda: _zip(
+                    {
+                        "train_images.npy": npy_header((4, 8, 8)) + bytes(10),
+                        "train_labels.npy": npy_header((4,), "<i8") + bytes(32),
+                    }
+                ),
+                "not a readable .npz",
+            ),
+            (
+                "empty-arrays",
+                lambda: _npz(train_images=np.zeros((0, 4, 4), np.uint8), train_labels=_labels(0)),
+                "holds no images",
+            ),
+            (
+                "labels-2d",
+                lambda: _npz(train_images=np.zeros((2, 4, 4), np.uint8), train_labels=np.zeros((2, 2), int)),
+                "1-D array",
+            ),
+            ("images-1d", lambda: _npz(train_images=np.zeros(4, np.uint8), train_labels=_labels(4)), "must be"),
+        ]
+    ],
+)
 def test_malformed_npz_is_a_dataset_error(settings, kind, make, message):
     with pytest.raises(DatasetError, match=message) as err:
         ingest(settings, make(), filename=f"{kind}.npz")
@@ -126,6 +146,13 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 def test_a_good_npz_still_loads(settings):
     rng = np.random.default_rng(0)
-    row = ingest(settings, _npz(train_images=rng.integers(0, 255, (6, 8, 8), dtype=np.uint8), train_labels=_labels(6),
-                                classes=np.array(["cat", "dog"])), filename="pets.npz")
+    row = ingest(
+        settings,
+        _npz(
+            train_images=rng.integers(0, 255, (6, 8, 8), dtype=np.uint8),
+            train_labels=_labels(6),
+            classes=np.array(["cat", "dog"]),
+        ),
+        filename="pets.npz",
+    )
     assert row.classes == ["cat", "dog"] and row.counts["train"] == {"cat": 3, "dog": 3}

@@ -1,4 +1,5 @@
 """Thumbnails are made once, at registration, and served from disk (issue 10, cases 2 and 9)."""
+
 from __future__ import annotations
 
 import shutil
@@ -26,10 +27,14 @@ from zooens.service.thumbnails import (
 
 
 def _train_and_test_zip() -> bytes:
-    entries = [(f"d/train/{c}/{i:02d}.png", png_bytes(100 * k + i, size=300)) for k, c in enumerate("ab")
-               for i in range(PER_CLASS + 3)]
-    entries += [(f"d/test/{c}/{i}.png", png_bytes(900 + 10 * k + i, size=5)) for k, c in enumerate("ab")
-                for i in range(2)]
+    entries = [
+        (f"d/train/{c}/{i:02d}.png", png_bytes(100 * k + i, size=300))
+        for k, c in enumerate("ab")
+        for i in range(PER_CLASS + 3)
+    ]
+    entries += [
+        (f"d/test/{c}/{i}.png", png_bytes(900 + 10 * k + i, size=5)) for k, c in enumerate("ab") for i in range(2)
+    ]
     return zip_of(entries)
 
 
@@ -38,24 +43,30 @@ def test_thumbnails_are_made_at_registration_with_the_right_samples(settings):
     dest = thumbnails_dir(settings, row.fingerprint)
     samples = sample_indices(dest)
     n = PER_CLASS + 3
-    assert samples == {"train": [list(range(PER_CLASS)), list(range(n, n + PER_CLASS))],
-                       "test": [[0, 1], [2, 3]]}
+    assert samples == {"train": [list(range(PER_CLASS)), list(range(n, n + PER_CLASS))], "test": [[0, 1], [2, 3]]}
     big = Image.open(thumbnail_file(dest, "train", 0))
     assert big.size == (THUMB_SIZE, THUMB_SIZE)  # 300 px shrunk
     tiny = Image.open(thumbnail_file(dest, "test", 3))
     assert tiny.size == (125, 125)  # 5 px enlarged 25x, nearest neighbour: still 5x5 blocks
     pixels = np.asarray(tiny)
     assert (pixels[:25, :25] == pixels[0, 0]).all()
-    assert sorted(p.name for p in (dest / "train").iterdir()) == sorted(f"{i}.png" for i in samples["train"][0] +
-                                                                        samples["train"][1])
+    assert sorted(p.name for p in (dest / "train").iterdir()) == sorted(
+        f"{i}.png" for i in samples["train"][0] + samples["train"][1]
+    )
 
 
 def test_only_listed_samples_are_served(settings):
     row = ingest(settings, zip_of(good_entries(per_class=PER_CLASS + 1)))
     dest = thumbnails_dir(settings, row.fingerprint)
     assert thumbnail_file(dest, "train", 0) == dest / "train" / "0.png"
-    for split, index in [("train", PER_CLASS), ("train", -1), ("../train", 0), ("val", 0), ("index.json", 0),
-                         ("train", 10**9)]:
+    for split, index in [
+        ("train", PER_CLASS),
+        ("train", -1),
+        ("../train", 0),
+        ("val", 0),
+        ("index.json", 0),
+        ("train", 10**9),
+    ]:
         with pytest.raises(NotFoundError):
             thumbnail_file(dest, split, index)
     (dest / "train" / "1.png").unlink()
@@ -97,8 +108,13 @@ def test_ensure_makes_missing_thumbnails_once_even_when_asked_twice_at_once(sett
 
 def test_ensure_refuses_a_stored_dataset_whose_files_reach_outside(settings, tmp_path):
     """A row registered before confinement, whose manifest names a server file, is not served."""
-    row = ingest(settings, zip_of([("data/labels.csv", b"a/0.png,a\na/1.png,a\nb/0.png,b\nb/1.png,b\n")] +
-                                  [(f"data/{n}", d) for n, d in good_entries(per_class=2)]))
+    row = ingest(
+        settings,
+        zip_of(
+            [("data/labels.csv", b"a/0.png,a\na/1.png,a\nb/0.png,b\nb/1.png,b\n")]
+            + [(f"data/{n}", d) for n, d in good_entries(per_class=2)]
+        ),
+    )
     secret = tmp_path / "secret.png"
     secret.write_bytes(png_bytes(7))
     manifest = Path(row.source)

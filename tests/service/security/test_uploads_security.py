@@ -1,6 +1,7 @@
 """Uploads under attack (issue 10, cases 1, 2, 9, 11): bombs, too many entries, malformed zips,
 bad names, huge images, leftover staging. Each refusal leaves nothing behind, on SQLite and
 PostgreSQL, through `ingest_upload` and a real registry session."""
+
 from __future__ import annotations
 
 import os
@@ -157,8 +158,10 @@ def test_corrupt_image_named_relative_to_the_archive(settings):
     assert_nothing_left(settings)
 
 
-@pytest.mark.parametrize("name, message", [("x" * 300, "300 characters"), ("evil\x00name", "control"),
-                                           ("tab\tname", "control"), ("   ", "empty")])
+@pytest.mark.parametrize(
+    "name, message",
+    [("x" * 300, "300 characters"), ("evil\x00name", "control"), ("tab\tname", "control"), ("   ", "empty")],
+)
 def test_bad_dataset_names_are_refused(settings, name, message):
     with pytest.raises(DatasetError, match=message):
         ingest(settings, zip_of(good_entries()), name=name)
