@@ -15,7 +15,7 @@ export PYTHONHASHSEED := 0
 # seeded 2,000-image subsample of the test set, embedded at 112 px (the images are 28 px).
 RUN_ARGS ?= --dataset fashion-mnist --zoo embedded --resolution 112 --max-test 2000
 
-.PHONY: setup system venv run test bench vtab-demo serve clean
+.PHONY: setup system venv run test lint bench vtab-demo serve clean
 
 setup: system venv
 
@@ -44,6 +44,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: setup
 	$(PIP) install -q -e '.[bench]'

@@ -20,8 +20,9 @@ Each repeat times, model by model, ours then bare (bare then ours on odd repeats
 the machine alike; `ratio` = bare / ours time is taken per pair and its median over `--repeats`
 reported, with the spread (`ratio_min`, `ratio_max`) and the median throughputs. Writes
 bench/results/embed_throughput.csv: one row per model (the first model of a geometry pays its
-decode) and a `zoo` row (the whole zoo's time per repeat; target ratio >= 0.95). `--workers 0,1,2` repeats ours for each DataLoader worker count (the rows say
-which); that is how `num_workers='auto'` was chosen for CPU hosts.
+decode) and a `zoo` row (the whole zoo's time per repeat; target ratio >= 0.95). `--workers 0,1,2`
+repeats ours for each DataLoader worker count (the rows say which); that is how
+`num_workers='auto'` was chosen for CPU hosts.
 """
 
 from __future__ import annotations

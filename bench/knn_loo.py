@@ -83,7 +83,7 @@ def main() -> None:
         for max_queries in plans:
             fns: dict[str, Callable[[], float]] = {
                 backend: (
-                    lambda b=backend, m=max_queries: (
+                    lambda b=backend, m=max_queries, X=X, y=y: (
                         knn_loo(X, y, args.k, max_queries=m, backend=b, device=args.device).accuracy
                     )
                 )
@@ -91,7 +91,7 @@ def main() -> None:
             }
             exact = max_queries is None or n <= max_queries
             if n <= args.sklearn_max and exact:
-                fns["sklearn"] = lambda: sklearn_loo(X, y, args.k)
+                fns["sklearn"] = lambda X=X, y=y: sklearn_loo(X, y, args.k)
             seconds, acc = best_of(fns, args.repeats if n <= 10_000 or "sklearn" in fns else 1)
             sk = seconds.get("sklearn")
             row = {

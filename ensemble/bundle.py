@@ -37,7 +37,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
-from zooens import __version__
+from zooens._version import __version__
 from zooens.ensemble.artifacts import Artifact
 from zooens.errors import ConfigError, WeightsMismatchError
 from zooens.zoo import create_model, provided_models

@@ -15,7 +15,10 @@ __all__ = ["RunResult", "build_run_result", "mean_cross_entropy"]
 
 @dataclass
 class RunResult:
-    """The outcome of one run. Probabilities are float32 with columns in `ds.classes` order."""
+    """The outcome of one run. Probabilities are float32 with columns in `ds.classes` order.
+
+    The update's size in bytes is `artifact.nbytes` (the artifact holds only what the run changed);
+    the run's record (`zooens.pipeline.records.RunRecord`) stores it."""
 
     model_name: str
     strategy: str
@@ -25,7 +28,6 @@ class RunResult:
     test_acc: float | None
     seconds: float
     updated_params: int
-    update_bytes: int
     val_proba: np.ndarray
     test_proba: np.ndarray | None
     artifact: Artifact
@@ -73,7 +75,6 @@ def build_run_result(
         test_acc=test_acc,
         seconds=float(seconds),
         updated_params=int(updated_params),
-        update_bytes=int(artifact.nbytes),
         val_proba=val_proba,
         test_proba=test_proba,
         artifact=artifact,

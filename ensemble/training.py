@@ -228,9 +228,8 @@ def augment_batch(
         enlarged = F.interpolate(images, size=(big_h, big_w), mode="bilinear", align_corners=False)
         tops = torch.randint(0, big_h - h + 1, (len(images),), generator=generator)
         lefts = torch.randint(0, big_w - w + 1, (len(images),), generator=generator)
-        out = torch.stack(
-            [enlarged[i, :, t : t + h, l : l + w] for i, (t, l) in enumerate(zip(tops.tolist(), lefts.tolist(), strict=False))]
-        )
+        corners = enumerate(zip(tops.tolist(), lefts.tolist(), strict=False))
+        out = torch.stack([enlarged[i, :, top : top + h, left : left + w] for i, (top, left) in corners])
     if augmentation in ("flip", "crop_flip"):
         flip = torch.rand(len(images), generator=generator) < 0.5
         out = out.clone() if out is images else out

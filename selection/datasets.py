@@ -728,7 +728,7 @@ def load_builtin(name: str, root: str | os.PathLike | None = None) -> ImageDatas
                 f"Fashion-MNIST files are missing ({', '.join(missing)}); install them with "
                 "`sudo apt-get install dataset-fashion-mnist` (or run `make setup`)."
             )
-        splits = {s: Split(s, _read_idx(base / i), _read_idx(base / l)) for s, (i, l) in files.items()}
+        splits = {s: Split(s, _read_idx(base / im), _read_idx(base / lb)) for s, (im, lb) in files.items()}
         return ImageDataset(
             "fashion-mnist",
             list(FASHION_MNIST_CLASSES),
@@ -820,7 +820,7 @@ def _load_npy_split(directory: Path, name: str, confine_to: Sequence[Path] | Non
     if not paths["labels"].is_file():
         raise DatasetError(f"{directory.name}/ has {SPLIT_IMAGES} but no {SPLIT_LABELS}; re-export the task.")
     if confine_to is not None:  # not our own export: bounded like any uploaded array
-        for key, path in paths.items():
+        for path in paths.values():
             confined(path, confine_to, shown=f"{directory.name}/{path.name}")
         images_h = read_npy_header(paths["images"])
         _check_npz_images(paths["images"], images_h, get_settings().max_image_pixels)

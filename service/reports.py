@@ -8,14 +8,27 @@ attribute (`from_attributes`), never copied key by key.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path, PurePath
 from typing import Any
 
+import torch
+from huggingface_hub import constants as hf_constants
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 from sqlalchemy.orm import Session
 
+from zooens.errors import NotFoundError
+from zooens.pipeline.records import EnsembleFacts, RankingRow, RunFacts, ScoreRecord, ranking_table
 from zooens.service import registry
-from zooens.service.db.models import FinetuneRun, Job
+from zooens.service.db.models import FINISHED, Job
+from zooens.service.db.session import session_scope
+from zooens.service.thumbnails import ensure_thumbnails, sample_indices, thumbnail_file, thumbnails_dir
+from zooens.settings import get_settings
+from zooens.zoo import list_weight_sets
 
 __all__ = [
     "EnsembleMemberPublic",
@@ -30,6 +43,20 @@ __all__ = [
     "job_report",
     "ranking_rows",
     "run_rows",
+    # reads for the dashboard and the API
+    "CATALOGUE_MAX_AGE_SECONDS",
+    "DatasetFacts",
+    "JobAudit",
+    "WeightSetPublic",
+    "catalogue",
+    "dataset_facts",
+    "dataset_samples",
+    "public_facts",
+    "ranking_audits",
+    "split_names",
+    "thumbnail_path",
+    "warm_catalogue",
+    "weight_set_public",
 ]
 
 
@@ -71,79 +98,25 @@ class JobPublic(BaseModel):
         return round(max(0.0, (self.finished_at - self.started_at).total_seconds()), 3)
 
 
-class RunPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class RunPublic(RunFacts):
+    """A fine-tune run as the API shows it: its record's public part (`pipeline.records.RunFacts`) and its id."""
 
     id: int
-    model_name: str
-    strategy: str
-    hparams: dict[str, Any]
-    val_ce: float
-    val_acc: float
-    test_acc: float | None
-    seconds: float
-    updated_params: int
-    update_bytes: int
-    gflops: float | None = Field(default=None, description="GFLOPs of one image's forward pass (multiply-add = 2).")
-    params_count: int | None = Field(default=None, description="Parameters of the inference network.")
-    latency_ms: float | None = Field(default=None, description="Batch-1 latency on the worker's device.")
-    backbone_key: str | None = Field(default=None, description="Runs with the same key share one forward pass.")
 
 
-class RankingRow(BaseModel):
-    rank: int
-    model_name: str
-    knn_accuracy: float
-    val_accuracy: float | None
-    logme: float | None
-    finetuned_val_acc: float | None
-    finetuned_val_ce: float | None
-    finetuned_test_acc: float | None
-    best_strategy: str | None
-    updated_params: int | None
-    update_bytes: int | None
-    params: int | None
-    embed_dim: int | None
-    embed_seconds: float | None
-    images_per_s: float | None
-    knn_queries: int | None = Field(
-        default=None,
-        description="Leave-one-out queries behind knn_accuracy (fewer than the training examples when subsampled).",
-    )
+class EnsembleMemberPublic(RunFacts):
+    """A member of an ensemble: its run's public record, the run's id and the member's weight."""
 
-
-class EnsembleMemberPublic(BaseModel):
     run_id: int
-    model_name: str
-    strategy: str
-    hparams: dict[str, Any]
     weight: float
-    val_ce: float
-    val_acc: float
-    test_acc: float | None
-    updated_params: int
-    update_bytes: int
 
 
-class EnsemblePublic(BaseModel):
+class EnsemblePublic(EnsembleFacts):
+    """A job's ensemble as the API shows it: its record's public part (`pipeline.records.EnsembleFacts`)."""
+
     id: int
     job_id: int
-    size: int
-    val_ce: float
-    val_acc: float | None
-    test_acc: float | None
-    loss_curve: list[float]
     members: list[EnsembleMemberPublic]
-    max_gflops: float | None = None
-    max_latency_ms: float | None = None
-    gflops: float | None = Field(default=None, description="GFLOPs per image of the distinct forward passes.")
-    latency_ms: float | None = Field(default=None, description="Summed batch-1 latency of the distinct passes.")
-    front: dict[str, Any] | None = Field(
-        default=None,
-        description="Accuracy against cost: `path` (each prefix of the greedy path) and `front` (the best ensemble "
-        "under each budget, Pareto-optimal), each point with its members (unit keys), cost, val "
-        "cross-entropy and test accuracy; `metric` names the cost.",
-    )
 
 
 class JobReport(BaseModel):
@@ -162,42 +135,10 @@ def job_public(job: Job) -> JobPublic:
     return JobPublic.model_validate(job)
 
 
-def _best_runs(runs: list[FinetuneRun]) -> dict[str, FinetuneRun]:
-    best: dict[str, FinetuneRun] = {}
-    for run in runs:
-        current = best.get(run.model_name)
-        if current is None or run.val_ce < current.val_ce:
-            best[run.model_name] = run
-    return best
-
-
 def ranking_rows(s: Session, job_id: int) -> list[RankingRow]:
     """One row per model, best kNN first, with the best fine-tuned run of that model when known."""
-    best = _best_runs(registry.list_finetune_runs(s, job_id))
-    rows = []
-    for rank, score in enumerate(registry.get_ranking(s, job_id), start=1):
-        run = best.get(score.model_name)
-        rows.append(
-            RankingRow(
-                rank=rank,
-                model_name=score.model_name,
-                knn_accuracy=score.knn_accuracy,
-                val_accuracy=score.val_accuracy,
-                logme=score.logme,
-                finetuned_val_acc=None if run is None else run.val_acc,
-                finetuned_val_ce=None if run is None else run.val_ce,
-                finetuned_test_acc=None if run is None else run.test_acc,
-                best_strategy=None if run is None else run.strategy,
-                updated_params=None if run is None else run.updated_params,
-                update_bytes=None if run is None else run.update_bytes,
-                params=score.params,
-                embed_dim=score.embed_dim,
-                embed_seconds=score.embed_seconds,
-                images_per_s=score.images_per_s,
-                knn_queries=score.knn_queries,
-            )
-        )
-    return rows
+    scores = [ScoreRecord.model_validate(row) for row in registry.get_ranking(s, job_id)]
+    return ranking_table(scores, [RunFacts.model_validate(r) for r in registry.list_finetune_runs(s, job_id)])
 
 
 def run_rows(s: Session, job_id: int) -> list[RunPublic]:
@@ -209,38 +150,11 @@ def ensemble_view(s: Session, job_id: int) -> EnsemblePublic | None:
     if ens is None:
         return None
     runs = {r.id: r for r in registry.list_finetune_runs(s, job_id)}
-    members = []
-    for m in sorted(ens.members, key=lambda m: m.position):
-        run = runs[m.run_id]
-        members.append(
-            EnsembleMemberPublic(
-                run_id=run.id,
-                model_name=run.model_name,
-                strategy=run.strategy,
-                hparams=run.hparams,
-                weight=m.weight,
-                val_ce=run.val_ce,
-                val_acc=run.val_acc,
-                test_acc=run.test_acc,
-                updated_params=run.updated_params,
-                update_bytes=run.update_bytes,
-            )
-        )
-    return EnsemblePublic(
-        id=ens.id,
-        job_id=job_id,
-        size=ens.size,
-        val_ce=ens.val_ce,
-        val_acc=ens.val_acc,
-        test_acc=ens.test_acc,
-        loss_curve=ens.loss_curve,
-        members=members,
-        max_gflops=ens.max_gflops,
-        max_latency_ms=ens.max_latency_ms,
-        gflops=ens.gflops,
-        latency_ms=ens.latency_ms,
-        front=ens.front,
-    )
+    members = [
+        EnsembleMemberPublic(run_id=m.run_id, weight=m.weight, **RunFacts.model_validate(runs[m.run_id]).model_dump())
+        for m in sorted(ens.members, key=lambda m: m.position)
+    ]
+    return EnsemblePublic(id=ens.id, job_id=job_id, members=members, **EnsembleFacts.model_validate(ens).model_dump())
 
 
 def best_single(runs: list[RunPublic]) -> RunPublic | None:
@@ -272,3 +186,225 @@ def job_report(s: Session, job_id: int) -> JobReport:
         ensemble=ensemble_view(s, job_id),
         best_single=best_single(ensemble_candidates(runs, ranking, job.params)),
     )
+
+
+# --- reads for the dashboard and the API ---
+# The zoo catalogue (the API's /zoo and the dashboard's Zoo page share one cache), the ranking audits of finished
+# jobs, and a dataset's facts and thumbnails. Each read opens its own session.
+
+logger = logging.getLogger(__name__)
+
+
+class WeightSetPublic(BaseModel):
+    name: str
+    arch: str
+    tag: str | None = None
+    origin: str
+    weights_present: bool
+    input_size: list[int] | None = None
+    embed_dim: int | None = None
+    num_params: int | None = None
+    license: str | None = None
+    upstream_data: str | None = None
+    facts: dict[str, Any] = Field(default_factory=dict, description="Every recorded fact of the weight set.")
+
+
+def public_facts(facts: dict) -> dict:
+    """A weight set's facts without server paths: a local weight file is named, not located."""
+    source = dict(facts.get("source") or {})
+    if source.get("kind") == "file" and source.get("path"):
+        source["path"] = PurePath(source["path"]).name
+    return {**facts, "source": source} if "source" in facts else facts
+
+
+def weight_set_public(ws) -> WeightSetPublic:
+    facts = public_facts(ws.to_dict())  # computes weights_present (file-system look-ups) once
+    size = getattr(ws.input, "input_size", None)
+    return WeightSetPublic(
+        name=ws.name,
+        arch=ws.arch,
+        tag=ws.tag,
+        origin=ws.origin,
+        weights_present=bool(facts["weights_present"]),
+        input_size=list(size) if size else None,
+        embed_dim=ws.embed_dim,
+        num_params=ws.num_params,
+        license=ws.license,
+        upstream_data=ws.upstream_data,
+        facts=facts,
+    )
+
+
+CATALOGUE_MAX_AGE_SECONDS = 300.0
+"""After this, the catalogue's rows are rebuilt in the background (weights may have appeared in a cache meanwhile)
+while the old ones are still served."""
+
+
+@dataclass(frozen=True)
+class _CatalogueSnapshot:
+    key: tuple
+    built_at: float
+    rows: tuple[WeightSetPublic, ...]
+
+
+_catalogue_lock = threading.Lock()
+_catalogue_refreshing = threading.Event()
+_catalogue_snapshot: _CatalogueSnapshot | None = None
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _catalogue_key() -> tuple:
+    """What invalidates the rows: the user zoo file, and the weight caches that `weights_present` looks in
+    (a download adds a folder to them, which changes their modification time)."""
+    user_file = get_settings().user_zoo_file
+    user_mtime = _mtime(user_file)
+    user_key = (str(user_file), user_mtime) if user_mtime is not None else None  # no file: no user models
+    return (user_key, _mtime(Path(hf_constants.HF_HUB_CACHE)), _mtime(Path(torch.hub.get_dir()) / "checkpoints"))
+
+
+def _build_catalogue(key: tuple) -> _CatalogueSnapshot:
+    start = time.perf_counter()
+    rows = tuple(weight_set_public(ws) for ws in list_weight_sets())
+    logger.info("zoo catalogue: %d weight sets in %.2f s", len(rows), time.perf_counter() - start)
+    return _CatalogueSnapshot(key=key, built_at=time.monotonic(), rows=rows)
+
+
+def _refresh_catalogue(key: tuple) -> None:
+    global _catalogue_snapshot
+    try:
+        fresh = _build_catalogue(key)
+        with _catalogue_lock:
+            _catalogue_snapshot = fresh
+    except Exception:  # a failed refresh keeps the old rows; the next call tries again
+        logger.warning("could not refresh the zoo catalogue", exc_info=True)
+    finally:
+        _catalogue_refreshing.clear()
+
+
+def catalogue() -> tuple[WeightSetPublic, ...]:
+    """Every weight set's public row (embedded, user, timm's ~1,800 pretrained tags), sorted by name: built once per
+    process, rebuilt when the user zoo or a weight cache changes; after CATALOGUE_MAX_AGE_SECONDS the old rows are
+    served while new ones are built in the background. The API's /zoo and the dashboard's Zoo page both read it."""
+    global _catalogue_snapshot
+    key = _catalogue_key()
+    snap = _catalogue_snapshot
+    if snap is None or snap.key != key:
+        with _catalogue_lock:
+            snap = _catalogue_snapshot
+            if snap is None or snap.key != key:
+                snap = _catalogue_snapshot = _build_catalogue(key)
+    elif time.monotonic() - snap.built_at > CATALOGUE_MAX_AGE_SECONDS and not _catalogue_refreshing.is_set():
+        _catalogue_refreshing.set()
+        threading.Thread(target=_refresh_catalogue, args=(key,), name="zoo-catalogue-refresh", daemon=True).start()
+    return snap.rows
+
+
+def warm_catalogue() -> threading.Thread:
+    """Build the catalogue in a background thread (at start-up), so that the first request finds it ready.
+
+    The app joins the thread at shut-down: a thread outliving its app could read the settings of whatever
+    environment comes next (as in a test suite) and cache them."""
+
+    def run() -> None:
+        try:
+            catalogue()
+        except Exception:
+            logger.warning("could not build the zoo catalogue at start-up", exc_info=True)
+
+    thread = threading.Thread(target=run, name="zoo-catalogue-warm", daemon=True)
+    thread.start()
+    return thread
+
+
+@dataclass(frozen=True)
+class JobAudit:
+    """A finished job's stored ranking audit (`jobs.ranking_audit`), with its dataset's name (None when the
+    dataset is gone)."""
+
+    job_id: int
+    dataset_id: int
+    dataset: str | None
+    audit: dict[str, Any]
+
+
+def ranking_audits(limit: int) -> tuple[list[JobAudit], int]:
+    """The ranking audits of the finished jobs among the newest `limit` jobs, newest first, and how many jobs
+    there are in all (more than `limit`: the list is cut)."""
+    out: list[JobAudit] = []
+    with session_scope() as s:
+        jobs, total = registry.list_jobs(s, limit=limit)
+        names: dict[int, str | None] = {}
+        for job in jobs:
+            if job.status not in FINISHED or not job.ranking_audit:
+                continue
+            if job.dataset_id not in names:
+                try:
+                    names[job.dataset_id] = registry.get_dataset(s, job.dataset_id).name
+                except NotFoundError:
+                    names[job.dataset_id] = None
+            out.append(JobAudit(job.id, job.dataset_id, names[job.dataset_id], job.ranking_audit))
+    return out, total
+
+
+SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+
+
+def split_names(counts: dict[str, Any]) -> list[str]:
+    """A dataset's splits in reading order: train, val, test, then any other by name."""
+    return sorted(counts, key=lambda s: (SPLIT_ORDER.get(s, 3), s))
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """A dataset's registry row: ids, names and counts per split and class. `source` (where its files are) stays
+    on the server: it names where thumbnails are made from and is never shown."""
+
+    id: int
+    name: str
+    fingerprint: str
+    classes: list[str]
+    counts: dict[str, dict[str, int]]
+    created_at: datetime | None
+    source: dict[str, Any] = field(repr=False)
+
+
+def dataset_facts(dataset_id: int) -> DatasetFacts:
+    """The dataset's recorded facts (no file is read); NotFoundError when there is no such dataset."""
+    with session_scope() as s:
+        row = registry.get_dataset(s, dataset_id)
+        return DatasetFacts(
+            id=row.id,
+            name=row.name,
+            fingerprint=row.fingerprint,
+            classes=list(row.classes or []),
+            counts=dict(row.counts or {}),
+            created_at=getattr(row, "created_at", None),
+            source=row.source,
+        )
+
+
+def dataset_samples(dataset: DatasetFacts) -> dict[str, list[list[int]]]:
+    """The indices of the thumbnails per split and class: made at registration, or now for a dataset registered
+    before thumbnails existed (then only read from disk). A ZooensError says why there are none."""
+    settings = get_settings()
+    folder = thumbnails_dir(settings, dataset.fingerprint)
+    found = sample_indices(folder)
+    if found is None:
+        folder = ensure_thumbnails(settings, dataset.source, dataset.fingerprint)
+        found = sample_indices(folder)
+    return found or {}
+
+
+def thumbnail_path(dataset_id: int, split: str, index: int) -> Path:
+    """The file of one thumbnail, made at registration (NotFoundError: no such dataset, split or thumbnail)."""
+    dataset = dataset_facts(dataset_id)
+    if split not in dataset.counts:
+        known = ", ".join(split_names(dataset.counts))
+        raise NotFoundError(f"Dataset {dataset_id} has no split {split!r}; it has {known}.")
+    return thumbnail_file(thumbnails_dir(get_settings(), dataset.fingerprint), split, index)

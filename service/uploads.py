@@ -7,7 +7,8 @@ dataset is loaded confined to its own extracted folder (no manifest row, link or
 reach outside), validated, and its thumbnails made there; only then is it moved into place
 and its row inserted. Whatever fails, the staging directory is removed and no row is
 written. Content uploaded before (the same fingerprint) is not stored twice: the earlier
-dataset is returned and the staged copy removed. Messages name archive entries relative to the archive, never a server path.
+dataset is returned and the staged copy removed. Messages name archive entries relative to the
+archive, never a server path.
 """
 
 from __future__ import annotations

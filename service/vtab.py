@@ -40,21 +40,14 @@ import numpy as np
 from zooens.ensemble import RunSpec, run_finetune
 from zooens.ensemble.results import RunResult
 from zooens.errors import ConfigError, JobError
+from zooens.pipeline import JobParams, prepare_job_dataset
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset, Split
 from zooens.selection.vtab.reference import REFERENCE_CITATION, REFERENCE_MEAN, REFERENCE_NAME, reference_for
 from zooens.selection.vtab.sources import load_exported_task
 from zooens.selection.vtab.tasks import GROUPS, TASK_REGISTRY, TASKS, get_task, resolve_tasks
-from zooens.service.db.session import session_scope, upgrade_to_head
-from zooens.service.jobs import (
-    JobParams,
-    default_worker_id,
-    prepare_job_dataset,
-    register_dataset,
-    require_success,
-    run_job,
-    submit_job,
-)
+from zooens.service.db.session import session_scope
+from zooens.service.jobs import require_success, run_here
 from zooens.service.reports import best_single, job_report
 from zooens.settings import get_settings
 from zooens.utils import resolve_device
@@ -272,14 +265,16 @@ def run_task(
     if not stand_in:  # tasks exported before the table declared flips: the table decides
         ds.extra = {**get_task(task_name).declarations, **(ds.extra or {})}
     prepared = prepare_job_dataset(ds, params)
-    upgrade_to_head()
-    with session_scope() as s:
-        row = register_dataset(s, str(Path(ds.source).resolve()), ds, name=ds.name)
-        worker_id = default_worker_id(f"vtab-{task_name}")
-        job_id = submit_job(s, row.id, zoo, params, claim_for=worker_id).id
-    if job_ids is not None:
-        job_ids.append(job_id)
-    status = run_job(job_id, worker_id=worker_id, progress=progress)
+    job_id, status = run_here(
+        str(Path(ds.source).resolve()),
+        ds,
+        zoo,
+        params,
+        name=ds.name,
+        role=f"vtab-{task_name}",
+        progress=progress,
+        on_submitted=None if job_ids is None else job_ids.append,
+    )
     require_success(status, job_id)
     with session_scope() as s:
         job = job_report(s, job_id)
@@ -505,7 +500,9 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
     def line(cells: list[str]) -> str:
         return (
             "| "
-            + " | ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=False)))
+            + " | ".join(
+                c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=False))
+            )
             + " |"
         )
 

@@ -75,19 +75,19 @@ def _embedded_state(ws: WeightSet, path: Path) -> dict[str, torch.Tensor]:
     return pair_in_order(raw, _template(ws.arch, ws.num_classes or 1000), label)
 
 
-_PROVIDED: contextvars.ContextVar[Mapping[str, tuple[str, Mapping[str, torch.Tensor] | None]]] = contextvars.ContextVar(
-    "zooens_provided_models", default={}
-)
+_Provided = Mapping[str, tuple[str, Mapping[str, torch.Tensor] | None]]
+# None outside any `provided_models` block (a ContextVar's default is one shared object: not a dict).
+_PROVIDED: contextvars.ContextVar[_Provided | None] = contextvars.ContextVar("zooens_provided_models", default=None)
 
 
 @contextlib.contextmanager
-def provided_models(models: Mapping[str, tuple[str, Mapping[str, torch.Tensor] | None]]) -> Iterator[None]:
+def provided_models(models: _Provided) -> Iterator[None]:
     """Within the block, `create_model(name)` builds each named model from what is given, not from the
     zoo: `{name: (timm architecture, embedder state_dict or None)}`. A `.zooens` file uses it so that
     every member rebuilds its network from the file's own weights on a machine whose zoo lacks them;
     with a state of None only the architecture is given (`pretrained=False` builds work, pretrained
     ones go to the zoo)."""
-    token = _PROVIDED.set({**_PROVIDED.get(), **models})
+    token = _PROVIDED.set({**(_PROVIDED.get() or {}), **models})
     try:
         yield
     finally:
@@ -95,7 +95,7 @@ def provided_models(models: Mapping[str, tuple[str, Mapping[str, torch.Tensor] |
 
 
 def _create_provided(name: str, num_classes: int, pretrained: bool) -> nn.Module | None:
-    arch, state = _PROVIDED.get().get(name, (None, None))
+    arch, state = (_PROVIDED.get() or {}).get(name, (None, None))
     if arch is None or (pretrained and state is None):
         return None
     _, layer = split_tap(name)  # a tap is given as its model's architecture and the tap's own state

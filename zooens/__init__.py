@@ -9,8 +9,9 @@
 The functions below are imported on first use, so `import zooens` stays light (no torch).
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from zooens._version import __version__
 from zooens.errors import (
     ConfigError,
     ConflictError,
@@ -24,7 +25,10 @@ from zooens.errors import (
     ZooensError,
 )
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:  # the annotations' names only; the functions import their layer on first use
+    import zooens.ensemble
+    import zooens.selection.datasets
+    import zooens.service.library
 
 
 def fit(data: Any, labels: Any = None, **kwargs: Any) -> "zooens.service.library.FittedEnsemble":

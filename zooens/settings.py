@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     decoded_memory_bytes: int = Field(
         default=2 * 1024**3,
         ge=0,
-        description="Most bytes of decoded (resized uint8) splits held in memory, shared by models of one preprocessing.",
+        description=(
+            "Most bytes of decoded (resized uint8) splits held in memory, shared by models of one preprocessing."
+        ),
     )
     decoded_disk_bytes: int = Field(
         default=4 * 1024**3,

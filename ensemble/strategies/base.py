@@ -69,6 +69,11 @@ class Strategy:
         """The options a job's runs use, given the models the job selected (by default `options`)."""
         return options
 
+    def job_steps(self, steps: int, ds: Any, device: str, *, steps_given: bool) -> int:
+        """The steps a job's run of this strategy takes on `ds`: by default `steps`, the sweep's (the
+        user's when `steps_given`, else the strategy's `default_sweep`)."""
+        return steps
+
     def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
         """Train on `ds.split("train")`, score on val (and test when present)."""
         raise NotImplementedError

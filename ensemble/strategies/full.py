@@ -92,6 +92,10 @@ class FullStrategy(ImageStrategy):
         ):
             raise ConfigError(f"full.decay_steps must be a list of step numbers, got {decays!r}; e.g. [200, 300, 400].")
 
+    def job_steps(self, steps: int, ds: Any, device: str, *, steps_given: bool) -> int:
+        """BiT's schedule length for the dataset's size (500, 10k or 20k steps) unless the user gave steps."""
+        return steps if steps_given else bit_rule_for(ds, device).steps
+
     def training_plan(self, spec: RunSpec, ds: Any, device: str) -> tuple[RunSpec, dict[str, Any]]:
         """Fill what the run leaves open from BiT's rule; the returned spec records every choice."""
         rule = bit_rule_for(ds, device)

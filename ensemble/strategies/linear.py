@@ -136,7 +136,8 @@ class LinearProbe:
             raise ConfigError(f"steps and batch_size must be at least 1, got {self.steps} and {self.batch_size}.")
         if not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise ConfigError(
-                f"momentum must be in [0, 1) and weight_decay non-negative, got {self.momentum} and {self.weight_decay}."
+                "momentum must be in [0, 1) and weight_decay non-negative, "
+                f"got {self.momentum} and {self.weight_decay}."
             )
         y = y.astype(np.int64)
         n_classes = int(y.max()) + 1 if n_classes is None else int(n_classes)

@@ -189,10 +189,11 @@ def _builder(task: VtabTask, data_dir: str | None, version: str | None = None):
         pin = "the reference's pin" if version == task.version else "the version asked for"
         raise ConfigError(
             f"Task {task.name}: tensorflow-datasets {tfds.__version__} cannot build {spec}, {pin}; "
-            f"it builds {', '.join(can) or 'other versions'}. Either prepare {spec} with an older tensorflow-datasets release that "
-            f"still builds it, in another environment (`tfds build {task.builder}{where}`; export then reads the "
-            f"prepared folder), or export {can[0] if can else 'a version it builds'} instead (`zooens vtab export "
-            f"--tfds-version {task.name}={can[0] if can else 'VERSION'}`, recorded in task.json)."
+            f"it builds {', '.join(can) or 'other versions'}. Either prepare {spec} with an older "
+            f"tensorflow-datasets release that still builds it, in another environment "
+            f"(`tfds build {task.builder}{where}`; export then reads the prepared folder), or export "
+            f"{can[0] if can else 'a version it builds'} instead (`zooens vtab export --tfds-version "
+            f"{task.name}={can[0] if can else 'VERSION'}`, recorded in task.json)."
         ) from None
 
 

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Path, Request
 from sqlalchemy.orm import Session
 
-from zooens.service.api.middleware import SESSION_COOKIE, VERIFIED_TOKEN, token_name
+from zooens.service.api.middleware import VERIFIED_TOKEN
+from zooens.service.auth import SESSION_COOKIE, token_name
 from zooens.service.db.session import session_scope
 from zooens.settings import Settings, get_settings
 

@@ -27,9 +27,8 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
-from zooens.service import registry
 from zooens.service.api.errors import INTERNAL_ERROR_DETAIL
-from zooens.service.db.session import session_scope
+from zooens.service.auth import SESSION_COOKIE, token_name
 from zooens.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -39,9 +38,6 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-SESSION_COOKIE = "zooens_session"
-"""The dashboard's read session: an HttpOnly, SameSite=Strict cookie holding the API token (reads only)."""
 
 VERIFIED_TOKEN = "zooens_verified_token"
 """Key in the request's state: the token the guard verified for this request (the route dependencies then skip a
@@ -114,17 +110,6 @@ def needs_write_token(method: str, path: str) -> bool:
     if method not in WRITE_METHODS:
         return False
     return not (_PREDICT.match(path) or path in _SIGN_IN_PATHS)
-
-
-def token_name(plain: str) -> str | None:
-    """The name of the live API token `plain`, or None (the registry's own check; run it in a worker thread)."""
-    with session_scope() as s:
-        token = registry.verify_token(s, plain)
-        return None if token is None else token.name
-
-
-def token_is_valid(plain: str) -> bool:
-    return token_name(plain) is not None
 
 
 def bearer_token(headers: Headers) -> str | None:

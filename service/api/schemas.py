@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from zooens.service.jobs.params import JobParams
+from zooens.pipeline.params import JobParams
 from zooens.service.reports import (
     EnsembleMemberPublic,
     EnsemblePublic,
@@ -15,6 +15,7 @@ from zooens.service.reports import (
     JobReport,
     RankingRow,
     RunPublic,
+    WeightSetPublic,
 )
 
 __all__ = [
@@ -58,20 +59,6 @@ class Page(BaseModel, Generic[T]):
 
 class Message(BaseModel):
     detail: str
-
-
-class WeightSetPublic(BaseModel):
-    name: str
-    arch: str
-    tag: str | None = None
-    origin: str
-    weights_present: bool
-    input_size: list[int] | None = None
-    embed_dim: int | None = None
-    num_params: int | None = None
-    license: str | None = None
-    upstream_data: str | None = None
-    facts: dict[str, Any] = Field(default_factory=dict, description="Every recorded fact of the weight set.")
 
 
 class ZooSetsPublic(BaseModel):

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from zooens import __version__
+from zooens._version import __version__
 from zooens.service.cli import datasets, db, jobs, predict, run, serve, tokens, vtab, zoo
 from zooens.service.cli._common import set_quiet
 

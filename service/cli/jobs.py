@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from zooens.service.cli._common import escape, fail_on_error, is_quiet, make_console
+from zooens.service.cli._common import err_console, escape, fail_on_error, is_quiet, make_console
 
 app = typer.Typer(help="Jobs in the registry.", no_args_is_help=True)
 console = make_console()  # unbounded when piped: tables are never cut
@@ -97,31 +99,22 @@ def cancel(job_id: int) -> None:
 QUEUE_HELP = "Leave the job in the queue for `zooens worker` instead of running it here."
 
 
-def run_here(
-    job_id: int, worker_id: str, *, quiet: bool, as_json: bool, wide: bool, started: float | None = None
-) -> None:
-    """Run a job claimed for `worker_id` in the foreground, as `zooens run` does, and print its report.
+def interrupted(job_id: int) -> typer.Exit:
+    """What Ctrl-C ends with once the job exists: `run_job` has recorded it `cancelled`; say how to go on."""
+    err_console.print(
+        f"job {job_id} cancelled (Ctrl-C); `zooens jobs resume {job_id}` continues it from its last finished unit."
+    )
+    return typer.Exit(130)
 
-    Ctrl-C ends the job `cancelled` (`run_job` records it) with a message saying how to go on.
-    """
-    import sys
-    import time
 
-    from zooens.service.cli._common import err_console, is_quiet
+def report_job(job_id: int, status: str, *, as_json: bool, wide: bool, started: float) -> None:
+    """Print the report of a job that ran here (as `zooens run`, `jobs resume` and `jobs retry` do), with the
+    seconds since `started`, then fail unless `status` is "succeeded"."""
     from zooens.service.cli._report import print_report
     from zooens.service.db.session import session_scope
-    from zooens.service.jobs import require_success, run_job
+    from zooens.service.jobs import require_success
     from zooens.service.reports import job_report
 
-    started = time.perf_counter() if started is None else started
-    quiet = quiet or is_quiet()
-    try:
-        status = run_job(job_id, worker_id=worker_id, progress=not quiet and not as_json)
-    except KeyboardInterrupt:
-        err_console.print(
-            f"job {job_id} cancelled (Ctrl-C); `zooens jobs resume {job_id}` continues it from its last finished unit."
-        )
-        raise typer.Exit(130) from None
     with session_scope() as s:
         report = job_report(s, job_id).model_dump(mode="json")
     report["seconds"] = round(time.perf_counter() - started, 2)
@@ -152,7 +145,7 @@ def _run_again(
     """`again(session, job_id, claim_for=...)` (resume_job or retry_job) gives the job to run; it is left to
     the workers with `queue`, else claimed and run here. `queued`/`started` are printed with {job} filled."""
     from zooens.service.db.session import session_scope, upgrade_to_head
-    from zooens.service.jobs import default_worker_id
+    from zooens.service.jobs import default_worker_id, run_job
 
     upgrade_to_head()
     worker_id = None if queue else default_worker_id("cli")
@@ -161,9 +154,15 @@ def _run_again(
     if worker_id is None:
         typer.echo(queued.format(job=run_id))
         return
-    if not as_json and not (quiet or is_quiet()):
+    quiet = quiet or is_quiet()
+    if not as_json and not quiet:
         console.print(started.format(job=run_id))
-    run_here(run_id, worker_id, quiet=quiet, as_json=as_json, wide=wide)
+    began = time.perf_counter()
+    try:
+        status = run_job(run_id, worker_id=worker_id, progress=not quiet and not as_json)
+    except KeyboardInterrupt:
+        raise interrupted(run_id) from None
+    report_job(run_id, status, as_json=as_json, wide=wide, started=began)
 
 
 @app.command()

@@ -20,9 +20,7 @@ console = make_console()
 @fail_on_error
 def export(
     job: int | None = typer.Argument(None, help="The job whose ensemble to export (the id `zooens run` prints)."),
-    ensemble: int | None = typer.Option(
-        None, "--ensemble", "-e", help="Export this ensemble id instead of a job's."
-    ),
+    ensemble: int | None = typer.Option(None, "--ensemble", "-e", help="Export this ensemble id instead of a job's."),
     output: Path = typer.Option(..., "--output", "-o", help="The file to write, e.g. model.zooens."),
     weights: str = typer.Option(
         "embed",

@@ -16,7 +16,7 @@ def serve(
     """Start the REST API and dashboard (uvicorn)."""
     import uvicorn
 
-    from zooens.service.api.main import create_app
+    from zooens.service.app import create_app
     from zooens.service.db.session import upgrade_to_head
 
     upgrade_to_head()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from zooens.service.cli._common import fail_on_error, make_console, parse_floats, parse_ints
+from zooens.service.cli._common import fail_on_error, make_console
+from zooens.service.cli._params import job_options, job_params
 
 app = typer.Typer(help="VTAB-1k: task table, data export, offline suite, batch runs.", no_args_is_help=True)
 console = make_console()  # unbounded when piped: tables are never cut
@@ -81,8 +83,14 @@ def export(
         typer.echo(f"exported {export_task(task, out, tfds_dir, version=versions.get(task.name))}")
 
 
+VTAB_OPTIONS = ("top_k", "strategies", "augmentation", "preprocessing", "learning_rates", "steps", "resolution", "seed")
+"""The job parameters `vtab run` takes; the others keep the model's defaults, and small_classes is "allow"
+(VTAB-1k's 800 examples leave some classes with one or none)."""
+
+
 @app.command()
 @fail_on_error
+@job_options(only=VTAB_OPTIONS, defaults={"preprocessing": "resize"})  # VTAB's reference, as vtab_params
 def run(
     data_root: Path = typer.Option(
         ..., "--data-root", help="Folder of the exported layout: DIR/<task>/{train800,val200,test}."
@@ -95,23 +103,7 @@ def run(
         "comma-separated names. Stand-ins run only when named or with 'offline'.",
     ),
     zoo: str = typer.Option("embedded", "--zoo"),
-    top_k: int = typer.Option(3, "--top-k"),
-    strategies: str = typer.Option("auto", "--strategies", help="'auto' is 'full' on a GPU, 'linear' on a CPU."),
-    augmentation: str = typer.Option(
-        "auto",
-        "--augmentation",
-        help="auto (flips only where the task table marks them safe), none, flip, crop, crop_flip.",
-    ),
-    preprocessing: str = typer.Option(
-        "resize",
-        "--preprocessing",
-        help="resize (VTAB's reference: straight to the input size, no crop) or model "
-        "(each model's own resize and centre crop).",
-    ),
-    lr: str | None = typer.Option(None, "--lr"),
-    steps: str | None = typer.Option(None, "--steps"),
-    resolution: int | None = typer.Option(None, "--resolution"),
-    seed: int = typer.Option(0, "--seed"),
+    *,  # the job parameters of VTAB_OPTIONS come here as options (job_options), received in **job
     refit: bool = typer.Option(
         True,
         "--refit/--no-refit",
@@ -121,29 +113,19 @@ def run(
     force: bool = typer.Option(False, "--force", help="Redo tasks already done."),
     out: Path = typer.Option(Path("vtab-results"), "--out"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    **job: Any,
 ) -> None:
     """Rank, sweep, ensemble, refit and test every task; write results.{csv,md,png} to --out
     (stand-ins: results-offline.*). A task that fails is recorded and the batch goes on."""
     from tqdm.auto import tqdm
 
     from zooens.errors import ConfigError
-    from zooens.service.jobs import parse_params
     from zooens.service.vtab import FAILED, MISSING, run_vtab, select_tasks
 
     if not data_root.is_dir():
         raise ConfigError(f"--data-root {data_root} is not a folder; give the folder `zooens vtab export` wrote.")
     names = select_tasks(data_root, tasks_spec)
-    params = parse_params(
-        top_k=top_k,
-        strategies=[s.strip() for s in strategies.split(",") if s.strip()],
-        learning_rates=parse_floats(lr),
-        steps=parse_ints(steps),
-        resolution=resolution,
-        seed=seed,
-        augmentation=augmentation,
-        preprocessing=preprocessing,
-        small_classes="allow",
-    )
+    params = job_params(job, small_classes="allow")
     bar = tqdm(total=len(names), desc="VTAB tasks", unit="task", disable=quiet)
 
     def on_task(name: str, state: str) -> None:

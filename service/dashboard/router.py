@@ -2,15 +2,17 @@
 
 Pages are Jinja2 templates from package data; most data comes from the `/api/v1` JSON
 endpoints through a little vanilla JS, all of it in static files (the Content-Security-Policy
-allows no inline script or style). The zoo catalogue (~1,800 entries) is the API's cached one,
-filtered and paginated here. Dataset pages read only the registry row (classes, counts) and
-serve thumbnails made once, from disk: no image is decoded in a request. The ranking-audit page
-reads each finished job's stored audit (`jobs.ranking_audit`) from the registry. plotly.js is served
-from the installed `plotly` package: no CDN.
+allows no inline script or style). What the pages read on the server comes from the read side
+the API uses too, `zooens.service.reports`: the zoo catalogue (~1,800 entries, one cache for
+both), filtered and paginated here; a dataset's registry row (classes, counts) and its
+thumbnails, made once and served from disk (no image is decoded in a request); each finished
+job's stored ranking audit (`jobs.ranking_audit`). plotly.js is served from the installed
+`plotly` package: no CDN.
 
 With ZOOENS_PROTECT_READS, browsers sign in once (`POST /dashboard/session`): the token goes
 into an HttpOnly, SameSite=Strict cookie that authorises reads (GET/HEAD) only; writes still
-need the `Authorization: Bearer` header (the guard middleware, `zooens.service.api.middleware`).
+need the `Authorization: Bearer` header (the app's guard middleware). The token check and the
+cookie's name are `zooens.service.auth`'s, shared with the API.
 """
 
 from __future__ import annotations
@@ -34,12 +36,9 @@ from starlette.concurrency import run_in_threadpool
 
 from zooens.ensemble import get_strategy, strategy_names
 from zooens.errors import NotFoundError, ZooensError
-from zooens.service import registry
-from zooens.service.api.middleware import SESSION_COOKIE, token_is_valid
-from zooens.service.api.routes.zoo import catalogue
-from zooens.service.db.models import FINISHED
-from zooens.service.db.session import session_scope
-from zooens.service.thumbnails import THUMB_SIZE, ensure_thumbnails, sample_indices, thumbnail_file, thumbnails_dir
+from zooens.service import reports
+from zooens.service.auth import SESSION_COOKIE, token_is_valid
+from zooens.service.thumbnails import THUMB_SIZE
 from zooens.settings import get_settings
 from zooens.zoo import zoo_sets
 
@@ -48,7 +47,6 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 PAGE_SIZES = (25, 50, 100, 200)
-SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 MAX_ID = 2**31 - 1
 
 router = APIRouter(include_in_schema=False, tags=["dashboard"])
@@ -242,19 +240,8 @@ def audit_means(rows: list[AuditRow]) -> dict[str, dict[str, tuple[float | None,
 def audit_page(request: Request) -> HTMLResponse:
     """Every finished job's ranking audit (the newest `MAX_AUDITED_JOBS` jobs), read from the registry, and the
     mean of each figure over them."""
-    rows: list[AuditRow] = []
-    with session_scope() as s:
-        jobs, total = registry.list_jobs(s, limit=MAX_AUDITED_JOBS)
-        names: dict[int, str | None] = {}
-        for job in jobs:
-            if job.status not in FINISHED or not job.ranking_audit:
-                continue
-            if job.dataset_id not in names:
-                try:
-                    names[job.dataset_id] = registry.get_dataset(s, job.dataset_id).name
-                except NotFoundError:
-                    names[job.dataset_id] = None
-            rows.append(audit_row(job.id, job.dataset_id, names[job.dataset_id], job.ranking_audit))
+    audits, total = reports.ranking_audits(MAX_AUDITED_JOBS)
+    rows = [audit_row(a.job_id, a.dataset_id, a.dataset, a.audit) for a in audits]
     wins = {p: sum(r.better == p for r in rows) for p in AUDIT_PREDICTORS}
     return _page(
         request,
@@ -302,8 +289,8 @@ class ZooRow:
     upstream_data: str | None
 
 
-def _zoo_row(ws) -> ZooRow:
-    """A page row from the API's public row of a weight set (`WeightSetPublic`)."""
+def _zoo_row(ws: reports.WeightSetPublic) -> ZooRow:
+    """A page row from the catalogue's public row of a weight set (the API's answer too)."""
     size = ws.input_size
     return ZooRow(
         name=ws.name,
@@ -323,9 +310,10 @@ _zoo_cache: dict[str, Any] = {"source": None, "rows": []}
 
 
 def catalogue_rows() -> list[ZooRow]:
-    """Every weight set as a page row, derived once from the API's cached catalogue (one cache for both)."""
+    """Every weight set as a page row, derived once from the read side's cached catalogue (the API's too: one
+    cache for both)."""
 
-    public = catalogue()
+    public = reports.catalogue()
     with _zoo_lock:
         if _zoo_cache["source"] is not public:
             _zoo_cache.update(source=public, rows=sorted((_zoo_row(ws) for ws in public), key=lambda r: r.name))
@@ -437,26 +425,6 @@ def datasets_page(request: Request) -> HTMLResponse:
     return _page(request, "datasets.html", "datasets")
 
 
-def _dataset_row(dataset_id: int) -> dict[str, Any]:
-    """The registry row's public facts, and its stored source (kept server-side: it names where thumbnails come
-    from and is never rendered)."""
-    with session_scope() as s:
-        row = registry.get_dataset(s, dataset_id)
-        return {
-            "id": row.id,
-            "name": row.name,
-            "fingerprint": row.fingerprint,
-            "classes": list(row.classes or []),
-            "counts": dict(row.counts or {}),
-            "created_at": getattr(row, "created_at", None),
-            "_source": row.source,
-        }
-
-
-def _split_names(counts: dict[str, Any]) -> list[str]:
-    return sorted(counts, key=lambda s: (SPLIT_ORDER.get(s, 3), s))
-
-
 @router.get("/dashboard/datasets/{dataset_id}", response_class=HTMLResponse)
 def dataset_page(
     request: Request,
@@ -466,21 +434,15 @@ def dataset_page(
     """Classes and counts from the registry row; thumbnails made once (at registration, or here for a dataset
     registered before thumbnails existed) and then only linked: no dataset is loaded per view."""
     try:
-        row = _dataset_row(dataset_id)
+        dataset = reports.dataset_facts(dataset_id)
     except NotFoundError as exc:
         return _not_found(request, str(exc))
-    classes: list[str] = [str(c) for c in row["classes"]]
-    split_names = _split_names(row["counts"])
-    counts = {s: [int((row["counts"].get(s) or {}).get(c, 0)) for c in classes] for s in split_names}
+    classes: list[str] = [str(c) for c in dataset.classes]
+    split_names = reports.split_names(dataset.counts)
+    counts = {s: [int((dataset.counts.get(s) or {}).get(c, 0)) for c in classes] for s in split_names}
     samples: dict[str, list[list[int]]] = {}
-    settings = get_settings()
     try:
-        dest = thumbnails_dir(settings, row["fingerprint"])
-        found = sample_indices(dest)
-        if found is None:
-            dest = ensure_thumbnails(settings, row["_source"], row["fingerprint"])
-            found = sample_indices(dest)
-        samples = found or {}
+        samples = reports.dataset_samples(dataset)
     except ZooensError as exc:  # the page still shows the counts; the thumbnails say why they are missing
         logger.warning("no thumbnails for dataset %d: %s", dataset_id, exc)
     sample_split = (
@@ -493,7 +455,7 @@ def dataset_page(
         request,
         "dataset.html",
         "datasets",
-        dataset=row,
+        dataset=dataset,
         classes=classes,
         splits=split_names,
         counts=counts,
@@ -513,11 +475,7 @@ def dataset_thumbnail(
     """A thumbnail made at registration, served from disk as it is (no decoding per request; CSS scales it)."""
 
     try:
-        row = _dataset_row(dataset_id)
-        if split not in row["counts"]:
-            known = ", ".join(_split_names(row["counts"]))
-            raise NotFoundError(f"Dataset {dataset_id} has no split {split!r}; it has {known}.")
-        path = thumbnail_file(thumbnails_dir(get_settings(), row["fingerprint"]), split, index)
+        path = reports.thumbnail_path(dataset_id, split, index)
     except NotFoundError as exc:
         raise HTTPException(404, str(exc)) from None
     return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})

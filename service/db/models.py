@@ -130,9 +130,7 @@ class Dataset(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    jobs: Mapped[list[Job]] = relationship(
-        back_populates="dataset", cascade="all, delete-orphan", passive_deletes=True
-    )
+    jobs: Mapped[list[Job]] = relationship(back_populates="dataset", cascade="all, delete-orphan", passive_deletes=True)
 
 
 class Job(Base):

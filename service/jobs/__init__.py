@@ -1,54 +1,35 @@
-"""A job's life, one role per module (as arq splits a worker):
+"""A job's life in the service, one role per module (as arq splits a worker); the work itself is
+`zooens.pipeline`'s:
 
-- `params`: `JobParams`, what a user chooses, validated once;
-- `units`: `UnitKey`, the unit handlers and their typed results, and how each is recorded;
+- `units`: each unit calls one pipeline stage and returns its record; recorders write records;
 - `executors`: where units run (`LocalExecutor`, `RayExecutor`, `get_executor`);
-- `submit`: the one way a job is created (API, `zooens run`, `zooens vtab run`);
-- `run`: drive a claimed job through its stages; `worker`: claim jobs and run them.
+- `submit`: the one way a job is created (API, `zooens run`, `zooens vtab run`, `zooens.fit`);
+- `run`: drive a claimed job through its stages; `worker`: claim jobs and run them;
+- `here`: `run_here`, submit a job claimed by this process and run it here (CLI, Python API, VTAB).
 """
 
 from zooens.service.jobs.executors import LocalExecutor, RayExecutor, get_executor
-from zooens.service.jobs.params import JobParams, domain_error, parse_params
+from zooens.service.jobs.here import run_here
 from zooens.service.jobs.run import job_spec, require_success, run_job
 from zooens.service.jobs.submit import check_dataset, register_dataset, resume_job, retry_job, submit_job
-from zooens.service.jobs.units import (
-    EMBED,
-    ENSEMBLE,
-    FINETUNE,
-    STAGES,
-    JobSpec,
-    UnitKey,
-    execute_unit,
-    job_dataset,
-    prepare_job_dataset,
-    prepare_splits,
-)
+from zooens.service.jobs.units import JobSpec, execute_unit, job_dataset
 from zooens.service.jobs.worker import default_worker_id, start_background_worker, work
 
 __all__ = [
-    "EMBED",
-    "ENSEMBLE",
-    "FINETUNE",
-    "STAGES",
-    "JobParams",
     "JobSpec",
     "LocalExecutor",
     "RayExecutor",
-    "UnitKey",
     "check_dataset",
     "default_worker_id",
-    "domain_error",
     "execute_unit",
     "get_executor",
     "job_dataset",
     "job_spec",
-    "parse_params",
-    "prepare_job_dataset",
-    "prepare_splits",
     "register_dataset",
     "require_success",
     "resume_job",
     "retry_job",
+    "run_here",
     "run_job",
     "start_background_worker",
     "submit_job",

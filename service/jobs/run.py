@@ -26,23 +26,21 @@ from tqdm.auto import tqdm
 
 from zooens.cancel import CancelScope, cancel_scope
 from zooens.errors import Cancelled, ConflictError, JobError, ZooensError
-from zooens.service import registry
-from zooens.service.db.session import session_scope
-from zooens.service.jobs.executors import Executor, get_executor
-from zooens.service.jobs.params import JobParams
-from zooens.service.jobs.units import (
+from zooens.pipeline import (
     EMBED,
     ENSEMBLE,
     FINETUNE,
-    EmbedResult,
-    JobSpec,
+    EmbedRecord,
+    JobParams,
+    RunRecord,
     UnitKey,
-    UnitResult,
     plan_finetune_units,
     rank_models,
-    record_unit,
-    result_from_json,
 )
+from zooens.service import registry
+from zooens.service.db.session import session_scope
+from zooens.service.jobs.executors import Executor, get_executor
+from zooens.service.jobs.units import JobSpec, UnitResult, record_unit, result_from_json
 from zooens.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -172,7 +170,7 @@ class _Run:
                 with session_scope() as s:
                     unit = registry.get_unit(s, self.job_id, key)
                     try:
-                        registry.finish_unit(s, unit.id, result.to_json(), worker_id=self.worker_id)
+                        registry.finish_unit(s, unit.id, result.model_dump(mode="json"), worker_id=self.worker_id)
                     except ConflictError:
                         raise JobLost from None
                     record_unit(s, self.job_id, key, result)
@@ -192,7 +190,7 @@ class _Run:
                 bar.close()
         with session_scope() as s:
             done = registry.done_units(s, self.job_id)
-        return {k: result_from_json(stage, done[k]) for k in names}
+        return {k: result_from_json(k, done[k]) for k in names}
 
     def claim(self, keys: list[str]) -> None:
         """Take the stage's pending units for this worker (units left running by a worker that
@@ -243,9 +241,10 @@ class _Run:
 
     def _stages(self, spec: JobSpec) -> None:
         embeds = self.stage(spec, EMBED, [UnitKey.embed(m) for m in spec.zoo_models])
-        ranked = rank_models([r for r in embeds.values() if isinstance(r, EmbedResult)])
+        ranked = rank_models([r for r in embeds.values() if isinstance(r, EmbedRecord)])
         spec = dataclasses.replace(spec, ranked_models=ranked)
-        self.stage(spec, FINETUNE, plan_finetune_units(ranked, spec.params))
+        runs = self.stage(spec, FINETUNE, plan_finetune_units(ranked, spec.params))
+        spec = dataclasses.replace(spec, runs={k: r for k, r in runs.items() if isinstance(r, RunRecord)})
         self.stage(spec, ENSEMBLE, [UnitKey.ensemble()])
 
 

@@ -2,61 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zooens.errors import NotFoundError
+from zooens.pipeline.records import EnsembleRecord
 from zooens.service.db.models import Ensemble, EnsembleMember, FinetuneRun
 from zooens.service.registry.jobs import get_job
 
 __all__ = ["create_ensemble", "get_ensemble", "get_job_ensemble"]
 
 
-def create_ensemble(
-    s: Session,
-    job_id: int,
-    *,
-    members: Sequence[tuple[int, float]],
-    val_ce: float,
-    val_acc: float | None,
-    test_acc: float | None,
-    size: int,
-    loss_curve: list[float],
-    max_gflops: float | None = None,
-    max_latency_ms: float | None = None,
-    gflops: float | None = None,
-    latency_ms: float | None = None,
-    front: dict[str, Any] | None = None,
-) -> Ensemble:
-    """Record a job's ensemble: `members` are `(run_id, weight)` in selection order."""
+def create_ensemble(s: Session, job_id: int, ensemble: EnsembleRecord) -> Ensemble:
+    """Record a job's ensemble; its members (unit keys, in selection order) must be runs of the job."""
     get_job(s, job_id)
-    run_ids = {run_id for run_id, _ in members}
-    found = set(s.scalars(select(FinetuneRun.id).where(FinetuneRun.id.in_(run_ids), FinetuneRun.job_id == job_id)))
-    if found != run_ids:
-        raise NotFoundError(
-            f"Job {job_id} has no fine-tune runs {sorted(run_ids - found)}; "
-            "an ensemble is built from its own job's runs."
-        )
-    ens = Ensemble(
-        job_id=job_id,
-        val_ce=val_ce,
-        val_acc=val_acc,
-        test_acc=test_acc,
-        size=size,
-        loss_curve=list(loss_curve),
-        max_gflops=max_gflops,
-        max_latency_ms=max_latency_ms,
-        gflops=gflops,
-        latency_ms=latency_ms,
-        front=front,
+    keys = [m.unit_key for m in ensemble.members]
+    run_ids = dict(
+        s.execute(select(FinetuneRun.unit_key, FinetuneRun.id).where(FinetuneRun.job_id == job_id)).tuples().all()
     )
+    missing = [k for k in keys if k not in run_ids]
+    if missing:
+        raise NotFoundError(
+            f"Job {job_id} has no fine-tune runs {missing}; an ensemble is built from its own job's runs."
+        )
+    ens = Ensemble(job_id=job_id, **ensemble.facts().model_dump())
     s.add(ens)
     s.flush()
-    for position, (run_id, weight) in enumerate(members):
-        s.add(EnsembleMember(ensemble_id=ens.id, run_id=run_id, weight=float(weight), position=position))
+    for position, member in enumerate(ensemble.members):
+        s.add(
+            EnsembleMember(ensemble_id=ens.id, run_id=run_ids[member.unit_key], weight=member.weight, position=position)
+        )
     s.flush()
     s.refresh(ens)
     return ens

@@ -1,7 +1,7 @@
 """A job's results: the embedding-cache index, kNN ranking scores and fine-tune runs.
 
-Each write names every column as a keyword, so a renamed or missing field is a TypeError
-instead of a silent NULL.
+Each write takes the pipeline's record (`zooens.pipeline.records`) and sets the row's columns from
+it, so a field is declared once; a renamed or missing field fails when the record is built.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from zooens.errors import NotFoundError
+from zooens.pipeline.records import RunRecord, ScoreRecord
 from zooens.service.db.models import Embedding, FinetuneRun, KnnScore
 
 __all__ = [
@@ -60,35 +61,17 @@ def record_embedding(
     return row
 
 
-def add_knn_score(
-    s: Session,
-    job_id: int,
-    *,
-    model_name: str,
-    k: int | None = None,
-    knn_accuracy: float,
-    val_accuracy: float | None = None,
-    logme: float | None = None,
-    embed_seconds: float | None = None,
-    images_per_s: float | None = None,
-    params: int | None = None,
-    embed_dim: int | None = None,
-    knn_queries: int | None = None,
-) -> KnnScore:
+def add_knn_score(s: Session, job_id: int, score: ScoreRecord) -> KnnScore:
     """Record (or replace) a model's ranking scores in a job, keyed by (job, model name)."""
-    row = s.scalar(select(KnnScore).where(KnnScore.job_id == job_id, KnnScore.model_name == model_name))
-    if row is None:
-        row = KnnScore(job_id=job_id, model_name=model_name)
-        s.add(row)
-    row.k = k
-    row.knn_accuracy = knn_accuracy
-    row.val_accuracy = val_accuracy
-    row.logme = logme
-    row.embed_seconds = embed_seconds
-    row.images_per_s = images_per_s
-    row.params = params
-    row.embed_dim = embed_dim
-    row.knn_queries = knn_queries
+    row = s.scalar(select(KnnScore).where(KnnScore.job_id == job_id, KnnScore.model_name == score.model_name))
+    return _write(s, row or KnnScore(job_id=job_id), score.model_dump(include=ScoreRecord.columns()))
+
+
+def _write(s: Session, row: Any, values: dict[str, Any]) -> Any:
+    """Set every column of `row` from a record's values (a new row is added), and flush."""
+    for name, value in values.items():
+        setattr(row, name, value)
+    s.add(row)
     s.flush()
     return row
 
@@ -106,51 +89,10 @@ def get_ranking(s: Session, job_id: int) -> list[KnnScore]:
     )
 
 
-def add_finetune_run(
-    s: Session,
-    job_id: int,
-    *,
-    unit_key: str,
-    model_name: str,
-    strategy: str,
-    hparams: dict[str, Any],
-    seed: int,
-    val_ce: float,
-    val_acc: float,
-    test_acc: float | None = None,
-    seconds: float,
-    updated_params: int,
-    update_bytes: int,
-    artifact_path: str,
-    probs_path: str,
-    gflops: float | None = None,
-    params_count: int | None = None,
-    latency_ms: float | None = None,
-    backbone_key: str | None = None,
-) -> FinetuneRun:
+def add_finetune_run(s: Session, job_id: int, run: RunRecord) -> FinetuneRun:
     """Record (or replace) the fine-tune run of a unit, keyed by (job, unit key)."""
-    row = s.scalar(select(FinetuneRun).where(FinetuneRun.job_id == job_id, FinetuneRun.unit_key == unit_key))
-    if row is None:
-        row = FinetuneRun(job_id=job_id, unit_key=unit_key)
-        s.add(row)
-    row.model_name = model_name
-    row.strategy = strategy
-    row.hparams = hparams
-    row.seed = seed
-    row.val_ce = val_ce
-    row.val_acc = val_acc
-    row.test_acc = test_acc
-    row.seconds = seconds
-    row.updated_params = updated_params
-    row.update_bytes = update_bytes
-    row.artifact_path = artifact_path
-    row.probs_path = probs_path
-    row.gflops = gflops
-    row.params_count = params_count
-    row.latency_ms = latency_ms
-    row.backbone_key = backbone_key
-    s.flush()
-    return row
+    row = s.scalar(select(FinetuneRun).where(FinetuneRun.job_id == job_id, FinetuneRun.unit_key == run.unit_key))
+    return _write(s, row or FinetuneRun(job_id=job_id), run.model_dump())
 
 
 def list_finetune_runs(s: Session, job_id: int) -> list[FinetuneRun]:

@@ -118,7 +118,8 @@ def test_builtin_contents_against_their_sources():
     tr, te = digits.split("train"), digits.split("test")
     assert tr.images.max() == 255 and len(te) == 599
     assert np.bincount(te.labels).min() >= 58  # stratified: each class about a third
-    pool = {(lab, img.tobytes()) for lab, img in zip(ref.target, np.round(ref.images * 255 / 16).astype(np.uint8), strict=False)}
+    ref_images = np.round(ref.images * 255 / 16).astype(np.uint8)
+    pool = {(lab, img.tobytes()) for lab, img in zip(ref.target, ref_images, strict=False)}
     assert all((int(lab), img.tobytes()) in pool for lab, img in zip(te.labels, te.images, strict=False))
     assert load_dataset("digits").fingerprint == digits.fingerprint  # the seeded split is stable
 

@@ -1,4 +1,5 @@
-"""kNN (the default backend; both backends in test_knn_backends.py) against scikit-learn's KNeighborsClassifier on the same embeddings; LogME sanity."""
+"""kNN (the default backend; both backends in test_knn_backends.py) against scikit-learn's
+KNeighborsClassifier on the same embeddings; LogME sanity."""
 
 from __future__ import annotations
 

@@ -13,12 +13,13 @@ from typer.testing import CliRunner
 from tests.service._tiny import register_tiny_zoo
 from zooens.ensemble._registry import STRATEGIES
 from zooens.errors import ConfigError
+from zooens.pipeline import JobParams
+from zooens.pipeline.params import parse_params
 from zooens.service.cli import app
 from zooens.service.db.models import Dataset
-from zooens.service.jobs import JobParams, check_dataset
-from zooens.service.jobs.params import parse_params
+from zooens.service.jobs import check_dataset
 
-SUBMIT_LOGGER = "zooens.service.jobs.submit"
+SUBMIT_LOGGER = "zooens.pipeline.checks"
 
 
 def _image_folder(root: Path, counts: dict[str, int]) -> str:

@@ -79,3 +79,21 @@ def test_run_with_strategy_auto_takes_linear_on_a_cpu_and_records_it(zooens_home
     assert all(r["hparams"]["augmentation"] == "none" for r in report["runs"])
     result = CliRunner().invoke(app, ["run", "--dataset", "digits", "--augmentation", "mirror", "--quiet"])
     assert result.exit_code != 0 and "augmentation" in result.output
+
+
+def test_ctrl_c_in_run_ends_with_how_to_resume(zooens_home, monkeypatch):
+    """`zooens run` runs its job through `jobs.run_here`; Ctrl-C once the job exists says how to go on (exit
+    130), and before it exists is the plain abort."""
+    import zooens.service.jobs as jobs
+
+    def interrupted_run(source, ds, zoo, params, *, on_submitted=None, **kwargs):
+        if on_submitted is not None and zoo == "embedded":
+            on_submitted(7)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs, "run_here", interrupted_run)
+    result = CliRunner().invoke(app, ["run", "--dataset", "digits"])
+    assert result.exit_code == 130
+    assert "job 7: dataset digits" in result.stdout and "`zooens jobs resume 7`" in result.stderr
+    early = CliRunner().invoke(app, ["run", "--dataset", "digits", "--zoo", "user"])
+    assert early.exit_code != 0 and "resume" not in early.output

@@ -127,3 +127,68 @@ def test_top_level_api_is_light_and_timm_like():
         check=True,
     )
     assert out.stdout.strip() == "False"
+
+
+def _arrays_fit(**over):
+    ds = load_dataset("digits")
+    train, test = ds.split("train"), ds.split("test")
+    kwargs = dict(
+        test=(test.images[:30], test.labels[:30]),
+        classes=ds.classes,
+        zoo="user",
+        top_k=2,
+        strategies="linear",
+        learning_rates=[0.1, 0.01],
+        steps=[5],
+        resolution=32,
+        n_train=100,
+        n_val=40,
+        progress=False,
+    )
+    return zooens.fit(train.images[:150], train.labels[:150], **{**kwargs, **over})
+
+
+@pytest.mark.slow
+def test_fit_in_memory_needs_no_database_and_matches_the_recorded_job(tmp_path, monkeypatch):
+    """record=False runs with ZOOENS_DATABASE_URL unreachable and writes no database file; the same inputs
+    give the recorded job's ranking, runs and ensemble."""
+    from zooens.settings import get_settings
+
+    recorded_home, memory_home = tmp_path / "recorded", tmp_path / "memory"
+
+    def use(home):
+        home.mkdir()
+        monkeypatch.setenv("ZOOENS_HOME", str(home))
+        get_settings.cache_clear()
+        register_tiny_zoo(home / "weights", ["tiny-effnet", "tiny-resnet"])
+
+    use(recorded_home)
+    recorded = _arrays_fit()
+    use(memory_home)
+    monkeypatch.setenv("ZOOENS_DATABASE_URL", "postgresql+psycopg2://nobody@127.0.0.1:9/unreachable")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(Exception, match="(?i)connect"):  # the database is really unreachable
+            zooens.fit("digits", zoo="user", top_k=1, progress=False)
+        memory = _arrays_fit(record=False)
+    finally:
+        get_settings.cache_clear()
+
+    assert memory.job_id is None and memory.report_ is None and recorded.job_id is not None
+    assert not [p for p in memory_home.rglob("*") if p.suffix in (".db", ".sqlite", ".sqlite3")]
+    assert not (memory_home / "arrays").exists()  # nothing written for a job to reload
+    assert [r.model_name for r in memory.ranking_] == [r.model_name for r in recorded.ranking_]
+    assert [r.knn_accuracy for r in memory.ranking_] == pytest.approx([r.knn_accuracy for r in recorded.ranking_])
+    assert {r.unit_key: r.val_ce for r in memory.runs_} == pytest.approx({r.unit_key: r.val_ce for r in recorded.runs_})
+    assert [(m.unit_key, m.weight) for m in memory.ensemble_.members] == [
+        (m.unit_key, pytest.approx(m.weight)) for m in recorded.ensemble_.members
+    ]
+    assert memory.ensemble_.val_ce == pytest.approx(recorded.ensemble_.val_ce)
+    assert memory.ranking_audit_ == recorded.ranking_audit_ and memory.ranking_audit_ is not None
+    board = memory.leaderboard()
+    assert board.iloc[0]["model"] == "ensemble" and board["run_id"].isna().all()
+    assert list(board.iloc[1:]["unit_key"]) == list(recorded.leaderboard().iloc[1:]["unit_key"])
+    images = load_dataset("digits").split("test").images[30:35]
+    np.testing.assert_allclose(memory.predict_proba(images), recorded.predict_proba(images), atol=1e-5)
+    path = memory.save(tmp_path / "memory.zooens")
+    np.testing.assert_allclose(zooens.load(str(path)).predict_proba(images), recorded.predict_proba(images), atol=1e-5)

@@ -1,4 +1,5 @@
-"""A job's and a dataset's later lives through the registry and the CLI: resume, retry, delete (SQLite and PostgreSQL)."""
+"""A job's and a dataset's later lives through the registry and the CLI: resume, retry, delete (SQLite and
+PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from typer.testing import CliRunner
 
 from tests.service._tiny import register_tiny_zoo
 from zooens.errors import ConflictError, NotFoundError
+from zooens.pipeline import JobParams
 from zooens.selection.embed import clear_built_models
 from zooens.service import lifecycle, registry
 from zooens.service.cli import app
 from zooens.service.db.session import session_scope
-from zooens.service.jobs import JobParams, register_dataset, run_job, submit_job
+from zooens.service.jobs import register_dataset, run_job, submit_job
 from zooens.settings import get_settings
 
 TINY_PARAMS = dict(

@@ -80,7 +80,10 @@ def test_export_then_predict_from_the_file_and_from_the_registry(zooens_home, tm
     Image.fromarray(np.rot90(grey, 1)).save(tmp_path / "sideways.png")  # what ignoring EXIF would show
     names = ["plain.png", "deep.png", "upright.jpg", "rotated.jpg", "sideways.png"]
     out = json.loads(runner.invoke(app, ["predict", str(model), *[str(tmp_path / n) for n in names], "--json"]).output)
-    proba = {n: np.array([p["probabilities"][c] for c in ds.classes]) for n, p in zip(names, out["predictions"], strict=False)}
+    proba = {
+        n: np.array([p["probabilities"][c] for c in ds.classes])
+        for n, p in zip(names, out["predictions"], strict=False)
+    }
     np.testing.assert_allclose(proba["deep.png"], proba["plain.png"], atol=1e-6)
     assert (
         np.abs(proba["rotated.jpg"] - proba["upright.jpg"]).max()

@@ -6,9 +6,11 @@ import threading
 from datetime import timedelta
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from zooens.errors import ConflictError, NotFoundError
+from zooens.pipeline.records import EnsembleMemberRecord, EnsembleRecord, RunRecord, ScoreRecord
 from zooens.service import registry
 from zooens.service.db import models
 from zooens.service.db.session import (
@@ -77,28 +79,10 @@ def test_round_trip_and_cascade(db_url):
         job = _job(s, ds.id)
         registry.ensure_units(s, job.id, [("embed:a", "embed"), ("embed:b", "embed")])
         registry.ensure_units(s, job.id, [("embed:a", "embed")])
-        registry.add_knn_score(s, job.id, model_name="a", knn_accuracy=0.5, val_accuracy=0.4, k=3)
-        registry.add_knn_score(s, job.id, model_name="b", knn_accuracy=0.7, val_accuracy=0.1, k=3)
-        run = registry.add_finetune_run(
-            s,
-            job.id,
-            unit_key="finetune:a",
-            model_name="a",
-            strategy="linear",
-            hparams={"lr": 0.1},
-            seed=0,
-            val_ce=0.3,
-            val_acc=0.9,
-            test_acc=0.8,
-            seconds=1.0,
-            updated_params=10,
-            update_bytes=40,
-            artifact_path="/x",
-            probs_path="/y",
-        )
-        ens = registry.create_ensemble(
-            s, job.id, members=[(run.id, 1.0)], val_ce=0.3, val_acc=0.9, test_acc=0.8, size=1, loss_curve=[0.3]
-        )
+        registry.add_knn_score(s, job.id, ScoreRecord(model_name="a", knn_accuracy=0.5, val_accuracy=0.4, k=3))
+        registry.add_knn_score(s, job.id, ScoreRecord(model_name="b", knn_accuracy=0.7, val_accuracy=0.1, k=3))
+        run = _run(s, job.id, "finetune:a")
+        ens = registry.create_ensemble(s, job.id, _ensemble(("finetune:a", 1.0)))
         job_id, ens_id = job.id, ens.id
     with session_scope() as s:
         assert [u.key for u in registry.list_units(s, job_id)] == ["embed:a", "embed:b"]
@@ -340,7 +324,16 @@ def _run(s, job_id, key="finetune:a", **over):
         artifact_path="/x",
         probs_path="/y",
     )
-    return registry.add_finetune_run(s, job_id, unit_key=key, **{**fields, **over})
+    return registry.add_finetune_run(s, job_id, RunRecord(unit_key=key, **{**fields, **over}))
+
+
+def _ensemble(*members: tuple[str, float], **over):
+    fields = dict(val_ce=0.3, val_acc=0.9, test_acc=0.8, size=len(members), loss_curve=[0.3])
+    return EnsembleRecord(
+        members=[EnsembleMemberRecord(unit_key=k, weight=w) for k, w in members],
+        selected=[k for k, _ in members],
+        **{**fields, **over},
+    )
 
 
 def test_ensemble_members_follow_their_runs(db_url):
@@ -349,20 +342,11 @@ def test_ensemble_members_follow_their_runs(db_url):
         job, other = _job(s, ds.id), _job(s, ds.id)
         r1, r2 = _run(s, job.id, "finetune:a"), _run(s, job.id, "finetune:b", model_name="b")
         assert _run(s, job.id, "finetune:a", val_acc=0.95).id == r1.id  # same unit: replaced
-        foreign = _run(s, other.id)
+        _run(s, other.id, "finetune:x")
         with pytest.raises(NotFoundError):
-            registry.create_ensemble(
-                s, job.id, members=[(foreign.id, 1.0)], val_ce=0.1, val_acc=1.0, test_acc=1.0, size=1, loss_curve=[0.1]
-            )
+            registry.create_ensemble(s, job.id, _ensemble(("finetune:x", 1.0)))  # the other job's run
         ens = registry.create_ensemble(
-            s,
-            job.id,
-            members=[(r2.id, 0.75), (r1.id, 0.25)],
-            val_ce=0.2,
-            val_acc=0.95,
-            test_acc=0.9,
-            size=2,
-            loss_curve=[0.3, 0.2],
+            s, job.id, _ensemble(("finetune:b", 0.75), ("finetune:a", 0.25), val_ce=0.2, loss_curve=[0.3, 0.2])
         )
         ens_id = ens.id
     with session_scope() as s:
@@ -429,30 +413,32 @@ def test_a_job_keeps_its_zoo_as_given_and_as_resolved(db_url):
 def test_result_writes_refuse_unknown_and_missing_fields(db_url):
     with session_scope() as s:
         job_id = _job(s, _dataset(s).id).id
-        with pytest.raises(TypeError):
+        with pytest.raises(ValidationError):
             _run(s, job_id, val_proba="not a column")
-        with pytest.raises(TypeError):
+        with pytest.raises(ValidationError):
             _run(s, job_id, model="a")  # the old alias is gone
-        with pytest.raises(TypeError):
-            registry.add_finetune_run(s, job_id, unit_key="finetune:a", model_name="a")
-        with pytest.raises(TypeError):
-            registry.add_knn_score(s, job_id, model_name="a", knn_accuracy=0.5, accuracy=0.4)
-        with pytest.raises(TypeError):
-            registry.add_knn_score(s, job_id, model_name="a")
+        with pytest.raises(ValidationError):
+            RunRecord(unit_key="finetune:a", model_name="a")
+        with pytest.raises(ValidationError):
+            ScoreRecord(model_name="a", knn_accuracy=0.5, accuracy=0.4)
+        with pytest.raises(ValidationError):
+            ScoreRecord(model_name="a")
         first = registry.add_knn_score(
             s,
             job_id,
-            model_name="a",
-            k=3,
-            knn_accuracy=0.5,
-            val_accuracy=0.4,
-            logme=1.5,
-            embed_seconds=2.0,
-            images_per_s=100.0,
-            params=10,
-            embed_dim=8,
+            ScoreRecord(
+                model_name="a",
+                k=3,
+                knn_accuracy=0.5,
+                val_accuracy=0.4,
+                logme=1.5,
+                embed_seconds=2.0,
+                images_per_s=100.0,
+                params=10,
+                embed_dim=8,
+            ),
         )
-        again = registry.add_knn_score(s, job_id, model_name="a", knn_accuracy=0.6)
+        again = registry.add_knn_score(s, job_id, ScoreRecord(model_name="a", knn_accuracy=0.6))
         assert again.id == first.id
         assert (again.knn_accuracy, again.val_accuracy, again.logme, again.embed_dim) == (0.6, None, None, None)
 

@@ -140,7 +140,7 @@ def test_a_folder_with_a_vtab_name_that_says_stand_in_is_a_stand_in(tmp_path):
 
 
 def test_vtab_params_resize_and_allow_unless_chosen():
-    from zooens.service.jobs import JobParams
+    from zooens.pipeline import JobParams
 
     p = vtab_params(JobParams(top_k=2))
     assert (p.preprocessing, p.small_classes, p.top_k) == ("resize", "allow", 2)

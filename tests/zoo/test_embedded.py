@@ -123,7 +123,8 @@ def test_second_create_uses_the_in_process_cache(monkeypatch: pytest.MonkeyPatch
     first = create_model("tf_efficientnet_lite1.in1k")
     second = create_model("tf_efficientnet_lite1.in1k")
     assert len(reads) == 1
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=False))
+    pairs = zip(first.state_dict().values(), second.state_dict().values(), strict=False)
+    assert all(torch.equal(a, b) for a, b in pairs)
     second.conv_stem.weight.data.zero_()  # models do not share storage with the cache
     assert create_model("tf_efficientnet_lite1.in1k").conv_stem.weight.abs().sum() > 0
 

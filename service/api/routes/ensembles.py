@@ -138,7 +138,8 @@ def predict(
             "(ZOOENS_MAX_PREDICT_FILES): split the request."
         )
     names = [client_file_name(f.filename, fallback=f"image-{i}") for i, f in enumerate(files)]
-    for f, name in zip(files, names, strict=False):  # headers only: a too large or unreadable image is refused before any work
+    # headers only: a too large or unreadable image is refused before any work
+    for f, name in zip(files, names, strict=False):
         check_image_header(f.file, name)
     ens = registry.get_ensemble(session, ensemble_id)
     job = registry.get_job(session, ens.job_id)
@@ -153,7 +154,9 @@ def predict(
         del image, data
         out.append(
             Prediction(
-                filename=name, label=classes[int(p.argmax())], probabilities={c: float(v) for c, v in zip(classes, p, strict=False)}
+                filename=name,
+                label=classes[int(p.argmax())],
+                probabilities={c: float(v) for c, v in zip(classes, p, strict=False)},
             )
         )
     return PredictionsPublic(ensemble_id=ensemble_id, classes=classes, data=out)

@@ -97,7 +97,7 @@ def test_film_sits_before_the_fused_activation():
         with torch.no_grad():
             wrapped.film.beta.fill_(-50.0)
         captured = []
-        wrapped.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        wrapped.register_forward_hook(lambda _m, _i, out, sink=captured: sink.append(out))
         with torch.no_grad():
             model(torch.randn(1, 3, 64, 64))
         assert captured[0].min() > -1e-3, arch

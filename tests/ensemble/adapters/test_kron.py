@@ -108,7 +108,7 @@ def test_vit_base_parameter_count_with_the_defaults():
 def test_zero_at_init_and_every_factor_has_a_gradient_at_step_one():
     base = _vit()
     model = _vit()
-    params = _inject(model)
+    _inject(model)
     x = torch.randn(4, 3, RES, RES, generator=torch.Generator().manual_seed(1))
     for block in model.blocks:
         wrapped = block.attn.qkv

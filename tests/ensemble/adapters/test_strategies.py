@@ -70,8 +70,8 @@ def test_cnn_job_with_every_strategy(tiny_zoo):
     assert len(runs) == 10
     for r in runs:
         assert r["updated_params"] > 0 and r["update_bytes"] > 0 and np.isfinite(r["val_ce"])
+    from zooens.pipeline import JobParams, prepare_job_dataset
     from zooens.selection.datasets import load_dataset
-    from zooens.service.jobs import JobParams, prepare_job_dataset
 
     val = prepare_job_dataset(load_dataset("digits"), JobParams(n_train=200, n_val=100, max_test=100)).split("val")
     images = [val.image(i) for i in range(8)]

@@ -8,8 +8,9 @@ TFDS's `mock_data` generates random examples from each builder's own feature spe
   `num_examples` for any split), and the tasks' split expressions are scaled to these sizes
   with `VtabTask.scaled`;
 - the few values the generator draws out of their real range are brought in: dSprites pixels
-  0/1 (as TFDS stores them), one length for all object features of an image, CLEVR scenes of 3 to 10 objects with depths around 7-12, KITTI
-  depths of 0-40 m, so that the label rules see data shaped like the real data.
+  0/1 (as TFDS stores them), one length for all object features of an image, CLEVR scenes of
+  3 to 10 objects with depths around 7-12, KITTI depths of 0-40 m, so that the label rules see
+  data shaped like the real data.
 Expected labels are recomputed here from those examples, by the pure functions of
 `selection.vtab.labels`, independently of the exporter.
 """
@@ -154,7 +155,7 @@ def test_export_under_mock_data(exported, task):
     side = NATIVE.get(task.name, EXPORT_SIZE)
     ds = load_exported_task(exported, task.name)
     assert ds.classes == meta["classes"]
-    for folder, split, expr in (
+    for _folder, split, expr in (
         ("train800", "train", small.train800),
         ("val200", "val", small.val200),
         ("test", "test", small.test_split),

@@ -13,7 +13,7 @@ from PIL import Image
 
 @pytest.fixture
 def client(db_url):
-    from zooens.service.api.main import create_app
+    from zooens.service.app import create_app
 
     with TestClient(create_app()) as c:
         yield c

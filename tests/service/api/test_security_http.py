@@ -105,7 +105,7 @@ def _upload(client, auth, data: bytes, filename: str = "data.zip", **form):
 
 
 def test_write_without_token_is_refused_before_the_body(db_url):
-    from zooens.service.api.main import create_app
+    from zooens.service.app import create_app
 
     app = create_app()
     for path, ctype in (("/api/v1/datasets", "multipart/form-data; boundary=x"), ("/api/v1/jobs", "application/json")):
@@ -123,7 +123,7 @@ def test_write_without_token_is_refused_before_the_body(db_url):
 
 
 def test_too_large_is_refused_before_the_body_and_chunked_is_cut(db_url, token, monkeypatch):
-    from zooens.service.api.main import create_app
+    from zooens.service.app import create_app
 
     _set_env(monkeypatch, max_upload_bytes="100000", max_request_bytes="5000", max_predict_bytes="20000")
     app = create_app()
@@ -159,7 +159,7 @@ def test_real_server_answers_401_without_reading_the_body(db_url):
     """Over a real socket: only the headers of a 200 MiB upload are sent; the 401 comes back at once."""
     import uvicorn
 
-    from zooens.service.api.main import create_app
+    from zooens.service.app import create_app
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -281,7 +281,7 @@ def test_protect_reads_covers_pages_thumbnails_and_api_with_a_cookie_for_reads_o
 
 
 def test_https_sign_in_sets_a_secure_cookie(db_url, token, monkeypatch):
-    from zooens.service.api.main import create_app
+    from zooens.service.app import create_app
 
     _set_env(monkeypatch, protect_reads="true")
     with TestClient(create_app(), base_url="https://zooens.test") as client:
@@ -359,7 +359,7 @@ def test_dataset_answers_carry_no_server_paths(client, auth, zooens_home):
 
 
 def test_unexpected_errors_answer_a_generic_500_with_headers(db_url, caplog):
-    from zooens.service.api.main import create_app
+    from zooens.service.app import create_app
 
     app = create_app()
 
@@ -441,15 +441,15 @@ def test_malformed_inputs_answer_4xx_json(client, auth):
 
 
 def test_the_catalogue_is_built_once_and_warmed_at_start_up(db_url):
-    from zooens.service.api.main import create_app
-    from zooens.service.api.routes import zoo
+    from zooens.service import reports
+    from zooens.service.app import create_app
 
     with TestClient(create_app()) as client:
         first = client.get("/api/v1/zoo", params={"limit": 5})
         assert first.status_code == 200 and first.json()["count"] > 1000
-    built = zoo.catalogue()
+    built = reports.catalogue()
     start = time.perf_counter()
-    assert zoo.catalogue() is built  # cached: the same rows, no rebuilding
+    assert reports.catalogue() is built  # cached: the same rows, no rebuilding
     assert time.perf_counter() - start < 0.5
     from zooens.service.dashboard.router import catalogue_rows
 

@@ -39,7 +39,7 @@ class LiveServer:
     def __init__(self, home: Path) -> None:
         import uvicorn
 
-        from zooens.service.api.main import create_app
+        from zooens.service.app import create_app
 
         self.home = home
         self.port = _free_port()
@@ -132,7 +132,8 @@ def digits_zip(tmp_path_factory) -> Path:
 def browser():
     if not os.path.exists(CHROMIUM) or not os.path.exists(CHROMEDRIVER):
         pytest.skip(
-            f"headless Chromium needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver; `make setup` installs them)"
+            f"headless Chromium needs {CHROMIUM} and {CHROMEDRIVER} "
+            "(Debian packages chromium, chromium-driver; `make setup` installs them)"
         )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

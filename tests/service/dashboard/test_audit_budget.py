@@ -201,7 +201,8 @@ def test_job_page_shows_the_front_and_the_audit_at_1280_and_1920(browser, live_s
 
             # The front: every path prefix and every budget point plotted at its cost, the budget line, the chosen one.
             traces = driver.execute_script(
-                "return document.getElementById('front-plot').data.map((t) => ({name: t.name, x: t.x, y: t.y, yaxis: t.yaxis}))"
+                "return document.getElementById('front-plot').data"
+                ".map((t) => ({name: t.name, x: t.x, y: t.y, yaxis: t.yaxis}))"
             )
             by_name = {}
             for t in traces:
@@ -233,8 +234,9 @@ def test_job_page_shows_the_front_and_the_audit_at_1280_and_1920(browser, live_s
             )
             assert "at most" in driver.find_element(By.ID, "ensemble-budget").text
             shown = driver.execute_script(
-                "return Array.from(document.querySelectorAll('#runs-table tbody tr')).map((tr) => [Number(tr.dataset.runId),"
-                " tr.querySelector(\"td[data-key='gflops']\").dataset.sort, tr.querySelector(\"td[data-key='latency_ms']\").dataset.sort])"
+                "return Array.from(document.querySelectorAll('#runs-table tbody tr')).map((tr) => "
+                "[Number(tr.dataset.runId), tr.querySelector(\"td[data-key='gflops']\").dataset.sort,"
+                " tr.querySelector(\"td[data-key='latency_ms']\").dataset.sort])"
             )
             assert sorted(i for i, _, _ in shown) == sorted(r["id"] for r in runs)
             by_id = {r["id"]: r for r in runs}
@@ -244,7 +246,7 @@ def test_job_page_shows_the_front_and_the_audit_at_1280_and_1920(browser, live_s
             # The audit table shows the API's numbers, per predictor.
             for name, p in audit["predictors"].items():
                 row = driver.find_element(By.CSS_SELECTOR, f"#audit-table tr[data-predictor='{name}']")
-                cell = lambda key: row.find_element(By.CSS_SELECTOR, f"td[data-key='{key}']")  # noqa: E731
+                cell = lambda key, row=row: row.find_element(By.CSS_SELECTOR, f"td[data-key='{key}']")  # noqa: E731
                 assert int(cell("n").get_attribute("data-value")) == p["n"]
                 for key, value in (
                     ("spearman", p["spearman"]["value"]),

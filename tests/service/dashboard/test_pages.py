@@ -276,7 +276,8 @@ const main = document.querySelector("main").getBoundingClientRect();
 for (const e of document.querySelectorAll(".card, .table-card, table, .plot, .plot svg.main-svg, fieldset")) {
   const r = e.getBoundingClientRect();
   const name = e.id || e.tagName.toLowerCase() + "." + (e.getAttribute("class") || "");
-  if (e.scrollWidth > e.clientWidth + 1 && e.tagName !== "svg") bad.push(`${name}: content ${e.scrollWidth} > box ${e.clientWidth}`);
+  if (e.scrollWidth > e.clientWidth + 1 && e.tagName !== "svg")
+    bad.push(`${name}: content ${e.scrollWidth} > box ${e.clientWidth}`);
   if (r.right > main.right + 1) bad.push(`${name}: right edge ${r.right} beyond the page's ${main.right}`);
   const card = e.parentElement && e.parentElement.closest(".card, .table-card");
   if (card && r.right > card.getBoundingClientRect().right + 1) bad.push(`${name}: sticks out of its card`);

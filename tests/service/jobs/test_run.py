@@ -82,10 +82,10 @@ def test_run_end_to_end_and_second_run_embeds_nothing(tiny_home, db_url):
 
 def test_ensemble_predictor_reproduces_stored_probabilities(tiny_home):
     from zooens.ensemble.predictor import EnsemblePredictor
+    from zooens.pipeline import JobParams, prepare_splits
     from zooens.selection.datasets import load_dataset
     from zooens.service import registry
     from zooens.service.db.session import session_scope
-    from zooens.service.jobs import JobParams, prepare_splits
 
     result = _run(RUN_ARGS[:-1] + ["--quiet"])
     assert result.exit_code == 0, result.output
@@ -98,8 +98,43 @@ def test_ensemble_predictor_reproduces_stored_probabilities(tiny_home):
     val = ds.split("val")
     images = [val.image(i) for i in range(16)]
     predicted = EnsemblePredictor(members=members).predict_proba(images)
-    expected = sum(w * probs[m["run_id"]]["val"][:16] for m, (_, w) in zip(report["ensemble"]["members"], members, strict=False))
+    expected = sum(
+        w * probs[m["run_id"]]["val"][:16] for m, (_, w) in zip(report["ensemble"]["members"], members, strict=False)
+    )
     np.testing.assert_allclose(predicted, expected, atol=1e-4)
+
+
+def test_a_job_stored_in_the_earlier_layout_resumes_to_the_same_ensemble(tiny_home):
+    """Units recorded before the pipeline's records (a run's result without its unit key, costs read
+    from the records, not from side files) still resume: the ensemble stage reads them as records."""
+    from sqlalchemy import delete, select
+
+    from zooens.service.db import models
+    from zooens.service.db.session import session_scope
+
+    first = _run(RUN_ARGS)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    job_id = report["job"]["id"]
+    with session_scope() as s:
+        units = s.scalars(select(models.JobUnit).where(models.JobUnit.job_id == job_id)).all()
+        for unit in units:
+            if unit.kind == "finetune":
+                unit.result = {k: v for k, v in unit.result.items() if k != "unit_key"}  # the earlier layout
+            elif unit.kind == "ensemble":
+                unit.status, unit.result, unit.finished_at = "pending", None, None
+        s.execute(delete(models.Ensemble).where(models.Ensemble.job_id == job_id))
+        job = s.get(models.Job, job_id)
+        job.status, job.error, job.worker_id = "failed", "stopped before its ensemble", None
+    resumed = _run(["jobs", "resume", str(job_id), "--json", "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    again = json.loads(resumed.stdout)
+    assert again["job"]["status"] == "succeeded" and again["job"]["id"] == job_id
+    assert again["ensemble"]["val_ce"] == pytest.approx(report["ensemble"]["val_ce"])
+    assert [(m["run_id"], m["weight"]) for m in again["ensemble"]["members"]] == [
+        (m["run_id"], m["weight"]) for m in report["ensemble"]["members"]
+    ]
+    assert again["ensemble"]["gflops"] == pytest.approx(report["ensemble"]["gflops"])
 
 
 @pytest.mark.parametrize(

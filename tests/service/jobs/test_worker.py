@@ -19,9 +19,10 @@ ZOOENS = str(Path(sys.executable).parent / "zooens")
 def _submit(
     strategies=("linear",), lrs=(0.01, 0.03, 0.1, 0.3, 1.0), steps=(400,), top_k=2, claim_for: str | None = None
 ) -> int:
+    from zooens.pipeline import JobParams
     from zooens.selection.datasets import load_dataset
     from zooens.service.db.session import session_scope, upgrade_to_head
-    from zooens.service.jobs import JobParams, register_dataset, submit_job
+    from zooens.service.jobs import register_dataset, submit_job
 
     upgrade_to_head()
     params = JobParams(
@@ -153,10 +154,11 @@ def test_a_failure_is_recorded_with_its_reason(zooens_home, tmp_path):
 
     from PIL import Image
 
+    from zooens.pipeline import JobParams
     from zooens.selection.datasets import load_dataset
     from zooens.service import registry
     from zooens.service.db.session import session_scope, upgrade_to_head
-    from zooens.service.jobs import JobParams, register_dataset, submit_job, work
+    from zooens.service.jobs import register_dataset, submit_job, work
 
     register_tiny_zoo(zooens_home / "weights", ["tiny-effnet"])
     data = tmp_path / "data"

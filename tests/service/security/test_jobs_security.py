@@ -52,8 +52,9 @@ def _register(data: Path) -> int:
 
 
 def _submit(ds_id: int, *, claim_for: str | None = None, **params) -> int:
+    from zooens.pipeline import JobParams
     from zooens.service.db.session import session_scope
-    from zooens.service.jobs import JobParams, submit_job
+    from zooens.service.jobs import submit_job
 
     fields = {
         "k": 3,
@@ -106,7 +107,7 @@ def tiny(zooens_home, db_url, tmp_path) -> int:
 
 @pytest.fixture
 def client(db_url):
-    from zooens.service.api.main import create_app
+    from zooens.service.app import create_app
 
     with TestClient(create_app()) as c:
         yield c
@@ -140,7 +141,7 @@ def auth(db_url) -> dict[str, str]:
 )
 def test_unbounded_or_non_finite_parameters_are_refused_at_submission(client, auth, tiny, body, message):
     """JSON's NaN/Infinity literals included (PostgreSQL's JSON cannot store them: a 500 before)."""
-    raw = '{"dataset_id": %d, "zoo": "user", "k": 3, %s}' % (tiny, body)
+    raw = f'{{"dataset_id": {tiny:d}, "zoo": "user", "k": 3, {body}}}'
     r = client.post("/api/v1/jobs", content=raw, headers={**auth, "Content-Type": "application/json"})
     assert r.status_code == 422, r.text
     assert message in r.text
@@ -171,11 +172,11 @@ def test_the_knn_library_refuses_k_beyond_its_examples():
 
 def test_a_zoo_too_large_or_without_weights_is_refused_at_submission(tiny, zooens_home, monkeypatch):
     from zooens.errors import ConfigError, MissingWeightsError
-    from zooens.service.jobs import submit as submit_module
+    from zooens.pipeline import checks as checks_module
     from zooens.zoo.testing import register_random_model
 
     register_tiny_zoo(zooens_home / "weights", ["tiny-resnet"])
-    monkeypatch.setattr(submit_module, "MAX_ZOO_MODELS", 1)
+    monkeypatch.setattr(checks_module, "MAX_ZOO_MODELS", 1)
     with pytest.raises(ConfigError, match=r"The zoo 'user' matched 2 models; a job ranks at most 1\. Narrow it"):
         _submit(tiny)
     monkeypatch.undo()

@@ -10,7 +10,7 @@ strategy's options through the strategy's own `check_options`. The API's `JobCre
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -21,8 +21,12 @@ from pydantic import (
     model_validator,
 )
 
-from zooens.ensemble import SweepConfig, check_learning_rate, check_steps, get_strategy
 from zooens.errors import ConfigError, ZooensError
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from zooens.ensemble import SweepConfig
 
 __all__ = ["JobParams", "domain_error", "parse_params"]
 
@@ -30,7 +34,12 @@ INT32_MAX = 2**31 - 1
 
 
 class JobParams(BaseModel):
-    """Job parameters. Defaults suit a VTAB-1k-sized dataset on a CPU."""
+    """Job parameters. Defaults suit a VTAB-1k-sized dataset on a CPU.
+
+    A new parameter is one field here: it is also an option of `zooens run` (`service/cli/_params.py`),
+    `--field-name` with the field's default and its description as help (a list is comma-separated),
+    unless the field names its own flags: `json_schema_extra={"x-cli": "--lr"}` (or a list, `["--option", "-o"]`).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,7 +58,11 @@ class JobParams(BaseModel):
         "(and random-crops for 'full', as BiT, where crops keep labels). Recorded with every run.",
     )
     learning_rates: list[float] | None = Field(
-        default=None, min_length=1, max_length=20, description="Learning rates of the sweep (default: each strategy's)."
+        default=None,
+        min_length=1,
+        max_length=20,
+        description="Learning rates of the sweep (default: each strategy's).",
+        json_schema_extra={"x-cli": "--lr"},
     )
     steps: list[int] | None = Field(
         default=None, min_length=1, max_length=20, description="Step counts of the sweep (default: each strategy's)."
@@ -111,31 +124,32 @@ class JobParams(BaseModel):
     strategy_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description='Per-strategy options, e.g. {"lora": {"rank": 8}, "film": {"head": "lda"}}.',
+        json_schema_extra={"x-cli": ["--option", "-o"]},
     )
 
     @field_validator("strategies")
     @classmethod
     def _known_strategies(cls, value: list[str]) -> list[str]:
         for name in value:
-            get_strategy(name)  # ConfigError naming the close matches
+            _ensemble().get_strategy(name)  # ConfigError naming the close matches
         return value
 
     @field_validator("learning_rates")
     @classmethod
     def _learning_rates(cls, value: list[float] | None) -> list[float] | None:
-        return None if value is None else [check_learning_rate(v) for v in value]
+        return None if value is None else [_ensemble().check_learning_rate(v) for v in value]
 
     @field_validator("steps")
     @classmethod
     def _steps(cls, value: list[int] | None) -> list[int] | None:
-        return None if value is None else [check_steps(v) for v in value]
+        return None if value is None else [_ensemble().check_steps(v) for v in value]
 
     @model_validator(mode="after")
     def _strategy_options(self) -> JobParams:
         _refuse_non_finite("strategy_options", self.strategy_options)
         for name, options in self.strategy_options.items():
             try:
-                strategy = get_strategy(name)
+                strategy = _ensemble().get_strategy(name)
             except ConfigError as exc:
                 raise ConfigError(f"Options given for an unknown strategy: {exc}") from None
             strategy.check_options(options)  # unknown keys and bad values fail now, not in a worker
@@ -161,8 +175,9 @@ class JobParams(BaseModel):
 
     def sweep_for(self, strategy: str) -> SweepConfig:
         """The hyper-parameter grid of one strategy: the user's values or the strategy's defaults."""
-        defaults = get_strategy(strategy).default_sweep or SweepConfig()
-        return SweepConfig(
+        ensemble = _ensemble()
+        defaults = ensemble.get_strategy(strategy).default_sweep or ensemble.SweepConfig()
+        return ensemble.SweepConfig(
             learning_rates=tuple(self.learning_rates or defaults.learning_rates),
             steps=tuple(self.steps or defaults.steps),
             batch_size=self.batch_size or defaults.batch_size,
@@ -171,6 +186,15 @@ class JobParams(BaseModel):
 
     def options_for(self, strategy: str) -> dict[str, Any]:
         return dict(self.strategy_options.get(strategy, {}))
+
+
+def _ensemble() -> ModuleType:
+    """`zooens.ensemble` (the strategy registry and the sweep's checks), imported on first use: this module
+    is read when the CLI starts, whose job flags come from `JobParams`' fields, and the ensemble layer
+    brings torch (seconds). The layering test allows this one function-local import."""
+    import zooens.ensemble
+
+    return zooens.ensemble
 
 
 def _refuse_non_finite(where: str, value: Any) -> None:

@@ -1,23 +1,23 @@
-"""Unit keys format and parse themselves; typed results round-trip; params are validated once."""
+"""Unit keys format and parse themselves; records round-trip (stored units of the earlier layout
+included); the ranking and the plan are deterministic; params are validated once."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from zooens.errors import ConfigError, JobError
-from zooens.service.jobs import JobParams, UnitKey, parse_params
-from zooens.service.jobs.units import (
-    EmbeddingRecord,
-    EmbedResult,
+from zooens.pipeline import JobParams, UnitKey, parse_params, plan_finetune_units, rank_models
+from zooens.pipeline.records import (
+    EmbeddingEntry,
+    EmbedRecord,
     EnsembleMemberRecord,
-    EnsembleResult,
-    FinetuneResult,
-    plan_finetune_units,
-    rank_models,
-    result_from_json,
+    EnsembleRecord,
+    RunRecord,
 )
+from zooens.service.jobs.units import result_from_json
 
 MODEL = st.from_regex(r"[a-z][a-z0-9_]{0,20}\.[a-z0-9_]{1,12}", fullmatch=True)
 
@@ -58,8 +58,11 @@ def test_bad_keys_are_refused(text):
         UnitKey.parse(text)
 
 
-def test_typed_results_round_trip_and_refuse_missing_fields():
-    embed = EmbedResult(
+RUN_KEY = "finetune:m.a:linear:lr=0.1:steps=1"
+
+
+def test_records_round_trip_through_stored_units_and_refuse_missing_or_unknown_fields():
+    embed = EmbedRecord(
         model_name="m.a",
         k=10,
         knn_accuracy=0.5,
@@ -71,10 +74,11 @@ def test_typed_results_round_trip_and_refuse_missing_fields():
         embed_dim=4,
         cached=True,
         dataset_fingerprint="f",
-        embeddings=[EmbeddingRecord(split="train", key="k", path="p", n=3, dim=4)],
+        embeddings=[EmbeddingEntry(split="train", key="k", path="p", n=3, dim=4)],
     )
-    assert result_from_json("embed", embed.to_json()) == embed
-    run = FinetuneResult(
+    assert result_from_json("embed:m.a", embed.model_dump(mode="json")) == embed
+    run = RunRecord(
+        unit_key=RUN_KEY,
         model_name="m.a",
         strategy="linear",
         hparams={"lr": 0.1},
@@ -88,26 +92,49 @@ def test_typed_results_round_trip_and_refuse_missing_fields():
         artifact_path="a",
         probs_path="p",
     )
-    assert result_from_json("finetune", run.to_json()) == run
-    ens = EnsembleResult(
-        members=[EnsembleMemberRecord(unit_key="finetune:m.a:linear:lr=0.1:steps=1", weight=1.0)],
-        selected=["finetune:m.a:linear:lr=0.1:steps=1"],
+    assert result_from_json(RUN_KEY, run.model_dump(mode="json")) == run
+    ens = EnsembleRecord(
+        members=[EnsembleMemberRecord(unit_key=RUN_KEY, weight=1.0)],
+        selected=[RUN_KEY],
         val_ce=1.0,
         val_acc=0.5,
         test_acc=None,
         size=1,
         loss_curve=[1.0],
     )
-    assert result_from_json("ensemble", ens.to_json()) == ens
-    broken = run.to_json()
+    assert result_from_json("ensemble", ens.model_dump(mode="json")) == ens
+    broken = run.model_dump()
     del broken["val_ce"]
-    with pytest.raises(TypeError):
-        result_from_json("finetune", broken)
+    with pytest.raises(ValidationError):
+        result_from_json(RUN_KEY, broken)
+    with pytest.raises(ValidationError):
+        RunRecord(**run.model_dump(), val_proba="not a field")
+
+
+def test_units_stored_before_records_still_read():
+    """A run's unit result as the earlier layout stored it (no unit key, costs absent before migration 0004)."""
+    stored = {
+        "model_name": "m.a",
+        "strategy": "linear",
+        "hparams": {"lr": 0.1},
+        "seed": 0,
+        "val_ce": 1.0,
+        "val_acc": 0.5,
+        "test_acc": None,
+        "seconds": 1.0,
+        "updated_params": 3,
+        "update_bytes": 12,
+        "artifact_path": "a",
+        "probs_path": "p",
+    }
+    run = result_from_json(RUN_KEY, stored)
+    assert isinstance(run, RunRecord) and run.unit_key == RUN_KEY and run.gflops is None
+    assert run.facts().update_bytes == 12 and "artifact_path" not in run.facts().model_dump()
 
 
 def test_ranking_and_plan_are_deterministic():
     def score(name, knn, val):
-        return EmbedResult(
+        return EmbedRecord(
             model_name=name,
             k=1,
             knn_accuracy=knn,
@@ -180,3 +207,19 @@ def test_augmentation_is_a_checked_job_parameter():
         parse_params(augmentation="mirror")
     with pytest.raises(ConfigError, match="auto"):
         parse_params(strategy_options={"auto": {"rank": 2}})
+
+
+def test_the_package_exports_every_name_from_its_home_without_importing_torch():
+    import subprocess
+    import sys
+
+    import zooens.pipeline as pipeline
+
+    for name in pipeline.__all__:
+        assert getattr(pipeline, name) is getattr(
+            __import__(f"zooens.pipeline.{pipeline._HOME_OF[name]}", fromlist=[name]), name
+        )
+    assert sorted(pipeline._HOME_OF) == sorted(pipeline.__all__)
+    code = "import sys, zooens.pipeline.params as p; p.JobParams.model_fields; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # the CLI reads JobParams' fields at start-up

@@ -1,0 +1,303 @@
+"""The stages of a job as functions of plain inputs (a prepared dataset, `JobParams`, records), each
+returning its record: rank one model, fine-tune one run (its inference cost included), select the
+ensemble (budget and front included), audit the ranking. No SQL, no HTTP: the service's unit
+handlers call these one to one, and `zooens.pipeline.fit` calls them in a loop.
+
+Files: the embedding cache (given), and a run's artifact and probabilities when `run_dir` is given
+(a worker shares them through ZOOENS_HOME); without it a run stays in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zooens.ensemble import GreedyEnsembleSelector, RunSpec, get_strategy, run_finetune
+from zooens.ensemble.artifacts import load_artifact_model
+from zooens.ensemble.cost import ForwardCost, backbone_key, cost_vector, ensemble_cost, forward_cost
+from zooens.ensemble.results import RunResult
+from zooens.ensemble.specs import resolve_augmentation
+from zooens.errors import JobError
+from zooens.pipeline.params import JobParams
+from zooens.pipeline.plan import AUDIT_STRATEGY, UnitKey, requested_strategy
+from zooens.pipeline.records import (
+    EmbeddingEntry,
+    EmbedRecord,
+    EnsembleMemberRecord,
+    EnsembleRecord,
+    RunRecord,
+    ScoreRecord,
+)
+from zooens.selection.audit import audit_ranking, best_accuracy_per_model
+from zooens.selection.cache import EmbeddingCache
+from zooens.selection.datasets import ImageDataset
+from zooens.selection.embed import embedding_key
+from zooens.selection.ranking import score_model
+
+__all__ = [
+    "RunProbabilities",
+    "audit_job_ranking",
+    "finetune_run",
+    "rank_model",
+    "run_probabilities",
+    "select_ensemble",
+]
+
+RunProbabilities = Mapping[str, np.ndarray]
+"""A run's class probabilities by split: "val" always, "test" when the dataset has one."""
+
+PROBS_FILE = "probs.npz"
+ARTIFACT_DIR = "artifact"
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def rank_model(
+    ds: ImageDataset, model_name: str, params: JobParams, *, cache: EmbeddingCache, device: str, progress: bool = True
+) -> EmbedRecord:
+    """Embed train and val with one model (through the cache) and score it (`selection.ranking`)."""
+    score = score_model(
+        model_name,
+        ds,
+        k=params.k,
+        cache=cache,
+        resolution=params.resolution,
+        preprocessing=params.preprocessing,
+        device=device,
+        progress=progress,
+    )
+    embeddings = []
+    for split in ("train", "val"):  # score_model stored them: name the entries, read nothing again
+        key = embedding_key(model_name, ds, split, resolution=params.resolution, preprocessing=params.preprocessing)
+        embeddings.append(
+            EmbeddingEntry(split=split, key=key, path=str(cache.path(key)), n=len(ds.split(split)), dim=score.embed_dim)
+        )
+    return EmbedRecord(
+        model_name=score.model_name,
+        k=score.k,
+        knn_accuracy=float(score.knn_accuracy),
+        val_accuracy=_finite(score.val_accuracy),
+        logme=_finite(score.logme),
+        embed_seconds=float(score.embed_seconds),
+        images_per_s=None if score.images_per_s is None else float(score.images_per_s),
+        params=score.params,
+        embed_dim=int(score.embed_dim),
+        knn_queries=score.knn_queries,
+        cached=bool(score.cached),
+        dataset_fingerprint=ds.fingerprint,
+        embeddings=embeddings,
+    )
+
+
+_PASS_COSTS: dict[tuple[str, str], ForwardCost] = {}
+"""Forward costs of shared passes measured in this process, by (backbone key, device): runs sharing a
+frozen backbone (`linear`) share one pass, counted and timed once."""
+
+
+def _run_cost(result: RunResult, pass_key: str, strategy: str, device: str) -> ForwardCost:
+    cost = _PASS_COSTS.get((pass_key, device))
+    if cost is None:
+        model, data_cfg = load_artifact_model(result.artifact, device=device)
+        cost = forward_cost(model.eval(), tuple(int(v) for v in data_cfg["input_size"][1:]), device=device)
+        del model
+        if get_strategy(strategy).shares_backbone:
+            _PASS_COSTS[(pass_key, device)] = cost
+    return cost
+
+
+def finetune_run(
+    ds: ImageDataset,
+    key: UnitKey,
+    params: JobParams,
+    *,
+    selected_models: list[str],
+    cache: EmbeddingCache,
+    device: str,
+    run_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[RunRecord, RunResult]:
+    """One run of the sweep (`key`: model, strategy, lr, steps) and its record, inference cost included.
+
+    The strategy's hooks fill what is strategy-specific (`job_options`: e.g. aft's teachers from
+    `selected_models`, the top-K; `job_steps`: e.g. BiT's schedule length for `full`). With `run_dir`,
+    the artifact and the probabilities are saved there and the record names them; the `RunResult`
+    (probabilities and artifact in memory) is returned either way.
+    """
+    if key.model_name is None or key.strategy is None or key.lr is None or key.steps is None:
+        raise JobError(f"{key} is not a fine-tune unit.")
+    strategy = get_strategy(key.strategy)
+    run_spec = RunSpec(
+        model_name=key.model_name,
+        strategy=key.strategy,
+        lr=key.lr,
+        steps=strategy.job_steps(key.steps, ds, device, steps_given=params.steps is not None),
+        seed=params.seed,
+        resolution=params.resolution,
+        batch_size=params.sweep_for(key.strategy).batch_size,
+        options=strategy.job_options(params.options_for(key.strategy), selected_models=selected_models),
+        augmentation=resolve_augmentation(params.augmentation, key.strategy, ds.extra),
+        preprocessing=params.preprocessing,
+    )
+    result = run_finetune(run_spec, ds, cache=cache, device=device, progress=progress)
+    requested = requested_strategy(params, key.strategy, device)
+    if requested != key.strategy:
+        result.hparams = {**result.hparams, "strategy_requested": requested}
+    artifact_path = probs_path = None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        result.artifact.save(run_dir / ARTIFACT_DIR)
+        artifact_path = str(run_dir / ARTIFACT_DIR)
+        arrays = {"val": result.val_proba}
+        if result.test_proba is not None:
+            arrays["test"] = result.test_proba
+        probs_path = str(run_dir / PROBS_FILE)
+        np.savez(probs_path, **arrays)
+    pass_key = backbone_key(
+        key.model_name, key.strategy, resolution=params.resolution, preprocessing=params.preprocessing, run_key=str(key)
+    )
+    cost = _run_cost(result, pass_key, key.strategy, device)
+    record = RunRecord(
+        unit_key=str(key),
+        model_name=result.model_name,
+        strategy=result.strategy,
+        hparams=result.hparams,
+        seed=params.seed,
+        val_ce=result.val_ce,
+        val_acc=result.val_acc,
+        test_acc=result.test_acc,
+        seconds=result.seconds,
+        updated_params=result.updated_params,
+        update_bytes=result.artifact.nbytes,
+        artifact_path=artifact_path,
+        probs_path=probs_path,
+        gflops=cost.gflops,
+        params_count=cost.params,
+        latency_ms=cost.latency_ms,
+        backbone_key=pass_key,
+    )
+    return record, result
+
+
+def run_probabilities(run: RunRecord) -> RunProbabilities:
+    """The probabilities a run saved (`finetune_run` with a `run_dir`)."""
+    if run.probs_path is None:
+        raise JobError(f"Run {run.unit_key} kept its probabilities in memory; nothing was saved to read back.")
+    with np.load(run.probs_path) as saved:
+        return {split: saved[split] for split in saved.files}
+
+
+def _costs(runs: Sequence[RunRecord]) -> list[tuple[str, ForwardCost]] | None:
+    """(backbone key, forward cost) of each run, from its record; runs of one key get the first one's cost
+    (their latencies differ only by measurement noise). None when a run has no cost (recorded before
+    costs were measured)."""
+    out: list[tuple[str, ForwardCost]] = []
+    by_key: dict[str, ForwardCost] = {}
+    for run in runs:
+        if run.backbone_key is None or run.gflops is None or run.params_count is None:
+            return None
+        cost = ForwardCost(
+            gflops=run.gflops, params=run.params_count, latency_ms=run.latency_ms, device=None, resolution=(0, 0)
+        )
+        out.append((run.backbone_key, by_key.setdefault(run.backbone_key, cost)))
+    return out
+
+
+def select_ensemble(
+    runs: Sequence[RunRecord], probs: Sequence[RunProbabilities], ds: ImageDataset, params: JobParams
+) -> EnsembleRecord:
+    """Greedy ensemble (with replacement) over the runs' val probabilities, in the order given (planning
+    order: deterministic), within the job's budget, with its accuracy-against-cost front.
+
+    Costs come from the run records (`gflops`, `latency_ms`, `backbone_key`); a budget over runs
+    recorded without costs is a JobError.
+    """
+    if not runs:
+        raise JobError("No fine-tune run finished, so there is nothing to ensemble.")
+    if len(probs) != len(runs):
+        raise JobError(f"{len(runs)} runs but {len(probs)} sets of probabilities.")
+    keys = [run.unit_key for run in runs]
+    y_val = ds.split("val").labels
+    P_val = np.stack([p["val"] for p in probs])
+    P_test = y_test = None
+    if "test" in ds.splits and all("test" in p for p in probs):
+        P_test, y_test = np.stack([p["test"] for p in probs]), ds.split("test").labels
+    costs = _costs(runs)
+    budget = params.budget
+    if budget is not None and costs is None:
+        raise JobError(
+            "The runs of this job have no measured cost, so its budget cannot be applied; "
+            "run the job again (`zooens jobs retry`)."
+        )
+    metric = budget[0] if budget else "gflops"
+    selector = GreedyEnsembleSelector(
+        max_size=params.ensemble_size,
+        costs=None if costs is None else cost_vector(costs, metric),
+        max_cost=budget[1] if budget else None,
+    ).fit(P_val, y_val, P_test=P_test, y_test=y_test)
+    val_proba = selector.predict_proba(P_val)
+    test_acc = None
+    if P_test is not None:
+        test_acc = float((selector.predict_proba(P_test).argmax(1) == y_test).mean())
+    chosen = [int(i) for i in selector.selected_[: selector.best_size_]]
+    spent = None if costs is None else ensemble_cost(chosen, dict(enumerate(costs)))
+    front = None
+    if costs is not None:
+
+        def point(p: Any) -> dict[str, Any]:
+            return {**p.to_dict(), "members": [keys[i] for i in p.members]}
+
+        front = {
+            "metric": metric,
+            "budget": budget[1] if budget else None,
+            "path": [point(p) for p in selector.path_],
+            "front": [point(p) for p in selector.front_ or []],
+            "complete": bool(selector.front_complete_),
+        }
+    return EnsembleRecord(
+        members=[
+            EnsembleMemberRecord(unit_key=keys[i], weight=float(w)) for i, w in enumerate(selector.weights_) if w > 0
+        ],
+        selected=[keys[i] for i in chosen],
+        val_ce=float(selector.val_loss_),
+        val_acc=float((val_proba.argmax(1) == y_val).mean()),
+        test_acc=test_acc,
+        size=int(selector.best_size_),
+        loss_curve=[float(v) for v in selector.loss_curve_],
+        max_gflops=params.max_gflops,
+        max_latency_ms=params.max_latency_ms,
+        gflops=None if spent is None else spent.gflops,
+        latency_ms=None if spent is None else spent.latency_ms,
+        front=front,
+    )
+
+
+def audit_job_ranking(
+    scores: Sequence[ScoreRecord], runs: Sequence[RunRecord], params: JobParams
+) -> dict[str, Any] | None:
+    """How well the kNN ranking and LogME predicted the fine-tuned order (`selection.audit`).
+
+    The fine-tuned accuracy of a model is its best validation accuracy; with an audit
+    (`audit_ranking` > 0) only `AUDIT_STRATEGY`'s runs count, which every audited model has, so the
+    models are compared alike. None when no run finished.
+    """
+    if params.audit_ranking:
+        runs = [r for r in runs if r.strategy == AUDIT_STRATEGY]
+    if not runs:
+        return None
+    accuracy = best_accuracy_per_model([(r.model_name, r.val_acc) for r in runs])
+    predictors = {
+        "knn": {r.model_name: r.knn_accuracy for r in scores},
+        "logme": {r.model_name: r.logme for r in scores if r.logme is not None},
+    }
+    audit = audit_ranking(accuracy, predictors, top_k=params.top_k).to_dict()
+    basis = (
+        f"best val accuracy of {AUDIT_STRATEGY} runs"
+        if params.audit_ranking
+        else "best val accuracy over each model's runs"
+    )
+    return {**audit, "basis": basis, "audited_models": len(accuracy)}

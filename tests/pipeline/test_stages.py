@@ -1,0 +1,140 @@
+"""The pipeline's stages on plain records, checked against independent references: a brute-force greedy
+ensemble (Caruana et al. 2004, with replacement), the budget's distinct-pass cost, best runs by val CE,
+scipy's rank correlations for the audit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import kendalltau, spearmanr
+
+from zooens.errors import JobError
+from zooens.pipeline import JobParams, RunRecord, ScoreRecord, audit_job_ranking, ranking_table, select_ensemble
+from zooens.selection.datasets import ImageDataset, Split
+
+N_CLASSES = 3
+
+
+def _dataset(y_val: np.ndarray, y_test: np.ndarray | None = None) -> ImageDataset:
+    def split(name, y):
+        return Split(name, np.zeros((len(y), 4, 4), np.uint8), y)
+
+    splits = {"train": split("train", np.arange(6) % N_CLASSES), "val": split("val", y_val)}
+    if y_test is not None:
+        splits["test"] = split("test", y_test)
+    return ImageDataset("toy", [str(c) for c in range(N_CLASSES)], splits)
+
+
+def _run(i: int, *, model: str | None = None, backbone: str | None = None, gflops: float | None = 1.0, **over):
+    fields = dict(
+        unit_key=f"finetune:m{i}:linear:lr=0.1:steps={i + 1}",
+        model_name=model or f"m{i}",
+        strategy="linear",
+        hparams={},
+        val_ce=1.0,
+        val_acc=0.5,
+        seconds=1.0,
+        updated_params=1,
+        update_bytes=4,
+        gflops=gflops,
+        params_count=None if gflops is None else 10,
+        latency_ms=None if gflops is None else 2.0,
+        backbone_key=None if gflops is None else (backbone or f"m{i}"),
+    )
+    return RunRecord(**{**fields, **over})
+
+
+def _probs(rng: np.random.Generator, n_runs: int, n: int) -> np.ndarray:
+    logits = rng.normal(size=(n_runs, n, N_CLASSES)) * 2
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _greedy_reference(P: np.ndarray, y: np.ndarray, max_size: int) -> tuple[list[int], float]:
+    """Caruana's greedy with replacement by brute force; the best prefix (earliest on ties)."""
+    chosen: list[int] = []
+    best: tuple[float, int] = (np.inf, 0)
+    for _ in range(max_size):
+        losses = [
+            -np.mean(np.log(np.clip(P[chosen + [j]].mean(0)[np.arange(len(y)), y], 1e-12, None))) for j in range(len(P))
+        ]
+        chosen.append(int(np.argmin(losses)))
+        if min(losses) < best[0] - 1e-12:
+            best = (min(losses), len(chosen))
+    return chosen[: best[1]], best[0]
+
+
+def test_select_ensemble_is_the_greedy_with_replacement():
+    rng = np.random.default_rng(0)
+    y_val, y_test = rng.integers(0, N_CLASSES, 60), rng.integers(0, N_CLASSES, 40)
+    P_val, P_test = _probs(rng, 5, 60), _probs(rng, 5, 40)
+    runs = [_run(i) for i in range(5)]
+    probs = [{"val": P_val[i], "test": P_test[i]} for i in range(5)]
+    record = select_ensemble(runs, probs, _dataset(y_val, y_test), JobParams(ensemble_size=6))
+    chosen, loss = _greedy_reference(P_val, y_val, 6)
+    assert record.selected == [runs[i].unit_key for i in chosen]
+    assert record.val_ce == pytest.approx(loss) and record.size == len(chosen)
+    counts = {runs[i].unit_key: chosen.count(i) / len(chosen) for i in set(chosen)}
+    assert {m.unit_key: m.weight for m in record.members} == pytest.approx(counts)
+    mix = P_test[chosen].mean(0)
+    assert record.test_acc == pytest.approx(float((mix.argmax(1) == y_test).mean()))
+    assert record.gflops == pytest.approx(len(set(chosen)))  # one GFLOP per distinct pass
+    assert record.front is not None and record.front["metric"] == "gflops"
+
+
+def test_the_budget_counts_each_shared_pass_once_from_the_run_records():
+    rng = np.random.default_rng(1)
+    y_val = rng.integers(0, N_CLASSES, 50)
+    P_val = _probs(rng, 4, 50)
+    # runs 0 and 1 share one frozen backbone (one pass of 3 GFLOPs); 2 and 3 are 2 GFLOPs each
+    runs = [_run(0, backbone="shared", gflops=3.0), _run(1, backbone="shared", gflops=3.0)]
+    runs += [_run(2, gflops=2.0), _run(3, gflops=2.0)]
+    probs = [{"val": p} for p in P_val]
+    for budget in (2.0, 3.0, 4.0, 5.0, 7.0):
+        record = select_ensemble(runs, probs, _dataset(y_val), JobParams(max_gflops=budget, ensemble_size=8))
+        passes = {runs[[r.unit_key for r in runs].index(k)].backbone_key for k in record.selected}
+        spent = sum(3.0 if p == "shared" else 2.0 for p in passes)
+        assert record.gflops == pytest.approx(spent) and spent <= budget + 1e-9
+        assert record.max_gflops == budget and record.test_acc is None
+    unmeasured = [_run(i, gflops=None) for i in range(2)]
+    with pytest.raises(JobError, match="no measured cost"):
+        select_ensemble(unmeasured, probs[:2], _dataset(y_val), JobParams(max_gflops=1.0))
+    assert select_ensemble(unmeasured, probs[:2], _dataset(y_val), JobParams()).front is None
+    with pytest.raises(JobError, match="nothing to ensemble"):
+        select_ensemble([], [], _dataset(y_val), JobParams())
+
+
+def test_ranking_table_keeps_the_order_and_each_models_best_run():
+    scores = [ScoreRecord(model_name=m, knn_accuracy=a) for m, a in (("b", 0.9), ("a", 0.8), ("c", 0.1))]
+    runs = [
+        _run(0, model="a", val_ce=0.5, val_acc=0.7, update_bytes=40),
+        _run(1, model="a", val_ce=0.4, val_acc=0.6, update_bytes=80),
+        _run(2, model="b", val_ce=0.9, val_acc=0.9),
+        _run(3, model="b", val_ce=0.9, val_acc=0.1),  # a tie: the earlier run stays
+    ]
+    rows = ranking_table(scores, runs)
+    assert [(r.rank, r.model_name) for r in rows] == [(1, "b"), (2, "a"), (3, "c")]
+    assert (rows[1].finetuned_val_ce, rows[1].update_bytes) == (0.4, 80)
+    assert rows[0].finetuned_val_acc == 0.9 and rows[2].best_strategy is None and rows[2].update_bytes is None
+
+
+def test_the_audit_compares_the_ranking_with_the_fine_tuned_order():
+    rng = np.random.default_rng(3)
+    names = [f"m{i}" for i in range(6)]
+    knn = dict(zip(names, rng.random(6), strict=True))
+    acc = dict(zip(names, rng.random(6), strict=True))
+    scores = [ScoreRecord(model_name=m, knn_accuracy=knn[m], logme=-knn[m]) for m in names]
+    runs = [_run(i, model=m, val_acc=acc[m], strategy="linear") for i, m in enumerate(names)]
+    runs.append(_run(9, model="m0", val_acc=1.0, strategy="full"))  # not counted with an audit
+    audit = audit_job_ranking(scores, runs, JobParams(audit_ranking=3, top_k=2))
+    x, y = [knn[m] for m in names], [acc[m] for m in names]
+    knn_audit, logme_audit = audit["predictors"]["knn"], audit["predictors"]["logme"]
+    assert knn_audit["spearman"]["value"] == pytest.approx(spearmanr(x, y).statistic)
+    assert knn_audit["kendall"]["value"] == pytest.approx(kendalltau(x, y).statistic)
+    assert logme_audit["spearman"]["value"] == pytest.approx(-spearmanr(x, y).statistic)
+    best_two = sorted(names, key=lambda m: -knn[m])[:2]
+    assert knn_audit["regret"] == pytest.approx(max(acc.values()) - max(acc[m] for m in best_two))
+    assert audit["audited_models"] == 6 and audit["basis"] == "best val accuracy of linear runs"
+    without = audit_job_ranking(scores, runs, JobParams(top_k=2))
+    assert without["basis"] == "best val accuracy over each model's runs"
+    assert audit_job_ranking(scores, [], JobParams()) is None
