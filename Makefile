@@ -56,6 +56,7 @@ bench: setup
 	$(PY) bench/make_run.py
 	$(PY) bench/api_load.py
 	$(PY) bench/adapters.py
+	$(PY) bench/fit_record.py
 
 vtab-demo: setup
 	$(VENV)/bin/zooens vtab make-offline-suite .zooens/vtab-offline

@@ -163,15 +163,8 @@ def finetune_run(
     cost = _run_cost(result, pass_key, key.strategy, device)
     record = RunRecord(
         unit_key=str(key),
-        model_name=result.model_name,
-        strategy=result.strategy,
-        hparams=result.hparams,
+        **result.summary(),  # scores, seconds, updated parameters, hparams
         seed=params.seed,
-        val_ce=result.val_ce,
-        val_acc=result.val_acc,
-        test_acc=result.test_acc,
-        seconds=result.seconds,
-        updated_params=result.updated_params,
         update_bytes=result.artifact.nbytes,
         artifact_path=artifact_path,
         probs_path=probs_path,
