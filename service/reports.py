@@ -1,9 +1,12 @@
-"""The read side of a job, built once for the CLI, the API and the dashboard.
+"""The read side, built once for the CLI, the API and the dashboard.
 
-Each view is a typed record (the API answers with these very models): `JobPublic`,
-`RankingRow` (one per model, best kNN first, with its best fine-tuned run), `RunPublic`,
-`EnsemblePublic`, and `JobReport`, all four at once. Rows are read from the ORM objects by
-attribute (`from_attributes`), never copied key by key.
+A job's views are typed records (the API answers with these very models): `JobPublic`, `RankingRow`
+(one per model, best kNN first, with its best fine-tuned run), `RunPublic`, `EnsemblePublic`, and
+`JobReport`, all four at once. The run, ensemble and ranking views derive from the pipeline's records
+(`zooens.pipeline.records`: `RunFacts`, `EnsembleFacts`, `ScoreRecord`), read from the ORM rows by
+attribute (`from_attributes`), never copied key by key. Below them, the other reads the dashboard and
+the API share: the zoo catalogue, the ranking audits, a dataset's facts and sample thumbnails. The
+dashboard reads only through this module.
 """
 
 from __future__ import annotations
