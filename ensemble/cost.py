@@ -59,19 +59,20 @@ class ForwardCost:
     gflops : 1e9 FLOPs, a multiply-add counted as two (FlopCounterMode's convention).
     params : parameters of the module (each shared tensor once).
     latency_ms : median wall time of one batch-1 forward on `device`, or None when not measured.
-    device : where the latency was measured, or None.
-    resolution : (height, width) of the input the pass was counted at.
+    device : where the latency was measured, or None (not measured, or not known: a cost read back from
+        a run's record, `zooens.pipeline.records.RunRecord`, which keeps the figures only).
+    resolution : (height, width) of the input the pass was counted at, or None when not known.
     """
 
     gflops: float
     params: int
     latency_ms: float | None
-    device: str | None
-    resolution: tuple[int, int]
+    device: str | None = None
+    resolution: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["resolution"] = list(self.resolution)
+        d["resolution"] = None if self.resolution is None else list(self.resolution)
         return d
 
     @classmethod
@@ -81,7 +82,7 @@ class ForwardCost:
             params=int(d["params"]),
             latency_ms=None if d.get("latency_ms") is None else float(d["latency_ms"]),
             device=d.get("device"),
-            resolution=tuple(int(v) for v in d["resolution"]),
+            resolution=None if d.get("resolution") is None else tuple(int(v) for v in d["resolution"]),
         )  # type: ignore[arg-type]
 
 

@@ -26,7 +26,7 @@ from zooens.pipeline.params import JobParams
 from zooens.pipeline.plan import plan_finetune_units, rank_models
 from zooens.pipeline.records import EnsembleRecord, RankingRow, RunRecord, ScoreRecord, ranking_table
 from zooens.pipeline.splits import prepare_job_dataset
-from zooens.pipeline.stages import audit_job_ranking, finetune_run, rank_model, select_ensemble
+from zooens.pipeline.stages import audit_job_ranking, finetune_run, probabilities, rank_model, select_ensemble
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset
 from zooens.settings import get_settings
@@ -205,7 +205,9 @@ def fit(
         scores: list[ScoreRecord] = []
         for model_name in models:
             bar.set_postfix_str(model_name)
-            scores.append(rank_model(ds, model_name, params, cache=cache, device=device, progress=progress).score())
+            scores.append(
+                rank_model(ds, model_name, params, cache=cache, device=device, progress=progress).part(ScoreRecord)
+            )
             bar.update(1)
         ranked = rank_models(scores)
         scores.sort(key=lambda r: ranked.index(r.model_name))
@@ -226,8 +228,7 @@ def fit(
             kept[record.unit_key] = result
             bar.update(1)
         candidates = [runs[str(k)] for k in plan_finetune_units(ranked, params, device, audit=False)]
-        probs = [{"val": kept[r.unit_key].val_proba, "test": kept[r.unit_key].test_proba} for r in candidates]
-        probs = [{k: v for k, v in p.items() if v is not None} for p in probs]
+        probs = [probabilities(kept[r.unit_key]) for r in candidates]
         ensemble = select_ensemble(candidates, probs, ds, params)
         bar.update(1)
     all_runs = list(runs.values())

@@ -17,9 +17,11 @@ later have defaults, and a run's `unit_key` comes from its unit), so jobs stored
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+R = TypeVar("R", bound="_Record")
 
 __all__ = [
     "EmbedRecord",
@@ -45,6 +47,10 @@ class _Record(BaseModel):
     def columns(cls) -> set[str]:
         """The record's field names (the columns of its row, where it has one)."""
         return set(cls.model_fields)
+
+    def part(self, model: type[R]) -> R:
+        """This record's fields of `model`, one of its bases: a run's `RunFacts`, a ranking's `ScoreRecord`."""
+        return model.model_validate(self.model_dump(include=model.columns()))
 
 
 # --------------------------------------------------------------------------------------
@@ -86,9 +92,6 @@ class EmbedRecord(ScoreRecord):
     dataset_fingerprint: str = ""
     embeddings: list[EmbeddingEntry] = Field(default_factory=list)
 
-    def score(self) -> ScoreRecord:
-        return ScoreRecord.model_validate(self.model_dump(include=ScoreRecord.columns()))
-
 
 # --------------------------------------------------------------------------------------
 # Fine-tune runs
@@ -122,9 +125,6 @@ class RunRecord(RunFacts):
     seed: int = 0
     artifact_path: str | None = None
     probs_path: str | None = None
-
-    def facts(self) -> RunFacts:
-        return RunFacts.model_validate(self.model_dump(include=RunFacts.columns()))
 
 
 def best_runs(runs: list[RunRecord] | list[RunFacts]) -> dict[str, Any]:
@@ -165,7 +165,7 @@ def ranking_table(scores: list[ScoreRecord], runs: list[RunRecord] | list[RunFac
                 "updated_params": run.updated_params,
                 "update_bytes": run.update_bytes,
             }
-        rows.append(RankingRow(rank=rank, **score.model_dump(include=ScoreRecord.columns()), **extra))
+        rows.append(RankingRow(rank=rank, **score.part(ScoreRecord).model_dump(), **extra))
     return rows
 
 
@@ -204,6 +204,3 @@ class EnsembleRecord(EnsembleFacts):
 
     members: list[EnsembleMemberRecord]
     selected: list[str]
-
-    def facts(self) -> EnsembleFacts:
-        return EnsembleFacts.model_validate(self.model_dump(include=EnsembleFacts.columns()))

@@ -41,6 +41,7 @@ __all__ = [
     "RunProbabilities",
     "audit_job_ranking",
     "finetune_run",
+    "probabilities",
     "rank_model",
     "run_probabilities",
     "select_ensemble",
@@ -152,11 +153,8 @@ def finetune_run(
         run_dir.mkdir(parents=True, exist_ok=True)
         result.artifact.save(run_dir / ARTIFACT_DIR)
         artifact_path = str(run_dir / ARTIFACT_DIR)
-        arrays = {"val": result.val_proba}
-        if result.test_proba is not None:
-            arrays["test"] = result.test_proba
         probs_path = str(run_dir / PROBS_FILE)
-        np.savez(probs_path, **arrays)
+        np.savez(probs_path, **probabilities(result))
     pass_key = backbone_key(
         key.model_name, key.strategy, resolution=params.resolution, preprocessing=params.preprocessing, run_key=str(key)
     )
@@ -176,6 +174,13 @@ def finetune_run(
     return record, result
 
 
+def probabilities(result: RunResult) -> RunProbabilities:
+    """A run's probabilities by split, as it holds them in memory ("test" only with a test split)."""
+    if result.test_proba is None:
+        return {"val": result.val_proba}
+    return {"val": result.val_proba, "test": result.test_proba}
+
+
 def run_probabilities(run: RunRecord) -> RunProbabilities:
     """The probabilities a run saved (`finetune_run` with a `run_dir`)."""
     if run.probs_path is None:
@@ -193,9 +198,7 @@ def _costs(runs: Sequence[RunRecord]) -> list[tuple[str, ForwardCost]] | None:
     for run in runs:
         if run.backbone_key is None or run.gflops is None or run.params_count is None:
             return None
-        cost = ForwardCost(
-            gflops=run.gflops, params=run.params_count, latency_ms=run.latency_ms, device=None, resolution=(0, 0)
-        )
+        cost = ForwardCost(gflops=run.gflops, params=run.params_count, latency_ms=run.latency_ms)
         out.append((run.backbone_key, by_key.setdefault(run.backbone_key, cost)))
     return out
 

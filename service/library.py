@@ -212,16 +212,15 @@ def fitted_from_job(job_id: int) -> FittedEnsemble:
         report = job_report(s, job_id)
         rows = registry.list_finetune_runs(s, job_id)
         runs = [RunRecord.model_validate(r) for r in rows]
-        keys = {r.id: r.unit_key for r in rows}
-        ens = registry.get_ensemble(s, ensemble_id)
-        members = [(keys[m.run_id], m.weight) for m in sorted(ens.members, key=lambda m: m.position)]
+        by_id = {r.id: r for r in rows}
+        ens = registry.get_ensemble(s, ensemble_id)  # members in selection order
         selected = (registry.done_units(s, job_id).get("ensemble") or {}).get("selected", [])
         record = EnsembleRecord(
             **EnsembleFacts.model_validate(ens).model_dump(),
-            members=[EnsembleMemberRecord(unit_key=k, weight=w) for k, w in members],
+            members=[EnsembleMemberRecord(unit_key=by_id[m.run_id].unit_key, weight=m.weight) for m in ens.members],
             selected=list(selected),
         )
-        artifacts = ensemble_members(s, ensemble_id)
+        artifacts = [(by_id[m.run_id].artifact_path, m.weight) for m in ens.members]
     return FittedEnsemble(
         classes_=classes,
         ranking_=report.ranking,

@@ -177,7 +177,7 @@ def _record_embed(s: Session, job_id: int, result: UnitResult) -> None:
             n=emb.n,
             dim=emb.dim,
         )
-    registry.add_knn_score(s, job_id, result.score())
+    registry.add_knn_score(s, job_id, result.part(ScoreRecord))
 
 
 def _record_finetune(s: Session, job_id: int, result: UnitResult) -> None:

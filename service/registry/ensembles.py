@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zooens.errors import NotFoundError
-from zooens.pipeline.records import EnsembleRecord
+from zooens.pipeline.records import EnsembleFacts, EnsembleRecord
 from zooens.service.db.models import Ensemble, EnsembleMember, FinetuneRun
 from zooens.service.registry.jobs import get_job
 
@@ -25,7 +25,7 @@ def create_ensemble(s: Session, job_id: int, ensemble: EnsembleRecord) -> Ensemb
         raise NotFoundError(
             f"Job {job_id} has no fine-tune runs {missing}; an ensemble is built from its own job's runs."
         )
-    ens = Ensemble(job_id=job_id, **ensemble.facts().model_dump())
+    ens = Ensemble(job_id=job_id, **ensemble.part(EnsembleFacts).model_dump())
     s.add(ens)
     s.flush()
     for position, member in enumerate(ensemble.members):

@@ -64,7 +64,7 @@ def record_embedding(
 def add_knn_score(s: Session, job_id: int, score: ScoreRecord) -> KnnScore:
     """Record (or replace) a model's ranking scores in a job, keyed by (job, model name)."""
     row = s.scalar(select(KnnScore).where(KnnScore.job_id == job_id, KnnScore.model_name == score.model_name))
-    return _write(s, row or KnnScore(job_id=job_id), score.model_dump(include=ScoreRecord.columns()))
+    return _write(s, row or KnnScore(job_id=job_id), score.part(ScoreRecord).model_dump())
 
 
 def _write(s: Session, row: Any, values: dict[str, Any]) -> Any:
