@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from zooens.ensemble._registry import get_strategy
@@ -137,17 +138,30 @@ def count_flops(model: nn.Module, resolution: int | Sequence[int], *, seed: int 
     """FLOPs of one forward pass of a batch-1 image of `resolution` on the model's own device.
 
     A multiply-add counts as two FLOPs (FlopCounterMode). The model runs in eval mode under
-    `torch.inference_mode`; its training flag is restored afterwards.
+    `torch.inference_mode`, with no parameter requiring a gradient (FlopCounterMode's module tracker
+    fails on some models otherwise, CaiT's for one) and scaled dot-product attention on its math
+    backend: FlopCounterMode has no formula for the fused CPU kernel and would count a ViT's attention
+    as nothing on a CPU, so the same model would cost less on a CPU worker than on a GPU one. The
+    training flag and the gradient flags are restored afterwards.
     """
     hw = _check_resolution(resolution)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = _input(hw, str(device), seed)
     was_training = model.training
+    trainable = [p for p in model.parameters() if p.requires_grad]
     model.eval()
     try:
-        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        for p in trainable:
+            p.requires_grad_(False)
+        with (
+            FlopCounterMode(display=False) as counter,
+            torch.inference_mode(),
+            sdpa_kernel(SDPBackend.MATH),
+        ):
             model(x)
     finally:
+        for p in trainable:
+            p.requires_grad_(True)
         model.train(was_training)
     return float(counter.get_total_flops())
 

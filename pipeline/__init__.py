@@ -28,15 +28,18 @@ if TYPE_CHECKING:
         EMBED,
         ENSEMBLE,
         FINETUNE,
+        PULL,
         STAGES,
         UnitKey,
         plan_finetune_units,
+        plan_pull_units,
         rank_models,
     )
     from zooens.pipeline.records import (
         EmbedRecord,
         EnsembleFacts,
         EnsembleRecord,
+        PullRecord,
         RankingRow,
         RunFacts,
         RunRecord,
@@ -44,7 +47,15 @@ if TYPE_CHECKING:
         ranking_table,
     )
     from zooens.pipeline.splits import check_small_classes, drawn_split_sizes, prepare_job_dataset, prepare_splits
-    from zooens.pipeline.stages import audit_job_ranking, finetune_run, rank_model, run_probabilities, select_ensemble
+    from zooens.pipeline.stages import (
+        audit_job_ranking,
+        finetune_run,
+        pull_weights,
+        rank_model,
+        run_probabilities,
+        select_ensemble,
+        static_priors,
+    )
 
 _HOMES = {
     "checks": ("check_counts", "job_zoo"),
@@ -55,15 +66,18 @@ _HOMES = {
         "EMBED",
         "ENSEMBLE",
         "FINETUNE",
+        "PULL",
         "STAGES",
         "UnitKey",
         "plan_finetune_units",
+        "plan_pull_units",
         "rank_models",
     ),
     "records": (
         "EmbedRecord",
         "EnsembleFacts",
         "EnsembleRecord",
+        "PullRecord",
         "RankingRow",
         "RunFacts",
         "RunRecord",
@@ -71,7 +85,15 @@ _HOMES = {
         "ranking_table",
     ),
     "splits": ("check_small_classes", "drawn_split_sizes", "prepare_job_dataset", "prepare_splits"),
-    "stages": ("audit_job_ranking", "finetune_run", "rank_model", "run_probabilities", "select_ensemble"),
+    "stages": (
+        "audit_job_ranking",
+        "finetune_run",
+        "pull_weights",
+        "rank_model",
+        "run_probabilities",
+        "select_ensemble",
+        "static_priors",
+    ),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
@@ -85,6 +107,8 @@ __all__ = [
     "FINETUNE",
     "FittedEnsemble",
     "JobParams",
+    "PULL",
+    "PullRecord",
     "RankingRow",
     "RunFacts",
     "RunRecord",
@@ -101,13 +125,16 @@ __all__ = [
     "job_zoo",
     "parse_params",
     "plan_finetune_units",
+    "plan_pull_units",
     "prepare_job_dataset",
     "prepare_splits",
+    "pull_weights",
     "rank_model",
     "rank_models",
     "ranking_table",
     "run_probabilities",
     "select_ensemble",
+    "static_priors",
     "write_ensemble_file",
 ]
 

@@ -7,14 +7,14 @@ every model's weights present here). No image is read; the service calls these a
 from __future__ import annotations
 
 import logging
+import shlex
 
 import torch.hub
-from huggingface_hub import constants as hf_constants
 
-from zooens.errors import ConfigError, DatasetError, MissingWeightsError
+from zooens.errors import ConfigError, DatasetError, MissingWeightsError, OfflineError
 from zooens.pipeline.params import JobParams
 from zooens.pipeline.splits import check_small_classes, drawn_split_sizes, no_train_split
-from zooens.zoo import DEFAULT_TAPS, WeightSet, resolve_zoo
+from zooens.zoo import DEFAULT_TAPS, WeightSet, get_weight_set, hub_cache_dir, hub_offline, resolve_zoo
 
 __all__ = [
     "MAX_ZOO_MODELS",
@@ -23,6 +23,7 @@ __all__ = [
     "check_split_sizes",
     "check_zoo",
     "job_zoo",
+    "pullable",
     "weight_places",
     "zoo_text",
 ]
@@ -129,9 +130,17 @@ def zoo_text(zoo: str | list[str]) -> str:
     return zoo if isinstance(zoo, str) else ",".join(zoo)
 
 
-def check_zoo(zoo: str | list[str], weight_sets: list[WeightSet]) -> None:
+def pullable(ws: WeightSet) -> bool:
+    """The weights of `ws` (of its model, for a layer tap) can be fetched from the Hugging Face hub."""
+    base = get_weight_set(ws.tap_of) if ws.tap_of else ws
+    return base.source.kind == "hub" and bool(base.source.hub_id)
+
+
+def check_zoo(zoo: str | list[str], weight_sets: list[WeightSet], *, pull: bool = False) -> None:
     """Refuse a zoo too large for one job, or naming models whose weights are not on this machine
-    (the job would fail at the first of them, after queueing every other). The message is short
+    (the job would fail at the first of them, after queueing every other). With `pull`, weights
+    the hub serves may be missing (the job's `pull` stage fetches them) unless this machine is
+    offline (`HF_HUB_OFFLINE`); weights no hub serves still must be here. The message is short
     whatever the zoo's size: how many matched, how many lack weights, where zooens looks, how to add them."""
     if len(weight_sets) > MAX_ZOO_MODELS:
         raise ConfigError(
@@ -141,20 +150,46 @@ def check_zoo(zoo: str | list[str], weight_sets: list[WeightSet]) -> None:
     missing = [ws for ws in weight_sets if not ws.weights_present]
     if not missing:
         return
+    if pull:
+        if hub_offline():
+            raise OfflineError(
+                f"The job asks to pull {len(missing)} model{'s' if len(missing) > 1 else ''} "
+                f"({_names(missing)}) but this machine is offline (HF_HUB_OFFLINE is set). Pull them on a "
+                "machine with network access (`zooens zoo pull NAME ...`), copy its HF_HOME folder here, and "
+                "submit without --pull."
+            )
+        missing = [ws for ws in missing if not pullable(ws)]
+        if not missing:
+            return
     n = len(weight_sets)
     if len(missing) == n:
         which = "none has" if n > 1 else "it has no"
         head = f"The zoo {zoo_text(zoo)!r} matched {n} model{'s' if n > 1 else ''}; {which} weights on this machine"
     else:
-        shown = ", ".join(ws.name for ws in missing[:3]) + (", ..." if len(missing) > 3 else "")
         head = (
             f"The zoo {zoo_text(zoo)!r} matched {n} models; {len(missing)} of them "
-            f"{'has' if len(missing) == 1 else 'have'} no weights on this machine ({shown})"
+            f"{'has' if len(missing) == 1 else 'have'} no weights on this machine ({_names(missing)})"
         )
+    from_hub = [ws for ws in missing if pullable(ws)]
+    if pull:
+        head += " and the hub does not serve them"
+    if from_hub:
+        what = shlex.quote(zoo_text(zoo)) if len(from_hub) == n else _names(from_hub, quote=True)
+        how = f"Fetch them with `zooens zoo pull {what}` (or run the job with --pull), add a file with"
+    else:
+        how = "Add a weights file with"
     raise MissingWeightsError(
-        f"{head}. zooens looks in {weight_places(missing)}. Add a weights file with "
+        f"{head}. zooens looks in {weight_places(missing)}. {how} "
         "`zooens zoo add NAME --arch ARCH --weights FILE`, or use the zoo 'available' (models with weights here)."
     )
+
+
+def _names(weight_sets: list[WeightSet], most: int = 3, *, quote: bool = False) -> str:
+    names = [ws.tap_of or ws.name for ws in weight_sets]
+    names = list(dict.fromkeys(names))
+    if quote:
+        return " ".join(shlex.quote(n) for n in names[:most]) + (" ..." if len(names) > most else "")
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
 
 
 def weight_places(weight_sets: list[WeightSet], most: int = 3) -> str:
@@ -164,7 +199,7 @@ def weight_places(weight_sets: list[WeightSet], most: int = 3) -> str:
         source = ws.source
         if source.kind == "hub":
             if source.hub_id:
-                places.append(f"the Hugging Face hub cache ({hf_constants.HF_HUB_CACHE})")
+                places.append(f"the Hugging Face hub cache ({hub_cache_dir()})")
             if source.url:
                 places.append(f"torch hub's checkpoints ({torch.hub.get_dir()}/checkpoints)")
         elif source.kind == "package":
@@ -185,5 +220,5 @@ def weight_places(weight_sets: list[WeightSet], most: int = 3) -> str:
 def job_zoo(zoo: str | list[str], params: JobParams) -> list[WeightSet]:
     """The weight sets a job over `zoo` ranks (`params.taps` added), checked by `check_zoo`."""
     weight_sets = resolve_zoo(zoo, taps=DEFAULT_TAPS if params.taps == "auto" else 0)
-    check_zoo(zoo, weight_sets)
+    check_zoo(zoo, weight_sets, pull=params.pull)
     return weight_sets

@@ -23,10 +23,17 @@ from zooens.ensemble.predictor import ImageInputs
 from zooens.errors import ConfigError
 from zooens.pipeline.checks import check_counts, job_zoo
 from zooens.pipeline.params import JobParams
-from zooens.pipeline.plan import plan_finetune_units, rank_models
+from zooens.pipeline.plan import plan_finetune_units, plan_pull_units, rank_models
 from zooens.pipeline.records import EnsembleRecord, RankingRow, RunRecord, ScoreRecord, ranking_table
 from zooens.pipeline.splits import prepare_job_dataset
-from zooens.pipeline.stages import audit_job_ranking, finetune_run, probabilities, rank_model, select_ensemble
+from zooens.pipeline.stages import (
+    audit_job_ranking,
+    finetune_run,
+    probabilities,
+    pull_weights,
+    rank_model,
+    select_ensemble,
+)
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset
 from zooens.settings import get_settings
@@ -187,7 +194,8 @@ def fit(
     progress: bool = True,
 ) -> FittedEnsemble:
     """Run a whole job on `dataset` in this process and keep it in memory: rank every model of `zoo`,
-    fine-tune the sweep over the top-K, select the greedy ensemble, audit the ranking.
+    fine-tune the sweep over the top-K, select the greedy ensemble, audit the ranking; with `params.pull`,
+    fetch the zoo's missing weights from the Hugging Face hub first.
 
     Everything the job can know before it starts is checked first (parameters, split sizes and `k`
     against the class counts, the zoo's size and weights). Files: only the embedding cache
@@ -201,7 +209,13 @@ def fit(
     device = resolve_device(device or settings.device)
     cache = EmbeddingCache(settings.resolved_cache_dir) if cache is None else cache
     n_runs = len(plan_finetune_units(models, params, device))
-    with tqdm(total=len(models) + n_runs + 1, desc="fit", unit="unit", disable=not progress) as bar:
+    pulls = plan_pull_units(models, params)
+    with tqdm(total=len(pulls) + len(models) + n_runs + 1, desc="fit", unit="unit", disable=not progress) as bar:
+        for key in pulls:
+            assert key.model_name is not None
+            bar.set_postfix_str(f"pull {key.model_name}")
+            pull_weights(key.model_name, progress=progress)
+            bar.update(1)
         scores: list[ScoreRecord] = []
         for model_name in models:
             bar.set_postfix_str(model_name)

@@ -121,6 +121,11 @@ class JobParams(BaseModel):
         description="Layer taps as extra candidates: 'auto' adds each model's last few stages as `model@layer` "
         "feature extractors, ranked like any model.",
     )
+    pull: bool = Field(
+        default=False,
+        description="Fetch the zoo's missing weights from the Hugging Face hub on the worker, as the job's first "
+        "stage, verified against the sha256 the hub announces (`zooens zoo pull` does it ahead of a job).",
+    )
     strategy_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description='Per-strategy options, e.g. {"lora": {"rank": 8}, "film": {"head": "lda"}}.',

@@ -1,5 +1,6 @@
 """What a job will run: unit keys, the ranking's order and the sweep over the top-K.
 
+    pull:<model_name>                                    fetch a model's missing weights (`pull` jobs only)
     embed:<model_name>                                   rank one model (kNN on its embeddings)
     finetune:<model_name>:<strategy>:lr=<lr>:steps=<n>   one run of the sweep
     ensemble                                             the greedy ensemble of the job's runs
@@ -19,15 +20,18 @@ from zooens.pipeline.params import JobParams
 from zooens.pipeline.records import ScoreRecord
 from zooens.settings import get_settings
 from zooens.utils import resolve_device
+from zooens.zoo import get_weight_set
 
 __all__ = [
     "AUDIT_STRATEGY",
     "EMBED",
     "ENSEMBLE",
     "FINETUNE",
+    "PULL",
     "STAGES",
     "UnitKey",
     "plan_finetune_units",
+    "plan_pull_units",
     "rank_models",
     "requested_strategy",
     "resolved_strategies",
@@ -35,10 +39,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+PULL = "pull"
 EMBED = "embed"
 FINETUNE = "finetune"
 ENSEMBLE = "ensemble"
-STAGES = (EMBED, FINETUNE, ENSEMBLE)
+STAGES = (PULL, EMBED, FINETUNE, ENSEMBLE)
 AUDIT_STRATEGY = "linear"
 """The cheapest strategy (a head on cached embeddings): `audit_ranking` runs it on the models beyond the top-K."""
 
@@ -54,6 +59,10 @@ class UnitKey:
     steps: int | None = None
 
     @classmethod
+    def pull(cls, model_name: str) -> UnitKey:
+        return cls(PULL, model_name)
+
+    @classmethod
     def embed(cls, model_name: str) -> UnitKey:
         return cls(EMBED, model_name)
 
@@ -66,8 +75,8 @@ class UnitKey:
         return cls(ENSEMBLE)
 
     def __str__(self) -> str:
-        if self.kind == EMBED:
-            return f"{EMBED}:{self.model_name}"
+        if self.kind in (PULL, EMBED):
+            return f"{self.kind}:{self.model_name}"
         if self.kind == FINETUNE:
             return f"{FINETUNE}:{self.model_name}:{self.strategy}:lr={self.lr:g}:steps={self.steps}"
         return ENSEMBLE
@@ -77,8 +86,8 @@ class UnitKey:
         """The key a string spells; JobError if it is not a unit key."""
         kind, _, rest = text.partition(":")
         try:
-            if kind == EMBED and rest:
-                return cls.embed(rest)
+            if kind in (PULL, EMBED) and rest:
+                return cls(kind, rest)
             if kind == FINETUNE:
                 model_name, strategy, lr, steps = rest.split(":")
                 if not lr.startswith("lr=") or not steps.startswith("steps="):
@@ -89,7 +98,7 @@ class UnitKey:
         except ValueError:
             pass
         raise JobError(
-            f"{text!r} is not a unit key; keys look like 'embed:<model>', "
+            f"{text!r} is not a unit key; keys look like 'pull:<model>', 'embed:<model>', "
             "'finetune:<model>:<strategy>:lr=<lr>:steps=<steps>' or 'ensemble'."
         )
 
@@ -153,4 +162,20 @@ def plan_finetune_units(
                 key = UnitKey.finetune(model_name, AUDIT_STRATEGY, hp["lr"], hp["steps"])
                 if key not in keys:
                     keys.append(key)
+    return keys
+
+
+def plan_pull_units(zoo_models: list[str], params: JobParams) -> list[UnitKey]:
+    """With `params.pull`, one unit per model of the zoo whose weights come from the Hugging Face hub
+    (a layer tap pulls its model's weights, once), in zoo order; none without `pull`. A unit whose
+    weights are there by the time it runs finds them and fetches nothing."""
+    if not params.pull:
+        return []
+    keys: list[UnitKey] = []
+    for name in zoo_models:
+        ws = get_weight_set(name)
+        base = get_weight_set(ws.tap_of) if ws.tap_of else ws
+        key = UnitKey.pull(base.name)
+        if base.source.kind == "hub" and key not in keys:
+            keys.append(key)
     return keys

@@ -29,6 +29,7 @@ __all__ = [
     "EnsembleFacts",
     "EnsembleMemberRecord",
     "EnsembleRecord",
+    "PullRecord",
     "RankingRow",
     "RunFacts",
     "RunRecord",
@@ -51,6 +52,22 @@ class _Record(BaseModel):
     def part(self, model: type[R]) -> R:
         """This record's fields of `model`, one of its bases: a run's `RunFacts`, a ranking's `ScoreRecord`."""
         return model.model_validate(self.model_dump(include=model.columns()))
+
+
+# --------------------------------------------------------------------------------------
+# Pulling
+
+
+class PullRecord(_Record):
+    """Fetching one model's weights (`zooens.zoo.pull`): `pulled`, or `present` (nothing fetched).
+
+    files : the files fetched, each verified against the sha256 the hub announced. bytes : their size.
+    """
+
+    model_name: str
+    status: str
+    files: list[str] = Field(default_factory=list)
+    bytes: int = 0
 
 
 # --------------------------------------------------------------------------------------

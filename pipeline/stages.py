@@ -1,7 +1,8 @@
 """The stages of a job as functions of plain inputs (a prepared dataset, `JobParams`, records), each
-returning its record: rank one model, fine-tune one run (its inference cost included), select the
-ensemble (budget and front included), audit the ranking. No SQL, no HTTP: the service's unit
-handlers call these one to one, and `zooens.pipeline.fit` calls them in a loop.
+returning its record: pull one model's missing weights, rank one model, fine-tune one run (its inference
+cost included), select the ensemble (budget and front included), audit the ranking (with the static
+priors). No SQL, no HTTP: the service's unit handlers call these one to one, and `zooens.pipeline.fit`
+calls them in a loop.
 
 Files: the embedding cache (given), and a run's artifact and probabilities when `run_dir` is given
 (a worker shares them through ZOOENS_HOME); without it a run stays in memory.
@@ -9,6 +10,7 @@ Files: the embedding cache (given), and a run's artifact and probabilities when 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from zooens.ensemble.artifacts import load_artifact_model
 from zooens.ensemble.cost import ForwardCost, backbone_key, cost_vector, ensemble_cost, forward_cost
 from zooens.ensemble.results import RunResult
 from zooens.ensemble.specs import resolve_augmentation
-from zooens.errors import JobError
+from zooens.errors import JobError, MissingWeightsError, ZooensError
 from zooens.pipeline.params import JobParams
 from zooens.pipeline.plan import AUDIT_STRATEGY, UnitKey, requested_strategy
 from zooens.pipeline.records import (
@@ -28,6 +30,7 @@ from zooens.pipeline.records import (
     EmbedRecord,
     EnsembleMemberRecord,
     EnsembleRecord,
+    PullRecord,
     RunRecord,
     ScoreRecord,
 )
@@ -36,12 +39,14 @@ from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset
 from zooens.selection.embed import embedding_key
 from zooens.selection.ranking import score_model
+from zooens.zoo import model_facts, pull
 
 __all__ = [
     "RunProbabilities",
     "audit_job_ranking",
     "finetune_run",
     "probabilities",
+    "pull_weights",
     "rank_model",
     "run_probabilities",
     "select_ensemble",
@@ -50,12 +55,25 @@ __all__ = [
 RunProbabilities = Mapping[str, np.ndarray]
 """A run's class probabilities by split: "val" always, "test" when the dataset has one."""
 
+logger = logging.getLogger(__name__)
+
 PROBS_FILE = "probs.npz"
 ARTIFACT_DIR = "artifact"
 
 
 def _finite(x: float | None) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
+
+
+def pull_weights(model_name: str, *, progress: bool = True) -> PullRecord:
+    """Fetch one model's weights from the Hugging Face hub when they are not here (`zooens.zoo.pull`:
+    resumable, verified against the announced sha256, once however many workers ask at the same
+    time). MissingWeightsError (OfflineError offline) when they cannot be had."""
+    report = pull([model_name], max_workers=1, progress=progress)
+    outcome = report.outcomes[0]
+    if outcome.status == "failed":
+        raise MissingWeightsError(f"Could not pull {model_name!r}: {outcome.message}")
+    return PullRecord(model_name=model_name, status=outcome.status, files=list(outcome.files), bytes=outcome.bytes)
 
 
 def rank_model(
@@ -272,10 +290,30 @@ def select_ensemble(
     )
 
 
+def static_priors(models: Sequence[str]) -> dict[str, dict[str, float]]:
+    """What a leaderboard says without looking at the data: each model's ImageNet top-1 (timm's published
+    results) and its parameter count, as predictors for the audit (a larger value predicts better).
+    A model without a published top-1 (a layer tap, a user model) is left out of that predictor."""
+    top1: dict[str, float] = {}
+    size: dict[str, float] = {}
+    for name in models:
+        try:
+            facts = model_facts(name)
+        except ZooensError:  # a user model removed since, a name this zoo no longer has: no prior
+            logger.debug("no static prior for %r", name, exc_info=True)
+            continue
+        if facts.imagenet_top1 is not None:
+            top1[name] = float(facts.imagenet_top1)
+        if facts.num_params is not None:
+            size[name] = float(facts.num_params)
+    return {"imagenet_top1": top1, "num_params": size}
+
+
 def audit_job_ranking(
     scores: Sequence[ScoreRecord], runs: Sequence[RunRecord], params: JobParams
 ) -> dict[str, Any] | None:
-    """How well the kNN ranking and LogME predicted the fine-tuned order (`selection.audit`).
+    """How well the kNN ranking and LogME, which look at the data, and the static priors, which do not
+    (ImageNet top-1, parameter count: `static_priors`), predicted the fine-tuned order (`selection.audit`).
 
     The fine-tuned accuracy of a model is its best validation accuracy; with an audit
     (`audit_ranking` > 0) only `AUDIT_STRATEGY`'s runs count, which every audited model has, so the
@@ -289,6 +327,7 @@ def audit_job_ranking(
     predictors = {
         "knn": {r.model_name: r.knn_accuracy for r in scores},
         "logme": {r.model_name: r.logme for r in scores if r.logme is not None},
+        **static_priors(sorted(accuracy)),
     }
     audit = audit_ranking(accuracy, predictors, top_k=params.top_k).to_dict()
     basis = (

@@ -31,7 +31,7 @@ from zooens.service.db.models import FINISHED, Job
 from zooens.service.db.session import session_scope
 from zooens.service.thumbnails import ensure_thumbnails, sample_indices, thumbnail_file, thumbnails_dir
 from zooens.settings import get_settings
-from zooens.zoo import list_weight_sets
+from zooens.zoo import hub_cache_dir, list_weight_sets, model_facts
 
 __all__ = [
     "EnsembleMemberPublic",
@@ -52,10 +52,12 @@ __all__ = [
     "JobAudit",
     "WeightSetPublic",
     "catalogue",
+    "catalogue_facts",
     "dataset_facts",
     "dataset_samples",
     "public_facts",
     "ranking_audits",
+    "refresh_catalogue",
     "split_names",
     "thumbnail_path",
     "warm_catalogue",
@@ -206,9 +208,24 @@ class WeightSetPublic(BaseModel):
     weights_present: bool
     input_size: list[int] | None = None
     embed_dim: int | None = None
-    num_params: int | None = None
+    num_params: int | None = Field(
+        default=None, description="Parameters of its embedder (no classifier head); None when not known."
+    )
     license: str | None = None
+    upstream: str | None = Field(
+        default=None,
+        description="Category of its pre-training: in1k, in21k, semi-weak, self-supervised, image-text, distilled "
+        "or other.",
+    )
     upstream_data: str | None = None
+    gflops: float | None = Field(
+        default=None,
+        description="GFLOPs of one batch-1 forward pass at its default resolution (a multiply-add is 2 FLOPs); "
+        "None when not known.",
+    )
+    imagenet_top1: float | None = Field(
+        default=None, description="ImageNet-1k validation top-1 (%) as timm publishes it; None when timm lists none."
+    )
     facts: dict[str, Any] = Field(default_factory=dict, description="Every recorded fact of the weight set.")
 
 
@@ -220,9 +237,25 @@ def public_facts(facts: dict) -> dict:
     return {**facts, "source": source} if "source" in facts else facts
 
 
+def catalogue_facts(ws) -> dict[str, Any]:
+    """The catalogue facts of a weight set that users choose by (`upstream`, `num_params`, `gflops`,
+    `imagenet_top1`), without building a model per row: a timm tag's size and FLOPs come from the table
+    zooens ships (missing there: None, never counted here for ~1,800 rows); the few embedded and user sets
+    are counted once per process on the meta device. Any failure: no facts."""
+    try:
+        facts = model_facts(ws, count=ws.origin != "catalogue")
+    except Exception:  # noqa: BLE001  a fact we cannot read is unknown, never an error of the catalogue
+        logger.debug("no catalogue facts for %s", getattr(ws, "name", ws), exc_info=True)
+        return {}
+    return {k: getattr(facts, k) for k in ("upstream", "num_params", "gflops", "imagenet_top1")}
+
+
 def weight_set_public(ws) -> WeightSetPublic:
     facts = public_facts(ws.to_dict())  # computes weights_present (file-system look-ups) once
     size = getattr(ws.input, "input_size", None)
+    extra = catalogue_facts(ws)
+    num_params = ws.num_params if ws.num_params is not None else extra.get("num_params")
+    gflops = extra.get("gflops")
     return WeightSetPublic(
         name=ws.name,
         arch=ws.arch,
@@ -231,9 +264,12 @@ def weight_set_public(ws) -> WeightSetPublic:
         weights_present=bool(facts["weights_present"]),
         input_size=list(size) if size else None,
         embed_dim=ws.embed_dim,
-        num_params=ws.num_params,
+        num_params=num_params,
         license=ws.license,
+        upstream=extra.get("upstream"),
         upstream_data=ws.upstream_data,
+        gflops=None if gflops is None else round(float(gflops), 6),
+        imagenet_top1=extra.get("imagenet_top1"),
         facts=facts,
     )
 
@@ -268,7 +304,18 @@ def _catalogue_key() -> tuple:
     user_file = get_settings().user_zoo_file
     user_mtime = _mtime(user_file)
     user_key = (str(user_file), user_mtime) if user_mtime is not None else None  # no file: no user models
-    return (user_key, _mtime(Path(hf_constants.HF_HUB_CACHE)), _mtime(Path(torch.hub.get_dir()) / "checkpoints"))
+    return (
+        user_key,
+        _hub_cache(),
+        _mtime(Path(hf_constants.HF_HUB_CACHE)),
+        _mtime(Path(torch.hub.get_dir()) / "checkpoints"),
+    )
+
+
+def _hub_cache() -> tuple[str, int | None]:
+    """The hub cache the zoo reads now (`HF_HOME`/`HF_HUB_CACHE` at call time) and its modification time."""
+    cache = hub_cache_dir()
+    return str(cache), _mtime(cache)
 
 
 def _build_catalogue(key: tuple) -> _CatalogueSnapshot:
@@ -306,6 +353,17 @@ def catalogue() -> tuple[WeightSetPublic, ...]:
         _catalogue_refreshing.set()
         threading.Thread(target=_refresh_catalogue, args=(key,), name="zoo-catalogue-refresh", daemon=True).start()
     return snap.rows
+
+
+def refresh_catalogue() -> tuple[WeightSetPublic, ...]:
+    """Rebuild the catalogue now (in the caller's thread: a finished pull calls it, so that its weights show as
+    present as soon as the pull says it is done) and serve the new rows from then on."""
+    global _catalogue_snapshot
+    key = _catalogue_key()
+    fresh = _build_catalogue(key)
+    with _catalogue_lock:
+        _catalogue_snapshot = fresh
+    return fresh.rows
 
 
 def warm_catalogue() -> threading.Thread:

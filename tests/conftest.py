@@ -16,6 +16,7 @@ import huggingface_hub.constants  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from tests.hub_stand_in import hub  # noqa: E402, F401  the `hub` fixture: a local Hugging Face hub stand-in
 from zooens.settings import get_settings  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"

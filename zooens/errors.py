@@ -49,5 +49,13 @@ class TooLargeError(ZooensError):
     """An upload or archive over the configured limits."""
 
 
+class OfflineError(ZooensError):
+    """The Hugging Face hub cannot be used: offline mode is on, or its endpoint cannot be reached."""
+
+
+class PullError(ZooensError):
+    """Weights cannot be pulled from the hub at all (not enough disk space, no token, ...)."""
+
+
 class Cancelled(ZooensError):
     """Work stopped because a cancel was requested or its time limit passed (see `zooens.cancel`)."""

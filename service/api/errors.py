@@ -16,6 +16,8 @@ from zooens.errors import (
     JobError,
     MissingWeightsError,
     NotFoundError,
+    OfflineError,
+    PullError,
     TooLargeError,
     UnknownModelError,
     WeightsMismatchError,
@@ -40,6 +42,8 @@ STATUS = [
     (MissingWeightsError, 422),
     (WeightsMismatchError, 422),
     (JobError, 409),
+    (OfflineError, 503),  # this server cannot reach the hub: nothing the request can change
+    (PullError, 507),  # the hub cache's disk lacks the space
 ]
 
 

@@ -33,7 +33,11 @@ __all__ = [
     "PredictionsPublic",
     "RankingRow",
     "RunPublic",
+    "PullFilePublic",
+    "PullOutcomePublic",
+    "PullPublic",
     "WeightSetPublic",
+    "ZooPullCreate",
     "ZooSetsPublic",
 ]
 
@@ -63,6 +67,58 @@ class Message(BaseModel):
 
 class ZooSetsPublic(BaseModel):
     sets: dict[str, list[str]]
+
+
+MAX_PULL_ENTRIES = 64
+"""At most this many names or globs in one pull request, and at most this many models once they are expanded."""
+
+
+class ZooPullCreate(BaseModel):
+    """Weight sets whose missing weights the server should fetch from the Hugging Face hub."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[Annotated[CleanStr, Field(min_length=1, max_length=300)]] = Field(
+        min_length=1,
+        max_length=MAX_PULL_ENTRIES,
+        description=f"Names, globs (e.g. 'resnet18*') or zoo sets, at most {MAX_PULL_ENTRIES}; once expanded, at "
+        f"most {MAX_PULL_ENTRIES} models.",
+    )
+
+
+class PullFilePublic(BaseModel):
+    model: str
+    filename: str
+    done_bytes: int
+    total_bytes: int | None
+
+
+class PullOutcomePublic(BaseModel):
+    model: str
+    status: str = Field(description="pulled, present or failed")
+    files: list[str] | int | None = None
+    bytes: int | None = None
+    message: str | None = None
+
+
+class PullPublic(BaseModel):
+    """A weight pull running in the server: its status, byte progress and, once done, each model's outcome."""
+
+    id: str
+    status: str = Field(description="running, succeeded or failed")
+    models: list[str] = Field(description="The models this pull fetches.")
+    elsewhere: dict[str, str] = Field(
+        default_factory=dict, description="Models asked for that another running pull fetches: model -> pull id."
+    )
+    error: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+    current: str | None = Field(default=None, description="The model being fetched now.")
+    models_done: int = 0
+    done_bytes: int = 0
+    total_bytes: int = 0
+    files: list[PullFilePublic] = Field(default_factory=list)
+    outcomes: list[PullOutcomePublic] = Field(default_factory=list)
 
 
 class DatasetPublic(BaseModel):

@@ -177,8 +177,18 @@ def _ensemble_cost(ens: dict) -> str:
     return text + (f" (budget {budget[0]})" if budget else "")
 
 
+PREDICTOR_LABELS = {
+    "knn": "kNN",
+    "logme": "LogME",
+    "imagenet_top1": "ImageNet top-1 (static prior)",
+    "num_params": "parameters (static prior)",
+}
+"""How the audit's predictors are shown: the two that look at the data, then the two that do not."""
+
+
 def print_audit(audit: dict, console: Console) -> None:
-    """How well each predictor (kNN, LogME) ranked the fine-tuned models."""
+    """How well each predictor (kNN, LogME; ImageNet top-1 and parameter count, the static priors) ranked the
+    fine-tuned models."""
     t = _table(
         f"How good was the ranking? ({audit.get('audited_models', '?')} fine-tuned models; {audit.get('basis', '')})",
         [("predictor", True), ("Spearman", False), ("Kendall", False), ("regret", False), ("top-K", True)],
@@ -190,7 +200,7 @@ def print_audit(audit: dict, console: Console) -> None:
 
         regret = "-" if p.get("regret") is None else f"{100 * p['regret']:.1f} pts"
         t.add_row(
-            name,
+            PREDICTOR_LABELS.get(name, name),
             corr(p.get("spearman")),
             corr(p.get("kendall")),
             regret,

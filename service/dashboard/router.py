@@ -168,7 +168,18 @@ def strategy_default_sweep(name: str) -> dict[str, str]:
 # Ranking audits across jobs: how well kNN and LogME predicted the fine-tuned order
 
 
-AUDIT_PREDICTORS = ("knn", "logme")
+AUDIT_PREDICTORS = ("knn", "logme", "imagenet_top1", "num_params")
+PREDICTOR_LABELS = {
+    "knn": "kNN",
+    "logme": "LogME",
+    "imagenet_top1": "ImageNet top-1 (static prior)",
+    "num_params": "parameter count (static prior)",
+}
+SHORT_PREDICTOR_LABELS = {"knn": "kNN", "logme": "LogME", "imagenet_top1": "top-1 prior", "num_params": "size prior"}
+DATA_PREDICTORS = ("knn", "logme")
+"""Predictors that look at the job's data."""
+STATIC_PRIORS = ("imagenet_top1", "num_params")
+"""Predictors that only read the catalogue: the same order for every dataset."""
 AUDIT_FIGURES = ("spearman", "kendall", "regret")
 MAX_AUDITED_JOBS = 1000
 
@@ -183,19 +194,51 @@ def _figure(predictor: dict[str, Any] | None, figure: str) -> tuple[float | None
     return corr.get("value"), corr.get("reason")
 
 
+def compare_predictors(a: dict[str, Any] | None, b: dict[str, Any] | None) -> int:
+    """1 when audit `a` ordered the fine-tuned models better than `b`, -1 when `b` did, 0 when no figure tells them
+    apart: the higher Spearman rho, then the higher Kendall tau, then the lower regret (equal within 1e-9 or
+    undefined: the next figure). The job page's `comparePredictors` applies the same rule."""
+    if a is None or b is None:
+        return 0
+    for figure, sign in (("spearman", 1), ("kendall", 1), ("regret", -1)):
+        x, y = _figure(a, figure)[0], _figure(b, figure)[0]
+        if x is None or y is None or abs(x - y) <= 1e-9:
+            continue
+        return 1 if (x - y) * sign > 0 else -1
+    return 0
+
+
 def better_predictor(predictors: dict[str, Any]) -> str | None:
-    """Which of kNN and LogME ordered the fine-tuned models better: the higher Spearman rho, then the higher
-    Kendall tau, then the lower regret (equal within 1e-9 or undefined: the next figure); None when no figure
+    """Which of kNN and LogME ordered the fine-tuned models better (`compare_predictors`); None when no figure
     tells them apart. The job page's `betterPredictor` applies the same rule."""
     knn, logme = predictors.get("knn"), predictors.get("logme")
     if knn is None or logme is None:
         return None
-    for figure, sign in (("spearman", 1), ("kendall", 1), ("regret", -1)):
-        a, b = _figure(knn, figure)[0], _figure(logme, figure)[0]
-        if a is None or b is None or abs(a - b) <= 1e-9:
+    verdict = compare_predictors(knn, logme)
+    return None if verdict == 0 else ("knn" if verdict > 0 else "logme")
+
+
+def _best_of(predictors: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    """The best of `names` among the audited predictors (the first on a tie), None when none is audited."""
+    best = None
+    for name in names:
+        if predictors.get(name) is None:
             continue
-        return "knn" if (a - b) * sign > 0 else "logme"
-    return None
+        if best is None or compare_predictors(predictors[name], predictors[best]) > 0:
+            best = name
+    return best
+
+
+def data_versus_prior(predictors: dict[str, Any]) -> dict[str, str | None] | None:
+    """Whether looking at the data beat the static priors: the best of kNN and LogME against the best of the
+    ImageNet top-1 and parameter-count priors, by `compare_predictors`. {"data": name, "prior": name, "winner":
+    "data" | "prior" | None (neither)}; None when the audit lacks either side. The job page's `dataVersusPrior`
+    applies the same rule."""
+    data, prior = _best_of(predictors, DATA_PREDICTORS), _best_of(predictors, STATIC_PRIORS)
+    if data is None or prior is None:
+        return None
+    verdict = compare_predictors(predictors[data], predictors[prior])
+    return {"data": data, "prior": prior, "winner": None if verdict == 0 else ("data" if verdict > 0 else "prior")}
 
 
 @dataclass(frozen=True)
@@ -208,6 +251,7 @@ class AuditRow:
     audited_models: int
     figures: dict[str, dict[str, tuple[float | None, str | None]]]  # predictor -> figure -> (value, reason)
     better: str | None
+    versus_prior: dict[str, str | None] | None = None  # `data_versus_prior`
 
 
 def audit_row(job_id: int, dataset_id: int, dataset: str | None, audit: dict[str, Any]) -> AuditRow:
@@ -222,6 +266,7 @@ def audit_row(job_id: int, dataset_id: int, dataset: str | None, audit: dict[str
         audited_models=int(audited),
         figures={p: {f: _figure(predictors.get(p), f) for f in AUDIT_FIGURES} for p in AUDIT_PREDICTORS},
         better=better_predictor(predictors),
+        versus_prior=data_versus_prior(predictors),
     )
 
 
@@ -242,7 +287,9 @@ def audit_page(request: Request) -> HTMLResponse:
     mean of each figure over them."""
     audits, total = reports.ranking_audits(MAX_AUDITED_JOBS)
     rows = [audit_row(a.job_id, a.dataset_id, a.dataset, a.audit) for a in audits]
-    wins = {p: sum(r.better == p for r in rows) for p in AUDIT_PREDICTORS}
+    wins = {p: sum(r.better == p for r in rows) for p in DATA_PREDICTORS}
+    compared = [r.versus_prior for r in rows if r.versus_prior is not None]
+    prior_wins = {w: sum(v["winner"] == w for v in compared) for w in ("data", "prior")}
     return _page(
         request,
         "audit.html",
@@ -250,7 +297,11 @@ def audit_page(request: Request) -> HTMLResponse:
         rows=rows,
         means=audit_means(rows),
         wins=wins,
-        predictors={"knn": "kNN", "logme": "LogME"},
+        prior_wins=prior_wins,
+        prior_compared=len(compared),
+        predictors=PREDICTOR_LABELS,
+        short_labels=SHORT_PREDICTOR_LABELS,
+        data_predictors=DATA_PREDICTORS,
         figures=AUDIT_FIGURES,
         truncated=total > MAX_AUDITED_JOBS,
         limit=MAX_AUDITED_JOBS,
@@ -287,6 +338,9 @@ class ZooRow:
     embed_dim: int | None
     weights_present: bool
     upstream_data: str | None
+    upstream: str | None = None
+    gflops: float | None = None
+    imagenet_top1: float | None = None
 
 
 def _zoo_row(ws: reports.WeightSetPublic) -> ZooRow:
@@ -302,6 +356,9 @@ def _zoo_row(ws: reports.WeightSetPublic) -> ZooRow:
         embed_dim=ws.embed_dim,
         weights_present=bool(ws.weights_present),
         upstream_data=ws.upstream_data,
+        upstream=ws.upstream,
+        gflops=ws.gflops,
+        imagenet_top1=ws.imagenet_top1,
     )
 
 
@@ -330,8 +387,11 @@ def filter_zoo(
     min_params_m: float | None = None,
     max_params_m: float | None = None,
     weights: str = "",
+    upstream: str = "",
+    members: set[str] | None = None,
 ) -> list[ZooRow]:
-    """Rows matching every given filter; `q` matches name or architecture, case-insensitive."""
+    """Rows matching every given filter; `q` matches name or architecture, case-insensitive; `members`: the names
+    of a zoo set."""
     terms = q.lower().split()
     out = []
     for r in rows:
@@ -351,6 +411,10 @@ def filter_zoo(
             continue
         if weights == "no" and r.weights_present:
             continue
+        if upstream and r.upstream != upstream:
+            continue
+        if members is not None and r.name not in members:
+            continue
         out.append(r)
     return out
 
@@ -359,9 +423,29 @@ def _optional_number(text: str | None, kind=float):
     if text is None or text.strip() == "":
         return None
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
         return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+MAX_PULL_MODELS = 64
+"""The API's limit on models per pull: the Pull-all button offers at most this many."""
+
+
+def _set_members(name: str, sets: dict[str, list[str]], rows: list[ZooRow]) -> set[str] | None:
+    """The catalogue names of zoo set `name` (None: no such set); a member given as a bare architecture counts as
+    the weight set of that architecture the catalogue lists first."""
+    if name not in sets:
+        return None
+    names = {r.name for r in rows}
+    out = set()
+    for member in sets[name]:
+        if member in names:
+            out.add(member)
+        else:
+            out.update(r.name for r in rows if r.arch == member and r.name.startswith(member + "."))
+    return out
 
 
 @router.get("/dashboard/zoo", response_class=HTMLResponse)
@@ -374,6 +458,8 @@ def zoo_page(
     min_params: str | None = None,
     max_params: str | None = None,
     weights: str = "",
+    upstream: Annotated[str, Query(max_length=40)] = "",
+    zoo_set: Annotated[str, Query(alias="set", max_length=100)] = "",
     page: int = Query(1, ge=1, le=MAX_ID),
     per_page: int = Query(50, ge=1, le=MAX_ID),
 ) -> HTMLResponse:
@@ -381,9 +467,27 @@ def zoo_page(
     per_page = per_page if per_page in PAGE_SIZES else 50
     size = _optional_number(input_size, int)
     lo, hi = _optional_number(min_params), _optional_number(max_params)
+    try:
+        sets = dict(zoo_sets())
+    except Exception:
+        logger.warning("could not list zoo sets", exc_info=True)
+        sets = {}
+    members = _set_members(zoo_set, sets, rows) if zoo_set else None
     matched = filter_zoo(
-        rows, q=q, family=family, origin=origin, input_size=size, min_params_m=lo, max_params_m=hi, weights=weights
+        rows,
+        q=q,
+        family=family,
+        origin=origin,
+        input_size=size,
+        min_params_m=lo,
+        max_params_m=hi,
+        weights=weights,
+        upstream=upstream,
+        members=members if zoo_set else None,
     )
+    if zoo_set and members is None:
+        matched = []  # an unknown set matches nothing (the select offers only known ones)
+    missing = [r.name for r in matched if not r.weights_present and r.origin == "catalogue"]
     pages = max(1, math.ceil(len(matched) / per_page))
     page = min(page, pages)
     shown = matched[(page - 1) * per_page : page * per_page]
@@ -395,6 +499,8 @@ def zoo_page(
         "min_params": min_params or "",
         "max_params": max_params or "",
         "weights": weights,
+        "upstream": upstream,
+        "set": zoo_set,
         "per_page": per_page,
     }
     return _page(
@@ -413,6 +519,10 @@ def zoo_page(
         page_sizes=PAGE_SIZES,
         available=sum(r.weights_present for r in rows),
         sized=sum(r.num_params is not None for r in rows),
+        upstreams=sorted({r.upstream for r in rows if r.upstream}),
+        zoo_sets=sorted(sets),
+        missing=missing,
+        max_pull=MAX_PULL_MODELS,
     )
 
 

@@ -30,11 +30,13 @@ from zooens.pipeline import (
     EMBED,
     ENSEMBLE,
     FINETUNE,
+    PULL,
     EmbedRecord,
     JobParams,
     RunRecord,
     UnitKey,
     plan_finetune_units,
+    plan_pull_units,
     rank_models,
 )
 from zooens.service import registry
@@ -135,7 +137,10 @@ class _Run:
             registry.set_job_progress(s, self.job_id, stage=stage, progress=progress)
 
     def stage(self, spec: JobSpec, stage: str, keys: list[UnitKey]) -> dict[str, UnitResult]:
-        """Run a stage's units not done yet; every result of the stage, by key, in planning order."""
+        """Run a stage's units not done yet; every result of the stage, by key, in planning order. A stage
+        with no unit (`pull` in a job that pulls nothing) leaves no trace."""
+        if not keys:
+            return {}
         names = [str(k) for k in keys]
         with session_scope() as s:
             registry.ensure_units(s, self.job_id, [(k, stage) for k in names])
@@ -231,7 +236,8 @@ class _Run:
     def stages(self) -> None:
         spec = job_spec(self.job_id)
         if self.progress:  # the sweep's size does not depend on the ranking's order: the total is known now
-            total = len(spec.zoo_models) + len(plan_finetune_units(spec.zoo_models, spec.params)) + 1
+            pulls = len(plan_pull_units(spec.zoo_models, spec.params))
+            total = pulls + len(spec.zoo_models) + len(plan_finetune_units(spec.zoo_models, spec.params)) + 1
             self.overall = tqdm(total=total, desc=f"job {self.job_id}", unit="unit", dynamic_ncols=True)
         try:
             self._stages(spec)
@@ -240,6 +246,7 @@ class _Run:
                 self.overall.close()
 
     def _stages(self, spec: JobSpec) -> None:
+        self.stage(spec, PULL, plan_pull_units(spec.zoo_models, spec.params))
         embeds = self.stage(spec, EMBED, [UnitKey.embed(m) for m in spec.zoo_models])
         ranked = rank_models([r for r in embeds.values() if isinstance(r, EmbedRecord)])
         spec = dataclasses.replace(spec, ranked_models=ranked)

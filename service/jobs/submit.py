@@ -92,7 +92,7 @@ def retry_job(s: Session, job_id: int, *, claim_for: str | None = None) -> Job:
     dataset = registry.get_dataset(s, old.dataset_id)
     check_dataset(dataset, params)
     weight_sets = resolve_zoo(list(old.zoo_models or []) or old.zoo)
-    check_zoo(old.zoo, weight_sets)
+    check_zoo(old.zoo, weight_sets, pull=params.pull)
     job = _queue(s, old.dataset_id, old.zoo, weight_sets, params, claim_for)
     logger.info("job %s retries job %s", job.id, job_id)
     return job

@@ -1,5 +1,6 @@
 """A job's units: each one calls one pipeline stage and returns its record; recorders write records.
 
+    pull:<model_name>                                    `pipeline.pull_weights`    -> `PullRecord`
     embed:<model_name>                                   `pipeline.rank_model`      -> `EmbedRecord`
     finetune:<model_name>:<strategy>:lr=<lr>:steps=<n>   `pipeline.finetune_run`    -> `RunRecord`
     ensemble                                             `pipeline.select_ensemble` -> `EnsembleRecord`
@@ -26,9 +27,11 @@ from zooens.pipeline import (
     EMBED,
     ENSEMBLE,
     FINETUNE,
+    PULL,
     EmbedRecord,
     EnsembleRecord,
     JobParams,
+    PullRecord,
     RunRecord,
     ScoreRecord,
     UnitKey,
@@ -36,6 +39,7 @@ from zooens.pipeline import (
     finetune_run,
     plan_finetune_units,
     prepare_job_dataset,
+    pull_weights,
     rank_model,
     run_probabilities,
     select_ensemble,
@@ -50,9 +54,15 @@ from zooens.utils import resolve_device
 __all__ = ["JobSpec", "execute_unit", "job_dataset", "job_folder", "record_unit", "result_from_json"]
 
 UnitResult = BaseModel
-"""A unit's record: `EmbedRecord`, `RunRecord` or `EnsembleRecord` (`RECORDS` maps the unit kind to it)."""
+"""A unit's record: `PullRecord`, `EmbedRecord`, `RunRecord` or `EnsembleRecord` (`RECORDS` maps the unit
+kind to it)."""
 
-RECORDS: dict[str, type[BaseModel]] = {EMBED: EmbedRecord, FINETUNE: RunRecord, ENSEMBLE: EnsembleRecord}
+RECORDS: dict[str, type[BaseModel]] = {
+    PULL: PullRecord,
+    EMBED: EmbedRecord,
+    FINETUNE: RunRecord,
+    ENSEMBLE: EnsembleRecord,
+}
 
 
 def result_from_json(key: str, data: dict[str, Any]) -> UnitResult:
@@ -121,6 +131,11 @@ def _device() -> str:
 # Handlers: one pipeline stage each.
 
 
+def _pull(spec: JobSpec, key: UnitKey, progress: bool) -> PullRecord:
+    assert key.model_name is not None
+    return pull_weights(key.model_name, progress=progress)
+
+
 def _embed(spec: JobSpec, key: UnitKey, progress: bool) -> EmbedRecord:
     assert key.model_name is not None
     cache = EmbeddingCache(Path(spec.cache_dir))
@@ -148,6 +163,7 @@ def _ensemble(spec: JobSpec, key: UnitKey, progress: bool) -> EnsembleRecord:
 
 
 HANDLERS: dict[str, Callable[[JobSpec, UnitKey, bool], UnitResult]] = {
+    PULL: _pull,
     EMBED: _embed,
     FINETUNE: _finetune,
     ENSEMBLE: _ensemble,
@@ -195,7 +211,13 @@ def _record_ensemble(s: Session, job_id: int, result: UnitResult) -> None:
     registry.set_ranking_audit(s, job_id, audit_job_ranking(scores, runs, params))
 
 
+def _record_pull(s: Session, job_id: int, result: UnitResult) -> None:
+    """Nothing beyond the unit's own result: the weights are in the hub cache, the zoo row is the model's."""
+    assert isinstance(result, PullRecord)
+
+
 RECORDERS: dict[str, Callable[[Session, int, UnitResult], None]] = {
+    PULL: _record_pull,
     EMBED: _record_embed,
     FINETUNE: _record_finetune,
     ENSEMBLE: _record_ensemble,
@@ -203,5 +225,5 @@ RECORDERS: dict[str, Callable[[Session, int, UnitResult], None]] = {
 
 
 def record_unit(s: Session, job_id: int, key: str, result: UnitResult) -> None:
-    """Write a unit's record (kNN score, run, ensemble) to the registry."""
+    """Write a unit's record (kNN score, run, ensemble; a pull's stays with its unit) to the registry."""
     RECORDERS[UnitKey.parse(key).kind](s, job_id, result)

@@ -123,3 +123,17 @@ def test_cost_vector() -> None:
         cost_vector(cands, "latency_ms")
     with pytest.raises(ConfigError, match="Unknown cost metric"):
         cost_vector(cands, "watts")  # type: ignore[arg-type]
+
+
+def test_a_vits_attention_counts_on_a_cpu_as_its_explicit_matmuls() -> None:
+    """The fused CPU attention kernel has no FLOP formula: the count must still include attention, equal to the same
+    ViT with timm's explicit (unfused) attention, whose two matmuls FlopCounterMode counts. Gradient flags stay."""
+    torch.manual_seed(0)
+    fused = timm.create_model("test_vit", num_classes=0)
+    explicit = timm.create_model("test_vit", num_classes=0)
+    for module in explicit.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False
+    assert any(getattr(m, "fused_attn", False) for m in fused.modules())
+    assert count_flops(fused, 160) == pytest.approx(count_flops(explicit, 160), rel=1e-9)
+    assert all(p.requires_grad for p in fused.parameters()) and fused.training

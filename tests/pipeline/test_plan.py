@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zooens.errors import ConfigError, JobError
-from zooens.pipeline import JobParams, UnitKey, parse_params, plan_finetune_units, rank_models
+from zooens.pipeline import JobParams, UnitKey, parse_params, plan_finetune_units, plan_pull_units, rank_models
 from zooens.pipeline.records import EmbedRecord
 
 MODEL = st.from_regex(r"[a-z][a-z0-9_]{0,20}\.[a-z0-9_]{1,12}", fullmatch=True)
@@ -29,6 +29,7 @@ def test_key_spellings():
     assert str(UnitKey.ensemble()) == "ensemble"
     assert UnitKey.parse("ensemble") == UnitKey.ensemble()
     assert UnitKey.parse("embed:a.b") == UnitKey.embed("a.b")
+    assert str(UnitKey.pull("a.b")) == "pull:a.b" and UnitKey.parse("pull:a.b") == UnitKey.pull("a.b")
     assert "/" not in UnitKey.finetune("x/y", "linear", 0.1, 1).slug
 
 
@@ -38,6 +39,8 @@ def test_key_spellings():
         "",
         "embed",
         "embed:",
+        "pull",
+        "pull:",
         "finetune:a:b",
         "finetune:m:s:0.1:300",
         "ensemble:x",
@@ -141,3 +144,16 @@ def test_the_package_exports_every_name_from_its_home_without_importing_torch():
     code = "import sys, zooens.pipeline.params as p; p.JobParams.model_fields; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"  # the CLI reads JobParams' fields at start-up
+
+
+def test_a_pull_job_pulls_each_hub_model_once_and_nothing_else():
+    """Hub models get a pull unit each (a layer tap its model's, once); packaged weights none; no `pull`, no units."""
+    zoo = [
+        "convnext_tiny.fb_in1k",
+        "convnext_tiny.fb_in1k@stages.2",
+        "tf_efficientnet_lite0.in1k",  # embedded: weights from a package
+        "resnet18.a1_in1k",
+    ]
+    keys = plan_pull_units(zoo, JobParams(pull=True))
+    assert [str(k) for k in keys] == ["pull:convnext_tiny.fb_in1k", "pull:resnet18.a1_in1k"]
+    assert plan_pull_units(zoo, JobParams()) == []

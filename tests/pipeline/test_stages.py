@@ -4,10 +4,16 @@ scipy's rank correlations for the audit."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 import pytest
+import timm
+import torch
 from scipy.stats import kendalltau, spearmanr
 
+import zooens.zoo
 from zooens.errors import JobError
 from zooens.pipeline import JobParams, RunRecord, ScoreRecord, audit_job_ranking, ranking_table, select_ensemble
 from zooens.selection.datasets import ImageDataset, Split
@@ -138,3 +144,49 @@ def test_the_audit_compares_the_ranking_with_the_fine_tuned_order():
     without = audit_job_ranking(scores, runs, JobParams(top_k=2))
     assert without["basis"] == "best val accuracy over each model's runs"
     assert audit_job_ranking(scores, [], JobParams()) is None
+
+
+def _published_top1() -> dict[str, float]:
+    """timm's published ImageNet top-1 read straight from the shipped file (at each model's first listed size)."""
+    text = (Path(zooens.zoo.__file__).parent / "data" / "imagenet_top1.csv").read_text()
+    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
+    out: dict[str, float] = {}
+    for row in rows:
+        out.setdefault(row["model"], float(row["top1"]))
+    return out
+
+
+def test_the_audit_scores_the_static_priors_beside_the_data_driven_predictors():
+    """ImageNet top-1 and parameter count predict the fine-tuned order without looking at the data: their figures
+    are scipy's rank correlations of the published top-1 and of the parameters counted here on the meta device."""
+    names = [
+        "resnet18.a1_in1k",
+        "resnet50.a1_in1k",
+        "vit_small_patch16_224.augreg_in1k",
+        "convnext_tiny.fb_in1k",
+        "efficientnet_b0.ra_in1k",
+    ]
+    acc = dict(zip(names, [0.61, 0.70, 0.66, 0.72, 0.64], strict=True))
+    scores = [ScoreRecord(model_name=m, knn_accuracy=acc[m] - 0.1) for m in names]
+    runs = [_run(i, model=m, val_acc=acc[m]) for i, m in enumerate(names)]
+    audit = audit_job_ranking(scores, runs, JobParams(top_k=1))
+    top1 = _published_top1()
+    with torch.device("meta"):
+        size = {
+            m: sum(p.numel() for p in timm.create_model(m.split(".")[0], num_classes=0).parameters()) for m in names
+        }
+    y = [acc[m] for m in names]
+    prior = audit["predictors"]["imagenet_top1"]
+    assert prior["n"] == 5
+    assert prior["spearman"]["value"] == pytest.approx(spearmanr([top1[m] for m in names], y).statistic)
+    assert prior["kendall"]["value"] == pytest.approx(kendalltau([top1[m] for m in names], y).statistic)
+    by_size = audit["predictors"]["num_params"]
+    assert by_size["spearman"]["value"] == pytest.approx(spearmanr([size[m] for m in names], y).statistic)
+    assert by_size["top_k_models"] == [max(names, key=lambda m: size[m])]
+    assert audit["predictors"]["knn"]["spearman"]["value"] == pytest.approx(1.0)
+    # a model the zoo does not know has no prior: left out of the priors' audits, kept in kNN's
+    odd = audit_job_ranking(
+        [*scores, ScoreRecord(model_name="gone", knn_accuracy=0.1)], [*runs, _run(7, model="gone")], JobParams()
+    )
+    assert odd["predictors"]["knn"]["n"] == 6 and odd["predictors"]["imagenet_top1"]["n"] == 5
+    assert "gone" in odd["skipped"]["imagenet_top1"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,6 +19,7 @@ from zooens.pipeline.params import parse_params
 from zooens.service.cli import app
 from zooens.service.db.models import Dataset
 from zooens.service.jobs import check_dataset
+from zooens.zoo import add_user_model, create_model
 
 SUBMIT_LOGGER = "zooens.pipeline.checks"
 
@@ -106,10 +108,33 @@ def test_a_zoo_without_weights_gets_one_short_message_once(zooens_home, hub_cach
     message = _refused(["run", "--dataset", "digits", "--zoo", "convnext_tiny.*", "--quiet"])
     assert "matched" in message and "none has weights on this machine" in message
     assert str(hub_cache) in message and "zooens zoo add" in message
-    assert len(message) < 500 and message.count("no weights") + message.count("none has weights") == 1
+    assert len(message) < 600 and message.count("no weights") + message.count("none has weights") == 1
     assert "convnext_tiny.fb_in1k" not in message  # a count, not the list
+    assert "zooens zoo pull 'convnext_tiny.*'" in message  # the zoo as asked for
 
 
 def test_a_zoo_set_typo_suggests_the_set(zooens_home):
     message = _refused(["run", "--dataset", "digits", "--zoo", "embeded", "--quiet"])
     assert "did you mean 'embedded'?" in message
+
+
+def test_missing_hub_weights_name_the_pull_command_and_the_pull_option(zooens_home, hub_cache):
+    message = _refused(["run", "--dataset", "digits", "--zoo", "convnext_tiny.fb_in1k", "--quiet"])
+    assert "zooens zoo pull convnext_tiny.fb_in1k" in message and "--pull" in message
+
+
+def test_a_pull_job_is_refused_at_submission_when_offline(zooens_home, hub_cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    message = _refused(["run", "--dataset", "digits", "--zoo", "convnext_tiny.fb_in1k", "--pull", "--quiet"])
+    assert "offline" in message and "HF_HOME" in message and "convnext_tiny.fb_in1k" in message
+
+
+def test_pull_does_not_excuse_weights_no_hub_serves(zooens_home, hub_cache, monkeypatch, tmp_path):
+    """A user model whose file went missing cannot be pulled: --pull still refuses it, before any work."""
+    weights = tmp_path / "mine.pt"
+    torch.save(create_model("tf_efficientnet_lite0.in1k", pretrained=False).state_dict(), weights)
+    add_user_model("mine", "tf_efficientnet_lite0", weights)
+    weights.unlink()
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    message = _refused(["run", "--dataset", "digits", "--zoo", "mine", "--pull", "--quiet"])
+    assert "the hub does not serve them" in message and "zooens zoo add" in message

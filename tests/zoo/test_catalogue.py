@@ -150,6 +150,9 @@ def test_upstream_data_is_read_from_the_tag() -> None:
     assert upstream_data_from_tag("a1_in1k", 1000) == "ImageNet-1k"
     assert upstream_data_from_tag("ra2", 1000) == "ImageNet-1k"
     assert upstream_data_from_tag("ra2", 11821) is None
+    assert upstream_data_from_tag("fb_ssl_yfcc100m_ft_in1k", 1000) == "YFCC-100M -> ImageNet-1k"
+    assert upstream_data_from_tag("ns_jft_in1k", 1000) == "JFT-300M -> ImageNet-1k"
+    assert upstream_data_from_tag("dinov3_lvd1689m", 0) == "LVD-1689M"
 
 
 def test_resolve_zoo_specs(zooens_home: Path) -> None:

@@ -4,7 +4,7 @@
 
 let JOB_ID = null;  // from <body data-job-id>, read once the DOM is ready
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
-const STAGE_LABELS = { embed: "embedding", finetune: "fine-tuning", ensemble: "ensemble" };
+const STAGE_LABELS = { pull: "pulling weights", embed: "embedding", finetune: "fine-tuning", ensemble: "ensemble" };
 let timer = null;
 let lastRankingKey = null;
 let lastEnsembleKey = null;
@@ -59,6 +59,7 @@ function renderHeader(job) {
   if (params.max_latency_ms !== undefined && params.max_latency_ms !== null) pairs.push(["budget", "at most " + params.max_latency_ms + " ms per image"]);
   if (params.audit_ranking) pairs.push(["ranking audit", params.audit_ranking + " model(s) beyond the top-K"]);
   if (params.taps && params.taps !== "none") pairs.push(["layer taps", params.taps]);
+  if (params.pull) pairs.push(["pull", "missing weights pulled from the hub first"]);
   facts.replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
   const err = document.getElementById("job-error");
   if (job.status === "failed" || job.error) {
@@ -72,10 +73,13 @@ function renderStages(job) {
   const p = job.progress || {};
   const box = document.getElementById("stages");
   const children = [];
-  for (const stage of ["embed", "finetune", "ensemble"]) {
+  // the pull stage only for a job that pulls missing weights (it has a "pull" entry), and then first
+  const stages = (p.pull ? ["pull"] : []).concat(["embed", "finetune", "ensemble"]);
+  for (const stage of stages) {
     const st = p[stage] || { done: 0, total: 0 };
     let text;
-    if (stage === "embed") text = st.total ? "model " + st.done + " of " + st.total + " embedded" : "not started";
+    if (stage === "pull") text = st.total ? "model " + st.done + " of " + st.total + " fetched" : "nothing to fetch";
+    else if (stage === "embed") text = st.total ? "model " + st.done + " of " + st.total + " embedded" : "not started";
     else if (stage === "finetune") text = st.total ? st.done + " of " + st.total + " runs done" : "not started";
     else text = st.total ? (st.done >= st.total ? "built" : "greedy selection…") : "not started";
     if (st.current && st.done < st.total) text += " — " + st.current;
@@ -157,24 +161,59 @@ function renderScatter(rows, audit) {
   }, { displaylogo: false, displayModeBar: false, responsive: true });
 }
 
-const PREDICTORS = { knn: "kNN", logme: "LogME" };
+const PREDICTORS = {
+  knn: "kNN",
+  logme: "LogME",
+  imagenet_top1: "ImageNet top-1 (static prior)",
+  num_params: "parameter count (static prior)",
+};
+const PREDICTOR_ORDER = ["knn", "logme", "imagenet_top1", "num_params"];
+const DATA_PREDICTORS = ["knn", "logme"];  // they look at the job's data
+const STATIC_PRIORS = ["imagenet_top1", "num_params"];  // the same order for every dataset
 const COST_LABELS = { gflops: "GFLOPs per image", latency_ms: "latency per image (ms, batch 1)" };
 const COST_UNITS = { gflops: "GFLOPs", latency_ms: "ms" };
 
 function predictorLabel(name) { return PREDICTORS[name] || name; }
 
-/** Which predictor ordered the fine-tuned models better: the higher Spearman ρ, then the higher Kendall τ, then the
- * lower regret; null when every figure is undefined or equal (within 1e-9) for the two. Mirrors
+/** 1 when audit `a` ordered the fine-tuned models better than `b`, -1 when `b` did, 0 when no figure tells them
+ * apart: the higher Spearman ρ, then the higher Kendall τ, then the lower regret (undefined or equal within 1e-9:
+ * the next figure). Mirrors `compare_predictors` in the dashboard router. */
+function comparePredictors(a, b) {
+  if (!a || !b) return 0;
+  const corr = (p, k) => (p[k] && p[k].value !== undefined ? p[k].value : null);
+  const tests = [[corr(a, "spearman"), corr(b, "spearman"), 1], [corr(a, "kendall"), corr(b, "kendall"), 1], [a.regret, b.regret, -1]];
+  for (const [x, y, sign] of tests) {
+    if (x === null || y === null || x === undefined || y === undefined || Math.abs(x - y) <= 1e-9) continue;
+    return (x - y) * sign > 0 ? 1 : -1;
+  }
+  return 0;
+}
+
+/** Which of kNN and LogME ordered the fine-tuned models better; null when no figure tells them apart. Mirrors
  * `better_predictor` in the dashboard router. */
 function betterPredictor(predictors) {
   const a = predictors.knn, b = predictors.logme;
   if (!a || !b) return null;
-  const tests = [[a.spearman.value, b.spearman.value, 1], [a.kendall.value, b.kendall.value, 1], [a.regret, b.regret, -1]];
-  for (const [x, y, sign] of tests) {
-    if (x === null || y === null || x === undefined || y === undefined || Math.abs(x - y) <= 1e-9) continue;
-    return (x - y) * sign > 0 ? "knn" : "logme";
+  const verdict = comparePredictors(a, b);
+  return verdict === 0 ? null : (verdict > 0 ? "knn" : "logme");
+}
+
+function bestOf(predictors, names) {
+  let best = null;
+  for (const name of names) {
+    if (!predictors[name]) continue;
+    if (best === null || comparePredictors(predictors[name], predictors[best]) > 0) best = name;
   }
-  return null;
+  return best;
+}
+
+/** Whether looking at the data beat the static priors: the best of kNN and LogME against the best prior;
+ * {data, prior, winner: "data" | "prior" | null} or null without both sides. Mirrors `data_versus_prior`. */
+function dataVersusPrior(predictors) {
+  const data = bestOf(predictors, DATA_PREDICTORS), prior = bestOf(predictors, STATIC_PRIORS);
+  if (data === null || prior === null) return null;
+  const verdict = comparePredictors(predictors[data], predictors[prior]);
+  return { data, prior, winner: verdict === 0 ? null : (verdict > 0 ? "data" : "prior") };
 }
 
 function figureCell(key, value, digits, undefinedText) {
@@ -194,7 +233,10 @@ function renderAudit(job) {
     box.replaceChildren(el("p", { class: "muted", id: "audit-absent", text }));
     return;
   }
-  const names = Object.keys(audit.predictors);
+  const names = Object.keys(audit.predictors).sort((a, b) => {
+    const ia = PREDICTOR_ORDER.indexOf(a), ib = PREDICTOR_ORDER.indexOf(b);
+    return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || a.localeCompare(b);
+  });
   const table = el("table", { id: "audit-table" });
   table.append(el("thead", {}, el("tr", {},
     el("th", { text: "predictor" }), el("th", { class: "num", text: "models audited" }),
@@ -229,13 +271,22 @@ function renderAudit(job) {
     String(audit.audited_models !== undefined ? audit.audited_models : Object.keys(audit.finetuned_accuracy || {}).length)
     + " models audited; fine-tuned accuracy: " + (audit.basis || "best val accuracy over each model's runs") + ".");
   const better = betterPredictor(audit.predictors);
+  const dataNames = names.filter((n) => DATA_PREDICTORS.includes(n));
   let verdict;
-  if (names.length < 2) verdict = "Only " + names.map(predictorLabel).join(", ") + " scored these models: nothing to compare it with.";
+  if (dataNames.length < 2) verdict = dataNames.length ? "Only " + predictorLabel(dataNames[0]) + " looked at the data: nothing to compare it with." : "Neither kNN nor LogME scored these models.";
   else if (better) {
     const other = better === "knn" ? "logme" : "knn";
     verdict = predictorLabel(better) + " predicted the fine-tuned order better than " + predictorLabel(other) + " on this data.";
-  } else verdict = "Neither predictor did better on this data (equal or undefined figures).";
-  const children = [facts, table, el("p", { id: "audit-verdict", "data-better": better || "", class: "notice", text: verdict })];
+  } else verdict = "Neither kNN nor LogME did better on this data (equal or undefined figures).";
+  const versus = dataVersusPrior(audit.predictors);
+  let priorText;
+  if (!versus) priorText = "No static prior was audited for this job: nothing to say whether looking at the data helped.";
+  else if (versus.winner === "data") priorText = "Looking at the data paid off: " + predictorLabel(versus.data) + " ordered the models better than the best static prior, " + predictorLabel(versus.prior) + ".";
+  else if (versus.winner === "prior") priorText = "Looking at the data did not pay off: the static prior " + predictorLabel(versus.prior) + " ordered the models better than " + predictorLabel(versus.data) + ", the better of kNN and LogME.";
+  else priorText = "Looking at the data did no better or worse than the static priors (" + predictorLabel(versus.data) + " and " + predictorLabel(versus.prior) + ": equal or undefined figures).";
+  const children = [facts, table,
+    el("p", { id: "audit-verdict", "data-better": better || "", class: "notice", text: verdict }),
+    el("p", { id: "audit-prior-verdict", class: "notice", "data-winner": versus ? (versus.winner || "") : "", "data-data": versus ? versus.data : "", "data-prior": versus ? versus.prior : "", text: priorText })];
   if (reasons.length) children.push(el("ul", { id: "audit-reasons", class: "muted" }, ...reasons.map((r) => el("li", { text: r }))));
   box.replaceChildren(...children);
 }

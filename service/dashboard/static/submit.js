@@ -44,6 +44,7 @@ function jobBody(form, datasetId) {
   const audit = optionalInt(form.audit_ranking.value);
   if (audit) body.audit_ranking = audit;
   if (form.taps.value !== "none") body.taps = form.taps.value;
+  if (form.pull && form.pull.checked) body.pull = true;
   return body;
 }
 

@@ -256,8 +256,8 @@ def test_zoo_page_filters_and_paginates(browser, live_server, screenshots):
 
     open_page(driver, live_server.url + "/dashboard/zoo?family=resnet&input_size=224", "#zoo-table")
     rows = driver.find_elements(By.CSS_SELECTOR, "#zoo-table tbody tr[data-name]")
-    assert rows and all(r.find_elements(By.TAG_NAME, "td")[1].text == "resnet" for r in rows)
-    assert all(r.find_elements(By.TAG_NAME, "td")[3].text == "224 px" for r in rows)
+    assert rows and all(r.find_element(By.CSS_SELECTOR, "td[data-key='family']").text == "resnet" for r in rows)
+    assert all(r.find_element(By.CSS_SELECTOR, "td[data-key='input_size']").text == "224 px" for r in rows)
     open_page(driver, live_server.url + "/dashboard/zoo?max_params=0.3&origin=user", "#zoo-table")
     names = {
         r.get_attribute("data-name") for r in driver.find_elements(By.CSS_SELECTOR, "#zoo-table tbody tr[data-name]")
