@@ -57,6 +57,7 @@ bench: setup
 	$(PY) bench/api_load.py
 	$(PY) bench/adapters.py
 	$(PY) bench/fit_record.py
+	$(PY) bench/priors.py
 
 vtab-demo: setup
 	$(VENV)/bin/zooens vtab make-offline-suite .zooens/vtab-offline

@@ -37,6 +37,7 @@ FLAGS = {
     "max_latency_ms": ["--max-latency-ms"],
     "audit_ranking": ["--audit-ranking"],
     "taps": ["--taps"],
+    "pull": ["--pull", "--no-pull"],
     "strategy_options": ["--option", "-o"],
 }
 """The flags as they were declared by hand before they came from the model: they must not change."""

@@ -59,7 +59,10 @@ def test_budget_keeps_the_ensemble_within_it_and_the_audit_checks_the_ranking(ti
     assert {m["model_name"] for m in free["ensemble"]["members"]} <= set(ranking[:2])
     assert free["best_single"]["model_name"] in ranking[:2]
     audit = free["job"]["ranking_audit"]
-    assert audit["audited_models"] == 3 and set(audit["predictors"]) == {"knn", "logme"}
+    assert audit["audited_models"] == 3
+    assert set(audit["predictors"]) == {"knn", "logme", "imagenet_top1", "num_params"}
+    # the static priors: user models have no published ImageNet top-1, and every one its parameter count
+    assert audit["predictors"]["imagenet_top1"]["n"] == 0 and audit["predictors"]["num_params"]["n"] == 3
     knn = audit["predictors"]["knn"]
     assert knn["models"] == ranking  # the kNN order, best first
     assert knn["top_k_models"] == ranking[:2]
@@ -68,6 +71,7 @@ def test_budget_keeps_the_ensemble_within_it_and_the_audit_checks_the_ranking(ti
     shown = CliRunner().invoke(app, ["jobs", "show", str(free["job"]["id"])], env={"COLUMNS": "160"})
     assert shown.exit_code == 0, shown.output
     assert "How good was the ranking?" in shown.output and "inference cost:" in shown.output
+    assert "parameters (static prior)" in shown.output
     spearman = knn["spearman"]["value"]
     assert spearman is None or f"{spearman:+.3f}" in shown.output
 
