@@ -6,7 +6,8 @@ kNN and LogME (they look at the data) against the static priors ImageNet top-1 a
 Every candidate is fine-tuned (`audit_ranking` covers the whole zoo, with `linear`), so each predictor is judged
 against every model's fine-tuned validation accuracy: Spearman, Kendall (tau-b) and the top-K regret. The zoo is the
 embedded one with its layer taps (`--taps auto`: 3 models and 9 taps, the only weights of more than one network
-that can be had offline); a tap has no published top-1, so that prior ranks the 3 whole models only.
+that can be had offline); a tap takes its model's published top-1 (ties among a model's taps) and its own pruned
+network's parameter count.
 """
 
 from __future__ import annotations

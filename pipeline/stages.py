@@ -293,7 +293,8 @@ def select_ensemble(
 def static_priors(models: Sequence[str]) -> dict[str, dict[str, float]]:
     """What a leaderboard says without looking at the data: each model's ImageNet top-1 (timm's published
     results) and its parameter count, as predictors for the audit (a larger value predicts better).
-    A model without a published top-1 (a layer tap, a user model) is left out of that predictor."""
+    A layer tap takes its model's top-1 (a leaderboard knows whole models only) and its own pruned
+    network's parameters; a model without a published top-1 (a user model) is left out of that predictor."""
     top1: dict[str, float] = {}
     size: dict[str, float] = {}
     for name in models:
