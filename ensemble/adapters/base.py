@@ -64,6 +64,12 @@ class AdapterConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> AdapterConfig:
+        """The config a saved adapter (`to_dict` in an artifact or adapter.json) was trained with; a method
+        whose defaults changed since fills the fields an older save lacks with what they meant then."""
+        return cls(**saved)
+
 
 class AdapterMethod:
     """One method: its config class, how it changes a model, which tensors it saves."""
@@ -152,7 +158,7 @@ def load_adapter(base_model: nn.Module, directory: str | Path) -> tuple[nn.Modul
     """Re-apply a saved adapter to a fresh base model (the one it was trained from)."""
     directory = Path(directory)
     meta = json.loads((directory / CONFIG_FILE).read_text())
-    config = get_adapter(meta["method"]).config_cls(**meta["config"])
+    config = get_adapter(meta["method"]).config_cls.from_saved(meta["config"])
     inject(base_model, meta["method"], config)
     tensors = load_file(str(directory / TENSORS_FILE))
     apply_tensors(base_model, tensors)

@@ -60,10 +60,10 @@ class AdapterStrategy(ImageStrategy):
         make_config(self.method, options)
 
     def _backbone(
-        self, model_name: str, options: dict[str, Any]
+        self, model_name: str, options: dict[str, Any] | AdapterConfig
     ) -> tuple[nn.Module, AdapterConfig, list[nn.Parameter], list[str]]:
         backbone = create_model(model_name, num_classes=0)
-        config = make_config(self.method, options)
+        config = options if isinstance(options, AdapterConfig) else make_config(self.method, options)
         params = inject(backbone, self.method, config)
         keys = get_adapter(self.method).saved_keys(backbone, config, params)
         return backbone, config, params, keys
@@ -85,7 +85,8 @@ class AdapterStrategy(ImageStrategy):
         return {"adapter": {"method": self.method, "config": model._adapter[0].to_dict()}}
 
     def load(self, artifact: Artifact, *, device: str = "cpu", backbone: nn.Module | None = None) -> nn.Module:
-        backbone, _, _, _ = self._backbone(artifact.config["model"], artifact.config["adapter"]["config"])
+        saved = get_adapter(self.method).config_cls.from_saved(artifact.config["adapter"]["config"])
+        backbone, _, _, _ = self._backbone(artifact.config["model"], saved)
         head = nn.Linear(artifact.tensors["head.weight"].shape[1], len(artifact.config["classes"]))
         model = ImageClassifier(backbone, head)
         apply_tensors(model, artifact.tensors)
@@ -105,7 +106,10 @@ class PatchStrategy(AdapterStrategy):
 
 @register_strategy("lora")
 class LoraStrategy(AdapterStrategy):
-    """LoRA on linear layers and 1x1 convolutions."""
+    """LoRA (Hu et al. 2021): low-rank updates of W_q and W_v in every attention layer by default (a fused qkv
+    masked to its query and value rows); a model without attention (a CNN) adapts every linear layer and 1x1
+    convolution instead. Options: `rank` (4), `alpha` (default: the rank), `targets` ('auto', 'qv',
+    'all-linear'), `include_conv1x1`, `target` (a name filter). See `zooens.ensemble.adapters.lora`."""
 
     method = "lora"
 
