@@ -178,10 +178,11 @@ class JobParams(BaseModel):
             return "latency_ms", self.max_latency_ms
         return None
 
-    def sweep_for(self, strategy: str) -> SweepConfig:
-        """The hyper-parameter grid of one strategy: the user's values or the strategy's defaults."""
+    def sweep_for(self, strategy: str, device: str | None = None) -> SweepConfig:
+        """The hyper-parameter grid of one strategy: the user's values or the strategy's defaults on a worker
+        of `device` (`Strategy.sweep_on`: `full` sweeps more on a GPU)."""
         ensemble = _ensemble()
-        defaults = ensemble.get_strategy(strategy).default_sweep or ensemble.SweepConfig()
+        defaults = ensemble.get_strategy(strategy).sweep_on(device) or ensemble.SweepConfig()
         return ensemble.SweepConfig(
             learning_rates=tuple(self.learning_rates or defaults.learning_rates),
             steps=tuple(self.steps or defaults.steps),

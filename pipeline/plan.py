@@ -151,14 +151,15 @@ def plan_finetune_units(
     is built from the top-K's runs only, as without an audit.
     """
     keys: list[UnitKey] = []
+    device = resolve_device(get_settings().device) if device is None else device
     strategies = resolved_strategies(params, device)
     for model_name in ranked_models[: params.top_k]:
         for strategy in strategies:
-            for hp in params.sweep_for(strategy).grid():
+            for hp in params.sweep_for(strategy, device).grid():
                 keys.append(UnitKey.finetune(model_name, strategy, hp["lr"], hp["steps"]))
     if audit and params.audit_ranking:
         for model_name in ranked_models[: params.top_k + params.audit_ranking]:
-            for hp in params.sweep_for(AUDIT_STRATEGY).grid():
+            for hp in params.sweep_for(AUDIT_STRATEGY, device).grid():
                 key = UnitKey.finetune(model_name, AUDIT_STRATEGY, hp["lr"], hp["steps"])
                 if key not in keys:
                     keys.append(key)

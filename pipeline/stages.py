@@ -157,7 +157,7 @@ def finetune_run(
         steps=strategy.job_steps(key.steps, ds, device, steps_given=params.steps is not None),
         seed=params.seed,
         resolution=params.resolution,
-        batch_size=params.sweep_for(key.strategy).batch_size,
+        batch_size=params.sweep_for(key.strategy, device).batch_size,
         options=strategy.job_options(params.options_for(key.strategy), selected_models=selected_models),
         augmentation=resolve_augmentation(params.augmentation, key.strategy, ds.extra),
         preprocessing=params.preprocessing,

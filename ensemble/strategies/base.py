@@ -69,6 +69,11 @@ class Strategy:
         """The options a job's runs use, given the models the job selected (by default `options`)."""
         return options
 
+    def sweep_on(self, device: str | None) -> SweepConfig:
+        """The default grid on a worker of `device` (`cuda`, `cpu`; None: any): `default_sweep` unless the
+        strategy sweeps differently where compute allows (`full` on a GPU)."""
+        return self.default_sweep
+
     def job_steps(self, steps: int, ds: Any, device: str, *, steps_given: bool) -> int:
         """The steps a job's run of this strategy takes on `ds`: by default `steps`, the sweep's (the
         user's when `steps_given`, else the strategy's `default_sweep`)."""

@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 from tests.ensemble._toy import toy_split
+from zooens.ensemble import get_strategy
 from zooens.ensemble.specs import bit_hyperrule
 from zooens.ensemble.training import bit_schedule, fit_classifier
 from zooens.errors import ConfigError
+from zooens.selection.datasets import ImageDataset, Split
 
 DATA_CFG = {
     "input_size": (3, 16, 16),
@@ -127,3 +129,20 @@ def test_mixup_mixes_pairs_with_one_ratio_and_trains() -> None:
             loss_fn=lambda m, x, y: m(x).sum(),
             progress=False,
         )
+
+
+def test_a_default_sweeps_steps_are_fractions_of_the_rules_schedule() -> None:
+    """The default sweep names steps for BiT's under-20k schedule (500, and 250 on a GPU); on larger data they scale
+    with the rule's length (10k steps from 20k examples), and steps the user gave are kept as given."""
+    full = get_strategy("full")
+
+    def data(n: int) -> ImageDataset:
+        train = Split("train", np.zeros((n, 8, 8), np.uint8), np.arange(n) % 2)
+        return ImageDataset(
+            "n", ["a", "b"], {"train": train, "val": Split("val", np.zeros((2, 8, 8), np.uint8), [0, 1])}
+        )
+
+    small, large = data(100), data(20_000)
+    assert [full.job_steps(s, small, "cuda", steps_given=False) for s in (250, 500)] == [250, 500]
+    assert [full.job_steps(s, large, "cuda", steps_given=False) for s in (250, 500)] == [5_000, 10_000]
+    assert full.job_steps(40, large, "cuda", steps_given=True) == 40

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from zooens.ensemble import get_strategy
 from zooens.errors import ConfigError, JobError
 from zooens.pipeline import JobParams, UnitKey, parse_params, plan_finetune_units, plan_pull_units, rank_models
 from zooens.pipeline.records import EmbedRecord
@@ -110,14 +111,10 @@ def test_auto_resolves_where_units_are_planned():
     params = JobParams(top_k=1)
     assert params.strategies == ["auto"] and params.augmentation == "auto"
     on_gpu = [str(k) for k in plan_finetune_units(["m"], params, device="cuda")]
-    assert on_gpu == ["finetune:m:full:lr=0.003:steps=500"]
+    assert on_gpu == [f"finetune:m:full:lr={lr:g}:steps={n}" for lr in (0.001, 0.003, 0.01) for n in (250, 500)]
     on_cpu = [str(k) for k in plan_finetune_units(["m"], params, device="cpu")]
-    assert on_cpu == [
-        "finetune:m:linear:lr=0.01:steps=300",
-        "finetune:m:linear:lr=0.01:steps=1000",
-        "finetune:m:linear:lr=0.1:steps=300",
-        "finetune:m:linear:lr=0.1:steps=1000",
-    ]
+    linear = get_strategy("linear").default_sweep
+    assert on_cpu == [f"finetune:m:linear:lr={hp['lr']:g}:steps={hp['steps']}" for hp in linear.grid()]
     both = JobParams(top_k=1, strategies=["auto", "linear"], learning_rates=[0.1], steps=[5])
     assert [str(k) for k in plan_finetune_units(["m"], both, device="cpu")] == ["finetune:m:linear:lr=0.1:steps=5"]
 
@@ -157,3 +154,16 @@ def test_a_pull_job_pulls_each_hub_model_once_and_nothing_else():
     keys = plan_pull_units(zoo, JobParams(pull=True))
     assert [str(k) for k in keys] == ["pull:convnext_tiny.fb_in1k", "pull:resnet18.a1_in1k"]
     assert plan_pull_units(zoo, JobParams()) == []
+
+
+def test_full_sweeps_learning_rate_and_schedule_length_on_a_gpu_and_runs_once_on_a_cpu():
+    """On a GPU the greedy step gets several `full` runs per model to choose from: lr around BiT's 0.003 x the
+    rule's schedule and half of it; on a CPU one run (BiT's rule); a user's grid replaces either."""
+    params = JobParams(strategies=["full"], top_k=2)
+    gpu = plan_finetune_units(["a", "b"], params, "cuda")
+    assert [(k.model_name, k.lr, k.steps) for k in gpu] == [
+        (m, lr, steps) for m in ("a", "b") for lr in (0.001, 0.003, 0.01) for steps in (250, 500)
+    ]
+    assert [(k.lr, k.steps) for k in plan_finetune_units(["a"], params, "cpu")] == [(0.003, 500)]
+    given = JobParams(strategies=["full"], top_k=1, learning_rates=[0.02], steps=[40])
+    assert [(k.lr, k.steps) for k in plan_finetune_units(["a"], given, "cuda")] == [(0.02, 40)]
