@@ -3,7 +3,8 @@ class names in one zip of JSON and safetensors, checksummed part by part.
 
 Layout (format version 1)::
 
-    manifest.json                   what the file holds, versions, and the sha256 and size of every part
+    manifest.json                   what the file holds, versions, the ensemble's temperature, and the
+                                    sha256 and size of every part
     members/<i>/config.json         member i's artifact config (model, strategy, classes, data_config, ...)
     members/<i>/model.safetensors   member i's artifact tensors (what its run changed)
     base/<j>.safetensors            the base weights of model j (the embedder `zoo.create_model` builds),
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -111,13 +113,26 @@ class BaseModel:
 @dataclass
 class Bundle:
     """What a `.zooens` file holds: members (artifact, ensemble weight), their base models by name,
-    the class names and the versions that wrote it."""
+    the class names, the versions that wrote it and the ensemble's temperature (`ensemble.calibration`:
+    predictions are softmax(log p / T); 1.0 for a file written without one)."""
 
     members: list[tuple[Artifact, float]]
     base_models: dict[str, BaseModel]
     classes: list[str]
     versions: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0
+
+
+def _temperature(value: Any, shown: str) -> float:
+    """A manifest's temperature: a finite positive number (absent: 1.0)."""
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise BundleError(
+            f"{shown}: the manifest's temperature {value!r} is not a positive number; the file was altered."
+        )
+    return float(value)
 
 
 def _sha256(data: bytes) -> str:
@@ -152,14 +167,19 @@ def write_bundle(
     base_models: Mapping[str, BaseModel],
     *,
     metadata: Mapping[str, Any] | None = None,
+    temperature: float | None = None,
 ) -> None:
     """Write one `.zooens` file to `target` (a path or a binary stream).
 
     `base_models` holds every member's `config["model"]`; a `BaseModel` whose `state` is None is
-    written as a reference (name, architecture, sha256) only.
+    written as a reference (name, architecture, sha256) only. `temperature`: the ensemble's (None: 1.0).
     """
     if not members:
         raise ConfigError("An ensemble file needs at least one member.")
+    try:
+        temperature = _temperature(temperature, "the ensemble")
+    except BundleError:
+        raise ConfigError(f"An ensemble's temperature must be a finite positive number, got {temperature!r}.") from None
     classes = list(members[0][0].config["classes"])
     parts: dict[str, bytes] = {}
     member_rows = []
@@ -197,6 +217,7 @@ def write_bundle(
         "members": member_rows,
         "base_models": base_rows,
         "metadata": dict(metadata or {}),
+        "temperature": temperature,
         "parts": {name: {"sha256": _sha256(data), "size": len(data)} for name, data in parts.items()},
     }
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -321,4 +342,5 @@ def _decode(
         classes=classes,
         versions={str(k): str(v) for k, v in manifest.get("versions", {}).items()},
         metadata=dict(manifest.get("metadata") or {}),
+        temperature=_temperature(manifest.get("temperature"), shown),
     )

@@ -17,6 +17,7 @@ from torch import nn
 from zooens.ensemble._registry import get_strategy
 from zooens.ensemble.artifacts import Artifact
 from zooens.ensemble.bundle import Bundle, read_bundle
+from zooens.ensemble.calibration import apply_temperature
 from zooens.ensemble.strategies.linear import LinearProbeModule
 from zooens.ensemble.training import eval_transform
 from zooens.errors import ConfigError, MissingWeightsError, UnknownModelError
@@ -74,13 +75,15 @@ class EnsemblePredictor:
     backbones : embedders by model name for the members whose strategy shares its backbone
         (`linear`); by default `zoo.create_model` builds them (a `.zooens` file brings its own,
         see `from_bundle`).
+    temperature : the ensemble's temperature T (`ensemble.calibration`, fitted on val by the job):
+        probabilities are softmax(log p / T) of the members' average p; 1.0 leaves them as averaged.
 
     Every artifact is loaded once, here. Members that share a frozen backbone (strategy
     `linear`) share one instance per model name, and its features are computed once per
     image batch.
 
     Attributes: `classes` (list[str]), `weights` (ndarray (n_members,)), `members`
-    (list of (module, data config, weight)).
+    (list of (module, data config, weight)), `temperature` (float).
     """
 
     def __init__(
@@ -89,7 +92,12 @@ class EnsemblePredictor:
         *,
         device: str = "cpu",
         backbones: Mapping[str, nn.Module] | None = None,
+        temperature: float | None = 1.0,
     ) -> None:
+        temperature = 1.0 if temperature is None else temperature
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < np.inf:
+            raise ConfigError(f"temperature must be a finite positive number, got {temperature!r}.")
+        self.temperature = float(temperature)
         if not members:
             raise ConfigError("An ensemble needs at least one member: give [(artifact_dir, weight), ...].")
         weights = np.asarray([float(w) for _, w in members], dtype=np.float64)
@@ -148,7 +156,7 @@ class EnsemblePredictor:
             backbones[name] = create_model(name, num_classes=0)
         provided = {name: (base.arch, base.state) for name, base in bundle.base_models.items()}
         with provided_models(provided):
-            predictor = cls(bundle.members, device=device, backbones=backbones)
+            predictor = cls(bundle.members, device=device, backbones=backbones, temperature=bundle.temperature)
         if predictor.classes != bundle.classes:
             raise ConfigError("The members' classes differ from the file's class list; the file is inconsistent.")
         return predictor
@@ -164,12 +172,13 @@ class EnsemblePredictor:
         return [self.classes[i] for i in proba.argmax(axis=1)] if len(proba) else []
 
     @torch.inference_mode()
-    def predict_proba(self, images: ImageInputs, *, batch_size: int = 64) -> np.ndarray:
+    def predict_proba(self, images: ImageInputs, *, batch_size: int = 64, calibrated: bool = True) -> np.ndarray:
         """Probabilities of shape (n_images, n_classes), float32, columns in `classes` order.
 
         `images`: PIL images, image files (paths, decoded by `selection.images.open_image`: EXIF
         orientation, 16-bit and transparency handled), uint8 arrays of shape (H, W) or (H, W, 3), or a
-        uint8 array of shape (N, H, W) or (N, H, W, 3).
+        uint8 array of shape (N, H, W) or (N, H, W, 3). With `calibrated` (the default) the ensemble's
+        temperature is applied to the members' weighted average; without, the average itself.
         """
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
@@ -196,4 +205,6 @@ class EnsemblePredictor:
                     logits = module(inputs[key])
                 proba = torch.softmax(logits.double(), dim=1).cpu().numpy()
                 out[start : start + len(batch)] += weight * proba
+        if calibrated and self.temperature != 1.0 and len(out):
+            out = apply_temperature(out, self.temperature)
         return out.astype(np.float32)

@@ -18,17 +18,23 @@ from zooens.zoo import DEFAULT_TAPS, WeightSet, get_weight_set, hub_cache_dir, h
 
 __all__ = [
     "MAX_ZOO_MODELS",
+    "SMALL_VAL_IMAGES",
     "check_counts",
     "check_k",
     "check_split_sizes",
+    "check_val_size",
     "check_zoo",
     "job_zoo",
     "pullable",
+    "small_val_warning",
     "weight_places",
     "zoo_text",
 ]
 
 logger = logging.getLogger(__name__)
+val_logger = logging.getLogger(__name__ + ".val_size")
+"""The small-val warning's own logger (a child of this module's): it is about the trust one may put in the
+results, not about sizes that do not fit, and can be silenced on its own."""
 
 MAX_ZOO_MODELS = 256
 """Most models one job may rank: each is a unit of embedding work that holds the worker."""
@@ -43,6 +49,7 @@ def check_counts(name: str, counts: dict[str, dict[str, int]], params: JobParams
     if "val" not in counts and sum(train.values()) < 3:
         raise DatasetError(f"Dataset {name!r} has too few images to draw train and val from; add some.")
     check_split_sizes(name, train, has_val="val" in counts, params=params)
+    check_val_size(name, counts, params)
     check_k(name, train, has_val="val" in counts, params=params)
 
 
@@ -91,6 +98,34 @@ def check_split_sizes(name: str, train: dict[str, int], *, has_val: bool, params
     )
 
 
+SMALL_VAL_IMAGES = 50
+"""A val split with fewer images gets a warning: the ensemble's weights, its temperature and its val
+metrics all rest on it, and on so few images they are noise (one image moves the accuracy by 2 %+)."""
+
+
+def small_val_warning(n_val: int) -> str | None:
+    """The warning a job records about a val split of `n_val` images, or None when it is large enough."""
+    if n_val >= SMALL_VAL_IMAGES:
+        return None
+    return (
+        f"The validation split has only {n_val} images (fewer than {SMALL_VAL_IMAGES}): the ensemble's "
+        "selection, its temperature and its val metrics rest on them and are noisy; add validation images."
+    )
+
+
+def check_val_size(name: str, counts: dict[str, dict[str, int]], params: JobParams) -> None:
+    """Log a warning at submission when the job's val split will be small (`small_val_warning`): the
+    dataset's own val split, or the one drawn from train (`drawn_split_sizes`). The job records it too,
+    with its ensemble."""
+    if "val" in counts:
+        n_val = sum(int(v) for v in counts["val"].values())
+    else:
+        n_val = drawn_split_sizes(sum(int(v) for v in counts.get("train", {}).values()), params)[1]
+    message = small_val_warning(n_val)
+    if message:
+        val_logger.warning("dataset %r: %s", name, message)
+
+
 def check_k(name: str, train: dict[str, int], *, has_val: bool, params: JobParams) -> None:
     """Refuse a `k` the job's training set cannot serve; warn when it outnumbers the smallest class.
 
@@ -98,8 +133,11 @@ def check_k(name: str, train: dict[str, int], *, has_val: bool, params: JobParam
     training examples (with more, every query votes over the whole set and the ranking is
     meaningless). A `k` above the smallest class is legal, as in any kNN, but that class can
     never win a vote by majority: logged as a warning, not refused, because class imbalance
-    is the user's data.
+    is the user's data. `k="auto"` is always fine: the ranking chooses it from the training set's
+    class sizes (`selection.knn.auto_k`, below every class's majority reach and the training size).
     """
+    if params.k == "auto":
+        return
     n_available = sum(int(v) for v in train.values())
     n_train = n_available if has_val else drawn_split_sizes(n_available, params)[0]
     if params.k >= n_train:

@@ -53,9 +53,15 @@ def write_ensemble_file(
     *,
     base_weights: BaseWeights = "embed",
     metadata: dict[str, Any] | None = None,
+    temperature: float | None = None,
 ) -> None:
     """Write an ensemble as one `.zooens` file (`zooens.ensemble.bundle`): each member's saved run, and per
-    base model its weights (`embed`) or only its name, architecture and sha256 (`reference`)."""
+    base model its weights (`embed`) or only its name, architecture and sha256 (`reference`).
+
+    `temperature`: the ensemble's (`EnsembleRecord.temperature`); None takes `metadata["temperature"]`
+    when it has one, else 1.0 (no scaling)."""
+    if temperature is None and metadata:
+        temperature = metadata.get("temperature")
     if base_weights not in ("embed", "reference"):
         raise ConfigError(f"base_weights must be 'embed' or 'reference', got {base_weights!r}.")
     loaded = [(a if isinstance(a, Artifact) else Artifact.load(a), float(w)) for a, w in members]
@@ -67,7 +73,7 @@ def write_ensemble_file(
         bases[model] = BaseModel(
             name=model, arch=get_weight_set(model).arch, weights_sha256=weights_sha256(model), state=state
         )
-    write_bundle(target, loaded, bases, metadata=metadata or {})
+    write_bundle(target, loaded, bases, metadata=metadata or {}, temperature=temperature)
 
 
 @dataclass
@@ -80,6 +86,8 @@ class FittedEnsemble:
     ensemble_ : the greedy ensemble's record (members by unit key, budget, front).
     members_ : (artifact or its directory, weight) of each member, as `EnsemblePredictor` takes them.
     ranking_audit_ : how well the ranking predicted the fine-tuned order (`audit_job_ranking`).
+    warnings_ : reasons not to trust the ensemble's val numbers (a val split under 50 images, a val
+        cross-entropy under 1e-3), as the job records them; by default the ensemble record's.
     job_id, ensemble_id, run_ids_, report_ : where the job is stored, when it was recorded
         (`zooens.fit(record=True)`; `report_` is its `JobReport`); None (and empty) for a fit in memory.
     """
@@ -90,12 +98,18 @@ class FittedEnsemble:
     ensemble_: EnsembleRecord
     members_: list[Member] = field(repr=False)
     ranking_audit_: dict[str, Any] | None = None
+    warnings_: list[str] = field(default_factory=list)
     job_id: int | None = None
     ensemble_id: int | None = None
     run_ids_: dict[str, int] = field(default_factory=dict, repr=False)
     report_: Any = field(default=None, repr=False)
     device: str = "cpu"
     _predictor: EnsemblePredictor | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.warnings_:  # a job read back from the registry: its own column, else the record's
+            job = getattr(self.report_, "job", None)
+            self.warnings_ = list(getattr(job, "warnings", None) or self.ensemble_.warnings)
 
     def leaderboard(self) -> pd.DataFrame:
         """One row for the ensemble, then one per fine-tune run, best validation cross-entropy first:
@@ -147,12 +161,15 @@ class FittedEnsemble:
     def predictor(self) -> EnsemblePredictor:
         """The ensemble's members, loaded once (the same predictor the API serves)."""
         if self._predictor is None:
-            self._predictor = EnsemblePredictor(list(self.members_), device=self.device)
+            self._predictor = EnsemblePredictor(
+                list(self.members_), device=self.device, temperature=self.ensemble_.temperature
+            )
         return self._predictor
 
     def predict_proba(self, images: ImageInputs, *, batch_size: int = 64) -> np.ndarray:
         """Probabilities of shape (n_images, n_classes), columns in `classes_` order; `images` are paths,
-        PIL images or uint8 arrays (see `zooens.ensemble.predictor.ImageInputs`)."""
+        PIL images or uint8 arrays (see `zooens.ensemble.predictor.ImageInputs`). Calibrated: the
+        ensemble's temperature (`ensemble_.temperature`, fitted on val) is applied."""
         return self.predictor.predict_proba(images, batch_size=batch_size)
 
     def predict(self, images: ImageInputs, *, batch_size: int = 64) -> list[str]:
@@ -169,9 +186,15 @@ class FittedEnsemble:
             "val_ce": self.ensemble_.val_ce,
             "val_acc": self.ensemble_.val_acc,
             "test_acc": self.ensemble_.test_acc,
+            "temperature": self.ensemble_.temperature,
+            "test_nll": self.ensemble_.test_nll,
+            "test_ece": self.ensemble_.test_ece,
+            "warnings": list(self.warnings_),
         }
         try:
-            write_ensemble_file(self.members_, tmp, base_weights=base_weights, metadata=metadata)
+            write_ensemble_file(
+                self.members_, tmp, base_weights=base_weights, metadata=metadata, temperature=self.ensemble_.temperature
+            )
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

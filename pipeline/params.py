@@ -10,7 +10,7 @@ strategy's options through the strategy's own `check_options`. The API's `JobCre
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -44,7 +44,11 @@ class JobParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     top_k: int = Field(default=3, ge=1, le=100, description="How many of the best-ranked models to fine-tune.")
-    k: int = Field(default=10, ge=1, le=1000, description="Neighbours of the kNN score.")
+    k: Annotated[int, Field(ge=1, le=1000)] | Literal["auto"] = Field(
+        default="auto",
+        description="Neighbours of the kNN score; 'auto' chooses from the training set's class sizes (median class "
+        "size - 1, at most 10: 1 for two or three examples per class), recorded with each score.",
+    )
     strategies: list[str] = Field(
         default_factory=lambda: ["auto"],
         min_length=1,

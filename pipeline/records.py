@@ -78,7 +78,7 @@ class ScoreRecord(_Record):
     """How well one model's frozen embeddings separate the dataset (`selection.ranking.ModelScore`)."""
 
     model_name: str
-    k: int | None = None
+    k: int | None = Field(default=None, description="Neighbours behind knn_accuracy (the resolved k when 'auto').")
     knn_accuracy: float
     val_accuracy: float | None = None
     logme: float | None = None
@@ -89,6 +89,10 @@ class ScoreRecord(_Record):
     knn_queries: int | None = Field(
         default=None,
         description="Leave-one-out queries behind knn_accuracy (fewer than the training examples when subsampled).",
+    )
+    knn1_accuracy: float | None = Field(
+        default=None,
+        description="Leave-one-out 1-NN accuracy on the same queries as knn_accuracy (k=1, from the same search).",
     )
 
 
@@ -213,11 +217,37 @@ class EnsembleFacts(_Record):
         "under each budget, Pareto-optimal), each point with its members (unit keys), cost, val "
         "cross-entropy and test accuracy; `metric` names the cost.",
     )
+    # Calibration (`zooens.ensemble.calibration`): the temperature fitted on val after the greedy selection,
+    # and the metrics of the calibrated ensemble (test ones None without a test split).
+    temperature: float | None = Field(
+        default=None,
+        description="Temperature T dividing the log of the ensemble's probabilities, fitted on val by minimising "
+        "its NLL (Guo et al. 2017); predictions apply it. None (T = 1) for an ensemble built before calibration.",
+    )
+    val_nll: float | None = Field(default=None, description="Val NLL of the calibrated ensemble (T fitted on it).")
+    val_brier: float | None = Field(default=None, description="Val multi-class Brier score, calibrated.")
+    val_ece: float | None = Field(default=None, description="Val ECE (15 equal-width bins), calibrated.")
+    test_nll: float | None = Field(default=None, description="Test NLL of the calibrated ensemble.")
+    test_brier: float | None = Field(default=None, description="Test multi-class Brier score, calibrated.")
+    test_ece: float | None = Field(default=None, description="Test ECE (15 equal-width bins), calibrated.")
+    uncalibrated_val_ece: float | None = Field(default=None, description="Val ECE before temperature scaling.")
+    uncalibrated_test_nll: float | None = Field(default=None, description="Test NLL before temperature scaling.")
+    uncalibrated_test_ece: float | None = Field(default=None, description="Test ECE before temperature scaling.")
+    reliability: dict[str, Any] | None = Field(
+        default=None,
+        description="Reliability diagram of the calibrated ensemble on test (val without a test split): `split`, "
+        "`n_bins` and `bins`, one [count, mean confidence, accuracy] per equal-width confidence bin.",
+    )
 
 
 class EnsembleRecord(EnsembleFacts):
-    """The ensemble stage's outcome: `EnsembleFacts` plus its members (unit keys and weights) and the
-    greedy path's picks (`selected`, with repeats)."""
+    """The ensemble stage's outcome: `EnsembleFacts` plus its members (unit keys and weights), the
+    greedy path's picks (`selected`, with repeats) and the job's warnings about it (`jobs.warnings`)."""
 
     members: list[EnsembleMemberRecord]
     selected: list[str]
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Reasons not to trust the ensemble's validation numbers (a small val split, a val "
+        "cross-entropy near 0), recorded on the job.",
+    )

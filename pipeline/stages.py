@@ -19,10 +19,19 @@ import numpy as np
 
 from zooens.ensemble import GreedyEnsembleSelector, RunSpec, get_strategy, run_finetune
 from zooens.ensemble.artifacts import load_artifact_model
+from zooens.ensemble.calibration import (
+    apply_temperature,
+    calibration_metrics,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    reliability,
+)
 from zooens.ensemble.cost import ForwardCost, backbone_key, cost_vector, ensemble_cost, forward_cost
 from zooens.ensemble.results import RunResult
 from zooens.ensemble.specs import resolve_augmentation
 from zooens.errors import JobError, MissingWeightsError, ZooensError
+from zooens.pipeline.checks import small_val_warning
 from zooens.pipeline.params import JobParams
 from zooens.pipeline.plan import AUDIT_STRATEGY, UnitKey, requested_strategy
 from zooens.pipeline.records import (
@@ -44,6 +53,7 @@ from zooens.zoo import model_facts, pull
 __all__ = [
     "RunProbabilities",
     "audit_job_ranking",
+    "ensemble_warnings",
     "finetune_run",
     "probabilities",
     "pull_weights",
@@ -79,7 +89,8 @@ def pull_weights(model_name: str, *, progress: bool = True) -> PullRecord:
 def rank_model(
     ds: ImageDataset, model_name: str, params: JobParams, *, cache: EmbeddingCache, device: str, progress: bool = True
 ) -> EmbedRecord:
-    """Embed train and val with one model (through the cache) and score it (`selection.ranking`)."""
+    """Embed train and val with one model (through the cache) and score it (`selection.ranking`); a
+    `k` of "auto" resolves there, from the training labels, and the record holds the k used."""
     score = score_model(
         model_name,
         ds,
@@ -107,6 +118,7 @@ def rank_model(
         params=score.params,
         embed_dim=int(score.embed_dim),
         knn_queries=score.knn_queries,
+        knn1_accuracy=None if score.knn1_accuracy is None else float(score.knn1_accuracy),
         cached=bool(score.cached),
         dataset_fingerprint=ds.fingerprint,
         embeddings=embeddings,
@@ -221,11 +233,65 @@ def _costs(runs: Sequence[RunRecord]) -> list[tuple[str, ForwardCost]] | None:
     return out
 
 
+LEAKY_VAL_CE = 1e-3
+"""An ensemble's val cross-entropy under this is a warning: near-certain and right on every val image is
+more often a leak (val images duplicated in train) or a trivially easy split than a real result."""
+
+
+def ensemble_warnings(n_val: int, val_ce: float) -> list[str]:
+    """Why the ensemble's val numbers may not be trusted: a small val split (`checks.small_val_warning`),
+    a val cross-entropy under `LEAKY_VAL_CE`."""
+    out = []
+    small = small_val_warning(n_val)
+    if small:
+        out.append(small)
+    if val_ce < LEAKY_VAL_CE:
+        out.append(
+            f"The ensemble's val cross-entropy is {val_ce:.2e}, under {LEAKY_VAL_CE:g}: the validation split may "
+            "leak training images (duplicates) or be trivially easy; check it before trusting the scores and "
+            "the calibration."
+        )
+    return out
+
+
+def _calibration(
+    weights: np.ndarray, P_val: np.ndarray, y_val: np.ndarray, P_test: np.ndarray | None, y_test: np.ndarray | None
+) -> dict[str, Any]:
+    """The ensemble's temperature, fitted on val (`ensemble.calibration.fit_temperature`), and the
+    calibrated ensemble's NLL, Brier score and ECE on val and test (the ECE and the test NLL before
+    scaling too), with its reliability diagram on test (val without a test split).
+
+    The ensemble's probabilities are averaged in float64 here, as the greedy averaged them."""
+    val = np.tensordot(weights, P_val.astype(np.float64), axes=1)
+    temperature = fit_temperature(val, y_val)
+    out: dict[str, Any] = {"temperature": temperature, "uncalibrated_val_ece": expected_calibration_error(val, y_val)}
+    val_cal = apply_temperature(val, temperature)
+    out.update({f"val_{k}": v for k, v in calibration_metrics(val_cal, y_val).to_dict().items()})
+    diagram = reliability(val_cal, y_val, split="val")
+    if P_test is not None and y_test is not None:
+        test = np.tensordot(weights, P_test.astype(np.float64), axes=1)
+        test_cal = apply_temperature(test, temperature)
+        out.update({f"test_{k}": v for k, v in calibration_metrics(test_cal, y_test).to_dict().items()})
+        out["uncalibrated_test_nll"] = negative_log_likelihood(test, y_test)
+        out["uncalibrated_test_ece"] = expected_calibration_error(test, y_test)
+        diagram = reliability(test_cal, y_test, split="test")
+    out["reliability"] = diagram
+    return {k: _finite(v) if isinstance(v, float) else v for k, v in out.items()}
+
+
 def select_ensemble(
     runs: Sequence[RunRecord], probs: Sequence[RunProbabilities], ds: ImageDataset, params: JobParams
 ) -> EnsembleRecord:
     """Greedy ensemble (with replacement) over the runs' val probabilities, in the order given (planning
-    order: deterministic), within the job's budget, with its accuracy-against-cost front.
+    order: deterministic), within the job's budget, with its accuracy-against-cost front, then its
+    temperature fitted on val and its calibration metrics (`_calibration`), and the job's warnings
+    about its val numbers (`ensemble_warnings`).
+
+    The selection uses the uncalibrated probabilities: minimising the val cross-entropy of the averaged
+    probabilities is Caruana et al.'s criterion, and temperature scaling afterwards changes no argmax
+    (the accuracies are the same either way) while one T fitted per candidate ensemble inside the greedy
+    loop would fit a parameter on the very split that chooses, for every step. So T is fitted once, on
+    val, for the chosen ensemble, and predictions apply it.
 
     Costs come from the run records (`gflops`, `latency_ms`, `backbone_key`); a budget over runs
     recorded without costs is a JobError.
@@ -287,6 +353,8 @@ def select_ensemble(
         gflops=None if spent is None else spent.gflops,
         latency_ms=None if spent is None else spent.latency_ms,
         front=front,
+        **_calibration(np.asarray(selector.weights_, dtype=np.float64), P_val, y_val, P_test, y_test),
+        warnings=ensemble_warnings(len(y_val), float(selector.val_loss_)),
     )
 
 

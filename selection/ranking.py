@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -14,7 +14,7 @@ from zooens import zoo
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset
 from zooens.selection.embed import embed_with_cache
-from zooens.selection.knn import LOO_MAX_QUERIES, knn_accuracy, knn_loo, logme_score
+from zooens.selection.knn import LOO_MAX_QUERIES, knn_accuracy, knn_loo, logme_score, resolve_k
 from zooens.zoo import WeightSet
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ RANKING_COLUMNS = [
     "cached",
     "k",
     "knn_queries",
+    "knn1_accuracy",
 ]
 
 
@@ -45,7 +46,10 @@ class ModelScore:
     (cache reads included); `images_per_s`: forward-pass throughput (None when all cached);
     `knn_queries`: how many training points the leave-one-out estimate held out, the number of
     training examples unless that is over `knn.LOO_MAX_QUERIES` (then a seeded stratified
-    subsample; None: not recorded).
+    subsample; None: not recorded); `k`: the neighbours behind `knn_accuracy` and `val_accuracy`
+    (`auto_k` of the training class sizes when the job asked for "auto"); `knn1_accuracy`:
+    leave-one-out 1-NN accuracy on the same queries, from the same neighbour search (None: not
+    recorded).
     """
 
     model_name: str
@@ -59,13 +63,14 @@ class ModelScore:
     cached: bool
     k: int
     knn_queries: int | None = None
+    knn1_accuracy: float | None = None
 
 
 def score_model(
     ws_or_name: str | WeightSet,
     ds: ImageDataset,
     *,
-    k: int = 10,
+    k: int | Literal["auto"] = 10,
     cache: EmbeddingCache,
     resolution: int | None = None,
     preprocessing: str = "model",
@@ -73,7 +78,9 @@ def score_model(
     progress: bool = True,
     max_queries: int | None = LOO_MAX_QUERIES,
 ) -> ModelScore:
-    """Embed train and val (through the cache) and score: LOO kNN, train-to-val kNN, LogME.
+    """Embed train and val (through the cache) and score: LOO kNN (and LOO 1-NN from the same search),
+    train-to-val kNN, LogME. `k="auto"` resolves here, from the training labels (`knn.auto_k`), and
+    the score records the k used.
 
     The kNN search runs on `device` (torch on CUDA, FAISS on the CPU: `knn.resolve_backend`);
     over `max_queries` training examples the LOO estimate uses that many stratified queries."""
@@ -96,6 +103,7 @@ def score_model(
     embed_seconds = time.perf_counter() - started
     train = results["train"].embeddings
     y = ds.split("train").labels
+    k = resolve_k(k, y)
     n_images = sum(len(ds.split(s)) for s, r in results.items() if not r.cached)
     compute_seconds = sum(r.seconds for r in results.values() if not r.cached)
     val_acc = float("nan")
@@ -114,8 +122,17 @@ def score_model(
         cached=all(r.cached for r in results.values()),
         k=k,
         knn_queries=loo.n_queries,
+        knn1_accuracy=loo.knn1_accuracy,
     )
-    logger.info("%s: kNN %.4f, val %.4f, LogME %.3f", ws.name, score.knn_accuracy, score.val_accuracy, score.logme)
+    logger.info(
+        "%s: kNN@%d %.4f, kNN@1 %.4f, val %.4f, LogME %.3f",
+        ws.name,
+        k,
+        score.knn_accuracy,
+        loo.knn1_accuracy,
+        score.val_accuracy,
+        score.logme,
+    )
     return score
 
 

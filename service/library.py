@@ -187,6 +187,12 @@ def ensemble_members(s: Session, ensemble_id: int) -> list[tuple[str, float]]:
     return [(registry.get_finetune_run(s, m.run_id).artifact_path, m.weight) for m in ens.members]
 
 
+def ensemble_temperature(s: Session, ensemble_id: int) -> float:
+    """The ensemble's temperature (fitted on val; 1.0 for one built before calibration), as
+    `EnsemblePredictor(temperature=...)` takes it."""
+    return registry.get_ensemble(s, ensemble_id).temperature or 1.0
+
+
 def export_ensemble(
     s: Session, ensemble_id: int, target: str | Path | IO[bytes], *, base_weights: BaseWeights = "embed"
 ) -> None:
@@ -198,8 +204,17 @@ def export_ensemble(
         "val_ce": ens.val_ce,
         "val_acc": ens.val_acc,
         "test_acc": ens.test_acc,
+        "temperature": ens.temperature,
+        "test_nll": ens.test_nll,
+        "test_ece": ens.test_ece,
     }
-    write_ensemble_file(ensemble_members(s, ensemble_id), target, base_weights=base_weights, metadata=metadata)
+    write_ensemble_file(
+        ensemble_members(s, ensemble_id),
+        target,
+        base_weights=base_weights,
+        metadata=metadata,
+        temperature=ens.temperature,
+    )
 
 
 def fitted_from_job(job_id: int) -> FittedEnsemble:

@@ -84,6 +84,11 @@ class JobPublic(BaseModel):
         description="How well the kNN ranking and LogME predicted the fine-tuned order: per predictor, Spearman and "
         "Kendall correlations with the models' best fine-tuned val accuracy, and the regret of its top-K.",
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Why the job's val numbers may not be trusted: a val split under 50 images, an ensemble val "
+        "cross-entropy under 1e-3 (a leak or a trivially easy split). Recorded with the ensemble.",
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -92,6 +97,11 @@ class JobPublic(BaseModel):
     @classmethod
     def _no_progress_yet(cls, value: dict[str, Any] | None) -> dict[str, Any]:
         return value or {}
+
+    @field_validator("warnings", mode="before")
+    @classmethod
+    def _no_warnings(cls, value: list[str] | None) -> list[str]:
+        return list(value or [])
 
     @computed_field  # type: ignore[prop-decorator]
     @property

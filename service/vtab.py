@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from zooens.ensemble import RunSpec, run_finetune
+from zooens.ensemble import RunSpec, get_strategy, run_finetune
 from zooens.ensemble.results import RunResult
 from zooens.errors import ConfigError, JobError
 from zooens.pipeline import JobParams, prepare_job_dataset
@@ -215,11 +215,13 @@ def refit_dataset(ds: ImageDataset) -> ImageDataset:
 
 
 def spec_from_run(model_name: str, strategy: str, hparams: dict[str, Any]) -> RunSpec:
-    """The RunSpec a recorded run ran with: its hparams hold the spec's fields and, flat beside them, the
-    strategy's options (`RunSpec.hparams`); notes a job adds (`strategy_requested`) are dropped."""
+    """The RunSpec that trains a recorded run's configuration again: its hparams hold the spec's fields and, flat
+    beside them, the strategy's options (`RunSpec.hparams`), which the strategy's `replay_options` turns into a
+    configuration chosen already (linear: its C); notes a job adds (`strategy_requested`) are dropped."""
     fields = {f.name for f in dataclasses.fields(RunSpec)} - {"model_name", "strategy", "options"}
     known = {k: v for k, v in hparams.items() if k in fields}
     options = {k: v for k, v in hparams.items() if k not in fields and k not in RECORD_ONLY_HPARAMS}
+    options = get_strategy(strategy).replay_options(options)  # e.g. linear: its chosen C alone
     return RunSpec(model_name=model_name, strategy=strategy, options=options, **known).validate()
 
 

@@ -108,7 +108,7 @@ class PatchStrategy(AdapterStrategy):
 class LoraStrategy(AdapterStrategy):
     """LoRA (Hu et al. 2021): low-rank updates of W_q and W_v in every attention layer by default (a fused qkv
     masked to its query and value rows); a model without attention (a CNN) adapts every linear layer and 1x1
-    convolution instead. Options: `rank` (4), `alpha` (default: the rank), `targets` ('auto', 'qv',
+    convolution instead. Options: `rank` (4), `alpha` (8), `targets` ('auto', 'qv',
     'all-linear'), `include_conv1x1`, `target` (a name filter). See `zooens.ensemble.adapters.lora`."""
 
     method = "lora"

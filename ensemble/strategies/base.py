@@ -69,6 +69,12 @@ class Strategy:
         """The options a job's runs use, given the models the job selected (by default `options`)."""
         return options
 
+    def replay_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The options that train a recorded run's chosen configuration again, from the strategy options its
+        hparams recorded (`RunSpec.hparams`), with no choice left to make on a validation split (a VTAB refit
+        trains on train+val): by default the recorded options themselves."""
+        return dict(options)
+
     def sweep_on(self, device: str | None) -> SweepConfig:
         """The default grid on a worker of `device` (`cuda`, `cpu`; None: any): `default_sweep` unless the
         strategy sweeps differently where compute allows (`full` on a GPU)."""

@@ -1,16 +1,22 @@
-"""Strategy `linear`: a softmax-regression head on frozen, cached embeddings.
+"""Strategy `linear`: the linear-probe protocol on frozen, cached embeddings.
 
-The embeddings come from `selection.embed.embed_with_cache`, so a model ranked already
-costs no forward pass. Features are standardised with the training statistics and the
-head (zero-initialised, as in BiT) trains with SGD momentum under the BiT schedule on
-seeded mini-batches. A few hundred steps take about a second on a CPU.
+The embeddings come from `selection.embed.embed_with_cache`, so a model ranked already costs no
+forward pass. Features are standardised with the training statistics, then (the default solver,
+`lbfgs`) a multinomial logistic regression is fitted by full-batch L-BFGS for each C of a log grid
+and the C with the lowest validation cross-entropy is kept: the linear-probe protocol of CLIP
+(Radford et al. 2021, appendix A.3: scikit-learn's L-BFGS logistic regression, L2 strength swept on
+validation). The objective is scikit-learn's `LogisticRegression(penalty="l2", C=C)` multinomial one,
+so a probe matches scikit-learn's to solver tolerance. The older solver, SGD momentum under the BiT
+schedule on mini-batches (`solver="sgd"`), stays as an option; see `LinearStrategy`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,7 +26,7 @@ from torch import nn
 from zooens.cancel import check_cancelled
 from zooens.ensemble._registry import register_strategy
 from zooens.ensemble.artifacts import Artifact
-from zooens.ensemble.results import RunResult, build_run_result
+from zooens.ensemble.results import RunResult, build_run_result, mean_cross_entropy
 from zooens.ensemble.specs import RunSpec, SweepConfig
 from zooens.ensemble.strategies.base import Strategy, base_config
 from zooens.ensemble.training import bit_schedule, default_warmup_steps, iterate_batches
@@ -30,9 +36,50 @@ from zooens.zoo import create_model, data_config
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LinearProbe", "LinearProbeModule", "LinearStrategy"]
+__all__ = [
+    "C_GRID_BOUNDS",
+    "DEFAULT_C_GRID",
+    "LBFGS_MAX_ITER",
+    "LBFGS_TOL",
+    "MAX_C_GRID",
+    "SOLVERS",
+    "LinearProbe",
+    "LinearProbeModule",
+    "LinearStrategy",
+    "LogisticPath",
+    "LogisticProbe",
+    "check_c_grid",
+    "fit_logistic_path",
+]
 
 _MIN_SCALE = 1e-6
+
+SOLVERS = ("lbfgs", "sgd")
+"""`lbfgs`: the linear-probe protocol (default); `sgd`: the BiT-style mini-batch head."""
+
+DEFAULT_C_GRID: tuple[float, ...] = tuple(10.0 ** (k / 2) for k in range(-8, 9))
+"""C = 10^-4 .. 10^4, two steps per decade (17 values). CLIP sweeps lambda = 1/C over 10^-6 .. 10^6 and
+refines by bisection to 8 steps per decade. On standardised features the objective divided by C * n is
+mean CE + ||W||^2 / (2 C n), so for n from ~100 to ~10^4 training images C = 10^-4 already gives an
+almost constant (prior) classifier and C = 10^4 an almost unregularised one: CLIP's outer decades change
+nothing there. Two steps per decade (a factor 3.2) resolve the val CE's minimum finely enough for an
+ensemble member while keeping a run to a few seconds on a CPU."""
+
+MAX_C_GRID = 50
+"""Most values of a `c_grid` option: each costs up to `steps` L-BFGS iterations."""
+
+C_GRID_BOUNDS = (1e-8, 1e8)
+"""Smallest and largest C a `c_grid` may hold."""
+
+LBFGS_MAX_ITER = 200
+"""The default sweep's `steps` for `lbfgs`: most L-BFGS iterations per C (see `LinearStrategy`)."""
+
+LBFGS_TOL = 1e-6
+"""L-BFGS's stopping tolerance on the max-abs gradient of mean CE + ||W||^2 / (2 C n), divided by max(1, C)
+(scikit-learn's default `tol` is 1e-4 on the same scale, undivided)."""
+
+_LBFGS_HISTORY = 20
+_LBFGS_CHANGE_RATIO = 1e-6  # L-BFGS also stops when a step changes the loss or a weight by < tol * this
 
 
 def _sgd_softmax_regression(
@@ -82,8 +129,173 @@ def _sgd_softmax_regression(
     return weight, bias, losses
 
 
-class LinearProbe:
+def _lbfgs_softmax_regression(
+    F: torch.Tensor,
+    targets: torch.Tensor,
+    n_classes: int,
+    *,
+    alpha: float,
+    penalty: torch.Tensor,
+    max_iter: int,
+    lr: float = 1.0,
+    tol: float = 1e-6,
+    tol_change: float = 1e-12,
+    init: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, int, float]:
+    """Minimise `mean_i CE(F_i U.T + b, y_i) + alpha / 2 * sum_j penalty_j ||U[:, j]||^2` over U (n_classes, r)
+    and b (n_classes,) by full-batch L-BFGS (strong-Wolfe line search) in F's dtype.
+
+    Returns the flat `[U.ravel(), b]`, the iterations taken and the final max-abs gradient. L-BFGS stops
+    when that gradient is at most `tol`, after `max_iter` iterations, or when a step changes nothing
+    (below `tol_change`). `init` (same shape) warm-starts, zeros otherwise. No randomness at all.
+    `_regularisation_path` maps scikit-learn's objective onto this one (alpha = 1 / (C n), penalty 1).
+    """
+    n, r = F.shape
+    k = n_classes
+    rows = torch.arange(n)
+    theta = torch.zeros(k * (r + 1), dtype=F.dtype) if init is None else init.detach().clone()
+    theta.requires_grad_(True)
+    reg = alpha * penalty
+    optimiser = torch.optim.LBFGS(
+        [theta],
+        lr=lr,
+        max_iter=max_iter,
+        max_eval=max_iter * 5 // 4 + 1,
+        tolerance_grad=tol,
+        tolerance_change=tol_change,
+        history_size=_LBFGS_HISTORY,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        with torch.no_grad():
+            check_cancelled()
+            weight = theta[: k * r].view(k, r)
+            bias = theta[k * r :]
+            log_p = torch.log_softmax(torch.addmm(bias, F, weight.T), dim=1)
+            loss = -log_p[rows, targets].mean() + 0.5 * (reg * weight.pow(2)).sum()
+            grad = log_p.exp_()
+            grad[rows, targets] -= 1.0
+            grad /= n
+            grad_w = torch.addmm(weight * reg, grad.T, F)
+            theta.grad = torch.cat([grad_w.reshape(-1), grad.sum(0)])
+        return loss
+
+    with _one_thread():
+        optimiser.step(closure)
+        closure()
+    n_iter = int(optimiser.state[optimiser._params[0]].get("n_iter", 0))
+    grad_max = float(theta.grad.abs().max())
+    return theta.detach(), n_iter, grad_max
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch's CPU kernels on one thread inside the block, then restore the count.
+
+    The probe's arrays are small (n x C logits): on a CPU shared with other work, OpenMP's threads wait on
+    each other far longer than the arithmetic takes (a 1,800 x 10 float64 log-softmax measured 40x slower on
+    2 busy threads than on 1), and one thread makes the float64 sums, hence the probabilities, independent of
+    the machine's thread count."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _row_space(Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Features with the same L2-penalised logistic regression in fewer dimensions when n < d.
+
+    With `Z.T = Q R` (reduced QR, Q (d, n) with orthonormal columns), `Z = R.T Q.T`; the optimal W lies in
+    the row space of Z (the penalty's gradient must cancel the CE's, `G.T Z`), so `W = W1 Q.T` with
+    `Z W.T = R.T W1.T` and `||W|| = ||W1||`: the problem on `R.T` (n x n) with weights W1 is the same problem,
+    exactly, and each L-BFGS iteration costs n/d of the original. Returns (features, Q or None)."""
+    n, d = Z.shape
+    if n >= d:
+        return Z, None
+    with _one_thread():
+        Q, R = torch.linalg.qr(Z.T)
+    return R.T.contiguous(), Q
+
+
+def _check_xy(X: Any, y: Any, n_classes: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(y)
+    if X.ndim != 2 or len(X) == 0:
+        raise DatasetError(f"X must be a non-empty 2-D array (n_samples, n_features), got shape {X.shape}.")
+    if y.shape != (len(X),):
+        raise DatasetError(f"y must have shape ({len(X)},) to match X, got {y.shape}.")
+    if not np.all(np.isfinite(X)):
+        raise DatasetError("X contains NaN or infinite values; check the embeddings.")
+    y = y.astype(np.int64)
+    n_classes = int(y.max()) + 1 if n_classes is None else int(n_classes)
+    if y.min() < 0 or y.max() >= n_classes:
+        raise DatasetError(f"Labels must lie in [0, {n_classes}), got [{y.min()}, {y.max()}].")
+    return X, y, n_classes
+
+
+def _standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Training mean and standard deviation (floored at `_MIN_SCALE`), float32."""
+    mean = X.mean(axis=0)
+    scale = np.maximum(X.std(axis=0), _MIN_SCALE).astype(np.float32)
+    return mean, scale
+
+
+class _Probe:
+    """What a fitted linear head on standardised embeddings offers, whatever its solver."""
+
+    mean_: np.ndarray
+    scale_: np.ndarray
+    coef_: np.ndarray
+    intercept_: np.ndarray
+    classes_: np.ndarray
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coef_"):
+            raise ConfigError(f"This {type(self).__name__} is not fitted yet; call fit(X, y) first.")
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Logits of shape (n_samples, n_classes), float32."""
+        self._check_fitted()
+        Z = (np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_
+        return (Z @ self.coef_.T + self.intercept_).astype(np.float32)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities of shape (n_samples, n_classes), float32, columns in `classes_`."""
+        logits = torch.from_numpy(self.decision_function(X)).double()
+        return torch.softmax(logits, dim=1).float().numpy()
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[self.decision_function(X).argmax(1)]
+
+    def to_module(self) -> LinearProbeModule:
+        """The fitted head as a torch module on embeddings (normalisation + linear)."""
+        self._check_fitted()
+        module = LinearProbeModule(None, len(self.mean_), len(self.classes_))
+        module.load_state_dict(self.tensors(), strict=False)
+        return module
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors to save: `norm.mean`, `norm.scale`, `head.weight`, `head.bias`."""
+        self._check_fitted()
+        return {
+            "norm.mean": torch.from_numpy(np.ascontiguousarray(self.mean_, dtype=np.float32)),
+            "norm.scale": torch.from_numpy(np.ascontiguousarray(self.scale_, dtype=np.float32)),
+            "head.weight": torch.from_numpy(np.ascontiguousarray(self.coef_, dtype=np.float32)),
+            "head.bias": torch.from_numpy(np.ascontiguousarray(self.intercept_, dtype=np.float32)),
+        }
+
+
+class LinearProbe(_Probe):
     """Multinomial logistic regression trained like a BiT head (SGD momentum, step decay).
+
+    The `sgd` solver of strategy `linear` (see `LinearStrategy` for when it is the right choice;
+    `LogisticProbe` is the default protocol).
 
     Parameters
     ----------
@@ -122,14 +334,7 @@ class LinearProbe:
         Sets `mean_`, `scale_` (n_features,), `coef_` (n_classes, n_features),
         `intercept_` (n_classes,), `classes_`, `loss_curve_` (loss per step).
         """
-        X = np.asarray(X, dtype=np.float32)
-        y = np.asarray(y)
-        if X.ndim != 2 or len(X) == 0:
-            raise DatasetError(f"X must be a non-empty 2-D array (n_samples, n_features), got shape {X.shape}.")
-        if y.shape != (len(X),):
-            raise DatasetError(f"y must have shape ({len(X)},) to match X, got {y.shape}.")
-        if not np.all(np.isfinite(X)):
-            raise DatasetError("X contains NaN or infinite values; check the embeddings.")
+        X, y, n_classes = _check_xy(X, y, n_classes)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive number, got {self.lr}; e.g. 0.1.")
         if self.steps < 1 or self.batch_size < 1:
@@ -139,15 +344,10 @@ class LinearProbe:
                 "momentum must be in [0, 1) and weight_decay non-negative, "
                 f"got {self.momentum} and {self.weight_decay}."
             )
-        y = y.astype(np.int64)
-        n_classes = int(y.max()) + 1 if n_classes is None else int(n_classes)
-        if y.min() < 0 or y.max() >= n_classes:
-            raise DatasetError(f"Labels must lie in [0, {n_classes}), got [{y.min()}, {y.max()}].")
         warmup = default_warmup_steps(self.steps) if self.warmup_steps is None else self.warmup_steps
         bit_schedule(0, self.steps, self.lr, warmup)
 
-        self.mean_ = X.mean(axis=0)
-        self.scale_ = np.maximum(X.std(axis=0), _MIN_SCALE).astype(np.float32)
+        self.mean_, self.scale_ = _standardiser(X)
         Z = torch.from_numpy((X - self.mean_) / self.scale_)
         targets = torch.from_numpy(y)
         seed = 0 if self.random_state is None else int(self.random_state)
@@ -170,40 +370,179 @@ class LinearProbe:
         self.loss_curve_ = losses
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "coef_"):
-            raise ConfigError("This LinearProbe is not fitted yet; call fit(X, y) first.")
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Logits of shape (n_samples, n_classes), float32."""
-        self._check_fitted()
-        Z = (np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_
-        return (Z @ self.coef_.T + self.intercept_).astype(np.float32)
+def check_c_grid(values: Any) -> tuple[float, ...]:
+    """A `c_grid` option: 1 to `MAX_C_GRID` finite numbers in `C_GRID_BOUNDS`, returned sorted
+    ascending (the most regularised first, the order of the warm starts) without duplicates."""
+    lo, hi = C_GRID_BOUNDS
+    example = "e.g. [0.01, 0.1, 1, 10, 100]"
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, Sequence):
+        raise ConfigError(f"c_grid must be a list of positive numbers (values of C), got {values!r}; {example}.")
+    if not 1 <= len(values) <= MAX_C_GRID:
+        raise ConfigError(f"c_grid must hold 1 to {MAX_C_GRID} values of C, got {len(values)}; {example}.")
+    grid = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ConfigError(f"c_grid must hold numbers, got {value!r}; {example}.")
+        c = float(value)
+        if not (math.isfinite(c) and lo <= c <= hi):
+            raise ConfigError(f"Each C of c_grid must be a finite number in [{lo:g}, {hi:g}], got {value!r}.")
+        grid.append(c)
+    return tuple(sorted(set(grid)))
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Class probabilities of shape (n_samples, n_classes), float32, columns in `classes_`."""
-        logits = torch.from_numpy(self.decision_function(X)).double()
-        return torch.softmax(logits, dim=1).float().numpy()
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.classes_[self.decision_function(X).argmax(1)]
+class LogisticProbe(_Probe):
+    """scikit-learn's `LogisticRegression(penalty="l2", C=C)` (multinomial, with intercept) on features
+    standardised with the training mean and standard deviation, solved by full-batch L-BFGS in float64.
 
-    def to_module(self) -> LinearProbeModule:
-        """The fitted head as a torch module on embeddings (normalisation + linear)."""
-        self._check_fitted()
-        module = LinearProbeModule(None, len(self.mean_), len(self.classes_))
-        module.load_state_dict(self.tensors(), strict=False)
-        return module
+    Parameters
+    ----------
+    C : inverse L2 strength, as scikit-learn's: the objective is `C * sum_i CE_i + ||W||^2 / 2`
+        (intercept not penalised).
+    max_iter : most L-BFGS iterations.
+    lr : L-BFGS's initial step length (1 is the natural one; the strong-Wolfe line search adapts it).
+    tol : L-BFGS stops when the max-abs gradient of that objective divided by `C * n` is at most
+        `tol / max(1, C)` (see `_regularisation_path`).
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The tensors to save: `norm.mean`, `norm.scale`, `head.weight`, `head.bias`."""
-        self._check_fitted()
-        return {
-            "norm.mean": torch.from_numpy(np.ascontiguousarray(self.mean_, dtype=np.float32)),
-            "norm.scale": torch.from_numpy(np.ascontiguousarray(self.scale_, dtype=np.float32)),
-            "head.weight": torch.from_numpy(np.ascontiguousarray(self.coef_)),
-            "head.bias": torch.from_numpy(np.ascontiguousarray(self.intercept_)),
-        }
+    `fit` sets `mean_`, `scale_`, `coef_` (n_classes, n_features), `intercept_` (n_classes,; centred to
+    sum zero, since softmax ignores a shift common to all classes), `classes_`, `n_iter_` and
+    `grad_max_` (the final max-abs gradient). The stored weights are float32, as saved in an artifact.
+    """
+
+    def __init__(
+        self, *, C: float = 1.0, max_iter: int = LBFGS_MAX_ITER, lr: float = 1.0, tol: float = LBFGS_TOL
+    ) -> None:
+        self.C = C
+        self.max_iter = max_iter
+        self.lr = lr
+        self.tol = tol
+
+    def _check_params(self) -> None:
+        check_c_grid([self.C])
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr (L-BFGS's step length) must be a positive number, got {self.lr}; e.g. 1.0.")
+        if isinstance(self.max_iter, bool) or int(self.max_iter) != self.max_iter or self.max_iter < 1:
+            raise ConfigError(f"max_iter must be a positive integer, got {self.max_iter!r}; e.g. {LBFGS_MAX_ITER}.")
+        if not (self.tol > 0 and math.isfinite(self.tol)):
+            raise ConfigError(f"tol must be a positive number, got {self.tol}; e.g. {LBFGS_TOL}.")
+
+    def fit(self, X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None) -> LogisticProbe:
+        """Learn the head; X (n_samples, n_features), y ints in [0, n_classes) (default `max(y) + 1`)."""
+        self._check_params()
+        X, y, n_classes = _check_xy(X, y, n_classes)
+        (probe,) = _regularisation_path(X, y, n_classes, [float(self.C)], self.max_iter, self.lr, self.tol)
+        self.__dict__.update(probe.__dict__)
+        return self
+
+    def _set(
+        self, mean: np.ndarray, scale: np.ndarray, theta: torch.Tensor, n_classes: int, n_iter: int, grad_max: float
+    ) -> LogisticProbe:
+        d = len(mean)
+        weight = theta[: n_classes * d].view(n_classes, d)
+        bias = theta[n_classes * d :]
+        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+            raise ConfigError(f"L-BFGS diverged at C={self.C}; use a smaller lr (L-BFGS's step, now {self.lr}).")
+        self.mean_, self.scale_ = mean, scale
+        self.coef_ = weight.float().numpy().copy()
+        self.intercept_ = (bias - bias.mean()).float().numpy().copy()
+        self.classes_ = np.arange(n_classes)
+        self.n_iter_ = n_iter
+        self.grad_max_ = grad_max
+        return self
+
+
+def _regularisation_path(
+    X: np.ndarray, y: np.ndarray, n_classes: int, grid: Sequence[float], max_iter: int, lr: float, tol: float
+) -> Iterator[LogisticProbe]:
+    """A fitted `LogisticProbe` per C of `grid` (in its order), each warm-started at the previous one.
+
+    scikit-learn's objective `C * sum_i CE_i + ||W||^2 / 2` is divided by `C * n`: `mean CE + alpha ||W||^2 / 2`
+    with alpha = 1 / (C n), the same minimiser with a gradient of order one whatever C and n. L-BFGS stops
+    at a max-abs gradient of `tol / max(1, C)`: the weights' error is about the gradient over the curvature,
+    which at large C (near-separable training data) is little more than alpha, so the tolerance tightens
+    with C; without it the large-C fits stop early, look less over-confident than their true minimiser, and
+    bias the choice of C towards them."""
+    n = len(X)
+    mean, scale = _standardiser(X)
+    Z, Q = _row_space(torch.from_numpy((X - mean) / scale).double())
+    d = Z.shape[1]
+    targets = torch.from_numpy(y)
+    theta = None
+    for C in grid:
+        theta, n_iter, grad_max = _lbfgs_softmax_regression(
+            Z,
+            targets,
+            n_classes,
+            alpha=1.0 / (C * n),
+            penalty=torch.ones(d, dtype=Z.dtype),
+            max_iter=int(max_iter),
+            lr=float(lr),
+            tol=float(tol) / max(1.0, C),
+            tol_change=float(tol) * _LBFGS_CHANGE_RATIO,
+            init=theta,
+        )
+        weight, bias = theta[: n_classes * d].view(n_classes, d), theta[n_classes * d :]
+        if Q is not None:
+            with _one_thread():
+                weight = weight @ Q.T
+        probe = LogisticProbe(C=C, max_iter=max_iter, lr=lr, tol=tol)
+        yield probe._set(mean, scale, torch.cat([weight.reshape(-1), bias]), n_classes, n_iter, grad_max)
+
+
+@dataclass
+class LogisticPath:
+    """`LogisticProbe`s along a C grid and their validation cross-entropies.
+
+    `best` is the probe with the lowest val CE; ties go to the smaller C (stronger regularisation)."""
+
+    c_grid: tuple[float, ...]
+    probes: list[LogisticProbe]
+    val_ce: list[float]
+    best_index: int
+
+    @property
+    def best(self) -> LogisticProbe:
+        return self.probes[self.best_index]
+
+    @property
+    def C(self) -> float:
+        return self.c_grid[self.best_index]
+
+
+def fit_logistic_path(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    max_iter: int = LBFGS_MAX_ITER,
+    lr: float = 1.0,
+    tol: float = LBFGS_TOL,
+    n_classes: int | None = None,
+) -> LogisticPath:
+    """A `LogisticProbe` per C of `c_grid`, from the smallest C up, each L-BFGS warm-started at the
+    previous C's solution (the regularisation path), and the one with the lowest validation
+    cross-entropy (`results.mean_cross_entropy` of its float32 probabilities, the value the run records);
+    ties go to the smaller C.
+
+    Val CE, not CLIP's val accuracy, picks C: it is the greedy ensemble's own criterion, and accuracy is
+    flat over a wide range of C on small val sets, where CE still tells calibrated from over-confident.
+    """
+    grid = check_c_grid(list(c_grid))
+    X, y, n_classes = _check_xy(X, y, n_classes)
+    X_val, y_val, _ = _check_xy(X_val, y_val, n_classes)
+    LogisticProbe(C=grid[0], max_iter=max_iter, lr=lr, tol=tol)._check_params()
+    probes: list[LogisticProbe] = []
+    val_ce: list[float] = []
+    best = 0
+    for i, probe in enumerate(_regularisation_path(X, y, n_classes, grid, max_iter, lr, tol)):
+        probes.append(probe)
+        val_ce.append(mean_cross_entropy(probe.predict_proba(X_val), y_val))
+        if val_ce[i] < val_ce[best]:
+            best = i
+        log.debug("C=%g: %d L-BFGS iterations, max |grad| %.1e", probe.C, probe.n_iter_, probe.grad_max_)
+    return LogisticPath(c_grid=grid, probes=probes, val_ce=val_ce, best_index=best)
 
 
 class _Standardise(nn.Module):
@@ -237,34 +576,83 @@ class LinearProbeModule(nn.Module):
         return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
 
 
+_SGD_OPTIONS = frozenset({"weight_decay", "momentum"})
+_LBFGS_OPTIONS = frozenset({"c_grid"})
+
+
 @register_strategy("linear")
 class LinearStrategy(Strategy):
-    """A linear head on frozen cached embeddings.
+    """A linear head on frozen cached embeddings, by default the linear-probe protocol.
 
-    Default sweep: lr (0.01, 0.1) x steps (300, 1000) at batch 64. With standardised
-    features and a zero-initialised head, lr 0.1 for 1000 steps (80 epochs of 800 images)
-    fits a VTAB-1k task closely; lr 0.01 and 300 steps are the regularised end (an early
-    stop), which the greedy ensemble may prefer for its lower val cross-entropy.
-    Options: `weight_decay` (default 0), `momentum` (0.9). No augmentation: the embeddings
-    are computed once from the unaugmented images (a job records `augmentation: none`).
+    Solver `lbfgs` (default): for each C of the grid (option `c_grid`, default `DEFAULT_C_GRID`:
+    10^-4 .. 10^4, two per decade), scikit-learn's multinomial `LogisticRegression(C=C)` objective
+    `C * sum_i CE_i + ||W||^2 / 2` on standardised features, solved by full-batch float64 L-BFGS warm-started
+    from the previous (more regularised) C; the C with the lowest val cross-entropy is kept (ties to the
+    smaller C) and its probabilities are the run's. CLIP (Radford et al. 2021, A.3) picks C by val
+    accuracy; val CE is used here because it is what the greedy ensemble minimises. The run is still
+    one (lr, steps) unit: `lr` is L-BFGS's step length (1.0; the line search adapts it) and `steps`
+    the most L-BFGS iterations per C, so the default sweep is the single point lr 1.0, steps
+    `LBFGS_MAX_ITER` (200; on 1,000 x 2,048 synthetic features the most any C of the default grid took was 131).
+    When n < d the problem is solved, exactly, in the n-dimensional row space of the features (a QR).
+    L-BFGS stops at a max-abs gradient of `LBFGS_TOL / max(1, C)` on the objective divided by C * n.
+    The run's hparams record `solver`, `c_grid`, the chosen `C`, `c_selection` ("val_ce") and each C's
+    val CE (`val_ce_path`). Deterministic: no randomness, one CPU thread; the seed is unused.
+
+    Solver `sgd`: the BiT-style head (zero-initialised, SGD momentum, BiT schedule, seeded mini-batches
+    of `batch_size`), swept over lr x steps; options `weight_decay` (default 0) and `momentum` (0.9).
+    It earns its place in two cases: re-running a job recorded before the L-BFGS protocol (a `linear`
+    run whose hparams have no `solver` was an SGD run, e.g. lr 0.01/0.1 x 300/1000 steps), and a training
+    set too large for a full-batch float64 pass (L-BFGS holds the n x d features in float64 plus n x C
+    logits, about three times the float32 embeddings; SGD touches one mini-batch at a time).
+
+    No augmentation: the embeddings are computed once from the unaugmented images (a job records
+    `augmentation: none`).
     """
 
     needs_images: ClassVar[bool] = False
     augments_images: ClassVar[bool] = False
     shares_backbone: ClassVar[bool] = True
-    default_sweep: ClassVar[SweepConfig] = SweepConfig(learning_rates=(0.01, 0.1), steps=(300, 1000), batch_size=64)
-    accepted_options: ClassVar[frozenset[str]] = frozenset({"weight_decay", "momentum"})
+    default_sweep: ClassVar[SweepConfig] = SweepConfig(learning_rates=(1.0,), steps=(LBFGS_MAX_ITER,), batch_size=64)
+    accepted_options: ClassVar[frozenset[str]] = frozenset({"solver"}) | _SGD_OPTIONS | _LBFGS_OPTIONS
+
+    def replay_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """A recorded lbfgs run trains again at its chosen C alone (`c_grid` [C]): the C was chosen on val,
+        which a refit on train+val cannot do again; what the run recorded about the choice is dropped."""
+        kept = {k: v for k, v in options.items() if k not in ("C", "c_selection", "val_ce_path")}
+        if options.get("solver", "lbfgs") == "lbfgs" and "C" in options:
+            kept["c_grid"] = [float(options["C"])]
+        return kept
 
     def check_options(self, options: dict[str, Any]) -> None:
-        """Only `weight_decay` and `momentum`."""
+        """`solver` ("lbfgs" or "sgd"); `c_grid` only for lbfgs; `weight_decay`, `momentum` only for sgd."""
         if not isinstance(options, dict):
             raise ConfigError(f"Options of {self.name} must be a mapping of option names to values.")
         unknown = set(options) - self.accepted_options
         if unknown:
             raise ConfigError(
                 f"Unknown option(s) {', '.join(sorted(unknown))} for strategy 'linear'; "
-                "it accepts weight_decay and momentum."
+                "it accepts solver, c_grid (solver lbfgs), weight_decay and momentum (solver sgd)."
             )
+        solver = options.get("solver", "lbfgs")
+        if solver not in SOLVERS:
+            raise ConfigError(f"solver of strategy 'linear' must be one of {', '.join(SOLVERS)}, got {solver!r}.")
+        other = _SGD_OPTIONS if solver == "lbfgs" else _LBFGS_OPTIONS
+        wrong = sorted(set(options) & other)
+        if wrong:
+            needs = "sgd" if solver == "lbfgs" else "lbfgs"
+            raise ConfigError(
+                f"Option(s) {', '.join(wrong)} of strategy 'linear' apply to solver {needs!r} only, and this run's "
+                f"solver is {solver!r}; drop them or set solver to {needs!r}."
+            )
+        if "c_grid" in options:
+            check_c_grid(options["c_grid"])
+        for name in ("weight_decay", "momentum"):
+            if name in options:
+                value = options[name]
+                ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+                if not ok or value < 0 or (name == "momentum" and value >= 1):
+                    bound = "in [0, 1)" if name == "momentum" else "a non-negative number"
+                    raise ConfigError(f"{name} of strategy 'linear' must be {bound}, got {value!r}.")
 
     def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
         if spec.augmentation != "none":
@@ -272,6 +660,7 @@ class LinearStrategy(Strategy):
                 f"Strategy 'linear' trains on cached embeddings of unaugmented images, so augmentation "
                 f"{spec.augmentation!r} cannot apply; use augmentation 'none' (or an image strategy such as 'full')."
             )
+        self.check_options(spec.options)
         splits = ["train", "val"] + (["test"] if "test" in ds.splits else [])
         X = {
             s: np.asarray(
@@ -289,18 +678,42 @@ class LinearStrategy(Strategy):
             )
             for s in splits
         }
-        self.check_options(spec.options)
-        probe = LinearProbe(
-            lr=spec.lr,
-            steps=spec.steps,
-            batch_size=spec.batch_size,
-            momentum=float(spec.options.get("momentum", 0.9)),
-            weight_decay=float(spec.options.get("weight_decay", 0.0)),
-            random_state=spec.seed,
-        ).fit(X["train"], ds.split("train").labels, n_classes=len(ds.classes))
+        n_classes = len(ds.classes)
+        hparams = dict(spec.hparams)
+        probe: _Probe
+        if spec.options.get("solver", "lbfgs") == "sgd":
+            probe = LinearProbe(
+                lr=spec.lr,
+                steps=spec.steps,
+                batch_size=spec.batch_size,
+                momentum=float(spec.options.get("momentum", 0.9)),
+                weight_decay=float(spec.options.get("weight_decay", 0.0)),
+                random_state=spec.seed,
+            ).fit(X["train"], ds.split("train").labels, n_classes=n_classes)
+            hparams["solver"] = "sgd"
+        else:
+            path = fit_logistic_path(
+                X["train"],
+                ds.split("train").labels,
+                X["val"],
+                ds.split("val").labels,
+                c_grid=spec.options.get("c_grid", DEFAULT_C_GRID),
+                max_iter=spec.steps,
+                lr=spec.lr,
+                n_classes=n_classes,
+            )
+            probe = path.best
+            hparams |= {
+                "solver": "lbfgs",
+                "C": path.C,
+                "c_grid": list(path.c_grid),
+                "c_selection": "val_ce",
+                "val_ce_path": [round(v, 6) for v in path.val_ce],
+            }
         data_cfg = dict(data_config(spec.model_name, resolution=spec.resolution, preprocessing=spec.preprocessing))
-        artifact = Artifact(config=base_config(spec, ds, data_cfg), tensors=probe.tensors())
-        return build_run_result(
+        config = base_config(spec, ds, data_cfg) | {"hparams": hparams}
+        artifact = Artifact(config=config, tensors=probe.tensors())
+        result = build_run_result(
             spec,
             ds,
             val_proba=probe.predict_proba(X["val"]),
@@ -308,6 +721,8 @@ class LinearStrategy(Strategy):
             artifact=artifact,
             updated_params=int(probe.coef_.size + probe.intercept_.size),
         )
+        result.hparams = hparams
+        return result
 
     def load(self, artifact: Artifact, *, device: str = "cpu", backbone: nn.Module | None = None) -> nn.Module:
         if backbone is None:

@@ -9,7 +9,8 @@
 keyword option per field, between the command's own positional-or-keyword parameters and its keyword-only
 ones. Each is `--field-name` (or the flags the field declares: `json_schema_extra={"x-cli": ...}`), with
 the model's default and the field's description as help. A list is one comma-separated string
-(`--lr 0.1,0.01`); a Literal shows its choices (the model checks them); a dict of dicts is a repeatable
+(`--lr 0.1,0.01`); a Literal shows its choices (the model checks them), an int-or-Literal union (`--k 5`,
+`--k auto`) too; a dict of dicts is a repeatable
 STRATEGY.KEY=VALUE (`-o lora.rank=4`); a bool is `--name/--no-name`. A field of another type is refused
 when the command is declared. `job_params` turns what the command received into a validated model,
 raising the domain error (`fail_on_error` prints it as one line, exit 2).
@@ -63,6 +64,29 @@ _LISTS: dict[Any, tuple[str, Callable[[str | None], Any]]] = {
 }
 
 
+def _int_or_choice(annotation: Any) -> tuple[str, ...] | None:
+    """The words of a union of an int (constrained or not) and a Literal of words, e.g. `k`'s
+    `int | Literal["auto"]`; None for any other type."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    members = [
+        typing.get_args(a)[0] if typing.get_origin(a) is typing.Annotated else a for a in typing.get_args(annotation)
+    ]
+    literals = [a for a in members if typing.get_origin(a) is Literal]
+    if len(members) != 2 or int not in members or len(literals) != 1:
+        return None
+    words = typing.get_args(literals[0])
+    return tuple(words) if all(isinstance(w, str) for w in words) else None
+
+
+def _int_or_word(value: str | None) -> int | str | None:
+    """`--k 5` is the int 5, `--k auto` the word (the model checks both)."""
+    if value is None:
+        return None
+    text = value.strip()
+    return int(text) if text.lstrip("+-").isdigit() else text
+
+
 def _spelling(name: str, annotation: Any) -> _Spelling:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1
@@ -75,6 +99,9 @@ def _spelling(name: str, annotation: Any) -> _Spelling:
     if origin is list and inner_args and inner_args[0] in _LISTS:
         metavar, parse = _LISTS[inner_args[0]]
         return _Spelling(str | None, metavar, parse, _join)
+    choice = _int_or_choice(inner)
+    if choice is not None:
+        return _Spelling(str | None if optional else str, "[<int>|" + "|".join(choice) + "]", _int_or_word, str)
     if origin is dict and len(inner_args) == 2 and typing.get_origin(inner_args[1]) is dict:
         return _Spelling(
             list[str] | None, STRATEGY_OPTION, lambda items: parse_strategy_options(items or []), lambda _: None

@@ -45,9 +45,12 @@ def _table(title: str, columns: list[tuple[str, bool]]) -> Table:
 def print_report(report: dict, *, wide: bool = False, console: Console | None = None) -> None:
     console = console or make_console()
     job = report["job"]
-    cols = [("#", False), ("model", True), ("kNN acc", False), ("fine-tuned val", False)]
+    ks = {r.get("k") for r in report["ranking"]} - {None}
+    knn_header = f"kNN@{ks.pop()} acc" if len(ks) == 1 else "kNN acc"  # the k used (resolved when "auto")
+    cols = [("#", False), ("model", True), (knn_header, False), ("kNN@1 acc", False), ("fine-tuned val", False)]
     if wide:
         cols += [
+            ("k", False),
             ("kNN val acc", False),
             ("val CE", False),
             ("LogME", False),
@@ -58,9 +61,16 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
         ]
     table = _table(f"Ranking (job {job['id']})", cols)
     for r in report["ranking"]:
-        row = [str(r["rank"]), escape(r["model_name"]), pct(r["knn_accuracy"]), pct(r["finetuned_val_acc"])]
+        row = [
+            str(r["rank"]),
+            escape(r["model_name"]),
+            pct(r["knn_accuracy"]),
+            pct(r.get("knn1_accuracy")),
+            pct(r["finetuned_val_acc"]),
+        ]
         if wide:
             row += [
+                str(r.get("k") or "-"),
                 pct(r["val_accuracy"]),
                 "-" if r["finetuned_val_ce"] is None else f"{r['finetuned_val_ce']:.3f}",
                 "-" if r.get("logme") is None else f"{r['logme']:.3f}",
@@ -136,6 +146,8 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
         cost = _ensemble_cost(ens)
         if cost:
             console.print(cost)
+        for line in _ensemble_calibration(ens):
+            console.print(line)
     best = report.get("best_single")
     if ens and best:
         which = f"{escape(best['model_name'])} {best['strategy']}"
@@ -152,6 +164,8 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
     audit = job.get("ranking_audit")
     if audit:
         print_audit(audit, console)
+    for warning in job.get("warnings") or []:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if job["error"]:
         console.print(f"[red]error:[/red] {escape(job['error'])}")
     duration = job.get("duration_seconds")
@@ -175,6 +189,31 @@ def _ensemble_cost(ens: dict) -> str:
         if v is not None
     ]
     return text + (f" (budget {budget[0]})" if budget else "")
+
+
+def _ensemble_calibration(ens: dict) -> list[str]:
+    """Lines: the ensemble's temperature, and NLL, Brier score and ECE of its calibrated probabilities on val
+    and test (the test ECE and NLL before scaling in brackets); none for an ensemble built before calibration."""
+    if ens.get("temperature") is None:
+        return []
+    lines = [f"temperature T = {ens['temperature']:.3f} (fitted on val; predicted probabilities are calibrated)"]
+    for split in ("val", "test"):
+        if ens.get(f"{split}_nll") is None:
+            continue
+        text = (
+            f"{split} calibrated: NLL {ens[f'{split}_nll']:.4f}, Brier {ens[f'{split}_brier']:.4f}, "
+            f"ECE {100 * ens[f'{split}_ece']:.2f}%"
+        )
+        before = [
+            f"{name} {fmt(ens.get(f'uncalibrated_{split}_{key}'))}"
+            for name, key, fmt in (
+                ("NLL", "nll", lambda v: f"{v:.4f}"),
+                ("ECE", "ece", lambda v: f"{100 * v:.2f}%"),
+            )
+            if ens.get(f"uncalibrated_{split}_{key}") is not None
+        ]
+        lines.append(text + (f" (T = 1: {', '.join(before)})" if before else ""))
+    return lines
 
 
 PREDICTOR_LABELS = {

@@ -66,7 +66,7 @@ def predict(
     from zooens.ensemble import EnsemblePredictor
     from zooens.selection.images import open_image
     from zooens.service.db.session import session_scope
-    from zooens.service.library import ensemble_members
+    from zooens.service.library import ensemble_members, ensemble_temperature
 
     if ensemble is None:
         if len(items) < 2:
@@ -79,7 +79,7 @@ def predict(
     else:
         images = items
         with session_scope() as s:
-            predictor = EnsemblePredictor(ensemble_members(s, ensemble))
+            predictor = EnsemblePredictor(ensemble_members(s, ensemble), temperature=ensemble_temperature(s, ensemble))
     classes = list(predictor.classes or [])
     rows = []
     for start in range(0, len(images), batch_size):

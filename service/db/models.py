@@ -156,6 +156,7 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     ranking_audit: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    warnings: Mapped[list[str] | None] = mapped_column(JSON)  # why not to trust its val numbers (0006)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -226,6 +227,7 @@ class KnnScore(Base):
     params: Mapped[int | None] = mapped_column(BigInteger)
     embed_dim: Mapped[int | None] = mapped_column(Integer)
     knn_queries: Mapped[int | None] = mapped_column(Integer)
+    knn1_accuracy: Mapped[float | None] = mapped_column(Float)  # leave-one-out 1-NN, beside kNN@k
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -274,6 +276,18 @@ class Ensemble(Base):
     gflops: Mapped[float | None] = mapped_column(Float)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     front: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # calibration (0006): the temperature fitted on val, the calibrated ensemble's metrics, the reliability diagram
+    temperature: Mapped[float | None] = mapped_column(Float)
+    val_nll: Mapped[float | None] = mapped_column(Float)
+    val_brier: Mapped[float | None] = mapped_column(Float)
+    val_ece: Mapped[float | None] = mapped_column(Float)
+    test_nll: Mapped[float | None] = mapped_column(Float)
+    test_brier: Mapped[float | None] = mapped_column(Float)
+    test_ece: Mapped[float | None] = mapped_column(Float)
+    uncalibrated_val_ece: Mapped[float | None] = mapped_column(Float)
+    uncalibrated_test_nll: Mapped[float | None] = mapped_column(Float)
+    uncalibrated_test_ece: Mapped[float | None] = mapped_column(Float)
+    reliability: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     members: Mapped[list[EnsembleMember]] = relationship(

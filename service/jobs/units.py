@@ -202,13 +202,15 @@ def _record_finetune(s: Session, job_id: int, result: UnitResult) -> None:
 
 
 def _record_ensemble(s: Session, job_id: int, result: UnitResult) -> None:
-    """The ensemble and, now that every run is in, the job's ranking audit."""
+    """The ensemble and, now that every run is in, the job's ranking audit and its warnings (a small val
+    split, a val cross-entropy near 0: `EnsembleRecord.warnings`)."""
     assert isinstance(result, EnsembleRecord)
     registry.create_ensemble(s, job_id, result)
     params = JobParams.model_validate(registry.get_job(s, job_id).params)
     scores = [ScoreRecord.model_validate(row) for row in registry.get_ranking(s, job_id)]
     runs = [RunRecord.model_validate(row) for row in registry.list_finetune_runs(s, job_id)]
     registry.set_ranking_audit(s, job_id, audit_job_ranking(scores, runs, params))
+    registry.set_job_warnings(s, job_id, result.warnings)
 
 
 def _record_pull(s: Session, job_id: int, result: UnitResult) -> None:

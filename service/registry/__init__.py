@@ -39,6 +39,7 @@ from zooens.service.registry.jobs import (
     request_cancel,
     set_job_progress,
     set_job_status,
+    set_job_warnings,
     set_ranking_audit,
 )
 from zooens.service.registry.results import (
@@ -119,6 +120,7 @@ __all__ = [
     "set_job_progress",
     "set_ranking_audit",
     "set_job_status",
+    "set_job_warnings",
     "upsert_zoo_model",
     "verify_token",
 ]

@@ -35,6 +35,7 @@ __all__ = [
     "set_job_progress",
     "set_ranking_audit",
     "set_job_status",
+    "set_job_warnings",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,14 @@ def set_job_progress(s: Session, job_id: int, *, stage: str, progress: dict[str,
 def set_ranking_audit(s: Session, job_id: int, audit: dict[str, Any] | None) -> None:
     """Record how well the job's ranking predicted its fine-tuned order (`selection.audit`, as JSON)."""
     if s.execute(update(Job).where(Job.id == job_id).values(ranking_audit=audit)).rowcount != 1:
+        raise NotFoundError(f"No job with id {job_id}.")
+
+
+def set_job_warnings(s: Session, job_id: int, warnings: list[str] | None) -> None:
+    """Record why the job's val numbers may not be trusted (`pipeline.stages.ensemble_warnings`); an empty
+    list is stored as None (no warnings)."""
+    values = list(warnings) if warnings else None
+    if s.execute(update(Job).where(Job.id == job_id).values(warnings=values)).rowcount != 1:
         raise NotFoundError(f"No job with id {job_id}.")
 
 

@@ -49,7 +49,8 @@ def test_every_strategy_is_registered() -> None:
 @pytest.mark.parametrize(
     "name, good, bad",
     [
-        ("linear", {"momentum": 0.9}, {"augment": True}),
+        ("linear", {"solver": "sgd", "momentum": 0.9}, {"augment": True}),
+        ("linear", {"c_grid": [0.1, 1.0]}, {"momentum": 0.9}),
         ("full", {"momentum": 0.9, "weight_decay": 0.0}, {"rank": 2}),
         ("patch", {"depthwise": True, "momentum": 0.9}, {"rank": 2}),
         ("lora", {"rank": 2}, {"rank": 0}),

@@ -108,7 +108,7 @@ def test_help_shows_defaults_and_choices():
     assert "--preprocessing [model|resize]" in help_text and "--taps [none|auto]" in help_text
     assert "--lr <float>,..." in help_text and "--steps <int>,..." in help_text
     assert "-o, --option STRATEGY.KEY=VALUE" in help_text
-    assert "Neighbours of the kNN score. [default: 10]" in help_text
+    assert "--k [<int>|auto]" in help_text and "recorded with each score. [default: auto]" in help_text
     assert "[default: auto]" in help_text and "[default: 800]" in help_text
 
 

@@ -345,3 +345,23 @@ def test_plot_written_or_skipped_with_a_notice(tmp_path, caplog):
         assert "matplotlib is not installed" in caplog.text
     else:
         assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_linear_run_replays_at_its_chosen_c_alone():
+    """A refit trains on train+val, so it cannot choose C on val again: a linear run's spec keeps its chosen C as the
+    whole grid and drops what the run recorded about the choice."""
+    hparams = {
+        **RunSpec(model_name="m", strategy="linear", lr=1.0, steps=200, batch_size=64).validate().hparams,
+        "solver": "lbfgs",
+        "C": 0.1,
+        "c_grid": [0.01, 0.1, 1.0],
+        "c_selection": "val_ce",
+        "val_ce_path": [0.9, 0.5, 0.7],
+    }
+    spec = spec_from_run("m", "linear", hparams)
+    assert spec.options == {"solver": "lbfgs", "c_grid": [0.1]}
+    sgd = {k: v for k, v in hparams.items() if k not in ("C", "c_grid", "c_selection", "val_ce_path")}
+    assert spec_from_run("m", "linear", {**sgd, "solver": "sgd", "momentum": 0.9}).options == {
+        "solver": "sgd",
+        "momentum": 0.9,
+    }

@@ -14,8 +14,9 @@ Which matrices (`targets`):
 - `auto` (the default): `qv` where the model has attention layers, else `all-linear` (a CNN: documented
   deviation, as the paper adapts Transformers only).
 
-`alpha` defaults to the rank (alpha / r = 1): Hu et al. set alpha to the first r they try and do not tune it,
-so the update's scale does not change with r. `target` keeps only layers whose name contains that text.
+`alpha` is a constant (8), as in Hu et al., who set alpha once (to the first r they tried) and do not tune it
+when r changes, so the scale alpha / r shrinks as the rank grows; at the default r = 4 it is 2. `target` keeps
+only layers whose name contains that text.
 """
 
 from __future__ import annotations
@@ -40,9 +41,7 @@ _V_NAMES = ("v_proj", "value", "v")
 @dataclass
 class LoraConfig(AdapterConfig):
     rank: int = field(default=4, metadata={"help": "Rank r of each update."})
-    alpha: float | None = field(
-        default=None, metadata={"help": "Scale: the update is multiplied by alpha / r (default: alpha = r)."}
-    )
+    alpha: float = field(default=8.0, metadata={"help": "Scale: the update is multiplied by alpha / r."})
     targets: str = field(
         default="auto",
         metadata={"help": "'qv' (W_q and W_v, Hu et al.), 'all-linear', or 'auto' (qv with attention, else all)."},
@@ -60,21 +59,10 @@ class LoraConfig(AdapterConfig):
     def validate(self) -> None:
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
             raise ConfigError(f"LoRA rank must be an integer of at least 1, got {self.rank!r}.")
-        if self.alpha is not None and (
-            isinstance(self.alpha, bool)
-            or not isinstance(self.alpha, (int, float))
-            or not math.isfinite(self.alpha)
-            or self.alpha <= 0
-        ):
-            raise ConfigError(
-                f"LoRA alpha must be a finite positive number (or unset: alpha = rank), got {self.alpha!r}."
-            )
+        if not math.isfinite(self.alpha) or self.alpha <= 0:
+            raise ConfigError(f"LoRA alpha must be a finite positive number, got {self.alpha!r}.")
         if self.targets not in TARGETS:
             raise ConfigError(f"LoRA targets must be one of {', '.join(TARGETS)}, got {self.targets!r}.")
-
-    @property
-    def scale_numerator(self) -> float:
-        return float(self.rank if self.alpha is None else self.alpha)
 
 
 def _lora_pair(rank: int, in_f: int, out_f: int) -> tuple[nn.Parameter, nn.Parameter]:
@@ -186,10 +174,10 @@ class Lora(AdapterMethod):
             base = model.get_submodule(name)
             wrapped: nn.Module
             if kind == "qkv":
-                wrapped = LoraQKV(base, config.rank, config.scale_numerator)
+                wrapped = LoraQKV(base, config.rank, float(config.alpha))
                 params += [wrapped.lora_A_q, wrapped.lora_B_q, wrapped.lora_A_v, wrapped.lora_B_v]
             else:
-                wrapped = LoraLinear(base, config.rank, config.scale_numerator)
+                wrapped = LoraLinear(base, config.rank, float(config.alpha))
                 params += [wrapped.lora_A, wrapped.lora_B]
             replace_module(model, name, wrapped)
         return params

@@ -20,7 +20,7 @@ from zooens.service import registry
 from zooens.service.api.deps import EnsembleId, SessionDep, SettingsDep, read_access
 from zooens.service.api.routes.datasets import client_file_name
 from zooens.service.api.schemas import EnsemblePublic, Prediction, PredictionsPublic
-from zooens.service.library import ensemble_members, export_ensemble
+from zooens.service.library import ensemble_members, ensemble_temperature, export_ensemble
 from zooens.service.reports import ensemble_view
 
 router = APIRouter(prefix="/ensembles", tags=["ensembles"], dependencies=[Depends(read_access)])
@@ -47,12 +47,13 @@ def predictor_for(session, ensemble_id: int):
     and the new job writes its runs to the same folders), and a cached predictor must never answer
     for another ensemble."""
     members = ensemble_members(session, ensemble_id)
-    key = (ensemble_id, tuple((str(path), _mtime_ns(path), float(weight)) for path, weight in members))
+    temperature = ensemble_temperature(session, ensemble_id)
+    key = (ensemble_id, temperature, tuple((str(path), _mtime_ns(path), float(weight)) for path, weight in members))
     with _LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    predictor = EnsemblePredictor(members=members)
+    predictor = EnsemblePredictor(members=members, temperature=temperature)
     with _LOCK:
         _CACHE[key] = predictor
         while len(_CACHE) > _CACHE_SIZE:

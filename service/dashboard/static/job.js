@@ -1,5 +1,5 @@
 // Job page: per-stage progress, ranking table and its audit, kNN-vs-fine-tuned scatter, ensemble curve, accuracy
-// against cost, members and runs.
+// against cost, the calibrated ensemble's reliability diagram, the job's warnings, members and runs.
 "use strict";
 
 let JOB_ID = null;  // from <body data-job-id>, read once the DOM is ready
@@ -11,6 +11,7 @@ let lastEnsembleKey = null;
 let lastRunsKey = null;
 let lastAuditKey = null;
 let lastFrontKey = null;
+let lastReliabilityKey = null;
 
 /** Ranks with ties given their average rank (1-based). */
 function averageRanks(values) {
@@ -365,6 +366,59 @@ function renderFront(ens) {
   Plotly.react(plot, traces, layout, { displaylogo: false, displayModeBar: false, responsive: true });
 }
 
+/** Why the job's val numbers may not be trusted (`jobs.warnings`: a small val split, a val CE near 0). */
+function renderWarnings(job) {
+  const box = document.getElementById("job-warnings");
+  const warnings = job.warnings || [];
+  box.replaceChildren(...(warnings.length ? [el("div", { class: "notice", id: "job-warnings-list", role: "status" },
+    el("strong", { text: warnings.length === 1 ? "Warning" : "Warnings" }),
+    el("ul", {}, ...warnings.map((w) => el("li", { class: "job-warning", text: w }))))] : []));
+}
+
+/** The calibrated ensemble's reliability diagram (test, or val without a test split): accuracy against mean
+ * confidence per bin, the diagonal, and the bin counts as bars on a second axis. */
+function renderReliability(ens) {
+  const note = document.getElementById("reliability-note");
+  const plot = document.getElementById("reliability-plot");
+  const rel = ens && ens.reliability;
+  if (!rel || !rel.bins) {
+    note.textContent = ens ? "No calibration is stored for this ensemble: it was built before zooens fitted temperatures."
+      : "Appears when the ensemble is built.";
+    plot.classList.add("empty");
+    return;
+  }
+  plot.classList.remove("empty");
+  const n = rel.n_bins || rel.bins.length;
+  const centres = rel.bins.map((_, i) => (i + 0.5) / n);
+  const filled = rel.bins.map((b, i) => [b, i]).filter(([b]) => b[0] > 0);
+  const split = rel.split || "test";
+  const metric = (name) => {
+    const nll = ens[split + "_nll"], brier = ens[split + "_brier"], ece = ens[split + "_ece"];
+    return nll === null || nll === undefined ? "" : name + ": NLL " + fmt.num(nll, 4) + ", Brier " + fmt.num(brier, 4) + ", ECE " + fmt.pct(ece);
+  };
+  const before = ens["uncalibrated_" + split + "_ece"];
+  note.dataset.split = split;
+  note.textContent = "On " + split + (split === "val" ? " (no test split; T was fitted on it)" : "") + ". Temperature T = "
+    + fmt.num(ens.temperature, 3) + (ens.temperature > 1 ? " (the ensemble was over-confident)" : ens.temperature < 1 ? " (the ensemble was under-confident)" : "")
+    + ". " + metric("Calibrated") + (before === null || before === undefined ? "." : " (ECE " + fmt.pct(before) + " before scaling).");
+  const traces = [
+    { x: centres, y: rel.bins.map((b) => b[0]), type: "bar", name: "images per bin", yaxis: "y2", width: 0.9 / n,
+      marker: { color: "rgba(113, 128, 150, 0.35)" }, hovertemplate: "confidence %{x:.2f}<br>%{y} image(s)<extra></extra>" },
+    { x: [0, 1], y: [0, 1], type: "scatter", mode: "lines", name: "perfect calibration", line: { color: "#718096", dash: "dash" }, hoverinfo: "skip" },
+    { x: filled.map(([b]) => b[1]), y: filled.map(([b]) => b[2]), customdata: filled.map(([b]) => b[0]),
+      type: "scatter", mode: "lines+markers", name: "calibrated ensemble", line: { color: "#2b6cb0" }, marker: { size: 8, color: "#2b6cb0" },
+      hovertemplate: "mean confidence %{x:.3f}<br>accuracy %{y:.1%}<br>%{customdata} image(s)<extra></extra>" },
+  ];
+  const layout = {
+    height: 420, margin: { l: 70, r: 70, t: 40, b: 55 }, barmode: "overlay",
+    legend: { orientation: "h", x: 0, y: 1.05, yanchor: "bottom" },
+    xaxis: { title: { text: "confidence (top probability)" }, range: [0, 1], dtick: 0.2 },
+    yaxis: { title: { text: "accuracy" }, range: [0, 1.02], tickformat: ".0%" },
+    yaxis2: { title: { text: "images" }, overlaying: "y", side: "right", rangemode: "tozero", showgrid: false },
+  };
+  Plotly.react(plot, traces, layout, { displaylogo: false, displayModeBar: false, responsive: true });
+}
+
 /** Every fine-tuning run of the job, lowest val CE first; sortable by any column. */
 function renderRuns(runs) {
   const container = document.getElementById("runs");
@@ -465,6 +519,7 @@ async function refresh() {
     return;
   }
   renderHeader(job);
+  renderWarnings(job);
   renderStages(job);
   try {
     const ranking = items(await apiGetOptional("/jobs/" + JOB_ID + "/ranking") || []);
@@ -483,6 +538,8 @@ async function refresh() {
     if (ekey !== lastEnsembleKey) { lastEnsembleKey = ekey; renderEnsemble(ens, ranking); }
     const fkey = JSON.stringify([job.status, ens && ens.front]);
     if (fkey !== lastFrontKey) { lastFrontKey = fkey; renderFront(ens); }
+    const relKey = JSON.stringify([job.status, ens && ens.reliability, ens && ens.temperature]);
+    if (relKey !== lastReliabilityKey) { lastReliabilityKey = relKey; renderReliability(ens); }
   } catch (err) {
     showError(document.getElementById("ranking"), err);
   }

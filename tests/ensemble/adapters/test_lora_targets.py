@@ -23,7 +23,7 @@ def _vit() -> nn.Module:
 def test_the_default_adapts_query_and_value_rows_only_as_the_paper_writes_it():
     model = _vit()
     config = make_config("lora", {"rank": 2})
-    assert config.targets == "auto" and config.scale_numerator == 2  # alpha = r: scale 1
+    assert config.targets == "auto" and config.alpha == 8.0
     params = inject(model, "lora", config)
     wrapped = {n: m for n, m in model.named_modules() if isinstance(m, (LoraQKV, LoraLinear))}
     assert wrapped and all(isinstance(m, LoraQKV) and n.endswith("attn.qkv") for n, m in wrapped.items())
@@ -36,7 +36,7 @@ def test_the_default_adapts_query_and_value_rows_only_as_the_paper_writes_it():
         p.data = torch.randn(p.shape, generator=gen)
     x = torch.randn(5, d_in, generator=gen)
     w0, b0 = layer.base.weight.detach(), layer.base.bias.detach()
-    scale = config.scale_numerator / 2
+    scale = config.alpha / 2  # alpha / r
     dq = scale * layer.lora_B_q.detach() @ layer.lora_A_q.detach()
     dv = scale * layer.lora_B_v.detach() @ layer.lora_A_v.detach()
     expected = x @ (w0 + torch.cat([dq, torch.zeros(dim, d_in), dv])).T + b0
@@ -79,5 +79,5 @@ def test_bad_options_are_refused(options, message):
 def test_a_save_from_before_targets_loads_as_every_linear_at_its_scale():
     old = {"rank": 4, "alpha": 8.0, "include_conv1x1": True, "target": ""}
     config = LoraConfig.from_saved(old)
-    assert config.targets == "all-linear" and config.scale_numerator / config.rank == 2
+    assert config.targets == "all-linear" and config.alpha / config.rank == 2
     assert LoraConfig.from_saved(make_config("lora", {}).to_dict()).targets == "auto"

@@ -1,0 +1,199 @@
+"""zooens against what a practitioner would do without it, in one run per dataset, on the same splits.
+
+    .venv/bin/python bench/peers.py                       # Fashion-MNIST 1k, digits, the dSprites-location stand-in
+    .venv/bin/python bench/peers.py --datasets all        # and every other offline stand-in task
+
+Contenders, each trained on the same 800 train / 200 val images (zooens' split policy with the job's seed) and
+scored on the same test images (a seeded subsample of `--max-test`):
+
+- `zooens`: the default job (`zooens.pipeline.fit`: the embedded zoo, `strategies` auto, which is `linear` on a
+  CPU and `full` on a GPU; `k` auto), its calibrated `predict_proba` on the test images;
+- `logreg-top1`: scikit-learn's `LogisticRegression` (L2, lbfgs) on standardised embeddings of the model zooens
+  ranked first, C picked on val from 10^-4..10^4 by val accuracy (CLIP's linear-probe protocol, Radford et al.
+  2021, appendix A.3; ties to the smaller C);
+- `logreg-concat`: the same on the concatenated embeddings of every zoo model;
+- on a GPU only, `full-top1`: full fine-tuning of the kNN-top-1 model with BiT's hyper-rule (one run, no sweep).
+
+Each contender pays for its own embeddings: the baselines embed train, val and test with every model they use
+through an empty embedding cache of their own, and zooens' job through another one. Test accuracy, NLL and ECE
+(15 equal-width confidence bins, Guo et al. 2017) are computed here from each contender's test probabilities;
+CPU-seconds are this process's `time.process_time()` over the contender's whole fit (embedding included).
+Writes bench/results/peers.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _results import write_rows
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from zooens.pipeline import JobParams, fit, prepare_job_dataset
+from zooens.selection.cache import EmbeddingCache
+from zooens.selection.datasets import load_dataset
+from zooens.selection.embed import embed_with_cache
+from zooens.selection.vtab.offline import OFFLINE_TASKS, make_offline_suite
+from zooens.zoo import resolve_zoo
+
+DEFAULT = "fashion-mnist,digits,offline-dsprites-location"
+C_GRID = np.logspace(-4, 4, 17)
+
+
+def ece(proba: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error with equal-width confidence bins (Guo et al. 2017, eq. 3)."""
+    conf = proba.max(1)
+    correct = proba.argmax(1) == y
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = (conf > lo) & (conf <= hi) if lo > 0 else (conf >= lo) & (conf <= hi)
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - conf[inside].mean())
+    return float(total)
+
+
+def nll(proba: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None))))
+
+
+def scores(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    return {
+        "test_acc": round(float((proba.argmax(1) == y).mean()), 4),
+        "test_nll": round(nll(proba, y), 4),
+        "test_ece": round(ece(proba, y), 4),
+    }
+
+
+def tuned_logreg(features: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+    """CLIP's protocol: standardise with train statistics, fit an L2 logistic regression for every C of the grid,
+    keep the C with the best val accuracy (the smallest C on ties); its test probabilities and C."""
+    scaler = StandardScaler().fit(features["train"])
+    z = {split: scaler.transform(x) for split, x in features.items()}
+    best: tuple[float, float, LogisticRegression] | None = None
+    for c in C_GRID:
+        model = LogisticRegression(C=float(c), max_iter=5000).fit(z["train"], labels["train"])
+        acc = float((model.predict(z["val"]) == labels["val"]).mean())
+        if best is None or acc > best[0]:
+            best = (acc, float(c), model)
+    assert best is not None
+    return best[2].predict_proba(z["test"]), best[1]
+
+
+def run_dataset(name: str, args: argparse.Namespace, tmp: Path, gpu: bool) -> list[dict]:
+    offline = name.startswith("offline-")
+    source = str(make_offline_suite(tmp / "suite", tasks=[name], n_test=args.max_test)[0]) if offline else name
+    raw = load_dataset(source)
+    params = JobParams(resolution=args.resolution, max_test=args.max_test)
+    device = "cuda" if gpu else "cpu"
+    rows: list[dict] = []
+
+    def row(contender: str, proba: np.ndarray, cpu_s: float, wall_s: float, note: str) -> None:
+        rows.append(
+            {
+                "dataset": name,
+                "contender": contender,
+                **scores(proba, y_test),
+                "cpu_s": round(cpu_s, 1),
+                "wall_s": round(wall_s, 1),
+                "note": note,
+            }
+        )
+
+    # zooens' default job, with an embedding cache of its own
+    cpu, wall = time.process_time(), time.perf_counter()
+    fitted = fit(raw, params, zoo="embedded", cache=EmbeddingCache(tmp / f"cache-zooens-{name}"), progress=False)
+    cpu_zooens, wall_zooens = time.process_time() - cpu, time.perf_counter() - wall
+    ds = prepare_job_dataset(raw, params)
+    test = ds.split("test")
+    y_test = np.asarray(test.labels)
+    images = [test.image(i) for i in range(len(test))]
+    proba = fitted.predict_proba(images)
+    members = len({m.unit_key for m in fitted.ensemble_.members})
+    row(
+        "zooens",
+        proba,
+        cpu_zooens,
+        wall_zooens,
+        f"{members} distinct runs; ranked first: {fitted.ranking_[0].model_name}",
+    )
+    best_single = min(fitted.runs_, key=lambda r: r.val_ce)
+    rows[-1]["best_single_test_acc"] = best_single.test_acc
+
+    # the baselines, with an embedding cache of their own
+    labels = {s: np.asarray(ds.split(s).labels) for s in ("train", "val", "test")}
+    cache = EmbeddingCache(tmp / f"cache-baselines-{name}")
+    embedded: dict[str, dict[str, np.ndarray]] = {}
+    cpu_embed: dict[str, float] = {}
+    for ws in resolve_zoo("embedded"):
+        cpu = time.process_time()
+        embedded[ws.name] = {
+            s: np.asarray(
+                embed_with_cache(
+                    ws.name, ds, s, cache=cache, resolution=args.resolution, device=device, progress=False
+                ).embeddings,
+                dtype=np.float64,
+            )
+            for s in ("train", "val", "test")
+        }
+        cpu_embed[ws.name] = time.process_time() - cpu
+    top1 = fitted.ranking_[0].model_name
+    for contender, models in (("logreg-top1", [top1]), ("logreg-concat", list(embedded))):
+        cpu, wall = time.process_time(), time.perf_counter()
+        feats = {s: np.concatenate([embedded[m][s] for m in models], axis=1) for s in ("train", "val", "test")}
+        proba, c = tuned_logreg(feats, labels)
+        cpu_fit, wall_fit = time.process_time() - cpu, time.perf_counter() - wall
+        row(contender, proba, cpu_fit + sum(cpu_embed[m] for m in models), wall_fit, f"C={c:g}; {'+'.join(models)}")
+    if gpu:
+        cpu, wall = time.process_time(), time.perf_counter()
+        full = fit(
+            raw,
+            JobParams(resolution=None, max_test=args.max_test, strategies=["full"], top_k=1),
+            zoo=top1,
+            cache=EmbeddingCache(tmp / f"cache-full-{name}"),
+            device="cuda",
+            progress=False,
+        )
+        row("full-top1", full.predict_proba(images), time.process_time() - cpu, time.perf_counter() - wall, top1)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default=DEFAULT, help=f"comma-separated, or 'all' (default: {DEFAULT})")
+    parser.add_argument("--resolution", type=int, default=112)
+    parser.add_argument("--max-test", type=int, default=1000)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="zooens-peers-"))
+    os.environ.setdefault("ZOOENS_HOME", str(tmp / "home"))  # settings are read on first use, after this
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    names = ["fashion-mnist", "digits", *OFFLINE_TASKS] if args.datasets == "all" else args.datasets.split(",")
+    gpu = torch.cuda.is_available()
+    rows: list[dict] = []
+    for name in names:
+        rows += run_dataset(name, args, tmp, gpu)
+        for r in rows[-(4 if gpu else 3) :]:
+            print(", ".join(f"{k}={v}" for k, v in r.items()), flush=True)
+    for r in rows:
+        r.setdefault("best_single_test_acc", "")
+    path = write_rows("peers", rows, echo=False)
+    by = {(r["dataset"], r["contender"]): r for r in rows}
+    wins = sum(by[(n, "zooens")]["test_acc"] >= by[(n, "logreg-concat")]["test_acc"] for n in names)
+    mean = {c: np.mean([by[(n, c)]["test_acc"] for n in names]) for c in ("zooens", "logreg-top1", "logreg-concat")}
+    print(
+        f"mean test accuracy: zooens {mean['zooens']:.4f}, logreg-top1 {mean['logreg-top1']:.4f}, "
+        f"logreg-concat {mean['logreg-concat']:.4f}; zooens at least as accurate as logreg-concat on {wins} of "
+        f"{len(names)}; CSV: {path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
