@@ -9,32 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.service.dashboard.test_pages import console_errors, open_page
+from tests.service.jobs.test_calibration_job import RUN_ARGS  # the tiny job with a 20-image val split
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-RUN_ARGS = [
-    "run",
-    "--dataset",
-    "digits",
-    "--zoo",
-    "user",
-    "--resolution",
-    "32",
-    "--steps",
-    "30",
-    "--lr",
-    "0.1",
-    "--top-k",
-    "1",
-    "--n-train",
-    "100",
-    "--n-val",
-    "20",
-    "--max-test",
-    "100",
-    "--json",
-    "--quiet",
-]
 
 
 def test_job_page_shows_the_reliability_diagram_and_the_warnings(browser, live_server, screenshots):
