@@ -23,7 +23,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 import plotly
@@ -32,10 +32,12 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 from starlette.concurrency import run_in_threadpool
 
 from zooens.ensemble import get_strategy, strategy_names
 from zooens.errors import NotFoundError, ZooensError
+from zooens.pipeline.params import JobParams
 from zooens.service import reports
 from zooens.service.auth import SESSION_COOKIE, token_is_valid
 from zooens.service.thumbnails import THUMB_SIZE
@@ -56,8 +58,23 @@ def _static_url(name: str) -> str:
     return f"/dashboard/static/{name}"
 
 
+def breakable(text: object) -> Markup:
+    """A long identifier (a model name) that wraps at its separators, never mid-word, and at a `.` or `@` first:
+    each dot-separated part is an inline block (it moves to the next line whole while it fits one), inside which
+    `<wbr>` follows each `_`, `-`, `/` and `:` (a part wider than the cell wraps there). Escaped. The pages'
+    `breakable` in common.js builds the same."""
+    parts = [p for p in re.split(r"(?<=[.@])", str(text)) if p]
+    return Markup("<wbr>").join(
+        Markup('<span class="name-part">{}</span>').format(
+            Markup("<wbr>").join(escape(piece) for piece in re.split(r"(?<=[_\-/:])", part) if piece)
+        )
+        for part in parts
+    )
+
+
 _env = Environment(loader=PackageLoader("zooens.service.dashboard", "templates"), autoescape=select_autoescape())
 _env.globals["static"] = _static_url
+_env.filters["breakable"] = breakable
 templates = Jinja2Templates(env=_env)
 
 
@@ -142,10 +159,50 @@ def submit_page(request: Request) -> HTMLResponse:
         request,
         "submit.html",
         "submit",
-        strategies=strategies,
+        strategies=ordered_strategies(strategies),
         zoo_sets=sets + ["available"],
         sweeps={name: strategy_default_sweep(name) for name in strategies},
+        fields=submit_fields(),
     )
+
+
+STRATEGY_ORDER = ("auto", "linear", "concat", "film", "patch", "lora", "kron", "aft", "full")
+"""The Submit form's order of strategies: `auto` first, then from the cheapest (a head on frozen features) through
+the adapters to training every weight; a strategy not listed here comes before `aft` and `full`, by name."""
+
+
+def ordered_strategies(names: list[str]) -> list[str]:
+    known = [n for n in STRATEGY_ORDER if n in names]
+    others = sorted(n for n in names if n not in STRATEGY_ORDER)
+    cut = next((i for i, n in enumerate(known) if n in ("aft", "full")), len(known))
+    return known[:cut] + others + known[cut:]
+
+
+@dataclass(frozen=True)
+class FormField:
+    """A `JobParams` field as the Submit form shows it: its name, default, description and (for a closed set of
+    values) its choices."""
+
+    name: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] = ()
+
+
+SUBMIT_FIELDS = ("k", "n_train", "n_val", "augmentation", "preprocessing", "small_classes")
+
+
+def submit_fields() -> dict[str, FormField]:
+    """The Submit form's extra `JobParams` fields, read from the model itself: defaults, help and choices stay
+    the API's."""
+    out = {}
+    for name in SUBMIT_FIELDS:
+        info = JobParams.model_fields[name]
+        choices: tuple[str, ...] = ()
+        if get_origin(info.annotation) is Literal:
+            choices = tuple(str(c) for c in get_args(info.annotation))
+        out[name] = FormField(name, info.default, info.description or "", choices)
+    return out
 
 
 def strategy_default_sweep(name: str) -> dict[str, str]:

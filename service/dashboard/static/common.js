@@ -227,3 +227,108 @@ function accuracyAxis(values, title) {
   while (decimals < 6 && Math.abs(Math.round(points * 10 ** decimals) - points * 10 ** decimals) > 1e-6) decimals++;
   return { title: { text: title }, range: [a, b], dtick: step, tick0: 0, tickformat: "." + decimals + "%", zeroline: false };
 }
+
+/** "1 budget", "3 budgets": a count with its noun in the right number (`many`: an irregular plural). */
+function plural(n, one, many) {
+  return n + " " + (n === 1 ? one : (many || one + "s"));
+}
+
+/** A model name (or any long identifier) that wraps at its separators, never mid-word, and at a `.` or `@` first:
+ * each dot-separated part is an inline block, inside which a <wbr> follows each `_`, `-`, `/` and `:`. The
+ * router's `breakable` (for server-rendered pages) builds the same. */
+function breakable(text) {
+  const frag = document.createDocumentFragment();
+  for (const part of String(text).split(/(?<=[.@])/)) {
+    if (!part) continue;
+    const span = el("span", { class: "name-part" });
+    for (const piece of part.split(/(?<=[_\-/:])/)) {
+      if (!piece) continue;
+      if (span.childNodes.length) span.append(document.createElement("wbr"));
+      span.append(document.createTextNode(piece));
+    }
+    if (frag.childNodes.length) frag.append(document.createElement("wbr"));
+    frag.append(span);
+  }
+  return frag;
+}
+
+let datasetNamesPromise = null;
+
+/** Registered datasets' names by id, read once per page (an empty map when the list cannot be read). */
+function datasetNames() {
+  if (datasetNamesPromise === null) {
+    datasetNamesPromise = apiGet("/datasets?limit=1000")
+      .then((body) => new Map(items(body).map((d) => [d.id, d.name])))
+      .catch(() => new Map());
+  }
+  return datasetNamesPromise;
+}
+
+/** A link to a dataset's page that reads its name (its id in the tooltip); "dataset #id" only when it has none. */
+function datasetLink(id, name) {
+  return el("a", { href: "/dashboard/datasets/" + id, class: "dataset-link", "data-dataset-id": id, title: "dataset #" + id,
+    text: name || "dataset #" + id });
+}
+
+/** A unit key in words: "embed:m" -> "embedding m"; "finetune:m:linear:lr=0.1:steps=60" -> "fine-tuning m (linear,
+ * learning rate 0.1, 60 steps)"; "pull:m" -> "fetching m"; "ensemble" -> "building the ensemble". */
+function unitWords(key) {
+  if (!key) return "";
+  const [kind, ...rest] = String(key).split(":");
+  if (kind === "embed" && rest.length) return "embedding " + rest.join(":");
+  if (kind === "pull" && rest.length) return "fetching " + rest.join(":");
+  if (kind === "ensemble") return "building the ensemble";
+  if (kind === "finetune" && rest.length >= 4) {
+    const steps = rest[rest.length - 1], lr = rest[rest.length - 2], strategy = rest[rest.length - 3];
+    const model = rest.slice(0, rest.length - 3).join(":");
+    if (lr.startsWith("lr=") && steps.startsWith("steps=")) {
+      const n = Number(steps.slice(6));
+      return "fine-tuning " + model + " (" + strategy + ", learning rate " + lr.slice(3) + ", " + plural(n, "step") + ")";
+    }
+  }
+  return String(key);
+}
+
+/** POST a job action (cancel, resume, retry) with the token kept by the Submit page. */
+async function apiAction(path) {
+  if (!getToken()) throw new Error("This needs an API token: enter it on the Submit page (create one with `zooens tokens create NAME`).");
+  return apiPost(path, {});
+}
+
+/** How many distinct runs an ensemble holds (the greedy selection picks with replacement: its size counts picks). */
+function distinctRuns(ens) {
+  return new Set((ens.members || []).map((m) => m.run_id)).size;
+}
+
+/** "3 distinct runs (9 greedy picks)", or "3 runs" when every run was picked once. */
+function membersText(ens) {
+  const runs = distinctRuns(ens);
+  return plural(runs, "run") + (ens.size && ens.size !== runs ? " (" + plural(ens.size, "greedy pick") + ")" : "");
+}
+
+/** Short scalar hyper-parameters that tell `runs` apart: lr and steps always, and any other number, word or flag whose
+ * value differs between the runs (lists and long values, e.g. a search grid or a loss path, are left out). */
+function distinguishingKeys(runs) {
+  const shown = (v) => (typeof v === "number" || typeof v === "boolean" || (typeof v === "string" && v.length <= 24));
+  const keys = new Set(["lr", "steps"]);
+  const all = new Set(runs.flatMap((r) => Object.keys(r.hparams || {})));
+  for (const k of all) {
+    const values = runs.map((r) => (r.hparams || {})[k]);
+    if (values.every((v) => v === undefined || shown(v)) && new Set(values.map(String)).size > 1) keys.add(k);
+  }
+  return Array.from(keys);
+}
+
+/** A run's hyper-parameters in words, `keys` only (`distinguishingKeys`): "lr 0.1, 60 steps, C=3.16". */
+function hparamsText(hparams, keys) {
+  if (!hparams) return "";
+  const parts = [];
+  for (const k of keys || ["lr", "steps"]) {
+    const v = hparams[k];
+    if (v === undefined || v === null) continue;
+    if (k === "lr") parts.push("lr " + v);
+    else if (k === "steps") parts.push(plural(Number(v), "step"));
+    else parts.push(k + "=" + (typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(3)) : v));
+  }
+  return parts.join(", ");
+}

@@ -10,11 +10,11 @@ async function loadJob(id) {
   return { job, ranking, ensemble };
 }
 
-function summaryTable(loaded) {
+function summaryTable(loaded, datasets) {
   const table = el("table", { id: "compare-table" });
   table.append(el("thead", {}, el("tr", {},
     el("th", { class: "num", text: "job" }), el("th", { text: "dataset" }), el("th", { text: "zoo set" }), el("th", { text: "status" }),
-    el("th", { class: "num", text: "members" }), el("th", { class: "num", text: "val CE" }), el("th", { class: "num", text: "val acc." }),
+    el("th", { class: "num", text: "runs in the ensemble" }), el("th", { class: "num", text: "val CE" }), el("th", { class: "num", text: "val acc." }),
     el("th", { class: "num", text: "test acc." }), el("th", { class: "num", text: "best single test acc." }), el("th", { class: "num", text: "duration" }))));
   const body = el("tbody");
   for (const { job, ranking, ensemble: e } of loaded) {
@@ -23,12 +23,13 @@ function summaryTable(loaded) {
     const cell = (key, v, text) => el("td", { class: "num", "data-key": key, "data-sort": v === null || v === undefined ? "" : v, text });
     body.append(el("tr", { "data-job-id": job.id },
       el("td", { class: "num", "data-sort": job.id }, el("a", { href: "/dashboard/jobs/" + job.id, text: "#" + job.id })),
-      el("td", { text: "#" + job.dataset_id }), el("td", { text: job.zoo }), el("td", {}, statusBadge(job.status)),
-      cell("size", e && e.size, e ? String(e.size) : "–"),
+      el("td", {}, datasetLink(job.dataset_id, datasets.get(job.dataset_id))), el("td", { text: job.zoo }), el("td", {}, statusBadge(job.status)),
+      cell("size", e && distinctRuns(e), e ? membersText(e) : "–"),
       cell("val_ce", e && e.val_ce, e ? fmt.num(e.val_ce, 4) : "–"),
       cell("val_acc", e && e.val_acc, e ? fmt.pct(e.val_acc) : "–"),
       cell("test_acc", e && e.test_acc, e ? (e.test_acc === null ? "no test split" : fmt.pct(e.test_acc)) : "–"),
-      cell("best_single", best && best.finetuned_test_acc, best ? fmt.pct(best.finetuned_test_acc) + " (" + best.model_name + ")" : "–"),
+      el("td", { class: "num name", "data-key": "best_single", "data-sort": best && best.finetuned_test_acc !== null ? best.finetuned_test_acc : "" },
+        best ? fmt.pct(best.finetuned_test_acc) + " (" : "–", best ? breakable(best.model_name) : null, best ? ")" : null),
       cell("duration", d, fmt.duration(d))));
   }
   table.append(body);
@@ -36,19 +37,23 @@ function summaryTable(loaded) {
   return table;
 }
 
-function column({ job, ranking, ensemble }) {
+function column({ job, ranking, ensemble }, datasets) {
   const section = el("section", { class: "card", "data-job-id": job.id });
   section.append(el("h2", {}, el("a", { href: "/dashboard/jobs/" + job.id, text: "Job #" + job.id }), " ", statusBadge(job.status)));
+  if (datasets) section.append(el("p", { class: "muted" }, "on ", datasetLink(job.dataset_id, datasets.get(job.dataset_id))));
   if (ensemble) {
     const members = el("table", { class: "members" });
-    members.append(el("thead", {}, el("tr", {}, el("th", { text: "member" }), el("th", { text: "strategy" }), el("th", { class: "num", text: "weight" }), el("th", { class: "num", text: "val acc." }))));
+    members.append(el("thead", {}, el("tr", {}, el("th", { text: "run" }), el("th", { text: "strategy" }), el("th", { text: "hyper-parameters" }),
+      el("th", { class: "num", text: "weight" }), el("th", { class: "num", text: "val acc." }))));
     const body = el("tbody");
+    const keys = distinguishingKeys(ensemble.members);
     for (const m of ensemble.members) {
-      body.append(el("tr", { "data-run-id": m.run_id }, el("td", { text: m.model_name }), el("td", { text: m.strategy }),
+      body.append(el("tr", { "data-run-id": m.run_id }, el("td", { class: "name" }, breakable(m.model_name)), el("td", { text: m.strategy }),
+        el("td", { "data-key": "hparams", text: hparamsText(m.hparams, keys) }),
         el("td", { class: "num", text: fmt.num(m.weight, 3) }), el("td", { class: "num", text: fmt.pct(m.val_acc) })));
     }
     members.append(body);
-    section.append(el("h3", { text: "Ensemble of " + ensemble.size }), members);
+    section.append(el("h3", { class: "ensemble-title", "data-runs": String(distinctRuns(ensemble)), text: "Ensemble of " + membersText(ensemble) }), members);
   } else {
     section.append(el("p", { class: "muted", text: "No ensemble (yet)." }));
   }
@@ -57,7 +62,7 @@ function column({ job, ranking, ensemble }) {
     el("th", { class: "num", text: "kNN" }), el("th", { class: "num", text: "fine-tuned val acc." }))));
   const body = el("tbody");
   for (const r of ranking.slice(0, TOP)) {
-    body.append(el("tr", { "data-model": r.model_name }, el("td", { class: "num", text: String(r.rank) }), el("td", { text: r.model_name }),
+    body.append(el("tr", { "data-model": r.model_name }, el("td", { class: "num", text: String(r.rank) }), el("td", { class: "name" }, breakable(r.model_name)),
       el("td", { class: "num", text: fmt.pct(r.knn_accuracy) }), el("td", { class: "num", text: fmt.pct(r.finetuned_val_acc) })));
   }
   table.append(body);
@@ -69,9 +74,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   const ids = document.body.dataset.jobIds.split(",").map(Number);
   const summary = document.getElementById("compare-summary");
   try {
-    const loaded = await Promise.all(ids.map(loadJob));
-    summary.replaceChildren(summaryTable(loaded));
-    document.getElementById("compare-columns").replaceChildren(...loaded.map(column));
+    const [loaded, datasets] = await Promise.all([Promise.all(ids.map(loadJob)), datasetNames()]);
+    summary.replaceChildren(summaryTable(loaded, datasets));
+    document.getElementById("compare-columns").replaceChildren(...loaded.map((one) => column(one, datasets)));
     document.body.dataset.loaded = "true";
   } catch (err) {
     showError(summary, err);

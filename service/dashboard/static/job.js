@@ -1,5 +1,7 @@
-// Job page: per-stage progress, ranking table and its audit, kNN-vs-fine-tuned scatter, ensemble curve, accuracy
-// against cost, the calibrated ensemble's reliability diagram, the job's warnings, members and runs.
+// Job page: its controls (Cancel, Resume, Retry, Delete, as its status and the API allow), how it ended, per-stage
+// progress with the current unit in words and the time left, ranking table and its audit, kNN-vs-fine-tuned
+// scatter, ensemble curve, accuracy against cost, the calibrated ensemble's reliability diagram, the job's
+// warnings, members and runs.
 "use strict";
 
 let JOB_ID = null;  // from <body data-job-id>, read once the DOM is ready
@@ -42,32 +44,120 @@ function spearman(x, y) {
   return sxy / Math.sqrt(sxx * syy);
 }
 
-function renderHeader(job) {
+const PARAM_LABELS = {
+  top_k: "top K", k: "kNN k", strategies: "strategies", learning_rates: "learning rates", steps: "steps",
+  batch_size: "batch size", ensemble_size: "ensemble size", resolution: "resolution", seed: "seed",
+  n_train: "n_train", n_val: "n_val", max_test: "max test", augmentation: "augmentation",
+  preprocessing: "preprocessing", small_classes: "small classes",
+};
+
+function renderHeader(job, datasets) {
   document.getElementById("job-status").replaceChildren(statusBadge(job.status));
   const facts = document.getElementById("job-facts");
   const id = job.dataset_id;
   const params = job.params || {};
   const pairs = [
-    ["dataset", el("a", { href: "/dashboard/datasets/" + id, text: (job.dataset_name ? job.dataset_name + " " : "") + "#" + id })],
+    ["dataset", datasetLink(id, job.dataset_name || (datasets && datasets.get(id)))],
     ["zoo set", job.zoo || "–"],
-    ["created", job.created_at ? fmt.age(job.created_at) + " (" + job.created_at + ")" : "–"],
+    ["created", job.created_at ? el("span", { title: job.created_at, text: fmt.age(job.created_at) }) : "–"],
     ["worker", job.worker_id || "–"],
   ];
-  for (const k of ["top_k", "strategies", "learning_rates", "steps", "ensemble_size", "resolution", "seed"]) {
-    if (params[k] !== undefined && params[k] !== null) pairs.push([k.replace("_", " "), Array.isArray(params[k]) ? params[k].join(", ") : String(params[k])]);
+  for (const [k, label] of Object.entries(PARAM_LABELS)) {
+    if (params[k] === undefined || params[k] === null) continue;
+    let text = Array.isArray(params[k]) ? params[k].join(", ") : String(params[k]);
+    // the sizes the job really uses, when the API reports them and they differ from those asked for
+    const used = job[k + "_used"];
+    if ((k === "n_train" || k === "n_val") && used !== undefined && used !== null && used !== params[k]) text = used + " used (" + text + " asked)";
+    pairs.push([label, text]);
   }
   if (params.max_gflops !== undefined && params.max_gflops !== null) pairs.push(["budget", "at most " + params.max_gflops + " GFLOPs per image"]);
   if (params.max_latency_ms !== undefined && params.max_latency_ms !== null) pairs.push(["budget", "at most " + params.max_latency_ms + " ms per image"]);
-  if (params.audit_ranking) pairs.push(["ranking audit", params.audit_ranking + " model(s) beyond the top-K"]);
+  if (params.audit_ranking) pairs.push(["ranking audit", plural(params.audit_ranking, "model") + " beyond the top-K"]);
   if (params.taps && params.taps !== "none") pairs.push(["layer taps", params.taps]);
   if (params.pull) pairs.push(["pull", "missing weights pulled from the hub first"]);
-  facts.replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
+  facts.replaceChildren(...pairs.map(([k, v]) => el("div", { class: "fact" }, el("dt", { text: k }), el("dd", { "data-param": k }, v))));
   const err = document.getElementById("job-error");
-  if (job.status === "failed" || job.error) {
+  if (job.status === "failed" || (job.error && job.status !== "cancelled")) {
     err.replaceChildren(el("h2", { text: "Error" }), el("div", { class: "error-box", id: "job-error-text", role: "alert", text: job.error || "The job failed without a recorded reason." }));
   } else {
     err.replaceChildren();
   }
+}
+
+/** Units done per stage, in words: "embedding 3 of 3, fine-tuning 2 of 6". */
+function unitsDone(job) {
+  const p = job.progress || {};
+  return ["pull", "embed", "finetune", "ensemble"].filter((s) => p[s] && p[s].total)
+    .map((s) => STAGE_LABELS[s] + " " + p[s].done + " of " + p[s].total).join(", ");
+}
+
+/** How a finished (or finishing) job ended and what to do next; nothing for a job that runs or succeeded. */
+function renderEnded(job) {
+  const box = document.getElementById("job-ended");
+  let text = null, kind = job.status;
+  const done = unitsDone(job);
+  const when = job.finished_at ? " " + fmt.age(job.finished_at) : "";
+  if (job.status === "cancelled") {
+    const how = job.started_at
+      ? "It stopped with these units finished: " + (done || "none") + "."
+      : "It was cancelled before a worker started it.";
+    text = "Cancelled" + when + ". " + how + (job.error ? " (" + job.error + ")" : "")
+      + " Next: Resume runs only the unfinished units (finished ones are kept); Retry starts a new job with the same"
+      + " dataset and parameters; Delete removes the job, its results and its files.";
+  } else if ((job.status === "running" || job.status === "queued") && job.cancel_requested) {
+    kind = "cancelling";
+    text = "Cancel requested: the job stops after its current unit; then it can be resumed, retried or deleted.";
+  } else if (job.status === "failed") {
+    text = "Failed" + when + " (the error is below). Units finished: " + (done || "none") + ". Next: fix the cause, then"
+      + " Resume (finished units are kept) or Retry (a new job with the same parameters); or Delete it.";
+  }
+  box.replaceChildren(...(text ? [el("p", { class: "notice", id: "job-ended-text", "data-ended": kind, role: "status", text })] : []));
+}
+
+let controlsKey = null;
+let controlsGeneration = 0;
+
+/** The job's actions, as its status and the API allow: Cancel (queued or running), Resume (failed or cancelled),
+ * Retry and Delete (finished). Each asks the API with the token kept by the Submit page. */
+async function renderControls(job) {
+  const key = job.status + ":" + job.cancel_requested;
+  if (key === controlsKey) return;
+  controlsKey = key;
+  const generation = ++controlsGeneration;
+  const box = document.getElementById("job-actions");
+  const out = el("span", { class: "delete-result", id: "action-result", role: "status" });
+  const active = job.status === "queued" || job.status === "running";
+  const finished = FINISHED.has(job.status);
+  const specs = [
+    ["cancel", "Cancel", "post", "/api/v1/jobs/{}/cancel", active, ""],
+    ["resume", "Resume", "post", "/api/v1/jobs/{}/resume", job.status === "failed" || job.status === "cancelled", ""],
+    ["retry", "Retry", "post", "/api/v1/jobs/{}/retry", finished, ""],
+    ["delete", "Delete job", "delete", "/api/v1/jobs/{}", finished, "danger"],
+  ];
+  const buttons = [];
+  for (const [action, label, method, template, allowed, cls] of specs) {
+    if (!allowed || !(await apiOffers(method, template))) continue;
+    const cancelling = action === "cancel" && job.cancel_requested;
+    const button = el("button", { type: "button", class: cls, id: action + "-button", "data-action": action,
+      text: cancelling ? "Cancelling…" : label, disabled: cancelling });
+    button.addEventListener("click", async () => {
+      if (action === "delete" && !window.confirm("Delete job #" + JOB_ID + " with its runs and ensemble? This cannot be undone.")) return;
+      button.disabled = true;
+      out.replaceChildren();
+      try {
+        if (action === "delete") { await apiDelete("/jobs/" + JOB_ID); window.location.assign("/dashboard/jobs"); return; }
+        const answer = await apiAction("/jobs/" + JOB_ID + "/" + action);
+        if (action === "retry") { window.location.assign("/dashboard/jobs/" + answer.id); return; }
+        controlsKey = null;
+        refresh();
+      } catch (err) {
+        showError(out, err);
+        button.disabled = false;
+      }
+    });
+    buttons.push(button);
+  }
+  if (generation === controlsGeneration) box.replaceChildren(...buttons, out);
 }
 
 function renderStages(job) {
@@ -76,18 +166,87 @@ function renderStages(job) {
   const children = [];
   // the pull stage only for a job that pulls missing weights (it has a "pull" entry), and then first
   const stages = (p.pull ? ["pull"] : []).concat(["embed", "finetune", "ensemble"]);
+  const active = job.status === "running";
   for (const stage of stages) {
     const st = p[stage] || { done: 0, total: 0 };
     let text;
     if (stage === "pull") text = st.total ? "model " + st.done + " of " + st.total + " fetched" : "nothing to fetch";
     else if (stage === "embed") text = st.total ? "model " + st.done + " of " + st.total + " embedded" : "not started";
-    else if (stage === "finetune") text = st.total ? st.done + " of " + st.total + " runs done" : "not started";
+    else if (stage === "finetune") text = st.total ? st.done + " of " + plural(st.total, "run") + " done" : "not started";
     else text = st.total ? (st.done >= st.total ? "built" : "greedy selection…") : "not started";
-    if (st.current && st.done < st.total) text += " — " + st.current;
-    children.push(el("div", { text: STAGE_LABELS[stage] }), progressBar(st.done, st.total),
-      el("div", { class: "muted", "data-stage": stage, text }));
+    if (st.current && st.done < st.total && active) text += "; now " + unitWords(st.current);
+    children.push(el("div", { class: "stage-name", text: STAGE_LABELS[stage] }), progressBar(st.done, st.total),
+      el("div", { class: "muted stage-text", "data-stage": stage, "data-unit": st.current || "", text }));
   }
   box.replaceChildren(...children);
+  const now = document.getElementById("job-now");
+  const st = job.stage && p[job.stage];
+  let text = "";
+  if (job.status === "queued") text = job.cancel_requested ? "" : "Waiting for a worker.";
+  else if (active && st && st.current && st.done < st.total) text = "Now " + unitWords(st.current) + ".";
+  else if (active && job.stage) text = "Now " + (STAGE_LABELS[job.stage] || job.stage) + ".";
+  now.textContent = text;
+  now.dataset.unit = active && st && st.current ? st.current : "";
+}
+
+function mean(values) {
+  const known = values.filter((v) => v !== null && v !== undefined && Number.isFinite(v));
+  return known.length ? known.reduce((a, b) => a + b, 0) / known.length : null;
+}
+
+/** Seconds left, estimated per unit kind: the embedding units left times the mean embedding time so far, plus the
+ * fine-tuning runs left times the mean run time so far. {seconds, basis, missing}: `basis`, how many finished units
+ * the estimate rests on; `missing`, the first stage with units left but none timed yet (its time is not counted:
+ * the estimate is then a lower bound); seconds null when no stage with units left has a timed unit. */
+function estimateLeft(job, ranking, runs) {
+  const p = job.progress || {};
+  let seconds = null, basis = 0, missing = null;
+  const stage = (name, times) => {
+    const st = p[name];
+    const timed = times.filter((v) => v !== null && v !== undefined && Number.isFinite(v));
+    if (!st || !st.total) {  // not planned yet: fine-tuning's runs are known once the ranking is done
+      if (name === "finetune" && missing === null) missing = name;
+      return;
+    }
+    const left = Math.max(0, st.total - st.done);
+    if (!left) return;
+    if (!timed.length) { if (missing === null) missing = name; return; }
+    basis += timed.length;
+    seconds = (seconds || 0) + left * mean(timed);
+  };
+  stage("embed", ranking.map((r) => r.embed_seconds));
+  stage("finetune", runs.map((r) => r.seconds));
+  return { seconds, basis, missing };
+}
+
+const MISSING_WORDS = { embed: "the first model is embedded", finetune: "the first fine-tuning run finishes" };
+
+function renderEta(job, ranking, runs) {
+  const box = document.getElementById("job-eta");
+  box.dataset.seconds = "";
+  if (FINISHED.has(job.status)) {
+    const d = job.duration_seconds !== undefined && job.duration_seconds !== null ? job.duration_seconds : secondsBetween(job.started_at, job.finished_at);
+    box.textContent = d === null ? "" : "Ran for " + fmt.duration(d) + ".";
+    return;
+  }
+  if (job.status !== "running") { box.textContent = ""; return; }
+  const elapsed = job.started_at ? secondsBetween(job.started_at, new Date().toISOString()) : null;
+  const eta = estimateLeft(job, ranking, runs);
+  const ran = elapsed === null ? "" : "Running for " + fmt.duration(elapsed) + ". ";
+  const later = eta.missing ? "the time of " + (eta.missing === "embed" ? "embedding" : "fine-tuning") + " is known once " + MISSING_WORDS[eta.missing] : "";
+  if (eta.seconds === null) {
+    box.textContent = ran + "Time left: " + (eta.missing ? "known once " + MISSING_WORDS[eta.missing] : "not estimated for this stage") + ".";
+    return;
+  }
+  box.dataset.seconds = String(eta.seconds);
+  box.textContent = ran + "Time left: about " + fmt.duration(eta.seconds) + (later ? " or more (" + later + ")" : "")
+    + ", from the times of " + plural(eta.basis, "finished unit") + ".";
+}
+
+/** The kNN column's title with its k: "kNN@5" when every score used the same k, "kNN@k" otherwise. */
+function knnLabel(rows) {
+  const ks = new Set(rows.map((r) => r.k).filter((k) => k !== null && k !== undefined));
+  return ks.size === 1 ? "kNN@" + Array.from(ks)[0] : "kNN@k";
 }
 
 function renderRanking(rows) {
@@ -95,8 +254,9 @@ function renderRanking(rows) {
   if (!rows.length) { container.replaceChildren(el("p", { class: "muted", text: "No model scored yet." })); return; }
   const cols = [
     ["rank", "#", "num", (r) => r.rank, (r) => r.rank],
-    ["model", "model", "", (r) => r.model_name, (r) => r.model_name],
-    ["knn_accuracy", "kNN accuracy", "num", (r) => r.knn_accuracy, (r) => fmt.pct(r.knn_accuracy)],
+    ["model", "model", "name", (r) => r.model_name, (r) => breakable(r.model_name)],
+    ["knn_accuracy", knnLabel(rows), "num", (r) => r.knn_accuracy, (r) => fmt.pct(r.knn_accuracy)],
+    ["knn1_accuracy", "kNN@1", "num", (r) => r.knn1_accuracy, (r) => fmt.pct(r.knn1_accuracy)],
     ["finetuned_val_acc", "fine-tuned val acc.", "num", (r) => r.finetuned_val_acc, (r) => fmt.pct(r.finetuned_val_acc)],
     ["finetuned_val_ce", "fine-tuned val CE", "num", (r) => r.finetuned_val_ce, (r) => fmt.num(r.finetuned_val_ce)],
     ["finetuned_test_acc", "test acc.", "num", (r) => r.finetuned_test_acc, (r) => fmt.pct(r.finetuned_test_acc)],
@@ -112,7 +272,7 @@ function renderRanking(rows) {
   for (const r of rows) {
     body.append(el("tr", { "data-model": r.model_name }, ...cols.map(([key, , cls, raw, shown]) => {
       const v = raw(r);
-      return el("td", { class: cls, "data-key": key, "data-sort": v === null || v === undefined ? "" : v, text: shown(r) });
+      return el("td", { class: cls, "data-key": key, "data-sort": v === null || v === undefined ? "" : v }, shown(r));
     })));
   }
   table.append(body);
@@ -153,7 +313,7 @@ function renderScatter(rows, audit) {
   note.textContent = "Spearman ρ = " + (Number.isNaN(rho) ? "undefined (" + reason + ")" : rho.toFixed(3)) + " over " + pts.length
     + " models" + (source === "audit" ? " (the job's ranking audit, below)" : " (computed here: this job has no stored audit)");
   Plotly.react(plot, [{
-    x, y, text: pts.map((p) => p.model_name), mode: "markers+text", type: "scatter", textposition: "top center",
+    x, y, text: pts.map((p) => p.model_name), mode: "markers+text", type: "scatter", textposition: "top center", cliponaxis: false,
     marker: { size: 10, color: "#2b6cb0" }, hovertemplate: "%{text}<br>kNN %{x:.3f}<br>fine-tuned %{y:.3f}<extra></extra>",
   }], {
     margin: { l: 60, r: 20, t: 20, b: 50 },
@@ -294,6 +454,16 @@ function renderAudit(job) {
 
 /** The ensemble's accuracy-against-cost front: val CE (top) and test accuracy (bottom) of every prefix of the greedy
  * path and of the best ensemble under each budget, the job's budget as a vertical line, the chosen ensemble a star. */
+/** The cost axis's range: the costs padded by 6 % of their spread; from 0 when they (nearly) coincide, so that one
+ * point is not stretched over a ±1 % axis whose ticks all read the same. */
+function costRange(costs) {
+  const lo = Math.min(...costs), hi = Math.max(...costs);
+  if (!(hi > 0)) return [0, 1];
+  if (hi - lo <= 0.05 * hi) return [0, hi * 1.25];
+  const pad = (hi - lo) * 0.06;
+  return [Math.max(0, lo - pad), hi + pad];
+}
+
 function renderFront(ens) {
   const note = document.getElementById("front-note");
   const plot = document.getElementById("front-plot");
@@ -309,13 +479,13 @@ function renderFront(ens) {
   const unit = COST_UNITS[metric] || metric;
   const path = front.path || [], best = front.front || [];
   const hasTest = path.concat(best).some((p) => p.test_accuracy !== null && p.test_accuracy !== undefined);
-  const hover = (what) => what + "<br>%{customdata} member(s)<br>" + unit + " %{x:.4g}<br>%{y}<extra></extra>";
+  const hover = (what) => what + "<br>%{customdata}<br>" + unit + " %{x:.4g}<br>%{y}<extra></extra>";
   const traces = [];
   const add = (points, name, color, dash, yaxis, field, extra) => {
     traces.push({
-      x: points.map((p) => p.cost), y: points.map((p) => p[field]), customdata: points.map((p) => p.size),
+      x: points.map((p) => p.cost), y: points.map((p) => p[field]), customdata: points.map((p) => plural(p.size, "member")),
       name, type: "scatter", mode: "lines+markers", yaxis, line: { color, dash, shape: extra.shape || "linear" },
-      marker: { size: 7, color }, showlegend: extra.legend, legendgroup: name,
+      marker: { size: 7, color }, showlegend: extra.legend, legendgroup: name, cliponaxis: false,
       hovertemplate: hover(name).replace("%{y}", field === "val_loss" ? "val CE %{y:.4f}" : "test %{y:.1%}"),
     });
   };
@@ -327,7 +497,7 @@ function renderFront(ens) {
   }
   const chosenCost = ens[metric];
   if (chosenCost !== null && chosenCost !== undefined) {
-    const star = { type: "scatter", mode: "markers", name: "chosen ensemble", legendgroup: "chosen",
+    const star = { type: "scatter", mode: "markers", name: "chosen ensemble", legendgroup: "chosen", cliponaxis: false,
       marker: { symbol: "star", size: 15, color: "#c05621", line: { color: "#1d232b", width: 1 } } };
     traces.push({ ...star, x: [chosenCost], y: [ens.val_ce], yaxis: "y",
       hovertemplate: "chosen ensemble<br>" + unit + " %{x:.4g}<br>val CE %{y:.4f}<extra></extra>" });
@@ -345,12 +515,12 @@ function renderFront(ens) {
   }
   const costs = path.concat(best).map((p) => p.cost).concat(chosenCost === null || chosenCost === undefined ? [] : [chosenCost]);
   if (front.budget !== null && front.budget !== undefined) costs.push(front.budget);
-  const lo = Math.min(...costs), hi = Math.max(...costs), pad = Math.max((hi - lo) * 0.06, hi * 0.02, 1e-9);
+  const range = costRange(costs);
   const layout = {
     height: hasTest ? 520 : 380, margin: { l: 70, r: 20, t: 50, b: 55 },
     legend: { orientation: "h", x: 0, y: 1.14, yanchor: "bottom" },
-    xaxis: { title: { text: COST_LABELS[metric] || metric }, anchor: hasTest ? "y2" : "y", range: [Math.max(0, lo - pad), hi + pad], zeroline: false },
-    yaxis: { title: { text: "ensemble val CE" }, domain: hasTest ? [0.55, 1] : [0, 1], anchor: "x" },
+    xaxis: { title: { text: COST_LABELS[metric] || metric }, anchor: hasTest ? "y2" : "y", range, zeroline: false },
+    yaxis: { title: { text: "ensemble val CE" }, domain: hasTest ? [0.55, 1] : [0, 1], anchor: "x", rangemode: "tozero" },
     shapes, annotations,
   };
   if (hasTest) {
@@ -358,7 +528,7 @@ function renderFront(ens) {
     if (ens.test_acc !== null && ens.test_acc !== undefined) acc.push(ens.test_acc);
     layout.yaxis2 = { ...accuracyAxis(acc, "test accuracy"), domain: [0, 0.42], anchor: "x" };
   }
-  const parts = [path.length + " prefixes of the greedy path", best.length + " budgets on the front"];
+  const parts = [plural(path.length, "prefix", "prefixes") + " of the greedy path", plural(best.length, "budget") + " on the front"];
   note.dataset.metric = metric;
   note.textContent = "Cost: " + (COST_LABELS[metric] || metric) + "; forward passes shared by members are paid once. "
     + parts.join(", ") + "." + (front.budget !== null && front.budget !== undefined ? " The job's budget: " + fmt.num(front.budget, 4) + " " + unit + "." : " No budget was set.")
@@ -406,7 +576,7 @@ function renderReliability(ens) {
       marker: { color: "rgba(113, 128, 150, 0.35)" }, hovertemplate: "confidence %{x:.2f}<br>%{y} image(s)<extra></extra>" },
     { x: [0, 1], y: [0, 1], type: "scatter", mode: "lines", name: "perfect calibration", line: { color: "#718096", dash: "dash" }, hoverinfo: "skip" },
     { x: filled.map(([b]) => b[1]), y: filled.map(([b]) => b[2]), customdata: filled.map(([b]) => b[0]),
-      type: "scatter", mode: "lines+markers", name: "calibrated ensemble", line: { color: "#2b6cb0" }, marker: { size: 8, color: "#2b6cb0" },
+      type: "scatter", mode: "lines+markers", name: "calibrated ensemble", cliponaxis: false, line: { color: "#2b6cb0" }, marker: { size: 8, color: "#2b6cb0" },
       hovertemplate: "mean confidence %{x:.3f}<br>accuracy %{y:.1%}<br>%{customdata} image(s)<extra></extra>" },
   ];
   const layout = {
@@ -424,7 +594,7 @@ function renderRuns(runs) {
   const container = document.getElementById("runs");
   if (!runs.length) { container.replaceChildren(el("p", { class: "muted", text: "No run finished yet." })); return; }
   const cols = [
-    ["model", "model", "", (r) => r.model_name, (r) => r.model_name],
+    ["model", "model", "name", (r) => r.model_name, (r) => breakable(r.model_name)],
     ["strategy", "strategy", "", (r) => r.strategy, (r) => r.strategy],
     ["lr", "lr", "num", (r) => r.hparams.lr, (r) => (r.hparams.lr === undefined ? "–" : String(r.hparams.lr))],
     ["steps", "steps", "num", (r) => r.hparams.steps, (r) => fmt.int(r.hparams.steps)],
@@ -442,7 +612,7 @@ function renderRuns(runs) {
   for (const r of runs.slice().sort((a, b) => a.val_ce - b.val_ce)) {
     body.append(el("tr", { "data-run-id": r.id }, ...cols.map(([key, , cls, raw, shown]) => {
       const v = raw(r);
-      return el("td", { class: cls, "data-key": key, "data-sort": v === null || v === undefined ? "" : v, text: shown(r) });
+      return el("td", { class: cls, "data-key": key, "data-sort": v === null || v === undefined ? "" : v }, shown(r));
     })));
   }
   table.append(body);
@@ -466,7 +636,7 @@ function renderEnsemble(ens, ranking) {
     return;
   }
   summary.replaceChildren(el("dl", { class: "kv", id: "ensemble-facts" },
-    el("dt", { text: "size" }), el("dd", { text: String(ens.size) }),
+    el("dt", { text: "members" }), el("dd", { id: "ensemble-size", "data-runs": String(distinctRuns(ens)), "data-picks": String(ens.size), text: membersText(ens) }),
     el("dt", { text: "val CE" }), el("dd", { text: fmt.num(ens.val_ce, 4) }),
     el("dt", { text: "val accuracy" }), el("dd", { text: fmt.pct(ens.val_acc) }),
     el("dt", { text: "test accuracy" }), el("dd", { id: "ensemble-test-acc", text: ens.test_acc === null || ens.test_acc === undefined ? "not known (no test split)" : fmt.pct(ens.test_acc) }),
@@ -483,10 +653,11 @@ function renderEnsemble(ens, ranking) {
     el("th", { class: "num", text: "weight" }), el("th", { class: "num", text: "val CE" }),
     el("th", { class: "num", text: "val acc." }), el("th", { class: "num", text: "test acc." }))));
   const body = el("tbody");
+  const keys = distinguishingKeys(ens.members || []);
   for (const m of ens.members || []) {
-    const hp = m.hparams ? Object.entries(m.hparams).map(([k, v]) => k + "=" + v).join(", ") : "";
+    const hp = hparamsText(m.hparams, keys);
     body.append(el("tr", { "data-run-id": m.run_id },
-      el("td", { text: m.model_name }), el("td", { text: m.strategy || "" }), el("td", { text: hp }),
+      el("td", { class: "name" }, breakable(m.model_name)), el("td", { text: m.strategy || "" }), el("td", { text: hp }),
       el("td", { class: "num", "data-sort": m.weight, text: fmt.num(m.weight, 3) }),
       el("td", { class: "num", "data-sort": m.val_ce, text: fmt.num(m.val_ce, 4) }),
       el("td", { class: "num", "data-sort": m.val_acc, text: fmt.pct(m.val_acc) }),
@@ -498,12 +669,12 @@ function renderEnsemble(ens, ranking) {
   const losses = ens.loss_curve || [];
   if (losses.length) {
     Plotly.react(curve, [{
-      x: losses.map((_, i) => i + 1), y: losses, type: "scatter", mode: "lines+markers", line: { color: "#2f855a" },
+      x: losses.map((_, i) => i + 1), y: losses, type: "scatter", mode: "lines+markers", line: { color: "#2f855a" }, cliponaxis: false,
       hovertemplate: "step %{x}<br>val CE %{y:.4f}<extra></extra>",
     }], {
       margin: { l: 60, r: 20, t: 20, b: 50 },
       xaxis: { title: { text: "greedy step (members added)" }, dtick: 1 },
-      yaxis: { title: { text: "ensemble val cross-entropy" } },
+      yaxis: { title: { text: "ensemble val cross-entropy" }, rangemode: "tozero" },
       shapes: ens.size ? [{ type: "line", x0: ens.size, x1: ens.size, yref: "paper", y0: 0, y1: 1, line: { dash: "dot", color: "#718096" } }] : [],
     }, { displaylogo: false, displayModeBar: false, responsive: true });
   }
@@ -518,7 +689,9 @@ async function refresh() {
     showError(main, err);
     return;
   }
-  renderHeader(job);
+  renderHeader(job, await datasetNames());
+  renderControls(job);
+  renderEnded(job);
   renderWarnings(job);
   renderStages(job);
   try {
@@ -530,6 +703,7 @@ async function refresh() {
     const runs = items(await apiGetOptional("/jobs/" + JOB_ID + "/runs") || []);
     const rkey = JSON.stringify(runs);
     if (rkey !== lastRunsKey) { lastRunsKey = rkey; renderRuns(runs); }
+    renderEta(job, ranking, runs);
     // Ask for the ensemble only once it exists: a 404 would show as a console error.
     const p = (job.progress || {}).ensemble;
     const built = job.status === "succeeded" || (p && p.total && p.done >= p.total);
@@ -551,9 +725,5 @@ async function refresh() {
 
 document.addEventListener("DOMContentLoaded", () => {
   JOB_ID = Number(document.body.dataset.jobId);
-  deleteButton(document.getElementById("job-actions"), {
-    label: "Delete job", template: "/api/v1/jobs/{}", path: "/jobs/" + JOB_ID, after: "/dashboard/jobs",
-    question: "Delete job #" + JOB_ID + " with its runs and ensemble? This cannot be undone.",
-  });
   refresh();
 });

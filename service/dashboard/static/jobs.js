@@ -2,6 +2,7 @@
 "use strict";
 
 const ACTIVE = new Set(["queued", "running"]);
+const STAGE_WORDS = { pull: "pulling weights", embed: "embedding", finetune: "fine-tuning", ensemble: "ensemble" };
 let refreshTimer = null;
 const ensembles = new Map();  // job id -> its ensemble (final once the job succeeded), fetched once
 const picked = new Set();     // job ids ticked for comparison, kept across refreshes
@@ -39,8 +40,7 @@ function updateCompare() {
 function datasetLabel(job, datasets) {
   const id = job.dataset_id !== undefined ? job.dataset_id : (job.dataset && job.dataset.id);
   const name = job.dataset_name || (job.dataset && job.dataset.name) || (datasets[id] && datasets[id].name);
-  const label = name ? name + " (#" + id + ")" : "#" + id;
-  return el("a", { href: "/dashboard/datasets/" + id, text: label });
+  return datasetLink(id, name);
 }
 
 function stageText(job) {
@@ -48,7 +48,8 @@ function stageText(job) {
   const st = job.stage && p[job.stage];
   if (job.status === "succeeded") return "done";
   if (!job.stage) return job.status === "queued" ? "waiting for a worker" : "–";
-  return st ? job.stage + " " + st.done + "/" + st.total : job.stage;
+  const label = STAGE_WORDS[job.stage] || job.stage;
+  return st ? label + " " + st.done + " of " + st.total : label;
 }
 
 async function loadJobs() {

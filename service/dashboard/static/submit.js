@@ -17,7 +17,7 @@ async function loadChoices() {
   try {
     const datasets = items(await apiGet("/datasets?limit=500"));
     for (const d of datasets.sort((a, b) => b.id - a.id)) {
-      select.append(el("option", { value: d.id, text: "#" + d.id + " " + d.name + (d.classes ? " (" + d.classes.length + " classes)" : "") }));
+      select.append(el("option", { value: d.id, title: "dataset #" + d.id, text: d.name + (d.classes ? " (" + plural(d.classes.length, "class", "classes") + ")" : "") }));
     }
   } catch (e) { /* the upload still works */ }
 }
@@ -45,6 +45,19 @@ function jobBody(form, datasetId) {
   if (audit) body.audit_ranking = audit;
   if (form.taps.value !== "none") body.taps = form.taps.value;
   if (form.pull && form.pull.checked) body.pull = true;
+  // JobParams fields of the same names, sent only when they differ from the API's default
+  const k = form.k.value.trim();
+  if (k && k !== form.k.dataset.default) {
+    if (k !== "auto" && !/^[0-9]+$/.test(k)) throw new Error("kNN k is a whole number of neighbours or 'auto'; got " + JSON.stringify(k) + ".");
+    body.k = k === "auto" ? "auto" : parseInt(k, 10);
+  }
+  for (const name of ["n_train", "n_val"]) {
+    const value = optionalInt(form[name].value);
+    if (value !== null && String(value) !== form[name].dataset.default) body[name] = value;
+  }
+  for (const name of ["augmentation", "preprocessing", "small_classes"]) {
+    if (form[name].value !== form[name].dataset.default) body[name] = form[name].value;
+  }
   return body;
 }
 
@@ -57,6 +70,7 @@ async function onSubmit(event) {
   button.disabled = true;
   try {
     if (!getToken()) throw new Error("A token is needed to submit: create one with `zooens tokens create NAME`.");
+    const body = jobBody(form, null);  // a mistake in the form shows before the upload
     let datasetId = form.dataset_id.value ? Number(form.dataset_id.value) : null;
     const file = form.dataset_file.files[0];
     if (file) {
@@ -68,8 +82,9 @@ async function onSubmit(event) {
       datasetId = ds.id;
     }
     if (datasetId === null) throw new Error("Choose a registered dataset or upload a zip of an ImageFolder tree.");
-    out.replaceChildren(el("p", { class: "notice", text: "Dataset #" + datasetId + " ready; creating the job…" }));
-    const job = await apiPost("/jobs", jobBody(form, datasetId));
+    out.replaceChildren(el("p", { class: "notice", text: "Dataset ready; creating the job…" }));
+    body.dataset_id = datasetId;
+    const job = await apiPost("/jobs", body);
     const jobId = job.id !== undefined ? job.id : job.job_id;
     out.replaceChildren(el("p", { class: "notice", id: "submitted" }, "Job ", el("a", { href: "/dashboard/jobs/" + jobId, text: "#" + jobId }), " queued."));
     window.location.assign("/dashboard/jobs/" + jobId);

@@ -439,6 +439,6 @@ def test_submit_steps_placeholder_names_each_strategys_default(browser, live_ser
     driver.find_element(By.CSS_SELECTOR, "input[name=strategy][value=full]").click()
     full = get_strategy("full").default_sweep.steps
     assert steps.get_attribute("placeholder") == (
-        f"full: {', '.join(map(str, full))}; linear: {', '.join(map(str, linear))}"
+        f"linear: {', '.join(map(str, linear))}; full: {', '.join(map(str, full))}"  # the form's order
     )
     assert "500" not in steps.get_attribute("placeholder") or 500 in full or 500 in linear

@@ -300,12 +300,15 @@ def test_job_page_shows_the_static_priors_and_the_pull_stage(browser, live_serve
             assert driver.execute_script("return dataVersusPrior(arguments[0])", predictors) == data_versus_prior(
                 predictors
             )
-        # a running pull: "model 1 of 3 fetched — <model>"; a job without a pull entry shows no pull stage
+        # a running pull: "model 1 of 3 fetched; now fetching <model>" (the unit key in words); a job without a
+        # pull entry shows no pull stage
         text = driver.execute_script(
-            "renderStages({progress: {pull: {done: 1, total: 3, current: 'convnext_nano.in12k'}}});"
+            "renderStages({status: 'running', stage: 'pull',"
+            " progress: {pull: {done: 1, total: 3, current: 'pull:convnext_nano.in12k'}}});"
             "return document.querySelector(\"#stages [data-stage='pull']\").textContent;"
         )
-        assert text == "model 1 of 3 fetched — convnext_nano.in12k"
+        assert text == "model 1 of 3 fetched; now fetching convnext_nano.in12k"
+        assert driver.find_element(By.ID, "job-now").text == "Now fetching convnext_nano.in12k."
         shown = driver.execute_script(
             "renderStages({progress: {embed: {done: 1, total: 2}}});"
             "return Array.from(document.querySelectorAll('#stages [data-stage]')).map((e) => e.dataset.stage);"
