@@ -20,7 +20,7 @@ from zooens.ensemble._registry import get_strategy
 from zooens.errors import NotFoundError
 from zooens.utils import resolve_device
 
-__all__ = ["CONFIG_FILE", "TENSORS_FILE", "Artifact", "load_artifact_model"]
+__all__ = ["CONFIG_FILE", "TENSORS_FILE", "Artifact", "artifact_models", "load_artifact_model"]
 
 CONFIG_FILE = "config.json"
 TENSORS_FILE = "model.safetensors"
@@ -37,6 +37,11 @@ class Artifact:
 
     config: dict[str, Any]
     tensors: dict[str, torch.Tensor]
+
+    @property
+    def models(self) -> list[str]:
+        """The zoo models whose networks the run's classifier is built on (`artifact_models`)."""
+        return artifact_models(self.config)
 
     @property
     def nbytes(self) -> int:
@@ -69,6 +74,15 @@ class Artifact:
             )
         config = json.loads(config_path.read_text())
         return cls(config=config, tensors=load_file(str(tensors_path)))
+
+
+def artifact_models(config: dict[str, Any]) -> list[str]:
+    """The zoo models a saved run's classifier is built on: `config["models"]` for a run over several
+    (strategy `concat`), else `[config["model"]]`. An ensemble file stores the base weights of each."""
+    models = config.get("models")
+    if isinstance(models, list) and models:
+        return [str(m) for m in models]
+    return [str(config["model"])]
 
 
 def _json_default(value: Any) -> Any:

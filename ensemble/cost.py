@@ -6,11 +6,12 @@ FlopCounterMode's convention: a multiply-add counts as **two** FLOPs, and only t
 convolutions and attention are counted (normalisation, activations and pooling are not), so a timm
 `resnet18` at 224 px is 3.63 GFLOPs, twice the 1.82 GMACs timm and most papers report.
 
-Runs that leave the backbone frozen (strategies with `Strategy.shares_backbone`: `linear`) read the
+Runs that leave the backbone frozen (strategies with `Strategy.shares_backbone`: `linear`, `concat`) read the
 same features as every other such run of the same model, resolution and preprocessing, so an
 ensemble pays their forward pass once: `backbone_key` names that pass, and `ensemble_cost` sums the
 cost of the distinct passes, not of the members. Runs that change the backbone (`full`, `patch`,
-`film`, `kron`, `lora`, `aft`) each get a key of their own. Linear heads are not counted: a
+`film`, `kron`, `lora`, `aft`) each get a key of their own. A `concat` probe reads several passes, one
+per model, each keyed as that model's `linear` runs (`Passes`). Linear heads are not counted: a
 `D x C` head is `2 D C` FLOPs (26 kFLOPs for 1,280 features and 10 classes), below a millionth of
 a backbone's pass.
 """
@@ -21,7 +22,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -38,7 +39,10 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "COST_METRICS",
+    "LATENCY_ROUNDS",
+    "WARMUP_SECONDS",
     "EnsembleCost",
+    "Passes",
     "ForwardCost",
     "backbone_key",
     "cost_vector",
@@ -171,37 +175,61 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_latency_ms(
-    model: nn.Module, resolution: int | Sequence[int], *, device: str, repeats: int = 10, warmup: int = 3, seed: int = 0
-) -> float:
-    """Median wall time in ms of `repeats` batch-1 forwards on `device`, after `warmup` untimed ones.
+LATENCY_ROUNDS = 3
+"""Rounds of `repeats` timed passes `measure_latency_ms` runs; it keeps the fastest round's median."""
+WARMUP_SECONDS = 0.2
+"""Least time `measure_latency_ms` warms up for (beyond `warmup` passes, at most `_MAX_WARMUP` passes)."""
+_MAX_WARMUP = 50
 
-    Inference mode, eval mode, a seeded input; CUDA is synchronised around each timed pass. The
-    model is moved to `device` (and stays there).
+
+def measure_latency_ms(
+    model: nn.Module,
+    resolution: int | Sequence[int],
+    *,
+    device: str,
+    repeats: int = 10,
+    warmup: int = 3,
+    seed: int = 0,
+    rounds: int = LATENCY_ROUNDS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Batch-1 forward latency in ms on `device`: the lowest of `rounds` medians of `repeats` timed passes each,
+    after a warm-up of at least `warmup` passes and `WARMUP_SECONDS` (at most `_MAX_WARMUP` passes).
+
+    A single median of a few passes moved tenfold between two jobs on one machine (11.6 and 117.9 ms): a cold
+    first pass (allocator, oneDNN or cuDNN plans) and other work sharing the cores both only ever add time.
+    The warm-up by time absorbs the first; the median absorbs a burst inside a round and the lowest round's
+    median a slow round, as `timeit` recommends the minimum of repeats. Inference mode, eval mode, a seeded
+    input; CUDA is synchronised around each timed pass. The model is moved to `device` (and stays there).
+    `clock` (seconds) is for tests.
     """
     hw = _check_resolution(resolution)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ConfigError(f"repeats must be a positive integer, got {repeats!r}; e.g. 10.")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ConfigError(f"warmup must be a non-negative integer, got {warmup!r}; e.g. 3.")
+    for name, value, least in (("repeats", repeats, 1), ("warmup", warmup, 0), ("rounds", rounds, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name} must be an integer of at least {least}, got {value!r}; e.g. 3.")
     model.to(device)
     x = _input(hw, device, seed)
     was_training = model.training
     model.eval()
-    times: list[float] = []
+    medians: list[float] = []
     try:
         with torch.inference_mode():
-            for _ in range(warmup):
+            start, done = clock(), 0
+            while done < warmup or (clock() - start < WARMUP_SECONDS and done < _MAX_WARMUP):
                 model(x)
-            for _ in range(repeats):
-                _sync(device)
-                start = time.perf_counter()
-                model(x)
-                _sync(device)
-                times.append((time.perf_counter() - start) * 1000.0)
+                done += 1
+            for _ in range(rounds):
+                times = []
+                for _ in range(repeats):
+                    _sync(device)
+                    begin = clock()
+                    model(x)
+                    _sync(device)
+                    times.append((clock() - begin) * 1000.0)
+                medians.append(statistics.median(times))
     finally:
         model.train(was_training)
-    return float(statistics.median(times))
+    return float(min(medians))
 
 
 def forward_cost(
@@ -265,23 +293,37 @@ def backbone_key(model_name: str, strategy: str, *, resolution: int | None, prep
     return f"{model_name}|run={run_key}"
 
 
-def ensemble_cost(members: Iterable[Hashable], costs: Mapping[Hashable, tuple[str, ForwardCost]]) -> EnsembleCost:
+Passes = tuple[str, ForwardCost] | Sequence[tuple[str, ForwardCost]]
+"""A member's forward passes: one (backbone key, cost) pair, or a list of them for a member that reads
+several frozen backbones (strategy `concat`)."""
+
+
+def _pass_list(item: Passes, member: object) -> list[tuple[str, ForwardCost]]:
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+        return [item]  # type: ignore[list-item]
+    pairs = list(item)
+    if not pairs or not all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in pairs):
+        raise ConfigError(f"The cost of member {member!r} must be (backbone key, ForwardCost) or a list of them.")
+    return pairs
+
+
+def ensemble_cost(members: Iterable[Hashable], costs: Mapping[Hashable, Passes]) -> EnsembleCost:
     """The cost of the ensemble of `members` (repeats allowed): each distinct backbone key once.
 
-    costs : for each member, its (backbone key, forward cost). Two members with one key must
-    have the same forward cost. Heads are not counted (see the module's docstring).
+    costs : for each member, its (backbone key, forward cost), or a list of them (`Passes`). Two
+    passes with one key must have the same forward cost. Heads are not counted (see the module's docstring).
     """
     passes: dict[str, ForwardCost] = {}
     for member in members:
         if member not in costs:
             raise ConfigError(f"No cost for ensemble member {member!r}; give a (backbone key, ForwardCost) for each.")
-        key, cost = costs[member]
-        seen = passes.setdefault(key, cost)
-        if not (math.isclose(seen.gflops, cost.gflops, rel_tol=1e-9) and seen.params == cost.params):
-            raise ConfigError(
-                f"Backbone key {key!r} has two different costs ({seen.gflops} and {cost.gflops} "
-                "GFLOPs); runs sharing a forward pass must share its cost."
-            )
+        for key, cost in _pass_list(costs[member], member):
+            seen = passes.setdefault(key, cost)
+            if not (math.isclose(seen.gflops, cost.gflops, rel_tol=1e-9) and seen.params == cost.params):
+                raise ConfigError(
+                    f"Backbone key {key!r} has two different costs ({seen.gflops} and {cost.gflops} "
+                    "GFLOPs); runs sharing a forward pass must share its cost."
+                )
     keys = tuple(sorted(passes))
     latencies = [passes[k].latency_ms for k in keys]
     return EnsembleCost(
@@ -292,22 +334,25 @@ def ensemble_cost(members: Iterable[Hashable], costs: Mapping[Hashable, tuple[st
     )
 
 
-def cost_vector(
-    candidates: Sequence[tuple[str, ForwardCost]], metric: Literal["gflops", "latency_ms"]
-) -> list[tuple[str, float]]:
-    """Per candidate, (backbone key, its pass's `metric`): the `costs` of `GreedyEnsembleSelector`.
+def cost_vector(candidates: Sequence[Passes], metric: Literal["gflops", "latency_ms"]) -> list[Any]:
+    """Per candidate, (backbone key, its pass's `metric`), or a list of those for a candidate of several
+    passes: the `costs` of `GreedyEnsembleSelector`.
 
     `--max-gflops` maps to metric `gflops`, `--max-latency-ms` to `latency_ms`.
     """
     if metric not in COST_METRICS:
         raise ConfigError(f"Unknown cost metric {metric!r}; use one of {', '.join(COST_METRICS)}.")
-    out: list[tuple[str, float]] = []
-    for key, cost in candidates:
-        value = getattr(cost, metric)
-        if value is None:
-            raise ConfigError(
-                f"The pass {key!r} has no measured {metric}; measure it (forward_cost with "
-                "measure_latency=True) or budget GFLOPs instead."
-            )
-        out.append((key, float(value)))
+    out: list[Any] = []
+    for i, candidate in enumerate(candidates):
+        values: list[tuple[str, float]] = []
+        for key, cost in _pass_list(candidate, i):
+            value = getattr(cost, metric)
+            if value is None:
+                raise ConfigError(
+                    f"The pass {key!r} has no measured {metric}; measure it (forward_cost with "
+                    "measure_latency=True) or budget GFLOPs instead."
+                )
+            values.append((key, float(value)))
+        is_single = isinstance(candidate, tuple) and len(candidate) == 2 and isinstance(candidate[0], str)
+        out.append(values[0] if is_single else values)
     return out

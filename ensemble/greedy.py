@@ -20,6 +20,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -74,46 +75,65 @@ class _Path:
 
 
 class _Costs:
-    """Candidates' backbone keys as integers and each key's cost; sums are exact (`math.fsum`)."""
+    """Candidates' forward passes as integer ids and each pass's cost; sums are exact (`math.fsum`).
 
-    def __init__(self, costs: Sequence[tuple[str, float]], n_candidates: int) -> None:
+    A candidate reads one pass (a `(backbone key, cost)` pair) or several (a sequence of such pairs: a
+    joint probe over several frozen backbones, strategy `concat`); an ensemble pays each distinct pass once.
+    """
+
+    def __init__(self, costs: Sequence[Any], n_candidates: int) -> None:
         if isinstance(costs, (str, bytes)) or not isinstance(costs, Sequence) or len(costs) != n_candidates:
             raise ConfigError(
                 f"costs must give one (backbone key, cost) per candidate ({n_candidates}), got {costs!r:.200}."
             )
         index: dict[str, int] = {}
         key_cost: list[float] = []
-        key_ids = []
+        cand_keys: list[frozenset[int]] = []
         for i, item in enumerate(costs):
-            if not (isinstance(item, Sequence) and len(item) == 2 and isinstance(item[0], str)):
-                raise ConfigError(f"costs[{i}] must be a (backbone key, cost) pair, got {item!r}.")
-            key, value = item
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float, np.integer, np.floating))
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ConfigError(f"costs[{i}] must have a finite, non-negative cost, got {value!r}.")
-            if key not in index:
-                index[key] = len(key_cost)
-                key_cost.append(float(value))
-            elif not math.isclose(key_cost[index[key]], float(value), rel_tol=1e-9, abs_tol=0.0):
-                raise ConfigError(
-                    f"Backbone key {key!r} has two costs ({key_cost[index[key]]} and {value}); "
-                    "runs sharing a forward pass must share its cost."
-                )
-            key_ids.append(index[key])
+            for key, value in _passes_of(item, i):
+                if key not in index:
+                    index[key] = len(key_cost)
+                    key_cost.append(float(value))
+                elif not math.isclose(key_cost[index[key]], float(value), rel_tol=1e-9, abs_tol=0.0):
+                    raise ConfigError(
+                        f"Backbone key {key!r} has two costs ({key_cost[index[key]]} and {value}); "
+                        "runs sharing a forward pass must share its cost."
+                    )
+            cand_keys.append(frozenset(index[key] for key, _ in _passes_of(item, i)))
         self.keys = list(index)
-        self.key_ids = np.asarray(key_ids, dtype=np.int64)
+        self.cand_keys = cand_keys
         self.key_cost = key_cost
-        self.single = np.asarray([key_cost[k] for k in key_ids])
+        self.single = np.asarray([self.total(k) for k in cand_keys])
 
-    def total(self, keys: set[int]) -> float:
+    def total(self, keys: set[int] | frozenset[int]) -> float:
         return math.fsum(self.key_cost[k] for k in sorted(keys))
 
     def of(self, members: Sequence[int]) -> float:
-        return self.total({int(self.key_ids[m]) for m in members})
+        return self.total(set().union(*(self.cand_keys[int(m)] for m in members)))
+
+    def names(self, candidate: int) -> str:
+        return " + ".join(self.keys[k] for k in sorted(self.cand_keys[candidate]))
+
+
+def _passes_of(item: Any, i: int) -> list[tuple[str, float]]:
+    """A candidate's (backbone key, cost) pairs: `item` is one pair or a non-empty sequence of pairs."""
+    pairs = [item] if isinstance(item, Sequence) and len(item) == 2 and isinstance(item[0], str) else item
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence) or not pairs:
+        raise ConfigError(f"costs[{i}] must be a (backbone key, cost) pair or a list of them, got {item!r:.200}.")
+    out = []
+    for pair in pairs:
+        if not (isinstance(pair, Sequence) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise ConfigError(f"costs[{i}] must be a (backbone key, cost) pair or a list of them, got {item!r:.200}.")
+        key, value = pair
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.integer, np.floating))
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ConfigError(f"costs[{i}] must have a finite, non-negative cost, got {value!r}.")
+        out.append((key, float(value)))
+    return out
 
 
 def _greedy_path(
@@ -145,8 +165,9 @@ def _greedy_path(
             new_total = np.zeros(n_candidates)
             feasible = np.ones(n_candidates, dtype=bool)
         else:
-            by_key = [total if k in in_keys else costs.total(in_keys | {k}) for k in range(len(costs.key_cost))]
-            new_total = np.asarray(by_key)[costs.key_ids]
+            new_total = np.asarray(
+                [total if keys <= in_keys else costs.total(in_keys | keys) for keys in costs.cand_keys]
+            )
             feasible = new_total < bound if strict else new_total <= bound
             if not feasible.any():
                 return None  # only at the first step: a member already in is always feasible
@@ -157,7 +178,7 @@ def _greedy_path(
         running += true_proba[pick]
         counts[pick] += 1
         if costs is not None:
-            in_keys.add(int(costs.key_ids[pick]))
+            in_keys |= costs.cand_keys[pick]
             total = float(new_total[pick])
         selected.append(pick)
         curve.append(float(losses[pick]))
@@ -189,7 +210,8 @@ class GreedyEnsembleSelector:
     tol : two losses within `tol` count as equal. Equal candidates are resolved in favour
         of one already in the ensemble, then the lowest added cost (with `costs`), then the lowest
         index; among prefixes the shortest within `tol` of the best is kept.
-    costs : optional, per candidate a (backbone key, cost) pair (`ensemble.cost.cost_vector`):
+    costs : optional, per candidate a (backbone key, cost) pair (`ensemble.cost.cost_vector`), or a
+        list of such pairs for a candidate that reads several passes (strategy `concat`):
         candidates with one key share one forward pass, whose cost they must share. An
         ensemble's cost is the sum over its distinct keys.
     max_cost : optional budget on that cost (needs `costs`); None: no budget. A step only adds a
@@ -219,7 +241,7 @@ class GreedyEnsembleSelector:
         *,
         max_size: int = 10,
         tol: float = 1e-12,
-        costs: Sequence[tuple[str, float]] | None = None,
+        costs: Sequence[Any] | None = None,
         max_cost: float | None = None,
     ) -> None:
         self.max_size = max_size
@@ -257,7 +279,7 @@ class GreedyEnsembleSelector:
             cheapest = int(np.argmin(costs.single))
             raise ConfigError(
                 f"No candidate fits the budget max_cost={self.max_cost}: the cheapest, candidate {cheapest} "
-                f"({costs.keys[costs.key_ids[cheapest]]}), costs {costs.single[cheapest]:.6g}. "
+                f"({costs.names(cheapest)}), costs {costs.single[cheapest]:.6g}. "
                 "Raise the budget to at least that, or leave it out."
             )
         selected, loss_curve = path.selected, np.asarray(path.curve)

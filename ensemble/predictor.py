@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from torch import nn
 from zooens.ensemble._registry import get_strategy
 from zooens.ensemble.artifacts import Artifact
 from zooens.ensemble.bundle import Bundle, read_bundle
-from zooens.ensemble.calibration import apply_temperature
+from zooens.ensemble.calibration import apply_temperature, calibration_metrics
+from zooens.ensemble.strategies.concat import ConcatProbeModule
 from zooens.ensemble.strategies.linear import LinearProbeModule
 from zooens.ensemble.training import eval_transform
 from zooens.errors import ConfigError, MissingWeightsError, UnknownModelError
@@ -27,7 +30,7 @@ from zooens.zoo import create_model, provided_models, weights_sha256
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EnsemblePredictor", "ImageInputs", "as_images"]
+__all__ = ["EnsemblePredictor", "ImageInputs", "as_images", "encode_labels", "evaluate"]
 
 ImageInputs = Sequence[Image.Image | str | os.PathLike | np.ndarray] | np.ndarray
 """What predict accepts: PIL images, image paths, (H, W[, 3]) uint8 arrays, or one (N, H, W[, 3]) array."""
@@ -64,6 +67,34 @@ def as_images(images: ImageInputs) -> list[Image.Image]:
     return out
 
 
+class _BatchViews:
+    """One image batch as each preprocessing sees it, and each frozen backbone's embeddings of it, each
+    computed once however many members read it (`linear` runs and `concat` probes of one model)."""
+
+    def __init__(self, batch: list[Image.Image], transforms: dict[str, Any], device: Any) -> None:
+        self.batch, self.transforms, self.device = batch, transforms, device
+        self._inputs: dict[str, torch.Tensor] = {}
+        self._features: dict[tuple[int, str], torch.Tensor] = {}
+
+    @staticmethod
+    def _key(cfg: dict[str, Any]) -> str:
+        return json.dumps(cfg, sort_keys=True, default=list)
+
+    def inputs(self, cfg: dict[str, Any]) -> torch.Tensor:
+        key = self._key(cfg)
+        if key not in self._inputs:
+            if key not in self.transforms:
+                self.transforms[key] = eval_transform(cfg)
+            self._inputs[key] = torch.stack([self.transforms[key](im) for im in self.batch]).to(self.device)
+        return self._inputs[key]
+
+    def features(self, backbone: nn.Module, cfg: dict[str, Any]) -> torch.Tensor:
+        fkey = (id(backbone), self._key(cfg))
+        if fkey not in self._features:
+            self._features[fkey] = backbone(self.inputs(cfg)).float()
+        return self._features[fkey]
+
+
 class EnsemblePredictor:
     """A weighted average of members' softmax outputs, each with its own preprocessing.
 
@@ -83,7 +114,8 @@ class EnsemblePredictor:
     image batch.
 
     Attributes: `classes` (list[str]), `weights` (ndarray (n_members,)), `members`
-    (list of (module, data config, weight)), `temperature` (float).
+    (list of (module, data config, weight)), `member_info` (list of (model, strategy, weight)),
+    `temperature` (float), `metadata` (what a `.zooens` file says of its job: val_acc, test_acc, ...).
     """
 
     def __init__(
@@ -109,6 +141,8 @@ class EnsemblePredictor:
             name: module.eval().to(self.device) for name, module in (backbones or {}).items()
         }
         self.members: list[tuple[nn.Module, dict[str, Any], float]] = []
+        self.member_info: list[tuple[str, str, float]] = []  # (model, strategy, weight) of each member
+        self.metadata: dict[str, Any] = {}  # what the file says of the job (val_acc, test_acc, ...), if any
         self.classes: list[str] | None = None
         for (path, _), weight in zip(members, self.weights, strict=False):
             artifact = path if isinstance(path, Artifact) else Artifact.load(path)
@@ -120,7 +154,12 @@ class EnsemblePredictor:
                     "ensemble only runs fitted on the same dataset."
                 )
             strategy = get_strategy(artifact.config["strategy"])
-            backbone = self._backbone(artifact.config["model"]) if strategy.shares_backbone else None
+            backbone: nn.Module | None = None
+            if strategy.shares_backbone:
+                models = artifact.models
+                backbone = (
+                    self._backbone(models[0]) if len(models) == 1 else nn.ModuleList(self._backbone(m) for m in models)
+                )
             try:
                 module = strategy.load(artifact, device=self.device, backbone=backbone)
             except (UnknownModelError, MissingWeightsError) as exc:
@@ -129,6 +168,7 @@ class EnsemblePredictor:
                     f"zoo, which cannot provide it here: {exc}"
                 ) from None
             self.members.append((module, strategy.data_config(artifact), float(weight)))
+            self.member_info.append((str(artifact.config["model"]), strategy.name, float(weight)))
         log.info("Loaded an ensemble of %d members (%d shared backbones)", len(self.members), len(self._backbones))
 
     @classmethod
@@ -159,6 +199,7 @@ class EnsemblePredictor:
             predictor = cls(bundle.members, device=device, backbones=backbones, temperature=bundle.temperature)
         if predictor.classes != bundle.classes:
             raise ConfigError("The members' classes differ from the file's class list; the file is inconsistent.")
+        predictor.metadata = dict(bundle.metadata or {})
         return predictor
 
     def _backbone(self, model_name: str) -> nn.Module:
@@ -188,23 +229,83 @@ class EnsemblePredictor:
         transforms: dict[str, Any] = {}
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
-            inputs: dict[str, torch.Tensor] = {}
-            features: dict[tuple[int, str], torch.Tensor] = {}
+            views = _BatchViews(batch, transforms, self.device)
             for module, data_cfg, weight in self.members:
-                key = json.dumps(data_cfg, sort_keys=True, default=list)
-                if key not in inputs:
-                    if key not in transforms:
-                        transforms[key] = eval_transform(data_cfg)
-                    inputs[key] = torch.stack([transforms[key](im) for im in batch]).to(self.device)
                 if isinstance(module, LinearProbeModule) and module.backbone is not None:
-                    fkey = (id(module.backbone), key)
-                    if fkey not in features:
-                        features[fkey] = module.backbone(inputs[key])
-                    logits = module.head(module.norm(features[fkey].float()))
+                    logits = module.head(module.norm(views.features(module.backbone, data_cfg)))
+                elif isinstance(module, ConcatProbeModule):
+                    parts = zip(module.backbones, module.data_configs, strict=True)
+                    logits = module.logits([views.features(b, cfg) for b, cfg in parts])
                 else:
-                    logits = module(inputs[key])
+                    logits = module(views.inputs(data_cfg))
                 proba = torch.softmax(logits.double(), dim=1).cpu().numpy()
                 out[start : start + len(batch)] += weight * proba
         if calibrated and self.temperature != 1.0 and len(out):
             out = apply_temperature(out, self.temperature)
         return out.astype(np.float32)
+
+    def score(self, images: ImageInputs, labels: Any, *, batch_size: int = 64) -> dict[str, float]:
+        """How the ensemble does on labelled images: `evaluate` of its calibrated probabilities (accuracy,
+        NLL, Brier score, ECE over 15 bins, and n). `labels`: class names or class indices, one per image."""
+        y = encode_labels(labels, self.classes or [])
+        proba = self.predict_proba(images, batch_size=batch_size)
+        if len(proba) != len(y):
+            raise ConfigError(f"{len(proba)} images but {len(y)} labels; give one label per image.")
+        return evaluate(proba, y)
+
+    def __repr__(self) -> str:
+        strategies = Counter(strategy for _, strategy, _ in self.member_info)
+        kinds = ", ".join(f"{name}: {n}" for name, n in sorted(strategies.items()))
+        return (
+            f"EnsemblePredictor(members={len(self.members)} ({kinds}), classes={len(self.classes or [])}, "
+            f"temperature={self.temperature:.3g}, device={str(self.device)!r})"
+        )
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(model)}</td><td>{html.escape(strategy)}</td><td>{weight:.3f}</td></tr>"
+            for model, strategy, weight in self.member_info
+        )
+        facts = {k: self.metadata.get(k) for k in ("val_acc", "test_acc", "test_nll", "test_ece")}
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in facts.items() if isinstance(v, (int, float)))
+        classes = ", ".join(html.escape(c) for c in (self.classes or [])[:20])
+        more = f" and {len(self.classes or []) - 20} more" if len(self.classes or []) > 20 else ""
+        return (
+            f"<div class='zooens-predictor'><strong>zooens ensemble</strong>: {len(self.members)} members, "
+            f"{len(self.classes or [])} classes ({classes}{more}), temperature {self.temperature:.3g}"
+            f"{'; ' + shown if shown else ''}"
+            "<table><thead><tr><th>model</th><th>strategy</th><th>weight</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>"
+        )
+
+
+def encode_labels(labels: Any, classes: Sequence[str]) -> np.ndarray:
+    """Class indices of `labels` (a sequence, array or pandas Series): class names from `classes`, or
+    integer indices below `len(classes)`. ConfigError naming the first unknown label otherwise."""
+    values = list(labels.tolist() if hasattr(labels, "tolist") else labels)
+    index = {str(c): i for i, c in enumerate(classes)}
+    out = np.empty(len(values), dtype=np.int64)
+    for i, value in enumerate(values):
+        if isinstance(value, (bool, np.bool_)):
+            raise ConfigError(f"Label {i} is {value!r}; give class names ({', '.join(classes[:5])}, ...) or indices.")
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            if not 0 <= int(value) < len(classes):
+                raise ConfigError(f"Label {i} is class index {value}, but there are {len(classes)} classes.")
+            out[i] = int(value)
+        elif str(value) in index:
+            out[i] = index[str(value)]
+        else:
+            raise ConfigError(
+                f"Label {i} is {value!r}, which is not one of the classes ({', '.join(classes[:10])}"
+                f"{', ...' if len(classes) > 10 else ''}); give class names or indices."
+            )
+    return out
+
+
+def evaluate(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """accuracy, nll, brier and ece (15 equal-width bins: `ensemble.calibration`) of probabilities `proba`
+    against class indices `y`, and n."""
+    if len(y) == 0:
+        raise ConfigError("Nothing to score: give at least one labelled image.")
+    metrics = calibration_metrics(proba, y).to_dict()
+    return {"n": int(len(y)), "accuracy": float(np.mean(np.asarray(proba).argmax(1) == y)), **metrics}

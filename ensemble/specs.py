@@ -23,6 +23,7 @@ __all__ = [
     "BIT_BASE_LR",
     "BIT_BATCH",
     "BitRule",
+    "MAX_LEARNING_RATE",
     "MAX_RESOLUTION",
     "MAX_STEPS",
     "MIN_RESOLUTION",
@@ -99,14 +100,24 @@ def check_augmentation(value: str) -> str:
     return value
 
 
+MAX_LEARNING_RATE = 10.0
+"""Largest learning rate accepted: learning rates lie in (0, 10]. BiT's is 0.003 and the adapters' sweeps reach
+0.05; a rate above 10 diverges in a step with any of zooens' optimisers, whatever the model."""
+
+
 def check_learning_rate(lr: float) -> float:
-    """A positive, finite learning rate, as a float."""
+    """A positive, finite learning rate of at most `MAX_LEARNING_RATE`, as a float."""
     try:
         value = float(lr)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"lr must be a positive number, got {lr!r}; e.g. 0.01.") from None
     if not (value > 0 and math.isfinite(value)):
         raise ConfigError(f"lr must be a positive number, got {lr}; e.g. 0.01.")
+    if value > MAX_LEARNING_RATE:
+        raise ConfigError(
+            f"lr must be a positive number at most {MAX_LEARNING_RATE:g} (learning rates lie in "
+            f"(0, {MAX_LEARNING_RATE:g}]), got {value:g}; e.g. 0.01."
+        )
     return value
 
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from zooens.cancel import check_cancelled
 from zooens.ensemble.specs import check_augmentation
 from zooens.errors import ConfigError, DatasetError
+from zooens.progress import inner_bars
 from zooens.selection.decoded import Decoder, mean_std, normalize
 from zooens.selection.images import to_rgb
 from zooens.utils import resolve_device
@@ -167,6 +168,7 @@ class TrainImages:
         if self.pixels is None:
             return torch.stack([self.transform(self.split.image(int(i))) for i in idx])
         for i in torch.unique(idx[~self.done[idx]]).tolist():
+            check_cancelled()  # a first batch of 512 decodes 512 images: stop within one
             self.decoder.into(self.pixels[i].numpy(), self.decoder.image(self.split, int(i)))
             self.done[i] = True
         return normalize(self.pixels[idx].permute(0, 3, 1, 2), self.mean, self.std).contiguous()
@@ -365,7 +367,7 @@ def fit_classifier(
         device,
     )
     start = time.perf_counter()
-    bar = tqdm(range(steps), desc="fine-tune", disable=not progress, leave=False)
+    bar = tqdm(range(steps), desc="fine-tune", disable=not inner_bars(progress), leave=False)
     for step in bar:
         check_cancelled()  # a cancelled job or a unit past its time limit stops within one step
         idx = next(batches)
@@ -385,6 +387,8 @@ def fit_classifier(
         chunk = len(idx) if micro_batch_size is None else min(micro_batch_size, len(idx))
         total = 0.0
         for start_i in range(0, len(idx), chunk):
+            if start_i:  # a step of many micro-batches (BiT's 512 in 32s) stops within one of them
+                check_cancelled()
             part = slice(start_i, start_i + chunk)
             x = images[part].to(device, non_blocking=True)
             y = labels[part].to(device, non_blocking=True)

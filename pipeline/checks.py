@@ -1,30 +1,47 @@
 """What can be known when a job is submitted, checked then and never after an hour of compute: the
-dataset's recorded class counts against the job's split sizes and `k`, and the zoo (its size, and
-every model's weights present here). No image is read; the service calls these at submission
-(`zooens.service.jobs.submit`), `zooens.pipeline.fit` before its first unit.
+dataset's recorded class counts against the job's split sizes and `k`, the zoo (its size, and
+every model's weights present here), what each strategy needs of the job's top-K (`aft`: a teacher
+other than the student) and a GFLOPs budget against the zoo's cheapest model (counted without
+weights). No image is read; the service calls these at submission (`zooens.service.jobs.submit`),
+`zooens.pipeline.fit` before its first unit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shlex
 
 import torch.hub
 
+from zooens.ensemble import get_strategy
+from zooens.ensemble.specs import bit_hyperrule
 from zooens.errors import ConfigError, DatasetError, MissingWeightsError, OfflineError
 from zooens.pipeline.params import JobParams
 from zooens.pipeline.splits import check_small_classes, drawn_split_sizes, no_train_split
-from zooens.zoo import DEFAULT_TAPS, WeightSet, get_weight_set, hub_cache_dir, hub_offline, resolve_zoo
+from zooens.zoo import (
+    DEFAULT_TAPS,
+    WeightSet,
+    get_weight_set,
+    hub_cache_dir,
+    hub_offline,
+    model_facts,
+    resolve_zoo,
+)
 
 __all__ = [
     "MAX_ZOO_MODELS",
     "SMALL_VAL_IMAGES",
+    "check_budget",
     "check_counts",
+    "check_job",
     "check_k",
     "check_split_sizes",
     "check_val_size",
     "check_zoo",
+    "job_resolutions",
     "job_zoo",
+    "least_gflops",
     "pullable",
     "small_val_warning",
     "weight_places",
@@ -40,20 +57,25 @@ MAX_ZOO_MODELS = 256
 """Most models one job may rank: each is a unit of embedding work that holds the worker."""
 
 
-def check_counts(name: str, counts: dict[str, dict[str, int]], params: JobParams) -> None:
-    """Refuse, from a dataset's per-split class counts alone, a dataset the job cannot run on."""
+def check_counts(name: str, counts: dict[str, dict[str, int]], params: JobParams) -> list[str]:
+    """Refuse, from a dataset's per-split class counts alone, a dataset the job cannot run on; the warnings
+    the checks logged (small classes, split sizes, a small val split, `k` above a class), for the job to
+    record (`jobs.warnings`: its page and `zooens jobs show` show them)."""
     if "train" not in counts:
         raise no_train_split(name, counts)
     train = counts["train"]
-    check_small_classes(name, train, params)
+    warnings = [check_small_classes(name, train, params)]
     if "val" not in counts and sum(train.values()) < 3:
         raise DatasetError(f"Dataset {name!r} has too few images to draw train and val from; add some.")
-    check_split_sizes(name, train, has_val="val" in counts, params=params)
-    check_val_size(name, counts, params)
-    check_k(name, train, has_val="val" in counts, params=params)
+    warnings.append(check_split_sizes(name, train, has_val="val" in counts, params=params, val=counts.get("val")))
+    warnings.append(check_val_size(name, counts, params))
+    warnings.append(check_k(name, train, has_val="val" in counts, params=params))
+    return [w for w in warnings if w]
 
 
-def check_split_sizes(name: str, train: dict[str, int], *, has_val: bool, params: JobParams) -> None:
+def check_split_sizes(
+    name: str, train: dict[str, int], *, has_val: bool, params: JobParams, val: dict[str, int] | None = None
+) -> str | None:
     """`n_train`/`n_val` against the data, before the job exists.
 
     They apply only when train and val are drawn from the train split (no val split). When they
@@ -61,24 +83,36 @@ def check_split_sizes(name: str, train: dict[str, int], *, has_val: bool, params
     (`drawn_split_sizes`): with the default sizes that is the normal case for a small dataset,
     so it is a warning stating the sizes used; sizes the caller changed from the defaults are
     taken as asked for explicitly, and asking explicitly for more than exists is refused. With
-    a val split, sizes changed from the defaults are ignored, with a warning.
+    a val split, sizes changed from the defaults are not used, with a warning, and sizes beyond the
+    dataset's own splits (`val`: the val split's class counts) are refused: they cannot be what was meant.
     """
     fields = JobParams.model_fields
     explicit = params.n_train != fields["n_train"].default or params.n_val != fields["n_val"].default
     if has_val:
-        if explicit:
-            logger.warning(
-                "dataset %r has a val split: n_train=%d and n_val=%d are not used (they size the split "
-                "drawn from train when there is no val split)",
-                name,
-                params.n_train,
-                params.n_val,
+        n_train_images = sum(int(v) for v in train.values())
+        n_val_images = None if val is None else sum(int(v) for v in val.values())
+        beyond = []
+        if params.n_train != fields["n_train"].default and params.n_train > n_train_images:
+            beyond.append(f"n_train={params.n_train} (its train split has {n_train_images} images)")
+        if n_val_images is not None and params.n_val != fields["n_val"].default and params.n_val > n_val_images:
+            beyond.append(f"n_val={params.n_val} (its val split has {n_val_images} images)")
+        if beyond:
+            raise ConfigError(
+                f"Dataset {name!r} has a val split, so the job uses its train and val splits whole: "
+                f"n_train/n_val only size the split drawn from train when there is no val split, and "
+                f"{' and '.join(beyond)} asks for more than exists. Leave --n-train/--n-val out."
             )
-        return
+        if explicit:
+            return _warn(
+                logger,
+                f"dataset {name!r} has a val split: n_train={params.n_train} and n_val={params.n_val} are not used "
+                "(they size the split drawn from train when there is no val split)",
+            )
+        return None
     n_available = sum(int(v) for v in train.values())
     wanted = params.n_train + params.n_val
     if wanted <= n_available:
-        return
+        return None
     if explicit:
         raise ConfigError(
             f"n_train={params.n_train} + n_val={params.n_val} = {wanted} images, but dataset {name!r} has "
@@ -86,16 +120,17 @@ def check_split_sizes(name: str, train: dict[str, int], *, has_val: bool, params
             f"{n_available}), or leave both at their defaults to draw in proportion."
         )
     n_train, n_val = drawn_split_sizes(n_available, params)
-    logger.warning(
-        "dataset %r has %d training images and no val split: the job draws n_train=%d and n_val=%d "
-        "from them (the defaults %d + %d do not fit)",
-        name,
-        n_available,
-        n_train,
-        n_val,
-        params.n_train,
-        params.n_val,
+    return _warn(
+        logger,
+        f"dataset {name!r} has {n_available} training images and no val split: the job draws n_train={n_train} "
+        f"and n_val={n_val} from them (the defaults {params.n_train} + {params.n_val} do not fit)",
     )
+
+
+def _warn(to: logging.Logger, message: str) -> str:
+    """Log `message` as a warning and return it (what the job records)."""
+    to.warning("%s", message)
+    return message
 
 
 SMALL_VAL_IMAGES = 50
@@ -113,7 +148,7 @@ def small_val_warning(n_val: int) -> str | None:
     )
 
 
-def check_val_size(name: str, counts: dict[str, dict[str, int]], params: JobParams) -> None:
+def check_val_size(name: str, counts: dict[str, dict[str, int]], params: JobParams) -> str | None:
     """Log a warning at submission when the job's val split will be small (`small_val_warning`): the
     dataset's own val split, or the one drawn from train (`drawn_split_sizes`). The job records it too,
     with its ensemble."""
@@ -124,9 +159,10 @@ def check_val_size(name: str, counts: dict[str, dict[str, int]], params: JobPara
     message = small_val_warning(n_val)
     if message:
         val_logger.warning("dataset %r: %s", name, message)
+    return message  # as the ensemble records it (`pipeline.stages.ensemble_warnings`): once on the job
 
 
-def check_k(name: str, train: dict[str, int], *, has_val: bool, params: JobParams) -> None:
+def check_k(name: str, train: dict[str, int], *, has_val: bool, params: JobParams) -> str | None:
     """Refuse a `k` the job's training set cannot serve; warn when it outnumbers the smallest class.
 
     The leave-one-out score leaves the query out, so `k` must be smaller than the number of
@@ -137,7 +173,7 @@ def check_k(name: str, train: dict[str, int], *, has_val: bool, params: JobParam
     class sizes (`selection.knn.auto_k`, below every class's majority reach and the training size).
     """
     if params.k == "auto":
-        return
+        return None
     n_available = sum(int(v) for v in train.values())
     n_train = n_available if has_val else drawn_split_sizes(n_available, params)[0]
     if params.k >= n_train:
@@ -146,21 +182,18 @@ def check_k(name: str, train: dict[str, int], *, has_val: bool, params: JobParam
             f"kNN needs k < {n_train}: lower k (e.g. {max(1, min(10, n_train - 1))}) or add training images."
         )
     if not train:
-        return
+        return None
     smallest_class, smallest = min(train.items(), key=lambda item: int(item[1]))
     expected = int(smallest) if has_val else int(smallest) * n_train // max(1, n_available)  # drawn at random
     if params.k > expected:
         about = "" if has_val else "about "
-        logger.warning(
-            "k=%d is more than the %s%d training examples of class %r, the smallest of dataset %r: that "
-            "class cannot win a kNN majority vote; lower k to at most %d for a fair ranking",
-            params.k,
-            about,
-            expected,
-            smallest_class,
-            name,
-            max(1, expected),
+        return _warn(
+            logger,
+            f"k={params.k} is more than the {about}{expected} training examples of class {smallest_class!r}, the "
+            f"smallest of dataset {name!r}: that class cannot win a kNN majority vote; lower k to at most "
+            f"{max(1, expected)} for a fair ranking",
         )
+    return None
 
 
 def zoo_text(zoo: str | list[str]) -> str:
@@ -256,7 +289,91 @@ def weight_places(weight_sets: list[WeightSet], most: int = 3) -> str:
 
 
 def job_zoo(zoo: str | list[str], params: JobParams) -> list[WeightSet]:
-    """The weight sets a job over `zoo` ranks (`params.taps` added), checked by `check_zoo`."""
+    """The weight sets a job over `zoo` ranks (`params.taps` added), checked by `check_zoo` and `check_job`."""
     weight_sets = resolve_zoo(zoo, taps=DEFAULT_TAPS if params.taps == "auto" else 0)
     check_zoo(zoo, weight_sets, pull=params.pull)
+    check_job(params, weight_sets)
     return weight_sets
+
+
+def check_job(params: JobParams, weight_sets: list[WeightSet]) -> None:
+    """Refuse a job that could never finish with this zoo, known before any unit runs: a strategy that the
+    job's top-K cannot serve (`Strategy.check_job`: `aft` with one selected model has no teacher), only
+    joint strategies (`Strategy.joint`: `concat`) with one selected model (no run is planned), and an
+    inference budget that not even the zoo's cheapest model fits (`check_budget`)."""
+    for name in params.strategies:
+        get_strategy(name).check_job(params.options_for(name), top_k=params.top_k, zoo_size=len(weight_sets))
+    selected = min(params.top_k, len(weight_sets))
+    if selected < 2 and all(get_strategy(name).joint for name in params.strategies):
+        raise ConfigError(
+            f"The job would train nothing: {', '.join(params.strategies)} "
+            f"{'runs' if len(params.strategies) == 1 else 'run'} once over several selected models and is left "
+            f"out with one (top_k {params.top_k}, a zoo of {len(weight_sets)}). Raise --top-k to 2 or more, or add "
+            "a per-model strategy such as linear."
+        )
+    check_budget(params, weight_sets)
+
+
+def check_budget(params: JobParams, weight_sets: list[WeightSet]) -> None:
+    """Refuse a `max_gflops` that no model of the zoo fits at the job's resolution.
+
+    An ensemble has at least one member, and a member costs at least its model's forward pass, whose
+    FLOPs are known before any weights are read: counted on the meta device at each resolution a run
+    of the job may use (`job_resolutions`) by `zoo.model_facts`, the catalogue's own count (the shipped
+    table where it has the model and size). The top-K is not known at submission, so the test is the
+    whole zoo's cheapest model: a job whose top-K are all over budget still fails at its ensemble, with
+    the costs of its runs. A model whose FLOPs cannot be counted without weights (a layer tap, an
+    architecture that does not run on the meta device) might fit, so the check is then skipped.
+    `max_latency_ms` is not checked here: latency is only known once measured on the worker's device.
+    """
+    if params.max_gflops is None or not weight_sets:
+        return
+    budget = params.max_gflops
+    # the likely cheapest first (the shipped table, no counting), so that a budget that fits returns early
+    order = sorted(weight_sets, key=lambda ws: model_facts(ws, count=False).gflops or 0.0)
+    cheapest: tuple[str, float, tuple[int, int]] | None = None
+    for ws in order:
+        least = least_gflops(ws, params)
+        if least is None:
+            return
+        gflops, size = least
+        if gflops <= budget:
+            return
+        if cheapest is None or gflops < cheapest[1]:
+            cheapest = (ws.tap_of or ws.name, gflops, size)
+    assert cheapest is not None
+    name, gflops, (h, w) = cheapest
+    n = len(weight_sets)
+    raise ConfigError(
+        f"No model fits the inference budget max_gflops={budget:g}: the cheapest of the zoo's {n} model"
+        f"{'s' if n > 1 else ''}, {name}, costs {gflops:.4g} GFLOPs for one image at {h}x{w} px (counted before "
+        f"any weights are read), and an ensemble has at least one member. Raise --max-gflops to {gflops:.4g} "
+        "or more, lower --resolution, or add smaller models to the zoo."
+    )
+
+
+def job_resolutions(ws: WeightSet, params: JobParams) -> list[tuple[int, int]]:
+    """The (height, width) a run of the job on `ws` may be fed at: the job's `resolution`, else the
+    model's own input size, and, when the job may run `full` (also through `auto`), the least resolution
+    BiT's rule chooses (`ensemble.bit_hyperrule`: 128 px for small images and on CPUs)."""
+    if params.resolution is not None:
+        return [(params.resolution, params.resolution)]
+    sizes = [(int(ws.input.input_size[1]), int(ws.input.input_size[2]))]
+    if "full" in params.runnable_strategies:
+        least = bit_hyperrule(1, (1, 1), "cpu").resolution
+        sizes.append((least, least))
+    return sizes
+
+
+def least_gflops(ws: WeightSet, params: JobParams) -> tuple[float, tuple[int, int]] | None:
+    """The least GFLOPs of one forward pass of `ws`'s embedder over `job_resolutions`, with that size;
+    None when it cannot be counted without weights (`zoo.model_facts` gives none)."""
+    counted = []
+    for h, w in job_resolutions(ws, params):
+        channels = int(ws.input.input_size[0])
+        at = dataclasses.replace(ws, input=dataclasses.replace(ws.input, input_size=(channels, h, w)))
+        gflops = model_facts(at).gflops
+        if gflops is None:
+            return None
+        counted.append((gflops, (h, w)))
+    return min(counted)

@@ -8,6 +8,7 @@ service adds is persistence (rows, files, resuming), claims, workers and cancell
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ def write_ensemble_file(
         raise ConfigError(f"base_weights must be 'embed' or 'reference', got {base_weights!r}.")
     loaded = [(a if isinstance(a, Artifact) else Artifact.load(a), float(w)) for a, w in members]
     bases = {}
-    for model in sorted({a.config["model"] for a, _ in loaded}):
+    for model in sorted({m for a, _ in loaded for m in a.models}):
         state = None
         if base_weights == "embed":
             state = {k: v.detach().contiguous() for k, v in create_model(model, num_classes=0).state_dict().items()}
@@ -86,7 +87,8 @@ class FittedEnsemble:
     ensemble_ : the greedy ensemble's record (members by unit key, budget, front).
     members_ : (artifact or its directory, weight) of each member, as `EnsemblePredictor` takes them.
     ranking_audit_ : how well the ranking predicted the fine-tuned order (`audit_job_ranking`).
-    warnings_ : reasons not to trust the ensemble's val numbers (a val split under 50 images, a val
+    warnings_ : what the submission checks warned about (`checks.check_counts`: split sizes, small classes,
+        `k`) and reasons not to trust the ensemble's val numbers (a val split under 50 images, a val
         cross-entropy under 1e-3), as the job records them; by default the ensemble record's.
     job_id, ensemble_id, run_ids_, report_ : where the job is stored, when it was recorded
         (`zooens.fit(record=True)`; `report_` is its `JobReport`); None (and empty) for a fit in memory.
@@ -113,8 +115,10 @@ class FittedEnsemble:
 
     def leaderboard(self) -> pd.DataFrame:
         """One row for the ensemble, then one per fine-tune run, best validation cross-entropy first:
-        model, strategy, val_ce, val_acc, test_acc (NaN without a test split), ensemble weight, seconds,
-        updated parameters, run id (NA for a fit in memory), unit key and hyper-parameters."""
+        model, strategy, val_ce, val_acc, test_acc (NaN without a test split), the temperature fitted on val
+        and the calibrated test NLL and ECE (the ensemble's, and each run's own: `RunRecord.calibration`; NaN
+        without a test split), ensemble weight, seconds, updated parameters, run id (NA for a fit in memory),
+        unit key and hyper-parameters."""
         ens = self.ensemble_
         weights = {m.unit_key: m.weight for m in ens.members}
         runs = {r.unit_key: r for r in self.runs_}
@@ -125,6 +129,9 @@ class FittedEnsemble:
                 "val_ce": ens.val_ce,
                 "val_acc": ens.val_acc,
                 "test_acc": ens.test_acc,
+                "temperature": ens.temperature,
+                "test_nll": ens.test_nll,
+                "test_ece": ens.test_ece,
                 "weight": 1.0,
                 "seconds": np.nan,
                 "updated_params": sum(runs[k].updated_params for k in weights if k in runs),
@@ -142,6 +149,9 @@ class FittedEnsemble:
                     "val_ce": run.val_ce,
                     "val_acc": run.val_acc,
                     "test_acc": run.test_acc,
+                    "temperature": (run.calibration or {}).get("temperature"),
+                    "test_nll": (run.calibration or {}).get("test_nll"),
+                    "test_ece": (run.calibration or {}).get("test_ece"),
                     "weight": weights.get(run.unit_key, 0.0),
                     "seconds": run.seconds,
                     "updated_params": run.updated_params,
@@ -150,7 +160,8 @@ class FittedEnsemble:
                     "hparams": run.hparams,
                 }
             )
-        return pd.DataFrame(rows).astype({"test_acc": float, "val_acc": float})
+        floats = ("test_acc", "val_acc", "temperature", "test_nll", "test_ece")
+        return pd.DataFrame(rows).astype(dict.fromkeys(floats, float))
 
     def ranking(self) -> pd.DataFrame:
         """The zoo ranking: one row per model, best kNN accuracy first (as `zooens jobs show`)."""
@@ -200,11 +211,58 @@ class FittedEnsemble:
             tmp.unlink(missing_ok=True)
         return path
 
+    def score(self, images: ImageInputs, labels: Any, *, batch_size: int = 64) -> dict[str, float]:
+        """accuracy, NLL, Brier score and ECE (15 bins) of the calibrated predictions on labelled images, and n
+        (`EnsemblePredictor.score`); `labels` are class names or indices, e.g. a pandas column."""
+        return self.predictor.score(images, labels, batch_size=batch_size)
+
+    evaluate = score
+
     def __repr__(self) -> str:
         ens = self.ensemble_
         score = f", val_acc={ens.val_acc:.3f}" if ens.val_acc is not None else ""
+        if ens.test_acc is not None:
+            score += f", test_acc={ens.test_acc:.3f}"
         where = f"job_id={self.job_id}, ensemble_id={self.ensemble_id}, " if self.job_id is not None else ""
-        return f"FittedEnsemble({where}members={ens.size}, classes={len(self.classes_)}{score})"
+        distinct = len({m.unit_key for m in ens.members})
+        return f"FittedEnsemble({where}members={distinct}, classes={len(self.classes_)}{score})"
+
+    def _repr_html_(self) -> str:
+        """A notebook's summary: the ensemble's scores and calibration, its members, the top of the ranking
+        and the job's warnings."""
+        ens = self.ensemble_
+        esc = html.escape
+
+        def num(v: float | None, pct: bool = False) -> str:
+            if v is None or not np.isfinite(v):
+                return "-"
+            return f"{100 * v:.1f} %" if pct else f"{v:.3f}"
+
+        runs = {r.unit_key: r for r in self.runs_}
+        members = "".join(
+            f"<tr><td>{esc(runs[m.unit_key].model_name)}</td><td>{esc(runs[m.unit_key].strategy)}</td>"
+            f"<td>{m.weight:.2f}</td><td>{num(runs[m.unit_key].val_acc, True)}</td></tr>"
+            for m in ens.members
+            if m.unit_key in runs
+        )
+        ranking = "".join(
+            f"<tr><td>{row.rank}</td><td>{esc(row.model_name)}</td><td>{num(row.knn_accuracy, True)}</td></tr>"
+            for row in self.ranking_[:5]
+        )
+        warnings = "".join(f"<li>{esc(w)}</li>" for w in self.warnings_)
+        where = f" (job {self.job_id})" if self.job_id is not None else ""
+        return (
+            f"<div class='zooens-fitted'><strong>zooens ensemble{where}</strong>: {len(self.classes_)} classes, "
+            f"{len({m.unit_key for m in ens.members})} distinct runs<br>"
+            f"val accuracy {num(ens.val_acc, True)}, test accuracy {num(ens.test_acc, True)}, "
+            f"test NLL {num(ens.test_nll)}, test ECE {num(ens.test_ece, True)}, temperature {num(ens.temperature)}"
+            "<table><thead><tr><th>model</th><th>strategy</th><th>weight</th><th>val acc.</th></tr></thead>"
+            f"<tbody>{members}</tbody></table>"
+            "<table><thead><tr><th>rank</th><th>model</th><th>kNN acc.</th></tr></thead>"
+            f"<tbody>{ranking}</tbody></table>"
+            + (f"<ul class='zooens-warnings'>{warnings}</ul>" if warnings else "")
+            + "</div>"
+        )
 
 
 def fit(
@@ -222,11 +280,12 @@ def fit(
 
     Everything the job can know before it starts is checked first (parameters, split sizes and `k`
     against the class counts, the zoo's size and weights). Files: only the embedding cache
-    (`cache`, by default ZOOENS_HOME's); no database, no run folder.
+    (`cache`, by default ZOOENS_HOME's); no database, no run folder. `progress`: one bar (`tqdm.auto`: a
+    widget in a notebook) over the job's units, the current one beside it; the stages draw none of their own.
     """
     params = JobParams() if params is None else params
     settings = get_settings()
-    check_counts(dataset.name, dataset.summary().get("counts", {}), params)
+    warnings = check_counts(dataset.name, dataset.summary().get("counts", {}), params)
     models = [ws.name for ws in job_zoo(zoo, params)]
     ds = prepare_job_dataset(dataset, params)
     device = resolve_device(device or settings.device)
@@ -237,13 +296,13 @@ def fit(
         for key in pulls:
             assert key.model_name is not None
             bar.set_postfix_str(f"pull {key.model_name}")
-            pull_weights(key.model_name, progress=progress)
+            pull_weights(key.model_name, progress=False)
             bar.update(1)
         scores: list[ScoreRecord] = []
         for model_name in models:
             bar.set_postfix_str(model_name)
             scores.append(
-                rank_model(ds, model_name, params, cache=cache, device=device, progress=progress).part(ScoreRecord)
+                rank_model(ds, model_name, params, cache=cache, device=device, progress=False).part(ScoreRecord)
             )
             bar.update(1)
         ranked = rank_models(scores)
@@ -259,7 +318,7 @@ def fit(
                 selected_models=ranked[: params.top_k],
                 cache=cache,
                 device=device,
-                progress=progress,
+                progress=False,
             )
             runs[record.unit_key] = record
             kept[record.unit_key] = result
@@ -276,5 +335,6 @@ def fit(
         ensemble_=ensemble,
         members_=[(kept[m.unit_key].artifact, m.weight) for m in ensemble.members],
         ranking_audit_=audit_job_ranking(scores, all_runs, params),
+        warnings_=[*warnings, *(w for w in ensemble.warnings if w not in warnings)],
         device=device,
     )

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["JobParams", "domain_error", "parse_params"]
 
 INT32_MAX = 2**31 - 1
+MAX_SPLIT_IMAGES = 1_000_000
+"""Most images `n_train` and `n_val` may ask for (they size the split drawn from train)."""
 
 
 class JobParams(BaseModel):
@@ -50,11 +52,11 @@ class JobParams(BaseModel):
         "size - 1, at most 10: 1 for two or three examples per class), recorded with each score.",
     )
     strategies: list[str] = Field(
-        default_factory=lambda: ["auto"],
+        default_factory=lambda: ["auto", "concat"],
         min_length=1,
         max_length=10,
         description="Fine-tuning strategies of the sweep; 'auto' is 'full' on a GPU "
-        "worker and 'linear' on a CPU-only one.",
+        "worker and 'linear' on a CPU-only one; 'concat' is one probe on the top-K's concatenated embeddings.",
     )
     augmentation: Literal["auto", "none", "flip", "crop", "crop_flip"] = Field(
         default="auto",
@@ -78,10 +80,18 @@ class JobParams(BaseModel):
     seed: int = Field(default=0, ge=0, le=INT32_MAX, description="Seed of every random choice.")
     resolution: int | None = Field(default=None, ge=16, le=1024, description="Input resolution override (pixels).")
     n_train: int = Field(
-        default=800, ge=2, le=1_000_000, description="Training examples drawn from train when there is no val split."
+        default=800,
+        ge=2,
+        le=MAX_SPLIT_IMAGES,
+        description="Training examples drawn from train when there is no val split (at most 1,000,000; with a val "
+        "split it is not used, and a value beyond the train split's images is refused at submission).",
     )
     n_val: int = Field(
-        default=200, ge=1, le=1_000_000, description="Validation examples drawn from train when there is no val split."
+        default=200,
+        ge=1,
+        le=MAX_SPLIT_IMAGES,
+        description="Validation examples drawn from train when there is no val split (at most 1,000,000; with a "
+        "val split it is not used, and a value beyond the val split's images is refused at submission).",
     )
     max_test: int | None = Field(
         default=None, ge=1, le=10_000_000, description="Evaluate on a seeded subsample of the test split."
@@ -162,7 +172,27 @@ class JobParams(BaseModel):
             except ConfigError as exc:
                 raise ConfigError(f"Options given for an unknown strategy: {exc}") from None
             strategy.check_options(options)  # unknown keys and bad values fail now, not in a worker
+        unused = [name for name in self.strategy_options if name not in self.runnable_strategies]
+        if unused:
+            raise ConfigError(
+                f"Options given for {', '.join(map(repr, unused))}, which this job does not run (its strategies: "
+                f"{', '.join(self.strategies)}); add {'it' if len(unused) == 1 else 'them'} to strategies "
+                "or drop the options."
+            )
         return self
+
+    @property
+    def runnable_strategies(self) -> set[str]:
+        """The strategies this job's runs may use, whose options it takes: its `strategies`; for `auto` both it
+        may resolve to (`full` on a GPU worker, `linear` on a CPU-only one); with `audit_ranking`, the audit
+        runs' `linear` (`pipeline.plan.AUDIT_STRATEGY`)."""
+        ensemble = _ensemble()
+        names = set(self.strategies)
+        if "auto" in names:
+            names |= {ensemble.strategies.resolve_auto(device) for device in ("cpu", "cuda")}
+        if self.audit_ranking:
+            names.add("linear")
+        return names
 
     @model_validator(mode="after")
     def _one_budget(self) -> JobParams:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from zooens.ensemble import get_strategy
 from zooens.ensemble.strategies.auto import AUTO, resolve_auto
 from zooens.errors import JobError
 from zooens.pipeline.params import JobParams
@@ -145,6 +146,10 @@ def plan_finetune_units(
 ) -> list[UnitKey]:
     """The sweep over the top-K models of a ranking, in a deterministic order (`auto` resolved).
 
+    A joint strategy (`Strategy.joint`: `concat`, one probe over the top-K's embeddings) is planned once,
+    after the per-model runs, keyed by the best-ranked model; with fewer than two selected models it is
+    left out (logged).
+
     With `params.audit_ranking` = N (and `audit`), the audit runs follow: `AUDIT_STRATEGY`'s sweep on
     the N models ranked after the top-K, and on the top-K too when the job's own strategies do not
     include it, so that every audited model is fine-tuned alike. The ensemble uses `audit=False`: it
@@ -153,10 +158,20 @@ def plan_finetune_units(
     keys: list[UnitKey] = []
     device = resolve_device(get_settings().device) if device is None else device
     strategies = resolved_strategies(params, device)
-    for model_name in ranked_models[: params.top_k]:
+    top = ranked_models[: params.top_k]
+    for model_name in top:
         for strategy in strategies:
+            if get_strategy(strategy).joint:
+                continue
             for hp in params.sweep_for(strategy, device).grid():
                 keys.append(UnitKey.finetune(model_name, strategy, hp["lr"], hp["steps"]))
+    for strategy in strategies:
+        if get_strategy(strategy).joint:
+            if len(top) < 2:
+                logger.info("strategy %s skipped: it needs at least two selected models (top_k %d)", strategy, len(top))
+                continue
+            for hp in params.sweep_for(strategy, device).grid():
+                keys.append(UnitKey.finetune(top[0], strategy, hp["lr"], hp["steps"]))
     if audit and params.audit_ranking:
         for model_name in ranked_models[: params.top_k + params.audit_ranking]:
             for hp in params.sweep_for(AUDIT_STRATEGY, device).grid():

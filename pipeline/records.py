@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from zooens.ensemble import get_strategy
+
 R = TypeVar("R", bound="_Record")
 
 __all__ = [
@@ -134,6 +136,11 @@ class RunFacts(_Record):
     params_count: int | None = Field(default=None, description="Parameters of the inference network.")
     latency_ms: float | None = Field(default=None, description="Batch-1 latency on the worker's device.")
     backbone_key: str | None = Field(default=None, description="Runs with the same key share one forward pass.")
+    calibration: dict[str, Any] | None = Field(
+        default=None,
+        description="The run's own temperature, fitted on val, and the NLL, Brier score and ECE of its scaled "
+        "probabilities on val (and test), with the ECE before scaling (`pipeline.stages.calibrate`).",
+    )
 
 
 class RunRecord(RunFacts):
@@ -149,9 +156,12 @@ class RunRecord(RunFacts):
 
 
 def best_runs(runs: list[RunRecord] | list[RunFacts]) -> dict[str, Any]:
-    """Each model's run with the lowest validation cross-entropy (the earlier on a tie)."""
+    """Each model's run with the lowest validation cross-entropy (the earlier on a tie); a run of a joint
+    strategy (`concat`, over several models) is no one model's."""
     best: dict[str, Any] = {}
     for run in runs:
+        if get_strategy(run.strategy).joint:
+            continue
         current = best.get(run.model_name)
         if current is None or run.val_ce < current.val_ce:
             best[run.model_name] = run

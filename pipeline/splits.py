@@ -55,18 +55,19 @@ def drawn_split_sizes(n_available: int, params: JobParams) -> tuple[int, int]:
     return n_train, n_val
 
 
-def check_small_classes(name: str, train_counts: dict[str, int], params: JobParams) -> None:
+def check_small_classes(name: str, train_counts: dict[str, int], params: JobParams) -> str | None:
     """Apply `params.small_classes` to a train split's per-class counts.
 
     A class with fewer than MIN_PER_CLASS training examples can never be its own leave-one-out
     neighbour (with one) or be predicted by kNN at all (with none); it is still a class of the
     label space, scored on val and test. 'error' refuses the job (a user dataset with such a class
     is more often a mistake than a design), 'warn' logs it and runs, 'allow' runs silently (VTAB-1k,
-    where 800 examples over 397 SUN397 classes leave many with one or none, by design).
+    where 800 examples over 397 SUN397 classes leave many with one or none, by design). Returns the
+    warning it logged, if any.
     """
     if params.small_classes == "allow":
         check_class_counts(name, train_counts, min_per_class=0)  # some images, whatever the classes
-        return
+        return None
     try:
         check_class_counts(name, train_counts, min_per_class=MIN_PER_CLASS)
     except DatasetError as exc:
@@ -74,7 +75,10 @@ def check_small_classes(name: str, train_counts: dict[str, int], params: JobPara
             raise DatasetError(
                 f"{exc} Or run the job with them: small_classes 'warn' or 'allow' (`--small-classes allow`)."
             ) from None
-        logger.warning("%s The job runs with them (small_classes=warn).", exc)
+        message = f"{exc} The job runs with them (small_classes=warn)."
+        logger.warning("%s", message)
+        return message
+    return None
 
 
 def prepare_job_dataset(ds: ImageDataset, params: JobParams) -> ImageDataset:

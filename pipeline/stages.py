@@ -11,6 +11,7 @@ Files: the embedding cache (given), and a run's artifact and probabilities when 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,11 +49,12 @@ from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset
 from zooens.selection.embed import embedding_key
 from zooens.selection.ranking import score_model
-from zooens.zoo import model_facts, pull
+from zooens.zoo import create_model, data_config, model_facts, pull
 
 __all__ = [
     "RunProbabilities",
     "audit_job_ranking",
+    "calibrate",
     "ensemble_warnings",
     "finetune_run",
     "probabilities",
@@ -141,6 +143,22 @@ def _run_cost(result: RunResult, pass_key: str, strategy: str, device: str) -> F
     return cost
 
 
+def _embedder_cost(model_name: str, params: JobParams, device: str) -> tuple[str, ForwardCost]:
+    """The shared pass of a frozen `model_name` at the job's resolution and preprocessing: the key a
+    `linear` run of it has (`backbone_key`), and the pass's cost (measured once per process)."""
+    pass_key = backbone_key(
+        model_name, "linear", resolution=params.resolution, preprocessing=params.preprocessing, run_key=model_name
+    )
+    cost = _PASS_COSTS.get((pass_key, device))
+    if cost is None:
+        cfg = data_config(model_name, resolution=params.resolution, preprocessing=params.preprocessing)
+        embedder = create_model(model_name, num_classes=0).eval()
+        cost = forward_cost(embedder, tuple(int(v) for v in cfg["input_size"][1:]), device=device)
+        del embedder
+        _PASS_COSTS[(pass_key, device)] = cost
+    return pass_key, cost
+
+
 def finetune_run(
     ds: ImageDataset,
     key: UnitKey,
@@ -188,8 +206,15 @@ def finetune_run(
     pass_key = backbone_key(
         key.model_name, key.strategy, resolution=params.resolution, preprocessing=params.preprocessing, run_key=str(key)
     )
-    cost = _run_cost(result, pass_key, key.strategy, device)
+    if strategy.joint:  # one pass per model it reads, each shared with that model's `linear` runs
+        passes = [_embedder_cost(m, params, device) for m in run_spec.options["models"]]
+        result.hparams = {**result.hparams, "passes": [{"key": k, **_pass_facts(c)} for k, c in passes]}
+        cost = _sum_costs([c for _, c in passes])
+    else:
+        cost = _run_cost(result, pass_key, key.strategy, device)
+    y_test = ds.split("test").labels if result.test_proba is not None else None
     record = RunRecord(
+        calibration=calibrate(result.val_proba, ds.split("val").labels, result.test_proba, y_test),
         unit_key=str(key),
         **result.summary(),  # scores, seconds, updated parameters, hparams
         seed=params.seed,
@@ -219,17 +244,40 @@ def run_probabilities(run: RunRecord) -> RunProbabilities:
         return {split: saved[split] for split in saved.files}
 
 
-def _costs(runs: Sequence[RunRecord]) -> list[tuple[str, ForwardCost]] | None:
-    """(backbone key, forward cost) of each run, from its record; runs of one key get the first one's cost
-    (their latencies differ only by measurement noise). None when a run has no cost (recorded before
-    costs were measured)."""
-    out: list[tuple[str, ForwardCost]] = []
+def _pass_facts(cost: ForwardCost) -> dict[str, Any]:
+    return {"gflops": cost.gflops, "params": cost.params, "latency_ms": cost.latency_ms}
+
+
+def _sum_costs(costs: Sequence[ForwardCost]) -> ForwardCost:
+    """One member's cost over several passes (a `concat` probe): the sums."""
+    latencies = [c.latency_ms for c in costs]
+    return ForwardCost(
+        gflops=math.fsum(c.gflops for c in costs),
+        params=sum(c.params for c in costs),
+        latency_ms=None if any(v is None for v in latencies) else math.fsum(latencies),  # type: ignore[arg-type]
+    )
+
+
+def _costs(runs: Sequence[RunRecord]) -> list[list[tuple[str, ForwardCost]]] | None:
+    """The forward passes of each run, from its record: one (backbone key, forward cost), or one per model
+    a `concat` probe reads (its hparams' `passes`, keyed as those models' `linear` runs). Passes of one key
+    get the first one's cost (their latencies differ only by measurement noise). None when a run has no
+    cost (recorded before costs were measured)."""
+    out: list[list[tuple[str, ForwardCost]]] = []
     by_key: dict[str, ForwardCost] = {}
     for run in runs:
         if run.backbone_key is None or run.gflops is None or run.params_count is None:
             return None
-        cost = ForwardCost(gflops=run.gflops, params=run.params_count, latency_ms=run.latency_ms)
-        out.append((run.backbone_key, by_key.setdefault(run.backbone_key, cost)))
+        if run.hparams.get("passes"):
+            passes = [
+                (str(p["key"]), ForwardCost(gflops=p["gflops"], params=p["params"], latency_ms=p.get("latency_ms")))
+                for p in run.hparams["passes"]
+            ]
+        else:
+            passes = [
+                (run.backbone_key, ForwardCost(gflops=run.gflops, params=run.params_count, latency_ms=run.latency_ms))
+            ]
+        out.append([(key, by_key.setdefault(key, cost)) for key, cost in passes])
     return out
 
 
@@ -254,29 +302,41 @@ def ensemble_warnings(n_val: int, val_ce: float) -> list[str]:
     return out
 
 
+def calibrate(
+    P_val: np.ndarray, y_val: np.ndarray, P_test: np.ndarray | None = None, y_test: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Temperature scaling fitted on val (`ensemble.calibration.fit_temperature`, Guo et al. 2017) and what it
+    gives: the temperature, the scaled probabilities' NLL, Brier score and ECE on val (and on test when given),
+    the ECE before scaling on each split and the NLL before scaling on test. A run's `calibration` and the
+    ensemble's metrics are both this."""
+    val = np.asarray(P_val, dtype=np.float64)
+    temperature = fit_temperature(val, y_val)
+    out: dict[str, Any] = {"temperature": temperature, "uncalibrated_val_ece": expected_calibration_error(val, y_val)}
+    out.update(
+        {f"val_{k}": v for k, v in calibration_metrics(apply_temperature(val, temperature), y_val).to_dict().items()}
+    )
+    if P_test is not None and y_test is not None:
+        test = np.asarray(P_test, dtype=np.float64)
+        scaled = apply_temperature(test, temperature)
+        out.update({f"test_{k}": v for k, v in calibration_metrics(scaled, y_test).to_dict().items()})
+        out["uncalibrated_test_nll"] = negative_log_likelihood(test, y_test)
+        out["uncalibrated_test_ece"] = expected_calibration_error(test, y_test)
+    return {k: _finite(v) if isinstance(v, float) else v for k, v in out.items()}
+
+
 def _calibration(
     weights: np.ndarray, P_val: np.ndarray, y_val: np.ndarray, P_test: np.ndarray | None, y_test: np.ndarray | None
 ) -> dict[str, Any]:
-    """The ensemble's temperature, fitted on val (`ensemble.calibration.fit_temperature`), and the
-    calibrated ensemble's NLL, Brier score and ECE on val and test (the ECE and the test NLL before
-    scaling too), with its reliability diagram on test (val without a test split).
-
-    The ensemble's probabilities are averaged in float64 here, as the greedy averaged them."""
+    """The ensemble's `calibrate` (its temperature and metrics), with its reliability diagram on test (val
+    without a test split). The ensemble's probabilities are averaged in float64 here, as the greedy averaged them."""
     val = np.tensordot(weights, P_val.astype(np.float64), axes=1)
-    temperature = fit_temperature(val, y_val)
-    out: dict[str, Any] = {"temperature": temperature, "uncalibrated_val_ece": expected_calibration_error(val, y_val)}
-    val_cal = apply_temperature(val, temperature)
-    out.update({f"val_{k}": v for k, v in calibration_metrics(val_cal, y_val).to_dict().items()})
-    diagram = reliability(val_cal, y_val, split="val")
-    if P_test is not None and y_test is not None:
-        test = np.tensordot(weights, P_test.astype(np.float64), axes=1)
-        test_cal = apply_temperature(test, temperature)
-        out.update({f"test_{k}": v for k, v in calibration_metrics(test_cal, y_test).to_dict().items()})
-        out["uncalibrated_test_nll"] = negative_log_likelihood(test, y_test)
-        out["uncalibrated_test_ece"] = expected_calibration_error(test, y_test)
-        diagram = reliability(test_cal, y_test, split="test")
-    out["reliability"] = diagram
-    return {k: _finite(v) if isinstance(v, float) else v for k, v in out.items()}
+    test = None if P_test is None or y_test is None else np.tensordot(weights, P_test.astype(np.float64), axes=1)
+    out = calibrate(val, y_val, test, y_test)
+    if test is not None:
+        out["reliability"] = reliability(apply_temperature(test, out["temperature"]), y_test, split="test")
+    else:
+        out["reliability"] = reliability(apply_temperature(val, out["temperature"]), y_val, split="val")
+    return out
 
 
 def select_ensemble(
@@ -384,10 +444,12 @@ def audit_job_ranking(
     """How well the kNN ranking and LogME, which look at the data, and the static priors, which do not
     (ImageNet top-1, parameter count: `static_priors`), predicted the fine-tuned order (`selection.audit`).
 
-    The fine-tuned accuracy of a model is its best validation accuracy; with an audit
+    The fine-tuned accuracy of a model is its best validation accuracy over its own runs (a `concat`
+    probe, which reads several models, counts for none); with an audit
     (`audit_ranking` > 0) only `AUDIT_STRATEGY`'s runs count, which every audited model has, so the
     models are compared alike. None when no run finished.
     """
+    runs = [r for r in runs if not get_strategy(r.strategy).joint]  # a joint probe is no one model's score
     if params.audit_ranking:
         runs = [r for r in runs if r.strategy == AUDIT_STRATEGY]
     if not runs:

@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from zooens import zoo
 from zooens.cancel import check_cancelled
+from zooens.progress import inner_bars
 from zooens.selection.cache import EmbeddingCache, cache_key
 from zooens.selection.datasets import ImageDataset, Split
 from zooens.selection.decoded import DecodedCache, DecodeKey, decoded_batches, decoded_cache, mean_std, normalize
@@ -252,7 +253,9 @@ def embed_split(
     with (
         torch.inference_mode(),
         autocast,
-        tqdm(total=len(split), desc=desc or "embedding", unit="img", disable=not progress, leave=False) as bar,
+        tqdm(
+            total=len(split), desc=desc or "embedding", unit="img", disable=not inner_bars(progress), leave=False
+        ) as bar,
     ):
         for batch in batches:
             check_cancelled()  # a cancelled job or a unit past its time limit stops within one batch

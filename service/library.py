@@ -12,8 +12,13 @@ but the embedding cache. `export_ensemble` writes what `zooens export` and the A
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -26,7 +31,7 @@ from zooens.pipeline import EnsembleFacts, EnsembleRecord, FittedEnsemble, RunRe
 from zooens.pipeline import fit as fit_in_memory
 from zooens.pipeline.fitted import BaseWeights
 from zooens.pipeline.records import EnsembleMemberRecord
-from zooens.selection.datasets import ImageDataset, Split, load_dataset
+from zooens.selection.datasets import ImageDataset, Split, load_csv_manifest, load_dataset
 from zooens.service import registry
 from zooens.service.db.session import session_scope
 from zooens.service.jobs import require_success, run_here
@@ -40,14 +45,75 @@ __all__ = ["FittedEnsemble", "ensemble_members", "export_ensemble", "fit", "fitt
 ArrayPair = tuple[np.ndarray, Sequence[int] | np.ndarray]
 
 
-def _array_split(name: str, images: np.ndarray, labels: Sequence[int] | np.ndarray) -> Split:
+def _array_split(name: str, images: np.ndarray, labels: np.ndarray) -> Split:
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise DatasetError(
             f"{name} images must be uint8 of shape (N, H, W) or (N, H, W, 3), got {images.dtype}; "
             "convert them with np.uint8 (scale floats to 0-255 first)."
         )
-    return Split(name, images, np.asarray(labels))
+    return Split(name, images, labels)
+
+
+def _values(data: Any) -> list[Any]:
+    """The items of a list, tuple, array or pandas Series (its values, whatever its index)."""
+    return list(data.tolist() if hasattr(data, "tolist") else data)
+
+
+def _column(data: Any, what: str) -> str:
+    """How an error names `data`: a pandas column by its name."""
+    name = getattr(data, "name", None)
+    return f"column {name!r}" if isinstance(name, str) and name else what
+
+
+def _class_order(names: set[str]) -> list[str]:
+    numeric = all(n.lstrip("-").isdigit() for n in names)
+    return sorted(names, key=lambda c: (int(c), c) if numeric else (0, c))  # "2" before "10", as folders
+
+
+def encode_labels(by_split: dict[str, Any], classes: Sequence[str] | None) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(class names, class indices by split) of labels given as class indices or as class names (strings,
+    or anything else, by its `str`), e.g. a pandas column. With `classes`, names map to their position in it
+    and indices must fall below its length; without, indices name themselves ("0", "1", ...) and names are
+    sorted as ImageFolder sorts folders. DatasetError naming the split and position of a bad label."""
+    values = {split: _values(labels) for split, labels in by_split.items()}
+    for split, items in values.items():
+        for i, x in enumerate(items):
+            if isinstance(x, (bool, np.bool_)) or x is None or (isinstance(x, float) and np.isnan(x)):
+                raise DatasetError(
+                    f"{_column(by_split[split], split)} label {i} is {x!r}; give a class name or index per image."
+                )
+    flat = [x for items in values.values() for x in items]
+    if all(isinstance(x, (int, np.integer)) for x in flat):
+        top = max((int(x) for x in flat), default=-1)
+        if any(int(x) < 0 for x in flat):
+            raise DatasetError("Class indices must be non-negative; give 0..n_classes-1 or the class names.")
+        names = [str(c) for c in classes] if classes is not None else [str(i) for i in range(top + 1)]
+        if top >= len(names):
+            raise DatasetError(f"A label is class index {top}, but `classes` names only {len(names)} classes.")
+        return names, {split: np.asarray(items, dtype=np.int64) for split, items in values.items()}
+    names = [str(c) for c in classes] if classes is not None else _class_order({str(x) for x in flat})
+    index = {c: i for i, c in enumerate(names)}
+    out = {}
+    for split, items in values.items():
+        unknown = next(((i, x) for i, x in enumerate(items) if str(x) not in index), None)
+        if unknown is not None:
+            raise DatasetError(
+                f"{_column(by_split[split], split)} label {unknown[0]} is {unknown[1]!r}, which is not one of the "
+                f"classes given ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})."
+            )
+        out[split] = np.asarray([index[str(x)] for x in items], dtype=np.int64)
+    return names, out
+
+
+def _pairs(labels: Any, val: ArrayPair | None, test: ArrayPair | None) -> dict[str, tuple[Any, Any] | None]:
+    out: dict[str, tuple[Any, Any] | None] = {"train": None}
+    for split, pair in (("val", val), ("test", test)):
+        if pair is not None:
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise DatasetError(f"{split} must be a pair (images, labels).")
+            out[split] = (pair[0], pair[1])
+    return out
 
 
 def _arrays_dataset(
@@ -59,16 +125,77 @@ def _arrays_dataset(
     name: str,
 ) -> ImageDataset:
     if labels is None:
-        raise DatasetError("Give the labels of the images: zooens.fit(images, labels) (one class index per image).")
-    splits = {"train": _array_split("train", images, labels)}
-    for split, pair in (("val", val), ("test", test)):
-        if pair is not None:
-            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise DatasetError(f"{split} must be a pair (images, labels).")
-            splits[split] = _array_split(split, *pair)
-    n_classes = int(max(sp.labels.max() for sp in splits.values() if len(sp))) + 1
-    names = [str(c) for c in classes] if classes is not None else [str(i) for i in range(n_classes)]
+        raise DatasetError(
+            "Give the labels of the images: zooens.fit(images, labels) (a class name or index per image)."
+        )
+    pairs = {**_pairs(labels, val, test), "train": (images, labels)}
+    names, coded = encode_labels({s: p[1] for s, p in pairs.items() if p is not None}, classes)
+    splits = {s: _array_split(s, p[0], coded[s]) for s, p in pairs.items() if p is not None}
     return ImageDataset(name, names, splits)
+
+
+def _is_paths(data: Any) -> bool:
+    """A list, tuple or pandas Series of image paths (not a string, an array of pixels or a dataset)."""
+    if isinstance(data, (str, os.PathLike, np.ndarray, ImageDataset, bytes)) or not hasattr(data, "__len__"):
+        return False
+    items = _values(data) if hasattr(data, "tolist") or isinstance(data, (list, tuple)) else None
+    return bool(items) and all(isinstance(x, (str, os.PathLike)) for x in items)
+
+
+def _paths_dataset(
+    paths: Any,
+    labels: Any,
+    val: ArrayPair | None,
+    test: ArrayPair | None,
+    classes: Sequence[str] | None,
+    name: str | None,
+    folder: Path,
+) -> ImageDataset:
+    """Image files named by a list or a pandas column (`paths`, relative to the current directory) with
+    their labels, as a CSV manifest in `folder` (`selection.datasets.load_csv_manifest`: every file checked),
+    so that a recorded job reloads them from it."""
+    if labels is None:
+        raise DatasetError(f"Give the labels of the images in {_column(paths, 'the list')}: zooens.fit(paths, labels).")
+    pairs = {**_pairs(labels, val, test), "train": (paths, labels)}
+    for split, pair in pairs.items():
+        if pair is not None and len(_values(pair[0])) != len(_values(pair[1])):
+            raise DatasetError(
+                f"{split}: {len(_values(pair[0]))} image paths in {_column(pair[0], 'the list')} but "
+                f"{len(_values(pair[1]))} labels; give one label per image."
+            )
+    names, coded = encode_labels({s: p[1] for s, p in pairs.items() if p is not None}, classes)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "split"])
+    for split, pair in pairs.items():
+        if pair is None:
+            continue
+        for i, (file, y) in enumerate(zip(_values(pair[0]), coded[split], strict=True)):
+            real = Path(file).expanduser().resolve()
+            if not real.is_file():
+                raise DatasetError(f"{_column(pair[0], split)} row {i}: {str(file)!r} is not a file.")
+            if "\n" in str(real) or "\r" in str(real):
+                raise DatasetError(f"{_column(pair[0], split)} row {i}: a path with a line break cannot be listed.")
+            writer.writerow([str(real), names[int(y)], split])
+    body = buffer.getvalue()
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / f"{hashlib.sha256(body.encode()).hexdigest()[:32]}.csv"
+    if not manifest.exists():
+        tmp = manifest.with_name(f".{manifest.name}.{os.getpid()}.tmp")
+        tmp.write_text(body, encoding="utf-8")
+        os.replace(tmp, manifest)
+    ds = load_csv_manifest(manifest, name=name or _list_name(paths))
+    if ds.classes != names:  # the manifest orders the classes it sees by name
+        raise DatasetError(
+            f"With image files the classes are the labels' names in sorted order ({', '.join(ds.classes[:10])}); "
+            f"`classes` asked for {', '.join(names[:10])}: leave `classes` out, or give every class an image."
+        )
+    return ds
+
+
+def _list_name(paths: Any) -> str:
+    name = getattr(paths, "name", None)
+    return str(name) if isinstance(name, str) and name else "files"
 
 
 def _stored_arrays(ds: ImageDataset) -> str:
@@ -106,6 +233,14 @@ def _dataset(
     if isinstance(data, np.ndarray):
         ds = _arrays_dataset(data, labels, val, test, classes, name or "arrays")
         return (_stored_arrays(ds) if store else ""), ds
+    if _is_paths(data):
+        folder = get_settings().home / "manifests" if store else Path(tempfile.mkdtemp(prefix="zooens-files-"))
+        try:
+            ds = _paths_dataset(data, labels, val, test, classes, name, folder)
+        finally:
+            if not store:
+                shutil.rmtree(folder, ignore_errors=True)
+        return (str(ds.source) if store else ""), ds
     if labels is not None or val is not None or test is not None or classes is not None:
         raise DatasetError("labels, val, test and classes go with image arrays; a path or dataset brings its own.")
     if isinstance(data, ImageDataset):

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from zooens.errors import NotFoundError
 from zooens.pipeline.records import EnsembleFacts, RankingRow, RunFacts, ScoreRecord, ranking_table
 from zooens.service import registry
-from zooens.service.db.models import FINISHED, Job
+from zooens.service.db.models import FINISHED, Ensemble, Job
 from zooens.service.db.session import session_scope
 from zooens.service.thumbnails import ensure_thumbnails, sample_indices, thumbnail_file, thumbnails_dir
 from zooens.settings import get_settings
@@ -76,6 +76,14 @@ class JobPublic(BaseModel):
     stage: str | None
     progress: dict[str, Any]
     params: dict[str, Any]
+    n_train_used: int | None = Field(
+        default=None,
+        description="Training images the job really uses (params' n_train is the size asked for: a smaller dataset, "
+        "or one with its own val split, gives another); None until its split is drawn (its first model embedded).",
+    )
+    n_val_used: int | None = Field(
+        default=None, description="Validation images the job really uses; None until its split is drawn."
+    )
     error: str | None
     worker_id: str | None
     cancel_requested: bool
@@ -161,9 +169,14 @@ def run_rows(s: Session, job_id: int) -> list[RunPublic]:
 
 
 def ensemble_view(s: Session, job_id: int) -> EnsemblePublic | None:
+    """A job's latest ensemble, or None before it is built."""
     ens = registry.get_job_ensemble(s, job_id)
-    if ens is None:
-        return None
+    return None if ens is None else ensemble_public(s, ens)
+
+
+def ensemble_public(s: Session, ens: Ensemble) -> EnsemblePublic:
+    """One stored ensemble as the API shows it (`GET /ensembles/{id}`; a job's latest one is `ensemble_view`)."""
+    job_id = ens.job_id
     runs = {r.id: r for r in registry.list_finetune_runs(s, job_id)}
     members = [
         EnsembleMemberPublic(run_id=m.run_id, weight=m.weight, **RunFacts.model_validate(runs[m.run_id]).model_dump())

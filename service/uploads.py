@@ -452,15 +452,15 @@ def register_path(s: Session, path: str, settings: Settings, *, name: str | None
     roots = [Path(r) for r in settings.data_roots]
     if not roots:
         raise DatasetError(
-            f"{path} is not under an allowed data root (none configured); set ZOOENS_DATA_ROOTS or upload the dataset."
+            f"{path} is not under an allowed data root: this server has none (ZOOENS_DATA_ROOTS); ask its operator "
+            "to set one, or upload the dataset."
         )
     try:
         target = confined(Path(path), roots, shown=path)
-    except DatasetError:
-        allowed = ", ".join(str(r) for r in roots)
+    except DatasetError:  # the roots are not named: an API client must not learn the server's folders
         raise DatasetError(
-            f"{path} is not under an allowed data root ({allowed}) once its links are followed; set "
-            "ZOOENS_DATA_ROOTS or upload the dataset."
+            f"{path} is not under an allowed data root (ZOOENS_DATA_ROOTS) once its links are followed; ask the "
+            "server's operator which folders are allowed, or upload the dataset."
         ) from None
     ds = load_dataset(target, confine_to=roots)
     validate(ds, min_per_class=0)  # labels; small classes are the job's call (small_classes)

@@ -78,8 +78,9 @@ __all__ = [
 
 DONE, FAILED, MISSING = "done", "failed", "missing"
 OFFLINE_PREFIX = "offline-"
-RECORD_ONLY_HPARAMS = frozenset({"strategy_requested"})
-"""Keys a job adds to a run's hparams that are notes, not options of the strategy."""
+RECORD_ONLY_HPARAMS = frozenset({"strategy_requested", "passes"})
+"""Keys a job adds to a run's hparams that are notes, not options of the strategy (`passes`: the forward
+passes a `concat` probe reads, with their costs)."""
 
 
 @dataclass

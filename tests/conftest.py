@@ -10,6 +10,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="zooens-test-home-"))
 os.environ["ZOOENS_HOME"] = str(_SESSION_HOME)
+# a test that unsets ZOOENS_HOME gets the user's default home (platformdirs): keep it out of the real one too
+os.environ["XDG_DATA_HOME"] = str(_SESSION_HOME / "xdg-data")
 os.environ.pop("ZOOENS_DATABASE_URL", None)
 
 import huggingface_hub.constants  # noqa: E402

@@ -43,6 +43,7 @@ from timm.models import get_pretrained_cfg
 from tqdm.auto import tqdm
 
 from zooens.errors import ConfigError, OfflineError, PullError, ZooensError
+from zooens.progress import inner_bars
 from zooens.zoo._hubenv import hub_cache_dir, hub_endpoint, hub_offline, hub_online, hub_token
 from zooens.zoo._registry import get_weight_set, resolve_zoo
 from zooens.zoo._types import HUB_FILENAMES, WeightSet
@@ -299,10 +300,10 @@ class _Progress:
     """The bars (one per file, one total) and the throttled `on_progress` events; thread-safe."""
 
     def __init__(self, total: int, show: bool, on_progress: Callable[[PullEvent], None] | None) -> None:
-        self.show = show
+        self.show = inner_bars(show)  # bars on a terminal only: a log gets the caller's lines
         self.on_progress = on_progress
         self.lock = threading.Lock()
-        self.total_bar = tqdm(total=total, unit="B", unit_scale=True, desc="pull", disable=not show or total == 0)
+        self.total_bar = tqdm(total=total, unit="B", unit_scale=True, desc="pull", disable=not self.show or total == 0)
 
     def emit(self, event: PullEvent) -> None:
         if self.on_progress is not None:

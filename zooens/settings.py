@@ -6,14 +6,37 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_HOME = Path(".zooens")
+"""A project's own home: used, when the current directory holds one, unless ZOOENS_HOME is set."""
+
+
+def user_home() -> Path:
+    """The user's zooens folder: `platformdirs.user_data_dir("zooens")` (`~/.local/share/zooens` on Linux,
+    `~/Library/Application Support/zooens` on macOS, `%LOCALAPPDATA%\\zooens` on Windows)."""
+    return Path(platformdirs.user_data_dir("zooens", appauthor=False))
+
+
+def default_home() -> Path:
+    """Where zooens keeps its files when ZOOENS_HOME is not set: `./.zooens` (absolute) if the current
+    directory holds that folder (a project's own registry, as earlier versions made one in every
+    directory), else the user's folder (`user_home`), the same from any directory."""
+    if PROJECT_HOME.is_dir():
+        return PROJECT_HOME.resolve()
+    return user_home()
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZOOENS_", env_file=".env", extra="ignore")
 
-    home: Path = Field(default=Path(".zooens"), description="Where zooens keeps its files.")
+    home: Path = Field(
+        default_factory=default_home,
+        description="Where zooens keeps its files: ZOOENS_HOME when set, else ./.zooens when the current directory "
+        "holds one, else the user's data folder (platformdirs: ~/.local/share/zooens on Linux).",
+    )
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default a SQLite file in `home`.")
     cache_dir: Path | None = Field(default=None, description="Embedding cache; default `home`/cache.")
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
@@ -76,6 +99,15 @@ class Settings(BaseSettings):
         default=6 * 3600.0, gt=0, description="A unit running longer than this is stopped and fails."
     )
     unit_max_attempts: int = Field(default=3, ge=1, description="A unit that failed this many times fails its job.")
+
+    @property
+    def home_origin(self) -> str:
+        """Why `home` is where it is, in words, for commands that say which registry they read."""
+        if "home" in self.model_fields_set:
+            return "ZOOENS_HOME"
+        if self.home == user_home():
+            return "the user's data folder (set ZOOENS_HOME to use another)"
+        return "the .zooens folder of the directory zooens started in (set ZOOENS_HOME to use another)"
 
     @property
     def resolved_database_url(self) -> str:

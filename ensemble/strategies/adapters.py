@@ -23,7 +23,7 @@ from zooens.ensemble.adapters import (
 )
 from zooens.ensemble.artifacts import Artifact
 from zooens.ensemble.specs import RunSpec, SweepConfig
-from zooens.ensemble.strategies.base import ImageClassifier, ImageStrategy, embedding_dim
+from zooens.ensemble.strategies.base import ImageClassifier, ImageStrategy, check_training_options, embedding_dim
 from zooens.zoo import create_model
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,10 @@ class AdapterStrategy(ImageStrategy):
     default_sweep: ClassVar[SweepConfig] = ADAPTER_SWEEP
 
     def check_options(self, options: dict[str, Any]) -> None:
-        """The adapter's config must build from `options` (unknown keys and bad values fail)."""
+        """The adapter's config must build from `options` (unknown keys and bad values fail), and the shared
+        training options must be in range (`check_training_options`)."""
         make_config(self.method, options)
+        check_training_options(self.name, options)
 
     def _backbone(
         self, model_name: str, options: dict[str, Any] | AdapterConfig

@@ -75,7 +75,7 @@ from zooens.ensemble._registry import register_strategy
 from zooens.ensemble.adapters import AdapterConfig
 from zooens.ensemble.artifacts import Artifact
 from zooens.ensemble.results import RunResult, build_run_result
-from zooens.ensemble.specs import RunSpec, SweepConfig
+from zooens.ensemble.specs import MAX_LEARNING_RATE, RunSpec, SweepConfig
 from zooens.ensemble.strategies.base import ImageClassifier, Strategy, base_config, embedding_dim
 from zooens.ensemble.training import eval_transform, iterate_batches, predict_proba
 from zooens.errors import ConfigError
@@ -127,8 +127,11 @@ class AftConfig(AdapterConfig):
             )
         if not (self.beta >= 0 and math.isfinite(self.beta)):
             raise ConfigError(f"beta must be a non-negative number, got {self.beta}; the authors use 10.")
-        if not (self.scale_lr > 0 and math.isfinite(self.scale_lr)):
-            raise ConfigError(f"scale_lr must be a positive number, got {self.scale_lr}; the authors use 0.01.")
+        if not (0 < self.scale_lr <= MAX_LEARNING_RATE):
+            raise ConfigError(
+                f"scale_lr must be a positive number at most {MAX_LEARNING_RATE:g}, got {self.scale_lr}; "
+                "the authors use 0.01."
+            )
 
 
 def centred_unit_features(features: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
@@ -231,6 +234,27 @@ class AftStrategy(Strategy):
             if not numeric or not math.isfinite(value) or value < 0 or (name == "scale_lr" and value == 0):
                 kind = "non-negative" if name == "beta" else "positive"
                 raise ConfigError(f"{name} must be a {kind} number, got {value!r}; the authors use {default}.")
+            if name == "scale_lr" and value > MAX_LEARNING_RATE:
+                raise ConfigError(
+                    f"scale_lr must be at most {MAX_LEARNING_RATE:g} (a learning rate, in (0, {MAX_LEARNING_RATE:g}]), "
+                    f"got {value!r}; the authors use {default}."
+                )
+
+    def check_job(self, options: dict[str, Any], *, top_k: int, zoo_size: int) -> None:
+        """A job's aft run trains each selected model as the student of the other selected ones (unless
+        `teachers` or `student` is given): with one selected model (top_k 1, or a zoo of one) no run has a
+        teacher, so the job is refused at submission instead of failing at its aft units after the others."""
+        if options.get("teachers") or options.get("student"):
+            return
+        selected = min(top_k, zoo_size)
+        if selected < 2:
+            why = f"top_k is {top_k}" if top_k < 2 else f"the zoo holds {zoo_size} model"
+            raise ConfigError(
+                f"aft needs at least one teacher other than the student, and a job's teachers are its other "
+                f"top-K models: {why}, so the only selected model would be its own teacher. Raise --top-k to 2 "
+                "or more (with a zoo of 2 models or more), give teachers (-o aft.teachers='[\"NAME\"]'), "
+                "or drop aft from --strategies."
+            )
 
     def job_options(
         self, options: dict[str, Any], *, selected_models: list[str], zoo_models: list[str] | None = None

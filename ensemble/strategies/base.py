@@ -8,6 +8,7 @@ rebuilds a module mapping preprocessed images to logits.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -22,10 +23,51 @@ from zooens.errors import ConfigError
 from zooens.utils import resolve_device
 from zooens.zoo import data_config
 
-__all__ = ["IMAGE_TRAINING_OPTIONS", "ImageClassifier", "ImageStrategy", "Strategy", "base_config", "embedding_dim"]
+__all__ = [
+    "IMAGE_TRAINING_OPTIONS",
+    "MAX_EVAL_BATCH_SIZE",
+    "ImageClassifier",
+    "ImageStrategy",
+    "Strategy",
+    "base_config",
+    "check_training_options",
+    "embedding_dim",
+]
 
 # The options `ImageStrategy.fit` reads, whatever the strategy.
 IMAGE_TRAINING_OPTIONS = frozenset({"momentum", "weight_decay", "freeze_norm_stats", "eval_batch_size"})
+MAX_EVAL_BATCH_SIZE = 4096
+"""Most images of one evaluation batch (`eval_batch_size`), as `JobParams.batch_size` for training."""
+
+
+def check_training_options(strategy: str, options: dict[str, Any]) -> None:
+    """ConfigError unless the shared training options present in `options` are in range: `momentum` in
+    [0, 1), `weight_decay` in [0, 1], `eval_batch_size` an integer from 1 to 4096, `freeze_norm_stats` a bool."""
+
+    def number(key: str) -> float | None:
+        value = options.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{strategy}.{key} must be a finite number, got {value!r}.")
+        return float(value)
+
+    momentum = number("momentum")
+    if momentum is not None and not 0 <= momentum < 1:
+        raise ConfigError(f"{strategy}.momentum must be in [0, 1), got {momentum:g}; SGD's usual value is 0.9.")
+    weight_decay = number("weight_decay")
+    if weight_decay is not None and not 0 <= weight_decay <= 1:
+        raise ConfigError(f"{strategy}.weight_decay must be in [0, 1], got {weight_decay:g}; e.g. 1e-4.")
+    batch = options.get("eval_batch_size")
+    if batch is not None and (
+        isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_EVAL_BATCH_SIZE
+    ):
+        raise ConfigError(
+            f"{strategy}.eval_batch_size must be an integer from 1 to {MAX_EVAL_BATCH_SIZE}, got {batch!r}; e.g. 256."
+        )
+    freeze = options.get("freeze_norm_stats")
+    if freeze is not None and not isinstance(freeze, bool):
+        raise ConfigError(f"{strategy}.freeze_norm_stats must be true or false, got {freeze!r}.")
 
 
 class Strategy:
@@ -41,12 +83,15 @@ class Strategy:
     accepted_options : the option names `check_options` lets through by default.
     augments_images : False for strategies that train on cached embeddings: they can apply no
         augmentation, so a job records `none` for them (`specs.resolve_augmentation`).
+    joint : True for a strategy whose one run reads several models (`concat`: a probe over the top-K's
+        embeddings): a job plans it once, keyed by the best-ranked model, not once per model.
     """
 
     name: ClassVar[str] = ""
     needs_images: ClassVar[bool] = True
     augments_images: ClassVar[bool] = True
     shares_backbone: ClassVar[bool] = False
+    joint: ClassVar[bool] = False
     default_sweep: ClassVar[SweepConfig] = SweepConfig()
     accepted_options: ClassVar[frozenset[str]] = frozenset()
 
@@ -64,6 +109,13 @@ class Strategy:
             raise ConfigError(
                 f"Unknown option(s) {', '.join(sorted(unknown))} for strategy {self.name!r}; it accepts {accepted}."
             )
+        check_training_options(self.name, options)
+
+    def check_job(self, options: dict[str, Any], *, top_k: int, zoo_size: int) -> None:
+        """Raise ConfigError, saying what to change, when a job that selects `min(top_k, zoo_size)` models
+        could never run this strategy with `options` (e.g. `aft` with one model: no teacher other than the
+        student). Called at submission (`pipeline.checks.check_job`), so such a job is refused before any
+        unit runs, not after hours of the others. By default every job can run it."""
 
     def job_options(self, options: dict[str, Any], *, selected_models: list[str]) -> dict[str, Any]:
         """The options a job's runs use, given the models the job selected (by default `options`)."""

@@ -42,6 +42,7 @@ __all__ = [
     "LBFGS_MAX_ITER",
     "LBFGS_TOL",
     "MAX_C_GRID",
+    "PATH_PATIENCE",
     "SOLVERS",
     "LinearProbe",
     "LinearProbeModule",
@@ -77,6 +78,9 @@ LBFGS_MAX_ITER = 200
 LBFGS_TOL = 1e-6
 """L-BFGS's stopping tolerance on the max-abs gradient of mean CE + ||W||^2 / (2 C n), divided by max(1, C)
 (scikit-learn's default `tol` is 1e-4 on the same scale, undivided)."""
+
+PATH_PATIENCE = 3
+"""`fit_logistic_path` stops after this many C values past the lowest val CE without a lower one."""
 
 _LBFGS_HISTORY = 20
 _LBFGS_CHANGE_RATIO = 1e-6  # L-BFGS also stops when a step changes the loss or a weight by < tol * this
@@ -520,11 +524,18 @@ def fit_logistic_path(
     lr: float = 1.0,
     tol: float = LBFGS_TOL,
     n_classes: int | None = None,
+    patience: int | None = PATH_PATIENCE,
 ) -> LogisticPath:
     """A `LogisticProbe` per C of `c_grid`, from the smallest C up, each L-BFGS warm-started at the
     previous C's solution (the regularisation path), and the one with the lowest validation
     cross-entropy (`results.mean_cross_entropy` of its float32 probabilities, the value the run records);
     ties go to the smaller C.
+
+    With `patience` (default `PATH_PATIENCE`, 3: a decade and a half on the default grid), the path stops
+    once that many C values past the lowest val CE so far gave none lower: beyond the optimum a larger C only
+    fits the training set harder, and those fits are the slowest of the path (the least regularised). The
+    choice is the whole grid's whenever the val CE has no second, lower dip further on; `patience=None` fits
+    every C. `probes` and `val_ce` hold the C values fitted, `c_grid` the whole grid.
 
     Val CE, not CLIP's val accuracy, picks C: it is the greedy ensemble's own criterion, and accuracy is
     flat over a wide range of C on small val sets, where CE still tells calibrated from over-confident.
@@ -542,6 +553,8 @@ def fit_logistic_path(
         if val_ce[i] < val_ce[best]:
             best = i
         log.debug("C=%g: %d L-BFGS iterations, max |grad| %.1e", probe.C, probe.n_iter_, probe.grad_max_)
+        if patience is not None and i - best >= patience:
+            break
     return LogisticPath(c_grid=grid, probes=probes, val_ce=val_ce, best_index=best)
 
 
@@ -595,8 +608,9 @@ class LinearStrategy(Strategy):
     `LBFGS_MAX_ITER` (200; on 1,000 x 2,048 synthetic features the most any C of the default grid took was 131).
     When n < d the problem is solved, exactly, in the n-dimensional row space of the features (a QR).
     L-BFGS stops at a max-abs gradient of `LBFGS_TOL / max(1, C)` on the objective divided by C * n.
-    The run's hparams record `solver`, `c_grid`, the chosen `C`, `c_selection` ("val_ce") and each C's
-    val CE (`val_ce_path`). Deterministic: no randomness, one CPU thread; the seed is unused.
+    The path stops `PATH_PATIENCE` (3) C values past the lowest val CE (`fit_logistic_path`). The run's
+    hparams record `solver`, `c_grid`, the chosen `C`, `c_selection` ("val_ce") and the val CE of each C
+    fitted (`val_ce_path`, from the smallest C). Deterministic: no randomness, one CPU thread; the seed is unused.
 
     Solver `sgd`: the BiT-style head (zero-initialised, SGD momentum, BiT schedule, seeded mini-batches
     of `batch_size`), swept over lr x steps; options `weight_decay` (default 0) and `momentum` (0.9).
@@ -655,17 +669,29 @@ class LinearStrategy(Strategy):
                     raise ConfigError(f"{name} of strategy 'linear' must be {bound}, got {value!r}.")
 
     def fit(self, spec: RunSpec, ds: Any, *, cache: Any, device: str = "cpu", progress: bool = True) -> RunResult:
+        self._check_run(spec)
+        X = self._features(spec.model_name, spec, ds, cache=cache, device=device, progress=progress)
+        data_cfg = dict(data_config(spec.model_name, resolution=spec.resolution, preprocessing=spec.preprocessing))
+        return self._fit_head(spec, ds, X, data_cfg, {})
+
+    def _check_run(self, spec: RunSpec) -> None:
         if spec.augmentation != "none":
             raise ConfigError(
-                f"Strategy 'linear' trains on cached embeddings of unaugmented images, so augmentation "
+                f"Strategy {self.name!r} trains on cached embeddings of unaugmented images, so augmentation "
                 f"{spec.augmentation!r} cannot apply; use augmentation 'none' (or an image strategy such as 'full')."
             )
         self.check_options(spec.options)
+
+    @staticmethod
+    def _features(
+        model_name: str, spec: RunSpec, ds: Any, *, cache: Any, device: str, progress: bool
+    ) -> dict[str, np.ndarray]:
+        """The cached embeddings of `model_name` by split (train, val, and test when the dataset has one)."""
         splits = ["train", "val"] + (["test"] if "test" in ds.splits else [])
-        X = {
+        return {
             s: np.asarray(
                 embed_with_cache(
-                    spec.model_name,
+                    model_name,
                     ds,
                     s,
                     cache=cache,
@@ -678,6 +704,12 @@ class LinearStrategy(Strategy):
             )
             for s in splits
         }
+
+    def _fit_head(
+        self, spec: RunSpec, ds: Any, X: dict[str, np.ndarray], data_cfg: dict[str, Any], extra: dict[str, Any]
+    ) -> RunResult:
+        """Fit the head on the features `X` by split with the run's solver, and the run's result; `extra`
+        joins the artifact's config."""
         n_classes = len(ds.classes)
         hparams = dict(spec.hparams)
         probe: _Probe
@@ -710,8 +742,7 @@ class LinearStrategy(Strategy):
                 "c_selection": "val_ce",
                 "val_ce_path": [round(v, 6) for v in path.val_ce],
             }
-        data_cfg = dict(data_config(spec.model_name, resolution=spec.resolution, preprocessing=spec.preprocessing))
-        config = base_config(spec, ds, data_cfg) | {"hparams": hparams}
+        config = base_config(spec, ds, data_cfg) | {"hparams": hparams} | extra
         artifact = Artifact(config=config, tensors=probe.tensors())
         result = build_run_result(
             spec,

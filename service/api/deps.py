@@ -21,7 +21,9 @@ def get_session() -> Iterator[Session]:
         yield s
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+"""A session committed when the route function returns, before the response is sent (FastAPI's default
+"request" scope commits after it: a client reading back what it just created could get a 404)."""
 
 
 def _check_token(authorization: str | None, verified: tuple[str, str] | None = None) -> str:

@@ -27,7 +27,12 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
-from zooens.service.api.errors import INTERNAL_ERROR_DETAIL
+from zooens.service.api.errors import (
+    DATABASE_UNAVAILABLE_DETAIL,
+    INTERNAL_ERROR_DETAIL,
+    RETRY_AFTER_SECONDS,
+    is_database_outage,
+)
 from zooens.service.auth import SESSION_COOKIE, token_name
 from zooens.settings import Settings, get_settings
 
@@ -174,7 +179,13 @@ class GuardMiddleware:
                 message = {**message, "headers": _security_headers(path, list(message.get("headers", [])))}
             await send(message)
 
-        refusal = await self._refusal(scope)
+        try:
+            refusal = await self._refusal(scope)
+        except Exception as exc:  # the token look-up needs the database
+            if not is_database_outage(exc):
+                raise
+            logger.warning("database unavailable while checking a token for %s %s", scope.get("method"), path)
+            refusal = 503, DATABASE_UNAVAILABLE_DETAIL, {"retry-after": str(RETRY_AFTER_SECONDS)}
         if refusal is not None:
             await self._answer(scope, send_with_headers, *refusal)
             return

@@ -8,6 +8,7 @@ from typing import Annotated, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from zooens.pipeline.params import JobParams
+from zooens.service.api.errors import Message, ValidationIssue
 from zooens.service.reports import (
     EnsembleMemberPublic,
     EnsemblePublic,
@@ -36,6 +37,7 @@ __all__ = [
     "PullFilePublic",
     "PullOutcomePublic",
     "PullPublic",
+    "ValidationIssue",
     "WeightSetPublic",
     "ZooPullCreate",
     "ZooSetsPublic",
@@ -59,10 +61,6 @@ CleanStr = Annotated[str, AfterValidator(no_control_characters)]
 class Page(BaseModel, Generic[T]):
     data: list[T]
     count: int
-
-
-class Message(BaseModel):
-    detail: str
 
 
 class ZooSetsPublic(BaseModel):

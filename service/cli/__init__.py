@@ -8,12 +8,13 @@ import typer
 
 from zooens._version import __version__
 from zooens.service.cli import datasets, db, jobs, predict, run, serve, tokens, vtab, zoo
-from zooens.service.cli._common import set_quiet
+from zooens.service.cli._common import ZooensGroup, install_log_handler, set_quiet
 
 app = typer.Typer(
     name="zooens",
     help="Rank a pre-trained zoo on your dataset, fine-tune the best models and ensemble them.",
     no_args_is_help=True,
+    cls=ZooensGroup,  # click's usage errors end with `error: ...` like ours
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode=None,  # click's plain help: flags read as flags (no `<bool>`), text stays as written
@@ -44,8 +45,7 @@ def _main(
     """Warnings only by default."""
     level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     set_quiet(quiet)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level)  # also when a host (a test runner) configured logging first
+    install_log_handler(level)  # "warning: ..." on stderr, also when a host (a test runner) configured logging first
     for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 2 else max(level, logging.WARNING))
 

@@ -1,7 +1,9 @@
 """The report tables of `zooens run` and `zooens jobs show`.
 
 At a terminal's width the tables keep the columns a reader needs (model names fold instead of
-being cut); `--wide` adds every other column; piped output is never cut (see `make_console`).
+being cut); `--wide` adds every other column and keeps every name on one line (the table is as wide
+as it needs, the terminal wraps it); piped output is never cut (see `make_console`). No two columns
+of a table share a title.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from zooens.service.cli._common import escape, make_console
+from zooens.service.cli._tables import print_wide
 
 
 def pct(x: float | None) -> str:
@@ -31,22 +34,46 @@ def _params(n: int | None) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
 
 
-def _table(title: str, columns: list[tuple[str, bool]]) -> Table:
-    """columns: (header, is_text); text columns fold long values, numbers are right-aligned."""
+def _table(title: str, columns: list[tuple[str, bool]], *, wide: bool = False) -> Table:
+    """columns: (header, is_text); text columns fold long values (`wide`: never, a name stays on one line),
+    numbers are right-aligned. ValueError when two columns would share a title."""
+    headers = [header for header, _ in columns]
+    twice = sorted({h for h in headers if headers.count(h) > 1})
+    if twice:
+        raise ValueError(f"table {title!r}: columns {twice} appear twice; give each column its own title")
     table = Table(title=title, title_justify="left")
     for header, is_text in columns:
         if is_text:
-            table.add_column(header, overflow="fold")
+            table.add_column(header, no_wrap=wide, overflow="fold")
         else:
             table.add_column(header, justify="right", no_wrap=True)
     return table
 
 
-def print_report(report: dict, *, wide: bool = False, console: Console | None = None) -> None:
+def print_table(console: Console, table: Table, *, wide: bool = False) -> None:
+    """Print `table`; `wide`: at its natural width even past the terminal's (no name folded or cut)."""
+    if wide:
+        print_wide(console, table)
+    else:
+        console.print(table)
+
+
+def print_report(
+    report: dict,
+    *,
+    wide: bool = False,
+    console: Console | None = None,
+    show_error: bool = True,
+    said: tuple[str, ...] = (),
+) -> None:
+    """The job's tables and summary lines; `show_error` False leaves out its error line (a caller that raises
+    it next); a recorded warning that one of `said` (warnings printed already) holds is not repeated."""
     console = console or make_console()
     job = report["job"]
     ks = {r.get("k") for r in report["ranking"]} - {None}
     knn_header = f"kNN@{ks.pop()} acc" if len(ks) == 1 else "kNN acc"  # the k used (resolved when "auto")
+    if knn_header == "kNN@1 acc":  # k = 1: the kNN@1 column already says it
+        knn_header = "kNN acc (k = 1)"
     cols = [("#", False), ("model", True), (knn_header, False), ("kNN@1 acc", False), ("fine-tuned val", False)]
     if wide:
         cols += [
@@ -59,7 +86,7 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
             ("embed s", False),
             ("img/s", False),
         ]
-    table = _table(f"Ranking (job {job['id']})", cols)
+    table = _table(f"Ranking (job {job['id']})", cols, wide=wide)
     for r in report["ranking"]:
         row = [
             str(r["rank"]),
@@ -80,7 +107,7 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
                 f"{r['images_per_s']:.0f}" if r["images_per_s"] else "cached",
             ]
         table.add_row(*row)
-    console.print(table)
+    print_table(console, table, wide=wide)
     has_test = any(r["test_acc"] is not None for r in report["runs"])
     cols = [("model", True), ("strategy", True), ("lr", False), ("val CE", False)]
     cols += [("test acc", False)] if has_test else [("val acc", False)]
@@ -91,14 +118,14 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
             + cols
             + [
                 ("steps", False),
-                ("val acc", False),
+                *([("val acc", False)] if has_test else []),  # without a test split it is shown already
                 ("update size", False),
                 ("s", False),
                 ("GFLOPs", False),
                 ("latency ms", False),
             ]
         )
-    runs = _table("Fine-tune runs", cols)
+    runs = _table("Fine-tune runs", cols, wide=wide)
     for r in report["runs"]:
         row = [
             escape(r["model_name"]),
@@ -114,7 +141,7 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
                 + row
                 + [
                     str(r["hparams"].get("steps", "-")),
-                    pct(r["val_acc"]),
+                    *([pct(r["val_acc"])] if has_test else []),
                     f"{r['update_bytes'] / 1024:.1f} KiB",
                     f"{r['seconds']:.1f}",
                     _number(r.get("gflops"), 3),
@@ -123,7 +150,7 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
             )
         runs.add_row(*row)
     if report["runs"] and wide:
-        console.print(runs)
+        print_table(console, runs, wide=True)
     elif report["runs"]:
         console.print(f"{len(report['runs'])} fine-tune runs: `zooens jobs show {job['id']} --wide` lists them all.")
     ens = report["ensemble"]
@@ -132,6 +159,7 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
             f"Greedy ensemble ({ens['size']} picks, val CE {ens['val_ce']:.4f})",
             [("model", True), ("strategy", True), ("lr", False), ("weight", False), ("val CE", False)]
             + ([("test acc", False)] if has_test else []),
+            wide=wide,
         )
         for m in ens["members"]:
             t.add_row(
@@ -142,7 +170,7 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
                 f"{m['val_ce']:.3f}",
                 *([pct(m["test_acc"])] if has_test else []),
             )
-        console.print(t)
+        print_table(console, t, wide=wide)
         cost = _ensemble_cost(ens)
         if cost:
             console.print(cost)
@@ -163,10 +191,11 @@ def print_report(report: dict, *, wide: bool = False, console: Console | None = 
             )
     audit = job.get("ranking_audit")
     if audit:
-        print_audit(audit, console)
+        print_audit(audit, console, wide=wide)
     for warning in job.get("warnings") or []:
-        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    if job["error"]:
+        if not any(warning in line for line in said):
+            console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    if job["error"] and show_error:
         console.print(f"[red]error:[/red] {escape(job['error'])}")
     duration = job.get("duration_seconds")
     console.print(f"status: {job['status']}" + (f" in {seconds_text(duration)}" if duration is not None else ""))
@@ -225,12 +254,13 @@ PREDICTOR_LABELS = {
 """How the audit's predictors are shown: the two that look at the data, then the two that do not."""
 
 
-def print_audit(audit: dict, console: Console) -> None:
+def print_audit(audit: dict, console: Console, *, wide: bool = False) -> None:
     """How well each predictor (kNN, LogME; ImageNet top-1 and parameter count, the static priors) ranked the
     fine-tuned models."""
     t = _table(
         f"How good was the ranking? ({audit.get('audited_models', '?')} fine-tuned models; {audit.get('basis', '')})",
         [("predictor", True), ("Spearman", False), ("Kendall", False), ("regret", False), ("top-K", True)],
+        wide=wide,
     )
     for name, p in (audit.get("predictors") or {}).items():
 
@@ -245,4 +275,4 @@ def print_audit(audit: dict, console: Console) -> None:
             regret,
             escape(", ".join(p.get("top_k_models") or [])),
         )
-    console.print(t)
+    print_table(console, t, wide=wide)

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from zooens.service.cli._common import escape, fail_on_error, make_console
+from zooens.service.cli._common import (
+    err_console,
+    escape,
+    fail_on_error,
+    make_console,
+    no_registry_text,
+    open_registry,
+    registry_exists,
+    registry_text,
+    resolve_dataset_id,
+)
 
 app = typer.Typer(help="Datasets: built-ins and those in the registry.", no_args_is_help=True)
 console = make_console()  # unbounded when piped: tables are never cut
@@ -21,11 +32,11 @@ FORMATS_NOTE = (
 
 
 def registered_datasets() -> list[dict[str, Any]]:
-    """One JSON-able row per dataset recorded in the registry."""
+    """One JSON-able row per dataset recorded in the registry (an error when there is no registry)."""
     from zooens.service import registry
-    from zooens.service.db.session import session_scope, upgrade_to_head
+    from zooens.service.db.session import session_scope
 
-    upgrade_to_head()
+    open_registry()
     with session_scope() as s:
         rows, _ = registry.list_datasets(s, limit=1000)
         return [
@@ -42,17 +53,26 @@ def registered_datasets() -> list[dict[str, Any]]:
 
 
 def dataset_summary(spec: str, data: str | None = None) -> dict[str, Any]:
-    """`ImageDataset.summary()` of a registered id, a built-in name or a path (`data`: an ImageFolder)."""
-    from zooens.selection.datasets import load_dataset
+    """`ImageDataset.summary()` of a registered id, a path, a registered name or a built-in name, in that order
+    (`data`: an ImageFolder). A name is looked up in the registry only when there is one: a read makes none."""
+    from zooens.selection.datasets import BUILTINS, load_dataset
 
     source = spec
-    if data is None and spec.isdigit():
+    registered = data is None and (spec.isdigit() or (not Path(spec).exists() and registry_exists()))
+    if registered:
+        from zooens.errors import NotFoundError
         from zooens.service import registry
-        from zooens.service.db.session import session_scope, upgrade_to_head
+        from zooens.service.db.session import session_scope
 
-        upgrade_to_head()
+        open_registry()
         with session_scope() as s:
-            source = registry.get_dataset(s, int(spec)).source
+            try:
+                source = registry.get_dataset(s, resolve_dataset_id(s, spec)).source
+            except NotFoundError:
+                if spec.isdigit() or spec not in BUILTINS:
+                    raise
+    elif data is None and spec.isdigit():
+        open_registry()  # an id, but no registry: say where it looked
     return load_dataset(source, data=data).summary()
 
 
@@ -62,13 +82,21 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     """Built-in datasets and every dataset recorded in the registry."""
     from zooens.selection.datasets import BUILTINS
 
-    recorded = registered_datasets()
+    recorded = registered_datasets() if registry_exists() else None
     if as_json:
-        typer.echo(json.dumps({"builtins": list(BUILTINS), "registered": recorded}, indent=2))
+        typer.echo(json.dumps({"builtins": list(BUILTINS), "registered": recorded or []}, indent=2))
+        if recorded is None:
+            err_console.print(escape(no_registry_text()))
         return
     console.print("built-in: " + ", ".join(BUILTINS))
     console.print(FORMATS_NOTE)
-    table = Table(title="Registered datasets")
+    if recorded is None:  # an empty answer, and where it looked; a read makes no registry
+        console.print(escape(no_registry_text()))
+        return
+    if not recorded:
+        console.print(f"No datasets in the registry at {escape(registry_text())}.")
+        return
+    table = Table(title=f"Registered datasets ({escape(registry_text())})", title_justify="left")
     for col in ["id", "name", "classes", "images", "fingerprint", "source"]:
         table.add_column(col)
     for r in recorded:
@@ -81,7 +109,7 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command()
 @fail_on_error
 def show(
-    spec: str = typer.Argument(..., help="A registered dataset id, a built-in name, or a path."),
+    spec: str = typer.Argument(..., help="A registered dataset's name or id, a built-in name, or a path."),
     data: str = typer.Option(None, "--data", help="An ImageFolder directory to load instead of SPEC."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -107,16 +135,17 @@ def show(
 @app.command()
 @fail_on_error
 def delete(
-    dataset_id: int = typer.Argument(..., help="A registered dataset's id (`zooens datasets list`)."),
+    dataset: str = typer.Argument(..., help="A registered dataset's name or id (`zooens datasets list`)."),
     with_jobs: bool = typer.Option(False, "--with-jobs", help="Delete its finished jobs and their files too."),
 ) -> None:
     """Delete a registered dataset, its stored upload and its thumbnails (refused while a job uses it)."""
     from zooens.service import lifecycle
-    from zooens.service.db.session import session_scope, upgrade_to_head
+    from zooens.service.db.session import session_scope
     from zooens.settings import get_settings
 
-    upgrade_to_head()
+    open_registry()
     with session_scope() as s:
+        dataset_id = resolve_dataset_id(s, dataset)
         job_ids = lifecycle.delete_dataset(s, dataset_id, get_settings(), with_jobs=with_jobs)
     jobs = f" and its job(s) {', '.join(str(j) for j in job_ids)}" if job_ids else ""
     typer.echo(f"deleted dataset {dataset_id}{jobs}")

@@ -11,10 +11,21 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from zooens.errors import ConfigError
-from zooens.service.cli._common import escape, fail_on_error, make_console
+from zooens.errors import ConfigError, ZooensError
+from zooens.service.cli._common import escape, fail_on_error, make_console, open_registry
 
 console = make_console()
+
+
+def shown_names(paths: list[str]) -> list[str]:
+    """How `predict` names each image: relative to the current directory when every one is under it, else
+    relative to their common folder, so `zero/0.png` and `one/0.png` stay apart (a lone file: its name)."""
+    full = [Path(p).expanduser().absolute() for p in paths]
+    cwd = Path.cwd()
+    if all(f.is_relative_to(cwd) for f in full):
+        return [str(f.relative_to(cwd)) for f in full]
+    common = Path(os.path.commonpath([str(f.parent) for f in full]))
+    return [str(f.relative_to(common)) if common != Path(common.anchor) else str(f) for f in full]
 
 
 @fail_on_error
@@ -39,6 +50,7 @@ def export(
         raise ConfigError("Give a job id (`zooens export 3 -o model.zooens`) or --ensemble ID, not both.")
     if weights not in ("embed", "reference"):
         raise ConfigError(f"--weights is 'embed' or 'reference', got {weights!r}.")
+    open_registry()
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
         with session_scope() as s:
@@ -61,7 +73,11 @@ def predict(
     top: int = typer.Option(3, "--top", min=1, help="Classes shown per image (the most probable first)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
 ) -> None:
-    """Class probabilities of images, from a `.zooens` file or a registered ensemble."""
+    """Class probabilities of images, from a `.zooens` file or a registered ensemble.
+
+    Each image is answered on its own: one that cannot be read gets a row saying why and the others are still
+    answered; the exit code is then 1 (0 when every image was answered, 2 when nothing could run). Images are
+    named relative to the current directory (or to their common folder)."""
     # Imported here: torch and the registry cost seconds that `zooens --help` should not pay.
     from zooens.ensemble import EnsemblePredictor
     from zooens.selection.images import open_image
@@ -78,25 +94,43 @@ def predict(
         predictor = EnsemblePredictor.load(model)
     else:
         images = items
+        open_registry()
         with session_scope() as s:
             predictor = EnsemblePredictor(ensemble_members(s, ensemble), temperature=ensemble_temperature(s, ensemble))
     classes = list(predictor.classes or [])
+    names = shown_names(images)
     rows = []
     for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        proba = predictor.predict_proba([open_image(p) for p in chunk], batch_size=batch_size)
-        for path, p in zip(chunk, proba, strict=False):
+        chunk = list(zip(images[start : start + batch_size], names[start : start + batch_size], strict=True))
+        opened: dict[str, object] = {}
+        errors: dict[str, str] = {}
+        for path, name in chunk:
+            try:
+                opened[path] = open_image(path, name=name)
+            except (ZooensError, OSError) as exc:  # this image only: the others are still answered
+                errors[path] = str(exc) if isinstance(exc, ZooensError) else f"{name}: {exc.strerror or exc}"
+        good = [path for path, _ in chunk if path in opened]
+        proba = iter(predictor.predict_proba([opened[p] for p in good], batch_size=batch_size) if good else [])
+        for path, name in chunk:
+            if path in errors:
+                rows.append({"filename": path, "image": name, "error": errors[path], "label": None, "top": []})
+                continue
+            p = next(proba)
             order = p.argsort()[::-1][:top]
             rows.append(
                 {
                     "filename": path,
+                    "image": name,
                     "label": classes[int(order[0])],
                     "probabilities": {c: float(v) for c, v in zip(classes, p, strict=False)},
                     "top": [{"label": classes[int(i)], "probability": float(p[i])} for i in order],
                 }
             )
+    failed = sum("error" in row for row in rows)
     if as_json:
         sys.stdout.write(json.dumps({"classes": classes, "predictions": rows}, indent=2) + "\n")
+        if failed:
+            raise typer.Exit(1)
         return
     table = Table(title_justify="left")
     table.add_column("image", overflow="fold")
@@ -105,9 +139,15 @@ def predict(
     if top > 1:
         table.add_column(f"next {min(top, len(classes)) - 1}", overflow="fold")
     for row in rows:
+        if "error" in row:  # the reason where the label would be
+            table.add_row(escape(row["image"]), f"[red]error:[/red] {escape(row['error'])}", "-", *[""] * (top > 1))
+            continue
         best, rest = row["top"][0], row["top"][1:]
-        cells = [escape(Path(row["filename"]).name), escape(best["label"]), f"{100 * best['probability']:.1f}%"]
+        cells = [escape(row["image"]), escape(best["label"]), f"{100 * best['probability']:.1f}%"]
         if top > 1:
             cells.append(", ".join(f"{escape(t['label'])} {100 * t['probability']:.1f}%" for t in rest))
         table.add_row(*cells)
     console.print(table)
+    if failed:
+        make_console(stderr=True).print(f"{failed} of {len(rows)} images could not be read; the others are answered.")
+        raise typer.Exit(1)

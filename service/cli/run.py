@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from zooens.service.cli._common import escape, fail_on_error, is_quiet, make_console
+from zooens.service.cli._common import escape, fail_on_error, held_warnings, is_quiet, make_console
 from zooens.service.cli._params import job_options, job_params
 from zooens.service.cli.jobs import interrupted, report_job
 
@@ -43,24 +43,28 @@ def run(
     source = str(data.resolve()) if data is not None else dataset
     if data is None and Path(dataset).exists():
         source = str(Path(dataset).resolve())
-    params = job_params(job)
-    ds = load_dataset(source)
     quiet = quiet or is_quiet()
     submitted: list[int] = []
+    # The checks' warnings (sizes drawn in proportion, a small val split) wait until every check passed: a
+    # run refused for another reason shows its error alone.
+    with held_warnings() as say_warnings:
+        params = job_params(job)
+        ds = load_dataset(source)
 
-    def on_submitted(job_id: int) -> None:
-        submitted.append(job_id)
-        if not as_json and not quiet:
-            make_console().print(
-                f"[bold]job {job_id}[/bold]: dataset {escape(ds.name)} ({escape(source)}), zoo {escape(zoo)}"
+        def on_submitted(job_id: int) -> None:
+            submitted.append(job_id)
+            if not as_json and not quiet:
+                make_console().print(
+                    f"[bold]job {job_id}[/bold]: dataset {escape(ds.name)} ({escape(source)}), zoo {escape(zoo)}"
+                )
+            say_warnings()
+
+        try:
+            job_id, status = run_here(
+                source, ds, zoo, params, progress=not quiet and not as_json, on_submitted=on_submitted
             )
-
-    try:
-        job_id, status = run_here(
-            source, ds, zoo, params, progress=not quiet and not as_json, on_submitted=on_submitted
-        )
-    except KeyboardInterrupt:
-        if not submitted:
-            raise
-        raise interrupted(submitted[0]) from None
+        except KeyboardInterrupt:
+            if not submitted:
+                raise
+            raise interrupted(submitted[0]) from None
     report_job(job_id, status, as_json=as_json, wide=wide, started=started)

@@ -31,8 +31,16 @@ def worker(
     executor: str | None = typer.Option(None, help="'local' or 'ray' (default ZOOENS_EXECUTOR)."),
 ) -> None:
     """Take queued jobs from the registry and run them."""
+    import signal
+    import threading
+
     from zooens.service.db.session import upgrade_to_head
     from zooens.service.jobs import get_executor, work
+    from zooens.service.jobs.worker import ReleasingStop
 
     upgrade_to_head()
-    work(worker_id, once=once, poll_seconds=poll, executor=get_executor(executor))
+    stop = ReleasingStop()
+    # SIGTERM (`docker stop`, systemd) hands the running job back to the queue at once and ends the loop; from a
+    # thread, as the signal may come while this one holds the database's write lock
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop.set, name="zooens-stop").start())
+    work(worker_id, once=once, poll_seconds=poll, executor=get_executor(executor), stop=stop)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from zooens.service.cli._common import fail_on_error
+from zooens.service.cli._common import (
+    err_console,
+    escape,
+    fail_on_error,
+    no_registry_text,
+    open_registry,
+    registry_exists,
+)
 
 app = typer.Typer(help="API tokens for requests that change state.", no_args_is_help=True)
 
@@ -27,9 +34,9 @@ def create(name: str = typer.Argument(..., help="A name to recognise the token b
 def revoke(name: str = typer.Argument(..., help="The token's name or id.")) -> None:
     """Revoke a token."""
     from zooens.service import registry
-    from zooens.service.db.session import session_scope, upgrade_to_head
+    from zooens.service.db.session import session_scope
 
-    upgrade_to_head()
+    open_registry()
     with session_scope() as s:
         registry.revoke_token(s, name)
     typer.echo(f"revoked {name}")
@@ -40,9 +47,12 @@ def revoke(name: str = typer.Argument(..., help="The token's name or id.")) -> N
 def list_() -> None:
     """List tokens (names and prefixes, never the tokens)."""
     from zooens.service import registry
-    from zooens.service.db.session import session_scope, upgrade_to_head
+    from zooens.service.db.session import session_scope
 
-    upgrade_to_head()
+    if not registry_exists():  # an empty answer, and where it looked; a read makes no registry
+        err_console.print(escape(no_registry_text()))
+        return
+    open_registry()
     with session_scope() as s:
         for t in registry.list_tokens(s):
             state = "revoked" if t.revoked_at else "active"

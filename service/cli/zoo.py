@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from zooens.service.cli._common import err_console, escape, fail_on_error, make_console
+from zooens.service.cli._tables import Col, print_fitted
 
 app = typer.Typer(help="The model zoo: embedded, your own and timm's catalogue.", no_args_is_help=True)
 console = make_console()  # unbounded when piped: tables are never cut
@@ -54,6 +55,7 @@ def list_(
     max_params: float = typer.Option(None, "--max-params", min=0, help="Only models of at most this many M params."),
     taps: bool = typer.Option(False, "--taps", help="Also each model's layer taps (model@layer), as --taps auto adds."),
     as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
+    wide: bool = typer.Option(False, "--wide", help="Every column, each value on one line (default: what fits)."),
 ) -> None:
     """List weight sets: name, origin, weights here, upstream, input size, parameters, GFLOPs, ImageNet top-1."""
     from zooens.zoo import filter_by_facts, list_weight_sets, model_facts, resolve_zoo, zoo_sets
@@ -76,15 +78,19 @@ def list_(
         rows = [{**ws.to_dict(), "facts": f.to_dict()} for ws, f in zip(sets, facts, strict=True)]
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"Zoo: {len(sets)} weight set(s)")
-    table.add_column("name", no_wrap=True)
-    for col in ["origin", "weights", "upstream", "input"]:
-        table.add_column(col, no_wrap=True)
-    for col in ["params", "GFLOPs", "IN top-1"]:
-        table.add_column(col, no_wrap=True, justify="right")
-    table.add_column("licence", overflow="fold")
-    for ws, f in zip(sets, facts, strict=True):
-        table.add_row(
+    cols = [  # at a narrow terminal the highest `drop` goes first: never a column squeezed to nothing
+        Col("name", fold=True, min_fold=30),
+        Col("origin", drop=5),
+        Col("weights"),
+        Col("upstream", drop=3),
+        Col("input", drop=4),
+        Col("params", number=True),
+        Col("GFLOPs", number=True, drop=2),
+        Col("IN top-1", number=True, drop=1),
+        Col("licence", fold=True, drop=6, min_fold=12),
+    ]
+    rows = [
+        [
             escape(ws.name),
             ws.origin,
             "[green]yes[/green]" if ws.weights_present else "no",
@@ -94,8 +100,10 @@ def list_(
             _gflops(f.gflops),
             _top1(f.imagenet_top1),
             escape(ws.license or "-"),
-        )
-    console.print(table)
+        ]
+        for ws, f in zip(sets, facts, strict=True)
+    ]
+    print_fitted(console, f"Zoo: {len(sets)} weight set(s)", cols, rows, wide=wide)
     if not sets:
         console.print("No weight set matches; try a broader --filter.")
 

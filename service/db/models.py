@@ -78,7 +78,12 @@ def _empty_json_list_postgresql(element: EmptyJSONList, compiler: SQLCompiler, *
 
 
 class Base(DeclarativeBase):
-    """Declarative base: JSON columns are portable `JSON`, timestamps are `UTCDateTime`."""
+    """Declarative base: JSON columns are portable `JSON`, timestamps are `UTCDateTime`.
+
+    Tables whose ids name things in URLs and commands (`datasets`, `jobs`, `finetune_runs`, `ensembles`,
+    `api_tokens`) never give an id twice: `sqlite_autoincrement` (migration 0008); PostgreSQL's sequences never
+    go back.
+    """
 
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
 
@@ -119,7 +124,10 @@ class Dataset(Base):
     """A registered dataset: where it came from, where it is stored, its content fingerprint."""
 
     __tablename__ = "datasets"
-    __table_args__ = (UniqueConstraint("fingerprint", "source", name="uq_datasets_fingerprint_source"),)
+    __table_args__ = (
+        UniqueConstraint("fingerprint", "source", name="uq_datasets_fingerprint_source"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
@@ -141,7 +149,7 @@ class Job(Base):
     """
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
+    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
@@ -157,6 +165,9 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     ranking_audit: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     warnings: Mapped[list[str] | None] = mapped_column(JSON)  # why not to trust its val numbers (0006)
+    # the train and val sizes it ran on (0007), once its first model is embedded; `params` has the ones asked for
+    n_train_used: Mapped[int | None] = mapped_column(Integer)
+    n_val_used: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -235,7 +246,10 @@ class FinetuneRun(Base):
     """One fine-tuning run of the sweep, with its metrics and where its artifact and probabilities are."""
 
     __tablename__ = "finetune_runs"
-    __table_args__ = (UniqueConstraint("job_id", "unit_key", name="uq_finetune_runs_job_unit"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "unit_key", name="uq_finetune_runs_job_unit"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
@@ -256,6 +270,7 @@ class FinetuneRun(Base):
     params_count: Mapped[int | None] = mapped_column(BigInteger)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     backbone_key: Mapped[str | None] = mapped_column(String(512))
+    calibration: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -263,6 +278,7 @@ class Ensemble(Base):
     """The greedy ensemble a job built from its fine-tune runs."""
 
     __tablename__ = "ensembles"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
@@ -328,6 +344,7 @@ class ApiToken(Base):
     """An API token; only its sha256 is stored, `prefix` lets people tell tokens apart."""
 
     __tablename__ = "api_tokens"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)

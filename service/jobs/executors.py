@@ -9,12 +9,16 @@ Both honour `zooens.cancel`: each unit runs in its own scope with the per-unit t
 (`unit_time_limit_seconds`), nested in the caller's (the job's) scope. Local units run in the
 caller's thread, so the context variable carries the job's scope to them; the Ray driver
 checks the job's scope while it waits and cancels its remote tasks when it is cancelled.
+
+Whatever runs the units, the driver's stdout carries results only: Ray's notices go to stderr
+(`_ray_notices_to_stderr`), and the driver logs the Ray node each unit ran on (INFO).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -50,14 +54,43 @@ class LocalExecutor:
             on_done(key, result)
 
 
-def _run_remote(spec: JobSpec, key: str, time_limit: float) -> UnitResult:
-    """Runs in a Ray worker: point its settings at the job's home, then do the unit within its time limit."""
+def _run_remote(spec: JobSpec, key: str, time_limit: float) -> tuple[UnitResult, str]:
+    """Runs in a Ray worker: point its settings at the job's home, then do the unit within its time limit.
+    Returns the result and where it ran (Ray node id, host, pid), which the driver logs."""
+    import ray
+
     logging.basicConfig(level=logging.WARNING)
     if os.environ.get("ZOOENS_HOME") != spec.home:
         os.environ["ZOOENS_HOME"] = spec.home
         get_settings.cache_clear()
     with cancel_scope(time_limit=time_limit):
-        return execute_unit(spec, key, progress=False)
+        result = execute_unit(spec, key, progress=False)
+    where = f"Ray node {ray.get_runtime_context().get_node_id()} (host {socket.gethostname()}, pid {os.getpid()})"
+    return result, where
+
+
+def _ray_notices_to_stderr(ray: Any) -> None:
+    """Ray's driver prints the cluster's notices (a raylet's death with the tail of its log, a lost
+    worker) to its stdout, which carries results only (`zooens run --json`): send them to stderr.
+
+    Ray has no setting for this (`log_to_driver=False` silences the workers' output, not these
+    notices), so its printer is wrapped; a Ray without that printer fails here, loudly, rather
+    than mixing its notices into the results."""
+    module = ray._private.worker
+    original = getattr(module, "print_to_stdstream", None)
+    if original is None:
+        raise ConfigError(
+            f"Ray {ray.__version__} has no ray._private.worker.print_to_stdstream, through which zooens keeps "
+            "Ray's notices off stdout; install a Ray release that has it (checked with Ray 2.60)."
+        )
+    if getattr(original, "zooens_to_stderr", False):
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.zooens_to_stderr = True  # type: ignore[attr-defined]
+    module.print_to_stdstream = to_stderr
 
 
 class RayExecutor:
@@ -81,6 +114,7 @@ class RayExecutor:
                 kwargs["num_cpus"] = num_cpus
                 kwargs["include_dashboard"] = False
             ray.init(**kwargs)
+        _ray_notices_to_stderr(ray)
         gpus = ray.cluster_resources().get("GPU", 0)
         self.gpus_per_task = 1 if gpus >= 1 else 0
         self._remote = ray.remote(num_gpus=self.gpus_per_task, max_retries=1)(_run_remote)
@@ -96,7 +130,9 @@ class RayExecutor:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_seconds)
                 for ref in ready:
                     key = pending.pop(ref)
-                    on_done(key, ray.get(ref))
+                    result, where = ray.get(ref)
+                    logger.info("unit %s ran on %s", key, where)
+                    on_done(key, result)
         except BaseException:
             for other in pending:
                 ray.cancel(other, force=True)

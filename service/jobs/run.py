@@ -21,11 +21,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-
-from tqdm.auto import tqdm
+import time
+from collections import Counter
 
 from zooens.cancel import CancelScope, cancel_scope
-from zooens.errors import Cancelled, ConflictError, JobError, ZooensError
+from zooens.errors import Cancelled, ConflictError, JobError, NotFoundError, ZooensError
 from zooens.pipeline import (
     EMBED,
     ENSEMBLE,
@@ -39,6 +39,7 @@ from zooens.pipeline import (
     plan_pull_units,
     rank_models,
 )
+from zooens.progress import UnitProgress, inner_bars, unit_kind, unit_label
 from zooens.service import registry
 from zooens.service.db.session import session_scope
 from zooens.service.jobs.executors import Executor, get_executor
@@ -77,7 +78,13 @@ def job_spec(job_id: int) -> JobSpec:
 
 class _Ownership(threading.Thread):
     """Beats the job's (and the worker's) heartbeat; cancels the job's scope when a cancel is
-    requested or the job is no longer this worker's, so the running unit stops within a step."""
+    requested or the job is no longer this worker's, so the running unit stops within a step.
+
+    The heartbeat (a write) comes every `every` seconds; between beats the job's row is read every
+    `poll_seconds`, so a cancel reaches the running unit within about that plus one training
+    micro-batch or embedding batch, however long the heartbeat interval."""
+
+    poll_seconds = 1.0
 
     def __init__(self, job_id: int, worker_id: str, every: float, scope: CancelScope) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{job_id}")
@@ -87,15 +94,28 @@ class _Ownership(threading.Thread):
         self.cancel_requested = threading.Event()
 
     def run(self) -> None:
-        while not self.stopped.wait(self.every):
+        poll = min(self.every, self.poll_seconds)
+        next_beat = time.monotonic() + self.every
+        while not self.stopped.wait(poll):
+            beat = time.monotonic() >= next_beat - poll / 2
             try:
                 with session_scope() as s:
-                    owned = registry.heartbeat(s, self.job_id, self.worker_id)
-                    cancel = owned and registry.is_cancel_requested(s, self.job_id)
-                    registry.beat_worker(s, self.worker_id, job_id=self.job_id)
+                    if beat:
+                        owned = registry.heartbeat(s, self.job_id, self.worker_id)
+                        registry.beat_worker(s, self.worker_id, job_id=self.job_id)
+                        cancel = owned and registry.is_cancel_requested(s, self.job_id)
+                    else:  # a read: the job's owner and cancel flag
+                        try:
+                            job = registry.get_job(s, self.job_id)
+                        except NotFoundError:  # deleted: no longer this worker's
+                            job = None
+                        owned = job is not None and job.worker_id == self.worker_id and job.status == "running"
+                        cancel = owned and bool(job.cancel_requested)
             except Exception:  # a missed beat is not fatal; the next one may succeed
                 logger.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
                 continue
+            if beat:
+                next_beat = time.monotonic() + self.every
             if not owned:
                 logger.warning(
                     "job %s is no longer owned by %s; stopping its running unit", self.job_id, self.worker_id
@@ -116,7 +136,7 @@ class _Run:
         self.job_id, self.worker_id, self.executor, self.progress = job_id, worker_id, executor, progress
         self.ownership = ownership
         self.remaining: list[str] = []
-        self.overall: tqdm | None = None  # the job's bar (all units, with ETA) when `progress`
+        self.overall: UnitProgress | None = None  # the job's bar or lines (all units, ETA by kind) when `progress`
 
     def check(self) -> None:
         """Between units: stop if the job was cancelled or taken over."""
@@ -156,16 +176,8 @@ class _Run:
             )
         self.report_progress(stage, len(names) - len(todo), len(names), todo[0] if todo else None)
         if self.overall is not None:
-            self.overall.update(len(names) - len(todo))
-        bar = tqdm(
-            total=len(names),
-            initial=len(names) - len(todo),
-            desc=stage,
-            unit="unit",
-            leave=False,
-            disable=not self.progress or not todo,
-            dynamic_ncols=True,
-        )
+            for kind, count in Counter(unit_kind(k) for k in keys if str(k) not in todo).items():
+                self.overall.skip(kind, count, label=kind.replace("finetune:", "fine-tune "))
         if todo:
             self.check()
             self.claim(todo)
@@ -183,16 +195,17 @@ class _Run:
                 self.report_progress(
                     stage, len(names) - len(self.remaining), len(names), self.remaining[0] if self.remaining else None
                 )
-                bar.update(1)
                 if self.overall is not None:
-                    self.overall.update(1)
+                    unit = UnitKey.parse(key)
+                    self.overall.done(unit_kind(unit), unit_label(unit))
+                    if self.remaining:
+                        self.overall.begin(unit_label(UnitKey.parse(self.remaining[0])))
                 if self.remaining:
                     self.check()
 
-            try:
-                self.executor.map(spec, todo, on_done, progress=self.progress)
-            finally:
-                bar.close()
+            if self.overall is not None:
+                self.overall.begin(unit_label(UnitKey.parse(todo[0])))
+            self.executor.map(spec, todo, on_done, progress=inner_bars(self.progress))
         with session_scope() as s:
             done = registry.done_units(s, self.job_id)
         return {k: result_from_json(k, done[k]) for k in names}
@@ -235,10 +248,14 @@ class _Run:
 
     def stages(self) -> None:
         spec = job_spec(self.job_id)
-        if self.progress:  # the sweep's size does not depend on the ranking's order: the total is known now
-            pulls = len(plan_pull_units(spec.zoo_models, spec.params))
-            total = pulls + len(spec.zoo_models) + len(plan_finetune_units(spec.zoo_models, spec.params)) + 1
-            self.overall = tqdm(total=total, desc=f"job {self.job_id}", unit="unit", dynamic_ncols=True)
+        if self.progress:  # the sweep's kinds do not depend on the ranking's order: the plan is known now
+            planned = [
+                *plan_pull_units(spec.zoo_models, spec.params),
+                *(UnitKey.embed(m) for m in spec.zoo_models),
+                *plan_finetune_units(spec.zoo_models, spec.params),
+                UnitKey.ensemble(),
+            ]
+            self.overall = UnitProgress([unit_kind(k) for k in planned], desc=f"job {self.job_id}")
         try:
             self._stages(spec)
         finally:

@@ -6,8 +6,10 @@ Submission checks what can be checked cheaply, before any row is written: the pa
 names, stored in the job's `zoo_models`; every model must have weights here), and the
 registered dataset by its recorded class counts, without reading an image (train split,
 classes too small for leave-one-out, `k` against the training set, `n_train`/`n_val` against
-the images; `zooens.pipeline.checks`). The full image check runs in the worker (`units.job_dataset`), which also
-refuses data whose fingerprint changed since registration.
+the images; `zooens.pipeline.checks`), and what the job's strategies and budget need of the zoo
+(`pipeline.checks.check_job`: `aft` needs two selected models; `max_gflops` must fit the zoo's cheapest
+model, counted without weights). Nothing is written before they pass. The full image check runs in the
+worker (`units.job_dataset`), which also refuses data whose fingerprint changed since registration.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from zooens.pipeline.checks import check_counts, check_zoo, job_zoo, zoo_text
+from zooens.pipeline.checks import check_counts, check_job, check_zoo, job_zoo, zoo_text
 from zooens.pipeline.params import JobParams
 from zooens.selection.datasets import ImageDataset
 from zooens.service import registry
@@ -41,9 +43,10 @@ def register_dataset(s: Session, source: str, ds: ImageDataset, *, name: str | N
     )
 
 
-def check_dataset(dataset: Dataset, params: JobParams) -> None:
-    """Refuse, from the recorded counts alone, a dataset the job cannot run on (`pipeline.checks.check_counts`)."""
-    check_counts(dataset.name, dataset.counts or {}, params)
+def check_dataset(dataset: Dataset, params: JobParams) -> list[str]:
+    """Refuse, from the recorded counts alone, a dataset the job cannot run on (`pipeline.checks.check_counts`);
+    the warnings the checks raised, which the job records."""
+    return check_counts(dataset.name, dataset.counts or {}, params)
 
 
 def record_zoo(s: Session, weight_sets: list[WeightSet]) -> list[str]:
@@ -63,17 +66,26 @@ def submit_job(
     the jobs they submit themselves).
     """
     dataset = registry.get_dataset(s, dataset_id)
-    check_dataset(dataset, params)
+    warnings = check_dataset(dataset, params)
     weight_sets = job_zoo(zoo, params)
-    return _queue(s, dataset_id, zoo_text(zoo), weight_sets, params, claim_for)
+    return _queue(s, dataset_id, zoo_text(zoo), weight_sets, params, claim_for, warnings)
 
 
 def _queue(
-    s: Session, dataset_id: int, zoo: str, weight_sets: list[WeightSet], params: JobParams, claim_for: str | None
+    s: Session,
+    dataset_id: int,
+    zoo: str,
+    weight_sets: list[WeightSet],
+    params: JobParams,
+    claim_for: str | None,
+    warnings: list[str],
 ) -> Job:
     zoo_models = record_zoo(s, weight_sets)
     data: dict[str, Any] = params.model_dump()
     job = registry.create_job(s, dataset_id=dataset_id, zoo=zoo, zoo_models=zoo_models, params=data)
+    if warnings:  # the submission checks' warnings: shown with the job, beside those its ensemble adds
+        registry.set_job_warnings(s, job.id, warnings)
+        s.refresh(job)
     if claim_for is not None:
         registry.set_job_status(s, job.id, "running", worker_id=claim_for)
     logger.info("queued job %s: %d models, strategies %s", job.id, len(zoo_models), params.strategies)
@@ -90,10 +102,11 @@ def retry_job(s: Session, job_id: int, *, claim_for: str | None = None) -> Job:
     old = registry.check_finished(s, job_id, "retry")
     params = JobParams.model_validate(old.params)
     dataset = registry.get_dataset(s, old.dataset_id)
-    check_dataset(dataset, params)
+    warnings = check_dataset(dataset, params)
     weight_sets = resolve_zoo(list(old.zoo_models or []) or old.zoo)
     check_zoo(old.zoo, weight_sets, pull=params.pull)
-    job = _queue(s, old.dataset_id, old.zoo, weight_sets, params, claim_for)
+    check_job(params, weight_sets)
+    job = _queue(s, old.dataset_id, old.zoo, weight_sets, params, claim_for, warnings)
     logger.info("job %s retries job %s", job.id, job_id)
     return job
 

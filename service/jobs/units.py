@@ -194,6 +194,9 @@ def _record_embed(s: Session, job_id: int, result: UnitResult) -> None:
             dim=emb.dim,
         )
     registry.add_knn_score(s, job_id, result.part(ScoreRecord))
+    sizes = {emb.split: emb.n for emb in result.embeddings}  # the splits as drawn: the sizes the job really uses
+    if "train" in sizes and "val" in sizes:
+        registry.set_job_split_sizes(s, job_id, n_train=sizes["train"], n_val=sizes["val"])
 
 
 def _record_finetune(s: Session, job_id: int, result: UnitResult) -> None:
@@ -203,14 +206,14 @@ def _record_finetune(s: Session, job_id: int, result: UnitResult) -> None:
 
 def _record_ensemble(s: Session, job_id: int, result: UnitResult) -> None:
     """The ensemble and, now that every run is in, the job's ranking audit and its warnings (a small val
-    split, a val cross-entropy near 0: `EnsembleRecord.warnings`)."""
+    split, a val cross-entropy near 0: `EnsembleRecord.warnings`), added to those of its submission."""
     assert isinstance(result, EnsembleRecord)
     registry.create_ensemble(s, job_id, result)
     params = JobParams.model_validate(registry.get_job(s, job_id).params)
     scores = [ScoreRecord.model_validate(row) for row in registry.get_ranking(s, job_id)]
     runs = [RunRecord.model_validate(row) for row in registry.list_finetune_runs(s, job_id)]
     registry.set_ranking_audit(s, job_id, audit_job_ranking(scores, runs, params))
-    registry.set_job_warnings(s, job_id, result.warnings)
+    registry.add_job_warnings(s, job_id, result.warnings)
 
 
 def _record_pull(s: Session, job_id: int, result: UnitResult) -> None:

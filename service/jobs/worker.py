@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BACKOFF_MAX_SECONDS",
     "BACKOFF_MIN_SECONDS",
+    "ReleasingStop",
     "background_worker_alive",
     "default_worker_id",
     "start_background_worker",
@@ -35,6 +36,50 @@ BACKOFF_MIN_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
 
 _background: tuple[threading.Thread, threading.Event] | None = None
+
+
+class ReleasingStop(threading.Event):
+    """A worker's stop request that also hands back the job it runs, at once: `set()` releases the job
+    (`registry.release_job`: queued again, its started units pending), so another worker resumes it now
+    instead of once its heartbeat is stale; this worker's run then finds the job gone, stops within a beat
+    and writes nothing more. `zooens serve --with-worker` stops its in-process worker with one at shutdown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._held: tuple[int, str] | None = None
+
+    def hold(self, job_id: int, worker_id: str) -> bool:
+        """Note the job the worker starts; False (and the job released) if the stop came first."""
+        with self._lock:
+            if not self.is_set():
+                self._held = (job_id, worker_id)
+                return True
+        _release(job_id, worker_id)
+        return False
+
+    def done(self) -> None:
+        """The worker's run of its job ended: nothing to release."""
+        with self._lock:
+            self._held = None
+
+    def set(self) -> None:
+        with self._lock:
+            super().set()
+            held, self._held = self._held, None
+        if held is not None:
+            _release(*held)
+
+
+def _release(job_id: int, worker_id: str) -> None:
+    try:
+        with session_scope() as s:
+            released = registry.release_job(s, job_id, worker_id)
+    except Exception:  # the database may be gone: the job is taken over once its heartbeat is stale
+        logger.warning("worker %s: could not release job %s", worker_id, job_id, exc_info=True)
+        return
+    if released:
+        logger.warning("worker %s stopped; job %s is queued again for the next worker", worker_id, job_id)
 
 
 def default_worker_id(role: str = "") -> str:
@@ -88,6 +133,8 @@ def work(
                     break
                 stop.wait(poll_seconds)
                 continue
+            if isinstance(stop, ReleasingStop) and not stop.hold(job_id, worker_id):
+                break
             logger.info("worker %s runs job %s", worker_id, job_id)
             try:
                 status = run_job(job_id, worker_id=worker_id, executor=executor, progress=progress)
@@ -96,6 +143,9 @@ def work(
                     registry.release_job(s, job_id, worker_id)
                 logger.warning("worker %s interrupted; job %s is queued again", worker_id, job_id)
                 raise
+            finally:
+                if isinstance(stop, ReleasingStop):
+                    stop.done()
             logger.info("job %s %s", job_id, status)
             n += 1
             backoff = BACKOFF_MIN_SECONDS
@@ -113,9 +163,10 @@ def work(
 
 
 def start_background_worker(**kwargs) -> tuple[threading.Thread, threading.Event]:
-    """A worker thread in this process (for `zooens serve --with-worker`); `/readyz` watches it."""
+    """A worker thread in this process (for `zooens serve --with-worker`); `/readyz` watches it. Setting the
+    returned stop (`ReleasingStop`) at shutdown hands back the job the thread runs."""
     global _background
-    stop = threading.Event()
+    stop = ReleasingStop()
     thread = threading.Thread(target=work, kwargs={**kwargs, "stop": stop}, daemon=True, name="zooens-worker")
     thread.start()
     _background = (thread, stop)

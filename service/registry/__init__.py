@@ -26,6 +26,7 @@ from zooens.service.registry.datasets import (
 )
 from zooens.service.registry.ensembles import create_ensemble, get_ensemble, get_job_ensemble
 from zooens.service.registry.jobs import (
+    add_job_warnings,
     check_finished,
     claim_job,
     create_job,
@@ -38,6 +39,7 @@ from zooens.service.registry.jobs import (
     reopen_job,
     request_cancel,
     set_job_progress,
+    set_job_split_sizes,
     set_job_status,
     set_job_warnings,
     set_ranking_audit,
@@ -119,8 +121,10 @@ __all__ = [
     "revoke_token",
     "set_job_progress",
     "set_ranking_audit",
+    "set_job_split_sizes",
     "set_job_status",
     "set_job_warnings",
+    "add_job_warnings",
     "upsert_zoo_model",
     "verify_token",
 ]

@@ -34,8 +34,10 @@ __all__ = [
     "request_cancel",
     "set_job_progress",
     "set_ranking_audit",
+    "set_job_split_sizes",
     "set_job_status",
     "set_job_warnings",
+    "add_job_warnings",
 ]
 
 logger = logging.getLogger(__name__)
@@ -114,27 +116,60 @@ def set_ranking_audit(s: Session, job_id: int, audit: dict[str, Any] | None) -> 
 
 
 def set_job_warnings(s: Session, job_id: int, warnings: list[str] | None) -> None:
-    """Record why the job's val numbers may not be trusted (`pipeline.stages.ensemble_warnings`); an empty
-    list is stored as None (no warnings)."""
+    """Record the job's warnings: what its submission checks found (`pipeline.checks.check_counts`) and why
+    its val numbers may not be trusted (`pipeline.stages.ensemble_warnings`); an empty list is stored as None."""
     values = list(warnings) if warnings else None
     if s.execute(update(Job).where(Job.id == job_id).values(warnings=values)).rowcount != 1:
         raise NotFoundError(f"No job with id {job_id}.")
 
 
+def add_job_warnings(s: Session, job_id: int, warnings: list[str] | None) -> None:
+    """Add warnings to the job's (its submission checks', then its ensemble's), each once, in order."""
+    job = get_job(s, job_id)
+    merged = list(job.warnings or [])
+    merged += [w for w in warnings or [] if w not in merged]
+    set_job_warnings(s, job_id, merged)
+
+
+def set_job_split_sizes(s: Session, job_id: int, *, n_train: int, n_val: int) -> None:
+    """Record the train and val sizes the job really runs on (`n_train_used`, `n_val_used`), once its split is
+    drawn: its `params` keep the sizes asked for, which a smaller dataset (or one with its own val split) does not
+    give."""
+    values = {"n_train_used": int(n_train), "n_val_used": int(n_val)}
+    if s.execute(update(Job).where(Job.id == job_id).values(**values)).rowcount != 1:
+        raise NotFoundError(f"No job with id {job_id}.")
+
+
 def request_cancel(s: Session, job_id: int) -> Job:
-    """Cancel a job: queued jobs at once, running ones after their current unit.
+    """Cancel a job: a queued one at once, and a running one that no live worker holds (no owner, or its
+    heartbeat older than `stale_after_seconds`: its worker died or was stopped) at once too, its started
+    units back to pending; a running one whose worker is alive after its current step (the worker sees
+    the flag within a heartbeat). Asking again closes a job whose worker has died since.
 
     ConflictError if the job has already finished.
     """
+    begin_write(s)
     job = get_job(s, job_id)
     if job.status in FINISHED:
         raise ConflictError(f"Job {job_id} has already {job.status}; only queued or running jobs can be cancelled.")
-    job.cancel_requested = True
-    if job.status == "queued":
-        job.status = "cancelled"
-        job.finished_at = utcnow()
-    s.flush()
-    return job
+    now = utcnow()
+    unheld = or_(Job.status == "queued", and_(Job.status == "running", _no_live_owner(_stale_cutoff())))
+    closed = s.execute(
+        update(Job)
+        .where(Job.id == job_id, unheld)
+        .values(status="cancelled", cancel_requested=True, finished_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if closed:
+        requeue_running_units(s, job_id)
+    else:
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+    return get_job(s, job_id)
 
 
 def _stale_cutoff() -> datetime:
@@ -142,8 +177,13 @@ def _stale_cutoff() -> datetime:
     return utcnow() - timedelta(seconds=get_settings().stale_after_seconds)
 
 
+def _no_live_owner(cutoff: datetime) -> ColumnElement[bool]:
+    """A running job's claim is held by no live worker: it has no owner, or its heartbeat is older than `cutoff`."""
+    return or_(Job.worker_id.is_(None), Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff)
+
+
 def _claimable_job(cutoff: datetime) -> ColumnElement[bool]:
-    stale = and_(Job.status == "running", or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))
+    stale = and_(Job.status == "running", _no_live_owner(cutoff))
     return and_(or_(Job.status == "queued", stale), Job.cancel_requested.is_(False))
 
 

@@ -137,3 +137,42 @@ def test_a_vits_attention_counts_on_a_cpu_as_its_explicit_matmuls() -> None:
     assert any(getattr(m, "fused_attn", False) for m in fused.modules())
     assert count_flops(fused, 160) == pytest.approx(count_flops(explicit, 160), rel=1e-9)
     assert all(p.requires_grad for p in fused.parameters()) and fused.training
+
+
+class _Scripted(nn.Module):
+    """A forward pass that takes the scripted time (seconds) on a fake clock: a cold first pass, then a slow
+    round (other work on the cores), then quiet passes."""
+
+    def __init__(self, durations: list[float]) -> None:
+        super().__init__()
+        self.durations, self.now, self.calls = list(durations), 0.0, 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def forward(self, x):
+        self.now += self.durations[min(self.calls, len(self.durations) - 1)]
+        self.calls += 1
+        return x
+
+
+def test_latency_warms_up_by_time_and_keeps_the_quietest_rounds_median() -> None:
+    from zooens.ensemble.cost import WARMUP_SECONDS, measure_latency_ms
+
+    cold = [0.5]  # one cold pass covers the warm-up time alone
+    noisy = [0.100, 0.010, 0.100, 0.100, 0.100]  # a round mostly slowed by other work: its median is 100 ms
+    quiet = [0.011, 0.012, 0.010, 0.050, 0.011]  # a burst inside a round: its median ignores it
+    model = _Scripted(cold + noisy + quiet + quiet)
+    ms = measure_latency_ms(model, 8, device="cpu", repeats=5, warmup=1, rounds=3, clock=model.clock)
+    assert ms == pytest.approx(11.0)
+    assert model.calls == 1 + 15
+
+    step = 0.015
+    fast = _Scripted([step])  # warm-up keeps going until WARMUP_SECONDS have passed
+    measure_latency_ms(fast, 8, device="cpu", repeats=2, warmup=3, rounds=1, clock=fast.clock)
+    assert fast.calls == math.ceil(WARMUP_SECONDS / step) + 2
+    tiny = _Scripted([1e-5])  # ... for at most 50 passes
+    measure_latency_ms(tiny, 8, device="cpu", repeats=2, warmup=3, rounds=1, clock=tiny.clock)
+    assert tiny.calls == 50 + 2
+    with pytest.raises(ConfigError, match="rounds"):
+        measure_latency_ms(fast, 8, device="cpu", rounds=0)

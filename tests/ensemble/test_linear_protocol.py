@@ -233,3 +233,15 @@ def test_good_options_pass_and_grids_are_canonical() -> None:
         LogisticProbe(C=0.0).fit(np.zeros((3, 2)), np.array([0, 1, 0]))
     with pytest.raises(ConfigError):
         LogisticProbe(max_iter=0).fit(np.zeros((3, 2)), np.array([0, 1, 0]))
+
+
+def test_the_path_stops_past_the_optimum_with_the_whole_grids_choice() -> None:
+    X, y = _blobs(200, 64, 0)
+    Xv, yv = _blobs(100, 64, 1)
+    whole = fit_logistic_path(X, y, Xv, yv, patience=None)
+    short = fit_logistic_path(X, y, Xv, yv)  # PATH_PATIENCE
+    assert len(whole.probes) == len(DEFAULT_C_GRID)
+    assert whole.best_index + 3 < len(DEFAULT_C_GRID) - 1  # the optimum leaves C values to skip
+    assert len(short.probes) == whole.best_index + 4 and short.c_grid == whole.c_grid
+    assert short.C == whole.C and short.val_ce == whole.val_ce[: len(short.probes)]
+    np.testing.assert_array_equal(short.best.predict_proba(Xv), whole.best.predict_proba(Xv))

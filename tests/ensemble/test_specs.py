@@ -43,7 +43,7 @@ def test_steps_are_bounded_per_run() -> None:
 
 
 def test_every_strategy_is_registered() -> None:
-    assert strategy_names() == ["aft", "auto", "film", "full", "kron", "linear", "lora", "patch"]
+    assert strategy_names() == ["aft", "auto", "concat", "film", "full", "kron", "linear", "lora", "patch"]
 
 
 @pytest.mark.parametrize(

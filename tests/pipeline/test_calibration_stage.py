@@ -147,3 +147,26 @@ def test_a_small_val_split_and_a_near_zero_val_ce_are_warned_about():
     assert len(record.warnings) == 2
     assert "only 20 images" in record.warnings[0] and "fewer than 50" in record.warnings[0]
     assert "leak" in record.warnings[1]
+
+
+def test_each_member_gets_its_own_temperature_and_metrics():
+    """`calibrate`, what a run records as its `calibration`, against the same independent computation."""
+    from zooens.pipeline.stages import calibrate
+
+    rng = np.random.default_rng(3)
+    y_val, y_test = rng.integers(0, N_CLASSES, 100), rng.integers(0, N_CLASSES, 80)
+    P_val, P_test = _overconfident(rng, y_val, 1)[0], _overconfident(rng, y_test, 1)[0]
+    got = calibrate(P_val, y_val, P_test, y_test)
+    T = _grid_t(P_val.astype(np.float64), y_val)
+    assert got["temperature"] == pytest.approx(T, rel=1e-3) and got["temperature"] > 1
+    val_cal, test_cal = (
+        _scaled(P_val.astype(np.float64), got["temperature"]),
+        _scaled(P_test.astype(np.float64), got["temperature"]),
+    )
+    assert got["val_nll"] == pytest.approx(_nll(val_cal, y_val), rel=1e-9)
+    assert got["test_nll"] == pytest.approx(_nll(test_cal, y_test), rel=1e-9)
+    assert got["test_ece"] == pytest.approx(_ece(test_cal, y_test), abs=1e-9)
+    assert got["val_brier"] == pytest.approx(_brier(val_cal, y_val), rel=1e-9)
+    assert got["uncalibrated_test_ece"] == pytest.approx(_ece(P_test.astype(np.float64), y_test), abs=1e-9)
+    assert got["test_nll"] < got["uncalibrated_test_nll"]  # over-confident: cooling helps on test too
+    assert set(calibrate(P_val, y_val)) == {"temperature", "uncalibrated_val_ece", "val_nll", "val_brier", "val_ece"}

@@ -109,7 +109,7 @@ def test_params_round_trip_through_the_stored_json():
 def test_auto_resolves_where_units_are_planned():
     """`auto` (the default) is `full` on a CUDA worker and `linear` on a CPU one, each with its own sweep."""
     params = JobParams(top_k=1)
-    assert params.strategies == ["auto"] and params.augmentation == "auto"
+    assert params.strategies == ["auto", "concat"] and params.augmentation == "auto"  # concat needs top_k >= 2
     on_gpu = [str(k) for k in plan_finetune_units(["m"], params, device="cuda")]
     assert on_gpu == [f"finetune:m:full:lr={lr:g}:steps={n}" for lr in (0.001, 0.003, 0.01) for n in (250, 500)]
     on_cpu = [str(k) for k in plan_finetune_units(["m"], params, device="cpu")]
@@ -117,6 +117,18 @@ def test_auto_resolves_where_units_are_planned():
     assert on_cpu == [f"finetune:m:linear:lr={hp['lr']:g}:steps={hp['steps']}" for hp in linear.grid()]
     both = JobParams(top_k=1, strategies=["auto", "linear"], learning_rates=[0.1], steps=[5])
     assert [str(k) for k in plan_finetune_units(["m"], both, device="cpu")] == ["finetune:m:linear:lr=0.1:steps=5"]
+
+
+def test_a_joint_strategy_is_planned_once_over_the_top_k():
+    """`concat` (a default strategy) reads the whole top-K: one run keyed by the best-ranked model, after the
+    per-model runs; none with a single selected model."""
+    params = JobParams(top_k=2)
+    keys = [str(k) for k in plan_finetune_units(["m1", "m2", "m3"], params, device="cpu")]
+    lin = get_strategy("linear").default_sweep.grid()[0]
+    point = f"lr={lin['lr']:g}:steps={lin['steps']}"
+    assert keys == [f"finetune:m1:linear:{point}", f"finetune:m2:linear:{point}", f"finetune:m1:concat:{point}"]
+    assert not any(":concat:" in str(k) for k in plan_finetune_units(["m1", "m2"], JobParams(top_k=1), device="cpu"))
+    assert not any(":concat:" in str(k) for k in plan_finetune_units(["m1"], JobParams(top_k=3), device="cpu"))
 
 
 def test_augmentation_is_a_checked_job_parameter():

@@ -138,3 +138,70 @@ def test_pull_does_not_excuse_weights_no_hub_serves(zooens_home, hub_cache, monk
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     message = _refused(["run", "--dataset", "digits", "--zoo", "mine", "--pull", "--quiet"])
     assert "the hub does not serve them" in message and "zooens zoo add" in message
+
+
+# issue 26, failures 2 and 9: whatever can be known at submission is refused at submission, before any work
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--top-k", "1", "--strategies", "linear,patch,aft"], "aft needs at least one teacher other than the student"),
+        (["--max-gflops", "0.06", "--resolution", "64"], "tf_efficientnet_lite0.in1k, costs 0.06268 GFLOPs"),
+        (["--lr", "1e300"], "lr must be a positive number at most 10"),
+        (["--strategies", "linear", "-o", "lora.rank=8"], "Options given for 'lora', which this job does not run"),
+        (["--strategies", "lora", "-o", "lora.rank=1000000000"], "LoRA rank must be an integer from 1 to 1024"),
+    ],
+    ids=["aft-top-k-1", "gflops-budget", "lr", "options-not-run", "lora-rank"],
+)
+def test_a_job_that_could_never_finish_is_refused_by_the_cli_before_any_work(zooens_home, args, expected):
+    message = _refused(["run", "--dataset", "digits", "--zoo", "embedded", *args, "--quiet"])
+    assert expected in message, message
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith("registry")}
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ({"top_k": 1, "strategies": ["linear", "aft"]}, "aft needs at least one teacher other than the student"),
+        ({"max_gflops": 0.06, "resolution": 64}, "costs 0.06268 GFLOPs for one image at 64x64 px"),
+        ({"learning_rates": [1e300]}, "lr must be a positive number at most 10"),
+        ({"strategies": ["linear"], "strategy_options": {"film": {"head": "lda"}}}, "which this job does not run"),
+        ({"strategies": ["lora"], "strategy_options": {"lora": {"rank": 10**9}}}, "LoRA rank must be an integer"),
+        ({"n_train": 1_000_000}, "n_train=1000000 (its train split has 40 images)"),
+    ],
+    ids=["aft-top-k-1", "gflops-budget", "lr", "options-not-run", "lora-rank", "n-train-with-val"],
+)
+def test_the_api_answers_422_and_stores_nothing(db_url, zooens_home, body, expected):
+    from fastapi.testclient import TestClient
+
+    from zooens.service import registry
+    from zooens.service.app import create_app
+    from zooens.service.db.session import session_scope
+
+    with session_scope() as s:
+        token, _ = registry.create_token(s, "tester")
+        dataset = registry.get_or_create_dataset(
+            s,
+            name="toy",
+            source="/toy",
+            fingerprint="0" * 64,
+            classes=["a", "b"],
+            counts={"train": {"a": 20, "b": 20}, "val": {"a": 5, "b": 5}},
+        )
+        dataset_id = dataset.id
+    before = _files(zooens_home)
+    with TestClient(create_app()) as client:
+        r = client.post(
+            "/api/v1/jobs",
+            json={"dataset_id": dataset_id, "zoo": "embedded", "k": 5, **body},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert r.status_code == 422, r.text
+    assert expected in r.text
+    with session_scope() as s:
+        assert registry.list_jobs(s)[1] == 0
+    assert _files(zooens_home) == before

@@ -37,6 +37,7 @@ def test_tokens_and_db(zooens_home):
 
 def test_jobs_list_and_unknown_job(zooens_home):
     assert json.loads(_ok(["jobs", "list", "--json"])) == []
+    _ok(["db", "upgrade"])
     result = CliRunner().invoke(app, ["jobs", "show", "42"])
     assert result.exit_code == 2 and "No job with id 42" in result.output
 

@@ -125,7 +125,7 @@ def test_lists_and_strategy_options_parse_to_job_params(captured):
         "--steps",
         "10, 20",
         "--strategies",
-        "linear,lora",
+        "linear,lora,film",
         "-o",
         "lora.rank=4",
         "--option",
@@ -140,7 +140,7 @@ def test_lists_and_strategy_options_parse_to_job_params(captured):
     assert result.exit_code == 2, result.output
     params = captured["params"]
     assert params.learning_rates == [0.1, 0.01] and params.steps == [10, 20]
-    assert params.strategies == ["linear", "lora"]
+    assert params.strategies == ["linear", "lora", "film"]
     assert params.strategy_options == {"lora": {"rank": 4}, "film": {"head": "lda"}}
     assert params.top_k == 2 and params.max_gflops == 1.5 and params.taps == "auto"
 
@@ -169,7 +169,7 @@ def test_vtab_run_keeps_its_flags_and_vtab_defaults():
     options = _options("vtab", "run")
     expected = {
         "top_k": (["--top-k"], 3),
-        "strategies": (["--strategies"], "auto"),
+        "strategies": (["--strategies"], "auto,concat"),
         "augmentation": (["--augmentation"], "auto"),
         "preprocessing": (["--preprocessing"], "resize"),
         "learning_rates": (["--lr"], None),

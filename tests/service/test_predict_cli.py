@@ -4,12 +4,14 @@ file's give the same answer, and a tampered file is refused with one clear line.
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 
 import pytest
 from typer.testing import CliRunner
 
 import zooens
+from tests.ensemble.test_bundle import bundle_file  # noqa: F401  a two-member file no zoo can build
 from tests.service._tiny import register_tiny_zoo
 from zooens.selection.datasets import load_dataset
 from zooens.service.cli import app
@@ -93,3 +95,38 @@ def test_export_then_predict_from_the_file_and_from_the_registry(zooens_home, tm
     assert runner.invoke(app, ["export", "-o", str(model)]).exit_code == 2
     missing = runner.invoke(app, ["predict", str(model)])
     assert missing.exit_code == 2 and "at least one image" in missing.output
+
+
+@pytest.mark.parametrize("forgery", ["resolution", "safetensors-header", "damaged", "expansion"])
+def test_a_forged_or_damaged_file_is_one_error_line_and_exit_2(bundle_file, tmp_path, zooens_home, forgery):  # noqa: F811
+    """Failure 4 of issue 26 and the damaged file of issue 25: `zooens predict` and `zooens.load` answer a
+    forged file whose checksums match, a damaged one and a thousandfold part with a BundleError, not a traceback."""
+    from PIL import Image
+
+    from tests.ensemble.test_bundle_limits import BIG_PART, _zeros_bomb, edit_config, forge, replace_part
+    from zooens.ensemble import BundleError
+
+    bad = tmp_path / "bad.zooens"
+    if forgery == "resolution":
+        forge(bundle_file, bad, edit_config(0, lambda c: c.update(resolution=100000)))
+        expected = "resolution 100000 is not between 16 and 1024 pixels"
+    elif forgery == "safetensors-header":
+        forge(bundle_file, bad, replace_part("members/1/model.safetensors", b"\xff" * 8 + b"{}"))
+        expected = "part members/1/model.safetensors is not a valid safetensors file"
+    elif forgery == "damaged":
+        data = bundle_file.read_bytes()
+        bad.write_bytes(data[: len(data) // 2] + bytes(64) + data[len(data) // 2 + 64 :])
+        expected = "cannot be read (BadZipFile"
+    else:
+        _zeros_bomb(bundle_file, bad, 16 * 2**20)
+        expected = f"part {BIG_PART} declares 16777216 bytes compressed into"
+    image = tmp_path / "a.png"
+    Image.new("RGB", (40, 40), (120, 30, 200)).save(image)
+
+    result = CliRunner().invoke(app, ["predict", str(bad), str(image)])
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith("error:") and "\n" not in message and "Traceback" not in result.output, result.output
+    assert expected in message and "bad.zooens" in message
+    with pytest.raises(BundleError, match=re.escape(expected)):
+        zooens.load(str(bad))

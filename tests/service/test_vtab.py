@@ -164,6 +164,27 @@ def test_spec_from_run_keeps_strategy_options():
     assert spec_from_run("m", "lora", hparams) == spec
 
 
+def test_a_concat_run_trains_again_at_its_chosen_c_over_its_models():
+    hparams = {
+        "lr": 1.0,
+        "steps": 200,
+        "seed": 0,
+        "resolution": 32,
+        "batch_size": 64,
+        "augmentation": "none",
+        "preprocessing": "model",
+        "models": ["m", "n"],
+        "solver": "lbfgs",
+        "C": 0.3,
+        "c_grid": [0.1, 0.3, 1.0],
+        "c_selection": "val_ce",
+        "val_ce_path": [0.9, 0.8, 0.85],
+        "passes": [{"key": "m|res=32|prep=model", "gflops": 1.0, "params": 10, "latency_ms": 1.0}],
+    }
+    spec = spec_from_run("m", "concat", hparams)
+    assert spec.options == {"models": ["m", "n"], "c_grid": [0.3]}
+
+
 def _result(task, group, acc, *, stand_in=False, status=DONE):
     done = status == DONE
     return TaskResult(

@@ -57,6 +57,10 @@ from zooens.errors import ConfigError
 __all__ = ["KronConfig", "KronQKV", "Kron", "kron_sum"]
 
 
+MAX_RANK = 1024
+"""Largest rank of each B_i: B_i is (width / n) x (width / n), so a larger rank could only be recorded, never used."""
+
+
 @dataclass
 class KronConfig(AdapterConfig):
     n_kron: int = field(
@@ -84,8 +88,10 @@ class KronConfig(AdapterConfig):
                 f"kron n_kron must be an even number of at least 2 (terms start in cancelling pairs), "
                 f"got {self.n_kron}; e.g. 32, which must also divide the model width."
             )
-        if self.rank < 1:
-            raise ConfigError(f"kron rank must be at least 1, got {self.rank}; the paper uses 1.")
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or not 1 <= self.rank <= MAX_RANK:
+            raise ConfigError(
+                f"kron rank must be an integer from 1 to {MAX_RANK}, got {self.rank!r:.40}; the paper uses 1."
+            )
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ConfigError(f"kron alpha must be a positive number, got {self.alpha}; e.g. 0.5 (the default).")
 

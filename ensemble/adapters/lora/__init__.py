@@ -33,6 +33,9 @@ from zooens.ensemble.adapters.base import AdapterConfig, AdapterMethod, register
 from zooens.errors import ConfigError
 
 TARGETS = ("auto", "qv", "all-linear")
+MAX_RANK = 1024
+"""Largest rank `rank` may ask for. Each update is capped at its layer's width (r = min(rank, in, out)), so a
+larger rank could only be recorded, never used; the widest zoo models have 1,024 to 1,664 features."""
 
 _Q_NAMES = ("q_proj", "query", "q")
 _V_NAMES = ("v_proj", "value", "v")
@@ -57,8 +60,11 @@ class LoraConfig(AdapterConfig):
         return cls(**{"targets": "all-linear", **saved})
 
     def validate(self) -> None:
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
-            raise ConfigError(f"LoRA rank must be an integer of at least 1, got {self.rank!r}.")
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or not 1 <= self.rank <= MAX_RANK:
+            raise ConfigError(
+                f"LoRA rank must be an integer from 1 to {MAX_RANK}, got {self.rank!r:.40}; each update is capped at "
+                "its layer's width anyway, and Hu et al. find ranks 1 to 8 enough (the default is 4)."
+            )
         if not math.isfinite(self.alpha) or self.alpha <= 0:
             raise ConfigError(f"LoRA alpha must be a finite positive number, got {self.alpha!r}.")
         if self.targets not in TARGETS:

@@ -17,10 +17,11 @@ from zooens.service.api.deps import (
     TokenDep,
     read_access,
 )
+from zooens.service.api.errors import COMMON_ERRORS, described, documented
 from zooens.service.api.schemas import DatasetPublic, DatasetRegister, Page, no_control_characters
 from zooens.service.uploads import register_path, store_upload
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], responses=COMMON_ERRORS)
 
 MAX_NAME = 200
 
@@ -46,7 +47,8 @@ def client_file_name(filename: str | None, fallback: str = "upload") -> str:
     response_model=DatasetPublic,
     status_code=201,
     responses={
-        200: {"model": DatasetPublic, "description": "The same content was uploaded before: its dataset, unchanged"}
+        200: {"model": DatasetPublic, "description": "The same content was uploaded before: its dataset, unchanged"},
+        **documented(409),
     },
 )
 def upload_dataset(
@@ -77,12 +79,20 @@ def upload_dataset(
     return dataset_public(row)
 
 
-@router.post("/register", response_model=DatasetPublic, status_code=201)
+@router.post(
+    "/register",
+    response_model=DatasetPublic,
+    status_code=201,
+    responses={
+        **documented(409),
+        **described(422, "The path is not under one of the server's data roots, or is not a readable dataset."),
+    },
+)
 def register_dataset_path(
     body: DatasetRegister, session: SessionDep, settings: SettingsDep, _: TokenDep
 ) -> DatasetPublic:
-    """Register a dataset already on the server (only under ZOOENS_DATA_ROOTS)."""
-
+    """Register a dataset already on the server (only under ZOOENS_DATA_ROOTS). Refusals name the path as it was
+    sent, never the server's data roots or where a link leads."""
     return dataset_public(register_path(session, body.path, settings, name=body.name))
 
 
@@ -96,7 +106,12 @@ def list_datasets(
     return Page(data=[dataset_public(r) for r in rows], count=count)
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic, dependencies=[Depends(read_access)])
+@router.get(
+    "/{dataset_id}",
+    response_model=DatasetPublic,
+    dependencies=[Depends(read_access)],
+    responses=described(404, "No such dataset."),
+)
 def show_dataset(dataset_id: DatasetId, session: SessionDep) -> DatasetPublic:
     """Classes, counts per class and split, fingerprint."""
     return dataset_public(registry.get_dataset(session, dataset_id))
@@ -107,8 +122,8 @@ def show_dataset(dataset_id: DatasetId, session: SessionDep) -> DatasetPublic:
     status_code=204,
     response_class=Response,
     responses={
-        404: {"description": "No such dataset"},
-        409: {"description": "A job uses it (unfinished, or finished without with_jobs)"},
+        **described(404, "No such dataset."),
+        **described(409, "A job uses it (unfinished, or finished without with_jobs)."),
     },
 )
 def delete_dataset(

@@ -18,12 +18,15 @@ from zooens.errors import DatasetError, TooLargeError
 from zooens.selection.images import DECODE_ERRORS, check_pixels, open_image
 from zooens.service import registry
 from zooens.service.api.deps import EnsembleId, SessionDep, SettingsDep, read_access
+from zooens.service.api.errors import COMMON_ERRORS, described, documented
 from zooens.service.api.routes.datasets import client_file_name
 from zooens.service.api.schemas import EnsemblePublic, Prediction, PredictionsPublic
 from zooens.service.library import ensemble_members, ensemble_temperature, export_ensemble
-from zooens.service.reports import ensemble_view
+from zooens.service.reports import ensemble_public
 
-router = APIRouter(prefix="/ensembles", tags=["ensembles"], dependencies=[Depends(read_access)])
+router = APIRouter(
+    prefix="/ensembles", tags=["ensembles"], dependencies=[Depends(read_access)], responses=COMMON_ERRORS
+)
 
 _CACHE: OrderedDict[tuple, object] = OrderedDict()
 _CACHE_SIZE = 4
@@ -75,16 +78,20 @@ def check_image_header(stream: BinaryIO, name: str) -> None:
         stream.seek(0)
 
 
-@router.get("/{ensemble_id}", response_model=EnsemblePublic)
+@router.get("/{ensemble_id}", response_model=EnsemblePublic, responses=described(404, "No such ensemble."))
 def show_ensemble(ensemble_id: EnsembleId, session: SessionDep) -> EnsemblePublic:
-    ens = registry.get_ensemble(session, ensemble_id)
-    return EnsemblePublic(**ensemble_view(session, ens.job_id))
+    """The ensemble's members and weights, its cost, budget, calibration and front (as `GET /jobs/{id}/ensemble`)."""
+    return ensemble_public(session, registry.get_ensemble(session, ensemble_id))
 
 
 @router.get(
     "/{ensemble_id}/export",
     response_class=FileResponse,
-    responses={200: {"content": {"application/zip": {}}, "description": "The ensemble as one .zooens file."}},
+    responses={
+        200: {"content": {"application/zip": {}}, "description": "The ensemble as one .zooens file."},
+        **described(404, "No such ensemble."),
+        **described(409, "The ensemble's job has no ensemble to export."),
+    },
 )
 def export(
     ensemble_id: EnsembleId,
@@ -114,7 +121,11 @@ def export(
     )
 
 
-@router.post("/{ensemble_id}/predict", response_model=PredictionsPublic)
+@router.post(
+    "/{ensemble_id}/predict",
+    response_model=PredictionsPublic,
+    responses={**described(404, "No such ensemble."), **documented(409)},
+)
 def predict(
     ensemble_id: EnsembleId,
     session: SessionDep,

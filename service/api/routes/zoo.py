@@ -16,9 +16,9 @@ from fastapi import APIRouter, Depends, Path, Query
 from zooens.errors import ConfigError, NotFoundError
 from zooens.service import pulls
 from zooens.service.api.deps import TokenDep, read_access
+from zooens.service.api.errors import COMMON_ERRORS, described, documented
 from zooens.service.api.schemas import (
     MAX_PULL_ENTRIES,
-    Message,
     Page,
     PullPublic,
     WeightSetPublic,
@@ -29,7 +29,7 @@ from zooens.service.reports import catalogue, weight_set_public
 from zooens.zoo import UPSTREAM_CATEGORIES, get_weight_set, resolve_zoo
 from zooens.zoo import zoo_sets as sets
 
-router = APIRouter(prefix="/zoo", tags=["zoo"], dependencies=[Depends(read_access)])
+router = APIRouter(prefix="/zoo", tags=["zoo"], dependencies=[Depends(read_access)], responses=COMMON_ERRORS)
 
 MAX_PARAMS_MILLIONS = 1_000_000.0
 """The largest parameter bound accepted, in millions (far above any model)."""
@@ -96,7 +96,7 @@ _PARAMS_DOC = "Parameters of the embedder, in millions ({}); rows whose count is
 @router.get(
     "",
     response_model=Page[WeightSetPublic],
-    responses={422: {"description": "A filter value is out of range or unknown (category, zoo set)."}},
+    responses=described(422, "A filter value is out of range or unknown (category, zoo set)."),
 )
 def list_zoo(
     filter: Annotated[str | None, Query(max_length=200, description="A glob over names, e.g. 'convnext*'.")] = None,
@@ -148,11 +148,12 @@ def _pull_public(record: pulls.ServerPull) -> PullPublic:
     status_code=202,
     responses={
         202: {"description": "The pull started (or a running pull already fetches every model asked for)."},
-        401: {"model": Message, "description": "No API token, or an unknown or revoked one."},
-        404: {"model": Message, "description": "A name, glob or set matches no weight set."},
-        413: {"model": Message, "description": "The request body is too large."},
-        422: {"model": Message, "description": "The body is invalid, or names more than the limit of models."},
-        503: {"model": Message, "description": "The server is offline (HF_HUB_OFFLINE) or cannot reach the hub."},
+        **described(404, "A name, glob or set matches no weight set."),
+        **described(422, "The body is invalid, or names more than the limit of models."),
+        **described(
+            503, "The server is offline (HF_HUB_OFFLINE) or cannot reach the hub, or the database cannot be reached."
+        ),
+        **documented(507),
     },
 )
 def start_pull(body: ZooPullCreate, _: TokenDep) -> PullPublic:
@@ -179,7 +180,7 @@ def start_pull(body: ZooPullCreate, _: TokenDep) -> PullPublic:
 @router.get(
     "/pulls/{pull_id}",
     response_model=PullPublic,
-    responses={404: {"model": Message, "description": "No such pull in this server (it may have restarted)."}},
+    responses=described(404, "No such pull in this server (it may have restarted)."),
 )
 def show_pull(pull_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]) -> PullPublic:
     """A pull's status (running, succeeded, failed), bytes fetched per file and, once done, each model's outcome."""
@@ -189,7 +190,7 @@ def show_pull(pull_id: Annotated[str, Path(min_length=1, max_length=64, pattern=
     return _pull_public(record)
 
 
-@router.get("/{name}", response_model=WeightSetPublic)
+@router.get("/{name}", response_model=WeightSetPublic, responses=described(404, "No such weight set."))
 def show_model(name: str) -> WeightSetPublic:
     """One weight set with its facts (source, checksum, preprocessing, licence, upstream, size, GFLOPs, top-1)."""
 

@@ -43,7 +43,7 @@ def _columns(url: str, table: str) -> set[str]:
 
 
 def test_0006_adds_and_drops_the_calibration_columns(db_url):
-    assert head_revision() == "0006"
+    assert int(head_revision()) >= 6
     assert ENSEMBLE_COLUMNS <= _columns(db_url, "ensembles") and "warnings" in _columns(db_url, "jobs")
     _migrate(db_url, command.downgrade, "0005")
     assert not ENSEMBLE_COLUMNS & _columns(db_url, "ensembles") and "warnings" not in _columns(db_url, "jobs")

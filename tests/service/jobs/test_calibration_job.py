@@ -55,7 +55,7 @@ def test_a_small_val_split_is_warned_about_end_to_end(tiny_home, db_url, caplog)
     report = json.loads(result.stdout)
     job = report["job"]
     assert job["status"] == "succeeded"
-    assert len(job["warnings"]) >= 1 and "only 20 images" in job["warnings"][0]
+    assert sum("only 20 images" in w for w in job["warnings"]) == 1  # at submission and by the ensemble: once
     ens = report["ensemble"]
     assert 0.05 <= ens["temperature"] <= 20
     for key in ("val_nll", "val_brier", "val_ece", "test_nll", "test_brier", "test_ece"):
@@ -74,3 +74,26 @@ def test_a_small_val_split_is_warned_about_end_to_end(tiny_home, db_url, caplog)
     assert fitted.warnings_ == job["warnings"]
     assert fitted.ensemble_.temperature == pytest.approx(ens["temperature"])
     assert fitted.predictor.temperature == pytest.approx(ens["temperature"])
+
+
+def test_submission_warnings_are_recorded_with_the_job_and_merged_once(tiny_home, db_url):
+    """What the checks warn about at submission (k above a class, a small val split) is on the job from the
+    start, not only in the server's log; the ensemble's own warnings join them, each once."""
+    from zooens.pipeline import JobParams
+    from zooens.selection.datasets import load_dataset
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope
+    from zooens.service.jobs import register_dataset, submit_job
+
+    ds = load_dataset("digits")
+    with session_scope() as s:
+        row = register_dataset(s, "digits", ds)
+        params = JobParams(k=15, n_train=100, n_val=20, top_k=1, strategies=["linear"], resolution=32)
+        job = submit_job(s, row.id, "user", params)
+        warnings = list(job.warnings or [])
+    assert any("k=15 is more than" in w for w in warnings), warnings
+    assert any("only 20 images" in w for w in warnings), warnings
+    with session_scope() as s:
+        small_val = next(w for w in warnings if "only 20 images" in w)
+        registry.add_job_warnings(s, job.id, [small_val, "The ensemble's val cross-entropy is 1e-05"])
+        assert registry.get_job(s, job.id).warnings == [*warnings, "The ensemble's val cross-entropy is 1e-05"]

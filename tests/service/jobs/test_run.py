@@ -54,8 +54,10 @@ def test_run_end_to_end_and_second_run_embeds_nothing(tiny_home, db_url):
     knn = [r["knn_accuracy"] for r in ranking]
     assert knn == sorted(knn, reverse=True)
     assert all(0.0 <= a <= 1.0 for a in knn)
-    # top-2 models x 2 learning rates x 1 step count
-    assert len(report["runs"]) == 4
+    # top-2 models x 2 learning rates x 1 step count (auto: linear here), and the concat probe over both
+    strategies = [r["strategy"] for r in report["runs"]]
+    assert strategies.count("linear") == 4 and strategies.count("concat") == 2 and len(strategies) == 6
+    assert {r["model_name"] for r in report["runs"] if r["strategy"] == "concat"} == {ranking[0]["model_name"]}
     assert {r["model_name"] for r in report["runs"]} == {ranking[0]["model_name"], ranking[1]["model_name"]}
     ens = report["ensemble"]
     best_single_ce = min(r["val_ce"] for r in report["runs"])

@@ -1,0 +1,81 @@
+"""`zooens.progress`: where bars are drawn, the ETA by unit kind, plain lines for a log."""
+
+from __future__ import annotations
+
+import io
+
+from zooens.pipeline import UnitKey
+from zooens.progress import (
+    BARS,
+    LINES,
+    UnitProgress,
+    display,
+    estimate_eta,
+    format_eta,
+    inner_bars,
+    unit_kind,
+    unit_label,
+)
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_bars_only_on_a_terminal_that_can_move_its_cursor():
+    assert display(_Tty(), {"TERM": "xterm-256color"}) == BARS
+    assert display(_Tty(), {"TERM": "dumb"}) == LINES
+    assert display(io.StringIO(), {"TERM": "xterm"}) == LINES  # a pipe, a file, a CI log
+    closed = io.StringIO()
+    closed.close()
+    assert display(closed, {}) == LINES
+    assert inner_bars(False) is False
+
+
+def test_eta_adds_the_mean_duration_of_each_remaining_units_kind():
+    durations = {"embed": [2.0, 4.0], "finetune:linear": [10.0], "finetune:film": [60.0, 80.0]}
+    remaining = ["embed", "finetune:linear", "finetune:linear", "finetune:film", "ensemble"]
+    assert estimate_eta(remaining, {**durations, "ensemble": [1.0]}) == (3.0 + 2 * 10.0 + 70.0 + 1.0, 0)
+    # a kind never timed yet is not guessed from the other kinds' pace: the rest is a lower bound
+    assert estimate_eta(remaining, durations) == (3.0 + 2 * 10.0 + 70.0, 1)
+    assert estimate_eta(["finetune:film"], {"embed": [2.0]}) == (0.0, 1)
+    assert estimate_eta([], {}) == (0.0, 0)
+    eta = [format_eta(e) for e in ((31, 0), (725, 0), (3729, 0), (31, 2), (0.0, 3), (0.0, 0))]
+    assert eta == ["0:31", "12:05", "1:02:09", "at least 0:31", "?", "0:00"]
+
+
+def test_kinds_and_labels_of_units():
+    ft = UnitKey.finetune("resnet18", "linear", 1.0, 200)
+    assert unit_kind(ft) == "finetune:linear" and unit_kind(UnitKey.embed("m")) == "embed"
+    assert unit_label(ft) == "fine-tune resnet18 linear lr=1 steps=200"
+    assert unit_label(UnitKey.ensemble()) == "build the ensemble"
+
+
+def test_a_resumed_job_times_only_the_units_run_here_and_writes_plain_lines():
+    out = io.StringIO()
+    planned = ["embed"] * 3 + ["finetune:linear"] * 4 + ["ensemble"]
+    progress = UnitProgress(planned, desc="job 1", stream=out, mode=LINES)
+    progress.skip("embed", 3, label="embed")  # done by an earlier process: counted, never timed
+    assert progress.durations == {}
+    progress.done("finetune:linear", "fine-tune a linear lr=1 steps=200", seconds=5.0)
+    assert progress.eta() == (3 * 5.0, 1)  # the ensemble was never timed
+    progress.done("finetune:linear", "fine-tune b linear lr=1 steps=200", seconds=7.0)
+    assert progress.eta() == (2 * 6.0, 1)
+    progress.durations["ensemble"].append(1.0)
+    assert progress.eta() == (2 * 6.0 + 1.0, 0)
+    progress.close()
+    text = out.getvalue()
+    assert "\r" not in text and "\x1b" not in text
+    assert text.splitlines() == [
+        "[3/8] embed: 3 already done",
+        "[4/8] fine-tune a linear lr=1 steps=200 done in 5.0 s (ETA at least 0:15)",
+        "[5/8] fine-tune b linear lr=1 steps=200 done in 7.0 s (ETA at least 0:12)",
+    ]
+
+
+def test_disabled_progress_writes_nothing():
+    out = io.StringIO()
+    progress = UnitProgress(["embed"], desc="fit", enabled=False, stream=out, mode=LINES)
+    progress.done("embed", "embed and rank m")
+    assert out.getvalue() == ""
