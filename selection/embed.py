@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from zooens import zoo
 from zooens.cancel import check_cancelled
-from zooens.progress import inner_bars
+from zooens.progress import inner_bars, report_inner
 from zooens.selection.cache import EmbeddingCache, cache_key
 from zooens.selection.datasets import ImageDataset, Split
 from zooens.selection.decoded import DecodedCache, DecodeKey, decoded_batches, decoded_cache, mean_std, normalize
@@ -257,6 +257,7 @@ def embed_split(
             total=len(split), desc=desc or "embedding", unit="img", disable=not inner_bars(progress), leave=False
         ) as bar,
     ):
+        done = 0
         for batch in batches:
             check_cancelled()  # a cancelled job or a unit past its time limit stops within one batch
             out = model(normalize(batch.to(device, non_blocking=cuda), mean, std))
@@ -264,6 +265,8 @@ def embed_split(
                 out = out.flatten(1)
             outputs.append(out.float())  # stays on the device: no sync per batch
             bar.update(len(batch))
+            done += len(batch)
+            report_inner(done, len(split))
     if not outputs:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(outputs).cpu().numpy().astype(np.float32, copy=False)

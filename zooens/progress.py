@@ -11,7 +11,11 @@
   finished unit (`UnitProgress`), readable in a log.
 
 Code that makes a bar inside a unit asks `inner_bars(progress)`; code that reports a job's or a
-fit's units uses `UnitProgress`. The time left (`estimate_eta`) is the sum, over the remaining
+fit's units uses `UnitProgress`. Work inside a unit (a model's images embedded) also tells
+`report_inner(done, total)`, which reaches whoever listens in this context (`inner_sink`: the job
+runner, which writes it to the job's progress for the API and the job page).
+
+The time left (`estimate_eta`) is the sum, over the remaining
 units, of the mean duration of the finished units of the same kind (`unit_kind`: pull, embed,
 fine-tune by strategy, ensemble), not one global rate: embedding a model and fine-tuning one take
 times that differ tenfold.
@@ -23,7 +27,9 @@ import os
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Literal, Protocol, TextIO
 
 from tqdm.auto import tqdm
@@ -38,6 +44,8 @@ __all__ = [
     "estimate_eta",
     "format_eta",
     "in_notebook",
+    "inner_sink",
+    "report_inner",
     "inner_bars",
     "unit_kind",
     "unit_label",
@@ -242,3 +250,25 @@ class UnitProgress:
         stream = self.stream if self.stream is not None else sys.stderr
         stream.write(f"[{self.position}/{self.total}] {text}\n")
         stream.flush()
+
+
+_INNER: ContextVar[Callable[[int, int], None] | None] = ContextVar("zooens_inner_progress", default=None)
+
+
+@contextmanager
+def inner_sink(callback: Callable[[int, int], None]) -> Iterator[None]:
+    """Within the block, `report_inner(done, total)` calls `callback(done, total)` (in this context only:
+    another thread or process reports nowhere)."""
+    token = _INNER.set(callback)
+    try:
+        yield
+    finally:
+        _INNER.reset(token)
+
+
+def report_inner(done: int, total: int) -> None:
+    """Progress inside the current unit (e.g. images embedded of a split): to the `inner_sink` listening
+    here, if any. Cheap when none listens; a listener throttles its own writes."""
+    callback = _INNER.get()
+    if callback is not None:
+        callback(int(done), int(total))

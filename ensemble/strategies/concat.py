@@ -34,7 +34,11 @@ from zooens.ensemble._registry import register_strategy
 from zooens.ensemble.artifacts import Artifact
 from zooens.ensemble.results import RunResult
 from zooens.ensemble.specs import RunSpec
-from zooens.ensemble.strategies.linear import _LBFGS_OPTIONS, LinearStrategy, _Standardise, check_c_grid
+from zooens.ensemble.strategies.linear import (
+    _LBFGS_OPTIONS,
+    LinearStrategy,
+    _Standardise,
+)
 from zooens.errors import ConfigError
 from zooens.zoo import create_model, data_config
 
@@ -83,7 +87,7 @@ class ConcatStrategy(LinearStrategy):
     """A linear probe (`linear`'s L-BFGS protocol) on the concatenated embeddings of several models.
 
     Options: `models` (set by the job: the top-K model names in ranking order, the run's model first;
-    2 to `MAX_CONCAT_MODELS` distinct names) and `c_grid` (as `linear`). Solver `lbfgs` only: the SGD
+    2 to `MAX_CONCAT_MODELS` distinct names), `c_grid` and `c_selection` (as `linear`). Solver `lbfgs` only: the SGD
     head exists for old `linear` runs and for training sets too large for a full-batch pass, neither of
     which a new joint probe needs. One run per job (`joint`): see the module docstring.
     """
@@ -101,17 +105,16 @@ class ConcatStrategy(LinearStrategy):
         return kept
 
     def check_options(self, options: dict[str, Any]) -> None:
-        """`models` (a list of 2 to `MAX_CONCAT_MODELS` distinct model names) and `c_grid`."""
+        """`models` (a list of 2 to `MAX_CONCAT_MODELS` distinct model names), `c_grid` and `c_selection`."""
         if not isinstance(options, dict):
             raise ConfigError(f"Options of {self.name} must be a mapping of option names to values.")
         unknown = set(options) - self.accepted_options
         if unknown:
             raise ConfigError(
-                f"Unknown option(s) {', '.join(sorted(unknown))} for strategy 'concat'; it accepts c_grid "
-                "(its models are the job's top-K)."
+                f"Unknown option(s) {', '.join(sorted(unknown))} for strategy 'concat'; it accepts c_grid and "
+                "c_selection (its models are the job's top-K)."
             )
-        if "c_grid" in options:
-            check_c_grid(options["c_grid"])
+        self._check_path_options(options)
         if "models" in options:
             models = options["models"]
             ok = isinstance(models, list) and all(isinstance(m, str) and m for m in models)

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from zooens.cancel import CancelScope, cancel_scope
 from zooens.errors import Cancelled, ConflictError, JobError, NotFoundError, ZooensError
@@ -39,7 +40,7 @@ from zooens.pipeline import (
     plan_pull_units,
     rank_models,
 )
-from zooens.progress import UnitProgress, inner_bars, unit_kind, unit_label
+from zooens.progress import UnitProgress, inner_bars, inner_sink, unit_kind, unit_label
 from zooens.service import registry
 from zooens.service.db.session import session_scope
 from zooens.service.jobs.executors import Executor, get_executor
@@ -47,6 +48,9 @@ from zooens.service.jobs.units import JobSpec, UnitResult, record_unit, result_f
 from zooens.settings import get_settings
 
 logger = logging.getLogger(__name__)
+
+INNER_EVERY_SECONDS = 1.0
+"""How often, at most, a unit's inner progress (images embedded) is written to the job."""
 
 __all__ = ["JobCancelled", "JobLost", "job_spec", "require_success", "run_job"]
 
@@ -149,12 +153,35 @@ class _Run:
             if job.cancel_requested:
                 raise JobCancelled
 
-    def report_progress(self, stage: str, done: int, total: int, current: str | None = None) -> None:
+    def report_progress(
+        self, stage: str, done: int, total: int, current: str | None = None, inner: dict[str, int] | None = None
+    ) -> None:
+        """The stage's units done of total and the current one; `inner`: the work done inside the current
+        unit (`{"done": images, "total": images}` while a model embeds a split)."""
         with session_scope() as s:
             job = registry.get_job(s, self.job_id)
             progress = dict(job.progress or {})
             progress[stage] = {"done": done, "total": total, "current": current}
+            if inner is not None:
+                progress[stage]["inner"] = inner
             registry.set_job_progress(s, self.job_id, stage=stage, progress=progress)
+
+    def inner_reporter(self, stage: str, names: list[str]) -> Callable[[int, int], None]:
+        """A `zooens.progress.inner_sink` callback writing the current unit's inner progress to the job, at
+        most once every `INNER_EVERY_SECONDS` (and at its end), for the API and the job page."""
+        last = [0.0]
+
+        def report(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done < total and now - last[0] < INNER_EVERY_SECONDS:
+                return
+            last[0] = now
+            current = self.remaining[0] if self.remaining else None
+            self.report_progress(
+                stage, len(names) - len(self.remaining), len(names), current, {"done": done, "total": total}
+            )
+
+        return report
 
     def stage(self, spec: JobSpec, stage: str, keys: list[UnitKey]) -> dict[str, UnitResult]:
         """Run a stage's units not done yet; every result of the stage, by key, in planning order. A stage
@@ -205,7 +232,8 @@ class _Run:
 
             if self.overall is not None:
                 self.overall.begin(unit_label(UnitKey.parse(todo[0])))
-            self.executor.map(spec, todo, on_done, progress=inner_bars(self.progress))
+            with inner_sink(self.inner_reporter(stage, names)):  # heard by units run in this thread (local)
+                self.executor.map(spec, todo, on_done, progress=inner_bars(self.progress))
         with session_scope() as s:
             done = registry.done_units(s, self.job_id)
         return {k: result_from_json(k, done[k]) for k in names}

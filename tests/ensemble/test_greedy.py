@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ def reference_greedy(P: np.ndarray, y: np.ndarray, max_size: int) -> tuple[list[
 @pytest.mark.parametrize("seed", range(8))
 def test_matches_brute_force_on_small_cases(seed: int) -> None:
     P, y = random_problem(seed, n_candidates=3 + seed % 3)
-    sel = GreedyEnsembleSelector(max_size=3).fit(P, y)
+    sel = GreedyEnsembleSelector(prefix_rule="min", max_size=3).fit(P, y)
     path, curve = reference_greedy(P, y, 3)
     assert sel.selected_ == path
     np.testing.assert_allclose(sel.loss_curve_, curve, rtol=1e-9)
@@ -72,16 +73,16 @@ def test_prefers_members_already_chosen_on_ties() -> None:
     q = np.array([[0.9, d], [0.5, 0.5], [0.2, 0.2]])
     P = np.stack([q, 1 - q], axis=-1)  # (3 candidates, 2 samples, 2 classes), label 0 everywhere
     y = np.zeros(2, dtype=int)
-    sel = GreedyEnsembleSelector(max_size=2, tol=1e-9).fit(P, y)
+    sel = GreedyEnsembleSelector(prefix_rule="min", max_size=2, tol=1e-9).fit(P, y)
     assert sel.selected_ == [1, 1]
     # without the tolerance the rounding decides, but never in favour of the worse candidate 2
-    assert 2 not in GreedyEnsembleSelector(max_size=2, tol=0.0).fit(P, y).selected_
+    assert 2 not in GreedyEnsembleSelector(prefix_rule="min", max_size=2, tol=0.0).fit(P, y).selected_
 
 
 def test_ties_between_new_candidates_go_to_the_lowest_index() -> None:
     P, y = random_problem(0, n_candidates=2)
     P3 = np.stack([P[1], P[0], P[1]])  # candidates 0 and 2 identical
-    sel = GreedyEnsembleSelector(max_size=5).fit(P3, y)
+    sel = GreedyEnsembleSelector(prefix_rule="min", max_size=5).fit(P3, y)
     assert 2 not in sel.selected_
 
 
@@ -95,7 +96,7 @@ def test_ties_between_new_candidates_go_to_the_lowest_index() -> None:
 )
 def test_never_worse_than_best_single_and_deterministic(seed, n_candidates, n_samples, n_classes, max_size) -> None:
     P, y = random_problem(seed, n_candidates, n_samples, n_classes)
-    sel = GreedyEnsembleSelector(max_size=max_size).fit(P, y)
+    sel = GreedyEnsembleSelector(prefix_rule="min", max_size=max_size).fit(P, y)
     best_single = min(ce(P, (k,), y) for k in range(n_candidates))
     assert sel.val_loss_ <= best_single + 1e-9
     assert sel.weights_.shape == (n_candidates,)
@@ -104,7 +105,7 @@ def test_never_worse_than_best_single_and_deterministic(seed, n_candidates, n_sa
     assert len(sel.selected_) == max_size and len(sel.loss_curve_) == max_size
     assert 1 <= sel.best_size_ <= max_size
     np.testing.assert_array_equal(sel.classes_, np.arange(n_classes))
-    again = GreedyEnsembleSelector(max_size=max_size).fit(P.copy(), y.copy())
+    again = GreedyEnsembleSelector(prefix_rule="min", max_size=max_size).fit(P.copy(), y.copy())
     assert again.selected_ == sel.selected_
     np.testing.assert_array_equal(again.loss_curve_, sel.loss_curve_)
     proba = sel.predict_proba(P)
@@ -114,7 +115,7 @@ def test_never_worse_than_best_single_and_deterministic(seed, n_candidates, n_sa
 
 def test_weights_follow_the_kept_prefix() -> None:
     P, y = random_problem(3, n_candidates=5)
-    sel = GreedyEnsembleSelector(max_size=10).fit(P, y)
+    sel = GreedyEnsembleSelector(prefix_rule="min", max_size=10).fit(P, y)
     counts = np.bincount(sel.selected_[: sel.best_size_], minlength=5)
     np.testing.assert_allclose(sel.weights_, counts / sel.best_size_)
     np.testing.assert_allclose(sel.predict_proba(P), np.tensordot(counts / counts.sum(), P, axes=1), atol=1e-6)
@@ -130,14 +131,14 @@ def test_bad_hyper_parameters(kwargs) -> None:
 def test_bad_inputs_and_unfitted_use() -> None:
     P, y = random_problem(0)
     with pytest.raises(DatasetError):
-        GreedyEnsembleSelector().fit(P[0], y)
+        GreedyEnsembleSelector(prefix_rule="min").fit(P[0], y)
     with pytest.raises(DatasetError):
-        GreedyEnsembleSelector().fit(P, y[:-1])
+        GreedyEnsembleSelector(prefix_rule="min").fit(P, y[:-1])
     with pytest.raises(DatasetError):
-        GreedyEnsembleSelector().fit(P, y + 5)
+        GreedyEnsembleSelector(prefix_rule="min").fit(P, y + 5)
     with pytest.raises(ConfigError):
-        GreedyEnsembleSelector().predict_proba(P)
-    sel = GreedyEnsembleSelector().fit(P, y)
+        GreedyEnsembleSelector(prefix_rule="min").predict_proba(P)
+    sel = GreedyEnsembleSelector(prefix_rule="min").fit(P, y)
     with pytest.raises(DatasetError):
         sel.predict_proba(P[:2])
 
@@ -210,7 +211,7 @@ def test_budgeted_matches_brute_force(seed: int) -> None:
     for budget in budget_grid(costs):
         singles = [loss((k,)) for k in range(n) if costs[k][1] <= budget]
         path = reference_budgeted_greedy(P, y, 3, costs, budget, loss)
-        selector = GreedyEnsembleSelector(max_size=3, costs=costs, max_cost=budget)
+        selector = GreedyEnsembleSelector(prefix_rule="min", max_size=3, costs=costs, max_cost=budget)
         if not singles:
             assert path is None
             with pytest.raises(ConfigError, match="No candidate fits the budget"):
@@ -225,7 +226,9 @@ def test_budgeted_matches_brute_force(seed: int) -> None:
         assert sel.val_loss_ <= min(singles) + 1e-9  # never worse than the best single within budget
         optimum = min(loss(m) for m in multisets if ref_cost(costs, m) <= budget)
         assert sel.val_loss_ >= optimum - 1e-9
-        again = GreedyEnsembleSelector(max_size=3, costs=costs, max_cost=budget).fit(P.copy(), y.copy())
+        again = GreedyEnsembleSelector(prefix_rule="min", max_size=3, costs=costs, max_cost=budget).fit(
+            P.copy(), y.copy()
+        )
         assert again.selected_ == sel.selected_ and again.cost_ == sel.cost_
 
 
@@ -235,13 +238,13 @@ def test_front_over_budgets_against_brute_force(seed: int) -> None:
     P, y = random_problem(seed, n_candidates=n)
     Pt, yt = random_problem(seed + 50, n_candidates=n, n_samples=40)
     costs = random_costs(seed, n)
-    sel = GreedyEnsembleSelector(max_size=3, costs=costs).fit(P, y, P_test=Pt, y_test=yt)
+    sel = GreedyEnsembleSelector(prefix_rule="min", max_size=3, costs=costs).fit(P, y, P_test=Pt, y_test=yt)
     levels = sel.budget_levels_
     assert sel.front_complete_ and levels
     assert [p.max_cost for p in levels] == sorted({p.max_cost for p in levels})
     # each point is what the selector gives under its budget
     for p in levels:
-        under = GreedyEnsembleSelector(max_size=3, costs=costs, max_cost=p.max_cost).fit(P, y)
+        under = GreedyEnsembleSelector(prefix_rule="min", max_size=3, costs=costs, max_cost=p.max_cost).fit(P, y)
         assert tuple(under.selected_[: under.best_size_]) == p.members
         assert under.cost_ == p.cost == ref_cost(costs, p.members) <= p.max_cost
         assert under.val_loss_ == p.val_loss
@@ -275,14 +278,14 @@ def test_path_points_give_every_prefix() -> None:
     P, y = random_problem(4, n_candidates=5)
     Pt, yt = random_problem(5, n_candidates=5, n_samples=20)
     costs = random_costs(4, 5)
-    sel = GreedyEnsembleSelector(max_size=6, costs=costs).fit(P, y, P_test=Pt, y_test=yt)
+    sel = GreedyEnsembleSelector(prefix_rule="min", max_size=6, costs=costs).fit(P, y, P_test=Pt, y_test=yt)
     assert [p.members for p in sel.path_] == [tuple(sel.selected_[: i + 1]) for i in range(6)]
     for p in sel.path_:
         assert p.cost == ref_cost(costs, p.members) and p.max_cost is None
         assert p.val_loss == pytest.approx(ce(P, p.members, y), rel=1e-9)
         assert p.test_accuracy == pytest.approx(float(np.mean(Pt[list(p.members)].mean(0).argmax(1) == yt)))
         assert p.to_dict()["size"] == len(p.members)
-    plain = GreedyEnsembleSelector(max_size=6).fit(P, y)
+    plain = GreedyEnsembleSelector(prefix_rule="min", max_size=6).fit(P, y)
     assert [p.cost for p in plain.path_] == [None] * 6 and plain.budget_levels_ is None and plain.front_ is None
     assert plain.cost_ is None and plain.path_[0].test_accuracy is None
 
@@ -293,9 +296,9 @@ def test_costs_without_a_binding_budget_change_nothing(seed, n_candidates, max_s
     # random problems have no exact ties, so the cheaper-first tie-break never acts
     P, y = random_problem(seed, n_candidates)
     costs = random_costs(seed, n_candidates)
-    plain = GreedyEnsembleSelector(max_size=max_size).fit(P, y)
+    plain = GreedyEnsembleSelector(prefix_rule="min", max_size=max_size).fit(P, y)
     for max_cost in (None, ref_cost(costs, range(n_candidates))):
-        sel = GreedyEnsembleSelector(max_size=max_size, costs=costs, max_cost=max_cost).fit(P, y)
+        sel = GreedyEnsembleSelector(prefix_rule="min", max_size=max_size, costs=costs, max_cost=max_cost).fit(P, y)
         assert sel.selected_ == plain.selected_ and sel.best_size_ == plain.best_size_
         np.testing.assert_array_equal(sel.loss_curve_, plain.loss_curve_)
         np.testing.assert_array_equal(sel.weights_, plain.weights_)
@@ -309,12 +312,18 @@ def test_shared_pass_is_free_and_cheaper_wins_ties() -> None:
     P = np.stack([true, 1 - true], axis=-1)
     y = np.zeros(2, dtype=int)
     costs = [("a", 1.0), ("b", 2.0), ("b", 2.0)]
-    assert GreedyEnsembleSelector(max_size=2).fit(P, y).selected_ == [2, 0]  # without costs: lowest index
-    sel = GreedyEnsembleSelector(max_size=2, costs=costs).fit(P, y)
+    assert GreedyEnsembleSelector(prefix_rule="min", max_size=2).fit(P, y).selected_ == [
+        2,
+        0,
+    ]  # without costs: lowest index
+    sel = GreedyEnsembleSelector(prefix_rule="min", max_size=2, costs=costs).fit(P, y)
     assert sel.selected_ == [2, 1] and sel.cost_ == 2.0  # with costs: the free one
-    assert GreedyEnsembleSelector(max_size=2, costs=costs, max_cost=2.0).fit(P, y).selected_ == [2, 1]
+    assert GreedyEnsembleSelector(prefix_rule="min", max_size=2, costs=costs, max_cost=2.0).fit(P, y).selected_ == [
+        2,
+        1,
+    ]
     # identical new candidates: the cheaper wins although its index is higher
-    cheap = GreedyEnsembleSelector(max_size=1, costs=[("x", 2.0), ("y", 1.0)]).fit(P[[2, 2]], y)
+    cheap = GreedyEnsembleSelector(prefix_rule="min", max_size=1, costs=[("x", 2.0), ("y", 1.0)]).fit(P[[2, 2]], y)
     assert cheap.selected_ == [1] and cheap.cost_ == 1.0
 
 
@@ -340,11 +349,11 @@ def test_bad_budgets(kwargs, match) -> None:
 def test_bad_test_inputs() -> None:
     P, y = random_problem(0)
     with pytest.raises(DatasetError, match="both"):
-        GreedyEnsembleSelector().fit(P, y, P_test=P)
+        GreedyEnsembleSelector(prefix_rule="min").fit(P, y, P_test=P)
     with pytest.raises(DatasetError):
-        GreedyEnsembleSelector().fit(P, y, P_test=P[:2], y_test=y)
+        GreedyEnsembleSelector(prefix_rule="min").fit(P, y, P_test=P[:2], y_test=y)
     with pytest.raises(DatasetError):
-        GreedyEnsembleSelector().fit(P, y, P_test=P, y_test=y[:-1])
+        GreedyEnsembleSelector(prefix_rule="min").fit(P, y, P_test=P, y_test=y[:-1])
 
 
 @settings(max_examples=25, deadline=None)
@@ -356,11 +365,13 @@ def test_budget_levels_are_exact_with_float_costs(seed, n_candidates, max_size) 
     keys = rng.integers(0, max(1, n_candidates - 1), n_candidates)
     key_cost = rng.uniform(0.05, 3.0, n_candidates)
     costs = [(f"k{k}", float(key_cost[k])) for k in keys]
-    levels = GreedyEnsembleSelector(max_size=max_size, costs=costs).fit(P, y).budget_levels_
+    levels = GreedyEnsembleSelector(prefix_rule="min", max_size=max_size, costs=costs).fit(P, y).budget_levels_
     for i, p in enumerate(levels):
-        at = GreedyEnsembleSelector(max_size=max_size, costs=costs, max_cost=p.max_cost).fit(P, y)
+        at = GreedyEnsembleSelector(prefix_rule="min", max_size=max_size, costs=costs, max_cost=p.max_cost).fit(P, y)
         assert tuple(at.selected_[: at.best_size_]) == p.members
-        below = GreedyEnsembleSelector(max_size=max_size, costs=costs, max_cost=float(np.nextafter(p.max_cost, 0)))
+        below = GreedyEnsembleSelector(
+            prefix_rule="min", max_size=max_size, costs=costs, max_cost=float(np.nextafter(p.max_cost, 0))
+        )
         if i == 0:
             assert p.max_cost == min(c for _, c in costs)
             with pytest.raises(ConfigError):
@@ -368,3 +379,52 @@ def test_budget_levels_are_exact_with_float_costs(seed, n_candidates, max_size) 
         else:
             below.fit(P, y)
             assert tuple(below.selected_[: below.best_size_]) == levels[i - 1].members
+
+
+def _one_se_reference(P: np.ndarray, y: np.ndarray, path: list[int]) -> int:
+    """The one-standard-error rule by hand: per-example losses of every prefix, then the shortest prefix whose
+    mean loss difference to the lowest prefix is at most that difference's standard error."""
+    n = len(y)
+    per = [
+        [-math.log(max(float(np.mean([P[k][i][y[i]] for k in path[:m]])), 1e-12)) for i in range(n)]
+        for m in range(1, len(path) + 1)
+    ]
+    means = [sum(row) / n for row in per]
+    best = min(range(len(means)), key=lambda m: (means[m] - 1e-12 > min(means), m))
+    for m in range(best + 1):
+        d = [a - b for a, b in zip(per[m], per[best], strict=True)]
+        mean_d = sum(d) / n
+        se = math.sqrt(sum((v - mean_d) ** 2 for v in d) / (n - 1)) / math.sqrt(n)
+        if mean_d <= se + 1e-12:
+            return m + 1
+    return best + 1
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_default_keeps_the_shortest_prefix_within_one_standard_error(seed: int) -> None:
+    P, y = random_problem(seed, n_candidates=3 + seed % 3, n_samples=15 + seed)
+    sel = GreedyEnsembleSelector(max_size=6).fit(P, y)  # prefix_rule="one_se"
+    minimal = GreedyEnsembleSelector(max_size=6, prefix_rule="min").fit(P, y)
+    assert sel.selected_ == minimal.selected_  # the same path; only the kept prefix differs
+    assert sel.best_size_ == _one_se_reference(P, y, sel.selected_) <= minimal.best_size_
+    assert sel.val_loss_ == pytest.approx(ce(P, tuple(sel.selected_[: sel.best_size_]), y), rel=1e-9)
+    assert sel.val_loss_ <= min(ce(P, (k,), y) for k in range(len(P))) + 1e-9  # never worse than the best single
+
+
+def test_a_clear_gain_is_kept_and_noise_is_not() -> None:
+    rng = np.random.default_rng(0)
+    n, k = 400, 3
+    y = rng.integers(0, k, n)
+
+    def confident(right: np.ndarray) -> np.ndarray:  # 0.9 on the label where right, on another class elsewhere
+        top = np.where(right, y, (y + 1) % k)
+        return 0.05 + 0.85 * np.eye(k)[top]
+
+    a = confident(rng.random(n) < 0.7)
+    b = confident(rng.random(n) < 0.7)  # as good, its errors independent of a's: averaging helps a lot
+    assert GreedyEnsembleSelector(max_size=4).fit(np.stack([a, b]), y).best_size_ > 1
+    twin = np.clip(a + rng.normal(0, 1e-4, a.shape), 1e-6, None)
+    twin /= twin.sum(1, keepdims=True)  # a copy of a up to noise: nothing to gain
+    assert GreedyEnsembleSelector(max_size=4).fit(np.stack([a, twin]), y).best_size_ == 1
+    with pytest.raises(ConfigError, match="prefix_rule"):
+        GreedyEnsembleSelector(prefix_rule="max").fit(np.stack([a, b]), y)

@@ -68,7 +68,7 @@ def test_path_warm_starts_to_the_cold_solutions_and_selects_by_val_ce() -> None:
     X, y = _blobs(200, 64, 0)
     Xv, yv = _blobs(100, 64, 1)
     grid = (1e-3, 1e-2, 0.1, 1.0, 10.0)
-    path = fit_logistic_path(X, y, Xv, yv, c_grid=list(reversed(grid)), tol=1e-9, max_iter=1000)
+    path = fit_logistic_path(X, y, Xv, yv, c_grid=list(reversed(grid)), tol=1e-9, max_iter=1000, select="val_ce")
     assert path.c_grid == grid  # sorted, the most regularised first
     for C, probe in zip(grid, path.probes, strict=True):
         cold = LogisticProbe(C=C, tol=1e-9, max_iter=1000).fit(X, y)
@@ -133,8 +133,9 @@ def test_run_picks_c_by_val_ce_like_a_sklearn_loop_and_is_deterministic(probe_ta
     from zooens.selection.embed import embed_with_cache
 
     ds, cache = probe_task
-    spec = _spec()
+    spec = _spec(c_selection="val_ce")
     result = run_finetune(spec, ds, cache=cache, progress=False)
+    by_acc = run_finetune(_spec(), ds, cache=cache, progress=False)  # the default: CLIP's accuracy
     X = {s: embed_with_cache(MODEL, ds, s, cache=cache, resolution=SIZE, progress=False).embeddings for s in ds.splits}
     y = {s: ds.split(s).labels for s in ds.splits}
     X = {s: np.asarray(v, dtype=np.float32) for s, v in X.items()}
@@ -158,6 +159,16 @@ def test_run_picks_c_by_val_ce_like_a_sklearn_loop_and_is_deterministic(probe_ta
     assert result.val_ce == pytest.approx(min(hp["val_ce_path"]), abs=1e-6)
     ref_acc = refs[best].score(Z["val"], y["val"])
     assert abs(result.val_acc - ref_acc) <= 0.005
+    # by accuracy: scikit-learn's val accuracy along the path, its first maximum by (accuracy, -CE), within
+    # the first C values the default patience fits
+    accs = [r.score(Z["val"], y["val"]) for r in refs]
+    hp_acc = by_acc.hparams
+    fitted = len(hp_acc["val_acc_path"])
+    np.testing.assert_allclose(hp_acc["val_acc_path"][: best + 3], accs[: best + 3], atol=0.012)  # one image
+    chosen = DEFAULT_C_GRID.index(hp_acc["C"])
+    assert hp_acc["c_selection"] == "accuracy" and chosen < fitted
+    assert hp_acc["val_acc_path"][chosen] == max(hp_acc["val_acc_path"])
+    assert abs(by_acc.val_acc - accs[chosen]) <= 0.012
     assert set(result.artifact.tensors) == {"norm.mean", "norm.scale", "head.weight", "head.bias"}
     assert result.artifact.tensors["head.weight"].shape == (3, 256)
 
@@ -238,10 +249,23 @@ def test_good_options_pass_and_grids_are_canonical() -> None:
 def test_the_path_stops_past_the_optimum_with_the_whole_grids_choice() -> None:
     X, y = _blobs(200, 64, 0)
     Xv, yv = _blobs(100, 64, 1)
-    whole = fit_logistic_path(X, y, Xv, yv, patience=None)
-    short = fit_logistic_path(X, y, Xv, yv)  # PATH_PATIENCE
+    whole = fit_logistic_path(X, y, Xv, yv, patience=None, select="val_ce")
+    short = fit_logistic_path(X, y, Xv, yv, select="val_ce")  # PATH_PATIENCE
     assert len(whole.probes) == len(DEFAULT_C_GRID)
     assert whole.best_index + 3 < len(DEFAULT_C_GRID) - 1  # the optimum leaves C values to skip
     assert len(short.probes) == whole.best_index + 4 and short.c_grid == whole.c_grid
     assert short.C == whole.C and short.val_ce == whole.val_ce[: len(short.probes)]
     np.testing.assert_array_equal(short.best.predict_proba(Xv), whole.best.predict_proba(Xv))
+
+
+def test_accuracy_selection_takes_the_best_val_accuracy_then_the_lower_ce() -> None:
+    X, y = _blobs(200, 64, 0)
+    Xv, yv = _blobs(100, 64, 1)
+    path = fit_logistic_path(X, y, Xv, yv, patience=None)  # select="accuracy", CLIP's protocol
+    acc = [float((p.predict(Xv) == yv).mean()) for p in path.probes]
+    assert path.val_acc == pytest.approx(acc)
+    top = max(acc)
+    tied = [i for i, a in enumerate(acc) if a == top]
+    assert path.best_index == min(tied, key=lambda i: (path.val_ce[i], i))
+    with pytest.raises(ConfigError, match="c_selection"):
+        fit_logistic_path(X, y, Xv, yv, select="auc")

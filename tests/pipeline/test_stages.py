@@ -57,7 +57,7 @@ def _probs(rng: np.random.Generator, n_runs: int, n: int) -> np.ndarray:
 
 
 def _greedy_reference(P: np.ndarray, y: np.ndarray, max_size: int) -> tuple[list[int], float]:
-    """Caruana's greedy with replacement by brute force; the best prefix (earliest on ties)."""
+    """Caruana's greedy with replacement by brute force; the kept prefix by the one-standard-error rule."""
     chosen: list[int] = []
     best: tuple[float, int] = (np.inf, 0)
     for _ in range(max_size):
@@ -67,6 +67,12 @@ def _greedy_reference(P: np.ndarray, y: np.ndarray, max_size: int) -> tuple[list
         chosen.append(int(np.argmin(losses)))
         if min(losses) < best[0] - 1e-12:
             best = (min(losses), len(chosen))
+    # the one-standard-error rule: the shortest prefix within one SE of the lowest (per-example differences)
+    per = [-np.log(np.clip(P[chosen[:m]].mean(0)[np.arange(len(y)), y], 1e-12, None)) for m in range(1, best[1] + 1)]
+    for m, row in enumerate(per, start=1):
+        d = row - per[-1]
+        if d.mean() <= d.std(ddof=1) / np.sqrt(len(y)) + 1e-12:
+            return chosen[:m], float(row.mean())
     return chosen[: best[1]], best[0]
 
 

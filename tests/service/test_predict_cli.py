@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import zooens
 from tests.ensemble.test_bundle import bundle_file  # noqa: F401  a two-member file no zoo can build
-from tests.service._tiny import register_tiny_zoo
+from tests.service._tiny import fit_tiny, register_tiny_zoo
 from zooens.selection.datasets import load_dataset
 from zooens.service.cli import app
 
@@ -20,18 +20,7 @@ from zooens.service.cli import app
 @pytest.mark.slow
 def test_export_then_predict_from_the_file_and_from_the_registry(zooens_home, tmp_path):
     register_tiny_zoo(zooens_home / "weights", ["tiny-effnet"])
-    fitted = zooens.fit(
-        "digits",
-        zoo="user",
-        top_k=1,
-        strategies="linear",
-        steps=[5],
-        resolution=32,
-        n_train=100,
-        n_val=40,
-        max_test=20,
-        progress=False,
-    )
+    fitted = fit_tiny()
     ds = load_dataset("digits")
     images = []
     for i in range(3):

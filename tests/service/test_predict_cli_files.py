@@ -8,8 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-import zooens
-from tests.service._tiny import register_tiny_zoo
+from tests.service._tiny import fit_tiny, register_tiny_zoo
 from zooens.selection.datasets import load_dataset
 from zooens.service.cli import app
 from zooens.service.cli.predict import shown_names
@@ -31,18 +30,7 @@ def test_names_are_relative_to_the_current_directory_or_to_the_common_folder(tmp
 @pytest.mark.slow
 def test_a_bad_file_gets_its_own_row_and_the_others_are_answered(zooens_home, tmp_path, monkeypatch):
     register_tiny_zoo(zooens_home / "weights", ["tiny-effnet"])
-    fitted = zooens.fit(
-        "digits",
-        zoo="user",
-        top_k=1,
-        strategies="linear",
-        steps=[5],
-        resolution=32,
-        n_train=100,
-        n_val=40,
-        max_test=20,
-        progress=False,
-    )
+    fitted = fit_tiny()
     model = tmp_path / "digits.zooens"
     runner = CliRunner()
     assert runner.invoke(app, ["export", str(fitted.job_id), "-o", str(model)]).exit_code == 0

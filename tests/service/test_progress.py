@@ -79,3 +79,68 @@ def test_disabled_progress_writes_nothing():
     progress = UnitProgress(["embed"], desc="fit", enabled=False, stream=out, mode=LINES)
     progress.done("embed", "embed and rank m")
     assert out.getvalue() == ""
+
+
+def test_embedding_reports_images_done_to_the_listener_in_its_context(zooens_home):
+    """`embed_split` tells `report_inner` after every batch; an `inner_sink` hears it, and only inside its block."""
+    import numpy as np
+
+    from tests.service._tiny import register_tiny_zoo
+    from zooens.progress import inner_sink
+    from zooens.selection.datasets import Split
+    from zooens.selection.embed import embed_split
+    from zooens.zoo import create_model, data_config
+
+    register_tiny_zoo(zooens_home / "weights", ["tiny-resnet"])
+    split = Split("train", np.random.default_rng(0).integers(0, 255, (10, 32, 32, 3), dtype=np.uint8), np.zeros(10))
+    heard: list[tuple[int, int]] = []
+    with inner_sink(lambda done, total: heard.append((done, total))):
+        embed_split(
+            create_model("tiny-resnet", num_classes=0),
+            data_config("tiny-resnet", resolution=32),
+            split,
+            device="cpu",
+            batch_size=4,
+            progress=False,
+        )
+    assert heard == [(4, 10), (8, 10), (10, 10)]
+    embed_split(
+        create_model("tiny-resnet", num_classes=0),
+        data_config("tiny-resnet", resolution=32),
+        split,
+        device="cpu",
+        batch_size=4,
+        progress=False,
+    )
+    assert len(heard) == 3  # outside the block nobody listens
+
+
+def test_the_runner_writes_a_units_inner_progress_to_the_job(zooens_home, db_url):
+    from tests.service._tiny import register_tiny_zoo
+    from zooens.pipeline import JobParams
+    from zooens.selection.datasets import load_dataset
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope
+    from zooens.service.jobs import register_dataset, submit_job
+    from zooens.service.jobs.executors import LocalExecutor
+    from zooens.service.jobs.run import _Ownership, _Run
+
+    register_tiny_zoo(zooens_home / "weights", ["tiny-resnet"])
+    with session_scope() as s:
+        row = register_dataset(s, "digits", load_dataset("digits"))
+        job_id = submit_job(s, row.id, "user", JobParams(top_k=1, strategies=["linear"]), claim_for="w").id
+    run = _Run(job_id, "w", LocalExecutor(), False, _Ownership.__new__(_Ownership))
+    run.remaining = ["embed:tiny-resnet"]
+    report = run.inner_reporter("embed", ["embed:tiny-resnet"])
+    report(64, 800)
+    report(128, 800)  # within INNER_EVERY_SECONDS of the first: not written
+    with session_scope() as s:
+        assert registry.get_job(s, job_id).progress["embed"] == {
+            "done": 0,
+            "total": 1,
+            "current": "embed:tiny-resnet",
+            "inner": {"done": 64, "total": 800},
+        }
+    report(800, 800)  # the end of a split is always written
+    with session_scope() as s:
+        assert registry.get_job(s, job_id).progress["embed"]["inner"] == {"done": 800, "total": 800}

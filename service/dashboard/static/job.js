@@ -160,6 +160,14 @@ async function renderControls(job) {
   if (generation === controlsGeneration) box.replaceChildren(...buttons, out);
 }
 
+/** The work done inside the current unit, when the worker reports it (images embedded of a split). */
+function innerWords(st) {
+  const inner = st && st.inner;
+  if (!inner || !inner.total) return "";
+  const fmt = (n) => Number(n).toLocaleString("en-US");
+  return " (" + fmt(Math.min(inner.done, inner.total)) + " of " + fmt(inner.total) + " images)";
+}
+
 function renderStages(job) {
   const p = job.progress || {};
   const box = document.getElementById("stages");
@@ -174,7 +182,7 @@ function renderStages(job) {
     else if (stage === "embed") text = st.total ? "model " + st.done + " of " + st.total + " embedded" : "not started";
     else if (stage === "finetune") text = st.total ? st.done + " of " + plural(st.total, "run") + " done" : "not started";
     else text = st.total ? (st.done >= st.total ? "built" : "greedy selection…") : "not started";
-    if (st.current && st.done < st.total && active) text += "; now " + unitWords(st.current);
+    if (st.current && st.done < st.total && active) text += "; now " + unitWords(st.current) + innerWords(st);
     children.push(el("div", { class: "stage-name", text: STAGE_LABELS[stage] }), progressBar(st.done, st.total),
       el("div", { class: "muted stage-text", "data-stage": stage, "data-unit": st.current || "", text }));
   }
@@ -183,7 +191,7 @@ function renderStages(job) {
   const st = job.stage && p[job.stage];
   let text = "";
   if (job.status === "queued") text = job.cancel_requested ? "" : "Waiting for a worker.";
-  else if (active && st && st.current && st.done < st.total) text = "Now " + unitWords(st.current) + ".";
+  else if (active && st && st.current && st.done < st.total) text = "Now " + unitWords(st.current) + innerWords(st) + ".";
   else if (active && job.stage) text = "Now " + (STAGE_LABELS[job.stage] || job.stage) + ".";
   now.textContent = text;
   now.dataset.unit = active && st && st.current ? st.current : "";

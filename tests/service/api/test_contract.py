@@ -27,7 +27,7 @@ import pytest
 
 import zooens
 from tests.service._live import start_server, stop_server
-from tests.service._tiny import register_tiny_zoo
+from tests.service._tiny import fit_tiny, register_tiny_zoo
 from tests.service.conftest import empty_postgres
 from zooens.ensemble import read_bundle
 
@@ -72,18 +72,7 @@ def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         try:
             upgrade_to_head(url)
             register_tiny_zoo(home / "weights", ["tiny-resnet"])
-            fitted = zooens.fit(
-                "digits",
-                zoo="user",
-                top_k=1,
-                strategies="linear",
-                steps=[5],
-                resolution=32,
-                n_train=100,
-                n_val=40,
-                max_test=20,
-                progress=False,
-            )
+            fitted = fit_tiny()
             with session_scope() as s:
                 token, _ = registry.create_token(s, f"contract-{uuid.uuid4().hex[:6]}")
             dispose_engines()

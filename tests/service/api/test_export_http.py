@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import zooens
-from tests.service._tiny import register_tiny_zoo
+from tests.service._tiny import fit_tiny, register_tiny_zoo
 from tests.service.api.conftest import png_bytes
 from zooens.ensemble import read_bundle
 
@@ -17,18 +17,7 @@ def test_export_downloads_a_file_that_predicts_as_the_api(client, tmp_path):
     from zooens.settings import get_settings
 
     register_tiny_zoo(get_settings().home / "weights", ["tiny-resnet"])
-    fitted = zooens.fit(
-        "digits",
-        zoo="user",
-        top_k=1,
-        strategies="linear",
-        steps=[5],
-        resolution=32,
-        n_train=100,
-        n_val=40,
-        max_test=20,
-        progress=False,
-    )
+    fitted = fit_tiny()
     response = client.get(f"/api/v1/ensembles/{fitted.ensemble_id}/export")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/zip"

@@ -227,9 +227,9 @@ def test_zooens_run_and_a_polling_worker_never_run_the_same_job(zooens_home):
         for job in jobs:
             assert job.status == "succeeded" and job.worker_id.startswith("cli-") and job.attempts <= 1
             units = registry.list_units(s, job.id)
-            assert len(units) == 2 + 4 + 1
+            assert len(units) == 2 + 4 + 2 + 1  # embed x2, linear x2 models x2 lr, concat x2 lr, ensemble
             assert all(u.status == "done" and u.attempts == 1 and u.worker_id == job.worker_id for u in units)
-            assert len(registry.list_finetune_runs(s, job.id)) == 4
+            assert len(registry.list_finetune_runs(s, job.id)) == 6
 
 
 def test_a_worker_that_lost_its_job_stops_at_the_next_unit(zooens_home):
