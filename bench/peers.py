@@ -6,8 +6,8 @@
 Contenders, each trained on the same 800 train / 200 val images (zooens' split policy with the job's seed) and
 scored on the same test images (a seeded subsample of `--max-test`):
 
-- `zooens`: the default job (`zooens.pipeline.fit`: the embedded zoo, `strategies` auto, which is `linear` on a
-  CPU and `full` on a GPU; `k` auto), its calibrated `predict_proba` on the test images;
+- `zooens`: the default job (`zooens.pipeline.fit`: the embedded zoo, `strategies` auto and concat, auto being
+  `linear` on a CPU and `full` on a GPU; `k` auto), its calibrated `predict_proba` on the test images;
 - `logreg-top1`: scikit-learn's `LogisticRegression` (L2, lbfgs) on standardised embeddings of the model zooens
   ranked first, C picked on val from 10^-4..10^4 by val accuracy (CLIP's linear-probe protocol, Radford et al.
   2021, appendix A.3; ties to the smaller C);

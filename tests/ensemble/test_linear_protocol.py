@@ -133,9 +133,9 @@ def test_run_picks_c_by_val_ce_like_a_sklearn_loop_and_is_deterministic(probe_ta
     from zooens.selection.embed import embed_with_cache
 
     ds, cache = probe_task
-    spec = _spec(c_selection="val_ce")
+    spec = _spec()  # the default: val CE
     result = run_finetune(spec, ds, cache=cache, progress=False)
-    by_acc = run_finetune(_spec(), ds, cache=cache, progress=False)  # the default: CLIP's accuracy
+    by_acc = run_finetune(_spec(c_selection="accuracy"), ds, cache=cache, progress=False)  # CLIP's
     X = {s: embed_with_cache(MODEL, ds, s, cache=cache, resolution=SIZE, progress=False).embeddings for s in ds.splits}
     y = {s: ds.split(s).labels for s in ds.splits}
     X = {s: np.asarray(v, dtype=np.float32) for s, v in X.items()}
@@ -261,7 +261,7 @@ def test_the_path_stops_past_the_optimum_with_the_whole_grids_choice() -> None:
 def test_accuracy_selection_takes_the_best_val_accuracy_then_the_lower_ce() -> None:
     X, y = _blobs(200, 64, 0)
     Xv, yv = _blobs(100, 64, 1)
-    path = fit_logistic_path(X, y, Xv, yv, patience=None)  # select="accuracy", CLIP's protocol
+    path = fit_logistic_path(X, y, Xv, yv, patience=None, select="accuracy")  # CLIP's protocol
     acc = [float((p.predict(Xv) == yv).mean()) for p in path.probes]
     assert path.val_acc == pytest.approx(acc)
     top = max(acc)
