@@ -11,7 +11,6 @@ Files: the embedding cache (given), and a run's artifact and probabilities when 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -132,31 +131,31 @@ _PASS_COSTS: dict[tuple[str, str], ForwardCost] = {}
 frozen backbone (`linear`) share one pass, counted and timed once."""
 
 
-def _run_cost(result: RunResult, pass_key: str, strategy: str, device: str) -> ForwardCost:
+def _pass_cost(pass_key: str, device: str, build: Any, *, shared: bool) -> ForwardCost:
+    """The cost of the forward pass `pass_key` on `device`: `build()` gives (module, its data config) to
+    measure (`ensemble.cost.forward_cost`); a `shared` pass (a frozen backbone's) is measured once per process."""
     cost = _PASS_COSTS.get((pass_key, device))
     if cost is None:
-        model, data_cfg = load_artifact_model(result.artifact, device=device)
+        model, data_cfg = build()
         cost = forward_cost(model.eval(), tuple(int(v) for v in data_cfg["input_size"][1:]), device=device)
         del model
-        if get_strategy(strategy).shares_backbone:
+        if shared:
             _PASS_COSTS[(pass_key, device)] = cost
     return cost
 
 
 def _embedder_cost(model_name: str, params: JobParams, device: str) -> tuple[str, ForwardCost]:
     """The shared pass of a frozen `model_name` at the job's resolution and preprocessing: the key a
-    `linear` run of it has (`backbone_key`), and the pass's cost (measured once per process)."""
+    `linear` run of it has (`backbone_key`), and the pass's cost."""
     pass_key = backbone_key(
         model_name, "linear", resolution=params.resolution, preprocessing=params.preprocessing, run_key=model_name
     )
-    cost = _PASS_COSTS.get((pass_key, device))
-    if cost is None:
+
+    def build() -> tuple[Any, dict[str, Any]]:
         cfg = data_config(model_name, resolution=params.resolution, preprocessing=params.preprocessing)
-        embedder = create_model(model_name, num_classes=0).eval()
-        cost = forward_cost(embedder, tuple(int(v) for v in cfg["input_size"][1:]), device=device)
-        del embedder
-        _PASS_COSTS[(pass_key, device)] = cost
-    return pass_key, cost
+        return create_model(model_name, num_classes=0), cfg
+
+    return pass_key, _pass_cost(pass_key, device, build, shared=True)
 
 
 def finetune_run(
@@ -208,10 +207,16 @@ def finetune_run(
     )
     if strategy.joint:  # one pass per model it reads, each shared with that model's `linear` runs
         passes = [_embedder_cost(m, params, device) for m in run_spec.options["models"]]
-        result.hparams = {**result.hparams, "passes": [{"key": k, **_pass_facts(c)} for k, c in passes]}
-        cost = _sum_costs([c for _, c in passes])
+        result.hparams = {**result.hparams, "passes": [{"key": k, **c.to_dict()} for k, c in passes]}
+        total = ensemble_cost([0], {0: passes})
+        cost = ForwardCost(gflops=total.gflops, params=total.params, latency_ms=total.latency_ms)
     else:
-        cost = _run_cost(result, pass_key, key.strategy, device)
+        cost = _pass_cost(
+            pass_key,
+            device,
+            lambda: load_artifact_model(result.artifact, device=device),
+            shared=strategy.shares_backbone,
+        )
     y_test = ds.split("test").labels if result.test_proba is not None else None
     record = RunRecord(
         calibration=calibrate(result.val_proba, ds.split("val").labels, result.test_proba, y_test),
@@ -244,20 +249,6 @@ def run_probabilities(run: RunRecord) -> RunProbabilities:
         return {split: saved[split] for split in saved.files}
 
 
-def _pass_facts(cost: ForwardCost) -> dict[str, Any]:
-    return {"gflops": cost.gflops, "params": cost.params, "latency_ms": cost.latency_ms}
-
-
-def _sum_costs(costs: Sequence[ForwardCost]) -> ForwardCost:
-    """One member's cost over several passes (a `concat` probe): the sums."""
-    latencies = [c.latency_ms for c in costs]
-    return ForwardCost(
-        gflops=math.fsum(c.gflops for c in costs),
-        params=sum(c.params for c in costs),
-        latency_ms=None if any(v is None for v in latencies) else math.fsum(latencies),  # type: ignore[arg-type]
-    )
-
-
 def _costs(runs: Sequence[RunRecord]) -> list[list[tuple[str, ForwardCost]]] | None:
     """The forward passes of each run, from its record: one (backbone key, forward cost), or one per model
     a `concat` probe reads (its hparams' `passes`, keyed as those models' `linear` runs). Passes of one key
@@ -269,10 +260,7 @@ def _costs(runs: Sequence[RunRecord]) -> list[list[tuple[str, ForwardCost]]] | N
         if run.backbone_key is None or run.gflops is None or run.params_count is None:
             return None
         if run.hparams.get("passes"):
-            passes = [
-                (str(p["key"]), ForwardCost(gflops=p["gflops"], params=p["params"], latency_ms=p.get("latency_ms")))
-                for p in run.hparams["passes"]
-            ]
+            passes = [(str(p["key"]), ForwardCost.from_dict(p)) for p in run.hparams["passes"]]
         else:
             passes = [
                 (run.backbone_key, ForwardCost(gflops=run.gflops, params=run.params_count, latency_ms=run.latency_ms))

@@ -19,7 +19,7 @@ import os
 import struct
 import zipfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -41,6 +41,7 @@ __all__ = [
     "ImageDataset",
     "load_dataset",
     "load_imagefolder",
+    "class_order",
     "load_csv_manifest",
     "load_npz",
     "load_builtin",
@@ -445,6 +446,13 @@ def _read_manifest_rows(path: Path) -> list[list[str]]:
         ) from None
 
 
+def class_order(names: Iterable[str]) -> list[str]:
+    """Class names in a dataset's order: sorted, numerically when every name is an integer ("2" before "10")."""
+    names = set(names)
+    numeric = all(n.lstrip("-").isdigit() for n in names)
+    return sorted(names, key=lambda c: (int(c), c) if numeric else (0, c))
+
+
 def load_csv_manifest(
     path: str | os.PathLike,
     *,
@@ -484,9 +492,7 @@ def load_csv_manifest(
         if not file.is_file():
             raise DatasetError(f"{path.name}: row {lineno} names {given!r}, which does not exist next to the manifest.")
         entries.append((file, row[1].strip(), split))
-    names = {e[1] for e in entries}
-    numeric = all(n.lstrip("-").isdigit() for n in names)
-    classes = sorted(names, key=lambda c: (int(c), c) if numeric else (0, c))  # "2" before "10"
+    classes = class_order({e[1] for e in entries})
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
     for split in SPLIT_NAMES:

@@ -31,7 +31,7 @@ from zooens.pipeline import EnsembleFacts, EnsembleRecord, FittedEnsemble, RunRe
 from zooens.pipeline import fit as fit_in_memory
 from zooens.pipeline.fitted import BaseWeights
 from zooens.pipeline.records import EnsembleMemberRecord
-from zooens.selection.datasets import ImageDataset, Split, load_csv_manifest, load_dataset
+from zooens.selection.datasets import ImageDataset, Split, class_order, load_csv_manifest, load_dataset
 from zooens.service import registry
 from zooens.service.db.session import session_scope
 from zooens.service.jobs import require_success, run_here
@@ -66,11 +66,6 @@ def _column(data: Any, what: str) -> str:
     return f"column {name!r}" if isinstance(name, str) and name else what
 
 
-def _class_order(names: set[str]) -> list[str]:
-    numeric = all(n.lstrip("-").isdigit() for n in names)
-    return sorted(names, key=lambda c: (int(c), c) if numeric else (0, c))  # "2" before "10", as folders
-
-
 def encode_labels(by_split: dict[str, Any], classes: Sequence[str] | None) -> tuple[list[str], dict[str, np.ndarray]]:
     """(class names, class indices by split) of labels given as class indices or as class names (strings,
     or anything else, by its `str`), e.g. a pandas column. With `classes`, names map to their position in it
@@ -92,7 +87,7 @@ def encode_labels(by_split: dict[str, Any], classes: Sequence[str] | None) -> tu
         if top >= len(names):
             raise DatasetError(f"A label is class index {top}, but `classes` names only {len(names)} classes.")
         return names, {split: np.asarray(items, dtype=np.int64) for split, items in values.items()}
-    names = [str(c) for c in classes] if classes is not None else _class_order({str(x) for x in flat})
+    names = [str(c) for c in classes] if classes is not None else class_order(str(x) for x in flat)
     index = {c: i for i, c in enumerate(names)}
     out = {}
     for split, items in values.items():
@@ -106,8 +101,9 @@ def encode_labels(by_split: dict[str, Any], classes: Sequence[str] | None) -> tu
     return names, out
 
 
-def _pairs(labels: Any, val: ArrayPair | None, test: ArrayPair | None) -> dict[str, tuple[Any, Any] | None]:
-    out: dict[str, tuple[Any, Any] | None] = {"train": None}
+def _pairs(train: tuple[Any, Any], val: ArrayPair | None, test: ArrayPair | None) -> dict[str, tuple[Any, Any]]:
+    """(images, labels) by split, for the splits given: train always, val and test when given as pairs."""
+    out = {"train": train}
     for split, pair in (("val", val), ("test", test)):
         if pair is not None:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -128,9 +124,9 @@ def _arrays_dataset(
         raise DatasetError(
             "Give the labels of the images: zooens.fit(images, labels) (a class name or index per image)."
         )
-    pairs = {**_pairs(labels, val, test), "train": (images, labels)}
-    names, coded = encode_labels({s: p[1] for s, p in pairs.items() if p is not None}, classes)
-    splits = {s: _array_split(s, p[0], coded[s]) for s, p in pairs.items() if p is not None}
+    pairs = _pairs((images, labels), val, test)
+    names, coded = encode_labels({s: p[1] for s, p in pairs.items()}, classes)
+    splits = {s: _array_split(s, p[0], coded[s]) for s, p in pairs.items()}
     return ImageDataset(name, names, splits)
 
 
@@ -156,21 +152,20 @@ def _paths_dataset(
     so that a recorded job reloads them from it."""
     if labels is None:
         raise DatasetError(f"Give the labels of the images in {_column(paths, 'the list')}: zooens.fit(paths, labels).")
-    pairs = {**_pairs(labels, val, test), "train": (paths, labels)}
+    pairs = _pairs((paths, labels), val, test)
+    files = {split: _values(pair[0]) for split, pair in pairs.items()}
     for split, pair in pairs.items():
-        if pair is not None and len(_values(pair[0])) != len(_values(pair[1])):
+        if len(files[split]) != len(_values(pair[1])):
             raise DatasetError(
-                f"{split}: {len(_values(pair[0]))} image paths in {_column(pair[0], 'the list')} but "
+                f"{split}: {len(files[split])} image paths in {_column(pair[0], 'the list')} but "
                 f"{len(_values(pair[1]))} labels; give one label per image."
             )
-    names, coded = encode_labels({s: p[1] for s, p in pairs.items() if p is not None}, classes)
+    names, coded = encode_labels({s: p[1] for s, p in pairs.items()}, classes)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "label", "split"])
     for split, pair in pairs.items():
-        if pair is None:
-            continue
-        for i, (file, y) in enumerate(zip(_values(pair[0]), coded[split], strict=True)):
+        for i, (file, y) in enumerate(zip(files[split], coded[split], strict=True)):
             real = Path(file).expanduser().resolve()
             if not real.is_file():
                 raise DatasetError(f"{_column(pair[0], split)} row {i}: {str(file)!r} is not a file.")

@@ -101,13 +101,16 @@ class Strategy:
         Called when a job is submitted and when a run is validated, so that a bad option fails
         before any work. By default only the names in `accepted_options` are allowed.
         """
+        self._check_known(options, ", ".join(sorted(self.accepted_options)) or "no options")
+
+    def _check_known(self, options: Any, accepts: str) -> None:
+        """`options` is a mapping of names in `accepted_options`; else a ConfigError saying what it `accepts`."""
         if not isinstance(options, dict):
             raise ConfigError(f"Options of {self.name} must be a mapping of option names to values.")
         unknown = set(options) - self.accepted_options
         if unknown:
-            accepted = ", ".join(sorted(self.accepted_options)) or "no options"
             raise ConfigError(
-                f"Unknown option(s) {', '.join(sorted(unknown))} for strategy {self.name!r}; it accepts {accepted}."
+                f"Unknown option(s) {', '.join(sorted(unknown))} for strategy {self.name!r}; it accepts {accepts}."
             )
         check_training_options(self.name, options)
 

@@ -106,14 +106,7 @@ class ConcatStrategy(LinearStrategy):
 
     def check_options(self, options: dict[str, Any]) -> None:
         """`models` (a list of 2 to `MAX_CONCAT_MODELS` distinct model names), `c_grid` and `c_selection`."""
-        if not isinstance(options, dict):
-            raise ConfigError(f"Options of {self.name} must be a mapping of option names to values.")
-        unknown = set(options) - self.accepted_options
-        if unknown:
-            raise ConfigError(
-                f"Unknown option(s) {', '.join(sorted(unknown))} for strategy 'concat'; it accepts c_grid and "
-                "c_selection (its models are the job's top-K)."
-            )
+        self._check_known(options, "c_grid and c_selection (its models are the job's top-K)")
         self._check_path_options(options)
         if "models" in options:
             models = options["models"]

@@ -661,14 +661,9 @@ class LinearStrategy(Strategy):
 
     def check_options(self, options: dict[str, Any]) -> None:
         """`solver` ("lbfgs" or "sgd"); `c_grid` only for lbfgs; `weight_decay`, `momentum` only for sgd."""
-        if not isinstance(options, dict):
-            raise ConfigError(f"Options of {self.name} must be a mapping of option names to values.")
-        unknown = set(options) - self.accepted_options
-        if unknown:
-            raise ConfigError(
-                f"Unknown option(s) {', '.join(sorted(unknown))} for strategy 'linear'; "
-                "it accepts solver, c_grid and c_selection (solver lbfgs), weight_decay and momentum (solver sgd)."
-            )
+        self._check_known(
+            options, "solver, c_grid and c_selection (solver lbfgs), weight_decay and momentum (solver sgd)"
+        )
         solver = options.get("solver", "lbfgs")
         if solver not in SOLVERS:
             raise ConfigError(f"solver of strategy 'linear' must be one of {', '.join(SOLVERS)}, got {solver!r}.")

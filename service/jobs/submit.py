@@ -82,10 +82,8 @@ def _queue(
 ) -> Job:
     zoo_models = record_zoo(s, weight_sets)
     data: dict[str, Any] = params.model_dump()
-    job = registry.create_job(s, dataset_id=dataset_id, zoo=zoo, zoo_models=zoo_models, params=data)
-    if warnings:  # the submission checks' warnings: shown with the job, beside those its ensemble adds
-        registry.set_job_warnings(s, job.id, warnings)
-        s.refresh(job)
+    # the submission checks' warnings are the job's from the start, beside those its ensemble adds
+    job = registry.create_job(s, dataset_id=dataset_id, zoo=zoo, zoo_models=zoo_models, params=data, warnings=warnings)
     if claim_for is not None:
         registry.set_job_status(s, job.id, "running", worker_id=claim_for)
     logger.info("queued job %s: %d models, strategies %s", job.id, len(zoo_models), params.strategies)

@@ -43,13 +43,30 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def create_job(s: Session, *, dataset_id: int, zoo: str, zoo_models: list[str], params: dict[str, Any]) -> Job:
+def create_job(
+    s: Session,
+    *,
+    dataset_id: int,
+    zoo: str,
+    zoo_models: list[str],
+    params: dict[str, Any],
+    warnings: list[str] | None = None,
+) -> Job:
     """Queue a job on a registered dataset; NotFoundError if the dataset does not exist.
 
-    `zoo` is the zoo as the user gave it; `zoo_models` the weight-set names it resolved to.
+    `zoo` is the zoo as the user gave it; `zoo_models` the weight-set names it resolved to; `warnings` what
+    its submission checks found (stored as `set_job_warnings` stores them: none as None).
     """
     get_dataset(s, dataset_id)
-    job = Job(dataset_id=dataset_id, zoo=zoo, zoo_models=list(zoo_models), params=params, status="queued", progress={})
+    job = Job(
+        dataset_id=dataset_id,
+        zoo=zoo,
+        zoo_models=list(zoo_models),
+        params=params,
+        status="queued",
+        progress={},
+        warnings=list(warnings) if warnings else None,
+    )
     s.add(job)
     s.flush()
     return job

@@ -40,6 +40,23 @@ class CountingSplit:
         return Image.fromarray(self.x[i])
 
 
+def _fit_tiny(model, loss) -> None:
+    """Three steps of one 16-image batch in micro-batches of 2: 24 forward passes through `loss`."""
+    fit_classifier(
+        model,
+        list(model.parameters()),
+        CountingSplit(16),
+        DATA_CFG,
+        lr=0.1,
+        steps=3,
+        batch_size=16,
+        micro_batch_size=2,
+        seed=0,
+        loss_fn=loss,
+        progress=False,
+    )
+
+
 def test_a_step_of_many_micro_batches_stops_within_one_micro_batch():
     """A cancel during a step's first micro-batch stops the step before its second (of 8)."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
@@ -52,19 +69,7 @@ def test_a_step_of_many_micro_batches_stops_within_one_micro_batch():
             return nn.functional.cross_entropy(m(images), labels)
 
         with pytest.raises(Cancelled, match="cancel was requested"):
-            fit_classifier(
-                model,
-                list(model.parameters()),
-                CountingSplit(16),
-                DATA_CFG,
-                lr=0.1,
-                steps=3,
-                batch_size=16,
-                micro_batch_size=2,
-                seed=0,
-                loss_fn=loss,
-                progress=False,
-            )
+            _fit_tiny(model, loss)
     assert passes == [2]
 
 
@@ -88,19 +93,7 @@ def test_without_a_cancel_the_loops_run_to_their_end():
         return nn.functional.cross_entropy(m(images), labels)
 
     with cancel_scope():
-        fit_classifier(
-            model,
-            list(model.parameters()),
-            CountingSplit(16),
-            DATA_CFG,
-            lr=0.1,
-            steps=3,
-            batch_size=16,
-            micro_batch_size=2,
-            seed=0,
-            loss_fn=loss,
-            progress=False,
-        )
+        _fit_tiny(model, loss)
     assert passes == [2] * 8 * 3
 
 
