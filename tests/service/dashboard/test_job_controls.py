@@ -240,8 +240,12 @@ def test_running_job_page_fits_and_shows_its_controls_at_1280_and_1920(browser, 
         for width in WIDTHS:
             _set_width(driver, width)
             open_page(driver, url, "#stages [data-stage='finetune'][data-unit^='finetune:']")
-            wait_for(driver, lambda d: _buttons(d) == ["cancel"], what="the Cancel button")
-            assert _status(driver) == "running"
+            # the status is set once a refresh has finished, the buttons earlier in it: wait for both
+            wait_for(
+                driver,
+                lambda d: _buttons(d) == ["cancel"] and _status(d) == "running",
+                what="the Cancel button on the running job",
+            )
             assert driver.execute_script("return window.innerWidth") == width
             # the page is no wider than the window, and every card, table and plot fits
             page = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
