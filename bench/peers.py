@@ -12,6 +12,8 @@ scored on the same test images (a seeded subsample of `--max-test`):
   ranked first, C picked on val from 10^-4..10^4 by val accuracy (CLIP's linear-probe protocol, Radford et al.
   2021, appendix A.3; ties to the smaller C);
 - `logreg-concat`: the same on the concatenated embeddings of every zoo model;
+- `logreg-concat-refit`: `logreg-concat` fitted again at its chosen C on train+val (the VTAB-1k protocol, which
+  zooens' `linear` and `concat` runs follow by default): the practitioner who also knows that trick;
 - on a GPU only, `full-top1`: full fine-tuning of the kNN-top-1 model with BiT's hyper-rule (one run, no sweep).
 
 Each contender pays for its own embeddings: the baselines embed train, val and test with every model they use
@@ -72,9 +74,12 @@ def scores(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
     }
 
 
-def tuned_logreg(features: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+def tuned_logreg(
+    features: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, refit: bool = False
+) -> tuple[np.ndarray, float]:
     """CLIP's protocol: standardise with train statistics, fit an L2 logistic regression for every C of the grid,
-    keep the C with the best val accuracy (the smallest C on ties); its test probabilities and C."""
+    keep the C with the best val accuracy (the smallest C on ties); its test probabilities and C. With `refit`,
+    the model at that C is fitted again on train+val (standardised with their statistics)."""
     scaler = StandardScaler().fit(features["train"])
     z = {split: scaler.transform(x) for split, x in features.items()}
     best: tuple[float, float, LogisticRegression] | None = None
@@ -84,7 +89,13 @@ def tuned_logreg(features: dict[str, np.ndarray], labels: dict[str, np.ndarray])
         if best is None or acc > best[0]:
             best = (acc, float(c), model)
     assert best is not None
-    return best[2].predict_proba(z["test"]), best[1]
+    if not refit:
+        return best[2].predict_proba(z["test"]), best[1]
+    x_all = np.concatenate([features["train"], features["val"]])
+    y_all = np.concatenate([labels["train"], labels["val"]])
+    scaler = StandardScaler().fit(x_all)
+    model = LogisticRegression(C=best[1], max_iter=5000).fit(scaler.transform(x_all), y_all)
+    return model.predict_proba(scaler.transform(features["test"])), best[1]
 
 
 def run_dataset(name: str, args: argparse.Namespace, tmp: Path, gpu: bool) -> list[dict]:
@@ -145,10 +156,15 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path, gpu: bool) -> li
         }
         cpu_embed[ws.name] = time.process_time() - cpu
     top1 = fitted.ranking_[0].model_name
-    for contender, models in (("logreg-top1", [top1]), ("logreg-concat", list(embedded))):
+    contenders = (
+        ("logreg-top1", [top1], False),
+        ("logreg-concat", list(embedded), False),
+        ("logreg-concat-refit", list(embedded), True),
+    )
+    for contender, models, refit in contenders:
         cpu, wall = time.process_time(), time.perf_counter()
         feats = {s: np.concatenate([embedded[m][s] for m in models], axis=1) for s in ("train", "val", "test")}
-        proba, c = tuned_logreg(feats, labels)
+        proba, c = tuned_logreg(feats, labels, refit=refit)
         cpu_fit, wall_fit = time.process_time() - cpu, time.perf_counter() - wall
         row(contender, proba, cpu_fit + sum(cpu_embed[m] for m in models), wall_fit, f"C={c:g}; {'+'.join(models)}")
     if gpu:
@@ -179,18 +195,20 @@ def main() -> int:
     rows: list[dict] = []
     for name in names:
         rows += run_dataset(name, args, tmp, gpu)
-        for r in rows[-(4 if gpu else 3) :]:
+        for r in rows[-(5 if gpu else 4) :]:
             print(", ".join(f"{k}={v}" for k, v in r.items()), flush=True)
     for r in rows:
         r.setdefault("best_single_test_acc", "")
     path = write_rows("peers", rows, echo=False)
     by = {(r["dataset"], r["contender"]): r for r in rows}
     wins = sum(by[(n, "zooens")]["test_acc"] >= by[(n, "logreg-concat")]["test_acc"] for n in names)
-    mean = {c: np.mean([by[(n, c)]["test_acc"] for n in names]) for c in ("zooens", "logreg-top1", "logreg-concat")}
+    single = sum(by[(n, "zooens")]["test_acc"] >= by[(n, "zooens")]["best_single_test_acc"] for n in names)
+    contenders = ("zooens", "logreg-top1", "logreg-concat", "logreg-concat-refit")
+    mean = {c: np.mean([by[(n, c)]["test_acc"] for n in names]) for c in contenders}
     print(
-        f"mean test accuracy: zooens {mean['zooens']:.4f}, logreg-top1 {mean['logreg-top1']:.4f}, "
-        f"logreg-concat {mean['logreg-concat']:.4f}; zooens at least as accurate as logreg-concat on {wins} of "
-        f"{len(names)}; CSV: {path}"
+        "mean test accuracy: " + ", ".join(f"{c} {mean[c]:.4f}" for c in contenders) + f"; zooens at least as "
+        f"accurate as logreg-concat on {wins} of {len(names)}, as its own best single run (lowest val CE) on "
+        f"{single} of {len(names)}; CSV: {path}"
     )
     return 0
 

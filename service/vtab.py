@@ -175,15 +175,26 @@ def select_tasks(data_root: str | Path, spec: str) -> list[str]:
 # Running
 
 
-def vtab_params(params: JobParams | None = None) -> JobParams:
+REFITTING_STRATEGIES = ("linear", "concat")
+"""Strategies whose runs fit again on train+val inside the job by default (option `refit`)."""
+
+
+def vtab_params(params: JobParams | None = None, *, refit: bool = True) -> JobParams:
     """The job parameters of a VTAB task: `params` with preprocessing "resize" unless the caller chose one,
-    and small_classes "allow" unless the caller chose one."""
+    and small_classes "allow" unless the caller chose one. Without `refit`, the runs of `REFITTING_STRATEGIES`
+    the job may use get option `refit` false unless the caller set it, so every number is a train800 model's."""
     params = params or JobParams()
     update: dict[str, Any] = {}
     if "preprocessing" not in params.model_fields_set:
         update["preprocessing"] = "resize"
     if "small_classes" not in params.model_fields_set:
         update["small_classes"] = "allow"
+    if not refit:
+        options = {k: dict(v) for k, v in params.strategy_options.items()}
+        for name in sorted(params.runnable_strategies & set(REFITTING_STRATEGIES)):
+            options.setdefault(name, {}).setdefault("refit", False)
+        if options != params.strategy_options:
+            update["strategy_options"] = options
     return JobParams.model_validate({**params.model_dump(), **update}) if update else params
 
 
@@ -347,7 +358,7 @@ def run_vtab(
 ) -> list[TaskResult]:
     """Run every task not already done (its `tasks/<task>.json` with status done and the same refit mode);
     record failures and go on; write the tables (`write_tables`). KeyboardInterrupt stops the batch."""
-    params = vtab_params(params)
+    params = vtab_params(params, refit=refit)
     root, out = Path(data_root), Path(out_dir)
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     results: list[TaskResult] = []

@@ -9,9 +9,10 @@ cross-entropy and mixes it with the per-model runs.
 
 The protocol is `linear`'s (`LinearStrategy`, CLIP's linear probe): each feature is standardised with
 the training statistics (so a model's width, not its scale, sets its share), then a multinomial L2
-logistic regression is fitted by L-BFGS on a log grid of C and the C with the lowest val cross-entropy
-is kept. Its input is the models' cached embeddings, side by side in the order of `models`, so a job
-that ranked the models pays no forward pass for it.
+logistic regression is fitted by L-BFGS on a log grid of C, the C with the lowest val cross-entropy
+is kept, and the probe is fitted again at that C on train+val (option `refit`, as `linear`). Its input
+is the models' cached embeddings, side by side in the order of `models`, so a job that ranked the
+models pays no forward pass for it.
 
 A job plans one `concat` run, keyed by the best-ranked model (`finetune:<top-1>:concat:...`), whose
 option `models` the job sets to the top-K in ranking order (`job_options`); with `top_k` 1 it is not
@@ -87,9 +88,9 @@ class ConcatStrategy(LinearStrategy):
     """A linear probe (`linear`'s L-BFGS protocol) on the concatenated embeddings of several models.
 
     Options: `models` (set by the job: the top-K model names in ranking order, the run's model first;
-    2 to `MAX_CONCAT_MODELS` distinct names), `c_grid` and `c_selection` (as `linear`). Solver `lbfgs` only: the SGD
-    head exists for old `linear` runs and for training sets too large for a full-batch pass, neither of
-    which a new joint probe needs. One run per job (`joint`): see the module docstring.
+    2 to `MAX_CONCAT_MODELS` distinct names), `c_grid`, `c_selection` and `refit` (as `linear`). Solver
+    `lbfgs` only: the SGD head exists for old `linear` runs and for training sets too large for a full-batch
+    pass, neither of which a new joint probe needs. One run per job (`joint`): see the module docstring.
     """
 
     joint: ClassVar[bool] = True
@@ -105,8 +106,8 @@ class ConcatStrategy(LinearStrategy):
         return kept
 
     def check_options(self, options: dict[str, Any]) -> None:
-        """`models` (a list of 2 to `MAX_CONCAT_MODELS` distinct model names), `c_grid` and `c_selection`."""
-        self._check_known(options, "c_grid and c_selection (its models are the job's top-K)")
+        """`models` (a list of 2 to `MAX_CONCAT_MODELS` distinct model names), `c_grid`, `c_selection`, `refit`."""
+        self._check_known(options, "c_grid, c_selection and refit (its models are the job's top-K)")
         self._check_path_options(options)
         if "models" in options:
             models = options["models"]

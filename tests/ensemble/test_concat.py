@@ -85,7 +85,14 @@ def test_member_matches_sklearn_on_the_concatenated_embeddings(task) -> None:
     ref = LogisticRegression(C=C, max_iter=5000, tol=1e-10).fit(Z["train"], y["train"])
     assert abs(result.val_acc - ref.score(Z["val"], y["val"])) <= 0.005
     np.testing.assert_allclose(result.val_proba, ref.predict_proba(Z["val"]), atol=5e-3)
-    np.testing.assert_allclose(result.test_proba, ref.predict_proba(Z["test"]), atol=5e-3)
+    # the shipped probe (refit): the same C on train+val, standardised with their statistics
+    both = np.concatenate([X["train"], X["val"]])
+    mean, scale = both.mean(0), np.maximum(both.std(0), 1e-6)
+    refit = LogisticRegression(C=C, max_iter=5000, tol=1e-10).fit(
+        (both - mean) / scale, np.concatenate([y["train"], y["val"]])
+    )
+    np.testing.assert_allclose(result.test_proba, refit.predict_proba((X["test"] - mean) / scale), atol=5e-3)
+    assert result.hparams["refit"] is True and result.hparams["n_refit"] == len(both)
     cfg = result.artifact.config
     assert cfg["models"] == list(MODELS) and cfg["model"] == MODELS[0]
     assert sum(cfg["dims"]) == X["train"].shape[1] and result.hparams["C"] == C

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import log_loss
+from sklearn.metrics import accuracy_score, log_loss
 
 from zooens.ensemble.greedy import GreedyEnsembleSelector
 from zooens.errors import ConfigError, DatasetError
@@ -381,17 +381,24 @@ def test_budget_levels_are_exact_with_float_costs(seed, n_candidates, max_size) 
             assert tuple(below.selected_[: below.best_size_]) == levels[i - 1].members
 
 
-def _one_se_reference(P: np.ndarray, y: np.ndarray, path: list[int]) -> int:
+def _one_se_reference(P: np.ndarray, y: np.ndarray, path: list[int], guard: bool = False) -> int:
     """The one-standard-error rule by hand: per-example losses of every prefix, then the shortest prefix whose
-    mean loss difference to the lowest prefix is at most that difference's standard error."""
+    mean loss difference to the lowest prefix is at most that difference's standard error. With `guard`, only
+    the prefixes whose averaged prediction (scikit-learn's accuracy_score) is at least as accurate as the first
+    candidate's alone take part."""
     n = len(y)
     per = [
         [-math.log(max(float(np.mean([P[k][i][y[i]] for k in path[:m]])), 1e-12)) for i in range(n)]
         for m in range(1, len(path) + 1)
     ]
+    accuracy = [accuracy_score(y, np.mean([P[k] for k in path[:m]], axis=0).argmax(1)) for m in range(1, len(path) + 1)]
+    ok = [not guard or a >= accuracy[0] for a in accuracy]
     means = [sum(row) / n for row in per]
-    best = min(range(len(means)), key=lambda m: (means[m] - 1e-12 > min(means), m))
+    lowest = min(v for v, good in zip(means, ok, strict=True) if good)
+    best = min((m for m in range(len(means)) if ok[m]), key=lambda m: (means[m] - 1e-12 > lowest, m))
     for m in range(best + 1):
+        if not ok[m]:
+            continue
         d = [a - b for a, b in zip(per[m], per[best], strict=True)]
         mean_d = sum(d) / n
         se = math.sqrt(sum((v - mean_d) ** 2 for v in d) / (n - 1)) / math.sqrt(n)
@@ -403,8 +410,8 @@ def _one_se_reference(P: np.ndarray, y: np.ndarray, path: list[int]) -> int:
 @pytest.mark.parametrize("seed", range(12))
 def test_the_default_keeps_the_shortest_prefix_within_one_standard_error(seed: int) -> None:
     P, y = random_problem(seed, n_candidates=3 + seed % 3, n_samples=15 + seed)
-    sel = GreedyEnsembleSelector(max_size=6).fit(P, y)  # prefix_rule="one_se"
-    minimal = GreedyEnsembleSelector(max_size=6, prefix_rule="min").fit(P, y)
+    sel = GreedyEnsembleSelector(max_size=6, accuracy_guard=False).fit(P, y)  # prefix_rule="one_se"
+    minimal = GreedyEnsembleSelector(max_size=6, prefix_rule="min", accuracy_guard=False).fit(P, y)
     assert sel.selected_ == minimal.selected_  # the same path; only the kept prefix differs
     assert sel.best_size_ == _one_se_reference(P, y, sel.selected_) <= minimal.best_size_
     assert sel.val_loss_ == pytest.approx(ce(P, tuple(sel.selected_[: sel.best_size_]), y), rel=1e-9)
@@ -428,3 +435,47 @@ def test_a_clear_gain_is_kept_and_noise_is_not() -> None:
     assert GreedyEnsembleSelector(max_size=4).fit(np.stack([a, twin]), y).best_size_ == 1
     with pytest.raises(ConfigError, match="prefix_rule"):
         GreedyEnsembleSelector(prefix_rule="max").fit(np.stack([a, b]), y)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_accuracy_guard_keeps_no_prefix_less_accurate_than_the_best_single(seed: int) -> None:
+    """Against the by-hand rule restricted to the prefixes at least as accurate on val as the first pick, for both
+    prefix rules; the guard never changes the path, and where it binds the unguarded choice was less accurate."""
+    P, y = random_problem(seed, n_candidates=3 + seed % 4, n_samples=12 + seed % 7, n_classes=2 + seed % 3)
+    guarded = GreedyEnsembleSelector(max_size=6).fit(P, y)
+    free = GreedyEnsembleSelector(max_size=6, accuracy_guard=False).fit(P, y)
+    assert guarded.selected_ == free.selected_
+    assert guarded.best_size_ == _one_se_reference(P, y, guarded.selected_, guard=True)
+    first = accuracy_score(y, P[guarded.selected_[0]].argmax(1))
+    assert accuracy_score(y, guarded.predict_proba(P).argmax(1)) >= first
+    if guarded.best_size_ != free.best_size_:
+        assert accuracy_score(y, free.predict_proba(P).argmax(1)) < first
+    for rule in ("min", "one_se"):  # the lowest-CE eligible prefix, by enumeration
+        sel = GreedyEnsembleSelector(max_size=6, prefix_rule=rule).fit(P, y)
+        prefixes = [tuple(sel.selected_[:m]) for m in range(1, 7)]
+        ok = [m for m in prefixes if accuracy_score(y, np.mean([P[k] for k in m], axis=0).argmax(1)) >= first]
+        lowest = min(ce(P, m, y) for m in ok)
+        if rule == "min":
+            assert sel.best_size_ == min(len(m) for m in ok if ce(P, m, y) <= lowest + 1e-9)
+        assert sel.val_loss_ >= lowest - 1e-9
+
+
+def test_the_accuracy_guard_refuses_a_pair_that_buys_confidence_with_decisions() -> None:
+    """The first pick is right on 6 of 8 (twice only just, twice badly wrong); the other is as often right but
+    confidently wrong where the first was only just right. Their average has the lower CE (it softens the first's
+    bad errors) but gets two more examples wrong: unguarded (Caruana et al.) the pair is kept, guarded it is not."""
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+
+    def right(p: list[float]) -> np.ndarray:  # the probability of the true class per example, two classes
+        out = np.empty((8, 2))
+        out[np.arange(8), y], out[np.arange(8), 1 - y] = p, 1 - np.asarray(p)
+        return out
+
+    P = np.stack([right([0.9, 0.9, 0.6, 0.6, 0.9, 0.9, 0.2, 0.2]), right([0.9, 0.9, 0.1, 0.1, 0.9, 0.9, 0.7, 0.7])])
+    assert ce(P, (0, 1), y) < ce(P, (0,), y) < ce(P, (1,), y)
+    assert accuracy_score(y, P.mean(0).argmax(1)) == 0.5 < accuracy_score(y, P[0].argmax(1)) == 0.75
+    free = GreedyEnsembleSelector(max_size=2, prefix_rule="min", accuracy_guard=False).fit(P, y)
+    guarded = GreedyEnsembleSelector(max_size=2, prefix_rule="min").fit(P, y)
+    assert free.best_size_ == 2 and guarded.best_size_ == 1 and guarded.selected_ == free.selected_
+    with pytest.raises(ConfigError, match="accuracy_guard"):
+        GreedyEnsembleSelector(accuracy_guard="yes").fit(P, y)

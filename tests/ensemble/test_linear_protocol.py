@@ -182,6 +182,43 @@ def test_run_picks_c_by_val_ce_like_a_sklearn_loop_and_is_deterministic(probe_ta
     np.testing.assert_allclose(one.val_proba, result.val_proba, atol=1e-4)
 
 
+def test_the_shipped_probe_is_refit_on_train_and_val_at_the_chosen_c(probe_task) -> None:
+    """VTAB-1k's protocol: C chosen on val with the train-only probe (whose val probabilities the run keeps), then
+    the probe the run ships (artifact, test probabilities) is scikit-learn's at that C on train+val."""
+    from scipy.special import softmax
+
+    from zooens.selection.embed import embed_with_cache
+
+    ds, cache = probe_task
+    result = run_finetune(_spec(), ds, cache=cache, progress=False)
+    held = run_finetune(_spec(refit=False), ds, cache=cache, progress=False)
+    X = {s: embed_with_cache(MODEL, ds, s, cache=cache, resolution=SIZE, progress=False).embeddings for s in ds.splits}
+    X = {s: np.asarray(v, dtype=np.float64) for s, v in X.items()}
+    y = {s: ds.split(s).labels for s in ds.splits}
+    C = result.hparams["C"]
+    assert held.hparams["C"] == C and held.hparams["refit"] is False and "n_refit" not in held.hparams
+    # the choice and the val numbers are the train-only probe's, refit or not
+    np.testing.assert_array_equal(result.val_proba, held.val_proba)
+    assert result.val_ce == held.val_ce
+    both = np.concatenate([X["train"], X["val"]])
+    mean, scale = both.mean(0), np.maximum(both.std(0), 1e-6)
+    ref = _sklearn((both - mean) / scale, np.concatenate([y["train"], y["val"]]), C)
+
+    def shipped(run, x):  # the artifact's probe (no test split here: scored on val's embeddings)
+        t = {k: v.double().numpy() for k, v in run.artifact.tensors.items()}
+        return softmax((x - t["norm.mean"]) / t["norm.scale"] @ t["head.weight"].T + t["head.bias"], axis=1)
+
+    np.testing.assert_allclose(shipped(result, X["val"]), ref.predict_proba((X["val"] - mean) / scale), atol=5e-3)
+    np.testing.assert_allclose(shipped(held, X["val"]), held.val_proba, atol=1e-4)  # no refit: the held-out probe
+    assert result.hparams["refit"] is True and result.hparams["n_refit"] == len(both) == 210
+    np.testing.assert_allclose(result.artifact.tensors["norm.mean"].numpy(), mean, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(shipped(result, X["val"]), result.val_proba, atol=1e-3)  # not the held-out probe
+    with pytest.raises(ConfigError, match="refit"):
+        get_strategy("linear").check_options({"refit": "yes"})
+    with pytest.raises(ConfigError, match="refit"):
+        get_strategy("linear").check_options({"solver": "sgd", "refit": True})
+
+
 def test_sgd_solver_stays_a_named_option(probe_task) -> None:
     ds, cache = probe_task
     options = {"solver": "sgd", "momentum": 0.9, "weight_decay": 1e-4}

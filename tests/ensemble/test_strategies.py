@@ -105,8 +105,8 @@ def test_predictor_weights_members_like_the_greedy_ensemble(setup, tmp_path: Pat
     weights = [0.3, 0.7]
     predictor = EnsemblePredictor([(tmp_path / f"run{i}", w) for i, w in enumerate(weights)])
     assert len(predictor._backbones) == 1  # one backbone shared by both members
-    got = predictor.predict_proba(images(ds, "val"))
-    np.testing.assert_allclose(got, 0.3 * P[0] + 0.7 * P[1], atol=1e-4)
+    got = predictor.predict_proba(images(ds, "test"))  # the artifacts are the refit probes: test, not val
+    np.testing.assert_allclose(got, 0.3 * runs[0].test_proba + 0.7 * runs[1].test_proba, atol=1e-4)
     assert selector.val_loss_ <= min(r.val_ce for r in runs) + 1e-9
     loaded = Artifact.load(tmp_path / "run0")
     assert loaded.config["strategy"] == "linear"

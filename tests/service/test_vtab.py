@@ -147,6 +147,19 @@ def test_vtab_params_resize_and_allow_unless_chosen():
     assert vtab_params(JobParams(preprocessing="model")).preprocessing == "model"
 
 
+def test_vtab_without_refit_keeps_every_run_a_train800_model():
+    """`--no-refit` reports models trained on train800: the probes that refit inside a job by default do not, unless
+    the caller set `refit` themselves; with refit the job's parameters are left as they are."""
+    from zooens.pipeline import JobParams
+
+    p = vtab_params(JobParams(), refit=False)  # strategies auto (linear on a CPU) and concat
+    assert p.strategy_options == {"linear": {"refit": False}, "concat": {"refit": False}}
+    assert vtab_params(JobParams(), refit=True).strategy_options == {}
+    mine = vtab_params(JobParams(strategies=["linear"], strategy_options={"linear": {"refit": True}}), refit=False)
+    assert mine.strategy_options == {"linear": {"refit": True}}
+    assert vtab_params(JobParams(strategies=["full"]), refit=False).strategy_options == {}
+
+
 def test_spec_from_run_keeps_strategy_options():
     spec = RunSpec(
         model_name="m",
@@ -182,7 +195,7 @@ def test_a_concat_run_trains_again_at_its_chosen_c_over_its_models():
         "passes": [{"key": "m|res=32|prep=model", "gflops": 1.0, "params": 10, "latency_ms": 1.0}],
     }
     spec = spec_from_run("m", "concat", hparams)
-    assert spec.options == {"models": ["m", "n"], "c_grid": [0.3]}
+    assert spec.options == {"models": ["m", "n"], "c_grid": [0.3], "refit": False}
 
 
 def _result(task, group, acc, *, stand_in=False, status=DONE):
@@ -380,7 +393,7 @@ def test_a_linear_run_replays_at_its_chosen_c_alone():
         "val_ce_path": [0.9, 0.5, 0.7],
     }
     spec = spec_from_run("m", "linear", hparams)
-    assert spec.options == {"solver": "lbfgs", "c_grid": [0.1]}
+    assert spec.options == {"solver": "lbfgs", "c_grid": [0.1], "refit": False}  # train+val already
     sgd = {k: v for k, v in hparams.items() if k not in ("C", "c_grid", "c_selection", "val_ce_path")}
     assert spec_from_run("m", "linear", {**sgd, "solver": "sgd", "momentum": 0.9}).options == {
         "solver": "sgd",

@@ -73,8 +73,10 @@ def test_cnn_job_with_every_strategy(tiny_zoo):
     from zooens.pipeline import JobParams, prepare_job_dataset
     from zooens.selection.datasets import load_dataset
 
-    val = prepare_job_dataset(load_dataset("digits"), JobParams(n_train=200, n_val=100, max_test=100)).split("val")
-    images = [val.image(i) for i in range(8)]
+    # the test split: a linear run's shipped probe is fitted again on train+val (option refit), so its val
+    # probabilities are the train-only probe's and its test probabilities the artifact's
+    test = prepare_job_dataset(load_dataset("digits"), JobParams(n_train=200, n_val=100, max_test=100)).split("test")
+    images = [test.image(i) for i in range(8)]
     with session_scope() as s:
         rows = registry.list_finetune_runs(s, report["job"]["id"])
         for row in rows:
@@ -83,9 +85,9 @@ def test_cnn_job_with_every_strategy(tiny_zoo):
             if row.strategy in ("patch", "lora"):
                 # only the update is saved: far smaller than the whole model
                 assert row.update_bytes < 0.5 * 4 * report["ranking"][0]["params"]
-            # the saved update, re-applied to the base model, reproduces the run's val probabilities
+            # the saved update, re-applied to the base model, reproduces the run's test probabilities
             predicted = EnsemblePredictor(members=[(row.artifact_path, 1.0)]).predict_proba(images)
-            np.testing.assert_allclose(predicted, np.load(row.probs_path)["val"][:8], atol=1e-4, err_msg=row.strategy)
+            np.testing.assert_allclose(predicted, np.load(row.probs_path)["test"][:8], atol=1e-4, err_msg=row.strategy)
     ens = report["ensemble"]
     assert ens["val_ce"] <= min(r["val_ce"] for r in runs) + 1e-9
 
