@@ -57,23 +57,24 @@ def _probs(rng: np.random.Generator, n_runs: int, n: int) -> np.ndarray:
 
 
 def _greedy_reference(P: np.ndarray, y: np.ndarray, max_size: int) -> tuple[list[int], float]:
-    """Caruana's greedy with replacement by brute force; the kept prefix by the one-standard-error rule."""
+    """Caruana's greedy with replacement by brute force; the kept prefix by the one-standard-error rule among the
+    prefixes at least as accurate on val as the first pick (the accuracy guard)."""
+    rows = np.arange(len(y))
     chosen: list[int] = []
-    best: tuple[float, int] = (np.inf, 0)
     for _ in range(max_size):
-        losses = [
-            -np.mean(np.log(np.clip(P[chosen + [j]].mean(0)[np.arange(len(y)), y], 1e-12, None))) for j in range(len(P))
-        ]
+        losses = [-np.mean(np.log(np.clip(P[chosen + [j]].mean(0)[rows, y], 1e-12, None))) for j in range(len(P))]
         chosen.append(int(np.argmin(losses)))
-        if min(losses) < best[0] - 1e-12:
-            best = (min(losses), len(chosen))
+    prefixes = [P[chosen[:m]].mean(0) for m in range(1, max_size + 1)]
+    per = [-np.log(np.clip(p[rows, y], 1e-12, None)) for p in prefixes]
+    ok = [int((p.argmax(1) == y).sum()) >= int((prefixes[0].argmax(1) == y).sum()) for p in prefixes]
+    lowest = min(row.mean() for row, good in zip(per, ok, strict=True) if good)
+    best = next(m for m in range(max_size) if ok[m] and per[m].mean() <= lowest + 1e-12)
     # the one-standard-error rule: the shortest prefix within one SE of the lowest (per-example differences)
-    per = [-np.log(np.clip(P[chosen[:m]].mean(0)[np.arange(len(y)), y], 1e-12, None)) for m in range(1, best[1] + 1)]
-    for m, row in enumerate(per, start=1):
-        d = row - per[-1]
-        if d.mean() <= d.std(ddof=1) / np.sqrt(len(y)) + 1e-12:
-            return chosen[:m], float(row.mean())
-    return chosen[: best[1]], best[0]
+    for m in range(best + 1):
+        d = per[m] - per[best]
+        if ok[m] and d.mean() <= d.std(ddof=1) / np.sqrt(len(y)) + 1e-12:
+            return chosen[: m + 1], float(per[m].mean())
+    return chosen[: best + 1], float(per[best].mean())
 
 
 def test_select_ensemble_is_the_greedy_with_replacement():

@@ -96,12 +96,14 @@ def test_ensemble_predictor_reproduces_stored_probabilities(tiny_home):
         runs = {r.id: r for r in registry.list_finetune_runs(s, report["job"]["id"])}
         members = [(runs[m["run_id"]].artifact_path, m["weight"]) for m in report["ensemble"]["members"]]
         probs = {rid: np.load(r.probs_path) for rid, r in runs.items()}
-    ds = prepare_splits(load_dataset("digits"), JobParams())  # the job's default split and seed
-    val = ds.split("val")
-    images = [val.image(i) for i in range(16)]
+    ds = prepare_splits(load_dataset("digits"), JobParams())  # the job's default split, seed and test subsample
+    # the test split: the linear members' shipped probes are refit on train+val, so their stored val
+    # probabilities are the train-only probes' and their test probabilities the artifacts'
+    test = ds.split("test")
+    images = [test.image(i) for i in range(16)]
     predicted = EnsemblePredictor(members=members).predict_proba(images)
     expected = sum(
-        w * probs[m["run_id"]]["val"][:16] for m, (_, w) in zip(report["ensemble"]["members"], members, strict=False)
+        w * probs[m["run_id"]]["test"][:16] for m, (_, w) in zip(report["ensemble"]["members"], members, strict=False)
     )
     np.testing.assert_allclose(predicted, expected, atol=1e-4)
 
