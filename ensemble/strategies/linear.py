@@ -457,7 +457,14 @@ class LogisticProbe(_Probe):
 
 
 def _regularisation_path(
-    X: np.ndarray, y: np.ndarray, n_classes: int, grid: Sequence[float], max_iter: int, lr: float, tol: float
+    X: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    grid: Sequence[float],
+    max_iter: int,
+    lr: float,
+    tol: float,
+    start: _Probe | None = None,
 ) -> Iterator[LogisticProbe]:
     """A fitted `LogisticProbe` per C of `grid` (in its order), each warm-started at the previous one.
 
@@ -466,13 +473,17 @@ def _regularisation_path(
     at a max-abs gradient of `tol / max(1, C)`: the weights' error is about the gradient over the curvature,
     which at large C (near-separable training data) is little more than alpha, so the tolerance tightens
     with C; without it the large-C fits stop early, look less over-confident than their true minimiser, and
-    bias the choice of C towards them."""
+    bias the choice of C towards them.
+
+    `start`, a fitted probe on the same features (another standardisation), warm-starts the first C at the same
+    logits: its weights carried over to this standardisation and projected onto the row space (a refit starts at
+    the train-only solution, a few iterations from its own)."""
     n = len(X)
     mean, scale = _standardiser(X)
     Z, Q = _row_space(torch.from_numpy((X - mean) / scale).double())
     d = Z.shape[1]
     targets = torch.from_numpy(y)
-    theta = None
+    theta = None if start is None else _carried_over(start, mean, scale, Q)
     for C in grid:
         theta, n_iter, grad_max = _lbfgs_softmax_regression(
             Z,
@@ -492,6 +503,20 @@ def _regularisation_path(
                 weight = weight @ Q.T
         probe = LogisticProbe(C=C, max_iter=max_iter, lr=lr, tol=tol)
         yield probe._set(mean, scale, torch.cat([weight.reshape(-1), bias]), n_classes, n_iter, grad_max)
+
+
+def _carried_over(probe: _Probe, mean: np.ndarray, scale: np.ndarray, Q: torch.Tensor | None) -> torch.Tensor:
+    """`probe`'s weights for features standardised with (mean, scale) instead of its own, giving the same logits,
+    as the flat float64 `[W.ravel(), b]` of `_lbfgs_softmax_regression` (W projected onto Q's span when given):
+    (x - m1) / s1 . w = (x - m2) / s2 . (w s2 / s1) + (m2 - m1) / s1 . w."""
+    coef = probe.coef_.astype(np.float64)
+    weight = coef * (scale.astype(np.float64) / probe.scale_.astype(np.float64))
+    bias = probe.intercept_.astype(np.float64) + coef @ ((mean - probe.mean_) / probe.scale_).astype(np.float64)
+    w = torch.from_numpy(weight)
+    if Q is not None:
+        with _one_thread():
+            w = w @ Q
+    return torch.cat([w.reshape(-1), torch.from_numpy(bias)])
 
 
 @dataclass
@@ -582,10 +607,14 @@ def _refit(
     chosen: LogisticProbe, X: dict[str, np.ndarray], ds: Any, n_classes: int, *, max_iter: int, lr: float
 ) -> LogisticProbe:
     """The probe at `chosen`'s C fitted again on train+val (features standardised with train+val's statistics),
-    from zeros like every first solve: one L-BFGS solve, deterministic."""
-    X_all = np.concatenate([X["train"], X["val"]])
-    y_all = np.concatenate([np.asarray(ds.split("train").labels), np.asarray(ds.split("val").labels)])
-    return LogisticProbe(C=chosen.C, max_iter=max_iter, lr=lr, tol=chosen.tol).fit(X_all, y_all, n_classes=n_classes)
+    warm-started at `chosen`'s solution: one L-BFGS solve, deterministic."""
+    X_all, y_all, n_classes = _check_xy(
+        np.concatenate([X["train"], X["val"]]),
+        np.concatenate([np.asarray(ds.split("train").labels), np.asarray(ds.split("val").labels)]),
+        n_classes,
+    )
+    (probe,) = _regularisation_path(X_all, y_all, n_classes, [chosen.C], max_iter, lr, chosen.tol, start=chosen)
+    return probe
 
 
 class _Standardise(nn.Module):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
@@ -17,6 +18,8 @@ from zooens.ensemble.strategies.linear import (
     LBFGS_MAX_ITER,
     MAX_C_GRID,
     LogisticProbe,
+    _carried_over,
+    _regularisation_path,
     check_c_grid,
     fit_logistic_path,
 )
@@ -217,6 +220,29 @@ def test_the_shipped_probe_is_refit_on_train_and_val_at_the_chosen_c(probe_task)
         get_strategy("linear").check_options({"refit": "yes"})
     with pytest.raises(ConfigError, match="refit"):
         get_strategy("linear").check_options({"solver": "sgd", "refit": True})
+
+
+@pytest.mark.parametrize("n", [300, 40])  # n >= d, and n < d (the row space)
+def test_a_refit_starts_at_the_same_logits_and_ends_at_its_own_optimum(n: int) -> None:
+    X, y = _blobs(n, 64, seed=n)
+    X2, y2 = _blobs(n // 2, 64, seed=n + 1)
+    probe = LogisticProbe(C=0.3).fit(X, y, n_classes=4)
+    both, labels = np.concatenate([X, X2]), np.concatenate([y, y2])
+    mean, scale = both.mean(0), np.maximum(both.std(0), 1e-6)
+    Z = torch.from_numpy((both - mean) / scale).double()
+    theta = _carried_over(probe, mean.astype(np.float32), scale.astype(np.float32), None)
+    w, b = theta[: 4 * 64].view(4, 64), theta[4 * 64 :]
+    np.testing.assert_allclose((Z @ w.T + b).numpy(), probe.decision_function(both), rtol=1e-4, atol=1e-4)
+    if n < 64:  # projected onto the row space: the same logits there too
+        Q, R = torch.linalg.qr(Z.T)
+        small = _carried_over(probe, mean.astype(np.float32), scale.astype(np.float32), Q)
+        np.testing.assert_allclose(
+            (R.T @ small[: 4 * 60].view(4, 60).T + small[4 * 60 :]).numpy(), probe.decision_function(both), atol=1e-3
+        )
+    (warm,) = _regularisation_path(both, labels, 4, [0.3], 200, 1.0, 1e-6, start=probe)
+    cold = LogisticProbe(C=0.3).fit(both, labels, n_classes=4)
+    np.testing.assert_allclose(warm.predict_proba(both), cold.predict_proba(both), atol=1e-4)
+    assert warm.n_iter_ < cold.n_iter_
 
 
 def test_sgd_solver_stays_a_named_option(probe_task) -> None:
