@@ -175,14 +175,11 @@ def select_tasks(data_root: str | Path, spec: str) -> list[str]:
 # Running
 
 
-REFITTING_STRATEGIES = ("linear", "concat")
-"""Strategies whose runs fit again on train+val inside the job by default (option `refit`)."""
-
-
 def vtab_params(params: JobParams | None = None, *, refit: bool = True) -> JobParams:
     """The job parameters of a VTAB task: `params` with preprocessing "resize" unless the caller chose one,
-    and small_classes "allow" unless the caller chose one. Without `refit`, the runs of `REFITTING_STRATEGIES`
-    the job may use get option `refit` false unless the caller set it, so every number is a train800 model's."""
+    and small_classes "allow" unless the caller chose one. Without `refit`, every strategy the job may use that has
+    option `refit` (the probes, which refit inside a job by default) gets it false unless the caller set it, so
+    every number is a train800 model's."""
     params = params or JobParams()
     update: dict[str, Any] = {}
     if "preprocessing" not in params.model_fields_set:
@@ -191,8 +188,9 @@ def vtab_params(params: JobParams | None = None, *, refit: bool = True) -> JobPa
         update["small_classes"] = "allow"
     if not refit:
         options = {k: dict(v) for k, v in params.strategy_options.items()}
-        for name in sorted(params.runnable_strategies & set(REFITTING_STRATEGIES)):
-            options.setdefault(name, {}).setdefault("refit", False)
+        for name in sorted(params.runnable_strategies):
+            if "refit" in get_strategy(name).accepted_options:
+                options.setdefault(name, {}).setdefault("refit", False)
         if options != params.strategy_options:
             update["strategy_options"] = options
     return JobParams.model_validate({**params.model_dump(), **update}) if update else params

@@ -673,20 +673,20 @@ class LinearStrategy(Strategy):
     fitted (`val_ce_path`, `val_acc_path`, from the smallest C). Deterministic: no randomness, one CPU
     thread; the seed is unused.
 
-    Refit (option `refit`, default true; `lbfgs` only): once C is chosen, the probe is fitted again at that C
-    on train+val, and that probe is the run's model: its artifact and its test probabilities. This is the
-    VTAB-1k protocol (Zhai et al. 2019: hyper-parameters chosen on train800/val200, the final model trained on
-    all 1,000 examples); in the 1k-example regime a fifth more training data is worth more than anything a
-    probe's settings can buy (+4.5 points of test accuracy on the offline dSprites-location stand-in, +0.3 on
-    digits, -0.2 on Fashion-MNIST, `bench/peers.py`'s logreg contenders). Everything a job decides on val
-    (the C, the greedy ensemble, the temperatures) uses the train-only probe's val probabilities, the only
-    held-out ones: the run's `val_ce`/`val_acc` are that probe's. Two deviations follow, both documented here:
-    a temperature fitted on the train-only probe is applied to the refit one (same C, slightly more data, so
-    nearly the same confidence), and the ensemble's weights chosen on train-only members are applied to refit
-    members (as the VTAB runner's refit and AutoGluon's `refit_full` do). It is cheap only because the
-    probe reads cached embeddings (one more L-BFGS solve); image strategies (`full`, adapters) do not refit
-    inside a job: their second training is a VTAB report's (`zooens vtab --refit`). The run's hparams record
-    `refit` and `n_refit` (the examples the shipped probe saw).
+    Refit (option `refit`, default true; `lbfgs` only): once C is chosen, the probe is fitted again at that C on
+    train+val, and that probe is the run's model: its artifact and its test probabilities. This is the VTAB-1k
+    protocol (Zhai et al. 2019: hyper-parameters chosen on train800/val200, the final model trained on all 1,000
+    examples); in the 1k-example regime a fifth more training data is worth more than anything a probe's settings
+    can buy (+4.5 points of test accuracy on the offline dSprites-location stand-in, +0.2 on digits, -0.2 on
+    Fashion-MNIST: `bench/peers.py`'s logreg-concat against logreg-concat-refit). Everything a job decides on val
+    (the C, the greedy ensemble, the temperatures) uses the train-only probe's val probabilities, the only held-out
+    ones: the run's `val_ce`/`val_acc` are that probe's. Two deviations follow, both documented here: a temperature
+    fitted on the train-only probe is applied to the refit one (same C, slightly more data, so nearly the same
+    confidence), and the ensemble's weights chosen on train-only members are applied to refit members (as the VTAB
+    runner's refit and AutoGluon's `refit_full` do). It is cheap only because the probe reads cached embeddings (one
+    more L-BFGS solve); image strategies (`full`, adapters) do not refit inside a job: their second training is a
+    VTAB report's (`zooens vtab`, refit by default). The run's hparams record `refit` and `n_refit` (the examples
+    the shipped probe saw).
 
     Solver `sgd`: the BiT-style head (zero-initialised, SGD momentum, BiT schedule, seeded mini-batches
     of `batch_size`), swept over lr x steps; options `weight_decay` (default 0) and `momentum` (0.9).
@@ -711,10 +711,10 @@ class LinearStrategy(Strategy):
         replay's training split is train+val already, so it does not refit again (`refit` false)."""
         recorded = ("C", "c_selection", "val_ce_path", "val_acc_path", "refit", "n_refit")
         kept = {k: v for k, v in options.items() if k not in recorded}
-        if options.get("solver", "lbfgs") == "lbfgs" and "C" in options:
-            kept["c_grid"] = [float(options["C"])]
         if options.get("solver", "lbfgs") == "lbfgs":
             kept["refit"] = False
+            if "C" in options:
+                kept["c_grid"] = [float(options["C"])]
         return kept
 
     def check_options(self, options: dict[str, Any]) -> None:

@@ -14,22 +14,21 @@ import pandas as pd
 import pytest
 
 import zooens
-from tests.service._tiny import register_tiny_zoo
+from tests.service._tiny import TINY_FIT, register_tiny_zoo
 from zooens.selection.datasets import load_dataset
 from zooens.selection.images import open_image
 
-FIT = dict(
-    zoo="user",
-    top_k=2,
-    strategies="linear,patch",
-    steps=[3],
-    resolution=32,
-    n_train=120,
-    n_val=40,
-    max_test=40,
-    ensemble_size=4,
-    progress=False,
-)
+FIT = {
+    **TINY_FIT,
+    "top_k": 2,
+    "strategies": "linear,patch",
+    "steps": [3],
+    "n_train": 120,
+    "max_test": 40,
+    "ensemble_size": 4,
+}
+ARRAYS_FIT = {**TINY_FIT, "max_test": None}
+"""The tiny job on arrays, whose test split is given whole."""
 
 
 def _write_images(ds, folder: Path, n: int = 5) -> list[str]:
@@ -96,14 +95,7 @@ def test_fit_takes_arrays_and_refuses_what_it_cannot_use(zooens_home):
         train.labels[:150],
         test=(test.images[:30], test.labels[:30]),
         classes=ds.classes,
-        zoo="user",
-        top_k=1,
-        strategies="linear",
-        steps=[5],
-        resolution=32,
-        n_train=100,
-        n_val=40,
-        progress=False,
+        **ARRAYS_FIT,
     )
     assert fitted.classes_ == ds.classes
     assert len(fitted.predict(test.images[:3])) == 3
@@ -135,15 +127,7 @@ def _arrays_fit(**over):
     kwargs = dict(
         test=(test.images[:30], test.labels[:30]),
         classes=ds.classes,
-        zoo="user",
-        top_k=2,
-        strategies="linear",
-        learning_rates=[0.1, 0.01],
-        steps=[5],
-        resolution=32,
-        n_train=100,
-        n_val=40,
-        progress=False,
+        **{**ARRAYS_FIT, "top_k": 2, "learning_rates": [0.1, 0.01]},
     )
     return zooens.fit(train.images[:150], train.labels[:150], **{**kwargs, **over})
 

@@ -93,25 +93,12 @@ def test_embedding_reports_images_done_to_the_listener_in_its_context(zooens_hom
 
     register_tiny_zoo(zooens_home / "weights", ["tiny-resnet"])
     split = Split("train", np.random.default_rng(0).integers(0, 255, (10, 32, 32, 3), dtype=np.uint8), np.zeros(10))
+    model, config = create_model("tiny-resnet", num_classes=0), data_config("tiny-resnet", resolution=32)
     heard: list[tuple[int, int]] = []
     with inner_sink(lambda done, total: heard.append((done, total))):
-        embed_split(
-            create_model("tiny-resnet", num_classes=0),
-            data_config("tiny-resnet", resolution=32),
-            split,
-            device="cpu",
-            batch_size=4,
-            progress=False,
-        )
+        embed_split(model, config, split, device="cpu", batch_size=4, progress=False)
     assert heard == [(4, 10), (8, 10), (10, 10)]
-    embed_split(
-        create_model("tiny-resnet", num_classes=0),
-        data_config("tiny-resnet", resolution=32),
-        split,
-        device="cpu",
-        batch_size=4,
-        progress=False,
-    )
+    embed_split(model, config, split, device="cpu", batch_size=4, progress=False)
     assert len(heard) == 3  # outside the block nobody listens
 
 
