@@ -192,13 +192,12 @@ PREFIX_RULES = ("one_se", "min")
 """How the kept prefix of the greedy path is chosen (`GreedyEnsembleSelector.prefix_rule`)."""
 
 
-def _best_prefix(curve: Sequence[float], tol: float, eligible: np.ndarray | None = None) -> int:
+def _best_prefix(curve: Sequence[float], tol: float, eligible: np.ndarray) -> int:
     """Length of the shortest prefix within `tol` of the lowest loss, among the `eligible` prefixes (a
-    boolean mask by length - 1; all when None; the first must be eligible)."""
+    boolean mask by length - 1, as long as `curve`; the first must be eligible)."""
     c = np.asarray(curve, dtype=np.float64)
-    ok = np.ones(len(c), dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)[: len(c)]
-    lowest = c[ok].min()
-    return int(np.flatnonzero(ok & (c <= lowest + tol))[0]) + 1
+    lowest = c[eligible].min()
+    return int(np.flatnonzero(eligible & (c <= lowest + tol))[0]) + 1
 
 
 def _one_se_prefix(
@@ -206,7 +205,7 @@ def _one_se_prefix(
     selected: Sequence[int],
     curve: Sequence[float],
     tol: float,
-    eligible: np.ndarray | None = None,
+    eligible: np.ndarray,
 ) -> int:
     """Length of the shortest prefix whose val cross-entropy is within one standard error of the lowest
     prefix's (Breiman et al. 1984; Hastie et al., ESL 7.10): the standard error of the mean of the per-example
@@ -216,7 +215,6 @@ def _one_se_prefix(
     n = true_proba.shape[1]
     if n < 2:
         return best
-    ok = np.ones(best, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)[:best]
     counts = np.zeros(true_proba.shape[0])
     losses = []
     for k, pick in enumerate(selected[:best], start=1):
@@ -226,7 +224,7 @@ def _one_se_prefix(
     ref = losses[best - 1]
     for k in range(1, best + 1):
         diff = losses[k - 1] - ref
-        if ok[k - 1] and diff.mean() <= diff.std(ddof=1) / np.sqrt(n) + tol:
+        if eligible[k - 1] and diff.mean() <= diff.std(ddof=1) / np.sqrt(n) + tol:
             return k
     return best
 
@@ -272,8 +270,9 @@ class GreedyEnsembleSelector:
         single run on the split that chose it. A deviation from Caruana et al. and Mustafa et al., who keep the
         lowest cross-entropy whatever its accuracy: an average that lowers the val CE while it gets more val
         images wrong is buying confidence, not decisions, and the temperature fitted afterwards buys that
-        alone. On the offline dSprites-location stand-in the greedy's lowest-CE pair was one val image less
-        accurate than the joint probe it started from, and 0.3 point less accurate on test.
+        alone. On the offline dSprites-location stand-in the greedy's lowest-CE mix was two val images less
+        accurate than the joint probe it started from (and 0.3 point less accurate on test; the guarded mix,
+        as accurate on val, was 0.2-0.3 point under it on test too: README, peers).
     costs : optional, per candidate a (backbone key, cost) pair (`ensemble.cost.cost_vector`), or a
         list of such pairs for a candidate that reads several passes (strategy `concat`):
         candidates with one key share one forward pass, whose cost they must share. An
@@ -382,7 +381,10 @@ class GreedyEnsembleSelector:
         return self
 
     def _kept(self, true_proba: np.ndarray, path: _Path, P: np.ndarray, y: np.ndarray) -> int:
-        eligible = _as_accurate_as_first(P, y, path.selected) if self.accuracy_guard else None
+        if self.accuracy_guard:
+            eligible = _as_accurate_as_first(P, y, path.selected)
+        else:
+            eligible = np.ones(len(path.selected), dtype=bool)
         if self.prefix_rule == "min":
             return _best_prefix(path.curve, self.tol, eligible)
         return _one_se_prefix(true_proba, path.selected, path.curve, self.tol, eligible)
