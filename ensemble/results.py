@@ -31,11 +31,15 @@ class RunResult:
     val_proba: np.ndarray
     test_proba: np.ndarray | None
     artifact: Artifact
+    train_proba: np.ndarray | None = None
+    """Held-out probabilities of the training split's rows, for a run that has them (a cross-fitted refit probe,
+    `LinearStrategy`): each row scored by a model that did not train on it. None for the others."""
 
     def summary(self) -> dict[str, Any]:
         """The scalar facts, JSON-able (no probabilities, no tensors)."""
-        out = asdict(replace(self, val_proba=np.zeros(0), test_proba=None, artifact=Artifact({}, {})))
-        for key in ("val_proba", "test_proba", "artifact"):
+        blank = replace(self, val_proba=np.zeros(0), test_proba=None, train_proba=None, artifact=Artifact({}, {}))
+        out = asdict(blank)
+        for key in ("val_proba", "test_proba", "train_proba", "artifact"):
             out.pop(key)
         return out
 
@@ -57,6 +61,7 @@ def build_run_result(
     artifact: Artifact,
     updated_params: int,
     seconds: float = 0.0,
+    train_proba: np.ndarray | None = None,
 ) -> RunResult:
     """A RunResult with the metrics computed from the probabilities against `ds`'s labels."""
     y_val = np.asarray(ds.split("val").labels)
@@ -78,4 +83,5 @@ def build_run_result(
         val_proba=val_proba,
         test_proba=test_proba,
         artifact=artifact,
+        train_proba=None if train_proba is None else np.asarray(train_proba, dtype=np.float32),
     )

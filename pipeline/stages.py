@@ -28,7 +28,7 @@ from zooens.ensemble.calibration import (
     reliability,
 )
 from zooens.ensemble.cost import ForwardCost, backbone_key, cost_vector, ensemble_cost, forward_cost
-from zooens.ensemble.results import RunResult
+from zooens.ensemble.results import RunResult, mean_cross_entropy
 from zooens.ensemble.specs import resolve_augmentation
 from zooens.errors import JobError, MissingWeightsError, ZooensError
 from zooens.pipeline.checks import small_val_warning
@@ -217,9 +217,10 @@ def finetune_run(
             lambda: load_artifact_model(result.artifact, device=device),
             shared=strategy.shares_backbone,
         )
+    y_val = np.asarray(ds.split("val").labels)
     y_test = ds.split("test").labels if result.test_proba is not None else None
     record = RunRecord(
-        calibration=calibrate(result.val_proba, ds.split("val").labels, result.test_proba, y_test),
+        calibration=calibrate(result.val_proba, y_val, result.test_proba, y_test, fit_on=_held_out_rows(result, ds)),
         unit_key=str(key),
         **result.summary(),  # scores, seconds, updated parameters, hparams
         seed=params.seed,
@@ -234,11 +235,24 @@ def finetune_run(
     return record, result
 
 
+def _held_out_rows(result: RunResult, ds: ImageDataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """A run's held-out probabilities of train and val together, with their labels, when it has train's
+    (`RunResult.train_proba`); None otherwise (val alone)."""
+    if result.train_proba is None:
+        return None
+    rows = np.concatenate([result.train_proba, result.val_proba])
+    return rows, np.concatenate([np.asarray(ds.split("train").labels), np.asarray(ds.split("val").labels)])
+
+
 def probabilities(result: RunResult) -> RunProbabilities:
-    """A run's probabilities by split, as it holds them in memory ("test" only with a test split)."""
-    if result.test_proba is None:
-        return {"val": result.val_proba}
-    return {"val": result.val_proba, "test": result.test_proba}
+    """A run's probabilities by split, as it holds them in memory ("test" only with a test split, "train" only
+    for a run with held-out probabilities of its training rows: `RunResult.train_proba`)."""
+    out = {"val": result.val_proba}
+    if result.test_proba is not None:
+        out["test"] = result.test_proba
+    if result.train_proba is not None:
+        out["train"] = result.train_proba
+    return out
 
 
 def run_probabilities(run: RunRecord) -> RunProbabilities:
@@ -291,14 +305,20 @@ def ensemble_warnings(n_val: int, val_ce: float) -> list[str]:
 
 
 def calibrate(
-    P_val: np.ndarray, y_val: np.ndarray, P_test: np.ndarray | None = None, y_test: np.ndarray | None = None
+    P_val: np.ndarray,
+    y_val: np.ndarray,
+    P_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    *,
+    fit_on: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Temperature scaling fitted on val (`ensemble.calibration.fit_temperature`, Guo et al. 2017) and what it
-    gives: the temperature, the scaled probabilities' NLL, Brier score and ECE on val (and on test when given),
-    the ECE before scaling on each split and the NLL before scaling on test. A run's `calibration` and the
-    ensemble's metrics are both this."""
+    """Temperature scaling fitted on val (`ensemble.calibration.fit_temperature`, Guo et al. 2017), or on the
+    held-out rows `fit_on` (probabilities, labels) when given, and what it gives: the temperature, the scaled
+    probabilities' NLL, Brier score and ECE on val (and on test when given), the ECE before scaling on each split
+    and the NLL before scaling on test. A run's `calibration` and the ensemble's metrics are both this."""
     val = np.asarray(P_val, dtype=np.float64)
-    temperature = fit_temperature(val, y_val)
+    rows, labels = (val, y_val) if fit_on is None else (np.asarray(fit_on[0], dtype=np.float64), fit_on[1])
+    temperature = fit_temperature(rows, labels)
     out: dict[str, Any] = {"temperature": temperature, "uncalibrated_val_ece": expected_calibration_error(val, y_val)}
     out.update(
         {f"val_{k}": v for k, v in calibration_metrics(apply_temperature(val, temperature), y_val).to_dict().items()}
@@ -313,13 +333,24 @@ def calibrate(
 
 
 def _calibration(
-    weights: np.ndarray, P_val: np.ndarray, y_val: np.ndarray, P_test: np.ndarray | None, y_test: np.ndarray | None
+    weights: np.ndarray,
+    P_sel: np.ndarray,
+    y_sel: np.ndarray,
+    P_val: np.ndarray,
+    y_val: np.ndarray,
+    P_test: np.ndarray | None,
+    y_test: np.ndarray | None,
 ) -> dict[str, Any]:
-    """The ensemble's `calibrate` (its temperature and metrics), with its reliability diagram on test (val
-    without a test split). The ensemble's probabilities are averaged in float64 here, as the greedy averaged them."""
-    val = np.tensordot(weights, P_val.astype(np.float64), axes=1)
-    test = None if P_test is None or y_test is None else np.tensordot(weights, P_test.astype(np.float64), axes=1)
-    out = calibrate(val, y_val, test, y_test)
+    """The ensemble's `calibrate` (its temperature, fitted on the selection rows `P_sel`: val, or train's held-out
+    rows and val; its metrics on val and test), with its reliability diagram on test (val without a test split).
+    The ensemble's probabilities are averaged in float64 here, as the greedy averaged them."""
+
+    def mix(P: np.ndarray) -> np.ndarray:
+        return np.tensordot(weights, P.astype(np.float64), axes=1)
+
+    val = mix(P_val)
+    test = None if P_test is None or y_test is None else mix(P_test)
+    out = calibrate(val, y_val, test, y_test, fit_on=None if P_sel is P_val else (mix(P_sel), y_sel))
     if test is not None:
         out["reliability"] = reliability(apply_temperature(test, out["temperature"]), y_test, split="test")
     else:
@@ -335,6 +366,12 @@ def select_ensemble(
     temperature fitted on val and its calibration metrics (`_calibration`), and the job's warnings
     about its val numbers (`ensemble_warnings`).
 
+    The selection rows: val's, and train's too when every candidate scored every training row held out
+    (`RunResult.train_proba`: the cross-fitted probes of a CPU job, `LinearStrategy`'s `refit_folds`), so the
+    greedy's choices and the temperature rest on train+val (1,000 rows in VTAB-1k) instead of val's 200. The
+    record's val numbers (`val_ce`, `val_acc`, the calibration's `val_*`) are val's rows either way; its
+    `loss_curve` and `front` are the selection rows'.
+
     The selection uses the uncalibrated probabilities: minimising the val cross-entropy of the averaged
     probabilities is Caruana et al.'s criterion, and temperature scaling afterwards changes no argmax
     (the accuracies are the same either way) while one T fitted per candidate ensemble inside the greedy
@@ -349,8 +386,12 @@ def select_ensemble(
     if len(probs) != len(runs):
         raise JobError(f"{len(runs)} runs but {len(probs)} sets of probabilities.")
     keys = [run.unit_key for run in runs]
-    y_val = ds.split("val").labels
+    y_val = np.asarray(ds.split("val").labels)
     P_val = np.stack([p["val"] for p in probs])
+    P_sel, y_sel = P_val, y_val  # the rows the greedy and the temperature are fitted on
+    if all("train" in p for p in probs):  # every candidate scored every training row held out: those rows too
+        P_sel = np.concatenate([np.stack([p["train"] for p in probs]), P_val], axis=1)
+        y_sel = np.concatenate([np.asarray(ds.split("train").labels), y_val])
     P_test = y_test = None
     if "test" in ds.splits and all("test" in p for p in probs):
         P_test, y_test = np.stack([p["test"] for p in probs]), ds.split("test").labels
@@ -366,8 +407,9 @@ def select_ensemble(
         max_size=params.ensemble_size,
         costs=None if costs is None else cost_vector(costs, metric),
         max_cost=budget[1] if budget else None,
-    ).fit(P_val, y_val, P_test=P_test, y_test=y_test)
+    ).fit(P_sel, y_sel, P_test=P_test, y_test=y_test)
     val_proba = selector.predict_proba(P_val)
+    val_ce = float(selector.val_loss_) if P_sel is P_val else mean_cross_entropy(val_proba, y_val)
     test_acc = None
     if P_test is not None:
         test_acc = float((selector.predict_proba(P_test).argmax(1) == y_test).mean())
@@ -391,7 +433,7 @@ def select_ensemble(
             EnsembleMemberRecord(unit_key=keys[i], weight=float(w)) for i, w in enumerate(selector.weights_) if w > 0
         ],
         selected=[keys[i] for i in chosen],
-        val_ce=float(selector.val_loss_),
+        val_ce=val_ce,
         val_acc=float((val_proba.argmax(1) == y_val).mean()),
         test_acc=test_acc,
         size=int(selector.best_size_),
@@ -401,8 +443,8 @@ def select_ensemble(
         gflops=None if spent is None else spent.gflops,
         latency_ms=None if spent is None else spent.latency_ms,
         front=front,
-        **_calibration(np.asarray(selector.weights_, dtype=np.float64), P_val, y_val, P_test, y_test),
-        warnings=ensemble_warnings(len(y_val), float(selector.val_loss_)),
+        **_calibration(np.asarray(selector.weights_, dtype=np.float64), P_sel, y_sel, P_val, y_val, P_test, y_test),
+        warnings=ensemble_warnings(len(y_val), val_ce),
     )
 
 

@@ -189,8 +189,9 @@ def vtab_params(params: JobParams | None = None, *, refit: bool = True) -> JobPa
     if not refit:
         options = {k: dict(v) for k, v in params.strategy_options.items()}
         for name in sorted(params.runnable_strategies):
-            if "refit" in get_strategy(name).accepted_options:
-                options.setdefault(name, {}).setdefault("refit", False)
+            if "refit" in get_strategy(name).accepted_options and "refit" not in options.get(name, {}):
+                options.setdefault(name, {})["refit"] = False
+                options[name].pop("refit_folds", None)  # a refit's option, with no refit to apply to
         if options != params.strategy_options:
             update["strategy_options"] = options
     return JobParams.model_validate({**params.model_dump(), **update}) if update else params

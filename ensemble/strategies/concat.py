@@ -10,7 +10,8 @@ cross-entropy and mixes it with the per-model runs.
 The protocol is `linear`'s (`LinearStrategy`, CLIP's linear probe): each feature is standardised with
 the training statistics (so a model's width, not its scale, sets its share), then a multinomial L2
 logistic regression is fitted by L-BFGS on a log grid of C, the C with the lowest val cross-entropy
-is kept, and the probe is fitted again at that C on train+val (option `refit`, as `linear`). Its input
+is kept, and the probe is fitted again at that C on train+val (option `refit`, as `linear`), its held-out
+probabilities of train and val cross-fitted (option `refit_folds`, as `linear`). Its input
 is the models' cached embeddings, side by side in the order of `models`, so a job that ranked the
 models pays no forward pass for it.
 
@@ -88,7 +89,8 @@ class ConcatStrategy(LinearStrategy):
     """A linear probe (`linear`'s L-BFGS protocol) on the concatenated embeddings of several models.
 
     Options: `models` (set by the job: the top-K model names in ranking order, the run's model first;
-    2 to `MAX_CONCAT_MODELS` distinct names), `c_grid`, `c_selection` and `refit` (as `linear`). Solver
+    2 to `MAX_CONCAT_MODELS` distinct names), `c_grid`, `c_selection`, `refit` and `refit_folds` (as
+    `linear`). Solver
     `lbfgs` only: the SGD head exists for old `linear` runs and for training sets too large for a full-batch
     pass, neither of which a new joint probe needs. One run per job (`joint`): see the module docstring.
     """
@@ -106,8 +108,9 @@ class ConcatStrategy(LinearStrategy):
         return kept
 
     def check_options(self, options: dict[str, Any]) -> None:
-        """`models` (a list of 2 to `MAX_CONCAT_MODELS` distinct model names), `c_grid`, `c_selection`, `refit`."""
-        self._check_known(options, "c_grid, c_selection and refit (its models are the job's top-K)")
+        """`models` (a list of 2 to `MAX_CONCAT_MODELS` distinct model names), `c_grid`, `c_selection`, `refit`,
+        `refit_folds`."""
+        self._check_known(options, "c_grid, c_selection, refit and refit_folds (its models are the job's top-K)")
         self._check_path_options(options)
         if "models" in options:
             models = options["models"]

@@ -43,7 +43,9 @@ __all__ = [
     "LBFGS_MAX_ITER",
     "LBFGS_TOL",
     "MAX_C_GRID",
+    "MAX_REFIT_FOLDS",
     "PATH_PATIENCE",
+    "REFIT_FOLDS",
     "SOLVERS",
     "LinearProbe",
     "LinearProbeModule",
@@ -52,6 +54,7 @@ __all__ = [
     "LogisticProbe",
     "check_c_grid",
     "fit_logistic_path",
+    "stratified_folds",
 ]
 
 _MIN_SCALE = 1e-6
@@ -82,6 +85,18 @@ LBFGS_TOL = 1e-6
 
 PATH_PATIENCE = 3
 """`fit_logistic_path` stops after this many C values past the lowest val CE without a lower one."""
+
+REFIT_FOLDS = 5
+"""Default `refit_folds`: a refit run's held-out probabilities of train and val come from 5 probes, each fitted at
+the chosen C on four fifths of train+val and scoring the other fifth (`_cross_fitted`)."""
+
+CROSS_FIT_TOL = 1e-4
+"""`LBFGS_TOL` for the cross-fitted probes (`_cross_fitted`): they only score held-out rows for the ensemble's
+selection and temperatures, where a hundredth of the shipped probe's precision moves no probability by more than
+about 1e-3 (`tests/ensemble/test_linear_protocol.py`), at a third of the iterations."""
+
+MAX_REFIT_FOLDS = 20
+"""Most `refit_folds` an option may ask for: each is one more L-BFGS solve."""
 
 _LBFGS_HISTORY = 20
 _LBFGS_CHANGE_RATIO = 1e-6  # L-BFGS also stops when a step changes the loss or a weight by < tol * this
@@ -604,17 +619,61 @@ def fit_logistic_path(
 
 
 def _refit(
-    chosen: LogisticProbe, X: dict[str, np.ndarray], ds: Any, n_classes: int, *, max_iter: int, lr: float
+    start: LogisticProbe,
+    X: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    *,
+    max_iter: int,
+    lr: float,
+    tol: float | None = None,
 ) -> LogisticProbe:
-    """The probe at `chosen`'s C fitted again on train+val (features standardised with train+val's statistics),
-    warm-started at `chosen`'s solution: one L-BFGS solve, deterministic."""
-    X_all, y_all, n_classes = _check_xy(
-        np.concatenate([X["train"], X["val"]]),
-        np.concatenate([np.asarray(ds.split("train").labels), np.asarray(ds.split("val").labels)]),
-        n_classes,
-    )
-    (probe,) = _regularisation_path(X_all, y_all, n_classes, [chosen.C], max_iter, lr, chosen.tol, start=chosen)
+    """The probe at `start`'s C fitted on the rows `X`, `y` (features standardised with their statistics),
+    warm-started at `start`'s solution, to `tol` (default `start`'s): one L-BFGS solve, deterministic. The
+    objective is strictly convex, so the start changes the number of iterations, not the optimum it converges to."""
+    X, y, n_classes = _check_xy(X, y, n_classes)
+    tol = start.tol if tol is None else tol
+    (probe,) = _regularisation_path(X, y, n_classes, [start.C], max_iter, lr, tol, start=start)
     return probe
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each row's fold (0 .. folds - 1): stratified (each class's rows, in a seeded random order, dealt round
+    the folds, the deal carrying on from one class to the next), so every fold holds about `1 / folds` of the
+    rows and of each class."""
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    dealt = 0
+    for c in np.unique(y):
+        rows = rng.permutation(np.flatnonzero(y == c))
+        fold[rows] = (dealt + np.arange(len(rows))) % folds
+        dealt += len(rows)
+    return fold
+
+
+def _cross_fitted(
+    refit: LogisticProbe,
+    X: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    *,
+    folds: int,
+    seed: int,
+    max_iter: int,
+    lr: float,
+) -> np.ndarray:
+    """Held-out probabilities of every row of `X` (train+val) from probes trained like the refit one: for each of
+    `folds` stratified folds (`stratified_folds`), the probe at the chosen C fitted on the other folds (warm-started
+    at `refit`), scoring its fold. Float32, in `X`'s row order."""
+    fold = stratified_folds(y, folds, seed)
+    proba = np.empty((len(y), n_classes), dtype=np.float32)
+    for f in range(folds):
+        check_cancelled()
+        held_out = fold == f
+        probe = _refit(refit, X[~held_out], y[~held_out], n_classes, max_iter=max_iter, lr=lr, tol=CROSS_FIT_TOL)
+        proba[held_out] = probe.predict_proba(X[held_out])
+    return proba
 
 
 class _Standardise(nn.Module):
@@ -649,7 +708,7 @@ class LinearProbeModule(nn.Module):
 
 
 _SGD_OPTIONS = frozenset({"weight_decay", "momentum"})
-_LBFGS_OPTIONS = frozenset({"c_grid", "c_selection", "refit"})
+_LBFGS_OPTIONS = frozenset({"c_grid", "c_selection", "refit", "refit_folds"})
 
 
 @register_strategy("linear")
@@ -678,15 +737,24 @@ class LinearStrategy(Strategy):
     protocol (Zhai et al. 2019: hyper-parameters chosen on train800/val200, the final model trained on all 1,000
     examples); in the 1k-example regime a fifth more training data is worth more than anything a probe's settings
     can buy (+4.5 points of test accuracy on the offline dSprites-location stand-in, +0.2 on digits, -0.2 on
-    Fashion-MNIST: `bench/peers.py`'s logreg-concat against logreg-concat-refit). Everything a job decides on val
-    (the C, the greedy ensemble, the temperatures) uses the train-only probe's val probabilities, the only held-out
-    ones: the run's `val_ce`/`val_acc` are that probe's. Two deviations follow, both documented here: a temperature
-    fitted on the train-only probe is applied to the refit one (same C, slightly more data, so nearly the same
-    confidence), and the ensemble's weights chosen on train-only members are applied to refit members (as the VTAB
-    runner's refit and AutoGluon's `refit_full` do). It is cheap only because the probe reads cached embeddings (one
-    more L-BFGS solve); image strategies (`full`, adapters) do not refit inside a job: their second training is a
-    VTAB report's (`zooens vtab`, refit by default). The run's hparams record `refit` and `n_refit` (the examples
-    the shipped probe saw).
+    Fashion-MNIST: `bench/peers.py`'s logreg-concat against logreg-concat-refit).
+
+    Cross-fitting (option `refit_folds`, default `REFIT_FOLDS` 5; with refit only): what a job decides after the
+    runs (the greedy ensemble, the temperatures) needs held-out probabilities of the model it ships, and the
+    train-only probe's val probabilities are a poor stand-in for the refit one's: C was chosen to minimise exactly
+    their cross-entropy (optimistic, more so for the wider `concat` probe), and they come from a probe that saw a
+    fifth less data (which costs a wide probe more than a narrow one, so the ensemble's weights leaned towards the
+    narrow probes). So the run also fits the probe at the chosen C on each `refit_folds`-fold stratified split of
+    train+val (`stratified_folds`, seeded by the run's seed), each scoring the rows it left out: every train and
+    val row gets a held-out probability (the run's `train_proba` and `val_proba`; its `val_ce`/`val_acc` are
+    these). The greedy step then selects on train's rows and val's together, six times the rows of val alone
+    (`zooens.pipeline.select_ensemble`), and the temperatures are fitted on them; bagging's out-of-fold
+    predictions serve the same purpose in Caruana et al.'s ensemble selection as AutoGluon runs it. The folds stop
+    at `CROSS_FIT_TOL`, warm-started at the refit probe (a strictly convex objective: the start changes the
+    iterations, not the optimum); on the peer tasks they add about a third to a probe's fit. `refit_folds` 0
+    keeps the train-only probe's val probabilities (the protocol before cross-fitting). The run's hparams record
+    `refit`, `n_refit` (the examples the shipped probe saw) and `refit_folds` (the folds used: at most one per
+    example; 0 for none).
 
     Solver `sgd`: the BiT-style head (zero-initialised, SGD momentum, BiT schedule, seeded mini-batches
     of `batch_size`), swept over lr x steps; options `weight_decay` (default 0) and `momentum` (0.9).
@@ -709,7 +777,7 @@ class LinearStrategy(Strategy):
         """A recorded lbfgs run trains again at its chosen C alone (`c_grid` [C]): the C was chosen on val,
         which a refit on train+val cannot do again; what the run recorded about the choice is dropped. The
         replay's training split is train+val already, so it does not refit again (`refit` false)."""
-        recorded = ("C", "c_selection", "val_ce_path", "val_acc_path", "refit", "n_refit")
+        recorded = ("C", "c_selection", "val_ce_path", "val_acc_path", "refit", "n_refit", "refit_folds")
         kept = {k: v for k, v in options.items() if k not in recorded}
         if options.get("solver", "lbfgs") == "lbfgs":
             kept["refit"] = False
@@ -718,10 +786,11 @@ class LinearStrategy(Strategy):
         return kept
 
     def check_options(self, options: dict[str, Any]) -> None:
-        """`solver` ("lbfgs" or "sgd"); `c_grid`, `c_selection`, `refit` only for lbfgs; `weight_decay`,
-        `momentum` only for sgd."""
+        """`solver` ("lbfgs" or "sgd"); `c_grid`, `c_selection`, `refit`, `refit_folds` only for lbfgs;
+        `weight_decay`, `momentum` only for sgd."""
         self._check_known(
-            options, "solver, c_grid, c_selection and refit (solver lbfgs), weight_decay and momentum (solver sgd)"
+            options,
+            "solver, c_grid, c_selection, refit and refit_folds (solver lbfgs), weight_decay and momentum (solver sgd)",
         )
         solver = options.get("solver", "lbfgs")
         if solver not in SOLVERS:
@@ -744,7 +813,8 @@ class LinearStrategy(Strategy):
                     raise ConfigError(f"{name} of strategy 'linear' must be {bound}, got {value!r}.")
 
     def _check_path_options(self, options: dict[str, Any]) -> None:
-        """The L-BFGS path's options: `c_grid` (`check_c_grid`), `c_selection` (`C_SELECTIONS`), `refit` (a bool)."""
+        """The L-BFGS path's options: `c_grid` (`check_c_grid`), `c_selection` (`C_SELECTIONS`), `refit` (a bool),
+        `refit_folds` (0 to `MAX_REFIT_FOLDS`, with refit only)."""
         if "c_grid" in options:
             check_c_grid(options["c_grid"])
         if not isinstance(options.get("refit", True), bool):
@@ -752,6 +822,19 @@ class LinearStrategy(Strategy):
                 f"refit of strategy {self.name!r} must be true or false, got {options['refit']!r}; true (the default) "
                 "fits the chosen probe again on train+val."
             )
+        if "refit_folds" in options:
+            folds = options["refit_folds"]
+            if isinstance(folds, bool) or not isinstance(folds, int) or not 0 <= folds <= MAX_REFIT_FOLDS:
+                raise ConfigError(
+                    f"refit_folds of strategy {self.name!r} must be an integer from 0 to {MAX_REFIT_FOLDS}, got "
+                    f"{folds!r:.100}; {REFIT_FOLDS} (the default) cross-fits the refit probe's held-out probabilities "
+                    "over that many folds of train+val, 0 takes the train-only probe's val probabilities."
+                )
+            if options.get("refit", True) is False:
+                raise ConfigError(
+                    f"refit_folds of strategy {self.name!r} applies to a refit probe only, and this run's refit is "
+                    "false; drop refit_folds or set refit true."
+                )
         if options.get("c_selection", "val_ce") not in C_SELECTIONS:
             raise ConfigError(
                 f"c_selection of strategy {self.name!r} must be one of {', '.join(C_SELECTIONS)}, "
@@ -804,6 +887,8 @@ class LinearStrategy(Strategy):
         hparams = dict(spec.hparams)
         probe: _Probe
         val_probe: _Probe
+        val_proba: np.ndarray
+        train_proba = None
         if spec.options.get("solver", "lbfgs") == "sgd":
             probe = LinearProbe(
                 lr=spec.lr,
@@ -814,6 +899,7 @@ class LinearStrategy(Strategy):
                 random_state=spec.seed,
             ).fit(X["train"], ds.split("train").labels, n_classes=n_classes)
             val_probe = probe
+            val_proba = probe.predict_proba(X["val"])
             hparams["solver"] = "sgd"
         else:
             path = fit_logistic_path(
@@ -838,15 +924,25 @@ class LinearStrategy(Strategy):
                 "val_acc_path": [round(v, 6) for v in path.val_acc],
                 "refit": refit,
             }
+            val_proba = val_probe.predict_proba(X["val"])
             if refit:
-                probe = _refit(val_probe, X, ds, n_classes, max_iter=spec.steps, lr=spec.lr)
-                hparams["n_refit"] = len(X["train"]) + len(X["val"])
+                X_all = np.concatenate([X["train"], X["val"]])
+                y_all = np.concatenate([np.asarray(ds.split(s).labels) for s in ("train", "val")])
+                probe = _refit(val_probe, X_all, y_all, n_classes, max_iter=spec.steps, lr=spec.lr)
+                folds = min(int(spec.options.get("refit_folds", REFIT_FOLDS)), len(y_all))
+                if folds >= 2:
+                    oof = _cross_fitted(
+                        probe, X_all, y_all, n_classes, folds=folds, seed=spec.seed, max_iter=spec.steps, lr=spec.lr
+                    )
+                    train_proba, val_proba = oof[: len(X["train"])], oof[len(X["train"]) :]
+                hparams |= {"n_refit": len(y_all), "refit_folds": folds if folds >= 2 else 0}
         config = base_config(spec, ds, data_cfg) | {"hparams": hparams} | extra
         artifact = Artifact(config=config, tensors=probe.tensors())
         result = build_run_result(
             spec,
             ds,
-            val_proba=val_probe.predict_proba(X["val"]),  # held out: the train-only probe's
+            val_proba=val_proba,  # held out: the train-only probe's, or cross-fitted (refit)
+            train_proba=train_proba,
             test_proba=probe.predict_proba(X["test"]) if "test" in X else None,
             artifact=artifact,
             updated_params=int(probe.coef_.size + probe.intercept_.size),

@@ -68,7 +68,8 @@ def test_member_matches_sklearn_on_the_concatenated_embeddings(task) -> None:
     from zooens.selection.embed import embed_with_cache
 
     ds, cache = task
-    result = run_finetune(_spec(c_grid=[C]), ds, cache=cache, progress=False)
+    # refit_folds 0: the val probabilities are the train-only probe's (the cross-fitted ones: test_linear_protocol)
+    result = run_finetune(_spec(c_grid=[C], refit_folds=0), ds, cache=cache, progress=False)
     X = {
         s: np.concatenate(
             [

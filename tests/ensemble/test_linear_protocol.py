@@ -17,11 +17,14 @@ from zooens.ensemble.strategies.linear import (
     DEFAULT_C_GRID,
     LBFGS_MAX_ITER,
     MAX_C_GRID,
+    MAX_REFIT_FOLDS,
+    REFIT_FOLDS,
     LogisticProbe,
     _carried_over,
     _regularisation_path,
     check_c_grid,
     fit_logistic_path,
+    stratified_folds,
 )
 from zooens.errors import ConfigError
 
@@ -136,9 +139,9 @@ def test_run_picks_c_by_val_ce_like_a_sklearn_loop_and_is_deterministic(probe_ta
     from zooens.selection.embed import embed_with_cache
 
     ds, cache = probe_task
-    spec = _spec()  # the default: val CE
+    spec = _spec(refit=False)  # the default choice (val CE); no refit, so the run's val numbers are the chosen C's
     result = run_finetune(spec, ds, cache=cache, progress=False)
-    by_acc = run_finetune(_spec(c_selection="accuracy"), ds, cache=cache, progress=False)  # CLIP's
+    by_acc = run_finetune(_spec(c_selection="accuracy", refit=False), ds, cache=cache, progress=False)  # CLIP's
     X = {s: embed_with_cache(MODEL, ds, s, cache=cache, resolution=SIZE, progress=False).embeddings for s in ds.splits}
     y = {s: ds.split(s).labels for s in ds.splits}
     X = {s: np.asarray(v, dtype=np.float32) for s, v in X.items()}
@@ -175,19 +178,22 @@ def test_run_picks_c_by_val_ce_like_a_sklearn_loop_and_is_deterministic(probe_ta
     assert set(result.artifact.tensors) == {"norm.mean", "norm.scale", "head.weight", "head.bias"}
     assert result.artifact.tensors["head.weight"].shape == (3, 256)
 
-    again = run_finetune(spec, ds, cache=cache, progress=False)
-    assert np.array_equal(again.val_proba, result.val_proba)
-    for key, tensor in result.artifact.tensors.items():
+    default, again = (run_finetune(_spec(), ds, cache=cache, progress=False) for _ in range(2))  # refit, folds
+    assert default.hparams["C"] == hp["C"]
+    assert np.array_equal(again.val_proba, default.val_proba)
+    assert np.array_equal(again.train_proba, default.train_proba)
+    for key, tensor in default.artifact.tensors.items():
         assert np.array_equal(again.artifact.tensors[key].numpy(), tensor.numpy())
 
-    one = run_finetune(_spec(c_grid=[hp["C"]]), ds, cache=cache, progress=False)  # a given grid
+    one = run_finetune(_spec(c_grid=[hp["C"]], refit=False), ds, cache=cache, progress=False)  # a given grid
     assert one.hparams["c_grid"] == [hp["C"]] and one.hparams["C"] == hp["C"]
     np.testing.assert_allclose(one.val_proba, result.val_proba, atol=1e-4)
 
 
 def test_the_shipped_probe_is_refit_on_train_and_val_at_the_chosen_c(probe_task) -> None:
-    """VTAB-1k's protocol: C chosen on val with the train-only probe (whose val probabilities the run keeps), then
-    the probe the run ships (artifact, test probabilities) is scikit-learn's at that C on train+val."""
+    """VTAB-1k's protocol: C chosen on val with the train-only probe, then the probe the run ships (artifact, test
+    probabilities) is scikit-learn's at that C on train+val; the run's held-out probabilities of train and val are
+    scikit-learn's at that C cross-fitted over 5 stratified folds of train+val (`refit_folds`)."""
     from scipy.special import softmax
 
     from zooens.selection.embed import embed_with_cache
@@ -195,31 +201,70 @@ def test_the_shipped_probe_is_refit_on_train_and_val_at_the_chosen_c(probe_task)
     ds, cache = probe_task
     result = run_finetune(_spec(), ds, cache=cache, progress=False)
     held = run_finetune(_spec(refit=False), ds, cache=cache, progress=False)
+    val_only = run_finetune(_spec(refit_folds=0), ds, cache=cache, progress=False)
     X = {s: embed_with_cache(MODEL, ds, s, cache=cache, resolution=SIZE, progress=False).embeddings for s in ds.splits}
     X = {s: np.asarray(v, dtype=np.float64) for s, v in X.items()}
     y = {s: ds.split(s).labels for s in ds.splits}
     C = result.hparams["C"]
-    assert held.hparams["C"] == C and held.hparams["refit"] is False and "n_refit" not in held.hparams
-    # the choice and the val numbers are the train-only probe's, refit or not
-    np.testing.assert_array_equal(result.val_proba, held.val_proba)
-    assert result.val_ce == held.val_ce
+    assert held.hparams["C"] == C == val_only.hparams["C"] and held.hparams["refit"] is False
+    assert "n_refit" not in held.hparams and held.train_proba is None
     both = np.concatenate([X["train"], X["val"]])
-    mean, scale = both.mean(0), np.maximum(both.std(0), 1e-6)
-    ref = _sklearn((both - mean) / scale, np.concatenate([y["train"], y["val"]]), C)
+    y_both = np.concatenate([y["train"], y["val"]])
+
+    def standardised(rows, *apply):
+        mean, scale = rows.mean(0), np.maximum(rows.std(0), 1e-6)
+        return [(a - mean) / scale for a in (rows, *apply)]
+
+    z_both, z_val = standardised(both, X["val"])
+    ref = _sklearn(z_both, y_both, C)
 
     def shipped(run, x):  # the artifact's probe (no test split here: scored on val's embeddings)
         t = {k: v.double().numpy() for k, v in run.artifact.tensors.items()}
         return softmax((x - t["norm.mean"]) / t["norm.scale"] @ t["head.weight"].T + t["head.bias"], axis=1)
 
-    np.testing.assert_allclose(shipped(result, X["val"]), ref.predict_proba((X["val"] - mean) / scale), atol=5e-3)
+    np.testing.assert_allclose(shipped(result, X["val"]), ref.predict_proba(z_val), atol=5e-3)
     np.testing.assert_allclose(shipped(held, X["val"]), held.val_proba, atol=1e-4)  # no refit: the held-out probe
     assert result.hparams["refit"] is True and result.hparams["n_refit"] == len(both) == 210
-    np.testing.assert_allclose(result.artifact.tensors["norm.mean"].numpy(), mean, rtol=1e-4, atol=1e-5)
-    assert not np.allclose(shipped(result, X["val"]), result.val_proba, atol=1e-3)  # not the held-out probe
-    with pytest.raises(ConfigError, match="refit"):
-        get_strategy("linear").check_options({"refit": "yes"})
-    with pytest.raises(ConfigError, match="refit"):
-        get_strategy("linear").check_options({"solver": "sgd", "refit": True})
+    assert result.hparams["refit_folds"] == REFIT_FOLDS == 5
+    # the held-out probabilities: fold by fold, scikit-learn on the other folds (standardised with their rows)
+    fold = stratified_folds(y_both, 5, seed=0)
+    expected = np.empty((len(y_both), 3))
+    for f in range(5):
+        out = fold == f
+        z_in, z_out = standardised(both[~out], both[out])
+        expected[out] = _sklearn(z_in, y_both[~out], C).predict_proba(z_out)
+    got = np.concatenate([result.train_proba, result.val_proba])
+    np.testing.assert_allclose(got, expected, atol=5e-3)
+    assert not np.allclose(got[len(y["train"]) :], held.val_proba, atol=1e-2)  # not the train-only probe's
+    assert result.val_ce == pytest.approx(log_loss(y["val"], expected[len(y["train"]) :], labels=range(3)), abs=5e-3)
+    # refit_folds 0: the shipped probe refit, the val probabilities the train-only probe's
+    np.testing.assert_array_equal(val_only.val_proba, held.val_proba)
+    assert val_only.train_proba is None and val_only.hparams["refit_folds"] == 0
+    np.testing.assert_allclose(shipped(val_only, X["val"]), shipped(result, X["val"]), atol=1e-6)
+    np.testing.assert_allclose(result.artifact.tensors["norm.mean"].numpy(), both.mean(0), rtol=1e-4, atol=1e-5)
+    for bad, match in (
+        ({"refit": "yes"}, "refit"),
+        ({"solver": "sgd", "refit": True}, "refit"),
+        ({"refit_folds": 1.5}, "refit_folds"),
+        ({"refit_folds": MAX_REFIT_FOLDS + 1}, "refit_folds"),
+        ({"refit_folds": True}, "refit_folds"),
+        ({"refit": False, "refit_folds": 5}, "refit is false"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            get_strategy("linear").check_options(bad)
+
+
+@pytest.mark.parametrize(("n", "folds"), [(210, 5), (37, 4), (12, 5)])
+def test_folds_are_stratified_balanced_and_seeded(n: int, folds: int) -> None:
+    y = np.random.default_rng(n).integers(0, 3, n)
+    fold = stratified_folds(y, folds, seed=0)
+    sizes = np.bincount(fold, minlength=folds)
+    assert sizes.max() - sizes.min() <= 1 and sizes.sum() == n
+    for c in range(3):
+        per_class = np.bincount(fold[y == c], minlength=folds)
+        assert per_class.max() - per_class.min() <= 1
+    assert np.array_equal(stratified_folds(y, folds, seed=0), fold)
+    assert not np.array_equal(stratified_folds(y, folds, seed=1), fold)
 
 
 @pytest.mark.parametrize("n", [300, 40])  # n >= d, and n < d (the row space)

@@ -95,6 +95,34 @@ def test_select_ensemble_is_the_greedy_with_replacement():
     assert record.front is not None and record.front["metric"] == "gflops"
 
 
+def test_held_out_training_rows_join_val_in_the_selection_and_the_temperature():
+    """When every candidate scored the training rows held out (cross-fitted probes: `RunResult.train_proba`), the
+    greedy and the ensemble's temperature are fitted on train's rows and val's together; the val numbers stay
+    val's. When one candidate lacks them, val alone, as before."""
+    from zooens.ensemble.calibration import fit_temperature
+
+    rng = np.random.default_rng(3)
+    y_val, y_test = rng.integers(0, N_CLASSES, 40), rng.integers(0, N_CLASSES, 30)
+    y_train = np.arange(6) % N_CLASSES  # `_dataset`'s training labels
+    P_train, P_val, P_test = _probs(rng, 4, 6), _probs(rng, 4, 40), _probs(rng, 4, 30)
+    runs = [_run(i) for i in range(4)]
+    probs = [{"train": P_train[i], "val": P_val[i], "test": P_test[i]} for i in range(4)]
+    ds = _dataset(y_val, y_test)
+    record = select_ensemble(runs, probs, ds, JobParams(ensemble_size=5))
+    P_sel, y_sel = np.concatenate([P_train, P_val], axis=1), np.concatenate([y_train, y_val])
+    chosen, _ = _greedy_reference(P_sel, y_sel, 5)
+    assert record.selected == [runs[i].unit_key for i in chosen]
+    assert chosen != _greedy_reference(P_val, y_val, 5)[0]  # the training rows changed the choice
+    mix_val = P_val[chosen].mean(0)
+    ce = -np.mean(np.log(mix_val[np.arange(len(y_val)), y_val]))
+    assert record.val_ce == pytest.approx(ce) and record.val_acc == pytest.approx((mix_val.argmax(1) == y_val).mean())
+    assert record.temperature == pytest.approx(fit_temperature(P_sel[chosen].mean(0), y_sel), rel=1e-6)
+    # one candidate without training rows: val alone
+    partial = [*probs[:3], {"val": P_val[3], "test": P_test[3]}]
+    alone = select_ensemble(runs, partial, ds, JobParams(ensemble_size=5))
+    assert alone.selected == [runs[i].unit_key for i in _greedy_reference(P_val, y_val, 5)[0]]
+
+
 def test_the_budget_counts_each_shared_pass_once_from_the_run_records():
     rng = np.random.default_rng(1)
     y_val = rng.integers(0, N_CLASSES, 50)

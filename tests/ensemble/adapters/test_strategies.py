@@ -74,7 +74,7 @@ def test_cnn_job_with_every_strategy(tiny_zoo):
     from zooens.selection.datasets import load_dataset
 
     # the test split: a linear run's shipped probe is fitted again on train+val (option refit), so its val
-    # probabilities are the train-only probe's and its test probabilities the artifact's
+    # probabilities are held out (cross-fitted) and its test probabilities the artifact's
     test = prepare_job_dataset(load_dataset("digits"), JobParams(n_train=200, n_val=100, max_test=100)).split("test")
     images = [test.image(i) for i in range(8)]
     with session_scope() as s:
