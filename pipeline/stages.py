@@ -217,10 +217,11 @@ def finetune_run(
             lambda: load_artifact_model(result.artifact, device=device),
             shared=strategy.shares_backbone,
         )
-    y_val = np.asarray(ds.split("val").labels)
     y_test = ds.split("test").labels if result.test_proba is not None else None
+    both = _held_out_rows([probabilities(result)], ds)
+    fit_on = None if both is None else (both[0][0], both[1])
     record = RunRecord(
-        calibration=calibrate(result.val_proba, y_val, result.test_proba, y_test, fit_on=_held_out_rows(result, ds)),
+        calibration=calibrate(result.val_proba, ds.split("val").labels, result.test_proba, y_test, fit_on=fit_on),
         unit_key=str(key),
         **result.summary(),  # scores, seconds, updated parameters, hparams
         seed=params.seed,
@@ -235,13 +236,14 @@ def finetune_run(
     return record, result
 
 
-def _held_out_rows(result: RunResult, ds: ImageDataset) -> tuple[np.ndarray, np.ndarray] | None:
-    """A run's held-out probabilities of train and val together, with their labels, when it has train's
-    (`RunResult.train_proba`); None otherwise (val alone)."""
-    if result.train_proba is None:
+def _held_out_rows(probs: Sequence[RunProbabilities], ds: ImageDataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each run's held-out probabilities of train's rows and val's, stacked (runs, rows, classes), with the rows'
+    labels, when every run has train's (`RunResult.train_proba`); None otherwise (val alone). The rows a run's
+    temperature and the greedy ensemble are fitted on."""
+    if not all("train" in p for p in probs):
         return None
-    rows = np.concatenate([result.train_proba, result.val_proba])
-    return rows, np.concatenate([np.asarray(ds.split("train").labels), np.asarray(ds.split("val").labels)])
+    rows = np.stack([np.concatenate([p["train"], p["val"]]) for p in probs])
+    return rows, np.concatenate([np.asarray(ds.split(s).labels) for s in ("train", "val")])
 
 
 def probabilities(result: RunResult) -> RunProbabilities:
@@ -388,10 +390,8 @@ def select_ensemble(
     keys = [run.unit_key for run in runs]
     y_val = np.asarray(ds.split("val").labels)
     P_val = np.stack([p["val"] for p in probs])
-    P_sel, y_sel = P_val, y_val  # the rows the greedy and the temperature are fitted on
-    if all("train" in p for p in probs):  # every candidate scored every training row held out: those rows too
-        P_sel = np.concatenate([np.stack([p["train"] for p in probs]), P_val], axis=1)
-        y_sel = np.concatenate([np.asarray(ds.split("train").labels), y_val])
+    both = _held_out_rows(probs, ds)
+    P_sel, y_sel = (P_val, y_val) if both is None else both  # the rows the greedy and the temperature are fitted on
     P_test = y_test = None
     if "test" in ds.splits and all("test" in p for p in probs):
         P_test, y_test = np.stack([p["test"] for p in probs]), ds.split("test").labels
