@@ -408,9 +408,9 @@ def _one_se_reference(P: np.ndarray, y: np.ndarray, path: list[int], guard: bool
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_the_default_keeps_the_shortest_prefix_within_one_standard_error(seed: int) -> None:
+def test_one_se_keeps_the_shortest_prefix_within_one_standard_error(seed: int) -> None:
     P, y = random_problem(seed, n_candidates=3 + seed % 3, n_samples=15 + seed)
-    sel = GreedyEnsembleSelector(max_size=6, accuracy_guard=False).fit(P, y)  # prefix_rule="one_se"
+    sel = GreedyEnsembleSelector(max_size=6, prefix_rule="one_se", accuracy_guard=False).fit(P, y)
     minimal = GreedyEnsembleSelector(max_size=6, prefix_rule="min", accuracy_guard=False).fit(P, y)
     assert sel.selected_ == minimal.selected_  # the same path; only the kept prefix differs
     assert sel.best_size_ == _one_se_reference(P, y, sel.selected_) <= minimal.best_size_
@@ -429,10 +429,11 @@ def test_a_clear_gain_is_kept_and_noise_is_not() -> None:
 
     a = confident(rng.random(n) < 0.7)
     b = confident(rng.random(n) < 0.7)  # as good, its errors independent of a's: averaging helps a lot
-    assert GreedyEnsembleSelector(max_size=4).fit(np.stack([a, b]), y).best_size_ > 1
+    for rule in ("min", "one_se"):
+        assert GreedyEnsembleSelector(max_size=4, prefix_rule=rule).fit(np.stack([a, b]), y).best_size_ > 1
     twin = np.clip(a + rng.normal(0, 1e-4, a.shape), 1e-6, None)
     twin /= twin.sum(1, keepdims=True)  # a copy of a up to noise: nothing to gain
-    assert GreedyEnsembleSelector(max_size=4).fit(np.stack([a, twin]), y).best_size_ == 1
+    assert GreedyEnsembleSelector(max_size=4, prefix_rule="one_se").fit(np.stack([a, twin]), y).best_size_ == 1
     with pytest.raises(ConfigError, match="prefix_rule"):
         GreedyEnsembleSelector(prefix_rule="max").fit(np.stack([a, b]), y)
 
@@ -442,20 +443,20 @@ def test_the_accuracy_guard_keeps_no_prefix_less_accurate_than_the_best_single(s
     """Against the by-hand rule restricted to the prefixes at least as accurate on val as the first pick, for both
     prefix rules; the guard never changes the path, and where it binds the unguarded choice was less accurate."""
     P, y = random_problem(seed, n_candidates=3 + seed % 4, n_samples=12 + seed % 7, n_classes=2 + seed % 3)
-    guarded = GreedyEnsembleSelector(max_size=6).fit(P, y)
-    free = GreedyEnsembleSelector(max_size=6, accuracy_guard=False).fit(P, y)
+    guarded = GreedyEnsembleSelector(max_size=6, prefix_rule="one_se").fit(P, y)
+    free = GreedyEnsembleSelector(max_size=6, prefix_rule="one_se", accuracy_guard=False).fit(P, y)
     assert guarded.selected_ == free.selected_
     assert guarded.best_size_ == _one_se_reference(P, y, guarded.selected_, guard=True)
     first = accuracy_score(y, P[guarded.selected_[0]].argmax(1))
     assert accuracy_score(y, guarded.predict_proba(P).argmax(1)) >= first
     if guarded.best_size_ != free.best_size_:
         assert accuracy_score(y, free.predict_proba(P).argmax(1)) < first
-    for rule in ("min", "one_se"):  # the lowest-CE eligible prefix, by enumeration
-        sel = GreedyEnsembleSelector(max_size=6, prefix_rule=rule).fit(P, y)
+    for rule in (None, "min", "one_se"):  # the lowest-CE eligible prefix, by enumeration (None: the default, min)
+        sel = GreedyEnsembleSelector(max_size=6, **({} if rule is None else {"prefix_rule": rule})).fit(P, y)
         prefixes = [tuple(sel.selected_[:m]) for m in range(1, 7)]
         ok = [m for m in prefixes if accuracy_score(y, np.mean([P[k] for k in m], axis=0).argmax(1)) >= first]
         lowest = min(ce(P, m, y) for m in ok)
-        if rule == "min":
+        if rule != "one_se":
             assert sel.best_size_ == min(len(m) for m in ok if ce(P, m, y) <= lowest + 1e-9)
         assert sel.val_loss_ >= lowest - 1e-9
 

@@ -57,8 +57,9 @@ def _probs(rng: np.random.Generator, n_runs: int, n: int) -> np.ndarray:
 
 
 def _greedy_reference(P: np.ndarray, y: np.ndarray, max_size: int) -> tuple[list[int], float]:
-    """Caruana's greedy with replacement by brute force; the kept prefix by the one-standard-error rule among the
-    prefixes at least as accurate on val as the first pick (the accuracy guard)."""
+    """Caruana's greedy with replacement by brute force; the kept prefix the shortest with the lowest cross-entropy
+    (Caruana et al.'s and Mustafa et al.'s rule) among the prefixes at least as accurate on val as the first pick
+    (the accuracy guard)."""
     rows = np.arange(len(y))
     chosen: list[int] = []
     for _ in range(max_size):
@@ -69,11 +70,6 @@ def _greedy_reference(P: np.ndarray, y: np.ndarray, max_size: int) -> tuple[list
     ok = [int((p.argmax(1) == y).sum()) >= int((prefixes[0].argmax(1) == y).sum()) for p in prefixes]
     lowest = min(row.mean() for row, good in zip(per, ok, strict=True) if good)
     best = next(m for m in range(max_size) if ok[m] and per[m].mean() <= lowest + 1e-12)
-    # the one-standard-error rule: the shortest prefix within one SE of the lowest (per-example differences)
-    for m in range(best + 1):
-        d = per[m] - per[best]
-        if ok[m] and d.mean() <= d.std(ddof=1) / np.sqrt(len(y)) + 1e-12:
-            return chosen[: m + 1], float(per[m].mean())
     return chosen[: best + 1], float(per[best].mean())
 
 
@@ -225,3 +221,59 @@ def test_the_audit_scores_the_static_priors_beside_the_data_driven_predictors():
     )
     assert odd["predictors"]["knn"]["n"] == 6 and odd["predictors"]["imagenet_top1"]["n"] == 5
     assert "gone" in odd["skipped"]["imagenet_top1"]
+
+
+def test_a_cross_fitted_runs_temperature_is_fitted_on_its_held_out_train_and_val_rows(zooens_home, tmp_path) -> None:
+    """`finetune_run` on a refit `linear` run (cross-fitted: `RunResult.train_proba`): the run's temperature is the
+    NLL-minimising T of its held-out probabilities of train's rows and val's together (a grid search, independent
+    of `fit_temperature`'s solver), its calibration metrics are val's and test's rows under that T; with
+    `refit_folds` 0 (no held-out training rows) the temperature is val's alone."""
+    from zooens.pipeline.plan import UnitKey
+    from zooens.pipeline.stages import finetune_run
+    from zooens.selection.cache import EmbeddingCache
+    from zooens.zoo.testing import register_random_model
+
+    register_random_model("tiny-calibrated", "test_efficientnet", tmp_path / "weights")
+    rng = np.random.default_rng(0)
+
+    def split(name: str, n: int) -> Split:
+        y = rng.integers(0, N_CLASSES, n)
+        colours = np.array([[130, 100, 100], [100, 130, 100], [100, 100, 130]], dtype=np.float64)
+        x = colours[y][:, None, None, :] + rng.normal(0, 50, (n, 32, 32, 3))
+        return Split(name, np.clip(x, 0, 255).astype(np.uint8), y)
+
+    ds = ImageDataset("calib", ["a", "b", "c"], {s: split(s, n) for s, n in (("train", 90), ("val", 60), ("test", 45))})
+    key = UnitKey.finetune("tiny-calibrated", "linear", 1.0, 200)
+
+    def grid_t(p: np.ndarray, y: np.ndarray) -> float:
+        def nll(t: float) -> float:
+            z = np.log(np.clip(p, 1e-12, None)) / t
+            z -= z.max(1, keepdims=True)
+            return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]))
+
+        grid = np.exp(np.linspace(np.log(0.05), np.log(20), 2001))
+        i = int(np.argmin([nll(t) for t in grid]))
+        fine = np.exp(np.linspace(np.log(grid[max(i - 1, 0)]), np.log(grid[min(i + 1, len(grid) - 1)]), 401))
+        return float(fine[int(np.argmin([nll(t) for t in fine]))])
+
+    cache = EmbeddingCache(tmp_path / "cache")
+    common = dict(selected_models=["tiny-calibrated"], cache=cache, device="cpu", progress=False)
+    params = JobParams(resolution=32, strategies=["linear"])
+    record, result = finetune_run(ds, key, params, **common)
+    assert result.train_proba is not None and record.hparams["refit_folds"] == 5
+    y_train, y_val = ds.split("train").labels, ds.split("val").labels
+    rows = np.concatenate([result.train_proba, result.val_proba]).astype(np.float64)
+    T = grid_t(rows, np.concatenate([y_train, y_val]))
+    assert record.calibration["temperature"] == pytest.approx(T, rel=2e-3)
+    assert abs(T - grid_t(result.val_proba.astype(np.float64), y_val)) > 0.01  # val alone would differ
+    z = np.log(np.clip(result.val_proba.astype(np.float64), 1e-12, None)) / record.calibration["temperature"]
+    scaled = np.exp(z - z.max(1, keepdims=True))
+    scaled /= scaled.sum(1, keepdims=True)
+    assert record.calibration["val_nll"] == pytest.approx(-np.mean(np.log(scaled[np.arange(len(y_val)), y_val])))
+    assert "test_nll" in record.calibration
+    # no held-out training rows: the temperature is val's
+    plain = JobParams(resolution=32, strategies=["linear"], strategy_options={"linear": {"refit_folds": 0}})
+    record0, result0 = finetune_run(ds, key, plain, **common)
+    assert result0.train_proba is None
+    T0 = grid_t(result0.val_proba.astype(np.float64), y_val)
+    assert record0.calibration["temperature"] == pytest.approx(T0, rel=2e-3)
