@@ -66,7 +66,9 @@ def _column(data: Any, what: str) -> str:
     return f"column {name!r}" if isinstance(name, str) and name else what
 
 
-def encode_labels(by_split: dict[str, Any], classes: Sequence[str] | None) -> tuple[list[str], dict[str, np.ndarray]]:
+def encode_split_labels(
+    by_split: dict[str, Any], classes: Sequence[str] | None
+) -> tuple[list[str], dict[str, np.ndarray]]:
     """(class names, class indices by split) of labels given as class indices or as class names (strings,
     or anything else, by its `str`), e.g. a pandas column. With `classes`, names map to their position in it
     and indices must fall below its length; without, indices name themselves ("0", "1", ...) and names are
@@ -125,7 +127,7 @@ def _arrays_dataset(
             "Give the labels of the images: zooens.fit(images, labels) (a class name or index per image)."
         )
     pairs = _pairs((images, labels), val, test)
-    names, coded = encode_labels({s: p[1] for s, p in pairs.items()}, classes)
+    names, coded = encode_split_labels({s: p[1] for s, p in pairs.items()}, classes)
     splits = {s: _array_split(s, p[0], coded[s]) for s, p in pairs.items()}
     return ImageDataset(name, names, splits)
 
@@ -160,7 +162,7 @@ def _paths_dataset(
                 f"{split}: {len(files[split])} image paths in {_column(pair[0], 'the list')} but "
                 f"{len(_values(pair[1]))} labels; give one label per image."
             )
-    names, coded = encode_labels({s: p[1] for s, p in pairs.items()}, classes)
+    names, coded = encode_split_labels({s: p[1] for s, p in pairs.items()}, classes)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "label", "split"])

@@ -1,0 +1,111 @@
+"""Which prefix of the greedy path to keep: the greedy's test accuracy against its first pick, by prefix rule.
+
+    .venv/bin/python bench/prefix_rules.py                       # every offline peer task, 5 folds
+    .venv/bin/python bench/prefix_rules.py --refit-folds 10      # the probes cross-fitted over 10 folds
+
+For each task of `bench/peers.py` (the same splits, 112 px), the default job's runs are fitted once with the
+pipeline's own stages (`rank_model`, `finetune_run`: the embedded zoo, `linear` and `concat` on a CPU, cross-fitted
+over `--refit-folds` folds), and the greedy ensemble (`GreedyEnsembleSelector`, with replacement, on the job's
+selection rows: train's held-out rows and val's) is selected under each prefix rule, with and without the accuracy
+guard: `min` (Caruana et al.'s and Mustafa et al.'s lowest cross-entropy, the default) and `one_se` (the
+one-standard-error rule). Each row gives the test accuracy of the first pick (the same for every rule: one path)
+and the ensemble's, and the difference; the summary line gives, per rule, the mean difference and on how many
+tasks the ensemble is below its first pick. The temperature is left out: it changes no argmax.
+Writes bench/results/prefix_rules.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from _results import write_rows
+
+from zooens.ensemble.greedy import GreedyEnsembleSelector
+from zooens.pipeline import (
+    JobParams,
+    ScoreRecord,
+    finetune_run,
+    plan_finetune_units,
+    prepare_job_dataset,
+    rank_model,
+    rank_models,
+)
+from zooens.pipeline.stages import probabilities
+from zooens.selection.cache import EmbeddingCache
+from zooens.selection.datasets import load_dataset
+from zooens.selection.vtab.offline import OFFLINE_TASKS, make_offline_suite
+from zooens.zoo import resolve_zoo
+
+RULES = (("min", True), ("min", False), ("one_se", True), ("one_se", False))
+
+
+def candidates(name: str, folds: int, tmp: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The default job's candidate runs on task `name`: their held-out probabilities of train+val with the labels,
+    and their test probabilities with the labels."""
+    offline = name.startswith("offline-")
+    source = str(make_offline_suite(tmp / "suite", tasks=[name], n_test=1000)[0]) if offline else name
+    options = {"refit_folds": folds}
+    params = JobParams(resolution=112, max_test=1000, strategy_options={"linear": options, "concat": options})
+    ds = prepare_job_dataset(load_dataset(source), params)
+    cache = EmbeddingCache(tmp / f"cache-{name}")
+    models = [ws.name for ws in resolve_zoo("embedded")]
+    scores = [rank_model(ds, m, params, cache=cache, device="cpu", progress=False).part(ScoreRecord) for m in models]
+    ranked = rank_models(scores)
+    probs = []
+    for key in plan_finetune_units(ranked, params, "cpu", audit=False):
+        _, result = finetune_run(
+            ds, key, params, selected_models=ranked[: params.top_k], cache=cache, device="cpu", progress=False
+        )
+        probs.append(probabilities(result))
+    labels = {s: np.asarray(ds.split(s).labels) for s in ("train", "val", "test")}
+    held = np.stack([np.concatenate([p["train"], p["val"]]) for p in probs])
+    return held, np.concatenate([labels["train"], labels["val"]]), np.stack([p["test"] for p in probs]), labels["test"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default="all", help="comma-separated, or 'all' (default)")
+    parser.add_argument("--refit-folds", type=int, default=5)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="zooens-prefix-rules-"))
+    os.environ.setdefault("ZOOENS_HOME", str(tmp / "home"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    names = ["fashion-mnist", "digits", *OFFLINE_TASKS] if args.datasets == "all" else args.datasets.split(",")
+    rows = []
+    for name in names:
+        held, y_held, test, y_test = candidates(name, args.refit_folds, tmp)
+        for rule, guard in RULES:
+            selector = GreedyEnsembleSelector(prefix_rule=rule, accuracy_guard=guard).fit(held, y_held)
+            first = float((test[selector.selected_[0]].argmax(1) == y_test).mean())
+            ours = float((selector.predict_proba(test).argmax(1) == y_test).mean())
+            rows.append(
+                {
+                    "dataset": name,
+                    "refit_folds": args.refit_folds,
+                    "prefix_rule": rule,
+                    "accuracy_guard": guard,
+                    "members": int(selector.best_size_),
+                    "first_pick_test_acc": round(first, 4),
+                    "test_acc": round(ours, 4),
+                    "difference": round(ours - first, 4),
+                }
+            )
+            print(", ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
+    path = write_rows("prefix_rules", rows, echo=False)
+    for rule, guard in RULES:
+        diffs = [r["difference"] for r in rows if (r["prefix_rule"], r["accuracy_guard"]) == (rule, guard)]
+        print(
+            f"{rule} (accuracy guard {guard}): mean difference {np.mean(diffs):+.4f}, below the first pick on "
+            f"{sum(d < 0 for d in diffs)} of {len(diffs)}, above on {sum(d > 0 for d in diffs)}"
+        )
+    print(f"CSV: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
