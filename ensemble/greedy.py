@@ -265,10 +265,10 @@ class GreedyEnsembleSelector:
         selected on val's 200 rows alone; it is no longer, for two reasons. With replacement, a shorter
         prefix is not a simpler ensemble: [A, B] averages A and B half and half, while [A, B, A, A, A] is
         four fifths A, nearer the single run A that the rule means to fall back to, so the rule's "shortest"
-        keeps the coarse, extreme mixes. And measured on the seven offline peer tasks (`bench/peers.py`)
-        with the cross-fitted selection rows of a CPU job (1,000 per task), the greedy's test accuracy less
-        its first pick's averaged +0.13 point with `min` against -0.01 with `one_se`, under it on 1 task
-        against 3 (with 10 folds: +0.24 against -0.04, 2 against 3).
+        keeps the coarse, extreme mixes. And measured on the seven offline peer tasks with the cross-fitted
+        selection rows of a CPU job (1,000 per task; `bench/prefix_rules.py`), the guarded greedy's test
+        accuracy less its first pick's averaged +0.13 point with `min` against -0.01 with `one_se`, below
+        it on 1 task of 7 against 2, above it on 4 against 2.
     accuracy_guard : when True (the default), only prefixes at least as accurate on val as the first
         candidate alone (the best single run) can be kept, so the ensemble never answers worse than its best
         single run on the split that chose it. A deviation from Caruana et al. and Mustafa et al., who keep the
