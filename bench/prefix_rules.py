@@ -35,7 +35,7 @@ from zooens.pipeline import (
     rank_model,
     rank_models,
 )
-from zooens.pipeline.stages import probabilities
+from zooens.pipeline.stages import _held_out_rows, probabilities
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import load_dataset
 from zooens.selection.vtab.offline import OFFLINE_TASKS, make_offline_suite
@@ -62,9 +62,8 @@ def candidates(name: str, folds: int, tmp: Path) -> tuple[np.ndarray, np.ndarray
             ds, key, params, selected_models=ranked[: params.top_k], cache=cache, device="cpu", progress=False
         )
         probs.append(probabilities(result))
-    labels = {s: np.asarray(ds.split(s).labels) for s in ("train", "val", "test")}
-    held = np.stack([np.concatenate([p["train"], p["val"]]) for p in probs])
-    return held, np.concatenate([labels["train"], labels["val"]]), np.stack([p["test"] for p in probs]), labels["test"]
+    held, y_held = _held_out_rows(probs, ds)  # the rows the job's greedy selects on
+    return held, y_held, np.stack([p["test"] for p in probs]), np.asarray(ds.split("test").labels)
 
 
 def main() -> int:

@@ -170,3 +170,46 @@ def test_each_member_gets_its_own_temperature_and_metrics():
     assert got["uncalibrated_test_ece"] == pytest.approx(_ece(P_test.astype(np.float64), y_test), abs=1e-9)
     assert got["test_nll"] < got["uncalibrated_test_nll"]  # over-confident: cooling helps on test too
     assert set(calibrate(P_val, y_val)) == {"temperature", "uncalibrated_val_ece", "val_nll", "val_brier", "val_ece"}
+
+
+def test_a_cross_fitted_runs_temperature_is_fitted_on_its_held_out_train_and_val_rows(zooens_home, tmp_path) -> None:
+    """`finetune_run` on a refit `linear` run (cross-fitted: `RunResult.train_proba`): the run's temperature is the
+    NLL-minimising T of its held-out probabilities of train's rows and val's together (a grid search, independent
+    of `fit_temperature`'s solver), its calibration metrics are val's and test's rows under that T; with
+    `refit_folds` 0 (no held-out training rows) the temperature is val's alone."""
+    from zooens.pipeline.plan import UnitKey
+    from zooens.pipeline.stages import finetune_run
+    from zooens.selection.cache import EmbeddingCache
+    from zooens.zoo.testing import register_random_model
+
+    register_random_model("tiny-calibrated", "test_efficientnet", tmp_path / "weights")
+    rng = np.random.default_rng(0)
+
+    def split(name: str, n: int) -> Split:
+        y = rng.integers(0, 3, n)
+        colours = np.array([[130, 100, 100], [100, 130, 100], [100, 100, 130]], dtype=np.float64)
+        x = colours[y][:, None, None, :] + rng.normal(0, 50, (n, 32, 32, 3))
+        return Split(name, np.clip(x, 0, 255).astype(np.uint8), y)
+
+    ds = ImageDataset("calib", ["a", "b", "c"], {s: split(s, n) for s, n in (("train", 90), ("val", 60), ("test", 45))})
+    key = UnitKey.finetune("tiny-calibrated", "linear", 1.0, 200)
+
+    cache = EmbeddingCache(tmp_path / "cache")
+    common = dict(selected_models=["tiny-calibrated"], cache=cache, device="cpu", progress=False)
+    params = JobParams(resolution=32, strategies=["linear"])
+    record, result = finetune_run(ds, key, params, **common)
+    assert result.train_proba is not None and record.hparams["refit_folds"] == 5
+    y_train, y_val = ds.split("train").labels, ds.split("val").labels
+    rows = np.concatenate([result.train_proba, result.val_proba]).astype(np.float64)
+    T = _grid_t(rows, np.concatenate([y_train, y_val]))
+    assert record.calibration["temperature"] == pytest.approx(T, rel=2e-3)
+    assert abs(T - _grid_t(result.val_proba.astype(np.float64), y_val)) > 0.01  # val alone would differ
+    scaled = _scaled(result.val_proba.astype(np.float64), record.calibration["temperature"])
+    assert record.calibration["val_nll"] == pytest.approx(_nll(scaled, y_val))
+    assert "test_nll" in record.calibration
+    # no held-out training rows: the temperature is val's
+    plain = JobParams(resolution=32, strategies=["linear"], strategy_options={"linear": {"refit_folds": 0}})
+    record0, result0 = finetune_run(ds, key, plain, **common)
+    assert result0.train_proba is None
+    T0 = _grid_t(result0.val_proba.astype(np.float64), y_val)
+    assert record0.calibration["temperature"] == pytest.approx(T0, rel=2e-3)
