@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/prefix_rules.py                       # every offline peer task, 5 folds
     .venv/bin/python bench/prefix_rules.py --refit-folds 10      # the probes cross-fitted over 10 folds
+    .venv/bin/python bench/prefix_rules.py --seeds 3             # each task under job seeds 0, 1 and 2
 
 For each task of `bench/peers.py` (the same splits, 112 px), the default job's runs are fitted once with the
 pipeline's own stages (`rank_model`, `finetune_run`: the embedded zoo, `linear` and `concat` on a CPU, cross-fitted
@@ -11,6 +12,11 @@ guard: `min` (Caruana et al.'s and Mustafa et al.'s lowest cross-entropy, the de
 one-standard-error rule). Each row gives the test accuracy of the first pick (the same for every rule: one path)
 and the ensemble's, and the difference; the summary line gives, per rule, the mean difference and on how many
 tasks the ensemble is below its first pick. The temperature is left out: it changes no argmax.
+
+With `--seeds N`, each task runs under the job seeds 0 .. N-1: the seed draws the job's train/val split from the
+task's pool and the probes' cross-fitting folds, so the rows are N draws of the same task, and the summary adds,
+per rule, the mean difference task by task over its seeds (one test split of a few hundred images moves the
+difference by whole images; the mean over draws is the rule's expected gain on that task).
 Writes bench/results/prefix_rules.csv.
 """
 
@@ -44,13 +50,17 @@ from zooens.zoo import resolve_zoo
 RULES = (("min", True), ("min", False), ("one_se", True), ("one_se", False))
 
 
-def candidates(name: str, folds: int, tmp: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The default job's candidate runs on task `name`: their held-out probabilities of train+val with the labels,
-    and their test probabilities with the labels."""
+def candidates(
+    name: str, folds: int, tmp: Path, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The default job's candidate runs on task `name` under job seed `seed`: their held-out probabilities of
+    train+val with the labels, and their test probabilities with the labels."""
     offline = name.startswith("offline-")
     source = str(make_offline_suite(tmp / "suite", tasks=[name], n_test=1000)[0]) if offline else name
     options = {"refit_folds": folds}
-    params = JobParams(resolution=112, max_test=1000, strategy_options={"linear": options, "concat": options})
+    params = JobParams(
+        resolution=112, max_test=1000, seed=seed, strategy_options={"linear": options, "concat": options}
+    )
     ds = prepare_job_dataset(load_dataset(source), params)
     cache = EmbeddingCache(tmp / f"cache-{name}")
     models = [ws.name for ws in resolve_zoo("embedded")]
@@ -70,14 +80,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default="all", help="comma-separated, or 'all' (default)")
     parser.add_argument("--refit-folds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=1, help="job seeds 0 .. N-1 per task (default 1: seed 0)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="zooens-prefix-rules-"))
     os.environ.setdefault("ZOOENS_HOME", str(tmp / "home"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     names = ["fashion-mnist", "digits", *OFFLINE_TASKS] if args.datasets == "all" else args.datasets.split(",")
     rows = []
-    for name in names:
-        held, y_held, test, y_test = candidates(name, args.refit_folds, tmp)
+    for name, seed in [(n, s) for n in names for s in range(args.seeds)]:
+        held, y_held, test, y_test = candidates(name, args.refit_folds, tmp, seed)
         for rule, guard in RULES:
             selector = GreedyEnsembleSelector(prefix_rule=rule, accuracy_guard=guard).fit(held, y_held)
             first = float((test[selector.selected_[0]].argmax(1) == y_test).mean())
@@ -85,6 +96,7 @@ def main() -> int:
             rows.append(
                 {
                     "dataset": name,
+                    "seed": seed,
                     "refit_folds": args.refit_folds,
                     "prefix_rule": rule,
                     "accuracy_guard": guard,
@@ -102,6 +114,22 @@ def main() -> int:
             f"{rule} (accuracy guard {guard}): mean difference {np.mean(diffs):+.4f}, below the first pick on "
             f"{sum(d < 0 for d in diffs)} of {len(diffs)}, above on {sum(d > 0 for d in diffs)}"
         )
+        if args.seeds > 1:
+            per_task = {
+                n: np.mean(
+                    [
+                        r["difference"]
+                        for r in rows
+                        if r["dataset"] == n and (r["prefix_rule"], r["accuracy_guard"]) == (rule, guard)
+                    ]
+                )
+                for n in names
+            }
+            print(
+                f"  over {args.seeds} seeds per task: mean difference below the first pick on "
+                f"{sum(v < 0 for v in per_task.values())} of {len(names)} tasks; "
+                + ", ".join(f"{n} {v:+.4f}" for n, v in per_task.items())
+            )
     print(f"CSV: {path}")
     return 0
 
