@@ -13,8 +13,9 @@ one-standard-error rule). Each row gives the test accuracy of the first pick (th
 and the ensemble's, and the difference; the summary line gives, per rule, the mean difference and on how many
 tasks the ensemble is below its first pick. The temperature is left out: it changes no argmax.
 
-With `--seeds N`, each task runs under the job seeds 0 .. N-1: the seed draws the job's train/val split from the
-task's pool and the probes' cross-fitting folds, so the rows are N draws of the same task, and the summary adds,
+With `--seeds N`, each task runs under the job seeds 0 .. N-1: the seed draws the probes' cross-fitting folds, and
+the job's train/val split from the pool of a task that has no fixed split (Fashion-MNIST, digits; the offline
+stand-ins' splits are fixed), so the rows are N draws of the same task, and the summary adds,
 per rule, the mean difference task by task over its seeds (one test split of a few hundred images moves the
 difference by whole images; the mean over draws is the rule's expected gain on that task).
 Writes bench/results/prefix_rules.csv.
@@ -109,22 +110,14 @@ def main() -> int:
             print(", ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
     path = write_rows("prefix_rules", rows, echo=False)
     for rule, guard in RULES:
-        diffs = [r["difference"] for r in rows if (r["prefix_rule"], r["accuracy_guard"]) == (rule, guard)]
+        mine = [r for r in rows if (r["prefix_rule"], r["accuracy_guard"]) == (rule, guard)]
+        diffs = [r["difference"] for r in mine]
         print(
             f"{rule} (accuracy guard {guard}): mean difference {np.mean(diffs):+.4f}, below the first pick on "
             f"{sum(d < 0 for d in diffs)} of {len(diffs)}, above on {sum(d > 0 for d in diffs)}"
         )
         if args.seeds > 1:
-            per_task = {
-                n: np.mean(
-                    [
-                        r["difference"]
-                        for r in rows
-                        if r["dataset"] == n and (r["prefix_rule"], r["accuracy_guard"]) == (rule, guard)
-                    ]
-                )
-                for n in names
-            }
+            per_task = {n: np.mean([r["difference"] for r in mine if r["dataset"] == n]) for n in names}
             print(
                 f"  over {args.seeds} seeds per task: mean difference below the first pick on "
                 f"{sum(v < 0 for v in per_task.values())} of {len(names)} tasks; "
