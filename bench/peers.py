@@ -6,12 +6,14 @@
 Contenders, each trained on the same 800 train / 200 val images (zooens' split policy with the job's seed) and
 scored on the same test images (a seeded subsample of `--max-test`):
 
-- `zooens`: the default job (`zooens.pipeline.fit`: the embedded zoo, `strategies` auto and concat, auto being
-  `linear` on a CPU and `full` on a GPU; `k` auto), its calibrated `predict_proba` on the test images;
-- `logreg-top1`: scikit-learn's `LogisticRegression` (L2, lbfgs) on standardised embeddings of the model zooens
-  ranked first, C picked on val from 10^-4..10^4 by val accuracy (CLIP's linear-probe protocol, Radford et al.
-  2021, appendix A.3; ties to the smaller C);
-- `logreg-concat`: the same on the concatenated embeddings of every zoo model;
+- `zooens`: the default job (`zooens.pipeline.fit`: the embedded zoo and its layer taps, `taps` auto, `strategies`
+  auto and concat, auto being `linear` on a CPU and `full` on a GPU; `k` auto), its calibrated `predict_proba` on
+  the test images;
+- `logreg-top1`: scikit-learn's `LogisticRegression` (L2, lbfgs) on standardised embeddings of the zoo entry zooens
+  ranked first (a layer tap when one ranked first), C picked on val from 10^-4..10^4 by val accuracy (CLIP's
+  linear-probe protocol, Radford et al. 2021, appendix A.3; ties to the smaller C);
+- `logreg-concat`: the same on the concatenated embeddings of every zoo model (their final features: what a
+  practitioner reads off a model);
 - `logreg-concat-refit`: `logreg-concat` fitted again at its chosen C on train+val (the VTAB-1k protocol, which
   zooens' `linear` and `concat` runs follow by default): the practitioner who also knows that trick;
 - on a GPU only, `full-top1`: full fine-tuning of the kNN-top-1 model with BiT's hyper-rule (one run, no sweep).
@@ -52,7 +54,7 @@ from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import load_dataset
 from zooens.selection.embed import embed_with_cache
 from zooens.selection.vtab.offline import OFFLINE_TASKS, make_offline_suite
-from zooens.zoo import resolve_zoo
+from zooens.zoo import get_weight_set, resolve_zoo
 
 DEFAULT = "fashion-mnist,digits,offline-dsprites-location"
 C_GRID = np.logspace(-4, 4, 17)
@@ -162,7 +164,9 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path, gpu: bool) -> li
     cache = EmbeddingCache(tmp / f"cache-baselines-{name}")
     embedded: dict[str, dict[str, np.ndarray]] = {}
     cpu_embed: dict[str, float] = {}
-    for ws in resolve_zoo("embedded"):
+    top1 = fitted.ranking_[0].model_name  # a layer tap when one ranked first (`taps` auto, the default)
+    for ws in [*resolve_zoo("embedded"), *([] if top1 in {w.name for w in resolve_zoo("embedded")} else [top1])]:
+        ws = get_weight_set(ws) if isinstance(ws, str) else ws
         cpu = time.process_time()
         embedded[ws.name] = {
             s: np.asarray(
@@ -174,11 +178,11 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path, gpu: bool) -> li
             for s in ("train", "val", "test")
         }
         cpu_embed[ws.name] = time.process_time() - cpu
-    top1 = fitted.ranking_[0].model_name
+    zoo_models = [ws.name for ws in resolve_zoo("embedded")]
     contenders = (
         ("logreg-top1", [top1], False),
-        ("logreg-concat", list(embedded), False),
-        ("logreg-concat-refit", list(embedded), True),
+        ("logreg-concat", zoo_models, False),
+        ("logreg-concat-refit", zoo_models, True),
     )
     for contender, models, refit in contenders:
         cpu, wall = time.process_time(), time.perf_counter()

@@ -5,12 +5,12 @@
     .venv/bin/python bench/prefix_rules.py --seeds 3             # each task under job seeds 0, 1 and 2
 
 For each task of `bench/peers.py` (the same splits, 112 px), the default job's runs are fitted once with the
-pipeline's own stages (`rank_model`, `finetune_run`: the embedded zoo, `linear` and `concat` on a CPU, cross-fitted
-over `--refit-folds` folds), and the greedy ensemble (`GreedyEnsembleSelector`, with replacement, on the job's
-selection rows: train's held-out rows and val's) is selected under each prefix rule, with and without the accuracy
-guard: `min` (Caruana et al.'s and Mustafa et al.'s lowest cross-entropy, the default) and `one_se` (the
-one-standard-error rule). Each row gives the test accuracy of the first pick (the same for every rule: one path)
-and the ensemble's, and the difference; the summary line gives, per rule, the mean difference and on how many
+pipeline's own stages (`rank_model`, `finetune_run`: the embedded zoo and its layer taps, `linear` and `concat` on a
+CPU, cross-fitted over `--refit-folds` folds), and the greedy ensemble (`GreedyEnsembleSelector`, with replacement,
+on the job's selection rows: train's held-out rows and val's) is selected under each prefix rule, with and without
+the accuracy guard: `min` (Caruana et al.'s and Mustafa et al.'s lowest cross-entropy, the default) and `one_se`
+(the one-standard-error rule). Each row gives the test accuracy of the first pick (the same for every rule: one
+path) and the ensemble's, and the difference; the summary line gives, per rule, the mean difference and on how many
 tasks the ensemble is below its first pick. The temperature is left out: it changes no argmax.
 
 With `--seeds N`, each task runs under the job seeds 0 .. N-1: the seed draws the probes' cross-fitting folds, and
@@ -37,6 +37,7 @@ from zooens.pipeline import (
     JobParams,
     ScoreRecord,
     finetune_run,
+    job_zoo,
     plan_finetune_units,
     prepare_job_dataset,
     rank_model,
@@ -46,7 +47,6 @@ from zooens.pipeline.stages import _held_out_rows, probabilities
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import load_dataset
 from zooens.selection.vtab.offline import OFFLINE_TASKS, make_offline_suite
-from zooens.zoo import resolve_zoo
 
 RULES = (("min", True), ("min", False), ("one_se", True), ("one_se", False))
 
@@ -64,7 +64,7 @@ def candidates(
     )
     ds = prepare_job_dataset(load_dataset(source), params)
     cache = EmbeddingCache(tmp / f"cache-{name}")
-    models = [ws.name for ws in resolve_zoo("embedded")]
+    models = [ws.name for ws in job_zoo("embedded", params)]  # the job's zoo: the models and their taps
     scores = [rank_model(ds, m, params, cache=cache, device="cpu", progress=False).part(ScoreRecord) for m in models]
     ranked = rank_models(scores)
     probs = []

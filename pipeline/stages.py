@@ -48,7 +48,7 @@ from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset
 from zooens.selection.embed import embedding_key
 from zooens.selection.ranking import score_model
-from zooens.zoo import create_model, data_config, model_facts, pull
+from zooens.zoo import create_model, data_config, get_weight_set, model_facts, pull, taps_for
 
 __all__ = [
     "RunProbabilities",
@@ -87,14 +87,27 @@ def pull_weights(model_name: str, *, progress: bool = True) -> PullRecord:
     return PullRecord(model_name=model_name, status=outcome.status, files=list(outcome.files), bytes=outcome.bytes)
 
 
+def tap_relatives(model_name: str, params: JobParams) -> list[str]:
+    """What a job ranks beside `model_name` from the same forward pass: with `taps` "auto", its model and that
+    model's `taps_for` taps (the model itself among them, whichever `model_name` is); none otherwise."""
+    if params.taps != "auto":
+        return []
+    ws = get_weight_set(model_name)
+    base = ws.tap_of if ws.is_tap else ws.name
+    return [str(base), *taps_for(str(base))]
+
+
 def rank_model(
     ds: ImageDataset, model_name: str, params: JobParams, *, cache: EmbeddingCache, device: str, progress: bool = True
 ) -> EmbedRecord:
     """Embed train and val with one model (through the cache) and score it (`selection.ranking`); a
-    `k` of "auto" resolves there, from the training labels, and the record holds the k used."""
+    `k` of "auto" resolves there, from the training labels, and the record holds the k used. With
+    `taps` "auto" the model's taps (a tap's model and fellow taps), which the job ranks too, are embedded in
+    the same forward pass (`tap_relatives`)."""
     score = score_model(
         model_name,
         ds,
+        family=tap_relatives(model_name, params),
         k=params.k,
         cache=cache,
         resolution=params.resolution,

@@ -25,6 +25,9 @@ The pipeline, and why:
   `Settings.embed_model_cache_size` models keyed by weight-set name, weights checksum and
   `pretrained`), so embedding train, val and test builds the model once. These models are for
   inference only: nobody may train them.
+- **A model and its layer taps share one forward pass** (`family`: `TapFamily`, checked against each
+  member's own embedding on a seeded batch before use): ranking a zoo with `--taps auto` embeds each
+  split once per model, not once per tap, and caches every member's embeddings under its own key.
 - **Embeddings are cached on disk** (`EmbeddingCache`), keyed by model, weights checksum, dataset
   fingerprint, split and the full data config (`embedding_key`): a hit builds no model.
 """
@@ -38,7 +41,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,15 +178,31 @@ FREEZE_RTOL = 1e-3
 the check batch; folding batch norm and fusing ops move them by ~1e-6 relative."""
 
 
-def frozen_model(ws: WeightSet, model: nn.Module, data_cfg: dict[str, Any], batch_size: int) -> nn.Module:
+def _same_outputs(ref: Any, got: Any, rtol: float) -> bool:
+    """`got` has `ref`'s tensors (one tensor, or a tuple of them), each within `rtol` of `ref`'s largest value."""
+    refs = ref if isinstance(ref, tuple) else (ref,)
+    gots = got if isinstance(got, tuple) else (got,)
+    return len(refs) == len(gots) and all(
+        isinstance(g, torch.Tensor)
+        and g.shape == r.shape
+        and float((g.float() - r.float()).abs().max()) <= rtol * max(1.0, float(r.abs().max()))
+        for r, g in zip(refs, gots, strict=True)
+    )
+
+
+def frozen_model(
+    ws: WeightSet, model: nn.Module, data_cfg: dict[str, Any], batch_size: int, *, variant: str = ""
+) -> nn.Module:
     """`model` (eval, CPU) traced by TorchScript at `data_cfg`'s input size and frozen: batch norm folded
     into the convolutions, weights constant, ops fused by the JIT for inference. Kept like `built_model`
     (an LRU of `Settings.embed_model_cache_size`, keyed by the model's key and the input size).
 
     A model that does not trace, or whose frozen copy does not give the eager model's embeddings on
     seeded check batches of other values and another size than traced (`FREEZE_RTOL`; data-dependent
-    control flow would show here), is used eager, with an INFO log line saying why."""
-    key = (ws.name, zoo.weights_sha256(ws), tuple(data_cfg["input_size"]))
+    control flow would show here), is used eager, with an INFO log line saying why. `variant` tells apart
+    modules built from the same weights (a `TapFamily`: the names of its members); one returning a tuple of
+    tensors is checked tensor by tensor."""
+    key = (ws.name, zoo.weights_sha256(ws), tuple(data_cfg["input_size"]), variant)
     with _MODELS_LOCK:
         hit = _FROZEN.get(key)
         if hit is not None:
@@ -201,12 +220,7 @@ def frozen_model(ws: WeightSet, model: nn.Module, data_cfg: dict[str, Any], batc
             # other values than traced (the negated batch: a branch on a statistic of the input flips),
             # and another batch size (the last batch of a split)
             for x in (-example, other.contiguous(memory_format=torch.channels_last)):
-                ref, got = model(x), frozen(x)
-                if not (
-                    isinstance(got, torch.Tensor)
-                    and got.shape == ref.shape
-                    and float((got - ref).abs().max()) <= FREEZE_RTOL * max(1.0, float(ref.abs().max()))
-                ):
+                if not _same_outputs(model(x), frozen(x), FREEZE_RTOL):
                     raise ValueError(f"its frozen copy gives other embeddings than the model at batch {len(x)}")
     except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to the eager model
         logger.info("%s: embedding with the eager model (%s: %s)", ws.name, type(exc).__name__, str(exc)[:200])
@@ -241,12 +255,44 @@ def embed_split(
     normalised on the device), inference mode, channels-last, bf16 autocast on CUDA.
 
     With `decode_key` and `decoded` the decoded split comes from, or goes to, that cache."""
+    (out,) = _embed_outputs(
+        model,
+        data_cfg,
+        split,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        progress=progress,
+        desc=desc,
+        decode_key=decode_key,
+        decoded=decoded,
+        n_outputs=1,
+    )
+    return out
+
+
+def _embed_outputs(
+    model: nn.Module,
+    data_cfg: dict[str, Any],
+    split: Split,
+    *,
+    batch_size: int | None,
+    device: str,
+    num_workers: int,
+    progress: bool,
+    desc: str,
+    decode_key: DecodeKey | None,
+    decoded: DecodedCache | None,
+    n_outputs: int,
+) -> list[np.ndarray]:
+    """`embed_split` for a model returning one tensor (`n_outputs` 1) or a tuple of `n_outputs` tensors (a
+    `TapFamily`): one float32 (N, D_i) array per output."""
     cuda = _is_cuda(device)
     batch_size = batch_size or batch_size_for(device, data_cfg)
     model = model.to(device).eval().to(memory_format=torch.channels_last)
     mean, std = mean_std(data_cfg, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
-    outputs: list[torch.Tensor] = []
+    outputs: list[list[torch.Tensor]] = [[] for _ in range(n_outputs)]
     batches = decoded_batches(
         split, data_cfg, batch_size=batch_size, num_workers=num_workers, pin_memory=cuda, key=decode_key, cache=decoded
     )
@@ -260,16 +306,17 @@ def embed_split(
         done = 0
         for batch in batches:
             check_cancelled()  # a cancelled job or a unit past its time limit stops within one batch
-            out = model(normalize(batch.to(device, non_blocking=cuda), mean, std))
-            if out.ndim > 2:  # models whose pooled output is not flat
-                out = out.flatten(1)
-            outputs.append(out.float())  # stays on the device: no sync per batch
+            got = model(normalize(batch.to(device, non_blocking=cuda), mean, std))
+            for i, out in enumerate(got if isinstance(got, tuple) else (got,)):
+                if out.ndim > 2:  # models whose pooled output is not flat
+                    out = out.flatten(1)
+                outputs[i].append(out.float())  # stays on the device: no sync per batch
             bar.update(len(batch))
             done += len(batch)
             report_inner(done, len(split))
-    if not outputs:
-        return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(outputs).cpu().numpy().astype(np.float32, copy=False)
+    if not outputs[0]:
+        return [np.zeros((0, 0), dtype=np.float32) for _ in range(n_outputs)]
+    return [torch.cat(out).cpu().numpy().astype(np.float32, copy=False) for out in outputs]
 
 
 @dataclass
@@ -309,12 +356,17 @@ def embed_with_cache(
     device: str = "cpu",
     batch_size: int | None = None,
     progress: bool = True,
+    family: Sequence[str | WeightSet] = (),
 ) -> EmbeddingResult:
     """Embeddings of `ds[split]`, from the cache when the same inputs were embedded before.
 
     `preprocessing` as `zoo.PREPROCESSINGS` (the model's own eval transform, or VTAB's plain resize);
     it is part of the data config, so of the cache key. A miss uses the kept model (`built_model`)
-    and the decoded split shared by models of the same geometry (under `cache.root / 'decoded'`)."""
+    and the decoded split shared by models of the same geometry (under `cache.root / 'decoded'`).
+
+    `family`: other weight sets of the same model (the model itself and its layer taps; others are
+    ignored) the caller will want too: on a miss, those not cached yet are embedded in the same forward
+    pass (`TapFamily`) and cached under their own keys, so their own calls hit the cache."""
     started = time.perf_counter()
     ws = zoo.get_weight_set(ws_or_name) if isinstance(ws_or_name, str) else ws_or_name
     sp = ds.split(split)
@@ -331,6 +383,18 @@ def embed_with_cache(
             cache.path(key),
         )
         return EmbeddingResult(hit, True, time.perf_counter() - started, None, key, cache.path(key))
+    relatives = _missing_relatives(
+        ws, family, ds, split, data_cfg, cache, resolution=resolution, preprocessing=preprocessing
+    )
+    members = [(ws, key), *relatives]
+    if len(members) > 1:
+        done = _embed_family(
+            members, ds, split, data_cfg, cache=cache, device=device, batch_size=batch_size, progress=progress
+        )
+        if done is not None:
+            emb, seconds = done
+            ips = len(sp) / seconds if seconds > 0 else None
+            return EmbeddingResult(emb, False, time.perf_counter() - started, ips, key, cache.path(key))
     model = built_model(ws)
     t0 = time.perf_counter()
     settings = get_settings()
@@ -349,18 +413,147 @@ def embed_with_cache(
         decoded=decoded_cache(cache.root / "decoded"),
     )
     seconds = time.perf_counter() - t0
-    path = cache.put(
-        key,
-        emb,
-        meta={
-            "model": ws.name,
-            "split": split,
-            "dataset": ds.fingerprint,
-            "data_config": data_cfg,
-            "n": len(sp),
-            "seconds": seconds,
-        },
-    )
+    path = _put(cache, key, emb, ws, ds, split, data_cfg, seconds)
     ips = len(sp) / seconds if seconds > 0 else None
     logger.info("%s / %s: embedded %d images in %.1f s (%.1f img/s)", ws.name, split, len(sp), seconds, ips or 0)
     return EmbeddingResult(emb, False, time.perf_counter() - started, ips, key, path)
+
+
+def _put(
+    cache: EmbeddingCache,
+    key: str,
+    emb: np.ndarray,
+    ws: WeightSet,
+    ds: ImageDataset,
+    split: str,
+    data_cfg: dict[str, Any],
+    seconds: float,
+    shared_with: list[str] | None = None,
+) -> Path:
+    meta = {"model": ws.name, "split": split, "dataset": ds.fingerprint, "data_config": data_cfg}
+    meta |= {"n": len(ds.split(split)), "seconds": seconds}
+    if shared_with:
+        meta["shared_pass"] = shared_with  # embedded in one pass with these (`TapFamily`)
+    return cache.put(key, emb, meta=meta)
+
+
+def _base_of(ws: WeightSet) -> str:
+    return str(ws.tap_of) if ws.is_tap else ws.name
+
+
+def _missing_relatives(
+    ws: WeightSet,
+    family: Sequence[str | WeightSet],
+    ds: ImageDataset,
+    split: str,
+    data_cfg: dict[str, Any],
+    cache: EmbeddingCache,
+    *,
+    resolution: int | None,
+    preprocessing: str,
+) -> list[tuple[WeightSet, str]]:
+    """The members of `family` that one pass of `ws`'s model can embed with it (the model and its taps,
+    same weights and data config) and that the cache lacks, each with its cache key; no duplicates."""
+    out: list[tuple[WeightSet, str]] = []
+    seen = {ws.name}
+    sha = zoo.weights_sha256(ws)
+    for item in family:
+        other = zoo.get_weight_set(item) if isinstance(item, str) else item
+        if other.name in seen or _base_of(other) != _base_of(ws) or zoo.weights_sha256(other) != sha:
+            continue
+        seen.add(other.name)
+        if zoo.data_config(other, resolution=resolution, preprocessing=preprocessing) != data_cfg:
+            continue
+        other_key = cache_key(other.name, sha, ds.fingerprint, split, data_cfg)
+        if cache.get(other_key, n_rows=len(ds.split(split))) is None:
+            out.append((other, other_key))
+    return out
+
+
+FAMILY_RTOL = 1e-4
+"""How far (relative to the largest value) a `TapFamily`'s outputs may be from each member's own embedding on
+the check batch: the same operations in the same order, so only float noise."""
+
+
+def family_model(
+    model: nn.Module, arch: str, layers: list[str], *, with_model: bool, data_cfg: dict[str, Any]
+) -> nn.Module | None:
+    """A `TapFamily` of `model` (unpruned, `num_classes=0`, of timm architecture `arch`): its own embedding
+    first when `with_model`, then the taps at `layers`; or None (with an INFO line) when it does not give, on
+    a seeded batch, what each member gives alone: the model's forward, and for a tap its pooled stage of
+    `forward_intermediates`, as `LayerTap` computes it."""
+    try:
+        by_module = {t.module: t for t in zoo.tap_layers(arch)}
+        taps = [by_module[layer] for layer in layers]
+        family = zoo.TapFamily(model, taps, with_model=with_model).eval()
+        x = torch.randn((2, *data_cfg["input_size"]), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            got = family(x)
+            refs = [model(x)] if with_model else []
+            for t in taps:
+                (stage,) = model.forward_intermediates(x, indices=[t.index], intermediates_only=True)
+                refs.append(zoo.pool_stage(stage))
+        if not _same_outputs(tuple(refs), got, FAMILY_RTOL):
+            raise ValueError("its outputs differ from the members' own embeddings")
+    except Exception as exc:  # noqa: BLE001 - any failure falls back to one pass per member
+        logger.info("%s: one pass per tap (%s: %s)", arch, type(exc).__name__, str(exc)[:200])
+        return None
+    return family
+
+
+def _embed_family(
+    members: list[tuple[WeightSet, str]],
+    ds: ImageDataset,
+    split: str,
+    data_cfg: dict[str, Any],
+    *,
+    cache: EmbeddingCache,
+    device: str,
+    batch_size: int | None,
+    progress: bool,
+) -> tuple[np.ndarray, float] | None:
+    """Embed `ds[split]` with every member (a model and/or its taps, with their cache keys) in one forward
+    pass of the model and cache each; the first member's embeddings and the pass's seconds, or None when
+    the model gives no checked `TapFamily` (the caller then embeds the first member alone)."""
+    ordered = sorted(members, key=lambda m: m[0].is_tap)  # the model's own output comes first
+    with_model = not ordered[0][0].is_tap
+    first = ordered[0][0]
+    base = zoo.get_weight_set(_base_of(first)) if first.is_tap else first
+    model = built_model(base)
+    layers = [str(ws.layer) for ws, _ in ordered if ws.is_tap]
+    family = family_model(model, base.arch, layers, with_model=with_model, data_cfg=data_cfg)
+    if family is None:
+        return None
+    names = [ws.name for ws, _ in ordered]
+    settings = get_settings()
+    t0 = time.perf_counter()
+    if not _is_cuda(device) and sum(len(s) for s in ds.splits.values()) >= settings.embed_freeze_min_images:
+        family = frozen_model(
+            base, family, data_cfg, batch_size or batch_size_for(device, data_cfg), variant=",".join(names)
+        )
+    outs = _embed_outputs(
+        family,
+        data_cfg,
+        ds.split(split),
+        batch_size=batch_size,
+        device=device,
+        num_workers=resolve_num_workers(settings.num_workers, device),
+        progress=progress,
+        desc=f"{base.name} {split} (+{len(layers)} tap{'s' if len(layers) != 1 else ''})",
+        decode_key=DecodeKey.of(ds.fingerprint, split, data_cfg),
+        decoded=decoded_cache(cache.root / "decoded"),
+        n_outputs=len(ordered),
+    )
+    seconds = time.perf_counter() - t0
+    for (ws, key), emb in zip(ordered, outs, strict=True):
+        _put(cache, key, emb, ws, ds, split, data_cfg, seconds, shared_with=[n for n in names if n != ws.name])
+    logger.info(
+        "%s / %s: embedded %d images for %s in one pass, %.1f s",
+        base.name,
+        split,
+        len(ds.split(split)),
+        ", ".join(names),
+        seconds,
+    )
+    wanted = members[0][0].name
+    return next(emb for (ws, _), emb in zip(ordered, outs, strict=True) if ws.name == wanted), seconds

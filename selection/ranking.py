@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -77,13 +78,16 @@ def score_model(
     device: str = "cpu",
     progress: bool = True,
     max_queries: int | None = LOO_MAX_QUERIES,
+    family: Sequence[str | WeightSet] = (),
 ) -> ModelScore:
     """Embed train and val (through the cache) and score: LOO kNN (and LOO 1-NN from the same search),
     train-to-val kNN, LogME. `k="auto"` resolves here, from the training labels (`knn.auto_k`), and
     the score records the k used.
 
     The kNN search runs on `device` (torch on CUDA, FAISS on the CPU: `knn.resolve_backend`);
-    over `max_queries` training examples the LOO estimate uses that many stratified queries."""
+    over `max_queries` training examples the LOO estimate uses that many stratified queries. `family`: the
+    model's layer taps (or a tap's model and fellow taps) the caller will score too, embedded in the same
+    forward pass (`embed_with_cache`)."""
     ws = zoo.describe(ws_or_name) if isinstance(ws_or_name, str) else ws_or_name
     started = time.perf_counter()
     results = {
@@ -96,6 +100,7 @@ def score_model(
             preprocessing=preprocessing,
             device=device,
             progress=progress,
+            family=family,
         )
         for split in ("train", "val")
         if split in ds.splits

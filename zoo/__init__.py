@@ -27,7 +27,7 @@ from zooens.zoo._names import TAP_SEPARATOR
 from zooens.zoo._pull import PullEvent, PullOutcome, PullReport, download_sizes, pull
 from zooens.zoo._registry import get_weight_set, list_weight_sets, resolve_zoo, taps_for, with_taps, zoo_sets
 from zooens.zoo._sets import ZooSet, zoo_set, zoo_set_names
-from zooens.zoo._taps import DEFAULT_TAPS, LayerTap, TapLayer, tap_layers
+from zooens.zoo._taps import DEFAULT_TAPS, LayerTap, TapFamily, TapLayer, pool_stage, tap_layers
 from zooens.zoo._types import InputConfig, WeightSet, WeightSource
 from zooens.zoo._user import add_user_model, remove_user_model
 
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_TAPS",
     "InputConfig",
     "LayerTap",
+    "TapFamily",
     "ModelFacts",
     "PREPROCESSINGS",
     "PullEvent",
@@ -65,6 +66,7 @@ __all__ = [
     "missing_weights_error",
     "model_facts",
     "provided_models",
+    "pool_stage",
     "pull",
     "remove_user_model",
     "resolve_zoo",

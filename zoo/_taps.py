@@ -32,9 +32,11 @@ from zooens.zoo._types import WeightSet
 __all__ = [
     "DEFAULT_TAPS",
     "LayerTap",
+    "TapFamily",
     "TapLayer",
     "base_weight_set",
     "build_tap",
+    "pool_stage",
     "tap_layers",
     "tap_num_params",
     "tap_stages",
@@ -153,10 +155,47 @@ class LayerTap(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled stage output, (B, num_features)."""
         (out,) = self.model.forward_intermediates(x, indices=[self.index], intermediates_only=True)
-        return out.mean(dim=(2, 3)) if out.ndim == 4 else out.mean(dim=1)
+        return pool_stage(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
+
+
+def pool_stage(out: torch.Tensor) -> torch.Tensor:
+    """A stage's output averaged over space: a (B, C, H, W) feature map over H and W, (B, N, D) tokens over N."""
+    return out.mean(dim=(2, 3)) if out.ndim == 4 else out.mean(dim=1)
+
+
+class TapFamily(nn.Module):
+    """One forward pass of a timm network (unpruned, `num_classes=0`, weights loaded) giving several of its
+    embeddings at once: its own pooled features first when `with_model`, then each of `layers`' tap
+    embeddings (what `LayerTap` gives), in the order given, as a tuple of (B, D) tensors.
+
+    A model and its taps (`--taps auto`) then cost one pass per model, not one per tap: the stages a tap
+    runs are the first stages of its model's pass. Without `with_model` the pass stops after the deepest
+    tap. `selection.embed` checks a family against each member's own embedding before it uses one."""
+
+    def __init__(self, model: nn.Module, layers: list[TapLayer], *, with_model: bool) -> None:
+        super().__init__()
+        if not layers and not with_model:
+            raise ConfigError("A tap family needs the model or at least one tap.")
+        self.model = model
+        self.with_model = with_model
+        self.indices = sorted({t.index for t in layers})
+        self.order = [self.indices.index(t.index) for t in layers]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.with_model:
+            if self.indices:
+                final, stages = self.model.forward_intermediates(x, indices=self.indices)
+            else:
+                final, stages = self.model.forward_features(x), []
+            heads = [self.model.forward_head(final)]
+        else:
+            stages = self.model.forward_intermediates(x, indices=self.indices, intermediates_only=True, stop_early=True)
+            heads = []
+        pooled = [pool_stage(out) for out in stages]
+        return (*heads, *(pooled[i] for i in self.order))
 
 
 def build_tap(model: nn.Module, arch: str, layer: str, num_classes: int = 0) -> LayerTap:

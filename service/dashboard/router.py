@@ -189,7 +189,7 @@ class FormField:
     choices: tuple[str, ...] = ()
 
 
-SUBMIT_FIELDS = ("k", "n_train", "n_val", "augmentation", "preprocessing", "small_classes")
+SUBMIT_FIELDS = ("k", "n_train", "n_val", "augmentation", "preprocessing", "small_classes", "taps")
 
 
 def submit_fields() -> dict[str, FormField]:

@@ -10,7 +10,9 @@ from zooens.errors import ConfigError, DatasetError, UnknownModelError
 from zooens.pipeline import FittedEnsemble, JobParams, fit
 from zooens.selection.datasets import ImageDataset, load_dataset
 
-PARAMS = dict(top_k=2, strategies=["linear"], learning_rates=[0.1], steps=[5], resolution=32, n_train=100, n_val=40)
+PARAMS = dict(
+    top_k=2, strategies=["linear"], learning_rates=[0.1], steps=[5], resolution=32, n_train=100, n_val=40, taps="none"
+)
 
 
 def _digits(n: int = 150) -> ImageDataset:

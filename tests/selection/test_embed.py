@@ -209,3 +209,58 @@ def test_frozen_model_embeds_like_the_eager_model_and_falls_back_when_it_cannot(
     with caplog.at_level(logging.INFO, logger="zooens.selection.embed"):
         assert frozen_model(dataclasses.replace(ws, name="branchy"), branchy, cfg, batch_size=4) is branchy
     assert "eager model" in caplog.text
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_model_and_its_taps_share_one_pass_and_embed_as_each_alone(tiny, frozen):
+    """`family`: the model and its taps are embedded in one forward pass (the model built once, every member
+    cached under its own key), giving what each member gives alone (a `LayerTap`, a bare forward); frozen or
+    eager alike."""
+    home, ds = tiny
+    settings = get_settings()
+    settings.embed_freeze_min_images = 1 if frozen else 10**9
+    names = ["tiny-effnet", *zoo.taps_for("tiny-effnet")]
+    assert len(names) == 4
+    alone = {}
+    for name in names:
+        clear_built_models()
+        alone[name] = embed_with_cache(
+            name, ds, "train", cache=EmbeddingCache(home / f"alone-{frozen}"), resolution=32, progress=False
+        ).embeddings
+    cache = EmbeddingCache(home / f"family-{frozen}")
+    clear_built_models()
+    built = []
+    real = zoo.create_model
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(zoo, "create_model", lambda ws, **kw: built.append(ws.name) or real(ws, **kw))
+        first = embed_with_cache(names[2], ds, "train", cache=cache, resolution=32, progress=False, family=names)
+        rest = [
+            embed_with_cache(n, ds, "train", cache=cache, resolution=32, progress=False, family=names) for n in names
+        ]
+    assert built == ["tiny-effnet"]  # one model, one pass, for four members
+    assert not first.cached and all(r.cached for r in rest)
+    for name, res in zip(names, rest, strict=True):
+        np.testing.assert_allclose(res.embeddings, alone[name], rtol=1e-4, atol=1e-5)
+        meta = cache.meta(res.key)
+        assert sorted([*meta["shared_pass"], name]) == sorted(names)
+    np.testing.assert_array_equal(first.embeddings, rest[2].embeddings)
+    # a family across models, or of a model that offers no taps, is each embedded alone
+    other = embed_with_cache("tiny-resnet", ds, "train", cache=cache, resolution=32, progress=False, family=names)
+    assert "shared_pass" not in cache.meta(other.key)
+
+
+def test_a_family_that_does_not_match_its_members_is_not_used(tiny, caplog):
+    """`family_model` checks the shared pass against each member alone and refuses one that differs."""
+    from zooens.selection.embed import family_model
+
+    home, ds = tiny
+    ws = zoo.get_weight_set("tiny-effnet")
+    cfg = zoo.data_config(ws, resolution=32)
+    model = built_model(ws)
+    layers = [zoo.get_weight_set(t).layer for t in zoo.taps_for("tiny-effnet")]
+    assert family_model(model, ws.arch, layers, with_model=True, data_cfg=cfg) is not None
+    with caplog.at_level(logging.INFO, logger="zooens.selection.embed"):
+        assert family_model(model, ws.arch, ["no.such.layer"], with_model=True, data_cfg=cfg) is None
+        broken = torch.nn.Sequential()  # no forward_intermediates: refused, not raised
+        assert family_model(broken, ws.arch, layers, with_model=False, data_cfg=cfg) is None
+    assert caplog.text.count("one pass per tap") == 2

@@ -43,7 +43,6 @@ function jobBody(form, datasetId) {
   if (maxLatency !== null) body.max_latency_ms = maxLatency;
   const audit = optionalInt(form.audit_ranking.value);
   if (audit) body.audit_ranking = audit;
-  if (form.taps.value !== "none") body.taps = form.taps.value;
   if (form.pull && form.pull.checked) body.pull = true;
   // JobParams fields of the same names, sent only when they differ from the API's default
   const k = form.k.value.trim();
@@ -55,7 +54,7 @@ function jobBody(form, datasetId) {
     const value = optionalInt(form[name].value);
     if (value !== null && String(value) !== form[name].dataset.default) body[name] = value;
   }
-  for (const name of ["augmentation", "preprocessing", "small_classes"]) {
+  for (const name of ["augmentation", "preprocessing", "small_classes", "taps"]) {
     if (form[name].value !== form[name].dataset.default) body[name] = form[name].value;
   }
   return body;

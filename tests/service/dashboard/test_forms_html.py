@@ -57,7 +57,7 @@ def _form(client) -> _Form:
 
 def test_submit_form_has_a_field_for_each_jobparams_field_it_names(client):
     form = _form(client)
-    assert set(SUBMIT_FIELDS) == {"k", "n_train", "n_val", "augmentation", "preprocessing", "small_classes"}
+    assert set(SUBMIT_FIELDS) == {"k", "n_train", "n_val", "augmentation", "preprocessing", "small_classes", "taps"}
     for name in SUBMIT_FIELDS:
         assert name in JobParams.model_fields, f"{name} is not a JobParams field"
         control = form.controls[name]

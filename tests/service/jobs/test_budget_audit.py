@@ -22,6 +22,8 @@ RUN_ARGS = [
     "60",
     "--lr",
     "0.05,0.5",
+    "--taps",
+    "none",
     "--top-k",
     "2",
     "--strategies",
@@ -87,7 +89,9 @@ def test_budget_keeps_the_ensemble_within_it_and_the_audit_checks_the_ranking(ti
     assert ens["gflops"] <= budget
     in_budget = [r for r in capped["runs"] if r["gflops"] <= budget]
     assert in_budget
-    assert ens["val_ce"] <= min(r["val_ce"] for r in in_budget) + 1e-9
+    # the greedy selects on train's held-out rows and val's (cross-fitted probes): there, not on val alone, the
+    # kept ensemble is never worse than its first pick, the best single run within the budget
+    assert ens["loss_curve"][ens["size"] - 1] <= ens["loss_curve"][0] + 1e-9
     assert capped["best_single"]["gflops"] <= budget
     if assume_distinct:
         assert len({m["model_name"] for m in ens["members"]}) == 1

@@ -31,6 +31,8 @@ RUN_ARGS = [
     "5",
     "--lr",
     "0.1",
+    "--taps",
+    "none",
     "--top-k",
     "1",
     "--strategies",

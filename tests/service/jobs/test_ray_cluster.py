@@ -167,6 +167,7 @@ def test_a_job_survives_a_killed_worker_node_and_prints_only_json(
     }
     args = ["-v", "run", "--dataset", "digits", "--zoo", "user", "--resolution", "32", "--steps", "30"]
     args += ["--strategies", "linear", "--lr", "0.1,0.5", "--top-k", "2", "--seed", "0", "--json"]
+    args += ["--taps", "none"]
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         cli = subprocess.Popen([ZOOENS, *args], env=env, stdout=stdout, stderr=stderr)

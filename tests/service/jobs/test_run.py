@@ -46,13 +46,18 @@ def test_run_end_to_end_and_second_run_embeds_nothing(tiny_home, db_url):
     from zooens.selection.datasets import load_dataset
     from zooens.service import registry
     from zooens.service.db.session import session_scope
+    from zooens.zoo import DEFAULT_TAPS, resolve_zoo
 
     first = _run(RUN_ARGS)
     assert first.exit_code == 0, first.output
     report = json.loads(first.stdout)
     assert report["job"]["status"] == "succeeded"
     ranking = report["ranking"]
-    assert [r["rank"] for r in ranking] == [1, 2, 3]
+    # the default `taps` auto: each model and its last stages, ranked alike
+    ranked = resolve_zoo("user", taps=DEFAULT_TAPS)
+    assert len(ranked) > 3 and sum(not ws.is_tap for ws in ranked) == 3
+    assert [r["rank"] for r in ranking] == list(range(1, len(ranked) + 1))
+    assert {r["model_name"] for r in ranking} == {ws.name for ws in ranked}
     knn = [r["knn_accuracy"] for r in ranking]
     assert knn == sorted(knn, reverse=True)
     assert all(0.0 <= a <= 1.0 for a in knn)
@@ -82,7 +87,7 @@ def test_run_end_to_end_and_second_run_embeds_nothing(tiny_home, db_url):
     with session_scope() as s:
         units = registry.done_units(s, report2["job"]["id"])
     embed_results = [v for k, v in units.items() if k.startswith("embed:")]
-    assert len(embed_results) == 3 and all(r["cached"] for r in embed_results)
+    assert len(embed_results) == len(ranked) and all(r["cached"] for r in embed_results)
     # Reproducible: same ranking and the same ensemble.
     assert [r["model_name"] for r in report2["ranking"]] == [r["model_name"] for r in ranking]
     assert [r["knn_accuracy"] for r in report2["ranking"]] == knn

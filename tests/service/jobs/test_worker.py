@@ -26,7 +26,13 @@ def _submit(
 
     upgrade_to_head()
     params = JobParams(
-        top_k=top_k, strategies=list(strategies), learning_rates=list(lrs), steps=list(steps), resolution=32, seed=0
+        top_k=top_k,
+        strategies=list(strategies),
+        learning_rates=list(lrs),
+        steps=list(steps),
+        resolution=32,
+        seed=0,
+        taps="none",  # unit counts below are of the models alone
     )
     with session_scope() as s:
         ds_row = register_dataset(s, "digits", load_dataset("digits"))
@@ -169,7 +175,7 @@ def test_a_failure_is_recorded_with_its_reason(zooens_home, tmp_path):
     upgrade_to_head()
     with session_scope() as s:
         ds_id = register_dataset(s, str(data), load_dataset(data)).id
-        job_id = submit_job(s, ds_id, "user", JobParams(resolution=32, k=2)).id
+        job_id = submit_job(s, ds_id, "user", JobParams(resolution=32, k=2, taps="none")).id
     shutil.rmtree(data)  # the data went away before a worker took the job
     assert work("w", once=True) == 1
     with session_scope() as s:
@@ -206,6 +212,8 @@ def test_zooens_run_and_a_polling_worker_never_run_the_same_job(zooens_home):
                     "0.1,0.5",
                     "--top-k",
                     "2",
+                    "--taps",
+                    "none",
                     "--seed",
                     str(seed),
                     "--json",
