@@ -6,9 +6,9 @@
 Contenders, each trained on the same 800 train / 200 val images (zooens' split policy with the job's seed) and
 scored on the same test images (a seeded subsample of `--max-test`):
 
-- `zooens`: the default job (`zooens.pipeline.fit`: the embedded zoo and its layer taps, `taps` auto, `strategies`
-  auto and concat, auto being `linear` on a CPU and `full` on a GPU; `k` auto), its calibrated `predict_proba` on
-  the test images;
+- `zooens`: the default job with `taps` auto (`--taps none`: the default job itself; `zooens.pipeline.fit`: the
+  embedded zoo and its layer taps, `strategies` auto and concat, auto being `linear` on a CPU and `full` on a GPU;
+  `k` auto), its calibrated `predict_proba` on the test images;
 - `logreg-top1`: scikit-learn's `LogisticRegression` (L2, lbfgs) on standardised embeddings of the zoo entry zooens
   ranked first (a layer tap when one ranked first), C picked on val from 10^-4..10^4 by val accuracy (CLIP's
   linear-probe protocol, Radford et al. 2021, appendix A.3; ties to the smaller C);
@@ -113,7 +113,7 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path, gpu: bool) -> li
     offline = name.startswith("offline-")
     source = str(make_offline_suite(tmp / "suite", tasks=[name], n_test=args.max_test)[0]) if offline else name
     raw = load_dataset(source)
-    params = JobParams(resolution=args.resolution, max_test=args.max_test)
+    params = JobParams(resolution=args.resolution, max_test=args.max_test, taps=args.taps)
     device = "cuda" if gpu else "cpu"
     rows: list[dict] = []
 
@@ -148,8 +148,8 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path, gpu: bool) -> li
     )
     best_single = min(fitted.runs_, key=lambda r: r.val_ce)
     first_pick = next(r for r in fitted.runs_ if r.unit_key == fitted.ensemble_.selected[0])
-    rows[-1]["best_single_test_acc"] = best_single.test_acc
-    rows[-1]["first_pick_test_acc"] = first_pick.test_acc
+    rows[-1]["best_single_test_acc"] = round(best_single.test_acc, 4)  # rounded as test_acc, so they compare
+    rows[-1]["first_pick_test_acc"] = round(first_pick.test_acc, 4)
     # the first pick alone (always a member: every kept prefix starts with it), image by image against the ensemble
     at = [m.unit_key for m in fitted.ensemble_.members].index(first_pick.unit_key)
     alone = EnsemblePredictor([(fitted.members_[at][0], 1.0)], device=device).predict_proba(images).argmax(1)
@@ -209,6 +209,7 @@ def main() -> int:
     parser.add_argument("--datasets", default=DEFAULT, help=f"comma-separated, or 'all' (default: {DEFAULT})")
     parser.add_argument("--resolution", type=int, default=112)
     parser.add_argument("--max-test", type=int, default=1000)
+    parser.add_argument("--taps", choices=["auto", "none"], default="auto", help="zooens' job's taps (default auto)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="zooens-peers-"))
     os.environ.setdefault("ZOOENS_HOME", str(tmp / "home"))  # settings are read on first use, after this

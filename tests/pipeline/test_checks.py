@@ -116,7 +116,7 @@ def test_aft_with_one_selected_model_is_refused_before_any_work():
         check_job(parse_params(top_k=3, strategies=["aft"]), zoo[:1])
     with pytest.raises(ConfigError, match="aft needs at least one teacher"):  # `pipeline.fit` and `submit_job` call it
         job_zoo(CHEAPEST, parse_params(top_k=3, strategies=["aft"], taps="none"))
-    job_zoo(CHEAPEST, parse_params(top_k=3, strategies=["aft"]))  # the model's layer taps can teach it
+    job_zoo(CHEAPEST, parse_params(top_k=3, strategies=["aft"], taps="auto"))  # the model's layer taps can teach it
     check_job(parse_params(top_k=2, strategies=["aft"]), zoo)
     check_job(parse_params(top_k=1, strategies=["aft"], strategy_options={"aft": {"teachers": [zoo[1].name]}}), zoo)
 

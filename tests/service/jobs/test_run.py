@@ -25,6 +25,8 @@ RUN_ARGS = [
     "0.05,0.5",
     "--top-k",
     "2",
+    "--taps",
+    "auto",
     "--json",
     "--quiet",
 ]
@@ -53,7 +55,7 @@ def test_run_end_to_end_and_second_run_embeds_nothing(tiny_home, db_url):
     report = json.loads(first.stdout)
     assert report["job"]["status"] == "succeeded"
     ranking = report["ranking"]
-    # the default `taps` auto: each model and its last stages, ranked alike
+    # `--taps auto`: each model and its last stages, ranked alike (embedded in one pass per model)
     ranked = resolve_zoo("user", taps=DEFAULT_TAPS)
     assert len(ranked) > 3 and sum(not ws.is_tap for ws in ranked) == 3
     assert [r["rank"] for r in ranking] == list(range(1, len(ranked) + 1))
