@@ -397,20 +397,8 @@ def embed_with_cache(
             return EmbeddingResult(emb, False, time.perf_counter() - started, ips, key, cache.path(key))
     model = built_model(ws)
     t0 = time.perf_counter()
-    settings = get_settings()
-    if not _is_cuda(device) and sum(len(s) for s in ds.splits.values()) >= settings.embed_freeze_min_images:
-        model = frozen_model(ws, model, data_cfg, batch_size or batch_size_for(device, data_cfg))
-    emb = embed_split(
-        model,
-        data_cfg,
-        sp,
-        batch_size=batch_size,
-        device=device,
-        num_workers=resolve_num_workers(settings.num_workers, device),
-        progress=progress,
-        desc=f"{ws.name} {split}",
-        decode_key=DecodeKey.of(ds.fingerprint, split, data_cfg),
-        decoded=decoded_cache(cache.root / "decoded"),
+    (emb,) = _one_pass(
+        ws, model, ds, split, data_cfg, cache=cache, device=device, batch_size=batch_size, progress=progress
     )
     seconds = time.perf_counter() - t0
     path = _put(cache, key, emb, ws, ds, split, data_cfg, seconds)
@@ -525,23 +513,19 @@ def _embed_family(
     if family is None:
         return None
     names = [ws.name for ws, _ in ordered]
-    settings = get_settings()
     t0 = time.perf_counter()
-    if not _is_cuda(device) and sum(len(s) for s in ds.splits.values()) >= settings.embed_freeze_min_images:
-        family = frozen_model(
-            base, family, data_cfg, batch_size or batch_size_for(device, data_cfg), variant=",".join(names)
-        )
-    outs = _embed_outputs(
+    outs = _one_pass(
+        base,
         family,
+        ds,
+        split,
         data_cfg,
-        ds.split(split),
-        batch_size=batch_size,
+        cache=cache,
         device=device,
-        num_workers=resolve_num_workers(settings.num_workers, device),
+        batch_size=batch_size,
         progress=progress,
         desc=f"{base.name} {split} (+{len(layers)} tap{'s' if len(layers) != 1 else ''})",
-        decode_key=DecodeKey.of(ds.fingerprint, split, data_cfg),
-        decoded=decoded_cache(cache.root / "decoded"),
+        variant=",".join(names),
         n_outputs=len(ordered),
     )
     seconds = time.perf_counter() - t0
@@ -557,3 +541,39 @@ def _embed_family(
     )
     wanted = members[0][0].name
     return next(emb for (ws, _), emb in zip(ordered, outs, strict=True) if ws.name == wanted), seconds
+
+
+def _one_pass(
+    ws: WeightSet,
+    model: nn.Module,
+    ds: ImageDataset,
+    split: str,
+    data_cfg: dict[str, Any],
+    *,
+    cache: EmbeddingCache,
+    device: str,
+    batch_size: int | None,
+    progress: bool,
+    desc: str = "",
+    variant: str = "",
+    n_outputs: int = 1,
+) -> list[np.ndarray]:
+    """`ds[split]` through `model` (of `ws`'s weights; a `TapFamily` with `variant` and `n_outputs`): frozen on a CPU
+    for a dataset of `embed_freeze_min_images` or more (`frozen_model`), the decoded split shared under
+    `cache.root / 'decoded'`; one array per output."""
+    settings = get_settings()
+    if not _is_cuda(device) and sum(len(s) for s in ds.splits.values()) >= settings.embed_freeze_min_images:
+        model = frozen_model(ws, model, data_cfg, batch_size or batch_size_for(device, data_cfg), variant=variant)
+    return _embed_outputs(
+        model,
+        data_cfg,
+        ds.split(split),
+        batch_size=batch_size,
+        device=device,
+        num_workers=resolve_num_workers(settings.num_workers, device),
+        progress=progress,
+        desc=desc or f"{ws.name} {split}",
+        decode_key=DecodeKey.of(ds.fingerprint, split, data_cfg),
+        decoded=decoded_cache(cache.root / "decoded"),
+        n_outputs=n_outputs,
+    )
