@@ -54,7 +54,7 @@ from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import load_dataset
 from zooens.selection.embed import embed_with_cache
 from zooens.selection.vtab.offline import OFFLINE_TASKS, make_offline_suite
-from zooens.zoo import get_weight_set, resolve_zoo
+from zooens.zoo import resolve_zoo
 
 DEFAULT = "fashion-mnist,digits,offline-dsprites-location"
 C_GRID = np.logspace(-4, 4, 17)
@@ -164,21 +164,20 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path, gpu: bool) -> li
     cache = EmbeddingCache(tmp / f"cache-baselines-{name}")
     embedded: dict[str, dict[str, np.ndarray]] = {}
     cpu_embed: dict[str, float] = {}
-    top1 = fitted.ranking_[0].model_name  # a layer tap when one ranked first (`taps` auto, the default)
-    for ws in [*resolve_zoo("embedded"), *([] if top1 in {w.name for w in resolve_zoo("embedded")} else [top1])]:
-        ws = get_weight_set(ws) if isinstance(ws, str) else ws
+    top1 = fitted.ranking_[0].model_name  # a layer tap when one ranked first (`taps` auto, the script's default)
+    zoo_models = [ws.name for ws in resolve_zoo("embedded")]
+    for model_name in dict.fromkeys([*zoo_models, top1]):
         cpu = time.process_time()
-        embedded[ws.name] = {
+        embedded[model_name] = {
             s: np.asarray(
                 embed_with_cache(
-                    ws.name, ds, s, cache=cache, resolution=args.resolution, device=device, progress=False
+                    model_name, ds, s, cache=cache, resolution=args.resolution, device=device, progress=False
                 ).embeddings,
                 dtype=np.float64,
             )
             for s in ("train", "val", "test")
         }
-        cpu_embed[ws.name] = time.process_time() - cpu
-    zoo_models = [ws.name for ws in resolve_zoo("embedded")]
+        cpu_embed[model_name] = time.process_time() - cpu
     contenders = (
         ("logreg-top1", [top1], False),
         ("logreg-concat", zoo_models, False),

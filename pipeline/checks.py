@@ -256,7 +256,7 @@ def check_zoo(zoo: str | list[str], weight_sets: list[WeightSet], *, pull: bool 
 
 
 def _names(weight_sets: list[WeightSet], most: int = 3, *, quote: bool = False) -> str:
-    names = [ws.tap_of or ws.name for ws in weight_sets]
+    names = [ws.base_name for ws in weight_sets]
     names = list(dict.fromkeys(names))
     if quote:
         return " ".join(shlex.quote(n) for n in names[:most]) + (" ..." if len(names) > most else "")
@@ -340,7 +340,7 @@ def check_budget(params: JobParams, weight_sets: list[WeightSet]) -> None:
         if gflops <= budget:
             return
         if cheapest is None or gflops < cheapest[1]:
-            cheapest = (ws.tap_of or ws.name, gflops, size)
+            cheapest = (ws.base_name, gflops, size)
     assert cheapest is not None
     name, gflops, (h, w) = cheapest
     n = len(weight_sets)

@@ -92,9 +92,8 @@ def tap_relatives(model_name: str, params: JobParams) -> list[str]:
     model's `taps_for` taps (the model itself among them, whichever `model_name` is); none otherwise."""
     if params.taps != "auto":
         return []
-    ws = get_weight_set(model_name)
-    base = ws.tap_of if ws.is_tap else ws.name
-    return [str(base), *taps_for(str(base))]
+    base = get_weight_set(model_name).base_name
+    return [base, *taps_for(base)]
 
 
 def rank_model(

@@ -425,10 +425,6 @@ def _put(
     return cache.put(key, emb, meta=meta)
 
 
-def _base_of(ws: WeightSet) -> str:
-    return str(ws.tap_of) if ws.is_tap else ws.name
-
-
 def _missing_relatives(
     ws: WeightSet,
     family: Sequence[str | WeightSet],
@@ -447,13 +443,13 @@ def _missing_relatives(
     sha = zoo.weights_sha256(ws)
     for item in family:
         other = zoo.get_weight_set(item) if isinstance(item, str) else item
-        if other.name in seen or _base_of(other) != _base_of(ws) or zoo.weights_sha256(other) != sha:
+        if other.name in seen or other.base_name != ws.base_name or zoo.weights_sha256(other) != sha:
             continue
         seen.add(other.name)
         if zoo.data_config(other, resolution=resolution, preprocessing=preprocessing) != data_cfg:
             continue
         other_key = cache_key(other.name, sha, ds.fingerprint, split, data_cfg)
-        if cache.get(other_key, n_rows=len(ds.split(split))) is None:
+        if other_key not in cache:  # a presence check: the entry's own call reads (and validates) it
             out.append((other, other_key))
     return out
 
@@ -504,9 +500,9 @@ def _embed_family(
     pass of the model and cache each; the first member's embeddings and the pass's seconds, or None when
     the model gives no checked `TapFamily` (the caller then embeds the first member alone)."""
     ordered = sorted(members, key=lambda m: m[0].is_tap)  # the model's own output comes first
-    with_model = not ordered[0][0].is_tap
     first = ordered[0][0]
-    base = zoo.get_weight_set(_base_of(first)) if first.is_tap else first
+    with_model = not first.is_tap
+    base = zoo.get_weight_set(first.base_name) if first.is_tap else first
     model = built_model(base)
     layers = [str(ws.layer) for ws, _ in ordered if ws.is_tap]
     family = family_model(model, base.arch, layers, with_model=with_model, data_cfg=data_cfg)

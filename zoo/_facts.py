@@ -354,7 +354,7 @@ def model_facts(name_or_ws: str | WeightSet, *, count: bool = True) -> ModelFact
     else:
         counts = _counts(ws, count)
         num_params, gflops = (None, None) if counts is None else (counts.num_params, counts.gflops)
-    top1 = imagenet_top1(ws.tap_of or ws.name, int(ws.input.input_size[1]))
+    top1 = imagenet_top1(ws.base_name, int(ws.input.input_size[1]))
     return ModelFacts(
         name=ws.name,
         arch=ws.arch,

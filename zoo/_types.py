@@ -155,6 +155,11 @@ class WeightSet:
         return self.layer is not None
 
     @property
+    def base_name(self) -> str:
+        """The model whose forward pass gives this entry's features: `tap_of` for a tap, its own name otherwise."""
+        return str(self.tap_of) if self.is_tap else self.name
+
+    @property
     def weights_present(self) -> bool:
         """Weights can be loaded on this machine now."""
         return self.source.locate() is not None
