@@ -6,7 +6,7 @@
 Contenders, each trained on the same 800 train / 200 val images (zooens' split policy with the job's seed) and
 scored on the same test images (a seeded subsample of `--max-test`):
 
-- `zooens`: the default job with `taps` auto (`--taps none`: the default job itself; `zooens.pipeline.fit`: the
+- `zooens`: the default job (`taps` auto; `--taps none`: the models alone; `zooens.pipeline.fit`: the
   embedded zoo and its layer taps, `strategies` auto and concat, auto being `linear` on a CPU and `full` on a GPU;
   `k` auto), its calibrated `predict_proba` on the test images;
 - `logreg-top1`: scikit-learn's `LogisticRegression` (L2, lbfgs) on standardised embeddings of the zoo entry zooens

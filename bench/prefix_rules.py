@@ -64,7 +64,7 @@ def candidates(
     )
     ds = prepare_job_dataset(load_dataset(source), params)
     cache = EmbeddingCache(tmp / f"cache-{name}")
-    models = [ws.name for ws in job_zoo("embedded", params)]  # the job's zoo: the models and their taps
+    models = [ws.name for ws in job_zoo("embedded", params)[0]]  # the job's zoo: the models and their taps
     scores = [rank_model(ds, m, params, cache=cache, device="cpu", progress=False).part(ScoreRecord) for m in models]
     ranked = rank_models(scores)
     probs = []

@@ -16,6 +16,7 @@ import torch.hub
 
 from zooens.ensemble import get_strategy
 from zooens.ensemble.specs import bit_hyperrule
+from zooens.ensemble.strategies.auto import AUTO
 from zooens.errors import ConfigError, DatasetError, MissingWeightsError, OfflineError
 from zooens.pipeline.params import JobParams
 from zooens.pipeline.splits import check_small_classes, drawn_split_sizes, no_train_split
@@ -214,9 +215,15 @@ def check_zoo(zoo: str | list[str], weight_sets: list[WeightSet], *, pull: bool 
     offline (`HF_HUB_OFFLINE`); weights no hub serves still must be here. The message is short
     whatever the zoo's size: how many matched, how many lack weights, where zooens looks, how to add them."""
     if len(weight_sets) > MAX_ZOO_MODELS:
+        models = len({ws.base_name for ws in weight_sets})
+        taps = len(weight_sets) - sum(not ws.is_tap for ws in weight_sets)
+        matched = f"{models} model{'s' if models > 1 else ''}"
+        if taps:
+            matched += f", {len(weight_sets)} entries with {taps} layer tap{'s' if taps > 1 else ''}"
         raise ConfigError(
-            f"The zoo {zoo_text(zoo)!r} matched {len(weight_sets)} models; a job ranks at most {MAX_ZOO_MODELS}. "
-            "Narrow it: 'available' (models with weights here), a pattern such as 'convnext*', or a list of names."
+            f"The zoo {zoo_text(zoo)!r} matched {matched}; a job ranks at most {MAX_ZOO_MODELS}. "
+            "Narrow it: 'available' (models with weights here), a pattern such as 'convnext*', or a list of names"
+            + (", or rank the models alone (--taps none)." if taps else ".")
         )
     missing = [ws for ws in weight_sets if not ws.weights_present]
     if not missing:
@@ -232,20 +239,24 @@ def check_zoo(zoo: str | list[str], weight_sets: list[WeightSet], *, pull: bool 
         missing = [ws for ws in missing if not pullable(ws)]
         if not missing:
             return
-    n = len(weight_sets)
-    if len(missing) == n:
+    # counted in models: a layer tap has its model's weights
+    n = len({ws.base_name for ws in weight_sets})
+    n_missing = len({ws.base_name for ws in missing})
+    if n_missing == n:
         which = "none has" if n > 1 else "it has no"
         head = f"The zoo {zoo_text(zoo)!r} matched {n} model{'s' if n > 1 else ''}; {which} weights on this machine"
     else:
         head = (
-            f"The zoo {zoo_text(zoo)!r} matched {n} models; {len(missing)} of them "
-            f"{'has' if len(missing) == 1 else 'have'} no weights on this machine ({_names(missing)})"
+            f"The zoo {zoo_text(zoo)!r} matched {n} models; {n_missing} of them "
+            f"{'has' if n_missing == 1 else 'have'} no weights on this machine ({_names(missing)})"
         )
     from_hub = [ws for ws in missing if pullable(ws)]
     if pull:
         head += " and the hub does not serve them"
     if from_hub:
-        what = shlex.quote(zoo_text(zoo)) if len(from_hub) == n else _names(from_hub, quote=True)
+        what = (
+            shlex.quote(zoo_text(zoo)) if len({ws.base_name for ws in from_hub}) == n else _names(from_hub, quote=True)
+        )
         how = f"Fetch them with `zooens zoo pull {what}` (or run the job with --pull), add a file with"
     else:
         how = "Add a weights file with"
@@ -288,21 +299,24 @@ def weight_places(weight_sets: list[WeightSet], most: int = 3) -> str:
     return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
 
 
-def job_zoo(zoo: str | list[str], params: JobParams) -> list[WeightSet]:
-    """The weight sets a job over `zoo` ranks (`params.taps` added), checked by `check_zoo` and `check_job`."""
+def job_zoo(zoo: str | list[str], params: JobParams) -> tuple[list[WeightSet], list[str]]:
+    """The weight sets a job over `zoo` ranks (`params.taps` added), checked by `check_zoo` and `check_job`,
+    and the warnings `check_job` raised."""
     weight_sets = resolve_zoo(zoo, taps=DEFAULT_TAPS if params.taps == "auto" else 0)
     check_zoo(zoo, weight_sets, pull=params.pull)
-    check_job(params, weight_sets)
-    return weight_sets
+    return weight_sets, check_job(params, weight_sets)
 
 
-def check_job(params: JobParams, weight_sets: list[WeightSet]) -> None:
+def check_job(params: JobParams, weight_sets: list[WeightSet]) -> list[str]:
     """Refuse a job that could never finish with this zoo, known before any unit runs: a strategy that the
-    job's top-K cannot serve (`Strategy.check_job`: `aft` with one selected model has no teacher), only
-    joint strategies (`Strategy.joint`: `concat`) with one selected model (no run is planned), and an
-    inference budget that not even the zoo's cheapest model fits (`check_budget`)."""
+    job's top-K cannot serve (`Strategy.check_job`: `aft` with one selected model has no teacher), a
+    strategy that can fine-tune none of the zoo's entries (`check_strategies`), only joint strategies
+    (`Strategy.joint`: `concat`) with one selected model (no run is planned), and an inference budget
+    that not even the zoo's cheapest entry fits (`check_budget`). Returns the warnings to record on the
+    job: a strategy that can fine-tune only some of the entries (the others get no run of it)."""
     for name in params.strategies:
         get_strategy(name).check_job(params.options_for(name), top_k=params.top_k, zoo_size=len(weight_sets))
+    warnings = check_strategies(params, weight_sets)
     selected = min(params.top_k, len(weight_sets))
     if selected < 2 and all(get_strategy(name).joint for name in params.strategies):
         raise ConfigError(
@@ -312,6 +326,39 @@ def check_job(params: JobParams, weight_sets: list[WeightSet]) -> None:
             "a per-model strategy such as linear."
         )
     check_budget(params, weight_sets)
+    return warnings
+
+
+def check_strategies(params: JobParams, weight_sets: list[WeightSet]) -> list[str]:
+    """Refuse a strategy that can fine-tune none of the zoo's entries (`Strategy.supports`: kron on a zoo
+    without ViTs); a warning, logged and returned, for one that can fine-tune only some: the job plans it
+    on those alone (`plan.plan_finetune_units`), so a selected entry it cannot adapt gets the job's other
+    strategies' runs only. `auto` and joint strategies read every entry."""
+    warnings: list[str] = []
+    for name in params.strategies:
+        strategy = get_strategy(name)
+        if name == AUTO or strategy.joint:
+            continue
+        options = params.options_for(name)
+        reasons = {ws.name: strategy.supports(ws.name, options) for ws in weight_sets}
+        refused = [n for n, why in reasons.items() if why is not None]
+        if not refused:
+            continue
+        first = reasons[refused[0]]
+        if len(refused) == len(weight_sets):
+            raise ConfigError(
+                f"Strategy {name} can fine-tune none of the zoo's {len(weight_sets)} "
+                f"{'entries' if len(weight_sets) > 1 else 'entry'}: {refused[0]}: {first}"
+            )
+        warnings.append(
+            _warn(
+                logger,
+                f"Strategy {name} cannot fine-tune {len(refused)} of the zoo's {len(weight_sets)} entries "
+                f"({', '.join(refused[:3])}{', ...' if len(refused) > 3 else ''}: {first}); those that the ranking "
+                "selects get the job's other strategies only.",
+            )
+        )
+    return warnings
 
 
 def check_budget(params: JobParams, weight_sets: list[WeightSet]) -> None:
@@ -322,8 +369,9 @@ def check_budget(params: JobParams, weight_sets: list[WeightSet]) -> None:
     of the job may use (`job_resolutions`) by `zoo.model_facts`, the catalogue's own count (the shipped
     table where it has the model and size). The top-K is not known at submission, so the test is the
     whole zoo's cheapest model: a job whose top-K are all over budget still fails at its ensemble, with
-    the costs of its runs. A model whose FLOPs cannot be counted without weights (a layer tap, an
-    architecture that does not run on the meta device) might fit, so the check is then skipped.
+    the costs of its runs. A layer tap counts as the network pruned after its stage (a tap of a model
+    over budget may fit it). A model whose FLOPs cannot be counted without weights (an architecture
+    that does not run on the meta device) might fit, so the check is then skipped.
     `max_latency_ms` is not checked here: latency is only known once measured on the worker's device.
     """
     if params.max_gflops is None or not weight_sets:
@@ -340,15 +388,15 @@ def check_budget(params: JobParams, weight_sets: list[WeightSet]) -> None:
         if gflops <= budget:
             return
         if cheapest is None or gflops < cheapest[1]:
-            cheapest = (ws.base_name, gflops, size)
+            cheapest = (ws.name, gflops, size)
     assert cheapest is not None
     name, gflops, (h, w) = cheapest
     n = len(weight_sets)
     raise ConfigError(
-        f"No model fits the inference budget max_gflops={budget:g}: the cheapest of the zoo's {n} model"
-        f"{'s' if n > 1 else ''}, {name}, costs {gflops:.4g} GFLOPs for one image at {h}x{w} px (counted before "
-        f"any weights are read), and an ensemble has at least one member. Raise --max-gflops to {gflops:.4g} "
-        "or more, lower --resolution, or add smaller models to the zoo."
+        f"No model fits the inference budget max_gflops={budget:g}: the cheapest of the zoo's {n} "
+        f"{'entries' if n > 1 else 'entry'}, {name}, costs {gflops:.4g} GFLOPs for one image at {h}x{w} px "
+        f"(counted before any weights are read), and an ensemble has at least one member. Raise --max-gflops "
+        f"to {gflops:.4g} or more, lower --resolution, or add smaller models to the zoo."
     )
 
 

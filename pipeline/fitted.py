@@ -286,7 +286,9 @@ def fit(
     params = JobParams() if params is None else params
     settings = get_settings()
     warnings = check_counts(dataset.name, dataset.summary().get("counts", {}), params)
-    models = [ws.name for ws in job_zoo(zoo, params)]
+    weight_sets, zoo_warnings = job_zoo(zoo, params)
+    warnings += zoo_warnings
+    models = [ws.name for ws in weight_sets]
     ds = prepare_job_dataset(dataset, params)
     device = resolve_device(device or settings.device)
     cache = EmbeddingCache(settings.resolved_cache_dir) if cache is None else cache

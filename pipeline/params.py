@@ -131,11 +131,10 @@ class JobParams(BaseModel):
         "runs: the ensemble is still built from the top-K.",
     )
     taps: Literal["none", "auto"] = Field(
-        default="none",
-        description="Layer taps as extra candidates: 'auto' adds each model's last few stages as `model@layer` "
-        "feature extractors, ranked like any model and embedded in the model's own forward pass (worth most with "
-        "the frozen-feature strategies, linear and concat: see the README's peer benchmark); 'none' (the default) "
-        "ranks the models alone.",
+        default="auto",
+        description="Layer taps as extra candidates: 'auto' (the default) adds each model's last few stages as "
+        "`model@layer` feature extractors, ranked like any model and embedded in the model's own forward pass "
+        "(see the README's peer benchmark); 'none' ranks the models alone.",
     )
     pull: bool = Field(
         default=False,

@@ -146,7 +146,9 @@ def plan_finetune_units(
 ) -> list[UnitKey]:
     """The sweep over the top-K models of a ranking, in a deterministic order (`auto` resolved).
 
-    A joint strategy (`Strategy.joint`: `concat`, one probe over the top-K's embeddings) is planned once,
+    A strategy that cannot fine-tune a model (`Strategy.supports`: kron on a CNN) plans no run of it on that
+    model (logged); JobError if no run is left at all. A joint strategy (`Strategy.joint`: `concat`, one
+    probe over the top-K's embeddings) is planned once,
     after the per-model runs, keyed by the best-ranked model; with fewer than two selected models it is
     left out (logged).
 
@@ -163,6 +165,10 @@ def plan_finetune_units(
         for strategy in strategies:
             if get_strategy(strategy).joint:
                 continue
+            why = get_strategy(strategy).supports(model_name, params.options_for(strategy))
+            if why is not None:  # submission warned (`checks.check_strategies`)
+                logger.info("strategy %s skipped on %s: %s", strategy, model_name, why)
+                continue
             for hp in params.sweep_for(strategy, device).grid():
                 keys.append(UnitKey.finetune(model_name, strategy, hp["lr"], hp["steps"]))
     for strategy in strategies:
@@ -172,6 +178,12 @@ def plan_finetune_units(
                 continue
             for hp in params.sweep_for(strategy, device).grid():
                 keys.append(UnitKey.finetune(top[0], strategy, hp["lr"], hp["steps"]))
+    if top and not keys:
+        raise JobError(
+            f"None of the {len(top)} selected model{'s' if len(top) > 1 else ''} ({', '.join(top)}) can be fine-tuned "
+            f"with {', '.join(strategies)} (the submission warned which entries cannot). Add a strategy every "
+            "model takes, such as linear, or raise --top-k."
+        )
     if audit and params.audit_ranking:
         for model_name in ranked_models[: params.top_k + params.audit_ranking]:
             for hp in params.sweep_for(AUDIT_STRATEGY, device).grid():

@@ -43,10 +43,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from zooens.errors import ConfigError, ZooensError
 from zooens.zoo._hubenv import hub_offline
+from zooens.zoo._names import TAP_SEPARATOR
 from zooens.zoo._pull import download_sizes as hub_sizes
 from zooens.zoo._registry import get_weight_set, zoo_sets
 from zooens.zoo._sets import zoo_set, zoo_set_names
-from zooens.zoo._taps import tap_num_params
+from zooens.zoo._taps import base_weight_set, build_tap, tap_num_params
 from zooens.zoo._types import WeightSet
 
 __all__ = [
@@ -159,7 +160,7 @@ class MetaCount:
     gflops: float | None
 
 
-_meta_cache: dict[tuple[str, InputSize], MetaCount] = {}
+_meta_cache: dict[tuple[str, InputSize], MetaCount] = {}  # (name or name@layer, size)
 _meta_lock = threading.Lock()
 
 
@@ -174,25 +175,30 @@ def _build_on_meta(name: str, input_size: InputSize) -> torch.nn.Module:
             return timm.create_model(arch, pretrained=False, num_classes=0, img_size=input_size[1:])
 
 
-def count_meta(name: str, input_size: Sequence[int] = (3, 224, 224)) -> MetaCount:
+def count_meta(name: str, input_size: Sequence[int] = (3, 224, 224), *, layer: str | None = None) -> MetaCount:
     """Parameters of the embedder of `name` (timm `arch` or `arch.tag`, `num_classes=0`) and FLOPs
     (in GFLOPs) of one batch-1 forward pass of a `input_size` (C, H, W) input, without weights.
+    With `layer`, of the layer tap `name@layer`: the network pruned after that stage, pooled
+    (`zoo.build_tap`), which is what a tap's runs cost.
 
     Counted on the meta device with FlopCounterMode (a multiply-add is two FLOPs). `gflops` is None
     when the architecture cannot run on the meta device (the reason is logged at debug level);
-    both are None when it cannot be built. Cached in memory per (name, input size).
+    both are None when it cannot be built. Cached in memory per (name, layer, input size).
     """
     size: InputSize = tuple(int(x) for x in input_size)  # type: ignore[assignment]
     if len(size) != 3:
         raise ConfigError(f"input_size must be (channels, height, width), got {input_size!r}.")
-    key = (name, size)
+    key = (name if layer is None else f"{name}{TAP_SEPARATOR}{layer}", size)
     with _meta_lock:
         if key in _meta_cache:
             return _meta_cache[key]
     try:
         model = _build_on_meta(name, size)
+        if layer is not None:
+            with torch.device("meta"):
+                model = build_tap(model, name.split(".", 1)[0], layer)
     except Exception as exc:  # noqa: BLE001  any timm build failure: no facts
-        logger.debug("%s cannot be built on the meta device: %s: %s", name, type(exc).__name__, exc)
+        logger.debug("%s cannot be built on the meta device: %s: %s", key[0], type(exc).__name__, exc)
         result = MetaCount(None, None)
     else:
         num_params = int(sum(p.numel() for p in model.parameters()))
@@ -207,7 +213,7 @@ def count_meta(name: str, input_size: Sequence[int] = (3, 224, 224)) -> MetaCoun
             gflops = float(counter.get_total_flops()) / 1e9
         except Exception as exc:  # noqa: BLE001  data-dependent ops (.item(), nonzero) fail on meta
             logger.debug(
-                "FLOPs of %s at %s not counted on the meta device: %s: %s", name, size, type(exc).__name__, exc
+                "FLOPs of %s at %s not counted on the meta device: %s: %s", key[0], size, type(exc).__name__, exc
             )
             gflops = None
         result = MetaCount(num_params, gflops)
@@ -329,31 +335,35 @@ class ModelFacts:
 
 def _counts(ws: WeightSet, count: bool = True) -> MetaCount | None:
     size: InputSize = tuple(int(x) for x in ws.input.input_size)  # type: ignore[assignment]
+    if ws.is_tap:  # not in the shipped table, which holds whole models: counted, pruned, on the meta device
+        return count_meta(_meta_name(base_weight_set(ws)), size, layer=str(ws.layer)) if count else None
     version, table = _shipped_facts()
     if version == timm.__version__ and ws.origin == "catalogue" and (ws.arch, size) in table:
         return table[(ws.arch, size)]
     if not count:
         return None
-    # the catalogue builds `arch.tag` (its tag's cfg); an embedded or user set builds its bare arch
-    name = ws.name if ws.origin == "catalogue" and get_pretrained_cfg(ws.name) is not None else ws.arch
-    return count_meta(name, size)
+    return count_meta(_meta_name(ws), size)
+
+
+def _meta_name(ws: WeightSet) -> str:
+    """What `count_meta` builds for the model `ws`: the catalogue's `arch.tag` (its tag's cfg), an embedded
+    or user set's bare arch."""
+    return ws.name if ws.origin == "catalogue" and get_pretrained_cfg(ws.name) is not None else ws.arch
 
 
 def model_facts(name_or_ws: str | WeightSet, *, count: bool = True) -> ModelFacts:
     """The `ModelFacts` of a weight set (or its name). A layer tap (`model@layer`) gets its own
-    parameters (its pruned network) and no GFLOPs. `count=False`: a look-up only, for listing the
+    parameters and GFLOPs (its pruned network's). `count=False`: a look-up only, for listing the
     whole catalogue quickly: parameters and GFLOPs the shipped table lacks stay None instead of
     being counted on the meta device."""
     ws = get_weight_set(name_or_ws) if isinstance(name_or_ws, str) else name_or_ws
     upstream = upstream_category(ws.tag, ws.arch, ws.num_classes)
+    counts = _counts(ws, count)
+    num_params, gflops = (None, None) if counts is None else (counts.num_params, counts.gflops)
     if ws.is_tap:
         base = get_weight_set(str(ws.tap_of))
-        num_params: int | None = tap_num_params(ws.arch, str(ws.layer))
-        gflops = None
+        num_params = tap_num_params(ws.arch, str(ws.layer)) if num_params is None else num_params
         upstream = upstream_category(base.tag, base.arch, base.num_classes)
-    else:
-        counts = _counts(ws, count)
-        num_params, gflops = (None, None) if counts is None else (counts.num_params, counts.gflops)
     top1 = imagenet_top1(ws.base_name, int(ws.input.input_size[1]))
     return ModelFacts(
         name=ws.name,

@@ -7,6 +7,8 @@ count and size; `load` builds the pre-trained backbone again and re-applies the 
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from typing import Any, ClassVar
 
@@ -24,7 +26,8 @@ from zooens.ensemble.adapters import (
 from zooens.ensemble.artifacts import Artifact
 from zooens.ensemble.specs import RunSpec, SweepConfig
 from zooens.ensemble.strategies.base import ImageClassifier, ImageStrategy, check_training_options, embedding_dim
-from zooens.zoo import create_model
+from zooens.errors import ConfigError
+from zooens.zoo import create_model, get_weight_set
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,12 @@ class AdapterStrategy(ImageStrategy):
         make_config(self.method, options)
         check_training_options(self.name, options)
 
+    def supports(self, model_name: str, options: dict[str, Any]) -> str | None:
+        """The adapter applied to `model_name`'s embedder built on the meta device (no weights, no memory): the
+        ConfigError it raises (kron on a network with no attention `qkv`, FiLM on a family FiT does not
+        place) is the reason; None when it applies."""
+        return _unsupported(self.method, model_name, json.dumps(options, sort_keys=True, default=str))
+
     def _backbone(
         self, model_name: str, options: dict[str, Any] | AdapterConfig
     ) -> tuple[nn.Module, AdapterConfig, list[nn.Parameter], list[str]]:
@@ -93,6 +102,20 @@ class AdapterStrategy(ImageStrategy):
         model = ImageClassifier(backbone, head)
         apply_tensors(model, artifact.tensors)
         return model.eval().to(device)
+
+
+@functools.lru_cache(maxsize=1024)
+def _unsupported(method: str, model_name: str, options: str) -> str | None:
+    """`AdapterStrategy.supports`, cached per adapter, zoo entry and options (as JSON)."""
+    config = make_config(method, json.loads(options))
+    try:
+        with torch.device("meta"):
+            inject(create_model(get_weight_set(model_name), pretrained=False), method, config)
+    except ConfigError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001  a set-up the meta device cannot run: the run itself decides
+        log.debug("%s on %s not checked on the meta device: %s: %s", method, model_name, type(exc).__name__, exc)
+    return None
 
 
 @register_strategy("patch")

@@ -120,6 +120,13 @@ class Strategy:
         student). Called at submission (`pipeline.checks.check_job`), so such a job is refused before any
         unit runs, not after hours of the others. By default every job can run it."""
 
+    def supports(self, model_name: str, options: dict[str, Any]) -> str | None:
+        """Why this strategy cannot fine-tune the zoo entry `model_name` with `options` (a sentence that says what to
+        use instead), or None when it can. Decided from the architecture alone, without weights, so a job
+        checks it at submission (`pipeline.checks.check_job`) and plans no run it cannot train
+        (`pipeline.plan.plan_finetune_units`). By default every entry."""
+        return None
+
     def job_options(self, options: dict[str, Any], *, selected_models: list[str]) -> dict[str, Any]:
         """The options a job's runs use, given the models the job selected (by default `options`)."""
         return options

@@ -58,6 +58,11 @@ def print_table(console: Console, table: Table, *, wide: bool = False) -> None:
         console.print(table)
 
 
+RANKING_ROWS = 5
+"""Rows of the ranking a job's summary shows without `--wide`, beside every fine-tuned entry: a default job ranks
+its models and their layer taps (12 entries on the embedded zoo), more than fit a screen with the runs."""
+
+
 def print_report(
     report: dict,
     *,
@@ -87,7 +92,10 @@ def print_report(
             ("img/s", False),
         ]
     table = _table(f"Ranking (job {job['id']})", cols, wide=wide)
-    for r in report["ranking"]:
+    ranking = report["ranking"]
+    if not wide:  # the head of the ranking and every entry fine-tuned (the top-K, audited ones)
+        ranking = [r for r in ranking if r["rank"] <= RANKING_ROWS or r["finetuned_val_acc"] is not None]
+    for r in ranking:
         row = [
             str(r["rank"]),
             escape(r["model_name"]),
@@ -108,6 +116,10 @@ def print_report(
             ]
         table.add_row(*row)
     print_table(console, table, wide=wide)
+    hidden = []  # what only --wide lists, said in one line under the ranking
+    if len(ranking) < len(report["ranking"]):
+        more = len(report["ranking"]) - len(ranking)
+        hidden.append(f"{more} more ranked entr{'ies' if more > 1 else 'y'}")
     has_test = any(r["test_acc"] is not None for r in report["runs"])
     cols = [("model", True), ("strategy", True), ("lr", False), ("val CE", False)]
     cols += [("test acc", False)] if has_test else [("val acc", False)]
@@ -152,7 +164,9 @@ def print_report(
     if report["runs"] and wide:
         print_table(console, runs, wide=True)
     elif report["runs"]:
-        console.print(f"{len(report['runs'])} fine-tune runs: `zooens jobs show {job['id']} --wide` lists them all.")
+        hidden.append(f"{len(report['runs'])} fine-tune run{'s' if len(report['runs']) > 1 else ''}")
+    if hidden:
+        console.print(f"{', '.join(hidden)}: see `zooens jobs show {job['id']} --wide`.")
     ens = report["ensemble"]
     if ens:
         t = _table(

@@ -67,8 +67,8 @@ def submit_job(
     """
     dataset = registry.get_dataset(s, dataset_id)
     warnings = check_dataset(dataset, params)
-    weight_sets = job_zoo(zoo, params)
-    return _queue(s, dataset_id, zoo_text(zoo), weight_sets, params, claim_for, warnings)
+    weight_sets, zoo_warnings = job_zoo(zoo, params)
+    return _queue(s, dataset_id, zoo_text(zoo), weight_sets, params, claim_for, warnings + zoo_warnings)
 
 
 def _queue(
@@ -103,7 +103,7 @@ def retry_job(s: Session, job_id: int, *, claim_for: str | None = None) -> Job:
     warnings = check_dataset(dataset, params)
     weight_sets = resolve_zoo(list(old.zoo_models or []) or old.zoo)
     check_zoo(old.zoo, weight_sets, pull=params.pull)
-    check_job(params, weight_sets)
+    warnings += check_job(params, weight_sets)
     job = _queue(s, old.dataset_id, old.zoo, weight_sets, params, claim_for, warnings)
     logger.info("job %s retries job %s", job.id, job_id)
     return job

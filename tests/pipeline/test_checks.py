@@ -135,7 +135,7 @@ def test_only_joint_strategies_with_one_selected_model_would_train_nothing():
 def test_a_gflops_budget_no_model_fits_is_refused_naming_the_cheapest():
     """The issue's job: --max-gflops 0.06 at 64 px ran every unit, then failed at the ensemble ("the
     cheapest costs 0.0627"); it is now refused at submission with the same figure."""
-    zoo = resolve_zoo("embedded")
+    zoo = resolve_zoo("embedded")  # the models alone (a tap is cheaper: the test below)
     with pytest.raises(ConfigError) as caught:
         check_job(parse_params(max_gflops=0.06, resolution=64), zoo)
     message = str(caught.value)
@@ -143,6 +143,23 @@ def test_a_gflops_budget_no_model_fits_is_refused_naming_the_cheapest():
     assert "max_gflops=0.06" in message and "Raise --max-gflops to 0.06268 or more" in message
     check_job(parse_params(max_gflops=0.063, resolution=64), zoo)
     check_job(parse_params(max_latency_ms=1e-6, resolution=64), zoo)  # latency is only known once measured
+
+
+def test_a_layer_tap_is_counted_as_its_pruned_network():
+    """A tap's GFLOPs are its pruned network's, counted on the meta device as a tap run's forward pass is
+    (`ensemble.cost.count_flops` on the tap with weights), so a budget the zoo's models all miss is met by a
+    tap (`taps` auto, the default), and one below every tap is still refused, naming the cheapest tap."""
+    tap = get_weight_set(f"{CHEAPEST}@blocks.2")
+    params = parse_params(max_gflops=1.0, resolution=64, strategies=["linear"])
+    gflops, size = least_gflops(tap, params)
+    assert gflops == pytest.approx(count_flops(create_model(tap, pretrained=False), size) / 1e9, rel=1e-6)
+    assert gflops < least_gflops(get_weight_set(CHEAPEST), params)[0] / 3
+    taps = job_zoo("embedded", parse_params(taps="auto"))[0]
+    check_job(parse_params(max_gflops=0.06, resolution=64), taps)  # the models alone cost 0.0627 and more
+    with pytest.raises(ConfigError) as caught:
+        check_job(parse_params(max_gflops=gflops * 0.9, resolution=64), taps)
+    assert f"the cheapest of the zoo's 12 entries, {tap.name}, costs {gflops:.4g} GFLOPs" in str(caught.value)
+    check_job(parse_params(max_gflops=gflops * 1.01, resolution=64), taps)
 
 
 def test_the_submission_count_is_the_runs_count():
@@ -162,3 +179,41 @@ def test_without_a_resolution_the_least_size_a_run_may_use_is_counted():
     assert job_resolutions(ws, parse_params(strategies=["linear"])) == [(224, 224)]
     assert job_resolutions(ws, parse_params(strategies=["auto"])) == [(224, 224), (128, 128)]
     assert least_gflops(ws, parse_params(strategies=["auto"]))[1] == (128, 128)
+
+
+# -- strategies: which zoo entries each can fine-tune ----------------------------------------------------
+
+
+def test_a_strategy_that_fits_no_entry_is_refused_and_one_that_fits_some_is_planned_on_those(zooens_home, caplog):
+    """kron adapts attention's fused qkv: on a zoo of CNNs no run of it could ever train, known from the
+    architectures alone (built on the meta device), so the job is refused at submission; on a mixed zoo
+    the job is accepted with a warning and plans kron on the ViT only."""
+    from zooens.errors import JobError
+    from zooens.pipeline.plan import plan_finetune_units
+    from zooens.zoo.testing import register_random_model
+
+    with pytest.raises(ConfigError) as caught:
+        check_job(parse_params(strategies=["linear", "kron"]), job_zoo("embedded", parse_params())[0])
+    message = str(caught.value)
+    assert "Strategy kron can fine-tune none of the zoo's 12 entries" in message
+    assert "no attention `qkv` layer; use patch or lora" in message
+
+    register_random_model("tiny-effnet", "test_efficientnet", zooens_home / "w")
+    register_random_model("tiny-vit", "test_vit", zooens_home / "w")
+    params = parse_params(strategies=["linear", "kron"], taps="none", top_k=2)
+    with caplog.at_level(logging.WARNING, logger="zooens.pipeline.checks"):
+        zoo, warnings = job_zoo("tiny-effnet,tiny-vit", params)
+    assert len(warnings) == 1 and "Strategy kron cannot fine-tune 1 of the zoo's 2 entries (tiny-effnet:" in warnings[0]
+    assert any(r.getMessage() == warnings[0] for r in caplog.records)
+    keys = plan_finetune_units(["tiny-effnet", "tiny-vit"], params, "cpu", audit=False)
+    assert {(k.model_name, k.strategy) for k in keys} == {
+        ("tiny-effnet", "linear"),
+        ("tiny-vit", "linear"),
+        ("tiny-vit", "kron"),
+    }
+    only_kron = parse_params(strategies=["kron"], taps="none", top_k=1)
+    with pytest.raises(JobError, match=r"None of the 1 selected model \(tiny-effnet\) can be fine-tuned with kron"):
+        plan_finetune_units(["tiny-effnet", "tiny-vit"], only_kron, "cpu", audit=False)
+    assert [k.model_name for k in plan_finetune_units(["tiny-vit", "tiny-effnet"], only_kron, "cpu")] == [
+        "tiny-vit"
+    ] * len(parse_params().sweep_for("kron", "cpu").grid())

@@ -147,12 +147,13 @@ def test_pull_does_not_excuse_weights_no_hub_serves(zooens_home, hub_cache, monk
     "args, expected",
     [
         (["--top-k", "1", "--strategies", "linear,patch,aft"], "aft needs at least one teacher other than the student"),
-        (["--max-gflops", "0.06", "--resolution", "64"], "tf_efficientnet_lite0.in1k, costs 0.06268 GFLOPs"),
+        (["--max-gflops", "0.06", "--resolution", "64", "--taps", "none"], "tf_efficientnet_lite0.in1k, costs 0.06268"),
+        (["--max-gflops", "0.018", "--resolution", "64"], "tf_efficientnet_lite0.in1k@blocks.2, costs 0.01857 GFLOPs"),
         (["--lr", "1e300"], "lr must be a positive number at most 10"),
         (["--strategies", "linear", "-o", "lora.rank=8"], "Options given for 'lora', which this job does not run"),
         (["--strategies", "lora", "-o", "lora.rank=1000000000"], "LoRA rank must be an integer from 1 to 1024"),
     ],
-    ids=["aft-top-k-1", "gflops-budget", "lr", "options-not-run", "lora-rank"],
+    ids=["aft-top-k-1", "gflops-budget", "gflops-budget-taps", "lr", "options-not-run", "lora-rank"],
 )
 def test_a_job_that_could_never_finish_is_refused_by_the_cli_before_any_work(zooens_home, args, expected):
     message = _refused(["run", "--dataset", "digits", "--zoo", "embedded", *args, "--quiet"])
@@ -167,13 +168,22 @@ def _files(root: Path) -> set[str]:
     "body, expected",
     [
         ({"top_k": 1, "strategies": ["linear", "aft"]}, "aft needs at least one teacher other than the student"),
-        ({"max_gflops": 0.06, "resolution": 64}, "costs 0.06268 GFLOPs for one image at 64x64 px"),
+        ({"max_gflops": 0.06, "resolution": 64, "taps": "none"}, "costs 0.06268 GFLOPs for one image at 64x64 px"),
+        ({"max_gflops": 0.018, "resolution": 64}, "@blocks.2, costs 0.01857 GFLOPs for one image at 64x64 px"),
         ({"learning_rates": [1e300]}, "lr must be a positive number at most 10"),
         ({"strategies": ["linear"], "strategy_options": {"film": {"head": "lda"}}}, "which this job does not run"),
         ({"strategies": ["lora"], "strategy_options": {"lora": {"rank": 10**9}}}, "LoRA rank must be an integer"),
         ({"n_train": 1_000_000}, "n_train=1000000 (its train split has 40 images)"),
     ],
-    ids=["aft-top-k-1", "gflops-budget", "lr", "options-not-run", "lora-rank", "n-train-with-val"],
+    ids=[
+        "aft-top-k-1",
+        "gflops-budget",
+        "gflops-budget-taps",
+        "lr",
+        "options-not-run",
+        "lora-rank",
+        "n-train-with-val",
+    ],
 )
 def test_the_api_answers_422_and_stores_nothing(db_url, zooens_home, body, expected):
     from fastapi.testclient import TestClient

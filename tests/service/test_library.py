@@ -20,6 +20,7 @@ from zooens.selection.images import open_image
 
 FIT = {
     **TINY_FIT,
+    "taps": "none",  # the two models are the runs' models below
     "top_k": 2,
     "strategies": "linear,patch",
     "steps": [3],

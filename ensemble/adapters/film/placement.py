@@ -34,11 +34,19 @@ activation (`FiLMNorm`). The placement per timm family:
   ``norm`` (``fc_norm`` when ``norm`` is absent), as BiT's final FiLM. FiLM on the MLP's hidden
   pre-activation would cost 4x the parameters; a LayerNorm output is a normalised map like FiT's.
 
+A layer tap (`zoo.LayerTap`, `model@layer`: the network pruned after one stage) gets the placement of
+its network's family on the blocks the pruning kept, each as in the whole model; the backbone's last
+FiLM goes where the pruned network's output is: its last norm if pruning kept one (it keeps none of
+timm's final norms), else, on a ResNet, before the last kept block's final ReLU as above. FiT defines
+no placement for a truncated backbone; this is the placement of the whole model restricted to the
+blocks that run.
+
 Any other family is refused with a ConfigError: FiT defines no placement for it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +56,7 @@ from timm.models import efficientnet, mobilenetv3, resnet, resnetv2, vision_tran
 from torch import nn
 
 from zooens.errors import ConfigError
+from zooens.zoo import LayerTap
 
 __all__ = ["FiLM", "FiLMAct", "FiLMNorm", "FilmSite", "film_sites", "inject_film", "SUPPORTED_FAMILIES"]
 
@@ -184,7 +193,10 @@ def _resnet_sites(model: nn.Module) -> list[FilmSite]:
     sites: list[FilmSite] = []
     last: tuple[str, nn.Module] | None = None
     for stage in ("layer1", "layer2", "layer3", "layer4"):
-        for j, block in enumerate(getattr(model, stage)):
+        blocks = getattr(model, stage)
+        if not isinstance(blocks, nn.Sequential):  # pruned away (a layer tap): timm leaves an Identity
+            continue
+        for j, block in enumerate(blocks):
             path = f"{stage}.{j}"
             if isinstance(block, resnet.Bottleneck):
                 sites.append(_norm_site(model, f"{path}.bn2"))
@@ -233,7 +245,10 @@ def _vit_sites(model: nn.Module) -> list[FilmSite]:
 
 
 def film_sites(model: nn.Module) -> list[FilmSite]:
-    """FiT's FiLM layers for a timm model, in forward order; ConfigError for a family FiT does not cover."""
+    """FiT's FiLM layers for a timm model (or a layer tap of one), in forward order; ConfigError for a
+    family FiT does not cover."""
+    if isinstance(model, LayerTap):
+        return [dataclasses.replace(site, path=f"model.{site.path}") for site in film_sites(model.model)]
     if isinstance(model, (efficientnet.EfficientNet, mobilenetv3.MobileNetV3)):
         return _efficientnet_sites(model)
     if isinstance(model, resnet.ResNet):

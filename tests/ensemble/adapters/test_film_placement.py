@@ -113,3 +113,46 @@ def test_one_film_per_block():
 def test_unknown_family_is_refused_with_the_fix():
     with pytest.raises(ConfigError, match="ConvNeXt.*use another strategy"):
         inject(_model("convnext_atto"), "film", make_config("film", {}))
+
+
+@pytest.mark.parametrize(
+    "arch, layer, kwargs",
+    [
+        ("test_efficientnet", "blocks.3", {}),
+        ("test_resnet", "layer2", {}),
+        ("test_vit", "blocks.3", {"img_size": 64}),
+        ("resnetv2_18", "stages.2", {}),
+    ],
+)
+def test_a_layer_tap_gets_its_models_placement_on_the_blocks_it_keeps(arch, layer, kwargs):
+    """A tap (`model@layer`) runs the network pruned after `layer`: its norm sites are the whole model's
+    norm sites that pruning kept (the final norm goes with pruning), a ResNet's final FiLM sits before the
+    last kept block's final ReLU, and the FiLM'd tap is still the tap at initialisation."""
+    from zooens.zoo._taps import build_tap
+
+    whole = _model(arch, **kwargs)
+    whole_sites = film_sites(whole)
+    tap = build_tap(_model(arch, **kwargs), arch, layer)
+    sites = film_sites(tap)
+    assert sites and all(s.path.startswith("model.") for s in sites)
+    kept = dict(tap.model.named_modules())
+    expected = [
+        s.path
+        for s in whole_sites
+        if s.kind == "norm" and s.path in kept and type(kept[s.path]) is type(whole.get_submodule(s.path))
+    ]
+    assert [s.path.removeprefix("model.") for s in sites if s.kind == "norm"] == expected
+    assert 0 < len(expected) < len(whole_sites)
+    acts = [s.path for s in sites if s.kind == "act"]
+    if arch == "test_resnet":  # the last block of the tapped stage, as the whole model's last block of layer4
+        last = len(tap.model.get_submodule(layer)) - 1
+        assert acts == [f"model.{layer}.{last}.{whole_sites[-1].path.rsplit('.', 1)[1]}"]
+    else:
+        assert acts == []
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = tap(x)
+    params = inject(tap, "film", make_config("film", {}))
+    assert sum(p.numel() for p in params) == 2 * sum(s.channels for s in sites)
+    with torch.no_grad():
+        torch.testing.assert_close(tap(x), before, rtol=0, atol=0)

@@ -56,3 +56,19 @@ def test_film_run_trains_reports_and_reloads(setup, tmp_path: Path):
     val = ds.split("val")
     predicted = EnsemblePredictor([(tmp_path / "film", 1.0)]).predict_proba([val.image(i) for i in range(len(val))])
     np.testing.assert_allclose(predicted, result.val_proba, atol=1e-4)
+
+
+def test_film_on_a_layer_tap_trains_and_reloads(setup, tmp_path: Path):
+    """A layer tap (`model@layer`, a candidate of every default job) takes FiT like its model: FiLM on the
+    blocks it runs, the Naive Bayes head on its pooled stage, and the artifact predicts as the run did."""
+    ds, cache = setup
+    tap = f"{MODEL}@layer3"
+    spec = RunSpec(model_name=tap, strategy="film", lr=0.01, steps=3, seed=0, resolution=32, batch_size=8)
+    result = run_finetune(spec, ds, cache=cache, progress=False)
+    film_keys = [k for k in result.artifact.tensors if k.startswith("backbone.")]
+    assert len(film_keys) == 2 * 4  # test_resnet up to layer3: 3 blocks + the last one's final map
+    assert all(k.startswith("backbone.model.layer") for k in film_keys)
+    result.artifact.save(tmp_path / "film-tap")
+    val = ds.split("val")
+    predicted = EnsemblePredictor([(tmp_path / "film-tap", 1.0)]).predict_proba([val.image(i) for i in range(len(val))])
+    np.testing.assert_allclose(predicted, result.val_proba, atol=1e-4)

@@ -59,10 +59,14 @@ def test_submit_follow_and_predict_over_http(server, token):
                 break
             time.sleep(0.3)
         assert state["status"] == "succeeded", state["error"]
-        assert state["progress"]["embed"] == {"done": 3, "total": 3, "current": None}
+        # the default job ranks the 3 models and their layer taps (`taps` auto), one embed unit each
+        embedded = state["progress"]["embed"]
+        assert embedded["done"] == embedded["total"] > 3 and embedded["current"] is None
         assert state["progress"]["finetune"]["done"] == 4
         ranking = c.get(f"/jobs/{job_id}/ranking").json()
-        assert len(ranking) == 3 and ranking[0]["knn_accuracy"] >= ranking[-1]["knn_accuracy"]
+        assert len(ranking) == embedded["total"] and ranking[0]["knn_accuracy"] >= ranking[-1]["knn_accuracy"]
+        assert {r["model_name"].split("@")[0] for r in ranking} == {"tiny-effnet", "tiny-resnet", "tiny-convnext"}
+        assert sum("@" not in r["model_name"] for r in ranking) == 3
         runs = c.get(f"/jobs/{job_id}/runs").json()
         assert len(runs) == 4
         ens = c.get(f"/jobs/{job_id}/ensemble").json()

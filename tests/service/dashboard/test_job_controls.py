@@ -7,6 +7,7 @@ Screenshots go to a folder under pytest's tmp path (never into the repository); 
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -256,9 +257,9 @@ def test_running_job_page_fits_and_shows_its_controls_at_1280_and_1920(browser, 
             assert now.startswith("Now fine-tuning tiny-") and f"(full, learning rate 0.01, {LONG_STEPS} steps)" in now
             stages = driver.find_element(By.ID, "stages").text
             assert "finetune:" not in stages and "lr=" not in stages and "learning rate 0.01" in stages
-            assert driver.find_element(By.CSS_SELECTOR, "#stages [data-stage='embed']").text.startswith(
-                "model 3 of 3 embedded"
-            )
+            # every entry embedded: the 3 models and their layer taps (`taps` auto, the default)
+            embedded = driver.find_element(By.CSS_SELECTOR, "#stages [data-stage='embed']").text
+            assert re.match(r"model (\d+) of \1 embedded", embedded) and int(embedded.split()[1]) > 3, embedded
             eta = driver.find_element(By.ID, "job-eta").text
             assert eta.startswith("Running for ") and "Time left:" in eta
             assert driver.find_element(By.ID, "job-ended").text == ""  # nothing ended
@@ -284,7 +285,7 @@ def test_cancel_resume_retry_and_delete_from_the_job_page(browser, live_server, 
     ended = driver.find_element(By.ID, "job-ended-text")
     assert ended.get_attribute("data-ended") == "cancelled"
     text = ended.text
-    assert text.startswith("Cancelled") and "embedding 3 of 3" in text
+    assert text.startswith("Cancelled") and re.search(r"embedding (\d+) of \1\b", text), text
     assert "Resume runs only the unfinished units" in text and "Retry" in text and "Delete" in text
     assert driver.find_element(By.ID, "job-now").text == ""  # not "Now fine-tuning …" any more
     shots(driver, "job-cancelled")

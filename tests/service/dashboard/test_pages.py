@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -105,24 +106,31 @@ def test_job_page_shows_progress_and_sortable_ranking(browser, live_server, fini
     stages = {
         e.get_attribute("data-stage"): e.text for e in driver.find_elements(By.CSS_SELECTOR, "#stages [data-stage]")
     }
-    assert stages["embed"].startswith("model 3 of 3")
+    # every entry embedded: the 3 models and their layer taps (`taps` auto, the default)
+    assert re.match(r"model (\d+) of \1", stages["embed"]) and int(stages["embed"].split()[1]) > 3, stages["embed"]
     assert stages["finetune"].startswith("6 of 6 runs")
     assert stages["ensemble"] == "built"
 
     api_rows = live_server.get_json(f"/api/v1/jobs/{finished_job}/ranking")
     api_rows = api_rows["data"] if isinstance(api_rows, dict) else api_rows
     models = column(driver, "ranking-table", "model")
-    assert sorted(models) == sorted(r["model_name"] for r in api_rows) and len(models) == 3
-    for key in ("knn_accuracy", "finetuned_val_acc", "finetuned_val_ce", "params", "updated_params", "embed_seconds"):
+    # the default job ranks the three models and their layer taps; the top 3 are fine-tuned
+    assert sorted(models) == sorted(r["model_name"] for r in api_rows) and len(models) > 3
+    tuned = {r["model_name"] for r in api_rows if r["finetuned_val_acc"] is not None}
+    assert len(tuned) == 3
+    for key in ("knn_accuracy", "params", "embed_seconds"):
         assert all(v != "" for v in column(driver, "ranking-table", key)), key
+    for key in ("finetuned_val_acc", "finetuned_val_ce", "updated_params"):
+        cells = zip(column(driver, "ranking-table", "model"), column(driver, "ranking-table", key), strict=True)
+        assert {m for m, v in cells if v != ""} == tuned, key
 
     header = driver.find_element(By.CSS_SELECTOR, "#ranking-table th[data-key='finetuned_val_ce']")
     header.click()
     assert header.get_attribute("aria-sort") == "ascending"
-    values = [float(v) for v in column(driver, "ranking-table", "finetuned_val_ce")]
-    assert values == sorted(values)
+    values = [float(v) for v in column(driver, "ranking-table", "finetuned_val_ce") if v != ""]  # blank: not tuned
+    assert values == sorted(values) and len(values) == 3
     header.click()
-    values = [float(v) for v in column(driver, "ranking-table", "finetuned_val_ce")]
+    values = [float(v) for v in column(driver, "ranking-table", "finetuned_val_ce") if v != ""]
     assert values == sorted(values, reverse=True)
     driver.find_element(By.CSS_SELECTOR, "#ranking-table th[data-key='model']").click()
     models = column(driver, "ranking-table", "model")

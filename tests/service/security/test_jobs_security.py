@@ -63,6 +63,7 @@ def _submit(ds_id: int, *, claim_for: str | None = None, **params) -> int:
         "strategies": ["linear"],
         "learning_rates": [0.1],
         "steps": [5],
+        "taps": "none",  # the unit counts below are of the models alone
         **params,
     }
     with session_scope() as s:
@@ -179,6 +180,9 @@ def test_a_zoo_too_large_or_without_weights_is_refused_at_submission(tiny, zooen
     monkeypatch.setattr(checks_module, "MAX_ZOO_MODELS", 1)
     with pytest.raises(ConfigError, match=r"The zoo 'user' matched 2 models; a job ranks at most 1\. Narrow it"):
         _submit(tiny)
+    too_many = r"matched 2 models, 8 entries with 6 layer taps; a job ranks at most 1\. .* \(--taps none\)\."
+    with pytest.raises(ConfigError, match=too_many):
+        _submit(tiny, taps="auto")  # the default
     monkeypatch.undo()
     register_random_model("tiny-gone", "test_resnet", zooens_home / "gone")
     (zooens_home / "gone" / "tiny-gone.safetensors").unlink()  # its weights went away after registration
