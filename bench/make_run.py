@@ -42,10 +42,12 @@ def make_run_args() -> list[str]:
     return match.group(1).split() if match else []
 
 
-def timed_run(env: dict[str, str], run: str, profile_to: Path | None = None) -> list[dict[str, object]]:
-    """One `zooens run` of the Makefile's arguments; its stages as rows."""
+def timed_run(
+    env: dict[str, str], run: str, profile_to: Path | None = None, extra: list[str] | None = None
+) -> list[dict[str, object]]:
+    """One `zooens run` of the Makefile's arguments (and `extra`); its stages as rows."""
     zooens = str(Path(sys.executable).parent / "zooens")
-    cmd = [zooens, "run", *make_run_args(), "--json", "--quiet"]
+    cmd = [zooens, "run", *make_run_args(), *(extra or []), "--json", "--quiet"]
     if profile_to is not None:
         cmd = [sys.executable, "-m", "cProfile", "-o", str(profile_to), *cmd]
     started = time.perf_counter()
@@ -86,6 +88,9 @@ def main() -> None:
     parser.add_argument("--repeat-only", action="store_true", help="time only a repeat (needs --home)")
     parser.add_argument("--profile", action="store_true", help="profile the repeat and print its top functions")
     parser.add_argument(
+        "--taps", choices=["auto", "none"], help="the job's `--taps` (default: the job's own default, auto)"
+    )
+    parser.add_argument(
         "--runs",
         type=int,
         default=1,
@@ -109,7 +114,7 @@ def main() -> None:
         try:
             for run in ([] if args.repeat_only else ["first"]) + ["repeat"]:
                 profile_to = Path(env["ZOOENS_HOME"]) / "repeat.prof" if args.profile and run == "repeat" else None
-                got = timed_run(env, run, profile_to)
+                got = timed_run(env, run, profile_to, ["--taps", args.taps] if args.taps else None)
                 totals[run].append(float(got[-1]["seconds"]))
                 rows += [{**r, "run": f"{r['run']}{tag}"} for r in got]
                 if profile_to is not None:
