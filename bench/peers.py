@@ -29,7 +29,7 @@ fitted probes), the run the ensemble is guaranteed not to be worse than on those
 first pick image by image on test: `gained_vs_first_pick` (test images the ensemble gets right and the first pick
 wrong), `lost_vs_first_pick` (the reverse) and `mcnemar_p` (McNemar's exact test, two-sided: the binomial
 probability of a split of the discordant images at least that uneven if neither were better; 1.0 where none differ).
-Writes bench/results/peers.csv.
+Writes bench/results/peers.csv (with `--taps none`: peers-taps-none.csv, so both runs are kept side by side).
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def main() -> int:
         r.setdefault("first_pick_test_acc", "")
         for k in ("gained_vs_first_pick", "lost_vs_first_pick", "mcnemar_p"):
             r.setdefault(k, "")
-    path = write_rows("peers", rows, echo=False)
+    path = write_rows("peers" if args.taps == "auto" else "peers-taps-none", rows, echo=False)
     by = {(r["dataset"], r["contender"]): r for r in rows}
     wins = sum(by[(n, "zooens")]["test_acc"] >= by[(n, "logreg-concat")]["test_acc"] for n in names)
     single = sum(by[(n, "zooens")]["test_acc"] >= by[(n, "zooens")]["best_single_test_acc"] for n in names)
