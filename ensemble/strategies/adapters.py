@@ -7,9 +7,9 @@ count and size; `load` builds the pre-trained backbone again and re-applies the 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
+import threading
 from typing import Any, ClassVar
 
 import torch
@@ -27,7 +27,7 @@ from zooens.ensemble.artifacts import Artifact
 from zooens.ensemble.specs import RunSpec, SweepConfig
 from zooens.ensemble.strategies.base import ImageClassifier, ImageStrategy, check_training_options, embedding_dim
 from zooens.errors import ConfigError
-from zooens.zoo import create_model, get_weight_set
+from zooens.zoo import WeightSet, create_model, get_weight_set
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,15 @@ class AdapterStrategy(ImageStrategy):
         """The adapter applied to `model_name`'s embedder built on the meta device (no weights, no memory): the
         ConfigError it raises (kron on a network with no attention `qkv`, FiLM on a family FiT does not
         place) is the reason; None when it applies."""
-        return _unsupported(self.method, model_name, json.dumps(options, sort_keys=True, default=str))
+        ws = get_weight_set(model_name)
+        key = (self.method, ws.arch, ws.layer, json.dumps(options, sort_keys=True, default=str))
+        with _unsupported_lock:
+            if key in _unsupported:
+                return _unsupported[key]
+        why = _check_on_meta(self.method, ws, options)
+        with _unsupported_lock:
+            _unsupported[key] = why
+        return why
 
     def _backbone(
         self, model_name: str, options: dict[str, Any] | AdapterConfig
@@ -104,17 +112,22 @@ class AdapterStrategy(ImageStrategy):
         return model.eval().to(device)
 
 
-@functools.lru_cache(maxsize=1024)
-def _unsupported(method: str, model_name: str, options: str) -> str | None:
-    """`AdapterStrategy.supports`, cached per adapter, zoo entry and options (as JSON)."""
-    config = make_config(method, json.loads(options))
+_unsupported: dict[tuple[str, str, str | None, str], str | None] = {}
+"""`AdapterStrategy.supports` per (adapter, architecture, tap layer, options as JSON): what it checks depends on
+the network's modules alone, which tags of one architecture share (`create_model(..., pretrained=False)` builds the
+bare architecture), so a catalogue zoo of many tags builds each architecture once."""
+_unsupported_lock = threading.Lock()
+
+
+def _check_on_meta(method: str, ws: WeightSet, options: dict[str, Any]) -> str | None:
+    config = make_config(method, options)
     try:
         with torch.device("meta"):
-            inject(create_model(get_weight_set(model_name), pretrained=False), method, config)
+            inject(create_model(ws, pretrained=False), method, config)
     except ConfigError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001  a set-up the meta device cannot run: the run itself decides
-        log.debug("%s on %s not checked on the meta device: %s: %s", method, model_name, type(exc).__name__, exc)
+        log.debug("%s on %s not checked on the meta device: %s: %s", method, ws.name, type(exc).__name__, exc)
     return None
 
 
