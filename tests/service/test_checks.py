@@ -149,11 +149,12 @@ def test_pull_does_not_excuse_weights_no_hub_serves(zooens_home, hub_cache, monk
         (["--top-k", "1", "--strategies", "linear,patch,aft"], "aft needs at least one teacher other than the student"),
         (["--max-gflops", "0.06", "--resolution", "64", "--taps", "none"], "tf_efficientnet_lite0.in1k, costs 0.06268"),
         (["--max-gflops", "0.018", "--resolution", "64"], "tf_efficientnet_lite0.in1k@blocks.2, costs 0.01857 GFLOPs"),
+        (["--strategies", "linear,kron"], "Strategy kron can fine-tune none of the zoo's 12 entries"),
         (["--lr", "1e300"], "lr must be a positive number at most 10"),
         (["--strategies", "linear", "-o", "lora.rank=8"], "Options given for 'lora', which this job does not run"),
         (["--strategies", "lora", "-o", "lora.rank=1000000000"], "LoRA rank must be an integer from 1 to 1024"),
     ],
-    ids=["aft-top-k-1", "gflops-budget", "gflops-budget-taps", "lr", "options-not-run", "lora-rank"],
+    ids=["aft-top-k-1", "gflops-budget", "gflops-budget-taps", "kron-on-cnns", "lr", "options-not-run", "lora-rank"],
 )
 def test_a_job_that_could_never_finish_is_refused_by_the_cli_before_any_work(zooens_home, args, expected):
     message = _refused(["run", "--dataset", "digits", "--zoo", "embedded", *args, "--quiet"])
@@ -170,6 +171,7 @@ def _files(root: Path) -> set[str]:
         ({"top_k": 1, "strategies": ["linear", "aft"]}, "aft needs at least one teacher other than the student"),
         ({"max_gflops": 0.06, "resolution": 64, "taps": "none"}, "costs 0.06268 GFLOPs for one image at 64x64 px"),
         ({"max_gflops": 0.018, "resolution": 64}, "@blocks.2, costs 0.01857 GFLOPs for one image at 64x64 px"),
+        ({"strategies": ["kron"]}, "no attention `qkv` layer; use patch or lora for other architectures"),
         ({"learning_rates": [1e300]}, "lr must be a positive number at most 10"),
         ({"strategies": ["linear"], "strategy_options": {"film": {"head": "lda"}}}, "which this job does not run"),
         ({"strategies": ["lora"], "strategy_options": {"lora": {"rank": 10**9}}}, "LoRA rank must be an integer"),
@@ -179,6 +181,7 @@ def _files(root: Path) -> set[str]:
         "aft-top-k-1",
         "gflops-budget",
         "gflops-budget-taps",
+        "kron-on-cnns",
         "lr",
         "options-not-run",
         "lora-rank",
