@@ -17,14 +17,13 @@ from typing import IO, Any, Literal
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from zooens.ensemble import Artifact, BaseModel, EnsemblePredictor, write_bundle
 from zooens.ensemble.predictor import ImageInputs
 from zooens.errors import ConfigError
 from zooens.pipeline.checks import check_counts, job_zoo
 from zooens.pipeline.params import JobParams
-from zooens.pipeline.plan import plan_finetune_units, plan_pull_units, rank_models
+from zooens.pipeline.plan import UnitKey, plan_finetune_units, plan_pull_units, rank_models
 from zooens.pipeline.records import EnsembleRecord, RankingRow, RunRecord, ScoreRecord, ranking_table
 from zooens.pipeline.splits import prepare_job_dataset
 from zooens.pipeline.stages import (
@@ -35,6 +34,7 @@ from zooens.pipeline.stages import (
     rank_model,
     select_ensemble,
 )
+from zooens.progress import UnitProgress, inner_bars, unit_kind, unit_label
 from zooens.selection.cache import EmbeddingCache
 from zooens.selection.datasets import ImageDataset
 from zooens.settings import get_settings
@@ -115,10 +115,11 @@ class FittedEnsemble:
 
     def leaderboard(self) -> pd.DataFrame:
         """One row for the ensemble, then one per fine-tune run, best validation cross-entropy first:
-        model, strategy, val_ce, val_acc, test_acc (NaN without a test split), the temperature fitted on val
-        and the calibrated test NLL and ECE (the ensemble's, and each run's own: `RunRecord.calibration`; NaN
-        without a test split), ensemble weight, seconds, updated parameters, run id (NA for a fit in memory),
-        unit key and hyper-parameters."""
+        model, strategy, val_ce, val_acc, test_acc (NaN without a test split), the temperature fitted on the
+        selection rows (val, plus train's cross-fitted held-out rows where the runs are cross-fitted:
+        `pipeline.stages.calibrate`) and the calibrated test NLL and ECE (the ensemble's, and each run's own:
+        `RunRecord.calibration`; NaN without a test split), ensemble weight, seconds, updated parameters, run id
+        (NA for a fit in memory), unit key and hyper-parameters."""
         ens = self.ensemble_
         weights = {m.unit_key: m.weight for m in ens.members}
         runs = {r.unit_key: r for r in self.runs_}
@@ -180,7 +181,8 @@ class FittedEnsemble:
     def predict_proba(self, images: ImageInputs, *, batch_size: int = 64) -> np.ndarray:
         """Probabilities of shape (n_images, n_classes), columns in `classes_` order; `images` are paths,
         PIL images or uint8 arrays (see `zooens.ensemble.predictor.ImageInputs`). Calibrated: the
-        ensemble's temperature (`ensemble_.temperature`, fitted on val) is applied."""
+        ensemble's temperature (`ensemble_.temperature`, fitted on the selection rows: val, plus train's
+        cross-fitted held-out rows where the runs are cross-fitted) is applied."""
         return self.predictor.predict_proba(images, batch_size=batch_size)
 
     def predict(self, images: ImageInputs, *, batch_size: int = 64) -> list[str]:
@@ -280,8 +282,11 @@ def fit(
 
     Everything the job can know before it starts is checked first (parameters, split sizes and `k`
     against the class counts, the zoo's size and weights). Files: only the embedding cache
-    (`cache`, by default ZOOENS_HOME's); no database, no run folder. `progress`: one bar (`tqdm.auto`: a
-    widget in a notebook) over the job's units, the current one beside it; the stages draw none of their own.
+    (`cache`, by default ZOOENS_HOME's); no database, no run folder. `progress`: the fit's units reported as a
+    recorded job's are (`zooens.progress.UnitProgress`, the same words and the ETA by unit kind): a bar on a
+    terminal, the current unit beside it, with the bars inside a unit (a model's images embedded, a run's
+    steps) nested under it; one `tqdm.auto` bar in a notebook; one plain line per finished unit otherwise
+    (piped, redirected, TERM=dumb), never a carriage return or an escape code.
     """
     params = JobParams() if params is None else params
     settings = get_settings()
@@ -292,27 +297,41 @@ def fit(
     ds = prepare_job_dataset(dataset, params)
     device = resolve_device(device or settings.device)
     cache = EmbeddingCache(settings.resolved_cache_dir) if cache is None else cache
-    n_runs = len(plan_finetune_units(models, params, device))
     pulls = plan_pull_units(models, params)
-    with tqdm(total=len(pulls) + len(models) + n_runs + 1, desc="fit", unit="unit", disable=not progress) as bar:
+    planned = [
+        *pulls,
+        *(UnitKey.embed(m) for m in models),
+        *plan_finetune_units(models, params, device),  # the sweep's kinds do not depend on the ranking's order
+        UnitKey.ensemble(),
+    ]
+    inner = inner_bars(progress)  # a unit's own bars: on a terminal only, as in a recorded job
+    with UnitProgress([unit_kind(k) for k in planned], desc="fit", enabled=progress) as bar:
+
+        def begin(key: UnitKey) -> None:
+            bar.begin(unit_label(key))
+
+        def done(key: UnitKey) -> None:
+            bar.done(unit_kind(key), unit_label(key))
+
         for key in pulls:
             assert key.model_name is not None
-            bar.set_postfix_str(f"pull {key.model_name}")
-            pull_weights(key.model_name, progress=False)
-            bar.update(1)
+            begin(key)
+            pull_weights(key.model_name, progress=inner)
+            done(key)
         scores: list[ScoreRecord] = []
         for model_name in models:
-            bar.set_postfix_str(model_name)
+            key = UnitKey.embed(model_name)
+            begin(key)
             scores.append(
-                rank_model(ds, model_name, params, cache=cache, device=device, progress=False).part(ScoreRecord)
+                rank_model(ds, model_name, params, cache=cache, device=device, progress=inner).part(ScoreRecord)
             )
-            bar.update(1)
+            done(key)
         ranked = rank_models(scores)
         scores.sort(key=lambda r: ranked.index(r.model_name))
         runs: dict[str, RunRecord] = {}
         kept: dict[str, Any] = {}
         for key in plan_finetune_units(ranked, params, device):
-            bar.set_postfix_str(str(key))
+            begin(key)
             record, result = finetune_run(
                 ds,
                 key,
@@ -320,15 +339,16 @@ def fit(
                 selected_models=ranked[: params.top_k],
                 cache=cache,
                 device=device,
-                progress=False,
+                progress=inner,
             )
             runs[record.unit_key] = record
             kept[record.unit_key] = result
-            bar.update(1)
+            done(key)
+        begin(UnitKey.ensemble())
         candidates = [runs[str(k)] for k in plan_finetune_units(ranked, params, device, audit=False)]
         probs = [probabilities(kept[r.unit_key]) for r in candidates]
         ensemble = select_ensemble(candidates, probs, ds, params)
-        bar.update(1)
+        done(UnitKey.ensemble())
     all_runs = list(runs.values())
     return FittedEnsemble(
         classes_=list(ds.classes),
