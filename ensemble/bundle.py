@@ -14,13 +14,18 @@ Nothing is unpickled. Reading is bounded before anything is decoded (`BundleLimi
 directory alone, before any part is read, the number of entries and members, every entry's declared
 size, the sum of the declared sizes and each compressed entry's expansion ratio (declared size over
 compressed size, at most `max_ratio` for entries above `ratio_free_bytes`: a small file cannot claim
-gigabytes) are capped. Each part is then streamed through sha256 in chunks with a running byte count,
-stopping past its declared size, and its size and sha256 must match the manifest's before it is
-decoded. A part that cannot be decoded (a safetensors header that does not parse, a config outside
-what zooens writes: an unknown strategy, an input size beyond `ensemble.specs`' resolution bounds,
-mean/std of another length, a head of another class count) is refused too. Every refusal, and a
-file that is not a zip, is truncated or lacks a part, is a `BundleError` (a `ConfigError`) naming
-the part and saying the file was altered or damaged. Tensor shapes against the architecture are
+gigabytes) are capped, and a tensors part must be stored uncompressed, as `write_bundle` has always
+written it (a stored entry's declared size must equal its stored size). So every tensors part's bytes
+are in the file, and only the JSON parts (at most `max_json_bytes` each) are inflated. Each part is
+then streamed through sha256 in chunks with a running byte count, stopping past its declared size,
+into memory that grows as its bytes arrive (a part cut short never costs its declared size) and is
+handed on without a copy; its size and sha256 must match the manifest's before it is decoded. Reading
+a file thus holds about the file's size in decoded tensors plus the one part being read. A part that
+cannot be decoded (a safetensors header that does not parse, a config outside what zooens writes: an
+unknown strategy, an input size beyond `ensemble.specs`' resolution bounds, mean/std of another
+length, a head of another class count) is refused too. Every refusal, and a file that is not a zip,
+is truncated or lacks a part, is a `BundleError` (a `ConfigError`) naming the part and saying the
+file was altered or damaged. Tensor shapes against the architecture are
 checked when the members are rebuilt (`load_state_dict` with the strategy's own module).
 A checksum detects corruption and edits of any part; it is not a signature (whoever can rewrite the
 manifest can rewrite its checksums).
@@ -29,6 +34,7 @@ manifest can rewrite its checksums).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -85,11 +91,14 @@ class BundleLimits:
     max_members : members of one ensemble.
     max_json_bytes : the manifest and each member's config.
     max_part_bytes : one tensors part (a base model's weights: 8 GiB holds a 2-billion-parameter float32 model).
+        A tensors part must be stored uncompressed (`write_bundle` never compresses one), so its size is
+        also bounded by the file's: a small file cannot make the reader hold more than it contains.
     max_total_bytes : all parts together, as the zip directory declares them.
     max_ratio : most declared size per compressed byte of an entry larger than `ratio_free_bytes`.
         `write_bundle` stores tensors uncompressed (ratio 1) and deflates JSON only; deflate cannot
         exceed about 1032:1, so a part declaring more than 100 times its compressed size is a forgery
-        meant to exhaust memory (a 3 MB file declaring a 3 GiB part).
+        meant to exhaust memory (a 3 MB file declaring a 3 GiB part). A compressed tensors part is
+        refused whatever its ratio.
     ratio_free_bytes : entries declaring at most this many bytes are not held to `max_ratio` (JSON of
         repeated keys compresses well, and such a part costs little to read).
     chunk_bytes : each part is read and hashed in chunks of this size.
@@ -279,6 +288,12 @@ def _check_directory(infos: list[zipfile.ZipInfo], limits: BundleLimits, shown: 
                 f"{info.compress_size}, an expansion above {limits.max_ratio:g}:1 (BundleLimits.max_ratio); "
                 "zooens never writes such a part: the file was forged or damaged."
             )
+        if info.filename.endswith(".safetensors") and info.compress_type != zipfile.ZIP_STORED:
+            method = zipfile.compressor_names.get(info.compress_type, f"method {info.compress_type}")
+            raise BundleError(
+                f"{shown}: part {info.filename} is a tensors part stored compressed ({method}); zooens stores "
+                "tensors uncompressed and never writes such a part: the file was forged or altered. Export it again."
+            )
     if total > limits.max_total_bytes:
         raise BundleError(
             f"{shown} declares {total} bytes in all, more than the {limits.max_total_bytes} "
@@ -296,7 +311,11 @@ def _read_entry(
     chunk: int = 2**20,
 ) -> bytes:
     """The entry's bytes, read in chunks through sha256 with a running count: never more than `limit`
-    nor than its declared size. With `expected` (the manifest's `size` and `sha256`), they must match."""
+    nor than its declared size. With `expected` (the manifest's `size` and `sha256`), they must match.
+
+    Memory grows with the bytes that arrive, never to the declared size up front (a part cut short costs
+    what it holds), and the result is the buffer itself: `BytesIO.getvalue` hands over its bytes without
+    a copy when nothing else references them, so a part is held once."""
     if info.file_size > limit:
         raise BundleError(
             f"{shown}: part {info.filename} declares {info.file_size} bytes, more than the "
@@ -311,8 +330,7 @@ def _read_entry(
                 "altered or damaged since it was written. Export it again."
             )
     digest = hashlib.sha256()
-    buffer = bytearray(size)
-    view = memoryview(buffer)
+    buffer = io.BytesIO()
     count = 0
     try:
         with zf.open(info) as f:
@@ -325,7 +343,7 @@ def _read_entry(
                         f"{shown}: part {info.filename} holds more than the {size} bytes its directory says; "
                         "the file is damaged or was altered."
                     )
-                view[count : count + len(block)] = block
+                buffer.write(block)
                 digest.update(block)
                 count += len(block)
     except BundleError:
@@ -335,8 +353,6 @@ def _read_entry(
             f"{shown}: part {info.filename} cannot be read ({type(exc).__name__}: {exc}); the file is damaged "
             "or truncated. Export it again."
         ) from None
-    finally:
-        view.release()
     if count != size:
         raise BundleError(f"{shown}: part {info.filename} is not the size its directory says; the file is damaged.")
     if expected is not None and digest.hexdigest() != str(expected.get("sha256")):
@@ -344,7 +360,7 @@ def _read_entry(
             f"{shown}: part {info.filename} does not match its sha256 in the manifest; the file was "
             "altered or damaged since it was written. Export it again."
         )
-    return bytes(buffer)
+    return buffer.getvalue()
 
 
 def read_bundle(source: str | Path | IO[bytes], *, limits: BundleLimits = BundleLimits()) -> Bundle:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import struct
 import tracemalloc
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,34 +52,56 @@ def replace_part(name: str, data: bytes) -> Callable[[dict[str, bytes]], dict[st
     return lambda parts: parts | {name: data}
 
 
-def _zeros_bomb(src: Path, dst: Path, n_bytes: int) -> Path:
+def _zeros_bomb(src: Path, dst: Path, n_bytes: int, *, compress_type: int = zipfile.ZIP_DEFLATED) -> Path:
     """`src` with its part BIG_PART replaced by `n_bytes` zeros, deflated (a thousandfold smaller on disk),
     written in 1 MiB chunks so that the test never holds them; the manifest's size and sha256 match."""
-    digest = hashlib.sha256()
     chunk = bytes(2**20)
+    return _replace_big_part(src, dst, (chunk for _ in range(n_bytes // len(chunk))), compress_type)
+
+
+def _replace_big_part(src: Path, dst: Path, chunks: Iterable[bytes], compress_type: int) -> Path:
+    """`src` with BIG_PART's bytes streamed from `chunks` (never held whole) under `compress_type`, and the
+    manifest's size and sha256 written to match, as a forger who can rewrite the manifest would."""
+    digest = hashlib.sha256()
+    size = 0
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         manifest = json.loads(zin.read("manifest.json"))
         for info in zin.infolist():
             if info.filename not in ("manifest.json", BIG_PART):
                 zout.writestr(info.filename, zin.read(info))
         info = zipfile.ZipInfo(BIG_PART)
-        info.compress_type = zipfile.ZIP_DEFLATED
+        info.compress_type = compress_type
         with zout.open(info, "w") as out:
-            for _ in range(n_bytes // len(chunk)):
+            for chunk in chunks:
                 out.write(chunk)
                 digest.update(chunk)
-        manifest["parts"][BIG_PART] = {"sha256": digest.hexdigest(), "size": n_bytes}
+                size += len(chunk)
+        manifest["parts"][BIG_PART] = {"sha256": digest.hexdigest(), "size": size}
         zout.writestr("manifest.json", json.dumps(manifest))
     return dst
 
 
-def _declare_size(path: Path, name: str, declared: int) -> None:
-    """Write `declared` as the uncompressed size of entry `name` in the zip's central directory."""
+def _compressible_tensors(n_mib: int) -> Iterator[bytes]:
+    """A valid safetensors file of one `n_mib` MiB uint8 tensor, in 1 MiB chunks of 16 KiB random bytes
+    then zeros: it deflates about 60:1, under `BundleLimits.max_ratio`, so only its compression tells."""
+    header = json.dumps({"pad": {"dtype": "U8", "shape": [n_mib * 2**20], "data_offsets": [0, n_mib * 2**20]}})
+    header += " " * (-len(header) % 8)
+    yield struct.pack("<Q", len(header)) + header.encode()
+    rng = random.Random(0)
+    for _ in range(n_mib):
+        yield rng.randbytes(2**14) + bytes(2**20 - 2**14)
+
+
+def _declare_size(path: Path, name: str, declared: int, *, stored: bool = False) -> None:
+    """Write `declared` as the uncompressed size of entry `name` in the zip's central directory (and as its
+    compressed size too with `stored`, so that a stored entry claims `declared` bytes in the file)."""
     data = bytearray(path.read_bytes())
     at = data.index(b"PK\x01\x02")
     while data[at + 46 : at + 46 + struct.unpack("<H", data[at + 28 : at + 30])[0]] != name.encode():
         at = data.index(b"PK\x01\x02", at + 4)
     data[at + 24 : at + 28] = struct.pack("<I", declared)
+    if stored:
+        data[at + 20 : at + 24] = struct.pack("<I", declared)
     path.write_bytes(bytes(data))
 
 
@@ -126,9 +149,62 @@ def test_the_ratio_bound_spares_small_parts_and_can_be_set(bundle_file, tmp_path
     bomb = _zeros_bomb(bundle_file, tmp_path / "bomb.zooens", 8 * 2**20)
     with pytest.raises(BundleError, match="expansion above 500:1"):
         read_bundle(bomb, limits=BundleLimits(max_ratio=500, ratio_free_bytes=2**20))
-    # allowed by the limits, the part is read (hashed in chunks) and refused for what it holds, not for its size
-    with pytest.raises(BundleError, match=f"part {BIG_PART} is not a valid safetensors file"):
+    # allowed by the ratio, a deflated tensors part is still refused: zooens stores tensors uncompressed
+    with pytest.raises(BundleError, match=f"part {BIG_PART} is a tensors part stored compressed"):
         read_bundle(bomb, limits=BundleLimits(ratio_free_bytes=16 * 2**20, chunk_bytes=2**16))
+    # stored as zooens writes it, the part is read (hashed in chunks) and refused for what it holds, not its size
+    stored = _zeros_bomb(bundle_file, tmp_path / "stored.zooens", 8 * 2**20, compress_type=zipfile.ZIP_STORED)
+    with pytest.raises(BundleError, match=f"part {BIG_PART} is not a valid safetensors file"):
+        read_bundle(stored, limits=BundleLimits(chunk_bytes=2**16))
+
+
+def test_a_compressed_tensors_part_within_the_ratio_is_refused_from_the_directory(
+    bundle_file,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """Failure 3's remaining hole: a valid safetensors part deflated about 60:1 (under max_ratio), its
+    checksums matching, once read whole (a 30 MB file could claim 3 GiB). zooens never compresses a tensors
+    part, so the zip directory alone refuses it: no entry is opened and nothing of it is allocated."""
+    deflated = zipfile.ZIP_DEFLATED
+    forged = _replace_big_part(bundle_file, tmp_path / "deflated.zooens", _compressible_tensors(32), deflated)
+    info = zipfile.ZipFile(forged).getinfo(BIG_PART)
+    assert info.file_size > 32 * 2**20 and 10 < info.file_size / info.compress_size < 100  # the ratio lets it by
+    assert forged.stat().st_size < info.file_size // 8  # a small file declaring a large part
+    opened: list[str] = []
+    open_entry = zipfile.ZipFile.open
+
+    def spy(self: zipfile.ZipFile, name: str | zipfile.ZipInfo, *args: object, **kwargs: object):
+        opened.append(name.filename if isinstance(name, zipfile.ZipInfo) else name)
+        return open_entry(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
+    with pytest.raises(BundleError, match=f"part {BIG_PART} is a tensors part stored compressed \\(deflate\\)"):
+        read_bundle(forged)
+    assert opened == []  # refused from the directory: not even the manifest was read
+    assert _peak_allocated(lambda: read_bundle(forged)) < 4 * 2**20
+    with pytest.raises(BundleError, match="zooens stores tensors uncompressed and never writes such a part"):
+        EnsemblePredictor.load(forged)  # zooens.load and `zooens predict` read through read_bundle
+
+
+def test_a_stored_part_claiming_more_bytes_than_the_file_holds_never_allocates_them(bundle_file, tmp_path):  # noqa: F811
+    """A stored part whose directory (and manifest) claim 256 MiB in a file of a few: the reader takes
+    bytes as they arrive, so the file runs out before memory does, and the part is refused as damaged."""
+    declared = 256 * 2**20
+    forged = forge(bundle_file, tmp_path / "short.zooens", lambda parts: parts)
+    with zipfile.ZipFile(forged) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        parts = {info.filename: zf.read(info) for info in zf.infolist() if info.filename != "manifest.json"}
+    manifest["parts"][BIG_PART]["size"] = declared
+    with zipfile.ZipFile(forged, "w") as zout:
+        zout.writestr("manifest.json", json.dumps(manifest))
+        for name, data in parts.items():
+            zout.writestr(name, data)
+    _declare_size(forged, BIG_PART, declared, stored=True)
+    assert forged.stat().st_size < declared // 16
+    with pytest.raises(BundleError, match=f"part {BIG_PART} cannot be read \\(EOFError"):
+        read_bundle(forged)
+    assert _peak_allocated(lambda: read_bundle(forged)) < declared // 8
 
 
 @pytest.mark.parametrize(
