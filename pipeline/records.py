@@ -138,7 +138,8 @@ class RunFacts(_Record):
     backbone_key: str | None = Field(default=None, description="Runs with the same key share one forward pass.")
     calibration: dict[str, Any] | None = Field(
         default=None,
-        description="The run's own temperature, fitted on val, and the NLL, Brier score and ECE of its scaled "
+        description="The run's own temperature, fitted on the selection rows (val, with train's cross-fitted "
+        "held-out rows where the run has them), and the NLL, Brier score and ECE of its scaled "
         "probabilities on val (and test), with the ECE before scaling (`pipeline.stages.calibrate`).",
     )
 
@@ -227,14 +228,15 @@ class EnsembleFacts(_Record):
         "under each budget, Pareto-optimal), each point with its members (unit keys), cost, val "
         "cross-entropy and test accuracy; `metric` names the cost.",
     )
-    # Calibration (`zooens.ensemble.calibration`): the temperature fitted on val after the greedy selection,
+    # Calibration (`zooens.ensemble.calibration`): the temperature fitted on the greedy's selection rows after it,
     # and the metrics of the calibrated ensemble (test ones None without a test split).
     temperature: float | None = Field(
         default=None,
-        description="Temperature T dividing the log of the ensemble's probabilities, fitted on val by minimising "
-        "its NLL (Guo et al. 2017); predictions apply it. None (T = 1) for an ensemble built before calibration.",
+        description="Temperature T dividing the log of the ensemble's probabilities, fitted by minimising the NLL "
+        "(Guo et al. 2017) on the rows the greedy selected on (val, with train's cross-fitted held-out rows where "
+        "the runs have them); predictions apply it. None (T = 1) for an ensemble built before calibration.",
     )
-    val_nll: float | None = Field(default=None, description="Val NLL of the calibrated ensemble (T fitted on it).")
+    val_nll: float | None = Field(default=None, description="Val NLL of the calibrated ensemble.")
     val_brier: float | None = Field(default=None, description="Val multi-class Brier score, calibrated.")
     val_ece: float | None = Field(default=None, description="Val ECE (15 equal-width bins), calibrated.")
     test_nll: float | None = Field(default=None, description="Test NLL of the calibrated ensemble.")

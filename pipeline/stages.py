@@ -377,7 +377,7 @@ def select_ensemble(
 ) -> EnsembleRecord:
     """Greedy ensemble (with replacement) over the runs' val probabilities, in the order given (planning
     order: deterministic), within the job's budget, with its accuracy-against-cost front, then its
-    temperature fitted on val and its calibration metrics (`_calibration`), and the job's warnings
+    temperature fitted on the selection rows and its calibration metrics (`_calibration`), and the job's warnings
     about its val numbers (`ensemble_warnings`).
 
     The selection rows: val's, and train's too when every candidate scored every training row held out

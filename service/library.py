@@ -320,7 +320,7 @@ def ensemble_members(s: Session, ensemble_id: int) -> list[tuple[str, float]]:
 
 
 def ensemble_temperature(s: Session, ensemble_id: int) -> float:
-    """The ensemble's temperature (fitted on val; 1.0 for one built before calibration), as
+    """The ensemble's temperature (fitted on the job's selection rows; 1.0 for one built before calibration), as
     `EnsemblePredictor(temperature=...)` takes it."""
     return registry.get_ensemble(s, ensemble_id).temperature or 1.0
 

@@ -1,6 +1,7 @@
 """zoo: the model catalogue (embedded, user and timm weight sets) and model construction."""
 
 from zooens.zoo import embedded as _embedded  # noqa: F401  registers the embedded zoo
+from zooens.zoo import hed as _hed  # noqa: F401  registers HED's VGG16 (a packaged weight set) and its timm model
 from zooens.zoo._factory import (
     PREPROCESSINGS,
     check_preprocessing,

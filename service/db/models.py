@@ -292,7 +292,8 @@ class Ensemble(Base):
     gflops: Mapped[float | None] = mapped_column(Float)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     front: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # calibration (0006): the temperature fitted on val, the calibrated ensemble's metrics, the reliability diagram
+    # calibration (0006): the temperature (fitted on the selection rows), the calibrated ensemble's metrics,
+    # the reliability diagram
     temperature: Mapped[float | None] = mapped_column(Float)
     val_nll: Mapped[float | None] = mapped_column(Float)
     val_brier: Mapped[float | None] = mapped_column(Float)

