@@ -12,7 +12,6 @@ deleted rows instead of giving them back to the file system; its growth is print
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service._live import start_server, stop_server
+from tests.service._live import spawn, start_server, stderr_tail, stop_server
 from tests.service._tiny import register_tiny_zoo
 
 pytestmark = [
@@ -100,9 +99,7 @@ def test_thirty_jobs_leave_memory_flat_and_the_disk_as_it_was(zooens_home, monke
 
     server, base_url = start_server(zooens_home, url)
     env = {**os.environ, "ZOOENS_HOME": str(zooens_home), "ZOOENS_DATABASE_URL": url}
-    worker = subprocess.Popen(
-        [ZOOENS, "worker", "--id", "soak", "--poll", "0.1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    worker = spawn([ZOOENS, "worker", "--id", "soak", "--poll", "0.1"], env)  # stderr to a file: never a full pipe
     memory: list[tuple[float, float]] = []
     jobs: list[int] = []
     try:
@@ -115,7 +112,8 @@ def test_thirty_jobs_leave_memory_flat_and_the_disk_as_it_was(zooens_home, monke
             for _ in range(JOBS):
                 jobs.append(_run(c, auth, dataset_id))
                 memory.append((rss_mb(server.pid), rss_mb(worker.pid)))
-                assert worker.poll() is None, worker.stderr.read().decode()[-3000:]
+                assert worker.poll() is None, f"the worker exited: {stderr_tail(worker, 3000)}"
+                assert server.poll() is None, f"the server exited: {stderr_tail(server, 3000)}"
             seconds = time.monotonic() - started
             after = files(zooens_home)
             db_after = (zooens_home / REGISTRY).stat().st_size

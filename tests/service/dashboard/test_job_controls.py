@@ -2,7 +2,9 @@
 no wider than the window at 1280 and 1920 px, and the controls (Cancel, Resume, Retry, Delete) acting through the
 API; then the plots, dataset names and the compare view on a small finished job.
 
-Screenshots go to a folder under pytest's tmp path (never into the repository); their paths are printed."""
+Screenshots go where the other browser tests put theirs, the `screenshots` folder ($ZOOENS_TEST_ARTIFACTS/screenshots,
+else the repository's git-ignored artifacts/screenshots), under names no other test uses (test_pages.py writes
+job-finished.png and compare-{width}.png of its own job); their paths are printed."""
 
 from __future__ import annotations
 
@@ -23,12 +25,12 @@ LONG_STEPS = 5000
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dashboard-screenshots")
+def shots(screenshots):
+    """`shots(driver, name)` saves the window as `name`.png in the `screenshots` folder and prints its path."""
     saved: list[str] = []
 
     def save(driver, name: str) -> str:
-        path = str(folder / f"{name}.png")
+        path = str(screenshots / f"{name}.png")
         driver.save_screenshot(path)
         saved.append(path)
         print(f"screenshot: {path}")
@@ -148,7 +150,7 @@ def test_plots_start_at_zero_count_words_and_name_the_dataset(browser, live_serv
     }
     header = driver.find_element(By.CSS_SELECTOR, "#ranking-table th[data-key='knn_accuracy']").text
     assert header == "kNN@3"  # the job's k, as submitted
-    shots(driver, "job-finished")
+    shots(driver, "job-plots")  # not job-finished: test_pages.py saves that one
     # the rules themselves: one cost is not stretched over ±1 %; plurals; unit keys in words
     lo, hi = driver.execute_script("return costRange([0.0123])")
     assert lo == 0 and hi == pytest.approx(0.0123 * 1.25)
@@ -377,7 +379,7 @@ def test_compare_counts_distinct_runs_and_tells_runs_apart(browser, live_server,
             names = {a.text for a in driver.find_elements(By.CSS_SELECTOR, "#compare-table a.dataset-link")}
             assert names == {"digits-controls"}
             assert driver.execute_script(OVERFLOW_SCRIPT) == [], f"compare at {width} px"
-            shots(driver, f"compare-{width}")
+            shots(driver, f"compare-runs-{width}")  # not compare-{width}: test_pages.py saves those
         # the Jobs page names the dataset too, with no "#id" beside it
         open_page(driver, live_server.url + "/dashboard/jobs", f"#jobs-table tr[data-job-id='{small}'] a.dataset-link")
         cell = driver.find_element(By.CSS_SELECTOR, f"#jobs-table tr[data-job-id='{small}'] a.dataset-link")
