@@ -1,5 +1,6 @@
 """The API keeps its OpenAPI contract: Schemathesis against a real `zooens serve` on 127.0.0.1, on SQLite and
-PostgreSQL, on a registry seeded with a finished job and its ensemble (a real tiny job).
+PostgreSQL, on a registry seeded with jobs in every state a reader meets: two finished jobs and their ensembles
+(real tiny jobs, one over two models), a failed, a cancelled and a queued one.
 
 Schemathesis' own runner (`st run`) generates requests from /openapi.json and checks every answer: no 5xx, the
 status is documented, the body matches the documented schema, the content type and headers are those documented,
@@ -71,10 +72,20 @@ def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         get_settings.cache_clear()
         try:
             upgrade_to_head(url)
-            register_tiny_zoo(home / "weights", ["tiny-resnet"])
-            fitted = fit_tiny()
+            register_tiny_zoo(home / "weights", ["tiny-resnet", "tiny-effnet"])
+            fitted = fit_tiny(zoo="tiny-resnet")
+            fit_tiny(top_k=2)  # a second finished job, its ensemble chosen among two models' runs
             with session_scope() as s:
                 token, _ = registry.create_token(s, f"contract-{uuid.uuid4().hex[:6]}")
+                done = registry.get_job(s, fitted.job_id)
+                for end in ("failed", "cancelled", "queued"):  # the other states a job can be read in
+                    job = registry.create_job(
+                        s, dataset_id=done.dataset_id, zoo=done.zoo, zoo_models=done.zoo_models, params=done.params
+                    )
+                    if end == "failed":
+                        registry.set_job_status(s, job.id, "failed", error="seeded: a unit failed")
+                    elif end == "cancelled":
+                        registry.request_cancel(s, job.id)
             dispose_engines()
             proc, server = start_server(home, url)
             try:
