@@ -10,8 +10,16 @@ It serves what huggingface_hub 2.4.0 asks when `zooens.zoo.pull` runs:
 
 `stall_after(repo, filename, n)` makes the next GET of that file send n body bytes, then block until
 `release()`: a test waits for the partial file to hold n bytes, with no sleep as synchronisation.
-Every request is logged (`requests`: method, path, Range header, status, body bytes sent), and
-`served_bytes(repo, filename)` counts the body bytes sent for a file across requests.
+`truncate(repo, filename, n, close=...)` makes GETs of that file end at byte n: with `close=False` the
+response says so (`Content-Length` of the short body: a file served short), with `close=True` it announces
+the whole body and the connection is closed after byte n (a dropped connection).
+
+A repository added with `token=` is gated as on the hub: its metadata answers anyone, its files only a
+request with `Authorization: Bearer <token>` (401 `GatedRepo` without a token, 403 with another one);
+`private=True` asks the token of its metadata too (401 `RepoNotFound` without it, as the hub answers).
+
+Every request is logged (`requests`: method, path, Range header, the request's headers, status, body
+bytes sent), and `served_bytes(repo, filename)` counts the body bytes sent for a file across requests.
 """
 
 from __future__ import annotations
@@ -60,8 +68,13 @@ class Request:
     method: str
     path: str
     range: str | None
+    headers: dict[str, str] = field(default_factory=dict)  # as received, names lower-cased
     status: int = 0
     sent: int = 0  # body bytes sent
+
+    @property
+    def authorization(self) -> str | None:
+        return self.headers.get("authorization")
 
 
 @dataclass
@@ -76,6 +89,8 @@ class _File:
 class _Repo:
     commit: str
     files: dict[str, _File] = field(default_factory=dict)
+    token: str | None = None  # gated: its files need `Authorization: Bearer <token>`
+    private: bool = False  # its metadata needs the token too
 
 
 class HubStandIn:
@@ -86,6 +101,7 @@ class HubStandIn:
         self.requests: list[Request] = []
         self._served: dict[tuple[str, str], int] = {}
         self._stalls: dict[tuple[str, str], int] = {}
+        self._truncations: dict[tuple[str, str], tuple[int, bool]] = {}
         self._release = threading.Event()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -99,11 +115,16 @@ class HubStandIn:
         files: dict[str, bytes],
         announce: dict[str, str] | None = None,
         announce_size: dict[str, int] | None = None,
+        token: str | None = None,
+        private: bool = False,
     ) -> str:
         """Serve `files` in `repo_id`; `announce` overrides the checksum announced for a file (a
-        tampered file), `announce_size` its announced size. Returns the repository's commit sha."""
+        tampered file), `announce_size` its announced size; `token` gates the files (and with `private`
+        the metadata too) behind that bearer token. Returns the repository's commit sha."""
+        if private and not token:
+            raise ValueError("a private repository needs a token")
         commit = hashlib.sha1(repo_id.encode() + b"".join(sorted(files.values())), usedforsecurity=False).hexdigest()
-        repo = _Repo(commit)
+        repo = _Repo(commit, token=token, private=private)
         for name, data in files.items():
             lfs = name.endswith(LFS_SUFFIXES)
             etag = hashlib.sha256(data).hexdigest() if lfs else git_blob_sha1(data)
@@ -116,7 +137,7 @@ class HubStandIn:
 
     def add_timm_model(self, name: str, seed: int = 0, **kwargs) -> dict:
         """Serve random weights for the timm tag `name` as its repository's `model.safetensors`; returns
-        the state dict served. `kwargs` go to `add_repo` (`announce`, `announce_size`)."""
+        the state dict served. `kwargs` go to `add_repo` (`announce`, `announce_size`, `token`, `private`)."""
         repo_id, data, state = timm_weights(name, seed)
         self.add_repo(repo_id, {"model.safetensors": data}, **kwargs)
         return state
@@ -134,6 +155,17 @@ class HubStandIn:
         """Let every stalled response go on."""
         self._release.set()
 
+    def truncate(self, repo_id: str, filename: str, nbytes: int, *, close: bool) -> None:
+        """Every GET of the file ends at byte `nbytes` of the file (a Range request past it gets no body) until
+        `untruncate`: `close=False` sends a `Content-Length` of the short body (served short, the response
+        complete), `close=True` the full one, then closes the connection after byte `nbytes`."""
+        with self._lock:
+            self._truncations[(repo_id, filename)] = (nbytes, close)
+
+    def untruncate(self, repo_id: str, filename: str) -> None:
+        with self._lock:
+            self._truncations.pop((repo_id, filename), None)
+
     # -- what was asked -------------------------------------------------------------------------
 
     def served_bytes(self, repo_id: str, filename: str) -> int:
@@ -149,6 +181,12 @@ class HubStandIn:
         if filename is not None:
             found = [r for r in found if r.path.rsplit("/", 1)[-1] == filename]
         return [r for r in found if method is None or r.method == method]
+
+    def api_requests(self, repo_id: str) -> list[Request]:
+        """Logged requests of a repository's metadata (`/api/models/{repo_id}...`)."""
+        prefix = f"/api/models/{repo_id}"
+        with self._lock:
+            return [r for r in self.requests if r.path == prefix or r.path.startswith(prefix + "/")]
 
     def body_requests(self) -> list[Request]:
         """Every GET of a file (not the metadata API)."""
@@ -203,6 +241,10 @@ class HubStandIn:
         with self._lock:
             return self._stalls.pop(key, None)
 
+    def _truncation(self, key: tuple[str, str]) -> tuple[int, bool] | None:
+        with self._lock:
+            return self._truncations.get(key)
+
 
 class _Handler(BaseHTTPRequestHandler):
     hub: HubStandIn
@@ -219,7 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, body: bool) -> None:
         path = unquote(urlsplit(self.path).path)
-        request = Request(self.command, path, self.headers.get("Range"))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        request = Request(self.command, path, self.headers.get("Range"), headers)
         self.hub._log(request)
         try:
             if path.startswith("/api/models/"):
@@ -243,11 +286,39 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
+    def _refused(self, request: Request, repo_id: str, repo: _Repo, files: bool) -> bool:
+        """Answer 401/403 when `repo` asks a token this request lacks; True when answered so."""
+        if repo.token is None or not (files or repo.private):
+            return False
+        sent = request.authorization
+        if sent == f"Bearer {repo.token}":
+            return False
+        if repo.private and not files:
+            self._error(request, 401, "RepoNotFound", "Repository not found")
+        elif sent is None:
+            self._error(
+                request,
+                401,
+                "GatedRepo",
+                f"Access to model {repo_id} is restricted. You must have access to it and be authenticated to "
+                "access it. Please log in.",
+            )
+        else:
+            self._error(
+                request,
+                403,
+                "GatedRepo",
+                f"Access to model {repo_id} is restricted and you are not in the authorized list.",
+            )
+        return True
+
     def _model_info(self, request: Request, rest: str) -> None:
         repo_id, _, revision = rest.partition("/revision/")
         repo = self.hub.repos.get(repo_id)
         if repo is None:
             self._error(request, 404, "RepoNotFound", f"Repository {repo_id} not found")
+            return
+        if self._refused(request, repo_id, repo, files=False):
             return
         if revision and revision not in ("main", repo.commit):
             self._error(request, 404, "RevisionNotFound", f"Revision {revision} not found")
@@ -275,6 +346,8 @@ class _Handler(BaseHTTPRequestHandler):
         if repo is None:
             self._error(request, 404, "RepoNotFound", f"Repository {head} not found")
             return
+        if self._refused(request, head, repo, files=True):
+            return
         f = repo.files.get(filename)
         if f is None or revision not in ("main", repo.commit):
             self._error(request, 404, "EntryNotFound", f"{filename} not found at {revision}")
@@ -291,6 +364,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+        key = (head, filename)
+        truncation = self.hub._truncation(key) if self.command == "GET" else None
+        end_at = size  # the body ends here
+        length = size - start  # the Content-Length sent
+        if truncation is not None:
+            end_at = max(start, min(size, truncation[0]))
+            if not truncation[1]:
+                length = end_at - start
         status = 206 if start else 200
         request.status = status
         self.send_response(status)
@@ -301,20 +382,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("X-Linked-Etag", f'"{f.etag}"')
             self.send_header("X-Linked-Size", str(f.size))
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(size - start))
+        self.send_header("Content-Length", str(length))
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+            self.send_header("Content-Range", f"bytes {start}-{start + length - 1}/{size}")
         self.end_headers()
         if not body:
             return
-        key = (head, filename)
         stall = self.hub._take_stall(key)
         pos = start
-        while pos < size:
+        while pos < end_at:
             if stall is not None and pos - start >= stall:
                 self.hub._release.wait()
                 stall = None
-            end = min(size, pos + _CHUNK)
+            end = min(end_at, pos + _CHUNK)
             if stall is not None:
                 end = min(end, start + stall)
             self.wfile.write(f.data[pos:end])
@@ -331,6 +411,14 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     with HubStandIn() as stand_in:
         monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
         monkeypatch.setenv("HF_HOME", str(home))
-        for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN"):
+        for name in (
+            "HF_HUB_CACHE",
+            "HUGGINGFACE_HUB_CACHE",
+            "HF_HUB_OFFLINE",
+            "TRANSFORMERS_OFFLINE",
+            "HF_TOKEN",
+            "HUGGING_FACE_HUB_TOKEN",
+            "HF_TOKEN_PATH",
+        ):
             monkeypatch.delenv(name, raising=False)
         yield stand_in

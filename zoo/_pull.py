@@ -228,7 +228,10 @@ def _plan(ws: WeightSet, api: HfApi, token: str | None, cache: Path) -> _Plan:
         )
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
-        raise _Failed(f"the hub answered {status} for the repository {repo}@{revision}: {_first_line(exc)}") from None
+        raise _Failed(
+            f"the hub answered {status} for the repository {repo}@{revision}: {_http_detail(exc)}"
+            f"{_access_hint(exc, token)}"
+        ) from None
     siblings = {s.rfilename: s for s in info.siblings or []}
     wanted = _hub_filename(ws)
     names = [wanted] if wanted else list(HUB_FILENAMES)
@@ -254,6 +257,32 @@ def _plan(ws: WeightSet, api: HfApi, token: str | None, cache: Path) -> _Plan:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _http_detail(exc: HfHubHTTPError) -> str:
+    """The first line of a hub error, with the hub's own message (`X-Error-Message`) where it gave one."""
+    first = _first_line(exc)
+    said = (getattr(exc, "server_message", None) or "").strip()
+    said = said.splitlines()[0].rstrip() if said else ""
+    if not said or said in first:
+        return first
+    return f"{first} {said}" if said.endswith((".", "!", "?")) else f"{first} {said}."
+
+
+def _access_hint(exc: HfHubHTTPError, token: str | None) -> str:
+    """What to do about a 401 or 403: the repository is gated or private."""
+    status = exc.response.status_code if exc.response is not None else None
+    if status not in (401, 403):
+        return ""
+    if token:
+        return (
+            " The Hugging Face token sent (HF_TOKEN, or the token file of HF_HOME) has no access to it: accept the "
+            "repository's conditions on the hub with that account, or set HF_TOKEN to a token that has access."
+        )
+    return (
+        " The repository is gated or private and no Hugging Face token was sent: set HF_TOKEN (or log in with "
+        "`hf auth login`) to a token that has access to it."
+    )
 
 
 def _file_digest(path: Path, lfs: bool) -> str:
@@ -381,6 +410,18 @@ def _link(plan: _Plan) -> None:
                 tmp_ref.unlink(missing_ok=True)
 
 
+def _touch_cache(cache: Path) -> None:
+    """Move the hub cache folder's modification time on: weights were installed in it. Its `models--org--name`
+    folder was made when the download began, so without this a reader that watches the cache's modification
+    time (the service's zoo catalogue) could have read the folder mid-download and never see the weights arrive."""
+    try:
+        before = cache.stat().st_mtime_ns
+        now = max(time.time_ns(), before + 1)
+        os.utime(cache, ns=(now, now))
+    except OSError:  # a read-only or vanished cache: nothing watches it then
+        logger.debug("could not touch %s", cache, exc_info=True)
+
+
 def _verified_blob(plan: _Plan) -> bool:
     """The blob is there with the right size and digest; a wrong one is deleted."""
     if not plan.blob.is_file():
@@ -479,6 +520,7 @@ def _transfer(plan: _Plan, endpoint: str, token: str | None, progress: _Progress
         )
     os.replace(plan.partial, plan.blob)
     _link(plan)
+    _touch_cache(plan.storage.parent)
     progress.emit(PullEvent(name, plan.filename, plan.size, plan.size, "done"))
     logger.info("%s: pulled %s (%d bytes)", name, plan.filename, fetched)
     return PullOutcome(name, "pulled", [str(plan.pointer)], bytes=fetched)
@@ -571,12 +613,12 @@ def _pull_from_hub(
         try:
             jobs = [(p, pool.submit(_fetch, p, cache, endpoint, secret, bar)) for p in plans]
             for p, fut in jobs:
-                outcomes[p.ws.name] = _outcome(p, fut, endpoint)
+                outcomes[p.ws.name] = _outcome(p, fut, endpoint, secret)
         finally:
             bar.close()
 
 
-def _outcome(plan: _Plan, fut: Any, endpoint: str) -> PullOutcome:
+def _outcome(plan: _Plan, fut: Any, endpoint: str, token: str | None = None) -> PullOutcome:
     name = plan.ws.name
     try:
         return fut.result()
@@ -588,7 +630,7 @@ def _outcome(plan: _Plan, fut: Any, endpoint: str) -> PullOutcome:
             "to resume it."
         )
     except HfHubHTTPError as exc:
-        message = f"the hub refused {plan.repo}/{plan.filename}: {_first_line(exc)}"
+        message = f"the hub refused {plan.repo}/{plan.filename}: {_http_detail(exc)}{_access_hint(exc, token)}"
     except (OSError, ZooensError) as exc:
         message = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # one model's failure does not stop the others

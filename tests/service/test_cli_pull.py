@@ -78,3 +78,44 @@ def test_zoo_sets_lists_every_set_with_its_size_offline(zooens_home, monkeypatch
     assert small["num_params"] == sum(model_facts(m).num_params for m in small["models"])
     assert len(small["upstreams"]) >= 6 and small["download_bytes"] is None  # offline: the hub cannot be asked
     assert rows["embedded"]["present"] == 3 and rows["embedded"]["download_bytes"] == 0
+
+
+def _blobs(name: str) -> list[str]:
+    from zooens.zoo._hubenv import hub_cache_dir
+
+    blobs = hub_cache_dir() / f"models--{str(get_weight_set(name).source.hub_id).replace('/', '--')}" / "blobs"
+    return sorted(p.name for p in blobs.iterdir()) if blobs.is_dir() else []
+
+
+def test_a_gated_model_needs_hf_token(zooens_home, hub, monkeypatch):
+    token = "hf_cli_test_token"
+    hub.add_timm_model(A, seed=1, token=token)
+    refused = CliRunner().invoke(app, ["zoo", "pull", A])
+    assert refused.exit_code == 1, refused.output
+    assert f"failed   {A}" in refused.stderr and "HF_TOKEN" in refused.stderr and "401" in refused.stderr
+    assert "0 pulled, 0 already here, 1 failed." in refused.stdout
+    assert _available() == set() and _blobs(A) == []
+
+    monkeypatch.setenv("HF_TOKEN", token)
+    result = CliRunner().invoke(app, ["zoo", "pull", A, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["pulled"] == [A]
+    sent = {r.authorization for r in hub.requests_for(str(get_weight_set(A).source.hub_id)) if r.status == 200}
+    assert sent == {f"Bearer {token}"}
+    assert _available() == {A}
+
+
+def test_a_file_served_short_fails_the_pull_and_is_not_kept(zooens_home, hub):
+    hub.add_timm_model(A, seed=1)
+    hub.add_timm_model(C, seed=3)
+    repo = str(get_weight_set(C).source.hub_id)
+    size = len(hub.file_bytes(repo, "model.safetensors"))
+    hub.truncate(repo, "model.safetensors", size - 1000, close=False)
+    result = CliRunner().invoke(app, ["zoo", "pull", A, C, "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["pulled"] == [A] and report["failed"] == [C]
+    failed = report["outcomes"][1]
+    assert failed["files"] == [] and f"announced {size} bytes" in failed["message"]
+    assert f"sent {size - 1000}" in failed["message"]
+    assert _blobs(C) == [] and _available() == {A}

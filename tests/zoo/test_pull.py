@@ -302,3 +302,157 @@ def test_what_the_hub_cannot_serve_is_reported(hub: HubStandIn) -> None:
     embedded = pull("embedded", progress=False)
     assert all(o.status in ("present", "failed") for o in embedded.outcomes)
     assert hub.body_requests() == []
+
+
+# --- the Hugging Face token -------------------------------------------------------------------------
+
+TOKEN = "hf_zooens_test_token"
+
+
+def _hub_requests(hub: HubStandIn, repo: str) -> list:
+    """Every request about `repo`: its metadata, the HEAD and GET of its files."""
+    return hub.api_requests(repo) + hub.requests_for(repo)
+
+
+def test_hf_token_is_sent_as_a_bearer_header_on_every_request(hub: HubStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub.add_timm_model(VIT, seed=8, token=TOKEN, private=True)  # metadata and file both need the token
+    repo = get_weight_set(VIT).source.hub_id
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # set after huggingface_hub's import: read at call time
+
+    report = pull(VIT, progress=False)
+
+    assert report.pulled == [VIT], report.outcomes
+    asked = _hub_requests(hub, repo)
+    assert {(r.method, "/resolve/" in r.path) for r in asked} == {("GET", False), ("HEAD", True), ("GET", True)}
+    assert all(r.authorization == f"Bearer {TOKEN}" for r in asked), [(r.path, r.authorization) for r in asked]
+    assert get_weight_set(VIT).weights_present
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["gated", "private"])
+def test_a_gated_repository_fails_clearly_without_the_token_and_pulls_with_it(
+    hub: HubStandIn, monkeypatch: pytest.MonkeyPatch, private: bool
+) -> None:
+    hub.add_timm_model(VIT, seed=9, token=TOKEN, private=private)
+    hub.add_timm_model(CONVNEXT, seed=9)  # open: pulled in the same call
+    repo = get_weight_set(VIT).source.hub_id
+
+    report = pull([VIT, CONVNEXT], progress=False)
+
+    assert report.failed == [VIT] and report.pulled == [CONVNEXT]
+    message = report.outcomes[0].message
+    assert "401" in message and "HF_TOKEN" in message and "no Hugging Face token was sent" in message, message
+    assert all(r.authorization is None for r in _hub_requests(hub, repo))
+    assert hub.served_bytes(repo, "model.safetensors") == 0
+    assert not _storage(repo).exists() or list((_storage(repo) / "blobs").glob("*")) == []
+    assert not get_weight_set(VIT).weights_present
+
+    monkeypatch.setenv("HF_TOKEN", "hf_another_token")  # a token without access
+    refused = pull(VIT, progress=False).outcomes[0]
+    assert refused.status == "failed" and ("401" if private else "403") in refused.message
+    assert "has no access" in refused.message and "hf_another_token" not in refused.message  # never echoed
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert pull(VIT, progress=False).pulled == [VIT]
+    assert get_weight_set(VIT).weights_present
+
+
+def test_the_token_file_of_hf_home_is_used_and_an_explicit_token_wins(
+    hub: HubStandIn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    hub.add_timm_model(VIT, seed=10, token=TOKEN)
+    hub.add_timm_model(CONVNEXT, seed=10, token="hf_explicit")
+    (tmp_path / "hf-home" / "token").write_text(TOKEN + "\n")  # what `hf auth login` writes
+
+    assert pull(VIT, progress=False).pulled == [VIT]
+    assert {r.authorization for r in hub.requests_for(get_weight_set(VIT).source.hub_id)} == {f"Bearer {TOKEN}"}
+
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    assert pull(CONVNEXT, progress=False, token="hf_explicit").pulled == [CONVNEXT]
+    assert {r.authorization for r in hub.requests_for(get_weight_set(CONVNEXT).source.hub_id)} == {"Bearer hf_explicit"}
+
+
+def test_token_false_sends_none_and_token_true_without_one_is_refused(
+    hub: HubStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub.add_timm_model(VIT, seed=11)
+    with pytest.raises(PullError, match="token=True but no Hugging Face token is set: set HF_TOKEN"):
+        pull(VIT, progress=False, token=True)
+    assert hub.requests == []  # refused before asking the hub
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert pull(VIT, progress=False, token=False).pulled == [VIT]
+    assert hub.requests and all(r.authorization is None for r in hub.requests)
+
+
+# --- files served short -----------------------------------------------------------------------------
+
+
+class _NoSleep:
+    """`time` for huggingface_hub's download retries, without their one-second pauses."""
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        pass
+
+
+def test_a_file_served_short_is_refused_and_deleted(hub: HubStandIn) -> None:
+    hub.add_timm_model(VIT, seed=12)
+    hub.add_timm_model(CONVNEXT, seed=12)
+    repo = get_weight_set(VIT).source.hub_id
+    data = hub.file_bytes(repo, "model.safetensors")
+    half = len(data) // 2
+    hub.truncate(repo, "model.safetensors", half, close=False)  # a complete response, of half the file
+
+    report = pull([VIT, CONVNEXT], progress=False)
+
+    assert report.failed == [VIT] and report.pulled == [CONVNEXT] and not report.ok
+    message = report.outcomes[0].message
+    assert f"announced {len(data)} bytes" in message and f"sent {half}" in message and "deleted" in message, message
+    assert hub.served_bytes(repo, "model.safetensors") == half
+    storage = _storage(repo)
+    assert list((storage / "blobs").iterdir()) == []  # no blob, no partial
+    assert not (storage / "snapshots").exists() or not any((storage / "snapshots").rglob("*"))
+    assert not (storage / "refs").exists()
+    assert not get_weight_set(VIT).weights_present
+    assert try_to_load_from_cache(repo, "model.safetensors", cache_dir=hub_cache_dir()) is None
+
+    hub.untruncate(repo, "model.safetensors")
+    again = pull(VIT, progress=False)
+    assert again.pulled == [VIT] and again.outcomes[0].bytes == len(data)  # from the start: nothing was kept
+    assert hub.requests_for(repo, "model.safetensors", "GET")[-1].range is None
+    assert get_weight_set(VIT).source.locate().read_bytes() == data
+
+
+def test_a_connection_dropped_mid_file_is_never_installed_and_the_next_pull_resumes(
+    hub: HubStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+    import huggingface_hub.file_download
+
+    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", CHUNK)  # bytes reach the file as they come
+    monkeypatch.setattr(huggingface_hub.file_download, "time", _NoSleep())
+    hub.add_timm_model(VIT, seed=13)
+    repo = get_weight_set(VIT).source.hub_id
+    data = hub.file_bytes(repo, "model.safetensors")
+    blob, partial = _blob_and_partial(repo, data)
+    hub.truncate(repo, "model.safetensors", STALL, close=True)  # every GET: the connection closes at byte STALL
+
+    report = pull(VIT, progress=False)
+
+    assert report.failed == [VIT], report.outcomes
+    assert "broke off" in report.outcomes[0].message and "run the pull again" in report.outcomes[0].message
+    gets = hub.requests_for(repo, "model.safetensors", "GET")
+    assert gets[0].range is None and len(gets) > 1 and gets[-1].range == f"bytes={STALL}-"  # huggingface_hub retried
+    assert not blob.exists() and _size(partial) == STALL  # kept to resume, never linked
+    assert not (_storage(repo) / "snapshots").exists() or not any((_storage(repo) / "snapshots").rglob("*"))
+    assert not get_weight_set(VIT).weights_present
+
+    hub.untruncate(repo, "model.safetensors")
+    again = pull(VIT, progress=False)
+    assert again.pulled == [VIT] and again.outcomes[0].bytes == len(data) - STALL
+    last = hub.requests_for(repo, "model.safetensors", "GET")[-1]
+    assert last.range == f"bytes={STALL}-" and last.status == 206 and last.sent == len(data) - STALL
+    assert blob.read_bytes() == data and not partial.exists()

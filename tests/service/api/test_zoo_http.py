@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.hub_stand_in import hub  # noqa: F401  the fixture
+from zooens.zoo import get_weight_set
 from zooens.zoo._facts import UPSTREAM_CATEGORIES
 
 FACT_KEYS = ("upstream", "upstream_data", "num_params", "gflops", "imagenet_top1", "weights_present")
@@ -230,3 +231,89 @@ def test_a_model_being_pulled_is_not_pulled_twice(client, auth, hub):  # noqa: F
     assert done["status"] == "succeeded", done
     gets = [r for r in hub.requests if r.method == "GET" and r.path.endswith("/model.safetensors")]
     assert len(gets) == 1, gets
+
+
+# --- a job that pulls ---
+
+JOB_MODELS = ["test_efficientnet.r160_in1k", "test_convnext.r160_in1k"]
+
+
+@pytest.fixture
+def worker_client(db_url):
+    """The app with its in-process worker thread (`zooens serve --with-worker`): a queued job is run here."""
+    from fastapi.testclient import TestClient
+
+    from zooens.service.app import create_app
+
+    with TestClient(create_app(with_worker=True)) as c:
+        yield c
+
+
+def _wait_job(client, job_id: int, timeout: float = 300.0) -> tuple[dict, set[str]]:
+    deadline = time.monotonic() + timeout
+    stages: set[str] = set()
+    while time.monotonic() < deadline:
+        state = client.get(f"/api/v1/jobs/{job_id}").json()
+        if state["stage"]:
+            stages.add(state["stage"])
+        if state["status"] in ("succeeded", "failed", "cancelled"):
+            return state, stages
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {state['status']} after {timeout} s")
+
+
+def test_a_job_with_pull_fetches_the_missing_weights_then_ranks(worker_client, auth, hub):  # noqa: F811
+    from tests.service.api.conftest import digits_zip
+
+    client = worker_client
+    for seed, name in enumerate(JOB_MODELS):
+        hub.add_timm_model(name, seed=seed)
+    rows = {r["name"]: r for r in _all_rows(client, filter="test_*")}
+    assert not any(rows[m]["weights_present"] for m in JOB_MODELS)
+    ds = client.post("/api/v1/datasets", files={"file": ("digits.zip", digits_zip(), "application/zip")}, headers=auth)
+    assert ds.status_code == 201, ds.text
+    body = {
+        "dataset_id": ds.json()["id"],
+        "zoo": JOB_MODELS,
+        "resolution": 32,
+        "strategies": ["linear"],
+        "steps": [30],
+        "learning_rates": [0.1],
+        "taps": "none",
+        "top_k": 1,
+    }
+    refused = client.post("/api/v1/jobs", json=body, headers=auth)  # missing weights, no pull: refused at once
+    assert refused.status_code == 422 and "zooens zoo pull" in refused.text, refused.text
+    assert client.post("/api/v1/jobs", json={**body, "pull": True}).status_code == 401  # a write needs the token
+    repo = str(get_weight_set(JOB_MODELS[-1]).source.hub_id)  # the last pull unit
+    hub.stall_after(repo, "model.safetensors", 4096)  # the catalogue is read while a file is mid-way
+    try:
+        job = client.post("/api/v1/jobs", json={**body, "pull": True}, headers=auth)
+        assert job.status_code == 202, job.text
+        job_id = job.json()["id"]
+        assert job.json()["params"]["pull"] is True
+        deadline = time.monotonic() + 120
+        while hub.served_bytes(repo, "model.safetensors") < 4096:
+            assert time.monotonic() < deadline, client.get(f"/api/v1/jobs/{job_id}").json()
+            time.sleep(0.05)
+        running = client.get(f"/api/v1/jobs/{job_id}").json()
+        assert running["status"] == "running" and running["stage"] == "pull", running
+        mid = {r["name"]: r for r in _all_rows(client, filter="test_*")}
+        assert not mid[JOB_MODELS[-1]]["weights_present"]
+    finally:
+        hub.release()
+    state, stages = _wait_job(client, job_id)
+    assert state["status"] == "succeeded", state["error"]
+    assert "pull" in stages
+    assert state["progress"]["pull"] == {"done": 2, "total": 2, "current": None}
+    assert state["progress"]["embed"]["done"] == state["progress"]["embed"]["total"] == 2
+    ranking = client.get(f"/api/v1/jobs/{job_id}/ranking").json()
+    assert {r["model_name"] for r in ranking} == set(JOB_MODELS)
+    for name in JOB_MODELS:  # each body served whole, once (after its stall)
+        repo_of = str(get_weight_set(name).source.hub_id)
+        assert hub.served_bytes(repo_of, "model.safetensors") == len(hub.file_bytes(repo_of, "model.safetensors"))
+        assert client.get(f"/api/v1/zoo/{name}").json()["weights_present"] is True
+    # the catalogue was read mid-download: it is rebuilt once the weights are in (the pull touches the hub cache)
+    listed = {r["name"]: r for r in _all_rows(client, filter="test_*")}
+    assert all(listed[m]["weights_present"] for m in JOB_MODELS), {m: listed[m]["weights_present"] for m in JOB_MODELS}
+    assert set(JOB_MODELS) <= set(_names(_all_rows(client, available=True)))
