@@ -257,7 +257,10 @@ def check_zoo(zoo: str | list[str], weight_sets: list[WeightSet], *, pull: bool 
         what = (
             shlex.quote(zoo_text(zoo)) if len({ws.base_name for ws in from_hub}) == n else _names(from_hub, quote=True)
         )
-        how = f"Fetch them with `zooens zoo pull {what}` (or run the job with --pull), add a file with"
+        how = (
+            f'Fetch them with `zooens zoo pull {what}` (or let the job pull them: `--pull`, or `"pull": true` '
+            "in the API), add a file with"
+        )
     else:
         how = "Add a weights file with"
     raise MissingWeightsError(
