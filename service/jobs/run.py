@@ -154,16 +154,26 @@ class _Run:
                 raise JobCancelled
 
     def report_progress(
-        self, stage: str, done: int, total: int, current: str | None = None, inner: dict[str, int] | None = None
+        self,
+        stage: str,
+        done: int,
+        total: int,
+        current: str | None = None,
+        inner: dict[str, int] | None = None,
+        left: list[str] | None = None,
     ) -> None:
         """The stage's units done of total and the current one; `inner`: the work done inside the current
-        unit (`{"done": images, "total": images}` while a model embeds a split)."""
+        unit (`{"done": images, "total": images}` while a model embeds a split); `left`: the stage's units not
+        done yet, counted by strategy for fine-tuning (`{"linear": 3, "film": 2}`: the job page's ETA times
+        each strategy by its own finished runs, as `zooens.progress.estimate_eta` does)."""
         with session_scope() as s:
             job = registry.get_job(s, self.job_id)
             progress = dict(job.progress or {})
             progress[stage] = {"done": done, "total": total, "current": current}
             if inner is not None:
                 progress[stage]["inner"] = inner
+            if left is not None and stage == "finetune":
+                progress[stage]["left"] = dict(Counter(str(UnitKey.parse(k).strategy) for k in left))
             registry.set_job_progress(s, self.job_id, stage=stage, progress=progress)
 
     def inner_reporter(self, stage: str, names: list[str]) -> Callable[[int, int], None]:
@@ -178,7 +188,12 @@ class _Run:
             last[0] = now
             current = self.remaining[0] if self.remaining else None
             self.report_progress(
-                stage, len(names) - len(self.remaining), len(names), current, {"done": done, "total": total}
+                stage,
+                len(names) - len(self.remaining),
+                len(names),
+                current,
+                {"done": done, "total": total},
+                left=self.remaining,
             )
 
         return report
@@ -201,7 +216,7 @@ class _Run:
                 len(names),
                 stage,
             )
-        self.report_progress(stage, len(names) - len(todo), len(names), todo[0] if todo else None)
+        self.report_progress(stage, len(names) - len(todo), len(names), todo[0] if todo else None, left=todo)
         if self.overall is not None:
             for kind, count in Counter(unit_kind(k) for k in keys if str(k) not in todo).items():
                 self.overall.skip(kind, count, label=kind.replace("finetune:", "fine-tune "))
@@ -220,7 +235,11 @@ class _Run:
                     record_unit(s, self.job_id, key, result)
                 self.remaining.remove(key)
                 self.report_progress(
-                    stage, len(names) - len(self.remaining), len(names), self.remaining[0] if self.remaining else None
+                    stage,
+                    len(names) - len(self.remaining),
+                    len(names),
+                    self.remaining[0] if self.remaining else None,
+                    left=self.remaining,
                 )
                 if self.overall is not None:
                     unit = UnitKey.parse(key)

@@ -131,3 +131,32 @@ def test_the_runner_writes_a_units_inner_progress_to_the_job(zooens_home, db_url
     report(800, 800)  # the end of a split is always written
     with session_scope() as s:
         assert registry.get_job(s, job_id).progress["embed"]["inner"] == {"done": 800, "total": 800}
+
+
+def test_the_runner_counts_the_fine_tune_runs_left_by_strategy(zooens_home, db_url):
+    """The job page times each strategy by its own finished runs: the worker writes what is left of each."""
+    from tests.service._tiny import register_tiny_zoo
+    from zooens.pipeline import JobParams
+    from zooens.selection.datasets import load_dataset
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope
+    from zooens.service.jobs import register_dataset, submit_job
+    from zooens.service.jobs.executors import LocalExecutor
+    from zooens.service.jobs.run import _Ownership, _Run
+
+    register_tiny_zoo(zooens_home / "weights", ["tiny-resnet"])
+    with session_scope() as s:
+        row = register_dataset(s, "digits", load_dataset("digits"))
+        job_id = submit_job(s, row.id, "user", JobParams(top_k=1, strategies=["linear"]), claim_for="w").id
+    run = _Run(job_id, "w", LocalExecutor(), False, _Ownership.__new__(_Ownership))
+    left = [
+        "finetune:tiny-resnet:linear:lr=0.1:steps=5",
+        "finetune:tiny-resnet:film:lr=0.01:steps=50",
+        "finetune:tiny-resnet:linear:lr=1:steps=5",
+    ]
+    run.report_progress("finetune", 1, 4, left[0], left=left)
+    run.report_progress("embed", 1, 1, None, left=[])
+    with session_scope() as s:
+        progress = registry.get_job(s, job_id).progress
+    assert progress["finetune"] == {"done": 1, "total": 4, "current": left[0], "left": {"linear": 2, "film": 1}}
+    assert "left" not in progress["embed"]

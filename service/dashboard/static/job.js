@@ -223,11 +223,24 @@ function estimateLeft(job, ranking, runs) {
     seconds = (seconds || 0) + left * mean(timed);
   };
   stage("embed", ranking.map((r) => r.embed_seconds));
-  stage("finetune", runs.map((r) => r.seconds));
+  const ft = p.finetune;
+  if (ft && ft.left && Object.keys(ft.left).length) {
+    // by strategy, as the CLI's ETA: a linear probe and a FiLM run take very different times
+    for (const [strategy, left] of Object.entries(ft.left)) {
+      if (!left) continue;
+      const timed = runs.filter((r) => r.strategy === strategy).map((r) => r.seconds)
+        .filter((v) => v !== null && v !== undefined && Number.isFinite(v));
+      if (!timed.length) { if (missing === null) missing = "finetune"; continue; }
+      basis += timed.length;
+      seconds = (seconds || 0) + left * mean(timed);
+    }
+  } else {
+    stage("finetune", runs.map((r) => r.seconds));
+  }
   return { seconds, basis, missing };
 }
 
-const MISSING_WORDS = { embed: "the first model is embedded", finetune: "the first fine-tuning run finishes" };
+const MISSING_WORDS = { embed: "the first model is embedded", finetune: "a fine-tuning run of each strategy finishes" };
 
 function renderEta(job, ranking, runs) {
   const box = document.getElementById("job-eta");

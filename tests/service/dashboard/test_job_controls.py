@@ -193,6 +193,23 @@ def test_eta_is_estimated_per_unit_kind(browser, live_server, dataset_id):
     job = {"progress": {"embed": {"done": 4, "total": 4}, "finetune": {"done": 0, "total": 2}}}
     eta = driver.execute_script("return estimateLeft(arguments[0], arguments[1], [])", job, ranking)
     assert eta == {"seconds": None, "basis": 0, "missing": "finetune"}
+    # what is left counted by strategy (the worker writes `left`): each strategy timed by its own runs
+    job = {
+        "progress": {
+            "embed": {"done": 4, "total": 4},
+            "finetune": {"done": 3, "total": 8, "left": {"linear": 2, "film": 3}},
+        }
+    }
+    runs = [
+        {"strategy": "linear", "seconds": 2.0},
+        {"strategy": "linear", "seconds": 4.0},
+        {"strategy": "film", "seconds": 60.0},
+    ]
+    eta = driver.execute_script("return estimateLeft(arguments[0], arguments[1], arguments[2])", job, ranking, runs)
+    assert eta == {"seconds": 2 * 3.0 + 3 * 60.0, "basis": 3, "missing": None}  # a mean over all would say 5 x 22
+    job["progress"]["finetune"]["left"] = {"linear": 2, "lora": 1}  # no lora run finished: a lower bound
+    eta = driver.execute_script("return estimateLeft(arguments[0], arguments[1], arguments[2])", job, ranking, runs)
+    assert eta == {"seconds": 6.0, "basis": 2, "missing": "finetune"}
 
 
 @pytest.fixture(scope="module")
