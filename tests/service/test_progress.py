@@ -102,11 +102,11 @@ def test_embedding_reports_images_done_to_the_listener_in_its_context(zooens_hom
     assert len(heard) == 3  # outside the block nobody listens
 
 
-def test_the_runner_writes_a_units_inner_progress_to_the_job(zooens_home, db_url):
+def _runner(zooens_home):
+    """A job's runner (`_Run`) on a submitted tiny job, claimed by worker "w", and the job's id."""
     from tests.service._tiny import register_tiny_zoo
     from zooens.pipeline import JobParams
     from zooens.selection.datasets import load_dataset
-    from zooens.service import registry
     from zooens.service.db.session import session_scope
     from zooens.service.jobs import register_dataset, submit_job
     from zooens.service.jobs.executors import LocalExecutor
@@ -116,7 +116,14 @@ def test_the_runner_writes_a_units_inner_progress_to_the_job(zooens_home, db_url
     with session_scope() as s:
         row = register_dataset(s, "digits", load_dataset("digits"))
         job_id = submit_job(s, row.id, "user", JobParams(top_k=1, strategies=["linear"]), claim_for="w").id
-    run = _Run(job_id, "w", LocalExecutor(), False, _Ownership.__new__(_Ownership))
+    return _Run(job_id, "w", LocalExecutor(), False, _Ownership.__new__(_Ownership)), job_id
+
+
+def test_the_runner_writes_a_units_inner_progress_to_the_job(zooens_home, db_url):
+    from zooens.service import registry
+    from zooens.service.db.session import session_scope
+
+    run, job_id = _runner(zooens_home)
     run.remaining = ["embed:tiny-resnet"]
     report = run.inner_reporter("embed", ["embed:tiny-resnet"])
     report(64, 800)
@@ -135,20 +142,10 @@ def test_the_runner_writes_a_units_inner_progress_to_the_job(zooens_home, db_url
 
 def test_the_runner_counts_the_fine_tune_runs_left_by_strategy(zooens_home, db_url):
     """The job page times each strategy by its own finished runs: the worker writes what is left of each."""
-    from tests.service._tiny import register_tiny_zoo
-    from zooens.pipeline import JobParams
-    from zooens.selection.datasets import load_dataset
     from zooens.service import registry
     from zooens.service.db.session import session_scope
-    from zooens.service.jobs import register_dataset, submit_job
-    from zooens.service.jobs.executors import LocalExecutor
-    from zooens.service.jobs.run import _Ownership, _Run
 
-    register_tiny_zoo(zooens_home / "weights", ["tiny-resnet"])
-    with session_scope() as s:
-        row = register_dataset(s, "digits", load_dataset("digits"))
-        job_id = submit_job(s, row.id, "user", JobParams(top_k=1, strategies=["linear"]), claim_for="w").id
-    run = _Run(job_id, "w", LocalExecutor(), False, _Ownership.__new__(_Ownership))
+    run, job_id = _runner(zooens_home)
     left = [
         "finetune:tiny-resnet:linear:lr=0.1:steps=5",
         "finetune:tiny-resnet:film:lr=0.01:steps=50",
