@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/peers.py                       # Fashion-MNIST 1k, digits, the dSprites-location stand-in
     .venv/bin/python bench/peers.py --datasets all        # and every other offline stand-in task
+    .venv/bin/python bench/peers.py --zoo packaged        # every contender on the offline zoo of two upstreams
 
 Contenders, each trained on the same 800 train / 200 val images (zooens' split policy with the job's seed) and
 scored on the same test images (a seeded subsample of `--max-test`):
@@ -29,7 +30,8 @@ fitted probes), the run the ensemble is guaranteed not to be worse than on those
 first pick image by image on test: `gained_vs_first_pick` (test images the ensemble gets right and the first pick
 wrong), `lost_vs_first_pick` (the reverse) and `mcnemar_p` (McNemar's exact test, two-sided: the binomial
 probability of a split of the discordant images at least that uneven if neither were better; 1.0 where none differ).
-Writes bench/results/peers.csv (with `--taps none`: peers-taps-none.csv, so both runs are kept side by side).
+Writes bench/results/peers.csv (with `--taps none`: peers-taps-none.csv, so both runs are kept side by side; with
+`--zoo Z` other than `embedded`: peers-Z.csv, every contender on that zoo).
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path, gpu: bool) -> li
 
     # zooens' default job, with an embedding cache of its own
     cpu, wall = time.process_time(), time.perf_counter()
-    fitted = fit(raw, params, zoo="embedded", cache=EmbeddingCache(tmp / f"cache-zooens-{name}"), progress=False)
+    fitted = fit(raw, params, zoo=args.zoo, cache=EmbeddingCache(tmp / f"cache-zooens-{name}"), progress=False)
     cpu_zooens, wall_zooens = time.process_time() - cpu, time.perf_counter() - wall
     ds = prepare_job_dataset(raw, params)
     test = ds.split("test")
@@ -165,7 +167,7 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path, gpu: bool) -> li
     embedded: dict[str, dict[str, np.ndarray]] = {}
     cpu_embed: dict[str, float] = {}
     top1 = fitted.ranking_[0].model_name  # a layer tap when one ranked first (`taps` auto, the script's default)
-    zoo_models = [ws.name for ws in resolve_zoo("embedded")]
+    zoo_models = [ws.name for ws in resolve_zoo(args.zoo)]
     for model_name in dict.fromkeys([*zoo_models, top1]):
         cpu = time.process_time()
         embedded[model_name] = {
@@ -209,6 +211,9 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=112)
     parser.add_argument("--max-test", type=int, default=1000)
     parser.add_argument("--taps", choices=["auto", "none"], default="auto", help="zooens' job's taps (default auto)")
+    parser.add_argument(
+        "--zoo", default="embedded", help="the zoo of every contender (default embedded; `packaged` adds HED's VGG16)"
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="zooens-peers-"))
     os.environ.setdefault("ZOOENS_HOME", str(tmp / "home"))  # settings are read on first use, after this
@@ -225,7 +230,8 @@ def main() -> int:
         r.setdefault("first_pick_test_acc", "")
         for k in ("gained_vs_first_pick", "lost_vs_first_pick", "mcnemar_p"):
             r.setdefault(k, "")
-    path = write_rows("peers" if args.taps == "auto" else "peers-taps-none", rows, echo=False)
+    stem = "peers" if args.taps == "auto" else "peers-taps-none"
+    path = write_rows(stem if args.zoo == "embedded" else f"{stem}-{args.zoo}", rows, echo=False)
     by = {(r["dataset"], r["contender"]): r for r in rows}
     wins = sum(by[(n, "zooens")]["test_acc"] >= by[(n, "logreg-concat")]["test_acc"] for n in names)
     single = sum(by[(n, "zooens")]["test_acc"] >= by[(n, "zooens")]["best_single_test_acc"] for n in names)
