@@ -240,7 +240,7 @@ def _ensemble_calibration(ens: dict) -> list[str]:
     if ens.get("temperature") is None:
         return []
     t = ens["temperature"]
-    lines = [f"temperature T = {t:.3f} (fitted on the selection rows; predicted probabilities are calibrated)"]
+    lines = [f"temperature T = {t:.3f} (fitted on the selection rows; predictions calibrated)"]
     for split in ("val", "test"):
         if ens.get(f"{split}_nll") is None:
             continue
