@@ -154,25 +154,24 @@ class _Run:
                 raise JobCancelled
 
     def report_progress(
-        self,
-        stage: str,
-        done: int,
-        total: int,
-        current: str | None = None,
-        inner: dict[str, int] | None = None,
-        left: list[str] | None = None,
+        self, stage: str, names: list[str], left: list[str], inner: dict[str, int] | None = None
     ) -> None:
-        """The stage's units done of total and the current one; `inner`: the work done inside the current
-        unit (`{"done": images, "total": images}` while a model embeds a split); `left`: the stage's units not
-        done yet, counted by strategy for fine-tuning (`{"linear": 3, "film": 2}`: the job page's ETA times
-        each strategy by its own finished runs, as `zooens.progress.estimate_eta` does)."""
+        """The stage's progress from its units (`names`) and those not done yet (`left`, the first one being
+        the current one): units done of total, the current one and, for fine-tuning, the runs left by strategy
+        (`{"linear": 3, "film": 2}`: the job page's ETA times each strategy by its own finished runs, as
+        `zooens.progress.estimate_eta` does); `inner`: the work done inside the current unit
+        (`{"done": images, "total": images}` while a model embeds a split)."""
         with session_scope() as s:
             job = registry.get_job(s, self.job_id)
             progress = dict(job.progress or {})
-            progress[stage] = {"done": done, "total": total, "current": current}
+            progress[stage] = {
+                "done": len(names) - len(left),
+                "total": len(names),
+                "current": left[0] if left else None,
+            }
             if inner is not None:
                 progress[stage]["inner"] = inner
-            if left is not None and stage == "finetune":
+            if stage == "finetune":
                 progress[stage]["left"] = dict(Counter(str(UnitKey.parse(k).strategy) for k in left))
             registry.set_job_progress(s, self.job_id, stage=stage, progress=progress)
 
@@ -186,15 +185,7 @@ class _Run:
             if done < total and now - last[0] < INNER_EVERY_SECONDS:
                 return
             last[0] = now
-            current = self.remaining[0] if self.remaining else None
-            self.report_progress(
-                stage,
-                len(names) - len(self.remaining),
-                len(names),
-                current,
-                {"done": done, "total": total},
-                left=self.remaining,
-            )
+            self.report_progress(stage, names, self.remaining, {"done": done, "total": total})
 
         return report
 
@@ -216,7 +207,7 @@ class _Run:
                 len(names),
                 stage,
             )
-        self.report_progress(stage, len(names) - len(todo), len(names), todo[0] if todo else None, left=todo)
+        self.report_progress(stage, names, todo)
         if self.overall is not None:
             for kind, count in Counter(unit_kind(k) for k in keys if str(k) not in todo).items():
                 self.overall.skip(kind, count, label=kind.replace("finetune:", "fine-tune "))
@@ -234,13 +225,7 @@ class _Run:
                         raise JobLost from None
                     record_unit(s, self.job_id, key, result)
                 self.remaining.remove(key)
-                self.report_progress(
-                    stage,
-                    len(names) - len(self.remaining),
-                    len(names),
-                    self.remaining[0] if self.remaining else None,
-                    left=self.remaining,
-                )
+                self.report_progress(stage, names, self.remaining)
                 if self.overall is not None:
                     unit = UnitKey.parse(key)
                     self.overall.done(unit_kind(unit), unit_label(unit))

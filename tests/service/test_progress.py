@@ -151,8 +151,8 @@ def test_the_runner_counts_the_fine_tune_runs_left_by_strategy(zooens_home, db_u
         "finetune:tiny-resnet:film:lr=0.01:steps=50",
         "finetune:tiny-resnet:linear:lr=1:steps=5",
     ]
-    run.report_progress("finetune", 1, 4, left[0], left=left)
-    run.report_progress("embed", 1, 1, None, left=[])
+    run.report_progress("finetune", ["finetune:tiny-resnet:linear:lr=0.1:steps=1", *left], left)
+    run.report_progress("embed", ["embed:tiny-resnet"], [])
     with session_scope() as s:
         progress = registry.get_job(s, job_id).progress
     assert progress["finetune"] == {"done": 1, "total": 4, "current": left[0], "left": {"linear": 2, "film": 1}}
