@@ -54,6 +54,12 @@ def _embedded_sets() -> dict[str, WeightSet]:
     return dict(EMBEDDED.items())
 
 
+def _default_zoo() -> list[WeightSet]:
+    """The zoo set `embedded`: the registered weight sets of origin `embedded` (not those of origin `package`,
+    such as HED's VGG16, which the set `packaged` adds)."""
+    return [ws for _, ws in EMBEDDED.items() if ws.origin == "embedded"]
+
+
 def _catalogue_sets() -> dict[str, WeightSet]:
     if not _catalogue:
         with _catalogue_lock:
@@ -149,16 +155,15 @@ def with_taps(weight_sets: Iterable[WeightSet], last: int = DEFAULT_TAPS) -> lis
 def zoo_sets() -> dict[str, list[str]]:
     """The named zoo sets: the embedded models, the user's own, then the shipped sets of
     `data/zoo_sets.toml` ('diverse-small', 'diverse'; their weights come from the hub)."""
-    embedded = [ws.name for _, ws in EMBEDDED.items() if ws.origin == "embedded"]
-    out = {"embedded": embedded, "user": sorted(user_weight_sets())}
+    out = {"embedded": [ws.name for ws in _default_zoo()], "user": sorted(user_weight_sets())}
     for name in zoo_set_names():
         out[name] = zoo_set(name).models
     return out
 
 
 def _resolve_token(token: str) -> list[WeightSet]:
-    if token == "embedded":  # the default zoo: packaged weights of origin `package` are not in it
-        return [ws for _, ws in EMBEDDED.items() if ws.origin == "embedded"]
+    if token == "embedded":
+        return _default_zoo()
     if token == "user":
         user = user_weight_sets()
         if not user:
