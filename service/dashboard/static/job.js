@@ -203,40 +203,37 @@ function mean(values) {
 }
 
 /** Seconds left, estimated per unit kind: the embedding units left times the mean embedding time so far, plus the
- * fine-tuning runs left times the mean run time so far. {seconds, basis, missing}: `basis`, how many finished units
- * the estimate rests on; `missing`, the first stage with units left but none timed yet (its time is not counted:
- * the estimate is then a lower bound); seconds null when no stage with units left has a timed unit. */
+ * fine-tuning runs left times the mean run time so far, strategy by strategy where the worker counted the runs left
+ * of each (`progress.finetune.left`). {seconds, basis, missing}: `basis`, how many finished units the estimate rests
+ * on; `missing`, the first stage with units left but none of their kind timed yet (their time is not counted: the
+ * estimate is then a lower bound); seconds null when no stage with units left has a timed unit. */
 function estimateLeft(job, ranking, runs) {
   const p = job.progress || {};
   let seconds = null, basis = 0, missing = null;
-  const stage = (name, times) => {
-    const st = p[name];
-    const timed = times.filter((v) => v !== null && v !== undefined && Number.isFinite(v));
-    if (!st || !st.total) {  // not planned yet: fine-tuning's runs are known once the ranking is done
-      if (name === "finetune" && missing === null) missing = name;
-      return;
-    }
-    const left = Math.max(0, st.total - st.done);
+  const add = (name, left, times) => {  // `left` units of stage `name`, each timed by the mean of `times`
     if (!left) return;
+    const timed = times.filter((v) => v !== null && v !== undefined && Number.isFinite(v));
     if (!timed.length) { if (missing === null) missing = name; return; }
     basis += timed.length;
     seconds = (seconds || 0) + left * mean(timed);
   };
-  stage("embed", ranking.map((r) => r.embed_seconds));
-  const ft = p.finetune;
-  if (ft && ft.left && Object.keys(ft.left).length) {
-    // by strategy, as the CLI's ETA: a linear probe and a FiLM run take very different times
-    for (const [strategy, left] of Object.entries(ft.left)) {
-      if (!left) continue;
-      const timed = runs.filter((r) => r.strategy === strategy).map((r) => r.seconds)
-        .filter((v) => v !== null && v !== undefined && Number.isFinite(v));
-      if (!timed.length) { if (missing === null) missing = "finetune"; continue; }
-      basis += timed.length;
-      seconds = (seconds || 0) + left * mean(timed);
+  const stage = (name, times) => {
+    const st = p[name];
+    if (!st || !st.total) {  // not planned yet: fine-tuning's runs are known once the ranking is done
+      if (name === "finetune" && missing === null) missing = name;
+      return;
     }
-  } else {
-    stage("finetune", runs.map((r) => r.seconds));
-  }
+    if (name === "finetune" && st.left && Object.keys(st.left).length) {
+      // by strategy, as the CLI's ETA: a linear probe and a FiLM run take very different times
+      for (const [strategy, left] of Object.entries(st.left)) {
+        add(name, left, runs.filter((r) => r.strategy === strategy).map((r) => r.seconds));
+      }
+      return;
+    }
+    add(name, Math.max(0, st.total - st.done), times);
+  };
+  stage("embed", ranking.map((r) => r.embed_seconds));
+  stage("finetune", runs.map((r) => r.seconds));
   return { seconds, basis, missing };
 }
 
