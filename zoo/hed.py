@@ -97,7 +97,7 @@ def hed_vgg16(pretrained: bool = False, **kwargs: Any) -> HedVGG16:
         raise WeightsMismatchError(
             "timm has no weights for hed_vgg16; build it through zooens: create_model('hed_vgg16.bsds500')."
         )
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "features_only", "pretrained_model_args"):
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "pretrained_model_args"):
         kwargs.pop(key, None)
     model = HedVGG16(**kwargs)
     model.pretrained_cfg = model.default_cfg = dict(_CFG)
